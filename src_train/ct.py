@@ -1,0 +1,403 @@
+"""CT volumes and their geometry.
+
+Arrays are indexed ``(index, row, col)`` -- "IRC", i.e. ``(z, y, x)`` in array order -- while
+world coordinates are ``(x, y, z)`` in millimetres, as in LUNA16's CSV files and in SimpleITK.
+This module is the only place where the axis order is reversed: everything else asks a
+:class:`Geometry` to convert.
+
+SimpleITK's convention, used throughout::
+
+    xyz_mm = origin_xyz_mm + direction @ (spacing_xyz_mm * index_xyz)
+
+with ``index_xyz = (col, row, index)`` and ``direction`` the 3x3 matrix whose columns are the
+world directions of the array's x, y and z axes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from src_train.errors import ConfigError, GeometryError, OutputExistsError, SeriesReadError
+
+log = logging.getLogger(__name__)
+
+#: File endings LunaSeg reads as single series (a folder is read as a DICOM series).
+SERIES_SUFFIXES = (".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha")
+
+#: Endings that SimpleITK writes and LunaSeg can write volumes to.
+WRITABLE_SUFFIXES = (".mhd", ".nii", ".nii.gz", ".nrrd", ".mha")
+
+_INT16_MIN = np.iinfo(np.int16).min
+_INT16_MAX = np.iinfo(np.int16).max
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels lie in the world.
+
+    Attributes:
+        shape_irc: array shape ``(index, row, col)`` = ``(z, y, x)``.
+        origin_xyz_mm: world position of voxel ``(0, 0, 0)``'s centre, ``(x, y, z)`` mm.
+        spacing_xyz_mm: voxel size along the array's x, y, z axes in mm.
+        direction: 3x3 direction matrix, row-major, as SimpleITK's ``GetDirection()`` returns it.
+    """
+
+    shape_irc: tuple[int, int, int]
+    origin_xyz_mm: tuple[float, float, float]
+    spacing_xyz_mm: tuple[float, float, float]
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if len(self.shape_irc) != 3 or min(self.shape_irc) < 1:
+            raise GeometryError(f"A volume needs three non-empty axes; got shape {self.shape_irc}.")
+        if min(self.spacing_xyz_mm) <= 0:
+            raise GeometryError(f"Voxel spacing must be positive; got {self.spacing_xyz_mm} mm.")
+        matrix = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        if abs(abs(np.linalg.det(matrix)) - 1.0) > 1e-3:
+            raise GeometryError(
+                f"The direction matrix {self.direction} is not a rotation/reflection "
+                "(|det| != 1); fix the series header."
+            )
+        # Normalise to plain Python types so geometries compare, hash and serialise cleanly.
+        object.__setattr__(self, "shape_irc", tuple(int(v) for v in self.shape_irc))
+        object.__setattr__(self, "origin_xyz_mm", tuple(float(v) for v in self.origin_xyz_mm))
+        object.__setattr__(self, "spacing_xyz_mm", tuple(float(v) for v in self.spacing_xyz_mm))
+        object.__setattr__(self, "direction", tuple(float(v) for v in matrix.ravel()))
+
+    # -- derived quantities -------------------------------------------------------------------
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        """3x3 direction matrix (columns: world directions of the array's x, y, z axes)."""
+        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+
+    @property
+    def spacing_irc_mm(self) -> tuple[float, float, float]:
+        """Voxel size along the array axes ``(index, row, col)`` in mm."""
+        sx, sy, sz = self.spacing_xyz_mm
+        return (sz, sy, sx)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in cubic millimetres."""
+        return float(np.prod(self.spacing_xyz_mm))
+
+    def affine_xyz(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous ``(col, row, index, 1)`` to ``(x, y, z, 1)`` mm."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction_matrix * np.asarray(self.spacing_xyz_mm)[None, :]
+        affine[:3, 3] = self.origin_xyz_mm
+        return affine
+
+    def affine_irc_to_zyx(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous ``(index, row, col, 1)`` to world ``(z, y, x, 1)`` mm.
+
+        This is the ``affine`` a viewer whose axes are in array order (napari) needs so that
+        every layer of a series lines up in world millimetres.
+        """
+        flip = np.eye(4)[[2, 1, 0, 3]]
+        return flip @ self.affine_xyz() @ flip
+
+    # -- conversions ---------------------------------------------------------------------------
+    def irc_to_xyz(self, irc: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Convert array coordinates ``(..., 3)`` in IRC order to world ``(x, y, z)`` mm."""
+        irc_arr = np.asarray(irc, dtype=np.float64)
+        cri = irc_arr[..., ::-1]
+        scaled = cri * np.asarray(self.spacing_xyz_mm)
+        return scaled @ self.direction_matrix.T + np.asarray(self.origin_xyz_mm)
+
+    def xyz_to_irc(self, xyz_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Convert world ``(x, y, z)`` mm ``(..., 3)`` to fractional array coordinates (IRC)."""
+        xyz_arr = np.asarray(xyz_mm, dtype=np.float64)
+        # direction is orthonormal up to rounding; solve rather than transpose for robustness.
+        local = np.linalg.solve(
+            self.direction_matrix, (xyz_arr - np.asarray(self.origin_xyz_mm)).reshape(-1, 3).T
+        ).T.reshape(xyz_arr.shape)
+        cri = local / np.asarray(self.spacing_xyz_mm)
+        return cri[..., ::-1]
+
+    def xyz_to_irc_index(self, xyz_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+        """World ``(x, y, z)`` mm to the integer IRC index of the voxel containing the point."""
+        return np.rint(self.xyz_to_irc(xyz_mm)).astype(np.int64)
+
+    def contains_irc(self, irc: Sequence[float] | np.ndarray) -> np.ndarray:
+        """True where integer IRC indices ``(..., 3)`` lie inside the volume."""
+        irc_arr = np.asarray(irc)
+        shape = np.asarray(self.shape_irc)
+        return np.all((irc_arr >= 0) & (irc_arr < shape), axis=-1)
+
+    # -- SimpleITK interop ---------------------------------------------------------------------
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> Geometry:
+        """Geometry of a 3-D SimpleITK image."""
+        size_xyz = image.GetSize()
+        return cls(
+            shape_irc=(size_xyz[2], size_xyz[1], size_xyz[0]),
+            origin_xyz_mm=image.GetOrigin(),
+            spacing_xyz_mm=image.GetSpacing(),
+            direction=image.GetDirection(),
+        )
+
+    def apply_to(self, image: sitk.Image) -> None:
+        """Copy origin, spacing and direction onto a SimpleITK image of the same shape."""
+        image.SetOrigin(self.origin_xyz_mm)
+        image.SetSpacing(self.spacing_xyz_mm)
+        image.SetDirection(self.direction)
+
+    def to_dict(self) -> dict[str, list[float] | list[int]]:
+        """Plain-JSON form (for checkpoints, logs and layer metadata)."""
+        return {
+            "shape_irc": list(self.shape_irc),
+            "origin_xyz_mm": list(self.origin_xyz_mm),
+            "spacing_xyz_mm": list(self.spacing_xyz_mm),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Geometry:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            shape_irc=tuple(data["shape_irc"]),  # type: ignore[arg-type]
+            origin_xyz_mm=tuple(data["origin_xyz_mm"]),  # type: ignore[arg-type]
+            spacing_xyz_mm=tuple(data["spacing_xyz_mm"]),  # type: ignore[arg-type]
+            direction=tuple(data["direction"]),
+        )
+
+
+@dataclass
+class CtVolume:
+    """A CT series: Hounsfield units in array order plus its geometry.
+
+    Attributes:
+        hu: voxel values in HU, shape ``(index, row, col)``; int16 when the file is integer.
+            Treat as read-only: several consumers may share it.
+        geometry: where the voxels lie in the world.
+        series_uid: the series' identifier (LUNA16: the file stem).
+        path: the file or folder it was read from, if any.
+    """
+
+    hu: np.ndarray
+    geometry: Geometry
+    series_uid: str
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.hu.ndim != 3:
+            raise GeometryError(
+                f"Series {self.series_uid!r}: expected a 3-D volume, got shape {self.hu.shape}."
+            )
+        if tuple(self.hu.shape) != self.geometry.shape_irc:
+            raise GeometryError(
+                f"Series {self.series_uid!r}: array shape {self.hu.shape} does not match "
+                f"its geometry {self.geometry.shape_irc}."
+            )
+
+    @property
+    def shape_irc(self) -> tuple[int, int, int]:
+        """Array shape ``(index, row, col)``."""
+        return self.geometry.shape_irc
+
+
+def series_uid_from_path(path: Path) -> str:
+    """The series UID LUNA16 uses: the file name without its (double) ending."""
+    name = path.name
+    for suffix in sorted(SERIES_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_series_path(path: Path) -> bool:
+    """True when ``path`` looks like something :func:`load_ct` can read."""
+    if path.is_dir():
+        return any(p.suffix.lower() in ("", ".dcm") for p in path.iterdir() if p.is_file())
+    return path.name.lower().endswith(SERIES_SUFFIXES)
+
+
+_MHD_KEY = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
+_MET_ITEMSIZE = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 8,
+    "MET_ULONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+
+
+def _check_metaimage(path: Path) -> None:
+    """Check an ``.mhd`` header and its data file before SimpleITK sees them.
+
+    SimpleITK's own messages for a missing or short ``.raw`` are C++ traces; this names the file
+    and the fix instead.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise SeriesReadError(f"Cannot read {path}: {exc.strerror}.") from exc
+    header: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _MHD_KEY.match(line)
+        if match:
+            header[match.group(1)] = match.group(2)
+    data_name = header.get("ElementDataFile")
+    if not data_name:
+        raise SeriesReadError(
+            f"{path} has no 'ElementDataFile' line: it is not a MetaImage header. "
+            "Re-download the series or point LunaSeg at the right file."
+        )
+    if data_name.upper() == "LOCAL":
+        return
+    data_path = path.parent / data_name
+    if not data_path.exists():
+        raise SeriesReadError(
+            f"{path} refers to the data file {data_path.name}, which is missing from "
+            f"{path.parent}. Copy the .raw/.zraw file beside its .mhd header."
+        )
+    compressed = header.get("CompressedData", "False").strip().lower() == "true"
+    itemsize = _MET_ITEMSIZE.get(header.get("ElementType", ""), 0)
+    try:
+        dims = [int(v) for v in header.get("DimSize", "").split()]
+        channels = int(header.get("ElementNumberOfChannels", "1"))
+    except ValueError as exc:
+        raise SeriesReadError(f"{path}: unreadable DimSize {header.get('DimSize')!r}.") from exc
+    if not compressed and itemsize and dims:
+        expected = int(np.prod(dims)) * itemsize * channels
+        actual = data_path.stat().st_size
+        if actual < expected:
+            raise SeriesReadError(
+                f"{data_path} is truncated: {actual:,} bytes where the header {path.name} "
+                f"({'x'.join(map(str, dims))} {header.get('ElementType')}) needs {expected:,}. "
+                "Re-download or re-extract this series."
+            )
+
+
+def _read_image(path: Path) -> sitk.Image:
+    if not path.exists():
+        raise SeriesReadError(f"{path} does not exist. Check the path or the data folder.")
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        series_ids = reader.GetGDCMSeriesIDs(str(path))
+        if not series_ids:
+            raise SeriesReadError(
+                f"{path} is a folder without a DICOM series. Point at a folder of .dcm files "
+                f"or at a file ending in one of {', '.join(SERIES_SUFFIXES)}."
+            )
+        if len(series_ids) > 1:
+            log.warning("%s holds %d DICOM series; reading the first (%s)", path, len(series_ids),
+                        series_ids[0])
+        files = reader.GetGDCMSeriesFileNames(str(path), series_ids[0])
+        reader.SetFileNames(files)
+        try:
+            return reader.Execute()
+        except RuntimeError as exc:
+            raise SeriesReadError(f"Cannot read the DICOM series in {path}: {exc}") from exc
+    if not path.name.lower().endswith(SERIES_SUFFIXES):
+        raise SeriesReadError(
+            f"{path.name}: unsupported file type. LunaSeg reads {', '.join(SERIES_SUFFIXES)} "
+            "files and DICOM folders."
+        )
+    if path.suffix.lower() == ".mhd":
+        _check_metaimage(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise SeriesReadError(
+            f"Cannot read {path}: the file is corrupt or not a supported image ({first_line})."
+        ) from exc
+
+
+def load_ct(path: str | os.PathLike[str]) -> CtVolume:
+    """Read a CT series (``.mhd``+``.raw``/``.zraw``, NIfTI, NRRD or a DICOM folder).
+
+    Integer data is returned as int16 HU (LUNA16 and DICOM CT fit); float data as float32.
+    Raises :class:`SeriesReadError` with the file name and a fix for anything unreadable.
+    """
+    src = Path(path)
+    image = _read_image(src)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise SeriesReadError(
+            f"{src} has {image.GetDimension()} dimensions and "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s); LunaSeg needs a 3-D "
+            "single-channel CT volume."
+        )
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.dtype != np.int16:
+            if array.size and (array.min() < _INT16_MIN or array.max() > _INT16_MAX):
+                raise SeriesReadError(
+                    f"{src}: values {array.min()}..{array.max()} do not fit int16 HU; is this a "
+                    "CT in Hounsfield units (apply RescaleSlope/Intercept first)?"
+                )
+            array = array.astype(np.int16)
+    else:
+        array = array.astype(np.float32, copy=False)
+    geometry = Geometry.from_sitk(image)
+    uid = series_uid_from_path(src) if not src.is_dir() else src.name
+    return CtVolume(hu=array, geometry=geometry, series_uid=uid, path=src)
+
+
+def _write_suffix(path: Path) -> str:
+    for suffix in sorted(WRITABLE_SUFFIXES, key=len, reverse=True):
+        if path.name.lower().endswith(suffix):
+            return suffix
+    raise ConfigError(
+        f"Cannot write {path.name}: choose a name ending in {', '.join(WRITABLE_SUFFIXES)}."
+    )
+
+
+def save_volume(
+    array: np.ndarray,
+    geometry: Geometry,
+    path: str | os.PathLike[str],
+    *,
+    compress: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``array`` (IRC order) with ``geometry`` to ``path``, atomically.
+
+    The file (and for ``.mhd`` its ``.raw``/``.zraw``) is written in a temporary folder beside
+    the target and renamed into place, so a crash never leaves a half-written volume. Existing
+    files are kept unless ``overwrite`` is true (:class:`OutputExistsError` otherwise).
+    """
+    dest = Path(path)
+    suffix = _write_suffix(dest)
+    if tuple(array.shape) != geometry.shape_irc:
+        raise GeometryError(
+            f"Cannot write {dest.name}: array shape {array.shape} differs from the geometry's "
+            f"{geometry.shape_irc}."
+        )
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{dest} already exists; remove it or ask to overwrite (e.g. --overwrite)."
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    geometry.apply_to(image)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".lunaseg-", dir=dest.parent))
+    try:
+        tmp_path = tmp_dir / dest.name
+        sitk.WriteImage(image, str(tmp_path), useCompression=compress)
+        if suffix == ".mhd":
+            # Data file first, header last: a reader never finds a header without its data.
+            for part in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".mhd"):
+                os.replace(part, dest.parent / part.name)
+        else:
+            os.replace(tmp_path, dest)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return dest
