@@ -1,0 +1,192 @@
+"""Models return logits of the input's size; checkpoints round-trip and refuse foreign files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src_train.errors import CheckpointError, ConfigError
+from src_train.model import (
+    ARCHITECTURES,
+    ModelConfig,
+    build_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("height_width", [(32, 32), (40, 24), (37, 50)])
+def test_output_is_one_logit_channel_of_input_size(
+    arch: str, depth: int, height_width: tuple[int, int]
+) -> None:
+    cfg = ModelConfig(arch=arch, depth=depth, filters=4)
+    model = build_model(cfg).eval()
+    x = torch.randn(2, cfg.in_channels, *height_width) * 500
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 1, *height_width)
+    assert torch.isfinite(y).all()
+
+
+def test_default_is_the_spec_unet() -> None:
+    cfg = ModelConfig()
+    assert (cfg.arch, cfg.in_channels, cfg.depth, cfg.filters) == ("unet", 7, 3, 16)
+    model = build_model(cfg)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].out_channels == 16 and convs[0].padding == (1, 1)
+    assert max(m.out_channels for m in convs) == 64  # 16 doubling over 3 levels
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    assert isinstance(model.input_norm, torch.nn.BatchNorm2d)
+
+
+def test_filters_and_depth_are_parameters() -> None:
+    small = sum(p.numel() for p in build_model(ModelConfig(filters=4, depth=2)).parameters())
+    big = sum(p.numel() for p in build_model(ModelConfig(filters=8, depth=3)).parameters())
+    assert big > small
+
+
+def test_model_returns_logits_not_probabilities() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(filters=4)).train()
+    y = model(torch.randn(4, 7, 32, 32) * 800)
+    assert (y < 0).any() or (y > 1).any()
+
+
+def test_input_batchnorm_makes_hu_scale_irrelevant_in_train_mode() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(filters=4)).train()
+    x = torch.randn(4, 7, 16, 16)
+    y1 = model(x)
+    y2 = model(x * 1000 - 300)
+    assert torch.allclose(y1, y2, atol=1e-3)
+
+
+def test_segnet_uses_unpooling_with_indices() -> None:
+    model = build_model(ModelConfig(arch="segnet", filters=4))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    assert model(torch.randn(1, 7, 16, 16)).shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"arch": "vnet"}, {"depth": 0}, {"filters": -1}, {"in_channels": 2.5}]
+)
+def test_bad_model_config_raises(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        ModelConfig(**kwargs)
+
+
+def test_wrong_channel_count_raises() -> None:
+    with pytest.raises(ConfigError, match="expects input"):
+        build_model(ModelConfig(filters=4))(torch.zeros(1, 3, 16, 16))
+
+
+def _trained_pair(tmp_path: Path, arch: str = "unet") -> tuple[torch.nn.Module, Path, ModelConfig]:
+    torch.manual_seed(1)
+    cfg = ModelConfig(arch=arch, filters=4, depth=2)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    loss = model(torch.randn(2, 7, 16, 16)).mean()
+    loss.backward()
+    opt.step()
+    path = tmp_path / "run" / "ckpt.pt"
+    save_checkpoint(
+        path,
+        model,
+        cfg,
+        optimizer=opt,
+        epoch=3,
+        samples_seen=120,
+        train_config={"lr": 1e-3},
+        command_line=["lunaseg", "train"],
+        metrics={"val_recall": 0.5},
+    )
+    return model, path, cfg
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path: Path, arch: str) -> None:
+    model, path, cfg = _trained_pair(tmp_path, arch)
+    loaded, loaded_cfg = load_model(path, device="cpu")
+    assert loaded_cfg == cfg
+    assert not loaded.training
+    model.eval()
+    x = torch.randn(3, 7, 24, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_checkpoint_fields_and_atomic_write(tmp_path: Path) -> None:
+    _, path, cfg = _trained_pair(tmp_path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config == cfg
+    assert ckpt.epoch == 3 and ckpt.samples_seen == 120
+    assert ckpt.train_config == {"lr": 1e-3}
+    assert ckpt.command_line == ["lunaseg", "train"]
+    assert ckpt.metrics == {"val_recall": 0.5}
+    assert ckpt.optimizer_state is not None and ckpt.optimizer_state["state"]
+    assert len(ckpt.sha1) == 40 and ckpt.created.endswith("Z")
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp files left
+
+
+def test_cuda_saved_tensors_load_on_cpu(tmp_path: Path) -> None:
+    """Tensors are stored on the CPU, whatever device the model was on."""
+    _, path, _ = _trained_pair(tmp_path)
+    raw = torch.load(path, map_location=None, weights_only=True)
+    assert all(t.device.type == "cpu" for t in raw["model_state"].values())
+
+
+def test_non_checkpoint_file_raises_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello, I am not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"notes\.pt"):
+        load_checkpoint(bad)
+
+
+def test_foreign_torch_file_raises(tmp_path: Path) -> None:
+    bad = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, bad)
+    with pytest.raises(CheckpointError, match="not a LunaSeg checkpoint"):
+        load_model(bad)
+
+
+def test_truncated_checkpoint_raises(tmp_path: Path) -> None:
+    _, path, _ = _trained_pair(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt"):
+        load_model(cut)
+
+
+def test_missing_checkpoint_raises(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoint_of_other_shape_raises(tmp_path: Path) -> None:
+    model = build_model(ModelConfig(filters=4, depth=2))
+    path = tmp_path / "liar.pt"
+    # weights of a 4-filter model declared as an 8-filter model
+    save_checkpoint(path, model, ModelConfig(filters=8, depth=2))
+    with pytest.raises(CheckpointError, match=r"liar\.pt"):
+        load_model(path)
+
+
+def test_expected_config_mismatch_raises(tmp_path: Path) -> None:
+    _, path, _ = _trained_pair(tmp_path)
+    with pytest.raises(CheckpointError, match="not the expected"):
+        load_checkpoint(path, expected=ModelConfig(arch="segnet", filters=4, depth=2))
+
+
+def test_wrapped_model_saves_plain_state(tmp_path: Path) -> None:
+    cfg = ModelConfig(filters=4, depth=2)
+    model = build_model(cfg)
+    wrapped = torch.nn.DataParallel(model)
+    path = tmp_path / "w.pt"
+    save_checkpoint(path, wrapped, cfg)
+    assert not any(k.startswith("module.") for k in load_checkpoint(path).model_state)
