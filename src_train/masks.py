@@ -1,9 +1,560 @@
-"""Ground truth from points: per-nodule masks grown from annotated centres.
+"""Ground truth from points: per-nodule voxel masks grown from annotated centres.
 
-Arrays are ``(index, row, col)``; thresholds are Hounsfield units.
+Arrays are ``(index, row, col)`` = ``(z, y, x)``; world centres are ``(x, y, z)`` mm; thresholds
+are Hounsfield units (HU). "Dense" always means strictly greater than the threshold.
+
+The reference rule (method ``"grow"``, the SPEC's bounding-box growth): from the nodule's centre
+voxel, grow a radius along each axis separately (index, then row, then column). The radius starts
+at :data:`GROW_START_RADIUS` and increases while the voxels at ``centre + r`` and ``centre - r``
+along that axis are both dense; it stops at the first radius where either side is not. The box is
+``centre +- radius`` on each axis (inclusive) and the nodule's mask is "inside its box and dense".
+
+Volume edges: a voxel outside the volume counts as *not dense*, so growth stops at the edge
+(recorded as ``stopped_by="edge"``) and the box is clipped to the volume. No index ever wraps
+around, so a nodule on the first or last slice gets a correct, non-empty box.
+
+Other methods are registered by name (:func:`available_methods`, :func:`register_method`); every
+method works on the nodule's local box only and returns a :class:`MethodResult`. The volume mask
+is the OR of the per-nodule masks, which for ``"grow"`` equals "inside some box AND dense".
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from src_train.ct import CtVolume, Geometry
+from src_train.errors import ConfigError, GeometryError
+from src_train.luna import Nodule
+
+log = logging.getLogger(__name__)
+
 #: The SPEC's default density threshold for bounding-box growth, in HU.
 DEFAULT_THRESHOLD_HU = -700
+
+#: The SPEC's first radius tested by bounding-box growth, in voxels.
+GROW_START_RADIUS = 2
+
+#: Axis names in array order, for logs, records and tables.
+AXIS_NAMES = ("index", "row", "col")
+
+#: Names of the default and of the reference method.
+REFERENCE_METHOD = "grow"
+
+# Flags written to :attr:`NoduleMask.notes` (stable strings: viewers and tests match on them).
+NOTE_CENTRE_BELOW = "centre below threshold"
+NOTE_EMPTY = "empty mask"
+NOTE_NO_DIAMETER = "no diameter: reference rule used"
+NOTE_OUTSIDE = "centre outside the volume: skipped"
+NOTE_EDGE = "growth stopped at the volume edge"
+
+#: What to do with a nodule whose centre lies outside the volume.
+OutsidePolicy = Literal["raise", "skip"]
+
+Slices3 = tuple[slice, slice, slice]
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GrowthStep:
+    """One radius tested by bounding-box growth along one axis.
+
+    Attributes:
+        axis: array axis, 0 = index (z), 1 = row (y), 2 = col (x).
+        radius: the radius tested, in voxels.
+        hu_minus: HU at ``centre - radius`` along ``axis``; ``None`` outside the volume.
+        hu_plus: HU at ``centre + radius`` along ``axis``; ``None`` outside the volume.
+        accepted: True when both sides were dense and growth went on.
+        stopped_by: ``""`` when accepted, else ``"minus"``, ``"plus"``, ``"both"`` (a side not
+            dense) or ``"edge"`` (a side outside the volume).
+    """
+
+    axis: int
+    radius: int
+    hu_minus: float | None
+    hu_plus: float | None
+    accepted: bool
+    stopped_by: str = ""
+
+
+@dataclass
+class NoduleMask:
+    """The mask of one annotated nodule and how it was made.
+
+    Attributes:
+        nodule: the annotation it came from.
+        method: name of the method that made it.
+        threshold_hu: density threshold in HU (dense = strictly greater).
+        center_xyz_mm: annotated centre, world ``(x, y, z)`` mm.
+        center_irc: the centre's voxel ``(index, row, col)`` (may lie outside when skipped).
+        radius_irc: radius per axis in voxels ``(index, row, col)``; for ``"grow"`` the first
+            radius where growth stopped, for other methods the half-extent of the mask.
+        box_lo_irc: first voxel of the box, inclusive, clipped to the volume.
+        box_hi_irc: end of the box, exclusive, clipped to the volume.
+        voxel_count: number of mask voxels this nodule contributes (before OR with others).
+        steps: the growth steps in order (``"grow"`` and fall-backs to it; empty otherwise).
+        notes: flags and remarks (see the ``NOTE_*`` constants).
+        skipped: True when the nodule was not masked (centre outside the volume).
+        local_mask: bool mask of shape ``box_hi_irc - box_lo_irc`` (the nodule within its box).
+    """
+
+    nodule: Nodule
+    method: str
+    threshold_hu: float
+    center_xyz_mm: tuple[float, float, float]
+    center_irc: tuple[int, int, int]
+    radius_irc: tuple[int, int, int]
+    box_lo_irc: tuple[int, int, int]
+    box_hi_irc: tuple[int, int, int]
+    voxel_count: int
+    steps: list[GrowthStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: bool = False
+    local_mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), bool), repr=False)
+
+    @property
+    def box_slices(self) -> Slices3:
+        """The box as array slices ``(index, row, col)``."""
+        return tuple(slice(lo, hi) for lo, hi in zip(self.box_lo_irc, self.box_hi_irc, strict=True))  # type: ignore[return-value]
+
+    @property
+    def box_shape_irc(self) -> tuple[int, int, int]:
+        """Box size in voxels ``(index, row, col)``."""
+        return tuple(hi - lo for lo, hi in zip(self.box_lo_irc, self.box_hi_irc, strict=True))  # type: ignore[return-value]
+
+    def steps_along(self, axis: int) -> list[GrowthStep]:
+        """The growth steps along one array axis (0 = index, 1 = row, 2 = col)."""
+        return [s for s in self.steps if s.axis == axis]
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict for a per-nodule CSV table (world mm, IRC voxels, HU)."""
+        x, y, z = self.center_xyz_mm
+        return {
+            "seriesuid": self.nodule.series_uid,
+            "coordX": round(x, 3),
+            "coordY": round(y, 3),
+            "coordZ": round(z, 3),
+            "diameter_mm": "" if self.nodule.diameter_mm is None else self.nodule.diameter_mm,
+            "method": self.method,
+            "threshold_hu": self.threshold_hu,
+            "center_irc": " ".join(map(str, self.center_irc)),
+            "radius_irc": " ".join(map(str, self.radius_irc)),
+            "box_lo_irc": " ".join(map(str, self.box_lo_irc)),
+            "box_hi_irc": " ".join(map(str, self.box_hi_irc)),
+            "voxel_count": self.voxel_count,
+            "skipped": int(self.skipped),
+            "notes": "; ".join(self.notes),
+        }
+
+
+@dataclass
+class MethodResult:
+    """What a mask method returns for one nodule.
+
+    Attributes:
+        box_lo_irc: first voxel of the nodule's box (inclusive), inside the volume.
+        box_hi_irc: end of the box (exclusive), inside the volume.
+        local_mask: bool array of the box's shape, True on the nodule.
+        radius_irc: radius per axis in voxels ``(index, row, col)``.
+        steps: growth steps (may be empty).
+        notes: remarks for the record.
+        method: the method actually used when it differs from the one asked for (fall-backs).
+    """
+
+    box_lo_irc: tuple[int, int, int]
+    box_hi_irc: tuple[int, int, int]
+    local_mask: np.ndarray
+    radius_irc: tuple[int, int, int]
+    steps: list[GrowthStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    method: str | None = None
+
+
+#: A mask method: one nodule in, its local mask out. Called as
+#: ``method(hu, geometry, nodule, center_irc, threshold_hu, **params)`` with ``hu`` the whole
+#: volume ``(index, row, col)`` in HU (read only), ``center_irc`` the centre voxel (inside the
+#: volume) and ``threshold_hu`` in HU; it reads only a region around the nodule and returns a
+#: :class:`MethodResult`. Parameters are keyword-only and named with their unit.
+MaskMethod = Callable[..., MethodResult]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered mask method: its callable, a one-line description and its parameters."""
+
+    name: str
+    func: MaskMethod
+    description: str
+    defaults: dict[str, Any]
+
+
+_METHODS: dict[str, MethodInfo] = {}
+
+
+def register_method(
+    name: str, func: MaskMethod, description: str, defaults: dict[str, Any] | None = None
+) -> None:
+    """Register (or replace) a mask method under ``name``; ``defaults`` lists its parameters."""
+    _METHODS[name] = MethodInfo(name, func, description, dict(defaults or {}))
+
+
+def available_methods() -> list[str]:
+    """Names of the registered mask methods, the reference rule ``"grow"`` first."""
+    return sorted(_METHODS, key=lambda n: (n != REFERENCE_METHOD, n))
+
+
+def method_info(name: str) -> MethodInfo:
+    """The registered method ``name``; :class:`ConfigError` listing the choices otherwise."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown mask method {name!r}; choose one of {', '.join(available_methods())}."
+        ) from None
+
+
+def _check_params(info: MethodInfo, params: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(params) - set(info.defaults))
+    if unknown:
+        known = ", ".join(info.defaults) or "none"
+        raise ConfigError(
+            f"Mask method {info.name!r} has no parameter(s) {', '.join(unknown)}; "
+            f"its parameters are: {known}."
+        )
+    return {**info.defaults, **params}
+
+
+# ---------------------------------------------------------------------------------------------
+# Density test
+# ---------------------------------------------------------------------------------------------
+def dense(values: np.ndarray, threshold_hu: float) -> np.ndarray:
+    """``values > threshold_hu`` as a bool array, fast for integer HU.
+
+    Integer volumes are compared against an integer of their own dtype (``v > t`` equals
+    ``v > floor(t)`` for integer ``v``), which is about three times faster than a float compare
+    and never converts the array. Thresholds beyond the dtype's range give all-True/all-False.
+    """
+    if np.issubdtype(values.dtype, np.integer):
+        info = np.iinfo(values.dtype)
+        t = math.floor(threshold_hu)
+        if t < info.min:
+            return np.ones(values.shape, dtype=bool)
+        if t >= info.max:
+            return np.zeros(values.shape, dtype=bool)
+        return values > values.dtype.type(t)
+    return values > values.dtype.type(threshold_hu)
+
+
+def _is_dense_scalar(value: float, threshold_hu: float) -> bool:
+    return bool(value > threshold_hu)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference rule
+# ---------------------------------------------------------------------------------------------
+def grow_radius(
+    hu: np.ndarray, center_irc: Sequence[int], axis: int, threshold_hu: float
+) -> tuple[int, list[GrowthStep]]:
+    """Grow the SPEC radius along one axis of ``hu`` ``(index, row, col)`` from ``center_irc``.
+
+    Returns the first radius (voxels) at which ``centre - r`` or ``centre + r`` is not dense
+    (or outside the volume), starting from :data:`GROW_START_RADIUS`, and the steps tested.
+    """
+    c = [int(v) for v in center_irc]
+    size = hu.shape[axis]
+    index: list[int | slice] = list(c)
+    index[axis] = slice(None)
+    line = hu[tuple(index)]  # a 1-D view along the axis, no copy
+    steps: list[GrowthStep] = []
+    radius = GROW_START_RADIUS
+    while True:
+        lo, hi = c[axis] - radius, c[axis] + radius
+        hu_minus = float(line[lo]) if lo >= 0 else None
+        hu_plus = float(line[hi]) if hi < size else None
+        if hu_minus is None or hu_plus is None:
+            steps.append(GrowthStep(axis, radius, hu_minus, hu_plus, False, "edge"))
+            return radius, steps
+        ok_minus = _is_dense_scalar(hu_minus, threshold_hu)
+        ok_plus = _is_dense_scalar(hu_plus, threshold_hu)
+        if ok_minus and ok_plus:
+            steps.append(GrowthStep(axis, radius, hu_minus, hu_plus, True))
+            radius += 1
+            continue
+        side = "both" if not (ok_minus or ok_plus) else ("minus" if not ok_minus else "plus")
+        steps.append(GrowthStep(axis, radius, hu_minus, hu_plus, False, side))
+        return radius, steps
+
+
+def box_around(
+    center_irc: Sequence[int], radius_irc: Sequence[int], shape_irc: Sequence[int]
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The box ``centre +- radius`` (inclusive) clipped to ``shape_irc``: ``(lo, hi exclusive)``."""
+    lo = tuple(max(0, int(c) - int(r)) for c, r in zip(center_irc, radius_irc, strict=True))
+    hi = tuple(
+        min(int(n), int(c) + int(r) + 1)
+        for c, r, n in zip(center_irc, radius_irc, shape_irc, strict=True)
+    )
+    return lo, hi  # type: ignore[return-value]
+
+
+def _slices(lo: Sequence[int], hi: Sequence[int]) -> Slices3:
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
+
+
+def method_grow(
+    hu: np.ndarray,
+    geometry: Geometry,
+    nodule: Nodule,
+    center_irc: tuple[int, int, int],
+    threshold_hu: float,
+) -> MethodResult:
+    """The SPEC's bounding-box growth (see the module docstring); ignores the diameter."""
+    radii: list[int] = []
+    steps: list[GrowthStep] = []
+    for axis in range(3):
+        radius, axis_steps = grow_radius(hu, center_irc, axis, threshold_hu)
+        radii.append(radius)
+        steps.extend(axis_steps)
+    lo, hi = box_around(center_irc, radii, hu.shape)
+    local = dense(hu[_slices(lo, hi)], threshold_hu)
+    notes = [NOTE_EDGE] if any(s.stopped_by == "edge" for s in steps) else []
+    return MethodResult(lo, hi, local, tuple(radii), steps, notes)  # type: ignore[arg-type]
+
+
+register_method(
+    REFERENCE_METHOD,
+    method_grow,
+    "SPEC reference: per-axis radius growth from the centre, mask = box AND dense",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building masks
+# ---------------------------------------------------------------------------------------------
+def _outside_message(ct: CtVolume, nodule: Nodule, center_irc: np.ndarray) -> str:
+    corners = np.array(
+        [
+            [i, r, c]
+            for i in (0, ct.shape_irc[0] - 1)
+            for r in (0, ct.shape_irc[1] - 1)
+            for c in (0, ct.shape_irc[2] - 1)
+        ],
+        dtype=np.float64,
+    )
+    xyz = ct.geometry.irc_to_xyz(corners)
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    extent = ", ".join(f"{a} {lo[k]:.1f}..{hi[k]:.1f}" for k, a in enumerate("xyz"))
+    cx, cy, cz = nodule.center_xyz_mm
+    return (
+        f"Series {ct.series_uid!r}: nodule centre ({cx:.1f}, {cy:.1f}, {cz:.1f}) mm "
+        f"(voxel irc {tuple(int(v) for v in center_irc)}) lies outside the volume "
+        f"(shape irc {ct.shape_irc}; world extent {extent} mm). Check that the annotation "
+        "belongs to this series, or skip such nodules (on_outside='skip')."
+    )
+
+
+def mask_nodule(
+    ct: CtVolume,
+    nodule: Nodule,
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    method: str = REFERENCE_METHOD,
+    *,
+    on_outside: OutsidePolicy = "raise",
+    **params: Any,
+) -> NoduleMask:
+    """Mask one nodule of ``ct`` (``(index, row, col)`` HU) with ``method``.
+
+    A centre outside the volume raises :class:`GeometryError` (naming the series, the centre in
+    mm and the volume's extent) unless ``on_outside="skip"``: then the record is flagged
+    ``skipped`` with an empty box and a warning is logged.
+    """
+    info = method_info(method)
+    full_params = _check_params(info, params)
+    center_irc_arr = ct.geometry.xyz_to_irc_index(nodule.center_xyz_mm)
+    center_irc: tuple[int, int, int] = tuple(int(v) for v in center_irc_arr)  # type: ignore[assignment]
+    center_xyz = tuple(float(v) for v in nodule.center_xyz_mm)
+    if not bool(ct.geometry.contains_irc(center_irc_arr)):
+        message = _outside_message(ct, nodule, center_irc_arr)
+        if on_outside != "skip":
+            raise GeometryError(message)
+        log.warning("%s Skipped.", message)
+        return NoduleMask(
+            nodule=nodule,
+            method=method,
+            threshold_hu=threshold_hu,
+            center_xyz_mm=center_xyz,  # type: ignore[arg-type]
+            center_irc=center_irc,
+            radius_irc=(0, 0, 0),
+            box_lo_irc=(0, 0, 0),
+            box_hi_irc=(0, 0, 0),
+            voxel_count=0,
+            notes=[NOTE_OUTSIDE],
+            skipped=True,
+        )
+    result = info.func(ct.hu, ct.geometry, nodule, center_irc, threshold_hu, **full_params)
+    notes = list(result.notes)
+    if not _is_dense_scalar(float(ct.hu[center_irc]), threshold_hu):
+        notes.insert(0, NOTE_CENTRE_BELOW)
+    count = int(np.count_nonzero(result.local_mask))
+    if count == 0:
+        notes.append(NOTE_EMPTY)
+    if NOTE_CENTRE_BELOW in notes or count == 0:
+        log.info(
+            "Series %s nodule at %s mm (%s): %s",
+            ct.series_uid,
+            tuple(round(v, 1) for v in center_xyz),
+            result.method or method,
+            "; ".join(notes),
+        )
+    return NoduleMask(
+        nodule=nodule,
+        method=result.method or method,
+        threshold_hu=threshold_hu,
+        center_xyz_mm=center_xyz,  # type: ignore[arg-type]
+        center_irc=center_irc,
+        radius_irc=tuple(int(r) for r in result.radius_irc),  # type: ignore[arg-type]
+        box_lo_irc=tuple(int(v) for v in result.box_lo_irc),  # type: ignore[arg-type]
+        box_hi_irc=tuple(int(v) for v in result.box_hi_irc),  # type: ignore[arg-type]
+        voxel_count=count,
+        steps=list(result.steps),
+        notes=notes,
+        local_mask=result.local_mask,
+    )
+
+
+def build_masks(
+    ct: CtVolume,
+    nodules: Sequence[Nodule],
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    method: str = REFERENCE_METHOD,
+    *,
+    on_outside: OutsidePolicy = "raise",
+    **params: Any,
+) -> tuple[np.ndarray, list[NoduleMask]]:
+    """Masks of all ``nodules`` of ``ct``.
+
+    Returns a bool volume ``(index, row, col)`` of ``ct``'s shape, the OR of every nodule's mask
+    (for ``"grow"``: "inside some box AND denser than ``threshold_hu``"), and one
+    :class:`NoduleMask` per nodule in input order. ``params`` go to the method
+    (see :func:`method_info`); ``on_outside`` as in :func:`mask_nodule`.
+    """
+    mask = np.zeros(ct.shape_irc, dtype=bool)
+    records = [
+        mask_nodule(ct, n, threshold_hu, method, on_outside=on_outside, **params) for n in nodules
+    ]
+    for rec in records:
+        if not rec.skipped:
+            mask[rec.box_slices] |= rec.local_mask
+    return mask, records
+
+
+# ---------------------------------------------------------------------------------------------
+# Interactive thresholds
+# ---------------------------------------------------------------------------------------------
+def _union_region(boxes: Sequence[tuple[Sequence[int], Sequence[int]]]) -> Slices3 | None:
+    boxes = [(lo, hi) for lo, hi in boxes if all(b > a for a, b in zip(lo, hi, strict=True))]
+    if not boxes:
+        return None
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[1] for b in boxes], axis=0)
+    return _slices(lo.tolist(), hi.tolist())
+
+
+class MaskState:
+    """Masks of one series that follow an interactive threshold or method.
+
+    ``mask`` is a bool volume ``(index, row, col)`` that is updated in place, so a viewer layer
+    holding it only needs a refresh. Changing the threshold recomputes every nodule but only
+    touches the voxels of the nodules' old and new boxes, never the whole volume.
+    """
+
+    def __init__(
+        self,
+        ct: CtVolume,
+        nodules: Sequence[Nodule],
+        method: str = REFERENCE_METHOD,
+        threshold_hu: float = DEFAULT_THRESHOLD_HU,
+        *,
+        on_outside: OutsidePolicy = "raise",
+        **params: Any,
+    ) -> None:
+        method_info(method)
+        self.ct = ct
+        self.nodules = list(nodules)
+        self.method = method
+        self.params = dict(params)
+        self.threshold_hu = threshold_hu
+        self.on_outside: OutsidePolicy = on_outside
+        self.mask, self.records = build_masks(
+            ct, self.nodules, threshold_hu, method, on_outside=on_outside, **params
+        )
+
+    def _recompute(self) -> Slices3 | None:
+        new = [
+            mask_nodule(
+                self.ct,
+                n,
+                self.threshold_hu,
+                self.method,
+                on_outside=self.on_outside,
+                **self.params,
+            )
+            for n in self.nodules
+        ]
+        old = self.records
+        unchanged = all(
+            o.box_lo_irc == n.box_lo_irc
+            and o.box_hi_irc == n.box_hi_irc
+            and np.array_equal(o.local_mask, n.local_mask)
+            for o, n in zip(old, new, strict=True)
+        )
+        self.records = new
+        if unchanged:
+            return None
+        # Every mask voxel lies in some old box: clearing them all and OR-ing every new nodule
+        # gives exactly the from-scratch mask, overlapping boxes included.
+        for rec in old:
+            if not rec.skipped:
+                self.mask[rec.box_slices] = False
+        for rec in new:
+            if not rec.skipped:
+                self.mask[rec.box_slices] |= rec.local_mask
+        return _union_region([(r.box_lo_irc, r.box_hi_irc) for r in (*old, *new)])
+
+    def set_threshold(self, threshold_hu: float) -> Slices3 | None:
+        """Recompute all nodules at ``threshold_hu`` (HU); return the changed region or None.
+
+        The region is the bounding box ``(index, row, col)`` of all old and new boxes; ``None``
+        means no voxel changed.
+        """
+        self.threshold_hu = threshold_hu
+        return self._recompute()
+
+    def set_method(self, method: str, **params: Any) -> Slices3 | None:
+        """Switch to another registered method (with its ``params``); as :meth:`set_threshold`."""
+        _check_params(method_info(method), params)
+        self.method = method
+        self.params = dict(params)
+        return self._recompute()
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+# ---------------------------------------------------------------------------------------------
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice ``2|a & b| / (|a| + |b|)`` of two bool arrays of one shape; 1.0 when both empty."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise GeometryError(f"dice: shapes differ, {a.shape} vs {b.shape}.")
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(a & b)) / total

@@ -1,0 +1,238 @@
+"""Ground truth from points: growth rule, records, interactive thresholds, methods vs true shapes.
+
+Volumes are built by hand: lung at -850 HU with dense boxes/balls at known places, so every
+radius, box and Dice below is known exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from src_train import masks
+from src_train.ct import CtVolume, Geometry
+from src_train.errors import ConfigError, GeometryError
+from src_train.luna import Nodule
+from src_train.masks import (
+    DEFAULT_THRESHOLD_HU,
+    MaskState,
+    available_methods,
+    build_masks,
+    dice,
+    mask_nodule,
+)
+
+LUNG_HU = -850
+SOLID_HU = 40
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0)
+PERMUTED = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def make_ct(
+    shape: tuple[int, int, int] = (20, 24, 28),
+    spacing_xyz: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    direction: tuple[float, ...] = IDENTITY,
+    origin: tuple[float, float, float] = (-10.0, 20.0, -300.0),
+) -> CtVolume:
+    hu = np.full(shape, LUNG_HU, dtype=np.int16)
+    geometry = Geometry(shape, origin, spacing_xyz, direction)
+    return CtVolume(hu, geometry, "1.2.3.test")
+
+
+def nodule_at(ct: CtVolume, irc: tuple[int, int, int], diameter_mm: float | None = 6.0) -> Nodule:
+    xyz = ct.geometry.irc_to_xyz(np.asarray(irc, dtype=float))
+    return Nodule(ct.series_uid, tuple(float(v) for v in xyz), diameter_mm)
+
+
+def paint_box(ct: CtVolume, center: tuple[int, int, int], half: tuple[int, int, int]) -> None:
+    """Dense cuboid centre +- half (inclusive), clipped to the volume."""
+    sl = tuple(slice(max(0, c - h), c + h + 1) for c, h in zip(center, half, strict=True))
+    ct.hu[sl] = SOLID_HU
+
+
+def ball(shape: tuple[int, int, int], center_irc, radius_mm: float, spacing_irc) -> np.ndarray:
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, center_irc, spacing_irc, strict=True))
+    return d2 <= radius_mm**2
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference rule
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("direction", [IDENTITY, FLIPPED, PERMUTED], ids=["id", "flip", "perm"])
+def test_grow_radii_are_first_failing_radius(direction) -> None:
+    ct = make_ct(direction=direction)
+    center = (10, 12, 14)
+    half = (3, 4, 5)
+    paint_box(ct, center, half)
+    mask, (rec,) = build_masks(ct, [nodule_at(ct, center)])
+    # Dense out to +-half, so growth stops at half + 1 on each axis.
+    assert rec.center_irc == center
+    assert rec.radius_irc == (4, 5, 6)
+    assert rec.box_lo_irc == (6, 7, 8)
+    assert rec.box_hi_irc == (15, 18, 21)
+    assert rec.voxel_count == 7 * 9 * 11 == int(mask.sum())
+    truth = np.zeros_like(mask)
+    truth[tuple(slice(c - h, c + h + 1) for c, h in zip(center, half, strict=True))] = True
+    assert dice(mask, truth) == 1.0
+    for axis, radius in enumerate(rec.radius_irc):
+        steps = rec.steps_along(axis)
+        assert [s.radius for s in steps] == list(range(2, radius + 1))
+        assert all(s.accepted for s in steps[:-1]) and not steps[-1].accepted
+        assert steps[-1].stopped_by == "both"
+    assert rec.notes == []
+
+
+def test_grow_stops_when_one_side_fails() -> None:
+    ct = make_ct()
+    center = (10, 12, 14)
+    ct.hu[10, 12, 8:24] = SOLID_HU  # dense along col from 8 to 23
+    ct.hu[10, 12, 17] = LUNG_HU  # ...but a gap at +3
+    _, (rec,) = build_masks(ct, [nodule_at(ct, center)])
+    col_steps = rec.steps_along(2)
+    assert rec.radius_irc[2] == 3
+    assert col_steps[-1].stopped_by == "plus"
+    assert col_steps[-1].hu_minus == SOLID_HU and col_steps[-1].hu_plus == LUNG_HU
+    # Row and index only see the centre line: they stop at the start radius.
+    assert rec.radius_irc[:2] == (2, 2)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["slice0", "last"])
+def test_grow_at_volume_edge_no_wrap(first: bool) -> None:
+    ct = make_ct()
+    n_slices = ct.shape_irc[0]
+    center = (0, 12, 14) if first else (n_slices - 1, 12, 14)
+    paint_box(ct, center, (3, 3, 3))
+    # A dense slab at the far end: a wrapping index would see it and grow the box.
+    far = n_slices - 1 if first else 0
+    ct.hu[far, 9:16, 11:18] = SOLID_HU
+    mask, (rec,) = build_masks(ct, [nodule_at(ct, center)])
+    assert rec.radius_irc == (2, 4, 4)
+    index_steps = rec.steps_along(0)
+    assert len(index_steps) == 1 and index_steps[0].stopped_by == "edge"
+    assert masks.NOTE_EDGE in rec.notes
+    lo, hi = rec.box_lo_irc[0], rec.box_hi_irc[0]
+    assert (lo, hi) == ((0, 3) if first else (n_slices - 3, n_slices))
+    assert rec.voxel_count == 3 * 7 * 7 == int(mask.sum())
+    assert not mask[far].any()
+
+
+def test_mask_is_box_and_dense_with_overlapping_boxes() -> None:
+    ct = make_ct(shape=(20, 30, 30))
+    a, b = (10, 12, 12), (10, 12, 17)
+    paint_box(ct, a, (3, 3, 2))
+    paint_box(ct, b, (3, 3, 2))  # touches a: one dense block cols 10..19
+    ct.hu[10, 5, 5] = SOLID_HU  # dense but inside no box
+    nodules = [nodule_at(ct, a), nodule_at(ct, b)]
+    mask, recs = build_masks(ct, nodules)
+    boxes = np.zeros_like(mask)
+    for rec in recs:
+        boxes[rec.box_slices] = True
+    assert np.array_equal(mask, boxes & (ct.hu > DEFAULT_THRESHOLD_HU))
+    assert not mask[10, 5, 5]
+    # Each record keeps its own count; the volume is their OR, not their sum.
+    assert sum(r.voxel_count for r in recs) > int(mask.sum())
+
+
+def test_int_threshold_compare_matches_float_compare() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(-1000, 500, size=(5, 6, 7)).astype(np.int16)
+    for t in (-700, -700.5, -699.5, -40000, 40000):
+        assert np.array_equal(masks.dense(values, t), values.astype(np.float64) > t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs
+# ---------------------------------------------------------------------------------------------
+def test_centre_outside_volume_raises_or_skips() -> None:
+    ct = make_ct()
+    inside = nodule_at(ct, (10, 12, 14))
+    outside = Nodule(ct.series_uid, (500.0, 20.0, -290.0), 6.0)
+    with pytest.raises(GeometryError) as info:
+        build_masks(ct, [inside, outside])
+    message = str(info.value)
+    assert "1.2.3.test" in message and "500.0" in message and "extent" in message
+    _, recs = build_masks(ct, [inside, outside], on_outside="skip")
+    assert recs[1].skipped and masks.NOTE_OUTSIDE in recs[1].notes
+    assert recs[1].voxel_count == 0 and not recs[0].skipped
+
+
+def test_centre_below_threshold_is_flagged_not_hidden() -> None:
+    ct = make_ct()
+    center = (10, 12, 14)
+    ct.hu[9:12, 11:14, 13:16] = -750  # faint (ground-glass like) at the default threshold
+    mask, (rec,) = build_masks(ct, [nodule_at(ct, center)])
+    assert masks.NOTE_CENTRE_BELOW in rec.notes
+    assert masks.NOTE_EMPTY in rec.notes and rec.voxel_count == 0 and not mask.any()
+    mask, (rec,) = build_masks(ct, [nodule_at(ct, center)], threshold_hu=-800)
+    assert rec.notes == [] and rec.voxel_count == 27
+
+
+def test_unknown_method_and_parameter() -> None:
+    ct = make_ct()
+    with pytest.raises(ConfigError, match="grow"):
+        build_masks(ct, [nodule_at(ct, (10, 12, 14))], method="nope")
+    with pytest.raises(ConfigError, match="no parameter"):
+        build_masks(ct, [nodule_at(ct, (10, 12, 14))], bogus_mm=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interactive thresholds
+# ---------------------------------------------------------------------------------------------
+def _graded_ct() -> tuple[CtVolume, list[Nodule]]:
+    """Three nodules (two with overlapping boxes) whose HU falls off with distance."""
+    ct = make_ct(shape=(24, 40, 40))
+    centers = [(12, 14, 14), (12, 14, 21), (8, 30, 28)]
+    grids = np.ogrid[:24, :40, :40]
+    hu = ct.hu.astype(np.float64)
+    for c in centers:
+        d = np.sqrt(sum((g - ci) ** 2 for g, ci in zip(grids, c, strict=True)))
+        hu = np.maximum(hu, 60.0 - 150.0 * d)
+    rng = np.random.default_rng(3)
+    ct.hu[...] = np.clip(hu + rng.normal(0, 30, hu.shape), -1000, 400).astype(np.int16)
+    return ct, [nodule_at(ct, c) for c in centers]
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_mask_state_matches_from_scratch(method: str) -> None:
+    ct, nodules = _graded_ct()
+    state = MaskState(ct, nodules, method=method)
+    mask_ref = state.mask  # the viewer's reference: must stay the same array
+    for t in (-700, -300, -850, -100, -950, 0, -700):
+        state.set_threshold(t)
+        expected, recs = build_masks(ct, nodules, t, method)
+        assert state.mask is mask_ref
+        assert np.array_equal(state.mask, expected), t
+        assert [r.voxel_count for r in state.records] == [r.voxel_count for r in recs]
+    assert state.set_threshold(-700) is None  # nothing changed
+
+
+def test_mask_state_changed_region_covers_changes() -> None:
+    ct, nodules = _graded_ct()
+    state = MaskState(ct, nodules)
+    before = state.mask.copy()
+    region = state.set_threshold(-200)
+    assert region is not None
+    changed = before != state.mask
+    outside = changed.copy()
+    outside[region] = False
+    assert changed.any() and not outside.any()
+
+
+def test_dice() -> None:
+    a = np.zeros((4, 4, 4), bool)
+    b = np.zeros((4, 4, 4), bool)
+    assert dice(a, b) == 1.0
+    a[0, 0, :2] = True
+    b[0, 0, 1:3] = True
+    assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_mask_nodule_single() -> None:
+    ct = make_ct()
+    paint_box(ct, (10, 12, 14), (1, 1, 1))
+    rec = mask_nodule(ct, nodule_at(ct, (10, 12, 14)))
+    assert rec.radius_irc == (2, 2, 2) and rec.voxel_count == 27
+    assert rec.to_row()["radius_irc"] == "2 2 2"
