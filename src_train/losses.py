@@ -1,0 +1,196 @@
+"""Losses on logits and per-epoch segmentation metrics.
+
+Every function takes logits ``(N, 1, H, W)`` as the model returns them and labels of the same
+shape (bool, or float in ``[0, 1]``); the sigmoid is applied here, in float32, where it is
+numerically right (``binary_cross_entropy_with_logits``, ``logsigmoid``). A predicted voxel is
+positive when its logit is > 0 (probability > 0.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src_train.errors import ConfigError
+
+#: Loss names :func:`build_loss` accepts; the first is the SPEC's default.
+LOSSES = ("dice-fn", "dice", "bce", "focal")
+
+#: Added to Dice numerator and denominator so empty label and prediction give Dice 1.
+DICE_SMOOTH = 1.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which loss and its parameters.
+
+    Attributes:
+        name: one of :data:`LOSSES`.
+        fn_weight: weight of the false-negative Dice term in ``"dice-fn"`` (the SPEC's 8).
+        focal_gamma: focusing exponent of the focal loss (0 = plain BCE).
+        focal_alpha: weight of the positive class in the focal loss, or None for none.
+    """
+
+    name: str = "dice-fn"
+    fn_weight: float = 8.0
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+
+
+def _as_float(labels: torch.Tensor) -> torch.Tensor:
+    return labels.to(torch.float32)
+
+
+def soft_dice(
+    pred: torch.Tensor, labels: torch.Tensor, smooth: float = DICE_SMOOTH
+) -> torch.Tensor:
+    """Per-sample soft Dice ``(N,)`` of probabilities ``pred`` against ``labels`` ``(N, ...)``."""
+    dims = tuple(range(1, pred.ndim))
+    overlap = (pred * labels).sum(dim=dims)
+    total = pred.sum(dim=dims) + labels.sum(dim=dims)
+    return (2 * overlap + smooth) / (total + smooth)
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``1 - soft Dice``, mean over the batch."""
+    prob = torch.sigmoid(logits.float())
+    return (1 - soft_dice(prob, _as_float(labels))).mean()
+
+
+def false_negative_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``1 - Dice(prediction * label, label)``: only missed label voxels cost, mean over batch."""
+    prob = torch.sigmoid(logits.float())
+    lab = _as_float(labels)
+    return (1 - soft_dice(prob * lab, lab)).mean()
+
+
+def dice_fn_loss(
+    logits: torch.Tensor, labels: torch.Tensor, fn_weight: float = LossConfig.fn_weight
+) -> torch.Tensor:
+    """The SPEC's loss: soft Dice loss + ``fn_weight`` x false-negative Dice loss."""
+    return dice_loss(logits, labels) + fn_weight * false_negative_dice_loss(logits, labels)
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on logits, mean over voxels."""
+    return F.binary_cross_entropy_with_logits(logits.float(), _as_float(labels))
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float = LossConfig.focal_gamma,
+    alpha: float | None = LossConfig.focal_alpha,
+) -> torch.Tensor:
+    """Focal loss ``-(1 - p_t)**gamma * log(p_t)``, mean over voxels (``gamma=0`` is BCE)."""
+    x = logits.float()
+    lab = _as_float(labels)
+    ce = F.binary_cross_entropy_with_logits(x, lab, reduction="none")
+    p_t = torch.exp(-ce)  # probability given to the true class
+    loss = (1 - p_t).pow(gamma) * ce
+    if alpha is not None:
+        loss = loss * (alpha * lab + (1 - alpha) * (1 - lab))
+    return loss.mean()
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class SegmentationLoss(nn.Module):
+    """A loss chosen by name (see :data:`LOSSES`); ``forward(logits, labels) -> scalar``."""
+
+    def __init__(self, config: LossConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LossConfig()
+        if self.config.name not in LOSSES:
+            raise ConfigError(
+                f"Unknown loss {self.config.name!r}; choose one of {', '.join(LOSSES)}."
+            )
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Scalar float32 loss of logits ``(N, 1, H, W)`` against labels of the same shape."""
+        cfg = self.config
+        if cfg.name == "dice-fn":
+            return dice_fn_loss(logits, labels, cfg.fn_weight)
+        if cfg.name == "dice":
+            return dice_loss(logits, labels)
+        if cfg.name == "bce":
+            return bce_loss(logits, labels)
+        return focal_loss(logits, labels, cfg.focal_gamma, cfg.focal_alpha)
+
+
+def build_loss(name: str = "dice-fn", **params: float) -> SegmentationLoss:
+    """The loss called ``name`` with optional parameters (``fn_weight``, ``focal_gamma``...)."""
+    return SegmentationLoss(LossConfig(name=name, **params))
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------
+#: Order of the counters in :attr:`SegmentationMetrics.totals`.
+_COUNTERS = ("loss_sum", "batches", "tp", "fn", "fp", "tn")
+
+
+class SegmentationMetrics:
+    """Accumulates voxel counts over an epoch and turns them into metrics.
+
+    Counters live in one float64 tensor on the device (no host sync per batch); :meth:`reduce`
+    sums them over distributed processes. Labels may be bool or float (thresholded at 0.5), so
+    "not label" is exact with or without augmentation.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.totals = torch.zeros(len(_COUNTERS), dtype=torch.float64, device=device)
+
+    def update(
+        self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor | None = None
+    ) -> None:
+        """Add one batch: logits and labels ``(N, 1, H, W)``, its (mean) loss."""
+        pred = logits.detach() > 0
+        lab = labels > 0.5 if labels.dtype != torch.bool else labels
+        counts = torch.stack(
+            [
+                (pred & lab).sum(),
+                (~pred & lab).sum(),
+                (pred & ~lab).sum(),
+                (~pred & ~lab).sum(),
+            ]
+        ).to(torch.float64)
+        self.totals[2:] += counts
+        if loss is not None:
+            self.totals[0] += loss.detach().to(torch.float64)
+            self.totals[1] += 1
+
+    def reduce(self) -> None:
+        """Sum the counters over all processes of a distributed run (no-op otherwise)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.totals)
+
+    def compute(self) -> dict[str, float]:
+        """``loss``, ``tp_pct``/``fn_pct``/``fp_pct`` (% of label voxels), ``precision``,
+        ``recall``, ``f1`` (= Dice), ``iou``, and the voxel counts."""
+        loss_sum, batches, tp, fn, fp, tn = (float(v) for v in self.totals.cpu())
+        labelled = tp + fn
+
+        # Ratios with an empty denominator are reported as 0 (nothing found / nothing to find).
+        def ratio(num: float, den: float) -> float:
+            return num / den if den > 0 else 0.0
+
+        return {
+            "loss": ratio(loss_sum, batches),
+            "tp_pct": 100.0 * ratio(tp, labelled),
+            "fn_pct": 100.0 * ratio(fn, labelled),
+            "fp_pct": 100.0 * ratio(fp, labelled),
+            "precision": ratio(tp, tp + fp),
+            "recall": ratio(tp, labelled),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "iou": ratio(tp, tp + fp + fn),
+            "tp": tp,
+            "fn": fn,
+            "fp": fp,
+            "tn": tn,
+        }
