@@ -20,6 +20,7 @@ is the OR of the per-nodule masks, which for ``"grow"`` equals "inside some box 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy import ndimage
 
 from src_train.ct import CtVolume, Geometry
 from src_train.errors import ConfigError, GeometryError
@@ -198,11 +200,17 @@ class MethodInfo:
 _METHODS: dict[str, MethodInfo] = {}
 
 
-def register_method(
-    name: str, func: MaskMethod, description: str, defaults: dict[str, Any] | None = None
-) -> None:
-    """Register (or replace) a mask method under ``name``; ``defaults`` lists its parameters."""
-    _METHODS[name] = MethodInfo(name, func, description, dict(defaults or {}))
+def register_method(name: str, func: MaskMethod, description: str) -> None:
+    """Register (or replace) a mask method under ``name``.
+
+    Its parameters (and their defaults) are the keyword-only arguments of ``func``.
+    """
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(func).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    _METHODS[name] = MethodInfo(name, func, description, defaults)
 
 
 def available_methods() -> list[str]:
@@ -332,6 +340,229 @@ register_method(
     REFERENCE_METHOD,
     method_grow,
     "SPEC reference: per-axis radius growth from the centre, mask = box AND dense",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diameter-aware methods
+# ---------------------------------------------------------------------------------------------
+def _diameter_or_none(nodule: Nodule) -> float | None:
+    d = nodule.diameter_mm
+    if d is None or not math.isfinite(d) or d <= 0:
+        return None
+    return float(d)
+
+
+def _fallback_to_grow(
+    hu: np.ndarray,
+    geometry: Geometry,
+    nodule: Nodule,
+    center_irc: tuple[int, int, int],
+    threshold_hu: float,
+) -> MethodResult:
+    result = method_grow(hu, geometry, nodule, center_irc, threshold_hu)
+    result.notes.insert(0, f"{NOTE_NO_DIAMETER} (diameter_mm={nodule.diameter_mm!r})")
+    result.method = REFERENCE_METHOD
+    return result
+
+
+def _crop_around(
+    center_irc: Sequence[int], radius_mm: float, geometry: Geometry
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Box ``(lo, hi exclusive)`` holding the ball of ``radius_mm`` around the centre."""
+    half = [math.ceil(radius_mm / s) for s in geometry.spacing_irc_mm]
+    return box_around(center_irc, half, geometry.shape_irc)
+
+
+def _distance_mm(
+    shape: Sequence[int], center_local: Sequence[int], spacing_irc_mm: Sequence[float]
+) -> np.ndarray:
+    """Physical distance (mm) of each voxel of a ``shape`` crop from ``center_local``."""
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    d2 = sum(
+        ((g - c) * float(s)) ** 2
+        for g, c, s in zip(grids, center_local, spacing_irc_mm, strict=True)
+    )
+    return np.sqrt(d2, dtype=np.float32)
+
+
+def _tight(
+    lo: Sequence[int], local: np.ndarray, center_irc: Sequence[int]
+) -> tuple[tuple[int, int, int], tuple[int, int, int], np.ndarray, tuple[int, int, int]]:
+    """Shrink a crop and its mask to the mask's bounding box; radius = half extent in voxels."""
+    if not local.any():
+        c_lo = tuple(int(c) for c in center_irc)
+        c_hi = tuple(int(c) + 1 for c in center_irc)
+        return c_lo, c_hi, np.zeros((1, 1, 1), dtype=bool), (0, 0, 0)  # type: ignore[return-value]
+    lo_t, hi_t, radius = [], [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(local.any(axis=other))
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        lo_t.append(int(lo[axis]) + a)
+        hi_t.append(int(lo[axis]) + b)
+        c = int(center_irc[axis])
+        radius.append(max(c - lo_t[-1], hi_t[-1] - 1 - c, 0))
+    local_t = local[
+        _slices(
+            [v - int(o) for v, o in zip(lo_t, lo, strict=True)],
+            [v - int(o) for v, o in zip(hi_t, lo, strict=True)],
+        )
+    ]
+    return tuple(lo_t), tuple(hi_t), local_t, tuple(radius)  # type: ignore[return-value]
+
+
+def method_ball(
+    hu: np.ndarray,
+    geometry: Geometry,
+    nodule: Nodule,
+    center_irc: tuple[int, int, int],
+    threshold_hu: float,
+    *,
+    ball_scale: float = 1.0,
+    ball_margin_mm: float = 0.5,
+) -> MethodResult:
+    """Dense voxels within ``ball_scale * diameter_mm / 2 + ball_margin_mm`` (mm) of the centre.
+
+    A baseline that uses the diameter and nothing else (no connectivity): distances are
+    physical, so anisotropic voxels are handled. No diameter: the reference rule, noted.
+    """
+    d = _diameter_or_none(nodule)
+    if d is None:
+        return _fallback_to_grow(hu, geometry, nodule, center_irc, threshold_hu)
+    radius_mm = ball_scale * d / 2 + ball_margin_mm
+    lo, hi = _crop_around(center_irc, radius_mm, geometry)
+    centre_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
+    shape = [b - a for a, b in zip(lo, hi, strict=True)]
+    inside = _distance_mm(shape, centre_local, geometry.spacing_irc_mm) <= radius_mm
+    local = dense(hu[_slices(lo, hi)], threshold_hu) & inside
+    lo_t, hi_t, local_t, radius = _tight(lo, local, center_irc)
+    return MethodResult(lo_t, hi_t, local_t, radius)
+
+
+register_method(
+    "ball",
+    method_ball,
+    "dense voxels inside a ball of the annotated diameter (mm); no connectivity",
+)
+
+
+def _erode_mm(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """Erosion by a ball of ``radius_mm`` (physical, anisotropic) via a distance transform."""
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+
+
+def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """Dilation by a ball of ``radius_mm`` (physical, anisotropic) via a distance transform."""
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+
+def _components_near(mask: np.ndarray, dist_mm: np.ndarray, max_distance_mm: float) -> np.ndarray:
+    """The connected components (26-connected) of ``mask`` that come within
+    ``max_distance_mm`` of the centre; if none does, the single nearest component."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return mask
+    nearest = np.asarray(ndimage.minimum(dist_mm, labels, np.arange(1, n + 1)))
+    keep = nearest <= max_distance_mm
+    if not keep.any():
+        keep = nearest == nearest.min()
+    lut = np.concatenate(([False], keep))
+    return lut[labels]
+
+
+def method_region(
+    hu: np.ndarray,
+    geometry: Geometry,
+    nodule: Nodule,
+    center_irc: tuple[int, int, int],
+    threshold_hu: float,
+    *,
+    ball_scale: float = 1.4,
+    ball_margin_mm: float = 1.0,
+    core_fraction: float = 0.6,
+    opening_fraction: float = 0.35,
+    wall_fraction: float = 1.2,
+    smooth_sigma_mm: float = 0.0,
+    faint_center_hu: float = -450.0,
+    lung_hu: float = -850.0,
+) -> MethodResult:
+    """Connected dense region around the centre, bounded and cleaned using ``diameter_mm``.
+
+    With ``R = diameter_mm / 2`` (mm; every distance is physical, so anisotropic spacing is
+    handled by distance transforms in mm):
+
+    1. Work in a crop around the centre. Dense = HU above ``threshold_hu`` (after an optional
+       Gaussian of ``smooth_sigma_mm``). Ground-glass: when the median HU of the core ball
+       (radius ``R / 2``) is below ``faint_center_hu``, the threshold is lowered to the midpoint
+       between that median and ``lung_hu`` (never raised), and a note says so.
+    2. Large structures (chest wall, mediastinum): the opening of the dense voxels by a ball of
+       ``wall_fraction * R`` keeps only what is thicker than the nodule; it is removed.
+    3. Keep dense voxels within ``ball_scale * R + ball_margin_mm`` of the centre.
+    4. Vessels: erode by ``opening_fraction * R``, keep the pieces within ``core_fraction * R``
+       of the centre (lobes survive, vessels do not), dilate back and intersect with step 3.
+    5. Keep the component touching the centre, fill holes.
+
+    No usable diameter: the reference rule, noted in the record.
+    """
+    d = _diameter_or_none(nodule)
+    if d is None:
+        return _fallback_to_grow(hu, geometry, nodule, center_irc, threshold_hu)
+    spacing = geometry.spacing_irc_mm
+    radius_mm = d / 2
+    ball_mm = ball_scale * radius_mm + ball_margin_mm
+    wall_mm = wall_fraction * radius_mm
+    crop_mm = ball_mm + wall_mm  # wall balls centred up to the crop edge (edge = not lung)
+    lo, hi = _crop_around(center_irc, crop_mm, geometry)
+    centre_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
+    shape = [b - a for a, b in zip(lo, hi, strict=True)]
+    crop = hu[_slices(lo, hi)]
+    dist = _distance_mm(shape, centre_local, spacing)
+    notes: list[str] = []
+
+    values = crop
+    if smooth_sigma_mm > 0:
+        sigma = [smooth_sigma_mm / s for s in spacing]
+        values = ndimage.gaussian_filter(crop.astype(np.float32), sigma, mode="nearest")
+    threshold = float(threshold_hu)
+    core_median = float(np.median(crop[dist <= max(radius_mm / 2, min(spacing))]))
+    if core_median < faint_center_hu and core_median > lung_hu:
+        lowered = (core_median + lung_hu) / 2
+        if lowered < threshold:
+            notes.append(
+                f"faint (ground-glass) centre: median {core_median:.0f} HU, "
+                f"threshold lowered from {threshold:.0f} to {lowered:.0f} HU"
+            )
+            threshold = lowered
+    is_dense = dense(values, threshold)
+
+    big = _dilate_mm(_erode_mm(is_dense, wall_mm, spacing), wall_mm, spacing)
+    near = dist <= ball_mm
+    big_near = int(np.count_nonzero(big & near))
+    if big_near:
+        notes.append(f"large structure (chest wall?) excluded: {big_near} voxels")
+    candidate = is_dense & near & ~big
+
+    open_mm = opening_fraction * radius_mm
+    cores = _erode_mm(candidate, open_mm, spacing)
+    if not cores.any():
+        cores, open_mm = candidate, 0.0
+    cores = _components_near(cores, dist, core_fraction * radius_mm)
+    region = _dilate_mm(cores, open_mm + min(spacing), spacing) & candidate
+    region = _components_near(region, dist, core_fraction * radius_mm)
+    region = ndimage.binary_fill_holes(region)
+    lo_t, hi_t, local_t, radius = _tight(lo, region, center_irc)
+    return MethodResult(lo_t, hi_t, local_t, radius, notes=notes)
+
+
+register_method(
+    "region",
+    method_region,
+    "connected dense region in a diameter-sized ball; chest wall and vessels cut off (mm)",
 )
 
 

@@ -236,3 +236,74 @@ def test_mask_nodule_single() -> None:
     rec = mask_nodule(ct, nodule_at(ct, (10, 12, 14)))
     assert rec.radius_irc == (2, 2, 2) and rec.voxel_count == 27
     assert rec.to_row()["radius_irc"] == "2 2 2"
+
+
+# ---------------------------------------------------------------------------------------------
+# Diameter-aware methods
+# ---------------------------------------------------------------------------------------------
+def _scene(
+    spacing_irc: tuple[float, float, float], diameter_mm: float, *, wall: bool, vessel: bool
+) -> tuple[CtVolume, Nodule, np.ndarray]:
+    """A ball nodule in lung (physical mm), optionally on a chest wall and crossed by a vessel."""
+    extent_mm = 3.2 * diameter_mm
+    shape = tuple(round(extent_mm / s) | 1 for s in spacing_irc)
+    centre = tuple(n // 2 for n in shape)
+    ct = make_ct(shape=shape, spacing_xyz=spacing_irc[::-1])  # type: ignore[arg-type]
+    truth = ball(shape, centre, diameter_mm / 2, spacing_irc)
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    if wall:  # everything beyond the nodule's surface along +col is chest wall
+        wall_mask = (grids[2] - centre[2]) * spacing_irc[2] > diameter_mm / 2
+        ct.hu[np.broadcast_to(wall_mask, shape)] = SOLID_HU
+    if vessel:  # a 2 mm vessel along the row axis through the centre
+        d2 = sum(((grids[a] - centre[a]) * spacing_irc[a]) ** 2 for a in (0, 2))
+        ct.hu[np.broadcast_to(d2 <= 1.0, shape)] = SOLID_HU
+    ct.hu[truth] = SOLID_HU
+    return ct, nodule_at(ct, centre, diameter_mm), truth
+
+
+@pytest.mark.parametrize("spacing_irc", [(1.0, 1.0, 1.0), (2.5, 0.7, 0.7)], ids=["iso", "aniso"])
+def test_region_cuts_vessel_and_chest_wall(spacing_irc) -> None:
+    ct, nodule, truth = _scene(spacing_irc, 10.0, wall=True, vessel=True)
+    grow_mask, _ = build_masks(ct, [nodule], method="grow")
+    region_mask, (rec,) = build_masks(ct, [nodule], method="region")
+    assert dice(region_mask, truth) >= 0.93
+    assert dice(region_mask, truth) > dice(grow_mask, truth) + 0.1
+    assert any("large structure" in n for n in rec.notes)
+    # The radius is the physical one: 5 mm over the voxel size, per axis.
+    expected = tuple(int(5.0 // s) for s in spacing_irc)
+    assert all(abs(r - e) <= 1 for r, e in zip(rec.radius_irc, expected, strict=True))
+
+
+def test_ball_uses_physical_diameter() -> None:
+    spacing_irc = (2.5, 0.7, 0.7)
+    ct, nodule, truth = _scene(spacing_irc, 8.0, wall=False, vessel=True)
+    mask, _ = build_masks(ct, [nodule], method="ball")
+    assert dice(mask, truth) >= 0.85
+    assert not (mask & ~ball(truth.shape, nodule_center(ct, nodule), 4.6, spacing_irc)).any()
+
+
+def nodule_center(ct: CtVolume, nodule: Nodule) -> tuple[int, int, int]:
+    return tuple(int(v) for v in ct.geometry.xyz_to_irc_index(nodule.center_xyz_mm))
+
+
+@pytest.mark.parametrize("method", ["ball", "region"])
+@pytest.mark.parametrize("diameter", [None, 0.0, -3.0, float("nan")])
+def test_missing_diameter_falls_back_to_grow(method: str, diameter) -> None:
+    ct = make_ct()
+    paint_box(ct, (10, 12, 14), (2, 3, 4))
+    nodule = nodule_at(ct, (10, 12, 14), diameter)
+    ref, (ref_rec,) = build_masks(ct, [nodule])
+    mask, (rec,) = build_masks(ct, [nodule], method=method)
+    assert np.array_equal(mask, ref) and rec.radius_irc == ref_rec.radius_irc == (3, 4, 5)
+    assert rec.method == "grow" and rec.steps == ref_rec.steps
+    assert any(n.startswith(masks.NOTE_NO_DIAMETER) for n in rec.notes)
+
+
+def test_region_faint_nodule_lowers_threshold_and_is_not_empty() -> None:
+    ct, nodule, truth = _scene((1.0, 1.0, 1.0), 8.0, wall=False, vessel=False)
+    ct.hu[truth] = -720  # ground glass: below the default threshold
+    grow_mask, (grow_rec,) = build_masks(ct, [nodule])
+    mask, (rec,) = build_masks(ct, [nodule], method="region")
+    assert masks.NOTE_EMPTY in grow_rec.notes and not grow_mask.any()
+    assert dice(mask, truth) >= 0.95
+    assert any("ground-glass" in n for n in rec.notes)
