@@ -20,19 +20,32 @@ is the OR of the per-nodule masks, which for ``"grow"`` equals "inside some box 
 
 from __future__ import annotations
 
+import csv
 import inspect
 import logging
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import ndimage
 
-from src_train.ct import CtVolume, Geometry
-from src_train.errors import ConfigError, GeometryError
+from src_train.ct import CtVolume, Geometry, load_ct, save_volume
+from src_train.errors import (
+    CancelledError,
+    ConfigError,
+    GeometryError,
+    OutputExistsError,
+    SeriesNotFoundError,
+)
 from src_train.luna import Nodule
+
+if TYPE_CHECKING:
+    from src_train.luna import LunaFolder, TrueNodule
 
 log = logging.getLogger(__name__)
 
@@ -789,3 +802,402 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing masks for a data folder
+# ---------------------------------------------------------------------------------------------
+#: Name of the per-nodule table written beside the masks.
+MASK_TABLE = "nodules.csv"
+
+Progress = Callable[[int, int, str], None]
+ShouldStop = Callable[[], bool]
+
+
+def _write_csv_atomic(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:
+    """Write ``rows`` as CSV through a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=".csv", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _check_stop(should_stop: ShouldStop | None, what: str) -> None:
+    if should_stop is not None and should_stop():
+        raise CancelledError(f"{what} stopped on request.")
+
+
+def write_masks(
+    folder: LunaFolder,
+    out_dir: str | os.PathLike[str],
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    method: str = REFERENCE_METHOD,
+    *,
+    overwrite: bool = False,
+    on_outside: OutsidePolicy = "raise",
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    **params: Any,
+) -> list[NoduleMask]:
+    """Write ``<uid>.mhd`` masks (uint8 0/1, compressed, the CT's geometry) for every series.
+
+    Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
+    (method, radii, box, voxel count, notes) is written last. Existing outputs raise
+    :class:`OutputExistsError` before any work unless ``overwrite``. Stops between series when
+    ``should_stop()`` is true (:class:`CancelledError`; masks written so far are kept).
+    """
+    out = Path(out_dir)
+    method_info(method)
+    uids = folder.series_uids
+    table = out / MASK_TABLE
+    if not overwrite:
+        existing = [p for p in [table, *(out / f"{u}.mhd" for u in uids)] if p.exists()]
+        if existing:
+            raise OutputExistsError(
+                f"{existing[0]} already exists ({len(existing)} output file(s) in {out}); "
+                "choose another folder or ask to overwrite (--overwrite)."
+            )
+    records: list[NoduleMask] = []
+    for done, uid in enumerate(uids):
+        _check_stop(should_stop, "Writing masks")
+        if progress is not None:
+            progress(done, len(uids), f"masking {uid}")
+        ct = folder.load(uid)
+        mask, recs = build_masks(
+            ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
+        )
+        save_volume(
+            mask.astype(np.uint8), ct.geometry, out / f"{uid}.mhd", compress=True, overwrite=True
+        )
+        records.extend(recs)
+        log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
+    rows = [r.to_row() for r in records]
+    columns = list(rows[0]) if rows else list(_EMPTY_ROW_COLUMNS)
+    _write_csv_atomic(table, rows, columns)
+    if progress is not None:
+        progress(len(uids), len(uids), "masks written")
+    return records
+
+
+_EMPTY_ROW_COLUMNS = (
+    "seriesuid",
+    "coordX",
+    "coordY",
+    "coordZ",
+    "diameter_mm",
+    "method",
+    "threshold_hu",
+    "center_irc",
+    "radius_irc",
+    "box_lo_irc",
+    "box_hi_irc",
+    "voxel_count",
+    "skipped",
+    "notes",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask report: every method against the true shapes
+# ---------------------------------------------------------------------------------------------
+#: Size bands of the report: (label, lower mm inclusive, upper mm exclusive).
+SIZE_BANDS_MM: tuple[tuple[str, float, float], ...] = (
+    ("<6 mm", 0.0, 6.0),
+    ("6-10 mm", 6.0, 10.0),
+    ("10-20 mm", 10.0, 20.0),
+    (">=20 mm", 20.0, math.inf),
+)
+
+
+def size_band(diameter_mm: float) -> str:
+    """The :data:`SIZE_BANDS_MM` label of a diameter in mm."""
+    for label, lo, hi in SIZE_BANDS_MM:
+        if lo <= diameter_mm < hi:
+            return label
+    return SIZE_BANDS_MM[-1][0]
+
+
+@dataclass(frozen=True)
+class NoduleScore:
+    """Dice of one method's mask of one true nodule (mask vs the nodule's true label)."""
+
+    series_uid: str
+    label: int
+    kind: str
+    diameter_mm: float
+    method: str
+    dice: float
+    voxel_count: int
+    true_voxel_count: int
+    notes: str
+
+    @property
+    def size_band(self) -> str:
+        """Size band of the true diameter (see :data:`SIZE_BANDS_MM`)."""
+        return size_band(self.diameter_mm)
+
+    @property
+    def flagged(self) -> bool:
+        """True when the record carries a flag that explains a poor mask."""
+        return NOTE_CENTRE_BELOW in self.notes or NOTE_OUTSIDE in self.notes
+
+
+@dataclass(frozen=True)
+class ScanScore:
+    """Dice of one method's whole-scan mask against all true nodules of the scan."""
+
+    series_uid: str
+    method: str
+    dice: float
+
+
+@dataclass
+class MaskReport:
+    """Per-nodule and per-scan Dice of every method on a data set with true shapes."""
+
+    threshold_hu: float
+    methods: list[str]
+    nodules: list[NoduleScore]
+    scans: list[ScanScore]
+    unmatched: list[str] = field(default_factory=list)
+
+    def groups(self) -> list[tuple[str, str]]:
+        """Row keys of the summary: ``("scan", "all")``, ``("nodule", "all")``, bands, kinds."""
+        keys = [("scan", "all"), ("nodule", "all")]
+        present_bands = {s.size_band for s in self.nodules}
+        keys += [("size", b) for b, _, _ in SIZE_BANDS_MM if b in present_bands]
+        kinds = sorted({s.kind for s in self.nodules})
+        keys += [("kind", k) for k in kinds]
+        return keys
+
+    def _scores(self, group: tuple[str, str], method: str) -> list[float]:
+        what, value = group
+        if what == "scan":
+            return [s.dice for s in self.scans if s.method == method]
+        chosen = [s for s in self.nodules if s.method == method]
+        if what == "size":
+            chosen = [s for s in chosen if s.size_band == value]
+        elif what == "kind":
+            chosen = [s for s in chosen if s.kind == value]
+        return [s.dice for s in chosen]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per group: ``group``, ``n`` and the mean Dice per method."""
+        rows = []
+        for group in self.groups():
+            row: dict[str, Any] = {"group": _group_label(group)}
+            for method in self.methods:
+                scores = self._scores(group, method)
+                row["n"] = len(scores)
+                row[method] = float(np.mean(scores)) if scores else float("nan")
+            rows.append(row)
+        empty: dict[str, Any] = {"group": "empty masks (unflagged)", "n": ""}
+        for method in self.methods:
+            empty[method] = sum(
+                1
+                for s in self.nodules
+                if s.method == method and s.voxel_count == 0 and not s.flagged
+            )
+        rows.append(empty)
+        return rows
+
+    def best_method(self) -> str:
+        """The method with the highest mean per-scan Dice."""
+        means = {m: np.mean(self._scores(("scan", "all"), m) or [0.0]) for m in self.methods}
+        return max(self.methods, key=lambda m: means[m])
+
+    def to_markdown(self) -> str:
+        """The summary as a Markdown table (mean Dice; the last row counts empty masks)."""
+        head = ["group", "n", *self.methods]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.summary():
+            cells = [str(row["group"]), str(row["n"])]
+            for method in self.methods:
+                value = row[method]
+                cells.append(f"{value:.3f}" if isinstance(value, float) else str(value))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def write_csv(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write ``mask_report_nodules.csv`` (one row per nodule and method) and
+        ``mask_report_summary.csv`` (the summary table) into ``out_dir``."""
+        out = Path(out_dir)
+        nodule_rows = [
+            {
+                "seriesuid": s.series_uid,
+                "label": s.label,
+                "kind": s.kind,
+                "diameter_mm": round(s.diameter_mm, 2),
+                "size_band": s.size_band,
+                "method": s.method,
+                "dice": round(s.dice, 4),
+                "voxel_count": s.voxel_count,
+                "true_voxel_count": s.true_voxel_count,
+                "notes": s.notes,
+            }
+            for s in self.nodules
+        ]
+        columns = list(nodule_rows[0]) if nodule_rows else ["seriesuid"]
+        a = _write_csv_atomic(out / "mask_report_nodules.csv", nodule_rows, columns)
+        summary = self.summary()
+        b = _write_csv_atomic(
+            out / "mask_report_summary.csv", summary, ["group", "n", *self.methods]
+        )
+        return a, b
+
+
+def _group_label(group: tuple[str, str]) -> str:
+    what, value = group
+    if what == "scan":
+        return "per scan (mean)"
+    if what == "nodule" and value == "all":
+        return "per nodule (mean)"
+    return f"{what}: {value}"
+
+
+def _match_true(
+    annotations: Sequence[Nodule], truths: Sequence[TrueNodule]
+) -> list[tuple[TrueNodule, Nodule | None]]:
+    """Pair each true nodule with the nearest annotation within its diameter (world mm)."""
+    pairs: list[tuple[TrueNodule, Nodule | None]] = []
+    if not annotations:
+        return [(t, None) for t in truths]
+    centres = np.asarray([a.center_xyz_mm for a in annotations], dtype=np.float64)
+    for truth in truths:
+        dist = np.linalg.norm(centres - np.asarray(truth.center_xyz_mm), axis=1)
+        k = int(np.argmin(dist))
+        near = dist[k] <= max(truth.diameter_mm, 1.0)
+        pairs.append((truth, annotations[k] if near else None))
+    return pairs
+
+
+def mask_report(
+    folder: LunaFolder,
+    methods: Sequence[str] | None = None,
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> MaskReport:
+    """Score every method (default: all registered) against the true shapes of ``folder``.
+
+    For each series with a truth volume, the annotations are masked by each method; a nodule's
+    Dice compares its own mask with its true label, a scan's Dice compares the OR of all masks
+    with all true labels. A true nodule without an annotation scores 0 and is listed in
+    ``unmatched``. Nodules whose centre is outside the volume are skipped and flagged.
+    """
+    chosen = list(methods) if methods else available_methods()
+    for name in chosen:
+        method_info(name)
+    with_truth = [(u, folder.truth_path(u)) for u in folder.series_uids]
+    series = [(u, p) for u, p in with_truth if p is not None]
+    if not series:
+        raise SeriesNotFoundError(
+            f"{folder.root} has no series with a true shape (truth/<uid>.mhd); the mask report "
+            "needs synthetic data (lunaseg synth DIR) or another folder with truth volumes."
+        )
+    nodule_scores: list[NoduleScore] = []
+    scan_scores: list[ScanScore] = []
+    unmatched: list[str] = []
+    for done, (uid, truth_path) in enumerate(series):
+        _check_stop(should_stop, "The mask report")
+        if progress is not None:
+            progress(done, len(series), f"scoring {uid}")
+        ct = folder.load(uid)
+        labels = load_ct(truth_path).hu
+        if labels.shape != ct.hu.shape:
+            raise GeometryError(
+                f"{truth_path}: shape {labels.shape} differs from its series {ct.hu.shape}; "
+                "regenerate the data set."
+            )
+        label_boxes = ndimage.find_objects(labels.astype(np.int32, copy=False))
+        truth_any = labels > 0
+        pairs = _match_true(folder.nodules(uid), folder.true_nodules(uid))
+        unmatched += [f"{uid} label {t.label}" for t, a in pairs if a is None]
+        annotated = [a for _, a in pairs if a is not None]
+        for name in chosen:
+            mask, recs = build_masks(ct, annotated, threshold_hu, name, on_outside="skip")
+            by_nodule = dict(zip((id(a) for a in annotated), recs, strict=True))
+            scan_scores.append(ScanScore(uid, name, dice(mask, truth_any)))
+            for truth, ann in pairs:
+                rec = by_nodule.get(id(ann)) if ann is not None else None
+                nodule_scores.append(_score_nodule(uid, name, truth, labels, label_boxes, rec))
+    if progress is not None:
+        progress(len(series), len(series), "report done")
+    return MaskReport(threshold_hu, chosen, nodule_scores, scan_scores, unmatched)
+
+
+def _score_nodule(
+    uid: str,
+    method: str,
+    truth: TrueNodule,
+    labels: np.ndarray,
+    label_boxes: Sequence[Slices3 | None],
+    rec: NoduleMask | None,
+) -> NoduleScore:
+    """Dice of one record against one true label, computed in the union of their boxes."""
+    true_box = label_boxes[truth.label - 1] if 0 < truth.label <= len(label_boxes) else None
+    boxes = [] if true_box is None else [([s.start for s in true_box], [s.stop for s in true_box])]
+    if rec is not None and not rec.skipped:
+        boxes.append((list(rec.box_lo_irc), list(rec.box_hi_irc)))
+    region = _union_region(boxes)
+    true_count = 0
+    score = 0.0
+    if region is not None:
+        true_local = labels[region] == truth.label
+        true_count = int(np.count_nonzero(true_local))
+        pred_local = np.zeros(true_local.shape, dtype=bool)
+        if rec is not None and not rec.skipped:
+            offset = [r.start for r in region]
+            inner = _slices(
+                [lo - o for lo, o in zip(rec.box_lo_irc, offset, strict=True)],
+                [hi - o for hi, o in zip(rec.box_hi_irc, offset, strict=True)],
+            )
+            pred_local[inner] = rec.local_mask
+        score = dice(pred_local, true_local)
+    notes = "no annotation" if rec is None else "; ".join(rec.notes)
+    return NoduleScore(
+        uid,
+        truth.label,
+        truth.kind,
+        truth.diameter_mm,
+        method,
+        score if rec is not None and not rec.skipped else 0.0,
+        0 if rec is None else rec.voxel_count,
+        true_count,
+        notes,
+    )
+
+
+def plot_mask_report(report: MaskReport, path: str | os.PathLike[str]) -> Path:
+    """Bar chart of mean Dice per method, per scan / size band / kind (PNG, Agg, no GUI)."""
+    from matplotlib.figure import Figure  # local: only the report needs matplotlib
+
+    summary = [r for r in report.summary() if r["group"] != "empty masks (unflagged)"]
+    groups = [f"{r['group']}\n(n={r['n']})" for r in summary]
+    fig = Figure(figsize=(max(8.0, 1.2 * len(groups)), 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(report.methods))
+    x = np.arange(len(groups))
+    for k, method in enumerate(report.methods):
+        values = [r[method] for r in summary]
+        bars = ax.bar(x + (k - (len(report.methods) - 1) / 2) * width, values, width, label=method)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+    ax.set_xticks(x, groups, fontsize=7, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean Dice vs true shape")
+    ax.set_title(f"Mask methods against true nodule shapes (threshold {report.threshold_hu:g} HU)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=120)
+    return dest
