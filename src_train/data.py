@@ -1,0 +1,449 @@
+"""Training data: an on-disk cache per series and the datasets that read it by crop.
+
+Cache layout (default ``DATA_DIR/cache/``)::
+
+    cache/<seriesuid>/ct.npy      int16 HU, (index, row, col)
+    cache/<seriesuid>/mask.npy    uint8 0/1 ground truth from masks.build_masks, same shape
+    cache/<seriesuid>/meta.json   geometry, mask method/threshold, nodule centres (IRC),
+                                  slices holding mask voxels, source fingerprint
+
+Arrays are opened memory-mapped and read-only, so a crop reads only the voxels it needs and
+training never mutates (or copies) a whole CT; only a bounded number of series stay open at a
+time, so RAM does not grow with the number of series. The cache costs 3 bytes per voxel (1.5 x
+the unpacked ``.raw`` files): a 512 x 512 x 250 scan takes 188 MiB; the 888 LUNA16 scans about
+170-200 GB. ``meta.json`` is written last and removed first when rebuilding; an entry is used
+only when its meta matches the current source files, annotations, mask method and threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from src_train.context import DEFAULT_CONTEXT_SLICES, HU_CLAMP, context_stack
+from src_train.errors import CancelledError, ConfigError, SeriesReadError
+from src_train.luna import LunaFolder, Nodule
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
+
+log = logging.getLogger(__name__)
+
+#: Bump when the cache layout or the meaning of its contents changes.
+CACHE_VERSION = 1
+CACHE_DIRNAME = "cache"
+CT_FILE = "ct.npy"
+MASK_FILE = "mask.npy"
+META_FILE = "meta.json"
+
+#: Series whose memory maps stay open at once (bounds RAM and file handles).
+DEFAULT_MAX_OPEN_SERIES = 32
+
+ProgressFn = Callable[[int, int, str], None]
+StopFn = Callable[[], bool]
+
+_INT16 = np.iinfo(np.int16)
+
+
+@dataclass(frozen=True)
+class CacheMeta:
+    """What ``meta.json`` records about one cached series.
+
+    Attributes:
+        series_uid: the series.
+        shape_irc: array shape ``(index, row, col)``.
+        geometry: :meth:`Geometry.to_dict` of the series.
+        mask_method, threshold_hu: how the mask was built (``masks.build_masks``).
+        nodule_centers_irc: centre voxel ``(index, row, col)`` of every masked nodule.
+        nodule_centers_xyz_mm: the same centres in world ``(x, y, z)`` mm (as annotated).
+        mask_slices: sorted slice indices that contain mask voxels.
+        mask_voxels: number of mask voxels.
+        source: fingerprint of the inputs (files, annotations); a mismatch means rebuild.
+        cache_version: :data:`CACHE_VERSION` at writing time.
+    """
+
+    series_uid: str
+    shape_irc: tuple[int, int, int]
+    geometry: dict[str, Any]
+    mask_method: str
+    threshold_hu: float
+    nodule_centers_irc: list[tuple[int, int, int]]
+    nodule_centers_xyz_mm: list[tuple[float, float, float]]
+    mask_slices: list[int]
+    mask_voxels: int
+    source: dict[str, Any] = field(default_factory=dict)
+    cache_version: int = CACHE_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheMeta:
+        """Inverse of ``dataclasses.asdict`` (lists back to tuples)."""
+        return cls(
+            series_uid=str(data["series_uid"]),
+            shape_irc=tuple(int(v) for v in data["shape_irc"]),  # type: ignore[arg-type]
+            geometry=dict(data["geometry"]),
+            mask_method=str(data["mask_method"]),
+            threshold_hu=float(data["threshold_hu"]),
+            nodule_centers_irc=[tuple(int(v) for v in c) for c in data["nodule_centers_irc"]],  # type: ignore[misc]
+            nodule_centers_xyz_mm=[
+                tuple(float(v) for v in c)  # type: ignore[misc]
+                for c in data["nodule_centers_xyz_mm"]
+            ],
+            mask_slices=[int(v) for v in data["mask_slices"]],
+            mask_voxels=int(data["mask_voxels"]),
+            source=dict(data.get("source", {})),
+            cache_version=int(data.get("cache_version", -1)),
+        )
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through ``write(file)`` to a temporary file beside ``path``, then rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_int16(hu: np.ndarray, uid: str) -> np.ndarray:
+    """HU as int16 (float inputs are rounded and clipped to the int16 range)."""
+    if hu.dtype == np.int16:
+        return hu
+    if np.issubdtype(hu.dtype, np.floating):
+        return np.clip(np.rint(hu), _INT16.min, _INT16.max).astype(np.int16)
+    raise SeriesReadError(f"Series {uid}: unsupported voxel type {hu.dtype} for the cache.")
+
+
+class SeriesCache:
+    """Memory-mapped per-series arrays of a LUNA-layout folder, built lazily.
+
+    Args:
+        data: a data folder (path or :class:`LunaFolder`).
+        cache_dir: where to keep the cache; default ``DATA_DIR/cache``.
+        threshold_hu, mask_method: passed to ``masks.build_masks``.
+        max_open: series kept memory-mapped at once (least recently used are closed).
+    """
+
+    def __init__(
+        self,
+        data: str | os.PathLike[str] | LunaFolder,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        threshold_hu: float = DEFAULT_THRESHOLD_HU,
+        mask_method: str = REFERENCE_METHOD,
+        max_open: int = DEFAULT_MAX_OPEN_SERIES,
+    ) -> None:
+        self.folder = data if isinstance(data, LunaFolder) else LunaFolder(data)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.folder.root / CACHE_DIRNAME
+        self.threshold_hu = float(threshold_hu)
+        self.mask_method = mask_method
+        self.max_open = max(1, int(max_open))
+        self._open: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._metas: dict[str, CacheMeta] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes re-open their own memory maps; never pickle array contents.
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        return state
+
+    @property
+    def series_uids(self) -> list[str]:
+        """Series present in the data folder, sorted."""
+        return self.folder.series_uids
+
+    def series_dir(self, uid: str) -> Path:
+        """Cache folder of one series."""
+        return self.cache_dir / uid
+
+    # -- validity -------------------------------------------------------------------------------
+    def _nodules(self, uid: str) -> list[Nodule]:
+        return [n for n in self.folder.nodules(uid) if n.is_nodule]
+
+    def source_fingerprint(self, uid: str) -> dict[str, Any]:
+        """What the cache entry depends on: series files (size, mtime), nodules, mask options."""
+        header = self.folder.series_path(uid)
+        files = sorted(p for p in header.parent.glob(f"{header.stem}.*") if p.is_file())
+        return {
+            "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
+            "nodules": [[list(n.center_xyz_mm), n.diameter_mm] for n in self._nodules(uid)],
+            "mask_method": self.mask_method,
+            "threshold_hu": self.threshold_hu,
+            "cache_version": CACHE_VERSION,
+        }
+
+    def _read_meta(self, uid: str) -> CacheMeta | None:
+        path = self.series_dir(uid) / META_FILE
+        try:
+            return CacheMeta.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s is unreadable (%s); rebuilding that series", path, exc)
+            return None
+
+    def is_valid(self, uid: str) -> bool:
+        """True when the cached entry exists and matches the current sources and options."""
+        return self._valid_meta(uid) is not None
+
+    def _valid_meta(self, uid: str) -> CacheMeta | None:
+        meta = self._read_meta(uid)
+        folder = self.series_dir(uid)
+        valid = (
+            meta is not None
+            and meta.cache_version == CACHE_VERSION
+            and meta.source == json.loads(json.dumps(self.source_fingerprint(uid)))
+            and (folder / CT_FILE).is_file()
+            and (folder / MASK_FILE).is_file()
+        )
+        return meta if valid else None
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, uid: str) -> CacheMeta:
+        """(Re)build one series' entry: load the CT, build its mask, write atomically."""
+        ct = self.folder.load(uid)
+        nodules = self._nodules(uid)
+        mask, records = build_masks(
+            ct, nodules, self.threshold_hu, self.mask_method, on_outside="skip"
+        )
+        kept = [r for r in records if not r.skipped]
+        skipped = len(records) - len(kept)
+        if skipped:
+            log.warning("series %s: %d nodule(s) outside the volume were skipped", uid, skipped)
+        meta = CacheMeta(
+            series_uid=uid,
+            shape_irc=ct.shape_irc,
+            geometry=ct.geometry.to_dict(),
+            mask_method=self.mask_method,
+            threshold_hu=self.threshold_hu,
+            nodule_centers_irc=[tuple(int(v) for v in r.center_irc) for r in kept],  # type: ignore[misc]
+            nodule_centers_xyz_mm=[tuple(float(v) for v in r.nodule.center_xyz_mm) for r in kept],  # type: ignore[misc]
+            mask_slices=np.flatnonzero(mask.any(axis=(1, 2))).tolist(),
+            mask_voxels=int(mask.sum()),
+            source=json.loads(json.dumps(self.source_fingerprint(uid))),
+        )
+        folder = self.series_dir(uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._close(uid)
+        (folder / META_FILE).unlink(missing_ok=True)  # invalid until the new meta lands
+        hu = _to_int16(ct.hu, uid)
+        _atomic_write_bytes(folder / CT_FILE, lambda fh: np.save(fh, hu))
+        _atomic_write_bytes(folder / MASK_FILE, lambda fh: np.save(fh, mask.astype(np.uint8)))
+        text = json.dumps(asdict(meta), indent=1).encode()
+        _atomic_write_bytes(folder / META_FILE, lambda fh: fh.write(text))
+        self._metas[uid] = meta
+        log.info(
+            "cached %s: %s, %d nodule(s), %d mask voxels",
+            uid,
+            meta.shape_irc,
+            len(kept),
+            meta.mask_voxels,
+        )
+        return meta
+
+    def meta(self, uid: str) -> CacheMeta:
+        """The entry's meta, building (or rebuilding a stale) entry first."""
+        if uid in self._metas:
+            return self._metas[uid]
+        meta = self._valid_meta(uid)
+        if meta is None:
+            return self.build(uid)
+        self._metas[uid] = meta
+        return meta
+
+    def build_all(
+        self,
+        uids: Sequence[str] | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> list[CacheMeta]:
+        """Make sure every series (default: all) is cached; returns their metas.
+
+        Raises :class:`CancelledError` when ``should_stop()`` turns true between series.
+        """
+        todo = list(self.series_uids if uids is None else uids)
+        metas = []
+        for i, uid in enumerate(todo):
+            if should_stop is not None and should_stop():
+                raise CancelledError(f"Caching stopped after {i} of {len(todo)} series.")
+            metas.append(self.meta(uid))
+            if progress is not None:
+                progress(i + 1, len(todo), uid)
+        return metas
+
+    # -- reading --------------------------------------------------------------------------------
+    def _close(self, uid: str) -> None:
+        self._open.pop(uid, None)
+
+    def arrays(self, uid: str) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only memory maps ``(ct int16, mask uint8)``, both ``(index, row, col)``."""
+        if uid in self._open:
+            self._open.move_to_end(uid)
+            return self._open[uid]
+        self.meta(uid)
+        folder = self.series_dir(uid)
+        pair = (
+            np.load(folder / CT_FILE, mmap_mode="r"),
+            np.load(folder / MASK_FILE, mmap_mode="r"),
+        )
+        self._open[uid] = pair
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return pair
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleConfig:
+    """Shapes of training and validation samples.
+
+    Attributes:
+        crop_size: training crop height = width, pixels.
+        window_size: side of the window centred on a nodule inside which the crop is taken.
+        context_slices: neighbouring slices on each side (channels = ``2 * context + 1``).
+    """
+
+    crop_size: int = 64
+    window_size: int = 96
+    context_slices: int = DEFAULT_CONTEXT_SLICES
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 1 or self.window_size < self.crop_size:
+            raise ConfigError(
+                f"Need 1 <= crop size <= window size; got crop {self.crop_size}, window "
+                f"{self.window_size}."
+            )
+
+
+def _crop_start(centre: int, size: int, sample: SampleConfig, offset: int) -> int:
+    """First row/col of a crop at ``offset`` inside the window around ``centre``, kept inside."""
+    start = centre - sample.window_size // 2 + offset
+    return int(np.clip(start, 0, max(size - sample.crop_size, 0)))
+
+
+def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
+    """Pad the last two axes at the end up to ``size`` (only for images smaller than a crop)."""
+    pad_r = size - array.shape[-2]
+    pad_c = size - array.shape[-1]
+    if pad_r <= 0 and pad_c <= 0:
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, max(pad_r, 0)), (0, max(pad_c, 0))]
+    return np.pad(array, widths, constant_values=value)
+
+
+class TrainingDataset(Dataset):
+    """Nodule-centred training crops from the cache.
+
+    Item ``i`` of epoch ``e`` is a nodule from a per-epoch shuffled cycle over all nodules of
+    the given series, cropped at a random offset (``crop_size``) inside a ``window_size``
+    window centred on it, on its centre slice with ``context_slices`` neighbours each side.
+    Returns ``(image float32 (C, crop, crop) HU clamped, mask bool (1, crop, crop))``.
+    Randomness depends only on ``(seed, epoch, i)``, so it is the same with any worker count.
+    """
+
+    def __init__(
+        self,
+        cache: SeriesCache,
+        uids: Sequence[str],
+        epoch_samples: int,
+        sample: SampleConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cache = cache
+        self.sample = sample or SampleConfig()
+        self.epoch_samples = int(epoch_samples)
+        self.seed = int(seed)
+        self.nodules: list[tuple[str, tuple[int, int, int]]] = [
+            (uid, centre) for uid in uids for centre in cache.meta(uid).nodule_centers_irc
+        ]
+        if not self.nodules:
+            raise ConfigError(
+                f"The {len(uids)} training series have no annotated nodules inside their "
+                "volumes; check annotations.csv or the data folder."
+            )
+        if self.epoch_samples < 1:
+            raise ConfigError(f"epoch_samples must be positive; got {epoch_samples}.")
+        self.set_epoch(1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle the nodule cycle for ``epoch``."""
+        self.epoch = int(epoch)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self._order = rng.permutation(len(self.nodules))
+
+    def __len__(self) -> int:
+        return self.epoch_samples
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        uid, (z, r, c) = self.nodules[int(self._order[index % len(self.nodules)])]
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        hu, mask = self.cache.arrays(uid)
+        s = self.sample
+        span = s.window_size - s.crop_size + 1
+        r0 = _crop_start(r, hu.shape[1], s, int(rng.integers(span)))
+        c0 = _crop_start(c, hu.shape[2], s, int(rng.integers(span)))
+        rows, cols = slice(r0, r0 + s.crop_size), slice(c0, c0 + s.crop_size)
+        image = context_stack(hu, np.array([z]), s.context_slices, rows, cols)[0]
+        label = np.asarray(mask[z, rows, cols], dtype=bool)[None]
+        image = _pad_to(image, s.crop_size, HU_CLAMP[0])
+        label = _pad_to(label, s.crop_size, False)
+        return torch.from_numpy(image), torch.from_numpy(label)
+
+
+class ValidationDataset(Dataset):
+    """Whole slices that contain mask voxels, from the given (held-out) series.
+
+    Returns ``(image float32 (C, H, W) HU clamped, mask bool (1, H, W))``; slices of different
+    series may differ in size, so batch them with :meth:`batches` (one series per batch).
+    """
+
+    def __init__(
+        self,
+        cache: SeriesCache,
+        uids: Sequence[str],
+        context_slices: int = DEFAULT_CONTEXT_SLICES,
+    ) -> None:
+        self.cache = cache
+        self.context_slices = context_slices
+        self.items: list[tuple[str, int]] = [
+            (uid, z) for uid in uids for z in cache.meta(uid).mask_slices
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        uid, z = self.items[index]
+        hu, mask = self.cache.arrays(uid)
+        image = context_stack(hu, np.array([z]), self.context_slices)[0]
+        label = np.asarray(mask[z], dtype=bool)[None]
+        return torch.from_numpy(image), torch.from_numpy(label)
+
+    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+        """Index batches of at most ``batch_size`` slices, never mixing series; this rank's
+        share (every ``world_size``-th batch starting at ``rank``)."""
+        out: list[list[int]] = []
+        current: list[int] = []
+        for i, (uid, _) in enumerate(self.items):
+            if current and (len(current) == batch_size or self.items[current[0]][0] != uid):
+                out.append(current)
+                current = []
+            current.append(i)
+        if current:
+            out.append(current)
+        return out[rank::world_size]
