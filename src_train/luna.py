@@ -14,7 +14,18 @@ Coordinates in these files are world ``(x, y, z)`` millimetres.
 
 from __future__ import annotations
 
+import csv
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from src_train.ct import CtVolume, load_ct, series_uid_from_path
+from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,3 +47,410 @@ class Nodule:
     is_nodule: bool = True
     malignant: bool | None = None
     row: int = 0
+
+
+@dataclass(frozen=True)
+class TrueNodule:
+    """A nodule of a synthetic scan whose true shape is known.
+
+    Attributes:
+        series_uid: the series it belongs to.
+        label: its value in the truth volume ``truth/<uid>.mhd`` (1-based, in annotation order).
+        center_xyz_mm: centre of mass of the true shape, world ``(x, y, z)`` mm.
+        diameter_mm: equivalent-sphere diameter of the true shape inside the scan, mm.
+        kind: one of :data:`TRUE_NODULE_KINDS`.
+        volume_mm3: volume of the true shape inside the scan, cubic mm.
+    """
+
+    series_uid: str
+    label: int
+    center_xyz_mm: tuple[float, float, float]
+    diameter_mm: float
+    kind: str
+    volume_mm3: float
+
+
+#: Kinds of synthetic nodules (``TrueNodule.kind``).
+TRUE_NODULE_KINDS = ("solid", "juxtapleural", "edge", "ground-glass", "part-solid")
+
+ANNOTATIONS_FILE = "annotations.csv"
+MALIGNANCY_FILE = "annotations_with_malignancy.csv"
+CANDIDATES_FILES = ("candidates.csv", "candidates_V2.csv")
+TRUTH_DIR = "truth"
+TRUTH_TABLE = "nodules.csv"
+
+_COORD_COLUMNS = ("coordX", "coordY", "coordZ")
+_TRUE_VALUES = {"true", "1", "yes", "y", "t"}
+_FALSE_VALUES = {"false", "0", "no", "n", "f"}
+_MISSING_VALUES = {"", "nan", "na", "none", "null"}
+
+
+def _fix_hint(columns: Sequence[str]) -> str:
+    return f"expected columns {','.join(columns)}; fix or delete that row"
+
+
+class _CsvTable:
+    """Rows of a CSV file with a header, each with its 1-based line number."""
+
+    def __init__(self, path: Path, required: Sequence[str]) -> None:
+        self.path = path
+        self.required = tuple(required)
+        if not path.is_file():
+            raise AnnotationError(f"{path} does not exist. Check the data folder.")
+        try:
+            handle = path.open(newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            raise AnnotationError(f"Cannot read {path}: {exc.strerror}.") from exc
+        with handle:
+            reader = csv.reader(handle, skipinitialspace=True)
+            try:
+                header = next(reader, None)
+                if header is None:
+                    raise AnnotationError(
+                        f"{path} is empty; it needs a header line {','.join(self.required)}."
+                    )
+                self.header = [name.strip() for name in header]
+                missing = [c for c in self.required if c not in self.header]
+                if missing:
+                    raise AnnotationError(
+                        f"{path}, line 1: header lacks column(s) {', '.join(missing)} "
+                        f"({_fix_hint(self.required)})."
+                    )
+                self.index = {name: i for i, name in enumerate(self.header)}
+                self.rows: list[tuple[int, list[str]]] = []
+                start = reader.line_num + 1
+                for fields in reader:
+                    line, start = start, reader.line_num + 1
+                    if not fields or all(not f.strip() for f in fields):
+                        continue
+                    self.rows.append((line, fields))
+            except csv.Error as exc:
+                raise AnnotationError(
+                    f"{path}, line {reader.line_num}: not valid CSV ({exc})."
+                ) from exc
+
+    def get(self, line: int, fields: list[str], column: str) -> str | None:
+        """The stripped value of ``column`` in a row, None if the file has no such column."""
+        position = self.index.get(column)
+        if position is None:
+            return None
+        if position >= len(fields):
+            raise AnnotationError(
+                f"{self.path}, line {line}: {len(fields)} field(s) where the header has "
+                f"{len(self.header)}; column {column!r} is missing ({_fix_hint(self.required)})."
+            )
+        return fields[position].strip()
+
+    def number(self, line: int, fields: list[str], column: str) -> float:
+        """A finite float from a required column."""
+        text = self.get(line, fields, column) or ""
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise AnnotationError(
+                f"{self.path}, line {line}: {column} is {text!r}, not a finite number "
+                f"({_fix_hint(self.required)})."
+            )
+        return value
+
+    def uid(self, line: int, fields: list[str]) -> str:
+        text = self.get(line, fields, "seriesuid") or ""
+        if not text:
+            raise AnnotationError(
+                f"{self.path}, line {line}: empty seriesuid ({_fix_hint(self.required)})."
+            )
+        return text
+
+    def center(self, line: int, fields: list[str]) -> tuple[float, float, float]:
+        x, y, z = (self.number(line, fields, c) for c in _COORD_COLUMNS)
+        return (x, y, z)
+
+
+def _optional_diameter(table: _CsvTable, line: int, fields: list[str]) -> float | None:
+    if "diameter_mm" not in table.index or table.index["diameter_mm"] >= len(fields):
+        return None
+    text = table.get(line, fields, "diameter_mm") or ""
+    if text.lower() in _MISSING_VALUES:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise AnnotationError(
+            f"{table.path}, line {line}: diameter_mm is {text!r}; give a non-negative number "
+            "of millimetres or leave it empty."
+        )
+    return value if value > 0 else None
+
+
+def _optional_bool(table: _CsvTable, line: int, fields: list[str], column: str) -> bool | None:
+    if column not in table.index:
+        return None
+    text = (table.get(line, fields, column) or "").lower()
+    if text in _MISSING_VALUES:
+        return None
+    if text in _TRUE_VALUES:
+        return True
+    if text in _FALSE_VALUES:
+        return False
+    raise AnnotationError(f"{table.path}, line {line}: {column} is {text!r}; use True or False.")
+
+
+def read_annotations(path: str | os.PathLike[str]) -> list[Nodule]:
+    """Parse ``annotations.csv`` or ``annotations_with_malignancy.csv``.
+
+    Needs the columns ``seriesuid,coordX,coordY,coordZ`` (world ``(x, y, z)`` mm);
+    ``diameter_mm`` (mm) and ``mal_bool`` are optional (missing or empty -> None). Extra
+    columns (``mal_details``, bounding boxes) are ignored. Rows keep file order.
+
+    Raises:
+        AnnotationError: naming the file and line of a malformed row.
+    """
+    table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS))
+    nodules = []
+    for line, fields in table.rows:
+        nodules.append(
+            Nodule(
+                series_uid=table.uid(line, fields),
+                center_xyz_mm=table.center(line, fields),
+                diameter_mm=_optional_diameter(table, line, fields),
+                is_nodule=True,
+                malignant=_optional_bool(table, line, fields, "mal_bool"),
+                row=line,
+            )
+        )
+    log.debug("read %d annotations from %s", len(nodules), path)
+    return nodules
+
+
+def read_candidates(path: str | os.PathLike[str]) -> list[Nodule]:
+    """Parse ``candidates.csv`` (``seriesuid,coordX,coordY,coordZ,class``; world mm).
+
+    ``class`` 1 -> ``is_nodule=True``, 0 -> False; ``diameter_mm`` is None unless the file has
+    such a column.
+
+    Raises:
+        AnnotationError: naming the file and line of a malformed row.
+    """
+    table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS, "class"))
+    candidates = []
+    for line, fields in table.rows:
+        label = table.get(line, fields, "class") or ""
+        if label not in ("0", "1"):
+            raise AnnotationError(
+                f"{table.path}, line {line}: class is {label!r}; use 1 (nodule) or 0 (not)."
+            )
+        candidates.append(
+            Nodule(
+                series_uid=table.uid(line, fields),
+                center_xyz_mm=table.center(line, fields),
+                diameter_mm=_optional_diameter(table, line, fields),
+                is_nodule=label == "1",
+                row=line,
+            )
+        )
+    log.debug("read %d candidates from %s", len(candidates), path)
+    return candidates
+
+
+def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
+    """Parse a synthetic data set's ``truth/nodules.csv``.
+
+    Columns ``seriesuid,label,coordX,coordY,coordZ,diameter_mm,kind,volume_mm3`` (world mm).
+    """
+    columns = ("seriesuid", "label", *_COORD_COLUMNS, "diameter_mm", "kind", "volume_mm3")
+    table = _CsvTable(Path(path), columns)
+    out = []
+    for line, fields in table.rows:
+        label = table.number(line, fields, "label")
+        kind = table.get(line, fields, "kind") or ""
+        if label < 1 or label != int(label) or kind not in TRUE_NODULE_KINDS:
+            raise AnnotationError(
+                f"{table.path}, line {line}: label {label!r} / kind {kind!r} invalid; labels are "
+                f"1, 2, ... and kinds one of {', '.join(TRUE_NODULE_KINDS)}."
+            )
+        out.append(
+            TrueNodule(
+                series_uid=table.uid(line, fields),
+                label=int(label),
+                center_xyz_mm=table.center(line, fields),
+                diameter_mm=table.number(line, fields, "diameter_mm"),
+                kind=kind,
+                volume_mm3=table.number(line, fields, "volume_mm3"),
+            )
+        )
+    return out
+
+
+def _group(nodules: Sequence[Nodule]) -> dict[str, list[Nodule]]:
+    grouped: dict[str, list[Nodule]] = {}
+    for nodule in nodules:
+        grouped.setdefault(nodule.series_uid, []).append(nodule)
+    return grouped
+
+
+class LunaFolder:
+    """A data folder in LUNA16 layout (real or synthetic), possibly a partial download.
+
+    Series are found as ``ROOT/subset*/<uid>.mhd`` (also one folder deeper, as some archives
+    extract). CSV files are read on first use. Coordinates are world ``(x, y, z)`` mm.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SeriesNotFoundError(
+                f"Data folder {self.root} does not exist. Download LUNA16 there or run "
+                "'lunaseg synth' to make a synthetic one."
+            )
+        self._paths: dict[str, Path] = {}
+        patterns = ("subset*/*.mhd", "subset*/*/*.mhd")
+        for path in sorted(p for pattern in patterns for p in self.root.glob(pattern)):
+            uid = series_uid_from_path(path)
+            if uid in self._paths:
+                log.warning("%s: series %s found twice; using %s", self.root, uid, self._paths[uid])
+                continue
+            self._paths[uid] = path
+        self._nodules: dict[str, list[Nodule]] | None = None
+        self._candidates: dict[str, list[Nodule]] | None = None
+        self._truth: dict[str, list[TrueNodule]] | None = None
+        if not self._paths:
+            log.warning(
+                "%s: no series found under subset*/ (expected subset0/<uid>.mhd)", self.root
+            )
+        missing = self.missing_series
+        if missing:
+            log.warning(
+                "%s: %d of %d annotated series are not on disk (partial download?); "
+                "they are skipped",
+                self.root,
+                len(missing),
+                len(missing) + len(set(self._annotations()) & set(self._paths)),
+            )
+
+    def __repr__(self) -> str:
+        return f"LunaFolder({str(self.root)!r}, {len(self._paths)} series)"
+
+    # -- series -----------------------------------------------------------------------------
+    @property
+    def series_uids(self) -> list[str]:
+        """UIDs of the series present on disk, sorted."""
+        return sorted(self._paths)
+
+    def series_path(self, uid: str) -> Path:
+        """Path of a series' ``.mhd`` header; :class:`SeriesNotFoundError` if absent."""
+        try:
+            return self._paths[uid]
+        except KeyError:
+            raise SeriesNotFoundError(
+                f"Series {uid} is not under {self.root}/subset*/. Download its subset or pick "
+                "one of the series present."
+            ) from None
+
+    def load(self, uid: str) -> CtVolume:
+        """Read a series (HU, IRC array order) with its geometry."""
+        return load_ct(self.series_path(uid))
+
+    # -- annotations ------------------------------------------------------------------------
+    @property
+    def annotations_path(self) -> Path | None:
+        """The annotation file in use: the malignancy file if present, else annotations.csv."""
+        for name in (MALIGNANCY_FILE, ANNOTATIONS_FILE):
+            if (self.root / name).is_file():
+                return self.root / name
+        return None
+
+    def _annotations(self) -> dict[str, list[Nodule]]:
+        if self._nodules is None:
+            path = self.annotations_path
+            if path is None:
+                log.warning("%s has no %s: no nodules known", self.root, ANNOTATIONS_FILE)
+                self._nodules = {}
+            else:
+                self._nodules = _group(read_annotations(path))
+        return self._nodules
+
+    def nodules(self, uid: str) -> list[Nodule]:
+        """Annotated nodules of a series (empty when it has none), in file order."""
+        return list(self._annotations().get(uid, []))
+
+    @property
+    def nodules_by_series(self) -> dict[str, list[Nodule]]:
+        """Every series on disk -> its annotated nodules (possibly empty), sorted by UID."""
+        annotations = self._annotations()
+        return {uid: list(annotations.get(uid, [])) for uid in self.series_uids}
+
+    @property
+    def missing_series(self) -> list[str]:
+        """Annotated series that are not on disk (a partial download), sorted."""
+        return sorted(set(self._annotations()) - set(self._paths))
+
+    @property
+    def candidates_path(self) -> Path | None:
+        """``candidates.csv`` (or ``candidates_V2.csv``) if present."""
+        for name in CANDIDATES_FILES:
+            if (self.root / name).is_file():
+                return self.root / name
+        return None
+
+    def candidates(self, uid: str) -> list[Nodule]:
+        """Candidates of a series (class 1 -> ``is_nodule``); empty without a candidates file."""
+        if self._candidates is None:
+            path = self.candidates_path
+            self._candidates = _group(read_candidates(path)) if path else {}
+        return list(self._candidates.get(uid, []))
+
+    # -- synthetic truth --------------------------------------------------------------------
+    @property
+    def has_truth(self) -> bool:
+        """True when the folder carries true nodule shapes (synthetic data)."""
+        return (self.root / TRUTH_DIR / TRUTH_TABLE).is_file()
+
+    def truth_path(self, uid: str) -> Path | None:
+        """``truth/<uid>.mhd`` (uint8 labels, same geometry as the series) or None."""
+        path = self.root / TRUTH_DIR / f"{uid}.mhd"
+        return path if path.is_file() else None
+
+    def true_nodules(self, uid: str) -> list[TrueNodule]:
+        """True nodules of a series from ``truth/nodules.csv`` (empty without truth)."""
+        if self._truth is None:
+            self._truth = {}
+            if self.has_truth:
+                for nodule in read_true_nodules(self.root / TRUTH_DIR / TRUTH_TABLE):
+                    self._truth.setdefault(nodule.series_uid, []).append(nodule)
+        return list(self._truth.get(uid, []))
+
+
+def find_luna_root(series_path: str | os.PathLike[str]) -> Path | None:
+    """The LUNA root of a series file at ``ROOT/subsetN/<uid>.mhd``, else None.
+
+    The root is the folder holding ``annotations.csv`` (or the malignancy file) above a
+    ``subset*`` folder (one extra nesting level is accepted).
+    """
+    path = Path(series_path).resolve()
+    for parent in list(path.parents)[:2]:
+        if parent.name.lower().startswith("subset"):
+            root = parent.parent
+            if any((root / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
+                return root
+    return None
+
+
+def split_series(uids: Iterable[str], val_stride: int = 10) -> tuple[list[str], list[str]]:
+    """Split series into (training, validation) by series.
+
+    The UIDs are de-duplicated and sorted; position ``i`` goes to validation when
+    ``i % val_stride == 0`` (so the first series always validates), the rest train. The lists
+    are disjoint and together hold every UID.
+    """
+    if val_stride < 2:
+        raise ConfigError(
+            f"val_stride must be at least 2 (every n-th series validates); got {val_stride}."
+        )
+    ordered = sorted(set(uids))
+    validation = ordered[::val_stride]
+    held_out = set(validation)
+    return [u for u in ordered if u not in held_out], validation

@@ -3,5 +3,31 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+#: Seed and size of the shared tiny synthetic data set (see ``tiny_synth_dir``).
+TINY_SYNTH_SEED = 1234
+TINY_SYNTH_SCANS = 4
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic LUNA16-layout data set, written once per test session.
+
+    4 scans of 96-128 px in-plane and 32-48 slices (1.5-1.9 mm pixels, 2-2.5 mm slices), each
+    with 2-4 nodules of 6-20 mm cycling through every kind; seed fixed. Layout as
+    ``src_train.synth.write_dataset`` writes it: ``subset0/<uid>.mhd``, ``annotations.csv``,
+    ``candidates.csv``, ``truth/<uid>.mhd``, ``truth/nodules.csv``. Treat it as read-only: it
+    is shared by every test of the session (copy it to ``tmp_path`` to modify it).
+    Open it with ``src_train.luna.LunaFolder(tiny_synth_dir)``.
+    """
+    from src_train.synth import SynthConfig, write_dataset
+
+    out = tmp_path_factory.mktemp("tiny_synth") / "data"
+    write_dataset(out, n_scans=TINY_SYNTH_SCANS, seed=TINY_SYNTH_SEED, config=SynthConfig.tiny())
+    return out
