@@ -1,0 +1,29 @@
+"""Sample data contribution: a synthetic chest CT generated on the fly from a seed."""
+
+from __future__ import annotations
+
+from napari_lunaseg._layers import LayerDataTuple
+from napari_lunaseg._scan import ScanBundle, bundle_layers
+from src_train.synth import SynthConfig, generate_scan, synthetic_series_uid
+
+#: Seed of the sample scan offered in File > Open Sample.
+SAMPLE_SEED = 7
+#: Five nodules, one of each kind (solid, juxtapleural, edge, ground-glass, part-solid).
+SAMPLE_NODULES = 5
+
+
+def synthetic_bundle(seed: int = SAMPLE_SEED, config: SynthConfig | None = None) -> ScanBundle:
+    """Generate one synthetic chest CT with its annotations and true nodule shapes."""
+    cfg = config or SynthConfig(nodules_per_scan_range=(SAMPLE_NODULES, SAMPLE_NODULES))
+    scan = generate_scan(synthetic_series_uid(seed, 0), seed, cfg, kind_offset=0)
+    return ScanBundle(
+        ct=scan.ct,
+        nodules=scan.annotations,
+        truth=scan.truth,
+        true_nodules=list(scan.nodules),
+    )
+
+
+def make_synthetic_ct() -> list[LayerDataTuple]:
+    """File > Open Sample: synthetic CT, true shapes, generated mask and nodule points."""
+    return bundle_layers(synthetic_bundle(SAMPLE_SEED))

@@ -1,0 +1,81 @@
+"""Small helpers shared by the widgets: find/replace layers, jump the view, fill tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Layer
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from napari_lunaseg._layers import ROLE_CT, LayerDataTuple, layer_info
+
+
+def find_layer(viewer: Any, role: str, series_uid: str) -> Layer | None:
+    """The (topmost) layer of this plugin with the given role for a series, if any."""
+    for layer in reversed(list(viewer.layers)):
+        info = layer_info(layer)
+        if info.get("role") == role and info.get("series_uid") == series_uid:
+            return layer
+    return None
+
+
+def upsert_layer(viewer: Any, layer_data: LayerDataTuple) -> Layer:
+    """Replace the data of the matching layer (same role and series) or add a new layer."""
+    data, kwargs, layer_type = layer_data
+    info = kwargs.get("metadata", {}).get("lunaseg", {})
+    existing = find_layer(viewer, info.get("role", ""), info.get("series_uid", ""))
+    if existing is not None and existing._type_string == layer_type:
+        existing.data = data
+        existing.metadata.update(kwargs.get("metadata", {}))
+        return existing
+    layer = Layer.create(data, kwargs, layer_type)
+    viewer.add_layer(layer)
+    return layer
+
+
+def ct_layers(viewer: Any) -> list[Image]:
+    """3-D image layers, this plugin's CT layers first."""
+    images = [ly for ly in viewer.layers if isinstance(ly, Image) and ly.data.ndim == 3]
+    return sorted(images, key=lambda ly: layer_info(ly).get("role") != ROLE_CT)
+
+
+def jump_to(viewer: Any, center_zyx_mm: Sequence[float]) -> None:
+    """Move the slice and the camera to a world ``(z, y, x)`` mm position."""
+    center = np.asarray(center_zyx_mm, dtype=float)
+    if viewer.dims.ndim >= 3:
+        point = list(viewer.dims.point)
+        point[-3:] = center
+        viewer.dims.point = point
+    viewer.camera.center = tuple(center[-viewer.dims.ndisplay :])
+
+
+def make_table(headers: Sequence[str]) -> QTableWidget:
+    """A read-only, row-selecting table with the given column headers."""
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(list(headers))
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.verticalHeader().setVisible(False)
+    return table
+
+
+def fill_table(table: QTableWidget, rows: Sequence[Sequence[Any]]) -> None:
+    """Replace a table's rows (cells shown with ``str``), keeping the selected row if any."""
+    selected = table.currentRow()
+    table.blockSignals(True)
+    table.setRowCount(len(rows))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            item = table.item(r, c)
+            text = "" if value is None else str(value)
+            if item is None:
+                table.setItem(r, c, QTableWidgetItem(text))
+            elif item.text() != text:
+                item.setText(text)
+    if 0 <= selected < len(rows):
+        table.selectRow(selected)
+    table.blockSignals(False)
+    table.resizeColumnsToContents()
