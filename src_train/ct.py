@@ -373,6 +373,7 @@ def save_volume(
     The file (and for ``.mhd`` its ``.raw``/``.zraw``) is written in a temporary folder beside
     the target and renamed into place, so a crash never leaves a half-written volume. Existing
     files are kept unless ``overwrite`` is true (:class:`OutputExistsError` otherwise).
+    Boolean masks are written as uint8 0/1 (SimpleITK has no boolean pixel type).
     """
     dest = Path(path)
     suffix = _write_suffix(dest)
@@ -386,6 +387,8 @@ def save_volume(
             f"{dest} already exists; remove it or ask to overwrite (e.g. --overwrite)."
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if array.dtype == np.bool_:  # SimpleITK has no boolean pixel type: store masks as 0/1 uint8
+        array = array.view(np.uint8)
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     geometry.apply_to(image)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".lunaseg-", dir=dest.parent))
