@@ -125,8 +125,8 @@ class SynthConfig:
     #: Fraction of solid / part-solid nodules with a vessel running into them.
     juxtavascular_fraction: float = 0.4
     #: Branching levels of each vessel tree (0 = trunks only).
-    vessel_generations: int = 5
-    vessel_trunks_per_lung: int = 6
+    vessel_generations: int = 6
+    vessel_trunks_per_lung: int = 10
     outside_fov_hu_choices: tuple[int, ...] = (-2000, -3024)
     #: Flip the world direction of the array's x, y, z axes (direction entries -1).
     flip_xyz: tuple[bool, bool, bool] = (False, False, False)
@@ -181,8 +181,8 @@ class SynthConfig:
             "nodules_per_scan_range": (2, 4),
             "diameter_mm_range": (6.0, 20.0),
             "false_candidates_per_scan_range": (5, 10),
-            "vessel_generations": 3,
-            "vessel_trunks_per_lung": 3,
+            "vessel_generations": 4,
+            "vessel_trunks_per_lung": 6,
         }
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
@@ -479,13 +479,24 @@ def _bend(rng: np.random.Generator, direction: np.ndarray, angle: float) -> np.n
 
 
 def _vessel_trees(
-    rng: np.random.Generator, cfg: SynthConfig, geometry: Geometry, anat: _Anatomy
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    geometry: Geometry,
+    anat: _Anatomy,
+    lung: np.ndarray,
+    tries: int = 4,
 ) -> list[_Vessel]:
-    """Branching trees from each hilum, in array mm."""
+    """Branching trees from each hilum, in array mm; a branch must end inside a lung."""
     n_z, n_y, n_x = geometry.shape_irc
     spacing = np.asarray(geometry.spacing_irc_mm)
-    centre = (np.array([n_z, n_y, n_x]) - 1) / 2 * spacing
+    shape = np.asarray(geometry.shape_irc)
+    centre = (shape - 1) / 2 * spacing
     min_radius = max(0.45, 0.3 * float(spacing[1]))
+
+    def ends_in_lung(point_mm: np.ndarray) -> bool:
+        index = np.round(point_mm / spacing).astype(int)
+        return bool(np.all((index >= 0) & (index < shape)) and lung[tuple(index)])
+
     vessels: list[_Vessel] = []
     for side in (-1.0, 1.0):
         hilum = centre + np.array(
@@ -502,7 +513,7 @@ def _vessel_trees(
             )
             direction /= np.linalg.norm(direction)
             radius = rng.uniform(2.5, 4.0) * anat.size_scale
-            length = rng.uniform(0.3, 0.45) * anat.thorax_bx
+            length = rng.uniform(0.2, 0.3) * anat.thorax_bx
             start = hilum + np.array([rng.uniform(-0.25, 0.25) * n_z * spacing[0], 0.0, 0.0])
             stack.append((start, direction, radius, length, 0))
         while stack:
@@ -516,10 +527,12 @@ def _vessel_trees(
             if generation >= cfg.vessel_generations or child_radius < min_radius:
                 continue
             for _ in range(2):
-                child = _bend(rng, direction, rng.uniform(0.35, 0.8))
-                stack.append(
-                    (end, child, child_radius, length * rng.uniform(0.65, 0.9), generation + 1)
-                )
+                child_length = length * rng.uniform(0.7, 0.95)
+                for _ in range(tries):
+                    child = _bend(rng, direction, rng.uniform(0.3, 0.8))
+                    if ends_in_lung(end + child * child_length):
+                        stack.append((end, child, child_radius, child_length, generation + 1))
+                        break
     return vessels
 
 
@@ -639,7 +652,7 @@ def _candidate_centre(
     margin = int(np.ceil(extent_mm / spacing[0])) + 1
     if kind == "edge":
         at_end = bool(rng.integers(2))
-        depth = rng.uniform(0.0, 0.5) * extent_mm / spacing[0]
+        depth = rng.uniform(0.0, 0.3) * extent_mm / spacing[0]
         k = n_z - 1 - int(np.rint(depth)) if at_end else int(np.rint(depth))
         k = int(np.clip(k, 0, n_z - 1))
     elif n_z > 2 * margin:
@@ -780,7 +793,7 @@ def generate_scan(
 
     offset = int(rng.integers(len(TRUE_NODULE_KINDS))) if kind_offset is None else kind_offset
     specs = _place_nodules(rng, cfg, lung, spacing, offset)
-    vessels = _vessel_trees(rng, cfg, geometry, anat)
+    vessels = _vessel_trees(rng, cfg, geometry, anat, lung)
     for spec in specs:
         if spec.kind in ("solid", "part-solid") and rng.random() < cfg.juxtavascular_fraction:
             direction = _random_unit(rng)
