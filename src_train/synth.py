@@ -487,7 +487,7 @@ def _vessel_trees(
     tries: int = 4,
 ) -> list[_Vessel]:
     """Branching trees from each hilum, in array mm; a branch must end inside a lung."""
-    n_z, n_y, n_x = geometry.shape_irc
+    n_z = geometry.shape_irc[0]
     spacing = np.asarray(geometry.spacing_irc_mm)
     shape = np.asarray(geometry.shape_irc)
     centre = (shape - 1) / 2 * spacing
@@ -696,7 +696,7 @@ def _make_spec(
     ]
     ground_glass = kind in ("ground-glass", "part-solid")
     base = _uniform(rng, cfg.ground_glass_hu_range if ground_glass else cfg.solid_hu_range)
-    amplitude = 45.0 if ground_glass else 12.0
+    amplitude = 80.0 if ground_glass else 12.0  # ground glass is patchy
     texture = [
         (
             _random_unit(rng) * 2 * np.pi / rng.uniform(2.0, 6.0),

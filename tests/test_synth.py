@@ -1,0 +1,290 @@
+"""Synthetic chest CT in LUNA16 layout (src_train/synth.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src_train.ct import load_ct
+from src_train.errors import CancelledError, ConfigError, OutputExistsError
+from src_train.luna import TRUE_NODULE_KINDS, LunaFolder, read_candidates
+from src_train.synth import (
+    MARKER_FILE,
+    UID_PREFIX,
+    SynthConfig,
+    generate_scan,
+    luna16_diameters_mm,
+    synthetic_series_uid,
+    write_dataset,
+)
+
+TINY = SynthConfig.tiny()
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_synth_dir: Path) -> LunaFolder:
+    return LunaFolder(tiny_synth_dir)
+
+
+@pytest.fixture(scope="module")
+def volumes(folder: LunaFolder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """uid -> (HU, truth labels) of the shared tiny data set."""
+    out = {}
+    for uid in folder.series_uids:
+        truth_path = folder.truth_path(uid)
+        assert truth_path is not None
+        out[uid] = (folder.load(uid).hu, load_ct(truth_path).hu)
+    return out
+
+
+def test_same_seed_gives_identical_scans() -> None:
+    a = generate_scan("uid", 7, TINY)
+    b = generate_scan("uid", 7, TINY)
+    assert np.array_equal(a.ct.hu, b.ct.hu)
+    assert np.array_equal(a.truth, b.truth)
+    assert a.ct.geometry == b.ct.geometry
+    assert a.nodules == b.nodules
+    assert a.candidates == b.candidates
+    c = generate_scan("uid", 8, TINY)
+    assert c.ct.geometry != a.ct.geometry or not np.array_equal(c.ct.hu, a.ct.hu)
+
+
+def test_dataset_is_deterministic(tmp_path: Path, tiny_synth_dir: Path) -> None:
+    from tests.conftest import TINY_SYNTH_SCANS, TINY_SYNTH_SEED
+
+    again = write_dataset(tmp_path / "again", TINY_SYNTH_SCANS, TINY_SYNTH_SEED, TINY)
+    for name in ("annotations.csv", "candidates.csv", "truth/nodules.csv"):
+        assert (tmp_path / "again" / name).read_text() == (tiny_synth_dir / name).read_text()
+    first = again.series_uids[0]
+    assert np.array_equal(
+        again.load(first).hu, load_ct(tiny_synth_dir / "subset0" / f"{first}.mhd").hu
+    )
+
+
+def test_uids_look_like_luna() -> None:
+    uids = [synthetic_series_uid(0, i) for i in range(20)] + [synthetic_series_uid(1, 0)]
+    assert len(set(uids)) == len(uids)
+    for uid in uids:
+        assert uid.startswith(UID_PREFIX)
+        suffix = uid[len(UID_PREFIX) :]
+        assert len(suffix) == 30 and suffix.isdigit() and suffix[0] != "0"
+    assert synthetic_series_uid(0, 3) == synthetic_series_uid(0, 3)
+
+
+def test_layout(tiny_synth_dir: Path, folder: LunaFolder) -> None:
+    assert len(folder.series_uids) == 4
+    assert folder.missing_series == []
+    assert folder.has_truth
+    for uid in folder.series_uids:
+        assert (tiny_synth_dir / "subset0" / f"{uid}.raw").is_file()
+        assert (tiny_synth_dir / "truth" / f"{uid}.zraw").is_file()
+    marker = json.loads((tiny_synth_dir / MARKER_FILE).read_text())
+    assert marker["complete"] and marker["n_scans"] == 4
+
+
+def test_geometry_varies_and_stays_in_range(folder: LunaFolder, volumes: dict) -> None:
+    geometries = [folder.load(uid).geometry for uid in folder.series_uids]
+    assert len({g.spacing_xyz_mm for g in geometries}) == len(geometries)
+    assert len({g.origin_xyz_mm for g in geometries}) == len(geometries)
+    for g in geometries:
+        n_z, n_y, n_x = g.shape_irc
+        assert n_y == n_x and TINY.inplane_px_range[0] <= n_x <= TINY.inplane_px_range[1]
+        assert TINY.slices_range[0] <= n_z <= TINY.slices_range[1]
+        sx, sy, sz = g.spacing_xyz_mm
+        assert (
+            sx == sy and TINY.spacing_inplane_mm_range[0] <= sx <= TINY.spacing_inplane_mm_range[1]
+        )
+        assert TINY.slice_spacing_mm_range[0] <= sz <= TINY.slice_spacing_mm_range[1]
+        assert g.origin_xyz_mm[0] < 0 and g.origin_xyz_mm[1] < 0  # like LUNA16
+
+
+def test_truth_labels_match_nodule_table(folder: LunaFolder, volumes: dict) -> None:
+    for uid in folder.series_uids:
+        ct = folder.load(uid)
+        truth = volumes[uid][1]
+        nodules = folder.true_nodules(uid)
+        assert [n.label for n in nodules] == list(range(1, len(nodules) + 1))
+        assert set(np.unique(truth)) == {0, *range(1, len(nodules) + 1)}
+        annotations = folder.nodules(uid)
+        assert len(annotations) == len(nodules)
+        for nodule, annotation in zip(nodules, annotations, strict=True):
+            where = np.argwhere(truth == nodule.label)
+            assert len(where) * ct.geometry.voxel_volume_mm3 == pytest.approx(
+                nodule.volume_mm3, rel=1e-4
+            )
+            com_xyz = ct.geometry.irc_to_xyz(where.mean(axis=0))
+            assert np.allclose(com_xyz, nodule.center_xyz_mm, atol=1e-3)
+            assert np.allclose(annotation.center_xyz_mm, nodule.center_xyz_mm, atol=1e-5)
+            assert annotation.diameter_mm == pytest.approx(nodule.diameter_mm, abs=1e-5)
+            assert nodule.diameter_mm == pytest.approx(
+                (6 * nodule.volume_mm3 / np.pi) ** (1 / 3), rel=1e-4
+            )
+
+
+def test_centres_map_inside_the_nodule(folder: LunaFolder, volumes: dict) -> None:
+    hits = total = 0
+    for uid in folder.series_uids:
+        geometry = folder.load(uid).geometry
+        truth = volumes[uid][1]
+        for nodule in folder.true_nodules(uid):
+            irc = geometry.xyz_to_irc_index(nodule.center_xyz_mm)
+            assert geometry.contains_irc(irc)
+            hits += int(truth[tuple(irc)] == nodule.label)
+            total += 1
+    assert hits >= 0.8 * total  # a lobulated or clipped shape may miss its own centre of mass
+
+
+def test_diameters_and_kinds(folder: LunaFolder, volumes: dict) -> None:
+    nodules = [n for uid in folder.series_uids for n in folder.true_nodules(uid)]
+    kinds = Counter(n.kind for n in nodules)
+    assert set(kinds) == set(TRUE_NODULE_KINDS)
+    low, high = TINY.diameter_mm_range
+    for n in nodules:
+        assert 0 < n.diameter_mm <= 1.3 * high
+        if n.kind not in ("edge", "juxtapleural"):  # those are clipped by the scan / the pleura
+            assert 0.7 * low <= n.diameter_mm
+    for uid in folder.series_uids:
+        count = len(folder.true_nodules(uid))
+        assert TINY.nodules_per_scan_range[0] <= count <= TINY.nodules_per_scan_range[1]
+
+
+def test_lungs_noise_and_field_of_view(folder: LunaFolder, volumes: dict) -> None:
+    for uid in folder.series_uids:
+        hu = volumes[uid][0]
+        lung_like = hu[(hu > -950) & (hu < -600)]
+        assert -880 < np.median(lung_like) < -820
+        assert 8 < lung_like.std() < 60  # noisy, not flat
+        assert hu.max() > 300  # bone
+        corner = hu[:, 0, 0]
+        assert np.all(corner == corner[0]) and corner[0] in (-2000, -3024)
+        centre_row = hu[:, hu.shape[1] // 2, :]
+        assert (centre_row == corner[0]).mean() < 0.05  # padding only outside the circle
+
+
+def test_nodule_intensities_by_kind(folder: LunaFolder, volumes: dict) -> None:
+    ground_glass_above: list[float] = []
+    for uid in folder.series_uids:
+        hu, truth = volumes[uid]
+        for n in folder.true_nodules(uid):
+            inside = hu[truth == n.label].astype(float)
+            if n.kind in ("ground-glass", "part-solid"):
+                assert -680 < inside.mean() < -250
+                ground_glass_above.append(float((inside > -700).mean()))
+            elif n.kind in ("solid", "juxtapleural", "edge"):
+                assert inside.mean() > -250
+    fraction = float(np.mean(ground_glass_above))
+    assert 0.5 < fraction < 1.0  # the -700 HU threshold sees most, not all, of ground glass
+
+
+def test_edge_nodules_touch_the_end_slices(folder: LunaFolder, volumes: dict) -> None:
+    seen = 0
+    for uid in folder.series_uids:
+        truth = volumes[uid][1]
+        for n in folder.true_nodules(uid):
+            if n.kind == "edge":
+                seen += 1
+                z = np.argwhere(truth == n.label)[:, 0]
+                assert z.min() <= 1 or z.max() >= truth.shape[0] - 2
+    assert seen
+
+
+def test_juxtapleural_nodules_touch_the_chest_wall(folder: LunaFolder, volumes: dict) -> None:
+    seen = 0
+    for uid in folder.series_uids:
+        hu, truth = volumes[uid]
+        for n in folder.true_nodules(uid):
+            if n.kind != "juxtapleural":
+                continue
+            seen += 1
+            shape = truth == n.label
+            grown = shape.copy()  # dilate by 2 voxels in-plane
+            for _ in range(2):
+                grown[:, 1:, :] |= grown[:, :-1, :]
+                grown[:, :-1, :] |= grown[:, 1:, :]
+                grown[:, :, 1:] |= grown[:, :, :-1]
+                grown[:, :, :-1] |= grown[:, :, 1:]
+            rim = grown & ~shape
+            assert (hu[rim] > -300).mean() > 0.15  # dense tissue next to it: the wall
+    assert seen
+
+
+def test_candidates(tiny_synth_dir: Path, folder: LunaFolder, volumes: dict) -> None:
+    candidates = read_candidates(tiny_synth_dir / "candidates.csv")
+    for uid in folder.series_uids:
+        mine = [c for c in candidates if c.series_uid == uid]
+        positives = [c for c in mine if c.is_nodule]
+        assert len(positives) == len(folder.true_nodules(uid))
+        negatives = [c for c in mine if not c.is_nodule]
+        low, high = TINY.false_candidates_per_scan_range
+        assert low <= len(negatives) <= high
+        geometry = folder.load(uid).geometry
+        truth = volumes[uid][1]
+        for c in negatives:
+            irc = geometry.xyz_to_irc_index(c.center_xyz_mm)
+            assert geometry.contains_irc(irc) and truth[tuple(irc)] == 0
+
+
+def test_flipped_axes_keep_arrays_and_move_the_world() -> None:
+    plain = generate_scan("u", 3, TINY)
+    flipped = generate_scan("u", 3, SynthConfig.tiny(flip_xyz=(True, False, True)))
+    assert np.array_equal(plain.ct.hu, flipped.ct.hu)
+    assert np.array_equal(plain.truth, flipped.truth)
+    assert np.diag(flipped.ct.geometry.direction_matrix).tolist() == [-1.0, 1.0, -1.0]
+    for a, b in zip(plain.nodules, flipped.nodules, strict=True):
+        irc_a = plain.ct.geometry.xyz_to_irc(a.center_xyz_mm)
+        irc_b = flipped.ct.geometry.xyz_to_irc(b.center_xyz_mm)
+        assert np.allclose(irc_a, irc_b, atol=1e-6)
+        assert a.volume_mm3 == pytest.approx(b.volume_mm3)
+
+
+def test_write_dataset_refuses_and_overwrites(tmp_path: Path) -> None:
+    config = SynthConfig.tiny(nodules_per_scan_range=(1, 1), slices_range=(16, 16))
+    calls: list[tuple[int, int, str]] = []
+    folder = write_dataset(tmp_path / "d", 2, 5, config, progress=lambda *a: calls.append(a))
+    assert [c[:2] for c in calls] == [(1, 2), (2, 2)]
+    assert folder.series_uids[0] in calls[0][2] or folder.series_uids[1] in calls[0][2]
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_dataset(tmp_path / "d", 1, 6, config)
+    folder = write_dataset(tmp_path / "d", 1, 6, config, overwrite=True)
+    assert len(folder.series_uids) == 1  # the earlier scans are gone
+    assert len(list((tmp_path / "d" / "truth").glob("*.mhd"))) == 1
+
+    foreign = tmp_path / "luna"
+    foreign.mkdir()
+    (foreign / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    with pytest.raises(OutputExistsError, match="did not write"):
+        write_dataset(foreign, 1, 0, config, overwrite=True)
+    assert (foreign / "annotations.csv").is_file()
+
+
+def test_write_dataset_can_be_stopped(tmp_path: Path) -> None:
+    config = SynthConfig.tiny(slices_range=(16, 16))
+    with pytest.raises(CancelledError):
+        write_dataset(tmp_path / "s", 3, 0, config, should_stop=lambda: True)
+    assert not (tmp_path / "s" / "annotations.csv").exists()
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="slices_range"):
+        SynthConfig(slices_range=(50, 40))
+    with pytest.raises(ConfigError):
+        SynthConfig(spacing_inplane_mm_range=(0.0, 0.5))
+    with pytest.raises(ConfigError):
+        write_dataset(Path("unused"), 0)
+
+
+def test_packaged_diameters_match_luna16() -> None:
+    diameters = luna16_diameters_mm()
+    assert len(diameters) == 1186
+    assert diameters.min() == pytest.approx(3.253, abs=1e-3)
+    assert diameters.max() == pytest.approx(32.27, abs=1e-3)
+    real = Path("/work/shared/data/luna16/annotations.csv")
+    if real.is_file():
+        with real.open() as handle:
+            expected = sorted(round(float(r["diameter_mm"]), 3) for r in csv.DictReader(handle))
+        assert np.allclose(diameters, expected)
