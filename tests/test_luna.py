@@ -1,0 +1,267 @@
+"""The LUNA16 layout: CSV parsing, series discovery, partial downloads, splits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src_train.ct import Geometry, save_volume
+from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
+from src_train.luna import (
+    LunaFolder,
+    find_luna_root,
+    read_annotations,
+    read_candidates,
+    split_series,
+)
+
+REAL = Path("/work/shared/data/luna16")
+needs_real = pytest.mark.skipif(
+    not (REAL / "annotations.csv").is_file(), reason="real LUNA16 CSVs not available here"
+)
+UID_A = "1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860"
+UID_B = "1.3.6.1.4.1.14519.5.2.1.6279.6001.265775376735520890308424143898"
+UID_C = "1.3.6.1.4.1.14519.5.2.1.6279.6001.276556509002726404418399209377"
+HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the real files
+# ---------------------------------------------------------------------------------------------
+@needs_real
+def test_real_annotations() -> None:
+    nodules = read_annotations(REAL / "annotations.csv")
+    assert len(nodules) == 1186
+    assert len({n.series_uid for n in nodules}) == 601
+    first = nodules[0]
+    assert first.series_uid == UID_A
+    assert first.center_xyz_mm == pytest.approx((-128.6994211, -175.3192718, -298.3875064))
+    assert first.diameter_mm == pytest.approx(5.651470635)
+    assert first.row == 2 and nodules[-1].row == 1187
+    diameters = np.array([n.diameter_mm for n in nodules])
+    assert diameters.min() == pytest.approx(3.253, abs=1e-3)
+    assert diameters.max() == pytest.approx(32.27, abs=1e-2)
+    assert all(n.is_nodule and n.malignant is None for n in nodules)
+
+
+@needs_real
+def test_real_malignancy_file() -> None:
+    nodules = read_annotations(REAL / "annotations_with_malignancy.csv")
+    assert len(nodules) == 1182
+    # the quoted list in mal_details ("[4, 2, 4, 2]") does not shift the columns
+    first = nodules[0]
+    assert first.center_xyz_mm == pytest.approx((-128.6994211, -175.3192718, -298.3875064))
+    assert first.diameter_mm == pytest.approx(5.651470635)
+    assert first.malignant is True
+    assert nodules[1].malignant is False
+    flags = [n.malignant for n in nodules]
+    assert set(flags) == {True, False}
+    assert [n.row for n in nodules] == list(range(2, 1184))
+
+
+# ---------------------------------------------------------------------------------------------
+# malformed files
+# ---------------------------------------------------------------------------------------------
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(AnnotationError, match=r"annotations\.csv does not exist"):
+        read_annotations(tmp_path / "annotations.csv")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "annotations.csv", "")
+    with pytest.raises(AnnotationError, match="empty"):
+        read_annotations(path)
+
+
+def test_header_without_coordinates(tmp_path: Path) -> None:
+    path = _write(tmp_path / "annotations.csv", "seriesuid,coordX,coordY,diameter_mm\nx,1,2,3\n")
+    with pytest.raises(AnnotationError, match=r"annotations\.csv, line 1.*coordZ"):
+        read_annotations(path)
+
+
+def test_row_with_missing_columns(tmp_path: Path) -> None:
+    path = _write(tmp_path / "annotations.csv", HEADER + f"{UID_A},1,2,3,4\n{UID_B},1,2\n")
+    with pytest.raises(AnnotationError, match=r"annotations\.csv, line 3: 3 field.*coordZ"):
+        read_annotations(path)
+
+
+@pytest.mark.parametrize("bad", ["abc", "", "nan", "inf", "1,5"])
+def test_non_numeric_coordinate(tmp_path: Path, bad: str) -> None:
+    value = f'"{bad}"' if "," in bad else bad
+    path = _write(tmp_path / "a.csv", HEADER + f"{UID_A},1,2,3,4\n\n{UID_A},-1.5,{value},7,4\n")
+    with pytest.raises(AnnotationError, match=r"a\.csv, line 4: coordY") as info:
+        read_annotations(path)
+    assert "fix" in str(info.value)
+
+
+def test_empty_series_uid(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.csv", HEADER + ",1,2,3,4\n")
+    with pytest.raises(AnnotationError, match="line 2: empty seriesuid"):
+        read_annotations(path)
+
+
+def test_bad_diameter(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.csv", HEADER + f"{UID_A},1,2,3,wide\n")
+    with pytest.raises(AnnotationError, match="line 2: diameter_mm"):
+        read_annotations(path)
+
+
+def test_optional_diameter_and_tolerated_formatting(tmp_path: Path) -> None:
+    text = (
+        "\ufeffseriesuid, coordX, coordY, coordZ, diameter_mm\r\n"
+        f"{UID_A}, 1.25, -2.5, 3e2, \r\n"
+        "\r\n"
+        f"{UID_B},-0.000000000000001,2.0000000000000004,-300.29999999999995,NaN\r\n"
+        f"{UID_C},4,5,6,7.5\r\n"
+    )
+    nodules = read_annotations(_write(tmp_path / "a.csv", text))
+    assert [n.diameter_mm for n in nodules] == [None, None, 7.5]
+    assert nodules[0].center_xyz_mm == (1.25, -2.5, 300.0)
+    assert nodules[1].center_xyz_mm[2] == pytest.approx(-300.3)
+    assert [n.row for n in nodules] == [2, 4, 5]
+    no_diameter = _write(tmp_path / "b.csv", f"seriesuid,coordX,coordY,coordZ\n{UID_A},1,2,3\n")
+    assert read_annotations(no_diameter)[0].diameter_mm is None
+
+
+def test_malignancy_flag_values(tmp_path: Path) -> None:
+    text = (
+        "seriesuid,coordX,coordY,coordZ,diameter_mm,mal_bool,mal_details\n"
+        f'{UID_A},1,2,3,4,True,"[4, 2, 4, 2]"\n'
+        f'{UID_A},1,2,3,4,False,"[1,\n 2]"\n'
+        f"{UID_A},1,2,3,4,,\n"
+        f"{UID_A},1,2,3,4,maybe,\n"
+    )
+    with pytest.raises(AnnotationError, match="line 6: mal_bool") as info:
+        read_annotations(_write(tmp_path / "m.csv", text))
+    assert "True or False" in str(info.value)
+    nodules = read_annotations(_write(tmp_path / "ok.csv", "\n".join(text.splitlines()[:5])))
+    assert [n.malignant for n in nodules] == [True, False, None]
+    assert [n.row for n in nodules] == [2, 3, 5]  # a quoted field spanning two lines
+
+
+def test_candidates(tmp_path: Path) -> None:
+    text = f"seriesuid,coordX,coordY,coordZ,class\n{UID_A},1,2,3,1\n{UID_B},4,5,6,0\n"
+    candidates = read_candidates(_write(tmp_path / "candidates.csv", text))
+    assert [c.is_nodule for c in candidates] == [True, False]
+    assert all(c.diameter_mm is None for c in candidates)
+    with pytest.raises(AnnotationError, match=r"candidates\.csv, line 2: class is '2'"):
+        read_candidates(_write(tmp_path / "candidates.csv", text.replace(",3,1", ",3,2")))
+    with pytest.raises(AnnotationError, match="class"):
+        read_candidates(_write(tmp_path / "candidates.csv", HEADER + f"{UID_A},1,2,3,4\n"))
+
+
+# ---------------------------------------------------------------------------------------------
+# folders
+# ---------------------------------------------------------------------------------------------
+def _series(path: Path, value: int = 0) -> None:
+    geometry = Geometry((3, 8, 8), (-10.0, -10.0, -50.0), (1.0, 1.0, 2.0))
+    save_volume(np.full(geometry.shape_irc, value, np.int16), geometry, path)
+
+
+@pytest.fixture
+def partial_luna(tmp_path: Path) -> Path:
+    """Annotations for A, B, C; only A (subset0) and B (subset1/subset1) downloaded."""
+    root = tmp_path / "LUNA16"
+    (root / "subset0").mkdir(parents=True)
+    _series(root / "subset0" / f"{UID_A}.mhd", 1)
+    _series(root / "subset1" / "subset1" / f"{UID_B}.mhd", 2)
+    _series(root / "subset0" / "unannotated.mhd", 3)
+    _write(
+        root / "annotations.csv",
+        HEADER + f"{UID_A},1,2,3,4\n{UID_A},5,6,7,8\n{UID_C},0,0,0,5\n{UID_B},1,1,1,6\n",
+    )
+    _write(
+        root / "candidates.csv",
+        f"seriesuid,coordX,coordY,coordZ,class\n{UID_A},1,2,3,1\n{UID_A},9,9,9,0\n",
+    )
+    return root
+
+
+def test_partial_download(partial_luna: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        folder = LunaFolder(partial_luna)
+    assert folder.series_uids == sorted([UID_A, UID_B, "unannotated"])
+    assert folder.missing_series == [UID_C]
+    assert any("1 of 3 annotated series are not on disk" in r.message for r in caplog.records)
+    assert [n.diameter_mm for n in folder.nodules(UID_A)] == [4.0, 8.0]
+    assert folder.nodules(UID_C)[0].diameter_mm == 5.0  # known, though not on disk
+    by_series = folder.nodules_by_series
+    assert list(by_series) == folder.series_uids
+    assert by_series["unannotated"] == []
+    assert int(folder.load(UID_B).hu[0, 0, 0]) == 2
+    assert folder.load(UID_A).series_uid == UID_A
+    with pytest.raises(SeriesNotFoundError, match=UID_C):
+        folder.series_path(UID_C)
+    assert [c.is_nodule for c in folder.candidates(UID_A)] == [True, False]
+    assert folder.candidates(UID_B) == []
+    assert not folder.has_truth and folder.truth_path(UID_A) is None
+    assert folder.true_nodules(UID_A) == []
+
+
+def test_malignancy_file_preferred(partial_luna: Path) -> None:
+    _write(
+        partial_luna / "annotations_with_malignancy.csv",
+        "seriesuid,coordX,coordY,coordZ,diameter_mm,mal_bool,mal_details\n"
+        f'{UID_A},1,2,3,4.5,True,"[5, 4]"\n',
+    )
+    folder = LunaFolder(partial_luna)
+    assert [(n.diameter_mm, n.malignant) for n in folder.nodules(UID_A)] == [(4.5, True)]
+    assert folder.missing_series == []
+
+
+def test_folder_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(SeriesNotFoundError, match="lunaseg synth"):
+        LunaFolder(tmp_path / "absent")
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        folder = LunaFolder(tmp_path)
+    assert folder.series_uids == [] and folder.nodules_by_series == {}
+    assert any("no series found" in r.message for r in caplog.records)
+    (tmp_path / "annotations.csv").write_text(HEADER + f"{UID_A},x,2,3,4\n")
+    with pytest.raises(AnnotationError, match="line 2"):
+        LunaFolder(tmp_path)
+
+
+def test_find_luna_root(partial_luna: Path, tmp_path: Path) -> None:
+    assert find_luna_root(partial_luna / "subset0" / f"{UID_A}.mhd") == partial_luna.resolve()
+    assert find_luna_root(partial_luna / "subset1" / "subset1" / f"{UID_B}.mhd") == (
+        partial_luna.resolve()
+    )
+    (tmp_path / "loose").mkdir()
+    assert find_luna_root(tmp_path / "loose" / "scan.mhd") is None
+    (tmp_path / "other" / "subset0").mkdir(parents=True)
+    assert find_luna_root(tmp_path / "other" / "subset0" / "scan.mhd") is None
+
+
+def test_synthetic_folder_has_truth(tiny_synth_dir: Path) -> None:
+    folder = LunaFolder(tiny_synth_dir)
+    assert folder.has_truth
+    for uid in folder.series_uids:
+        truth = folder.true_nodules(uid)
+        assert truth and folder.truth_path(uid) is not None
+        assert len(truth) == len(folder.nodules(uid))
+        assert find_luna_root(folder.series_path(uid)) == tiny_synth_dir.resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# splits
+# ---------------------------------------------------------------------------------------------
+def test_split_series() -> None:
+    uids = [f"1.2.{i:03d}" for i in range(25)]
+    train, val = split_series(reversed(uids), val_stride=10)
+    assert val == ["1.2.000", "1.2.010", "1.2.020"]
+    assert not set(train) & set(val)
+    assert sorted(train + val) == uids
+    assert split_series(uids + uids[:3]) == (train, val)  # order and duplicates do not matter
+    train5, val5 = split_series(uids, val_stride=5)
+    assert len(val5) == 5 and not set(train5) & set(val5)
+    assert split_series([]) == ([], [])
+    with pytest.raises(ConfigError, match="val_stride"):
+        split_series(uids, val_stride=1)
