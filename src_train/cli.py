@@ -25,12 +25,67 @@ DEFAULT_DATA_DIR = "lunaseg-data"
 # synth / mask / mask-report  (data and ground truth)
 # ---------------------------------------------------------------------------------------------
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write a synthetic chest-CT data set in LUNA16 layout")
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic chest-CT data set in LUNA16 layout",
+        description="Write synthetic chest CT scans in LUNA16 layout (subset0/<uid>.mhd, "
+        "annotations.csv, candidates.csv) with the true nodule shapes in truth/.",
+    )
+    p.add_argument(
+        "out_dir",
+        nargs="?",
+        default=DEFAULT_DATA_DIR,
+        metavar="OUT_DIR",
+        help=f"folder to write (default: {DEFAULT_DATA_DIR})",
+    )
+    p.add_argument("--scans", type=int, default=8, help="number of scans (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier synthetic data set there"
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="small coarse scans (~112 px, ~40 slices) for quick trials and tests",
+    )
+    p.add_argument("--size", type=int, metavar="PX", help="in-plane size of every scan, pixels")
+    p.add_argument("--slices", type=int, metavar="N", help="slices of every scan")
+    p.add_argument(
+        "--compress", action="store_true", help="store the CT as compressed .zraw (smaller)"
+    )
     p.set_defaults(func=_run_synth)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    raise LunaSegError("'lunaseg synth' is not available yet.")
+    import time
+    from collections import Counter
+    from dataclasses import replace
+
+    from src_train.synth import SynthConfig, write_dataset
+
+    config = SynthConfig.tiny() if args.tiny else SynthConfig()
+    if args.size is not None:
+        config = replace(config, inplane_px_range=(args.size, args.size), inplane_px_multiple=1)
+    if args.slices is not None:
+        config = replace(config, slices_range=(args.slices, args.slices))
+    if args.compress:
+        config = replace(config, compress_ct=True)
+    started = time.perf_counter()
+    folder = write_dataset(
+        args.out_dir, n_scans=args.scans, seed=args.seed, config=config, overwrite=args.overwrite
+    )
+    seconds = time.perf_counter() - started
+    uids = folder.series_uids
+    kinds = Counter(n.kind for uid in uids for n in folder.true_nodules(uid))
+    n_nodules = sum(kinds.values())
+    shapes = [folder.load(uid).shape_irc for uid in uids[:1]]
+    print(f"wrote {len(uids)} scans with {n_nodules} nodules in {seconds:.1f} s to {folder.root}")
+    print("  kinds: " + ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())))
+    if shapes:
+        print(f"  first scan (index, row, col): {shapes[0]}")
+    print(f"  scans: {folder.root / 'subset0'}/<uid>.mhd   true shapes: {folder.root / 'truth'}")
+    print(f"  annotations: {folder.root / 'annotations.csv'}")
+    return 0
 
 
 def _add_mask(sub: argparse._SubParsersAction) -> None:
