@@ -58,6 +58,9 @@ GROW_START_RADIUS = 2
 #: Axis names in array order, for logs, records and tables.
 AXIS_NAMES = ("index", "row", "col")
 
+#: Typical lung parenchyma, HU (used when a crop has no lung voxel to measure).
+DEFAULT_LUNG_HU = -850.0
+
 #: Names of the default and of the reference method.
 REFERENCE_METHOD = "grow"
 
@@ -488,6 +491,32 @@ def _components_near(mask: np.ndarray, dist_mm: np.ndarray, max_distance_mm: flo
     return lut[labels]
 
 
+def _local_levels(
+    crop: np.ndarray,
+    dist: np.ndarray,
+    radius_mm: float,
+    threshold_hu: float,
+    lung_hu: float | None,
+    air_hu: float,
+    min_spacing_mm: float,
+    nodule_percentile: float,
+) -> tuple[float, float]:
+    """HU of the nodule (``nodule_percentile`` of the dense voxels within ``radius_mm``, else
+    the median of its core) and of the lung around it (median of the non-dense voxels of the
+    crop above ``air_hu``)."""
+    inside = dist <= radius_mm
+    values = crop[inside]
+    dense_values = values[dense(values, threshold_hu)]
+    if dense_values.size * 4 >= values.size:
+        nodule_hu = float(np.percentile(dense_values, nodule_percentile))
+    else:  # faint: most of the ball is below the threshold; trust the core
+        nodule_hu = float(np.median(crop[dist <= max(radius_mm / 2, min_spacing_mm)]))
+    if lung_hu is None:
+        background = crop[~dense(crop, threshold_hu) & (crop > air_hu)]
+        lung_hu = float(np.median(background)) if background.size else DEFAULT_LUNG_HU
+    return nodule_hu, float(lung_hu)
+
+
 def method_region(
     hu: np.ndarray,
     geometry: Geometry,
@@ -495,30 +524,35 @@ def method_region(
     center_irc: tuple[int, int, int],
     threshold_hu: float,
     *,
-    ball_scale: float = 1.4,
-    ball_margin_mm: float = 1.0,
+    ball_scale: float = 1.25,
+    ball_margin_mm: float = 0.5,
     core_fraction: float = 0.6,
-    opening_fraction: float = 0.35,
-    wall_fraction: float = 1.2,
-    smooth_sigma_mm: float = 0.0,
-    faint_center_hu: float = -450.0,
-    lung_hu: float = -850.0,
+    opening_fraction: float = 0.25,
+    wall_fraction: float = 1.5,
+    wall_min_mm: float = 3.0,
+    boundary_fraction: float = 0.5,
+    nodule_percentile: float = 50.0,
+    lung_hu: float | None = None,
+    air_hu: float = -950.0,
 ) -> MethodResult:
     """Connected dense region around the centre, bounded and cleaned using ``diameter_mm``.
 
-    With ``R = diameter_mm / 2`` (mm; every distance is physical, so anisotropic spacing is
-    handled by distance transforms in mm):
+    With ``R = diameter_mm / 2`` (every distance is physical, in mm, so anisotropic spacing is
+    handled: morphology runs on distance transforms with the voxel spacing):
 
-    1. Work in a crop around the centre. Dense = HU above ``threshold_hu`` (after an optional
-       Gaussian of ``smooth_sigma_mm``). Ground-glass: when the median HU of the core ball
-       (radius ``R / 2``) is below ``faint_center_hu``, the threshold is lowered to the midpoint
-       between that median and ``lung_hu`` (never raised), and a note says so.
-    2. Large structures (chest wall, mediastinum): the opening of the dense voxels by a ball of
-       ``wall_fraction * R`` keeps only what is thicker than the nodule; it is removed.
-    3. Keep dense voxels within ``ball_scale * R + ball_margin_mm`` of the centre.
+    1. Crop around the centre. Boundary level: ``lung + boundary_fraction * (nodule - lung)``
+       from the local median HU of the nodule and of the lung (``lung_hu`` when given), i.e.
+       the half-maximum partial-volume edge by default. Dense = above
+       ``max(threshold_hu, level)``; when the nodule itself is below ``threshold_hu``
+       (ground glass) the level alone is used and a note says so. ``boundary_fraction=0``
+       keeps exactly ``threshold_hu``.
+    2. Large structures (chest wall, mediastinum): dense voxels and outside-body air (below
+       ``air_hu``) are opened with a ball of ``max(wall_fraction * R, wall_min_mm)``; what
+       survives is thicker than the nodule and is removed.
+    3. Keep voxels within ``ball_scale * R + ball_margin_mm`` of the centre.
     4. Vessels: erode by ``opening_fraction * R``, keep the pieces within ``core_fraction * R``
-       of the centre (lobes survive, vessels do not), dilate back and intersect with step 3.
-    5. Keep the component touching the centre, fill holes.
+       of the centre (lobes survive, thin vessels do not), dilate back, intersect with step 3.
+    5. Keep the component(s) near the centre, fill holes.
 
     No usable diameter: the reference rule, noted in the record.
     """
@@ -528,32 +562,32 @@ def method_region(
     spacing = geometry.spacing_irc_mm
     radius_mm = d / 2
     ball_mm = ball_scale * radius_mm + ball_margin_mm
-    wall_mm = wall_fraction * radius_mm
-    crop_mm = ball_mm + wall_mm  # wall balls centred up to the crop edge (edge = not lung)
-    lo, hi = _crop_around(center_irc, crop_mm, geometry)
+    wall_mm = max(wall_fraction * radius_mm, wall_min_mm)
+    lo, hi = _crop_around(center_irc, ball_mm + wall_mm, geometry)
     centre_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
-    shape = [b - a for a, b in zip(lo, hi, strict=True)]
     crop = hu[_slices(lo, hi)]
-    dist = _distance_mm(shape, centre_local, spacing)
+    dist = _distance_mm(crop.shape, centre_local, spacing)
     notes: list[str] = []
 
-    values = crop
-    if smooth_sigma_mm > 0:
-        sigma = [smooth_sigma_mm / s for s in spacing]
-        values = ndimage.gaussian_filter(crop.astype(np.float32), sigma, mode="nearest")
+    nodule_hu, lung_ref = _local_levels(
+        crop, dist, radius_mm, threshold_hu, lung_hu, air_hu, min(spacing), nodule_percentile
+    )
+    level = lung_ref + boundary_fraction * (nodule_hu - lung_ref)
     threshold = float(threshold_hu)
-    core_median = float(np.median(crop[dist <= max(radius_mm / 2, min(spacing))]))
-    if core_median < faint_center_hu and core_median > lung_hu:
-        lowered = (core_median + lung_hu) / 2
-        if lowered < threshold:
+    if nodule_hu > threshold:
+        threshold = max(threshold, level)
+    else:
+        faint_level = lung_ref + (boundary_fraction or 0.5) * (nodule_hu - lung_ref)
+        if lung_ref < faint_level < threshold:
             notes.append(
-                f"faint (ground-glass) centre: median {core_median:.0f} HU, "
-                f"threshold lowered from {threshold:.0f} to {lowered:.0f} HU"
+                f"faint (ground-glass) nodule: median {nodule_hu:.0f} HU, threshold lowered "
+                f"from {threshold:.0f} to {faint_level:.0f} HU"
             )
-            threshold = lowered
-    is_dense = dense(values, threshold)
+            threshold = faint_level
+    is_dense = dense(crop, threshold)
 
-    big = _dilate_mm(_erode_mm(is_dense, wall_mm, spacing), wall_mm, spacing)
+    solid_or_air = is_dense | (crop < crop.dtype.type(max(air_hu, np.finfo(np.float32).min)))
+    big = _dilate_mm(_erode_mm(solid_or_air, wall_mm, spacing), wall_mm, spacing) & is_dense
     near = dist <= ball_mm
     big_near = int(np.count_nonzero(big & near))
     if big_near:
