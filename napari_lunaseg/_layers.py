@@ -176,7 +176,7 @@ def nodule_points_data(
         "face_color": "transparent",
         "border_color": "yellow",
         "border_width": 0.08,
-        "out_of_slice_display": True,
+        "projection_mode": "rescale_spherical",
         "metadata": lunaseg_meta(ROLE_NODULES, ct.geometry, ct.series_uid),
     }
     return (centers, kwargs, "points")

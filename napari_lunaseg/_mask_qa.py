@@ -41,6 +41,7 @@ from napari_lunaseg._viewer_utils import (
     fill_table,
     find_layer,
     jump_to,
+    keep_selection,
     make_table,
     upsert_layer,
 )
@@ -66,9 +67,18 @@ DETAIL_DELAY_MS = 150
 #: Interval between growth steps when replaying, ms.
 REPLAY_INTERVAL_MS = 350
 
+#: Dock width that shows the table's Dice columns without scrolling, px.
+MIN_WIDTH_PX = 430
 #: Outline width (screen pixels) of the true shapes, so the mask shows through.
 TRUTH_CONTOUR_PX = 1
 BOX_COLOR = "yellow"
+#: How the replay names the side that stopped a growth step (``GrowthStep.stopped_by``).
+STOP_REASONS = {
+    "minus": "the -r side",
+    "plus": "the +r side",
+    "both": "both sides",
+    "edge": "the volume edge",
+}
 GROWTH_COLOR = "magenta"
 PROBE_DENSE_COLOR = "lime"
 PROBE_FAIL_COLOR = "red"
@@ -141,14 +151,14 @@ class _Truth:
         return nodule_dice(record, self.labels, label, self.boxes.get(label))
 
 
-TABLE_HEADERS = (
-    "#",
-    "centre x,y,z (mm)",
-    "centre i,r,c (voxel)",
-    "diameter (mm)",
+#: Nodule table columns before the per-method Dice columns (the rest follow them).
+TABLE_HEADERS_FIRST = ("#", "diameter (mm)", "voxels")
+TABLE_HEADERS_LAST = (
     "radius i,r,c",
+    "centre i,r,c (voxel)",
+    "centre x,y,z (mm)",
     "box lo..hi (i,r,c)",
-    "voxels",
+    "notes",
 )
 
 
@@ -185,7 +195,7 @@ class MaskQAWidget(QWidget):
         )
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.table = make_table(TABLE_HEADERS)
+        self.table = make_table(TABLE_HEADERS_FIRST + TABLE_HEADERS_LAST)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
         self.step = Slider(label="step", min=0, max=0, value=0)
@@ -197,6 +207,7 @@ class MaskQAWidget(QWidget):
         replay_layout.addWidget(Container(widgets=[self.step, self.play_button]).native)
         replay_layout.addWidget(self.step_text)
 
+        self.setMinimumWidth(MIN_WIDTH_PX)
         layout = QVBoxLayout(self)
         layout.addWidget(controls.native)
         layout.addWidget(self.status)
@@ -361,25 +372,24 @@ class MaskQAWidget(QWidget):
         for k, rec in enumerate(self.state.records):
             x, y, z = rec.center_xyz_mm
             diameter = rec.nodule.diameter_mm
-            row: list[Any] = [
-                k + 1,
-                f"{x:.1f}, {y:.1f}, {z:.1f}",
-                ", ".join(map(str, rec.center_irc)),
-                "" if diameter is None else f"{diameter:.1f}",
-                ", ".join(map(str, rec.radius_irc)),
-                f"{','.join(map(str, rec.box_lo_irc))}..{','.join(map(str, rec.box_hi_irc))}",
-                rec.voxel_count,
-            ]
+            row: list[Any] = [k + 1, "" if diameter is None else f"{diameter:.1f}", rec.voxel_count]
             for name in self._dice:
                 value = self._dice[name][k]
                 row.append("" if value is None else f"{value:.3f}")
-            row.append("; ".join(rec.notes))
+            row += [
+                ", ".join(map(str, rec.radius_irc)),
+                ", ".join(map(str, rec.center_irc)),
+                f"{x:.1f}, {y:.1f}, {z:.1f}",
+                f"{','.join(map(str, rec.box_lo_irc))}..{','.join(map(str, rec.box_hi_irc))}",
+                "; ".join(rec.notes),
+            ]
             rows.append(row)
         return rows
 
     def table_headers(self) -> list[str]:
         """Column names of :meth:`table_rows`."""
-        return [*TABLE_HEADERS, *(f"Dice {name}" for name in self._dice), "notes"]
+        dice_headers = [f"Dice {name}" for name in self._dice]
+        return [*TABLE_HEADERS_FIRST, *dice_headers, *TABLE_HEADERS_LAST]
 
     def update_details(self) -> None:
         """Refresh the nodule table, the per-method Dice and the boxes layer."""
@@ -392,6 +402,14 @@ class MaskQAWidget(QWidget):
             self.table.setHorizontalHeaderLabels(headers)
         fill_table(self.table, self.table_rows())
         self._update_boxes()
+        voxels = int(np.count_nonzero(self.state.mask))
+        latency = (
+            "" if self.last_update_ms is None else f"; last update {self.last_update_ms:.1f} ms"
+        )
+        self._set_status(
+            f"{len(self.state.records)} nodules, {voxels:,} mask voxels at "
+            f"{self.state.threshold_hu:.0f} HU ({self.state.method}){latency}"
+        )
         if self.table.currentRow() >= 0:
             self._load_steps(self.table.currentRow())
 
@@ -407,14 +425,15 @@ class MaskQAWidget(QWidget):
         assert self.ct is not None
         layer = find_layer(self.viewer, role, self.ct.series_uid)
         if layer is None:
-            layer = self.viewer.add_shapes(
-                name=name,
-                affine=self.ct.geometry.affine_irc_to_zyx(),
-                metadata=lunaseg_meta(role, self.ct.geometry, self.ct.series_uid),
-                edge_width=0.6,
-                face_color="transparent",
-                ndim=3,
-            )
+            with keep_selection(self.viewer):
+                layer = self.viewer.add_shapes(
+                    name=name,
+                    affine=self.ct.geometry.affine_irc_to_zyx(),
+                    metadata=lunaseg_meta(role, self.ct.geometry, self.ct.series_uid),
+                    edge_width=0.6,
+                    face_color="transparent",
+                    ndim=3,
+                )
             layer.editable = False
         layer.data = []
         if rects:
@@ -476,7 +495,7 @@ class MaskQAWidget(QWidget):
         outcome = (
             "both sides dense: grow on"
             if step.accepted
-            else f"stopped by the {step.stopped_by} side"
+            else f"stopped by {STOP_REASONS.get(step.stopped_by, step.stopped_by)}"
             + ("" if step.stopped_by == "edge" else f" (not > {record.threshold_hu:.0f} HU)")
         )
         self.step_text.setText(
@@ -499,15 +518,16 @@ class MaskQAWidget(QWidget):
         layer = find_layer(self.viewer, "probes", self.ct.series_uid)
         data = np.array(points).reshape(-1, 3)
         if layer is None:
-            layer = self.viewer.add_points(
-                data,
-                name=f"{short_name(self.ct.series_uid)} growth probes",
-                affine=self.ct.geometry.affine_irc_to_zyx(),
-                size=1.5,
-                face_color=colors or "white",
-                metadata=lunaseg_meta("probes", self.ct.geometry, self.ct.series_uid),
-                ndim=3,
-            )
+            with keep_selection(self.viewer):
+                layer = self.viewer.add_points(
+                    data,
+                    name=f"{short_name(self.ct.series_uid)} growth probes",
+                    affine=self.ct.geometry.affine_irc_to_zyx(),
+                    size=1.5,
+                    face_color=colors or "white",
+                    metadata=lunaseg_meta("probes", self.ct.geometry, self.ct.series_uid),
+                    ndim=3,
+                )
         else:
             layer.data = data
             if colors:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,19 @@ def find_layer(viewer: Any, role: str, series_uid: str) -> Layer | None:
     return None
 
 
+@contextmanager
+def keep_selection(viewer: Any) -> Iterator[None]:
+    """Add helper layers without stealing the user's layer selection."""
+    active = viewer.layers.selection.active
+    selected = set(viewer.layers.selection)
+    try:
+        yield
+    finally:
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection = {ly for ly in selected if ly in viewer.layers}
+            viewer.layers.selection.active = active
+
+
 def upsert_layer(viewer: Any, layer_data: LayerDataTuple) -> Layer:
     """Replace the data of the matching layer (same role and series) or add a new layer."""
     data, kwargs, layer_type = layer_data
@@ -31,7 +45,8 @@ def upsert_layer(viewer: Any, layer_data: LayerDataTuple) -> Layer:
         existing.metadata.update(kwargs.get("metadata", {}))
         return existing
     layer = Layer.create(data, kwargs, layer_type)
-    viewer.add_layer(layer)
+    with keep_selection(viewer):
+        viewer.add_layer(layer)
     return layer
 
 
@@ -48,7 +63,8 @@ def jump_to(viewer: Any, center_zyx_mm: Sequence[float]) -> None:
         point = list(viewer.dims.point)
         point[-3:] = center
         viewer.dims.point = point
-    viewer.camera.center = tuple(center[-viewer.dims.ndisplay :])
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = tuple(center[-viewer.dims.ndisplay :])
 
 
 def make_table(headers: Sequence[str]) -> QTableWidget:
