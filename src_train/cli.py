@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from src_train import __version__
 from src_train.errors import LunaSegError
@@ -306,13 +307,61 @@ def _run_eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # view  (napari)
 # ---------------------------------------------------------------------------------------------
+#: Scans in the synthetic data set ``lunaseg view`` writes when given no PATH.
+VIEW_SYNTH_SCANS = 4
+
+
 def _add_view(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("view", help="open napari with the LunaSeg plugin")
+    p = sub.add_parser(
+        "view",
+        help="open napari with the LunaSeg plugin (a synthetic scan when no PATH is given)",
+    )
+    p.add_argument(
+        "path",
+        nargs="?",
+        help="a CT series (.mhd, .nii, .nii.gz, .nrrd or a DICOM folder); default: the first "
+        f"synthetic series with nodules in {DEFAULT_DATA_DIR}/ (written there if missing)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic data set (default: 0)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help=f"where the synthetic data set is written/reused (default: {DEFAULT_DATA_DIR})",
+    )
     p.set_defaults(func=_run_view)
 
 
+def _view_default_series(data_dir: Path, seed: int) -> Path:
+    """The first series with nodules of the synthetic data set in ``data_dir`` (made if absent)."""
+    from src_train.luna import LunaFolder
+    from src_train.synth import write_dataset
+
+    if (data_dir / "annotations.csv").is_file():
+        folder = LunaFolder(data_dir)
+    else:
+        print(f"writing a synthetic data set ({VIEW_SYNTH_SCANS} scans, seed {seed}) to {data_dir}")
+        folder = write_dataset(data_dir, n_scans=VIEW_SYNTH_SCANS, seed=seed)
+    for uid in folder.series_uids:
+        if folder.nodules(uid):
+            return folder.series_path(uid)
+    raise LunaSegError(
+        f"{data_dir} holds no series with annotated nodules; remove it or pass a PATH."
+    )
+
+
 def _run_view(args: argparse.Namespace) -> int:
-    raise LunaSegError("'lunaseg view' is not available yet.")
+    # napari is imported here only: src_train must never import it at module level.
+    path = Path(args.path) if args.path else _view_default_series(Path(args.data_dir), args.seed)
+    import napari
+
+    viewer = napari.Viewer(title=f"LunaSeg - {path.name}")
+    viewer.open(str(path), plugin="napari-lunaseg")
+    for name in ("Training", "Inference", "Mask QA"):
+        viewer.window.add_plugin_dock_widget("napari-lunaseg", name, tabify=True)
+    napari.run()
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
