@@ -230,7 +230,11 @@ _DIAMETER_CACHE: list[np.ndarray] = []
 def luna16_diameters_mm() -> np.ndarray:
     """The 1,186 LUNA16 reference diameters (mm, sorted), shipped with the package."""
     if not _DIAMETER_CACHE:
-        text = resources.files("src_train").joinpath("assets", _DIAMETERS_ASSET).read_text()
+        text = (
+            resources.files("src_train")
+            .joinpath("assets", _DIAMETERS_ASSET)
+            .read_text(encoding="utf-8")
+        )
         _DIAMETER_CACHE.append(np.asarray(json.loads(text)["diameters_mm"], dtype=np.float64))
     return _DIAMETER_CACHE[0]
 
@@ -823,15 +827,15 @@ def generate_scan(
             continue
         where = np.argwhere(truth[box] == label)
         com_irc = where.mean(axis=0) + np.array([b.start for b in box])
-        volume = count * geometry.voxel_volume_mm3
+        volume_mm3 = count * geometry.voxel_volume_mm3
         nodules.append(
             TrueNodule(
                 series_uid=series_uid,
                 label=label,
-                center_xyz_mm=tuple(float(v) for v in geometry.irc_to_xyz(com_irc)),
-                diameter_mm=float(np.cbrt(6 * volume / np.pi)),
+                center_xyz_mm=_xyz_tuple(geometry.irc_to_xyz(com_irc)),
+                diameter_mm=float(np.cbrt(6 * volume_mm3 / np.pi)),
                 kind=spec.kind,
-                volume_mm3=float(volume),
+                volume_mm3=float(volume_mm3),
             )
         )
 
@@ -853,6 +857,10 @@ def generate_scan(
     return SynthScan(ct=ct, truth=truth, nodules=nodules, candidates=candidates)
 
 
+def _xyz_tuple(values: np.ndarray) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
 def _candidates(
     rng: np.random.Generator,
     cfg: SynthConfig,
@@ -868,7 +876,7 @@ def _candidates(
     out = []
     for nodule in nodules:
         jitter = _random_unit(rng) * rng.uniform(0, min(2.0, 0.2 * nodule.diameter_mm))
-        centre = tuple(float(v) for v in np.asarray(nodule.center_xyz_mm) + jitter)
+        centre = _xyz_tuple(np.asarray(nodule.center_xyz_mm) + jitter)
         out.append(Nodule(series_uid, centre, None, True))
     n_false = int(
         rng.integers(
@@ -896,7 +904,7 @@ def _candidates(
             for c, gap in zip(centres_irc, keep_out, strict=True)
         ):
             continue
-        centre = tuple(float(v) for v in geometry.irc_to_xyz(np.asarray(idx, dtype=float)))
+        centre = _xyz_tuple(geometry.irc_to_xyz(np.asarray(idx, dtype=float)))
         out.append(Nodule(series_uid, centre, None, False))
     order = rng.permutation(len(out))
     return [out[i] for i in order]
@@ -912,7 +920,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -29,7 +29,7 @@ HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm\n"
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
