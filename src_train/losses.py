@@ -40,6 +40,15 @@ class LossConfig:
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            raise ConfigError(f"Unknown loss {self.name!r}; choose one of {', '.join(LOSSES)}.")
+        if self.fn_weight < 0 or self.focal_gamma < 0:
+            raise ConfigError(
+                f"fn_weight and focal_gamma must not be negative; got {self.fn_weight}, "
+                f"{self.focal_gamma}."
+            )
+
 
 def _as_float(labels: torch.Tensor) -> torch.Tensor:
     return labels.to(torch.float32)

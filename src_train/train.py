@@ -76,6 +76,8 @@ TENSORBOARD_DIR = "tensorboard"
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 ON_OFF_AUTO = ("auto", "on", "off")
 
+_SEED_MASK = (1 << 63) - 1
+
 #: Opacity of the TP/FN/FP colours over the grey CT in TensorBoard images.
 OVERLAY_ALPHA = 0.6
 
@@ -531,13 +533,14 @@ class Trainer:
             self.cache, self.train_uids, cfg.epoch_samples, cfg.sample_config(), cfg.seed
         )
         self.val_set = ValidationDataset(self.cache, self.val_uids, cfg.context_slices)
+        # The dataset already shuffles nodules per epoch and draws crops from (seed, epoch,
+        # index): loading in index order keeps runs (and resumed runs) reproducible.
         sampler = (
             DistributedSampler(
                 self.train_set,
                 num_replicas=self.dist.world_size,
                 rank=self.dist.rank,
-                shuffle=True,
-                seed=cfg.seed,
+                shuffle=False,
             )
             if self.dist.active
             else None
@@ -548,7 +551,7 @@ class Trainer:
             self.train_set,
             batch_size=cfg.batch_size,
             sampler=sampler,
-            shuffle=sampler is None,
+            shuffle=False,
             num_workers=cfg.num_workers,
             pin_memory=pin,
             drop_last=False,
@@ -585,7 +588,6 @@ class Trainer:
         self.loss_fn = SegmentationLoss(cfg.loss_config())
         self.augment = BatchAugment(cfg.augment_config()).to(self.device)
         self.aug_generator = torch.Generator(device=self.device)
-        self.aug_generator.manual_seed(cfg.seed * 7919 + self.dist.rank)
 
     def _resume(self) -> None:
         path = self.run_dir / LATEST
@@ -670,6 +672,8 @@ class Trainer:
         cfg = self.config
         self.model.train()
         self.train_set.set_epoch(epoch)
+        # Augmentation draws depend on (seed, epoch, rank) only, so a resumed run repeats them.
+        self.aug_generator.manual_seed(hash((cfg.seed, epoch, self.dist.rank)) & _SEED_MASK)
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
         metrics = SegmentationMetrics(self.device)

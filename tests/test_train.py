@@ -1,0 +1,346 @@
+"""The Trainer, shown rather than claimed: loss falls, checkpoints reload, resume, stop, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src_train.colors import FN_RGB, FP_RGB, TP_RGB
+from src_train.errors import CheckpointError, ConfigError, OutputExistsError
+from src_train.model import load_checkpoint, load_model
+from src_train.train import (
+    BEST,
+    CONFIG_FILE,
+    FINAL,
+    LATEST,
+    LOG_FILE,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    ProgressEvent,
+    TrainConfig,
+    Trainer,
+    error_overlay_rgb,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny model and short epochs: the whole module must stay fast on a busy 2-core machine.
+TINY = {
+    "filters": 4,
+    "depth": 2,
+    "epoch_samples": 16,
+    "batch_size": 8,
+    "val_batch_size": 8,
+    "num_workers": 0,
+    "device": "cpu",
+    "amp": "off",
+    "lr": 0.01,
+    "tensorboard": False,
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module (tiny_synth_dir itself is read-only)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _config(data: Path, cache: Path, run: Path, **overrides: object) -> TrainConfig:
+    options: dict[str, object] = dict(TINY)
+    options.update(data_dir=str(data), cache_dir=str(cache), run_dir=str(run))
+    options.update(overrides)
+    return TrainConfig(**options)  # type: ignore[arg-type]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model_state
+
+
+@pytest.mark.slow
+def test_loss_falls_and_checkpoints_reload_identically(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    events: list[ProgressEvent] = []
+    cfg = _config(
+        tiny_synth_dir,
+        cache_dir,
+        tmp_path / "run",
+        epochs=4,
+        epoch_samples=24,
+        augment="none",
+        tb_images=2,
+        tensorboard=True,
+    )
+    trainer = Trainer(cfg, callbacks=[events.append], command_line=["pytest", "train"])
+    result = trainer.fit()
+
+    losses = [row["train/loss"] for row in result.history]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert not result.stopped and result.epoch == 4 and result.samples_seen == 4 * 24
+
+    run = tmp_path / "run"
+    for name in (CONFIG_FILE, LOG_FILE, METRICS_FILE, LATEST, BEST, FINAL):
+        assert (run / name).is_file(), name
+    assert list((run / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+    assert [
+        json.loads(line)["epoch"] for line in (run / METRICS_FILE).read_text().split("\n") if line
+    ] == [1, 2, 3, 4]
+    config = json.loads((run / CONFIG_FILE).read_text())
+    assert not set(config["train_series"]) & set(config["val_series"])
+    assert len(config["val_series"]) == 1  # 4 series, every 10th validates: the first
+
+    ckpt = load_checkpoint(run / FINAL)
+    assert ckpt.epoch == 4 and ckpt.samples_seen == 96
+    assert ckpt.train_config == cfg.to_dict() and ckpt.command_line == ["pytest", "train"]
+    assert ckpt.model_config == cfg.model_config() and ckpt.optimizer_state
+    assert "sha1" in (run / LOG_FILE).read_text() and ckpt.sha1 in (run / LOG_FILE).read_text()
+
+    # the reloaded model gives bit-identical outputs
+    model, model_cfg = load_model(run / FINAL, device="cpu")
+    trainer.model_plain.eval()
+    x = torch.randn(3, model_cfg.in_channels, 48, 40) * 400
+    with torch.no_grad():
+        assert torch.equal(model(x), trainer.model_plain(x))
+
+    # validation on epochs 1 and 4 (the last); the best is kept by recall
+    assert "val/recall" in result.history[0] and "val/recall" not in result.history[1]
+    assert "val/recall" in result.history[3]
+    assert result.best_epoch in (1, 4)
+    assert load_checkpoint(run / BEST).epoch == result.best_epoch
+
+    kinds = {e.kind for e in events}
+    assert {"cache", "batch", "validation", "epoch", "checkpoint", "end"} <= kinds
+    batch = next(e for e in events if e.kind == "batch")
+    assert batch.batches == 3 and batch.samples_per_s > 0 and "loss" in batch.metrics
+    json.loads(batch.to_json())
+
+
+@pytest.mark.slow
+def test_resume_continues_numbering_and_matches_an_uninterrupted_run(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    Trainer(_config(tiny_synth_dir, cache_dir, tmp_path / "a", epochs=2)).fit()
+    Trainer(_config(tiny_synth_dir, cache_dir, tmp_path / "b", epochs=1)).fit()
+    resumed = Trainer(_config(tiny_synth_dir, cache_dir, tmp_path / "b", epochs=2, resume=True))
+    result = resumed.fit()
+    assert resumed.start_epoch == 2 and result.epoch == 2 and result.samples_seen == 32
+    lines = (tmp_path / "b" / METRICS_FILE).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    a, b = _weights(tmp_path / "a" / FINAL), _weights(tmp_path / "b" / FINAL)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a), (
+        "resuming repeats the same data and augmentation"
+    )
+
+
+@pytest.mark.slow
+def test_stop_request_mid_epoch_leaves_a_loadable_checkpoint(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    trainer: Trainer
+
+    def stop_in_epoch_two(event: ProgressEvent) -> None:
+        if event.kind == "batch" and event.epoch == 2 and event.batch == 1:
+            trainer.request_stop()
+
+    trainer = Trainer(
+        _config(tiny_synth_dir, cache_dir, run, epochs=5), callbacks=[stop_in_epoch_two]
+    )
+    result = trainer.fit()
+    assert result.stopped and result.epoch == 1
+    assert result.samples_seen == 16 + 8, "stopped between batches, right after batch 1"
+    assert not (run / FINAL).exists()
+    ckpt = load_checkpoint(run / LATEST)
+    assert ckpt.epoch == 1 and ckpt.samples_seen == 24
+    load_model(run / LATEST)
+
+    # resuming redoes the interrupted epoch and finishes the run
+    done = Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=2, resume=True)).fit()
+    assert not done.stopped and done.epoch == 2 and (run / FINAL).is_file()
+    assert done.samples_seen == 24 + 16
+
+
+def test_should_stop_callable_and_request_stop() -> None:
+    polled = Trainer(TrainConfig(), should_stop=lambda: True)
+    assert polled.stop_requested
+    asked = Trainer(TrainConfig())
+    assert not asked.stop_requested
+    asked.request_stop()
+    assert asked.stop_requested
+
+
+def test_run_folder_guards(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="Cannot resume"):
+        Trainer(_config(tiny_synth_dir, cache_dir, run, resume=True)).fit()
+    run.mkdir(exist_ok=True)
+    (run / LATEST).write_bytes(b"not a checkpoint")
+    with pytest.raises(OutputExistsError, match="--resume"):
+        Trainer(_config(tiny_synth_dir, cache_dir, run)).fit()
+    with pytest.raises(CheckpointError, match=LATEST):
+        Trainer(_config(tiny_synth_dir, cache_dir, run, resume=True)).fit()
+
+
+def test_resume_with_other_model_options_is_refused(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    Trainer(
+        _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, tensorboard=False)
+    ).fit()
+    with pytest.raises(ConfigError, match="model"):
+        Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=2, filters=8, resume=True)).fit()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"amp": "fp8"},
+        {"model": "vnet"},
+        {"loss": "hinge"},
+        {"augment": "wobble"},
+        {"crop_size": 128},
+        {"lr": 0.0},
+        {"channels_last": "yes"},
+    ],
+)
+def test_bad_options_raise_config_error(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad)
+
+
+def test_config_round_trips() -> None:
+    cfg = TrainConfig(epochs=3, augment="flip,noise", model="segnet")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"epochs": 1, "bogus": 2})
+
+
+def test_validation_cadence() -> None:
+    trainer = Trainer(TrainConfig(epochs=12, val_every=5))
+    assert [e for e in range(1, 13) if trainer._should_validate(e)] == [1, 5, 10, 12]
+
+
+def test_error_overlay_uses_the_colour_code() -> None:
+    hu = np.full((4, 4), -1350.0)  # bottom of the lung window: black
+    pred = np.zeros((4, 4), bool)
+    label = np.zeros((4, 4), bool)
+    pred[0, 0] = label[0, 0] = True  # TP
+    label[1, 1] = True  # FN
+    pred[2, 2] = True  # FP
+    rgb = error_overlay_rgb(hu, pred, label, alpha=1.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (4, 4, 3)
+    assert tuple(rgb[0, 0]) == TP_RGB and tuple(rgb[1, 1]) == FN_RGB
+    assert tuple(rgb[2, 2]) == FP_RGB and tuple(rgb[3, 3]) == (0, 0, 0)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _cli_args(data: Path, cache: Path, run: Path, epochs: int) -> list[str]:
+    return [
+        str(data),
+        "--run-dir",
+        str(run),
+        "--cache-dir",
+        str(cache),
+        "--epochs",
+        str(epochs),
+        "--epoch-samples",
+        "16",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--filters",
+        "4",
+        "--depth",
+        "2",
+        "--amp",
+        "off",
+        "--device",
+        "cpu",
+        "--augment",
+        "flip,noise",
+        "--no-tensorboard",
+    ]
+
+
+@pytest.mark.slow
+def test_cli_progress_json_and_sigterm_stop(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "src_train.train",
+        *_cli_args(tiny_synth_dir, cache_dir, run, epochs=50),
+        "--progress-json",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO
+    )
+    events = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        events.append(json.loads(line))  # every stdout line is one JSON object
+        if events[-1]["kind"] == "batch" and events[-1]["epoch"] == 2:
+            proc.send_signal(signal.SIGTERM)
+            break
+    events += [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert events[-1]["kind"] == "end" and events[-2]["kind"] == "stopped"
+    assert events[-1]["epoch"] == 1
+    assert {"batch", "epoch", "checkpoint"} <= {e["kind"] for e in events}
+    ckpt = load_checkpoint(run / LATEST)
+    assert ckpt.epoch == 1 and ckpt.samples_seen >= 16
+    assert not (run / FINAL).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+    reason="torchrun not installed",
+)
+def test_ddp_two_cpu_processes_gloo(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "src_train.train",
+        *_cli_args(tiny_synth_dir, cache_dir, run, epochs=2),
+    ]
+    started = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_checkpoint(run / FINAL)
+    assert ckpt.epoch == 2 and ckpt.samples_seen == 2 * 16, "each process saw half an epoch"
+    config = json.loads((run / CONFIG_FILE).read_text())
+    assert config["world_size"] == 2
+    # only rank 0 writes: one summary line, one log
+    assert out.stdout.count("done: epoch 2/2") == 1
+    assert len((run / METRICS_FILE).read_text().splitlines()) == 2
+    model, _ = load_model(run / FINAL)
+    assert not any(k.startswith("module.") for k in model.state_dict())
+    assert time.perf_counter() - started < 120
