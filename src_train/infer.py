@@ -1,0 +1,785 @@
+"""Whole-series inference and candidate grouping.
+
+:func:`run_inference` runs a segmentation model over every slice of a CT series (each slice
+with its context slices, see :mod:`src_train.context`) and returns a probability volume, a
+thresholded mask and candidate nodules, all in the CT's geometry: arrays are ``(index, row,
+col)`` = ``(z, y, x)``, world coordinates ``(x, y, z)`` mm.
+
+Speed, on the CPU: the network runs under bfloat16 autocast with batch norms folded into the
+convolutions; memory format (channels-last or not) and batch size are chosen by measurement on
+the first batches of the series (the fastest per slice wins, not the biggest), and the choice is
+remembered for the rest of the process. In-plane, the model only runs on the box around the
+body (voxels denser than :data:`BODY_THRESHOLD_HU`) widened by more than the network's
+receptive field, so voxels inside the box get the values a whole-slice pass would give; voxels
+outside it (air far from anything) get probability 0. On CUDA: float16 (or bfloat16) autocast,
+channels-last, larger batches, and an out-of-memory error halves the batch and retries.
+
+Memory: besides the CT itself, the probability volume (float16, 2 bytes/voxel), the mask
+(1 byte/voxel) and, while grouping candidates, an int32 label array over the mask's bounding
+box; model inputs are made one batch at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from src_train.colors import ERROR_BACKGROUND, ERROR_FN, ERROR_FP, ERROR_TP
+from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
+from src_train.ct import CtVolume, Geometry
+from src_train.errors import (
+    CancelledError,
+    ConfigError,
+    GeometryError,
+    OutputExistsError,
+)
+from src_train.model import unwrap_model
+
+log = logging.getLogger(__name__)
+
+#: The demo checkpoint shipped in the package (default of ``lunaseg infer`` and the viewer).
+DEMO_CHECKPOINT: Path = Path(__file__).resolve().parent / "assets" / "demo_unet.pt"
+
+#: Probability at or above which a voxel is in the mask.
+DEFAULT_THRESHOLD = 0.5
+
+#: HU above which a voxel counts as body (for the in-plane crop); lungs lie inside the body.
+BODY_THRESHOLD_HU = -500.0
+
+#: Pixels kept around the body box; must exceed the network's receptive-field radius
+#: (about 26 px for the depth-3 U-Net), so cropping does not change any value inside the box.
+BODY_MARGIN_PX = 32
+
+#: Batch sizes the CPU tuner may try, ascending; it stops at the first that is not faster.
+CPU_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8)
+
+#: Batch sizes the CUDA tuner may try, ascending.
+CUDA_BATCH_SIZES: tuple[int, ...] = (8, 16, 32, 64)
+
+#: A larger batch must be at least this much faster per slice to be preferred.
+_TUNE_MIN_GAIN = 0.03
+
+#: Slices per chunk when scanning the volume for the body box (bounds temporary memory).
+_SCAN_CHUNK_SLICES = 32
+
+#: Connectivity of candidate components: 26 (faces, edges, corners) or 6 (faces only).
+DEFAULT_CONNECTIVITY = 26
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+ProgressFn = Callable[[int, int, str], None]
+StopFn = Callable[[], bool]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CandidateNodule:
+    """One connected component of the predicted mask.
+
+    Attributes:
+        series_uid: the series it was found in.
+        center_xyz_mm: probability-weighted centre of mass, world ``(x, y, z)`` mm.
+        center_irc: the same centre in fractional array coordinates ``(index, row, col)``.
+        diameter_mm: diameter of the sphere with the component's volume, mm.
+        voxel_count: voxels in the component.
+        probability: highest voxel probability inside it (the candidate's score).
+        mean_probability: mean voxel probability inside it.
+    """
+
+    series_uid: str
+    center_xyz_mm: tuple[float, float, float]
+    center_irc: tuple[float, float, float]
+    diameter_mm: float
+    voxel_count: int
+    probability: float
+    mean_probability: float = math.nan
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a run executed (chosen by measurement unless fixed by the caller).
+
+    Attributes:
+        device: ``"cpu"``, ``"cuda:0"``, ...
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast dtype).
+        channels_last: the memory format of inputs and weights.
+        batch_size: slices per forward pass.
+        crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends).
+        tuned: whether the batch size / memory format were measured in this run.
+    """
+
+    device: str
+    precision: str
+    channels_last: bool
+    batch_size: int
+    crop_irc: tuple[int, int, int, int]
+    tuned: bool = False
+
+    def describe(self) -> str:
+        """One line for logs and the CLI."""
+        fmt = "channels-last" if self.channels_last else "NCHW"
+        r0, r1, c0, c1 = self.crop_irc
+        return (
+            f"{self.device} {self.precision} {fmt} batch {self.batch_size}, "
+            f"in-plane box rows {r0}:{r1} cols {c0}:{c1}"
+        )
+
+
+@dataclass
+class InferenceResult:
+    """Output of :func:`run_inference`, in the CT's geometry.
+
+    Attributes:
+        prob: nodule probability, float16 ``(index, row, col)``.
+        mask: ``prob >= threshold``, bool ``(index, row, col)``.
+        candidates: connected components of ``mask``, most probable first.
+        seconds: wall time of the whole run (model passes and grouping).
+        threshold: the probability threshold of ``mask``.
+        settings: how the model was run.
+        model_seconds: wall time of the model passes alone.
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+    candidates: list[CandidateNodule]
+    seconds: float
+    threshold: float = DEFAULT_THRESHOLD
+    settings: InferenceSettings | None = None
+    model_seconds: float = 0.0
+
+    @property
+    def slices_per_second(self) -> float:
+        """Slices processed per second of model time."""
+        return self.prob.shape[0] / self.model_seconds if self.model_seconds > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """Post-processing of the mask into candidates.
+
+    Attributes:
+        min_voxels: components with fewer voxels are dropped.
+        min_diameter_mm: components whose equivalent diameter is smaller are dropped.
+        min_probability: components whose highest probability is lower are dropped.
+        connectivity: 26 or 6 (3-D neighbourhood of a component).
+    """
+
+    min_voxels: int = 1
+    min_diameter_mm: float = 0.0
+    min_probability: float = 0.0
+    connectivity: int = DEFAULT_CONNECTIVITY
+
+    def __post_init__(self) -> None:
+        if self.connectivity not in (6, 26):
+            raise ConfigError(f"connectivity must be 6 or 26, got {self.connectivity}.")
+        if self.min_voxels < 1:
+            raise ConfigError(f"min_voxels must be >= 1, got {self.min_voxels}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Error volume and voxel metrics
+# ---------------------------------------------------------------------------------------------
+_ERROR_LUT = np.array([ERROR_BACKGROUND, ERROR_FP, ERROR_FN, ERROR_TP], dtype=np.uint8)
+
+
+def _check_same_shape(pred: np.ndarray, truth: np.ndarray) -> None:
+    if pred.shape != truth.shape:
+        raise GeometryError(
+            f"Prediction {pred.shape} and ground truth {truth.shape} differ in shape; "
+            "they must come from the same series."
+        )
+
+
+def error_volume(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Label volume of prediction errors, same shape (IRC) as the inputs.
+
+    Values: :data:`~src_train.colors.ERROR_TP` (1) where both are set, ``ERROR_FN`` (2) where
+    only ``truth`` is, ``ERROR_FP`` (3) where only ``pred`` is, 0 elsewhere. uint8.
+    """
+    _check_same_shape(pred, truth)
+    code = np.left_shift(np.asarray(truth, dtype=bool).view(np.uint8), 1)
+    code |= np.asarray(pred, dtype=bool).view(np.uint8)
+    return _ERROR_LUT[code]
+
+
+def voxel_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Voxel-level counts and scores of ``pred`` against ``truth`` (bool volumes, same shape).
+
+    Returns ``tp``, ``fn``, ``fp`` (voxel counts) and ``precision``, ``recall``, ``dice``
+    (NaN where the denominator is zero, e.g. recall without truth voxels).
+    """
+    _check_same_shape(pred, truth)
+    p = np.asarray(pred, dtype=bool)
+    t = np.asarray(truth, dtype=bool)
+    tp = int(np.count_nonzero(p & t))
+    n_pred = int(np.count_nonzero(p))
+    n_true = int(np.count_nonzero(t))
+    fp, fn = n_pred - tp, n_true - tp
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else math.nan
+
+    return {
+        "tp": float(tp),
+        "fn": float(fn),
+        "fp": float(fp),
+        "precision": ratio(tp, n_pred),
+        "recall": ratio(tp, n_true),
+        "dice": ratio(2 * tp, n_pred + n_true),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate grouping
+# ---------------------------------------------------------------------------------------------
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Smallest box (IRC slices) holding every set voxel of ``mask``; None when it is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        if not len(hits):
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def group_candidates(
+    prob: np.ndarray,
+    mask: np.ndarray,
+    geometry: Geometry,
+    series_uid: str,
+    config: CandidateConfig | None = None,
+) -> list[CandidateNodule]:
+    """Group mask voxels into candidate nodules (3-D connected components).
+
+    Args:
+        prob: voxel probabilities ``(index, row, col)`` (any float dtype); the centre is the
+            probability-weighted centre of mass, the score the highest probability.
+        mask: bool ``(index, row, col)``, same shape.
+        geometry: the series' geometry (converts centres to world mm with its direction).
+        series_uid: copied into every candidate.
+        config: filters and connectivity.
+
+    Returns:
+        Candidates, most probable first (ties: larger first).
+    """
+    cfg = config or CandidateConfig()
+    _check_same_shape(prob, mask)
+    if tuple(mask.shape) != geometry.shape_irc:
+        raise GeometryError(
+            f"Mask {mask.shape} does not match series {series_uid!r} {geometry.shape_irc}."
+        )
+    box = _bounding_box(mask)
+    if box is None:
+        return []
+    sub_mask = np.asarray(mask[box], dtype=bool)
+    structure = ndimage.generate_binary_structure(3, 3 if cfg.connectivity == 26 else 1)
+    labels, n = ndimage.label(sub_mask, structure=structure)
+    if n == 0:
+        return []
+    sub_prob = prob[box]
+    # Per-component sums, accumulated slab by slab so temporaries stay small.
+    count = np.zeros(n + 1, dtype=np.int64)
+    weight = np.zeros(n + 1)
+    moments = np.zeros((3, n + 1))
+    peak = np.zeros(n + 1)
+    for z0 in range(0, labels.shape[0], _SCAN_CHUNK_SLICES):
+        lab_slab = labels[z0 : z0 + _SCAN_CHUNK_SLICES]
+        zz, yy, xx = np.nonzero(lab_slab)
+        lab = lab_slab[zz, yy, xx]
+        w = sub_prob[z0 : z0 + _SCAN_CHUNK_SLICES][zz, yy, xx].astype(np.float64)
+        # A component of zero probability (a mask not made from prob) is weighted uniformly.
+        w_centre = w + 1e-12
+        count += np.bincount(lab, minlength=n + 1)
+        weight += np.bincount(lab, w_centre, minlength=n + 1)
+        for axis, coord in enumerate((zz + z0, yy, xx)):
+            moments[axis] += np.bincount(lab, w_centre * coord, minlength=n + 1)
+        np.maximum.at(peak, lab, w)
+    count, weight, moments, peak = count[1:], weight[1:], moments[:, 1:], peak[1:]
+    offset = np.array([s.start for s in box], dtype=np.float64)
+    centre_irc = (moments / weight).T + offset
+    voxel_mm3 = geometry.voxel_volume_mm3
+    diameter = np.cbrt(6.0 * count * voxel_mm3 / math.pi)
+    mean_prob = (weight - 1e-12 * count) / count
+    keep = (
+        (count >= cfg.min_voxels)
+        & (diameter >= cfg.min_diameter_mm)
+        & (peak >= cfg.min_probability)
+    )
+    idx = np.flatnonzero(keep)
+    idx = idx[np.lexsort((-count[idx], -peak[idx]))]
+    centre_xyz = geometry.irc_to_xyz(centre_irc[idx]).reshape(-1, 3)
+    return [
+        CandidateNodule(
+            series_uid=series_uid,
+            center_xyz_mm=(float(xyz[0]), float(xyz[1]), float(xyz[2])),
+            center_irc=(float(c[0]), float(c[1]), float(c[2])),
+            diameter_mm=float(diameter[i]),
+            voxel_count=int(count[i]),
+            probability=float(peak[i]),
+            mean_probability=float(mean_prob[i]),
+        )
+        for i, xyz, c in zip(idx, centre_xyz, centre_irc[idx], strict=True)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model preparation and the tuner
+# ---------------------------------------------------------------------------------------------
+def _fold_batch_norms(model: nn.Module) -> int:
+    """Fold every ``Conv2d`` directly followed by ``BatchNorm2d`` (in a Sequential) in place.
+
+    The model must be in eval mode. Returns the number of folded pairs.
+    """
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def _model_facts(model: nn.Module) -> tuple[int, int, int]:
+    """``(context slices, in-plane size multiple, depth)`` of a LunaSeg model (defaults else)."""
+    config = getattr(unwrap_model(model), "config", None)
+    context = int(getattr(config, "context_slices", DEFAULT_CONTEXT_SLICES))
+    depth = int(getattr(config, "depth", 3))
+    multiple = int(getattr(config, "size_multiple", 2 ** max(depth - 1, 0)))
+    return context, max(multiple, 1), depth
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {device!r} asked for, but CUDA is not available; use cpu.")
+    return resolved
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}."
+        )
+    if precision != "auto":
+        if device.type == "cpu" and precision == "fp16":
+            raise ConfigError("fp16 autocast is for CUDA; use bf16 or fp32 on the CPU.")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return "bf16"
+        except (AttributeError, RuntimeError):
+            pass
+    return "fp32"
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _Tuner:
+    """Chooses memory format, then batch size, by timing real batches of the series.
+
+    Each configuration runs twice; the second run is timed (the first builds kernels). Formats
+    are compared at the smallest batch size; then batch sizes go up while each is at least
+    :data:`_TUNE_MIN_GAIN` faster per slice than the best so far. Every batch it runs is real
+    work, so tuning costs only the slower configurations' extra time.
+    """
+
+    def __init__(self, formats: Sequence[bool], batch_sizes: Sequence[int]) -> None:
+        self._formats = list(formats)
+        self._sizes = list(batch_sizes)
+        self._current = (self._formats[0], self._sizes[0])
+        self._runs = 0
+        self._stage = "format"
+        self._seconds_per_slice: dict[tuple[bool, int], float] = {}
+        self.best: tuple[bool, int] | None = None
+        self.done = len(self._formats) == 1 and len(self._sizes) == 1
+        if self.done:
+            self.best = self._current
+
+    def propose(self) -> tuple[bool, int]:
+        """Configuration ``(channels_last, batch_size)`` for the next batch."""
+        return self.best if self.done and self.best else self._current
+
+    def cap(self, batch_size: int) -> None:
+        """Stop tuning at ``batch_size`` (after an out-of-memory error)."""
+        fmt = self._current[0] if self.best is None else self.best[0]
+        self.best = (fmt, batch_size)
+        self.done = True
+
+    def report(self, config: tuple[bool, int], n_slices: int, seconds: float) -> None:
+        """Record one batch's time; advances the search after each timed run."""
+        if self.done or config != self._current:
+            return
+        self._runs += 1
+        if self._runs < 2:
+            return
+        self._seconds_per_slice[config] = seconds / max(n_slices, 1)
+        self._runs = 0
+        if self._stage == "format":
+            index = self._formats.index(config[0])
+            if index + 1 < len(self._formats):
+                self._current = (self._formats[index + 1], self._sizes[0])
+                return
+            self.best = min(self._seconds_per_slice, key=self._seconds_per_slice.__getitem__)
+            self._stage = "batch"
+            self._next_size()
+            return
+        assert self.best is not None
+        if self._seconds_per_slice[config] < self._seconds_per_slice[self.best] * (
+            1 - _TUNE_MIN_GAIN
+        ):
+            self.best = config
+            self._next_size()
+        else:
+            self.done = True
+
+    def _next_size(self) -> None:
+        assert self.best is not None
+        index = self._sizes.index(self.best[1])
+        if index + 1 < len(self._sizes):
+            self._current = (self.best[0], self._sizes[index + 1])
+        else:
+            self.done = True
+
+    def timings(self) -> dict[tuple[bool, int], float]:
+        """Seconds per slice measured so far, by ``(channels_last, batch_size)``."""
+        return dict(self._seconds_per_slice)
+
+
+#: Tuned ``(channels_last, batch_size)`` per (device, precision, crop size, model type).
+_TUNED: dict[tuple[str, str, int, int, str], tuple[bool, int]] = {}
+
+
+def _body_box(hu: np.ndarray, multiple: int, margin: int) -> tuple[int, int, int, int]:
+    """In-plane box ``(row0, row1, col0, col1)`` around voxels denser than the body threshold.
+
+    Widened by ``margin`` pixels, its start aligned to ``multiple`` (so pooling windows match a
+    whole-slice pass), clipped to the slice. The whole slice when nothing is that dense.
+    """
+    n_z, n_rows, n_cols = hu.shape
+    rows_hit = np.zeros(n_rows, dtype=bool)
+    cols_hit = np.zeros(n_cols, dtype=bool)
+    for z0 in range(0, n_z, _SCAN_CHUNK_SLICES):
+        dense = hu[z0 : z0 + _SCAN_CHUNK_SLICES] > BODY_THRESHOLD_HU
+        rows_hit |= dense.any(axis=(0, 2))
+        cols_hit |= dense.any(axis=(0, 1))
+    if not rows_hit.any():
+        return (0, n_rows, 0, n_cols)
+    r = np.flatnonzero(rows_hit)
+    c = np.flatnonzero(cols_hit)
+    r0 = max(int(r[0]) - margin, 0) // multiple * multiple
+    c0 = max(int(c[0]) - margin, 0) // multiple * multiple
+    r1 = min(int(r[-1]) + 1 + margin, n_rows)
+    c1 = min(int(c[-1]) + 1 + margin, n_cols)
+    return (r0, r1, c0, c1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------------
+def run_inference(
+    ct: CtVolume,
+    model: nn.Module,
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    crop_to_body: bool = True,
+    candidates: CandidateConfig | None = None,
+) -> InferenceResult:
+    """Segment every slice of ``ct`` with ``model`` and group the mask into candidates.
+
+    Args:
+        ct: the series (HU, ``(index, row, col)``); not modified.
+        model: a LunaSeg segmentation model returning logits ``(N, 1, H, W)``; it is not
+            modified (a private copy with batch norms folded runs).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:N"``.
+        batch_size: slices per forward pass; None = the fastest measured.
+        threshold: probability at or above which a voxel is in the mask.
+        progress: called after each batch as ``progress(slices_done, n_slices, message)``.
+        should_stop: polled between batches; when it returns True the run raises
+            :class:`CancelledError`.
+        precision: ``"auto"`` (bf16 on a CPU that supports it, fp16/bf16 on CUDA), ``"fp32"``,
+            ``"bf16"``, ``"fp16"`` (CUDA only).
+        channels_last: memory format; None = the fastest measured.
+        crop_to_body: run the model only on the in-plane box around the body (see module doc).
+        candidates: post-processing options of :func:`group_candidates`.
+
+    Returns:
+        An :class:`InferenceResult` (probability float16, mask bool, candidates).
+    """
+    start = time.perf_counter()
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"The probability threshold must lie in (0, 1); got {threshold}.")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    dev = _resolve_device(device)
+    prec = _resolve_precision(precision, dev)
+    context, multiple, _depth = _model_facts(model)
+    hu = ct.hu
+    n_z, n_rows, n_cols = hu.shape
+    if crop_to_body:
+        r0, r1, c0, c1 = _body_box(hu, multiple, BODY_MARGIN_PX)
+    else:
+        r0, r1, c0, c1 = 0, n_rows, 0, n_cols
+    rows, cols = slice(r0, r1), slice(c0, c1)
+
+    runner = copy.deepcopy(unwrap_model(model)).to(dev).eval()
+    _fold_batch_norms(runner)
+    formats = [channels_last] if channels_last is not None else [True, False]
+    if batch_size is not None:
+        sizes = [batch_size]
+    else:
+        sizes = list(CUDA_BATCH_SIZES if dev.type == "cuda" else CPU_BATCH_SIZES)
+    # Only a fully automatic choice is remembered; a caller's fixed option tunes the other one.
+    automatic = batch_size is None and channels_last is None
+    key = (str(dev), prec, r1 - r0, c1 - c0, type(runner).__name__)
+    cached = _TUNED.get(key) if automatic else None
+    tuner = _Tuner(*(([cached[0]], [cached[1]]) if cached else (formats, sizes)))
+    autocast_dtype = _AUTOCAST_DTYPES.get(prec)
+
+    prob = np.zeros(hu.shape, dtype=np.float16)
+    mask = np.zeros(hu.shape, dtype=bool)
+    thr16 = np.float16(threshold)
+    model_seconds = 0.0
+    current_format: bool | None = None
+    done = 0
+    while done < n_z:
+        if should_stop is not None and should_stop():
+            raise CancelledError(f"Inference on {ct.series_uid} stopped after {done} slices.")
+        fmt, size = tuner.propose()
+        if fmt != current_format:
+            runner = runner.to(  # type: ignore[call-overload]
+                memory_format=torch.channels_last if fmt else torch.contiguous_format
+            )
+            current_format = fmt
+        n = min(size, n_z - done)
+        batch = torch.from_numpy(context_stack(hu, np.arange(done, done + n), context, rows, cols))
+        t0 = time.perf_counter()
+        try:
+            probs = _forward(runner, batch, dev, fmt, autocast_dtype)
+        except torch.cuda.OutOfMemoryError as exc:
+            if size == 1:
+                raise ConfigError(
+                    f"Out of memory on {dev} even with one slice per batch ({ct.series_uid}); "
+                    "run on the CPU (--device cpu)."
+                ) from exc
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            log.warning("out of memory at batch %d on %s; retrying with %d", size, dev, size // 2)
+            tuner.cap(size // 2)
+            continue
+        seconds = time.perf_counter() - t0
+        model_seconds += seconds
+        tuner.report((fmt, size), n, seconds)
+        prob[done : done + n, rows, cols] = probs
+        mask[done : done + n, rows, cols] = probs >= thr16
+        done += n
+        if progress is not None:
+            progress(done, n_z, f"{ct.series_uid}: slice {done}/{n_z}")
+
+    final_format, final_size = tuner.propose()
+    if automatic and cached is None and tuner.done and tuner.best is not None:
+        _TUNED[key] = tuner.best
+        log.info(
+            "tuned %s: %s (seconds/slice %s)",
+            key,
+            tuner.best,
+            {k: round(v, 4) for k, v in tuner.timings().items()},
+        )
+    settings = InferenceSettings(
+        device=str(dev),
+        precision=prec,
+        channels_last=bool(final_format),
+        batch_size=int(final_size),
+        crop_irc=(r0, r1, c0, c1),
+        tuned=cached is None and len(formats) * len(sizes) > 1,
+    )
+    found = group_candidates(prob, mask, ct.geometry, ct.series_uid, candidates)
+    total = time.perf_counter() - start
+    log.info(
+        "%s: %d slices in %.1f s (model %.1f s, %.1f slices/s; %s), %d candidates",
+        ct.series_uid,
+        n_z,
+        total,
+        model_seconds,
+        n_z / model_seconds if model_seconds else math.nan,
+        settings.describe(),
+        len(found),
+    )
+    return InferenceResult(
+        prob=prob,
+        mask=mask,
+        candidates=found,
+        seconds=total,
+        threshold=float(threshold),
+        settings=settings,
+        model_seconds=model_seconds,
+    )
+
+
+def _forward(
+    runner: nn.Module,
+    batch: torch.Tensor,
+    device: torch.device,
+    channels_last: bool,
+    autocast_dtype: torch.dtype | None,
+) -> np.ndarray:
+    """Probabilities float16 ``(N, H, W)`` for one batch of context stacks ``(N, C, H, W)``."""
+    x = batch.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device_type=device.type,
+            dtype=autocast_dtype or torch.float32,
+            enabled=autocast_dtype is not None,
+        ),
+    ):
+        logits = runner(x)
+    return torch.sigmoid(logits[:, 0].float()).to(torch.float16).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+#: Columns of the candidates CSV ``lunaseg infer`` writes (LUNA16 submission + extras).
+CANDIDATE_COLUMNS: tuple[str, ...] = (
+    "seriesuid",
+    "coordX",
+    "coordY",
+    "coordZ",
+    "probability",
+    "diameter_mm",
+    "voxel_count",
+    "mean_probability",
+    "index",
+    "row",
+    "col",
+)
+
+#: Probability volumes are written as uint8: ``round(prob * PROB_FILE_SCALE)``.
+PROB_FILE_SCALE = 255
+
+
+def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
+    """Probabilities to uint8 ``round(p * 255)`` for files (SimpleITK cannot write float16)."""
+    out = np.empty(prob.shape, dtype=np.uint8)
+    for z0 in range(0, prob.shape[0], _SCAN_CHUNK_SLICES):
+        part = prob[z0 : z0 + _SCAN_CHUNK_SLICES].astype(np.float32) * PROB_FILE_SCALE
+        np.rint(part, out=part)
+        out[z0 : z0 + _SCAN_CHUNK_SLICES] = part
+    return out
+
+
+def write_candidates_csv(
+    path: str | os.PathLike[str],
+    candidates: Sequence[CandidateNodule],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write candidates in LUNA16 submission format (+ extra columns), atomically."""
+    dest = Path(path)
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(f"{dest} already exists; remove it or pass --overwrite.")
+    lines = [",".join(CANDIDATE_COLUMNS)]
+    for c in candidates:
+        x, y, z = c.center_xyz_mm
+        i, r, col = c.center_irc
+        lines.append(
+            f"{c.series_uid},{x:.3f},{y:.3f},{z:.3f},{c.probability:.6f},{c.diameter_mm:.2f},"
+            f"{c.voxel_count},{c.mean_probability:.6f},{i:.2f},{r:.2f},{col:.2f}"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+@dataclass
+class SeriesOutputs:
+    """Files ``lunaseg infer`` writes for one series in ``out_dir``."""
+
+    prob: Path
+    pred: Path
+    error: Path
+    extra: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def for_series(cls, out_dir: Path, series_uid: str) -> SeriesOutputs:
+        """``<uid>_prob.mhd``, ``<uid>_pred.mhd``, ``<uid>_error.mhd`` in ``out_dir``."""
+        return cls(
+            prob=out_dir / f"{series_uid}_prob.mhd",
+            pred=out_dir / f"{series_uid}_pred.mhd",
+            error=out_dir / f"{series_uid}_error.mhd",
+        )
+
+    def existing(self) -> list[Path]:
+        """The ones already on disk (headers or their data files)."""
+        paths = [self.prob, self.pred, self.error, *self.extra]
+        found = []
+        for p in paths:
+            for candidate in (p, p.with_suffix(".raw"), p.with_suffix(".zraw")):
+                if candidate.exists():
+                    found.append(candidate)
+        return found
+
+
+__all__ = [
+    "CANDIDATE_COLUMNS",
+    "DEFAULT_THRESHOLD",
+    "DEMO_CHECKPOINT",
+    "CandidateConfig",
+    "CandidateNodule",
+    "InferenceResult",
+    "InferenceSettings",
+    "SeriesOutputs",
+    "error_volume",
+    "group_candidates",
+    "prob_to_uint8",
+    "run_inference",
+    "voxel_metrics",
+    "write_candidates_csv",
+]

@@ -1,0 +1,262 @@
+"""Whole-series inference, error volumes and candidate grouping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
+from src_train.context import context_stack
+from src_train.ct import CtVolume, Geometry
+from src_train.errors import CancelledError, ConfigError, GeometryError, OutputExistsError
+from src_train.evaluate import read_submission
+from src_train.infer import (
+    BODY_MARGIN_PX,
+    CandidateConfig,
+    CandidateNodule,
+    error_volume,
+    group_candidates,
+    prob_to_uint8,
+    run_inference,
+    voxel_metrics,
+    write_candidates_csv,
+)
+from src_train.model import ModelConfig, build_model
+
+FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+PERMUTED = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def random_model(seed: int = 0) -> nn.Module:
+    """A U-Net with random weights and input statistics that keep logits moderate."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig())
+    with torch.no_grad():
+        model.input_norm.running_mean.fill_(-500.0)
+        model.input_norm.running_var.fill_(500.0**2)
+    return model.eval()
+
+
+def chest(shape: tuple[int, int, int], direction: tuple[float, ...] | None = None) -> CtVolume:
+    """Air around an elliptic body with two dark lungs and a few dense blobs; HU int16."""
+    rng = np.random.default_rng(1)
+    z, y, x = shape
+    yy, xx = np.ogrid[:y, :x]
+    hu = np.full(shape, -1000, dtype=np.int16)
+    body = ((yy - y / 2) / (0.3 * y)) ** 2 + ((xx - x / 2) / (0.3 * x)) ** 2 < 1
+    lungs = ((yy - y / 2) / (0.2 * y)) ** 2 + ((np.abs(xx - x / 2) - 0.13 * x) / (0.1 * x)) ** 2 < 1
+    hu[:, body] = 30
+    hu[:, lungs] = -850
+    hu += rng.integers(-15, 15, size=shape, dtype=np.int16)
+    hu[z // 2, y // 2 - 2 : y // 2 + 2, x // 2 - 2 : x // 2 + 2] = 60
+    geometry = Geometry(
+        shape_irc=shape,
+        origin_xyz_mm=(-100.0, 50.0, 20.0),
+        spacing_xyz_mm=(0.8, 0.8, 2.0),
+        direction=direction or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+    return CtVolume(hu=hu, geometry=geometry, series_uid="chest")
+
+
+def reference_prob(model: nn.Module, ct: CtVolume) -> np.ndarray:
+    """Slice-by-slice fp32 probabilities on whole slices, the plain way."""
+    with torch.no_grad():
+        x = torch.from_numpy(context_stack(ct.hu, np.arange(ct.hu.shape[0])))
+        return torch.sigmoid(model(x))[:, 0].numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# run_inference
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(9, 44, 52), (3, 37, 41), (1, 24, 24)])
+def test_shapes_dtypes_and_values_match_a_plain_pass(shape: tuple[int, int, int]) -> None:
+    """Odd sizes (not multiples of 8) and series thinner than 7 slices come back whole."""
+    model = random_model()
+    ct = chest(shape)
+    res = run_inference(ct, model, device="cpu", precision="fp32", crop_to_body=False)
+    assert res.prob.shape == shape and res.prob.dtype == np.float16
+    assert res.mask.shape == shape and res.mask.dtype == bool
+    np.testing.assert_array_equal(res.mask, res.prob >= np.float16(0.5))
+    np.testing.assert_allclose(res.prob, reference_prob(model, ct), atol=2e-3)
+    assert model.training is False and isinstance(model.down[0][1], nn.BatchNorm2d)  # untouched
+
+
+def test_batch_size_and_crop_do_not_change_the_result() -> None:
+    model = random_model(3)
+    ct = chest((7, 192, 224))
+    ref = reference_prob(model, ct)
+    for batch in (1, 3):
+        res = run_inference(ct, model, device="cpu", precision="fp32", batch_size=batch)
+        r0, r1, c0, c1 = res.settings.crop_irc
+        assert (r1 - r0) * (c1 - c0) < ct.hu.shape[1] * ct.hu.shape[2]  # the crop saved work
+        body = np.zeros(ct.hu.shape, dtype=bool)
+        body[
+            :, r0 + BODY_MARGIN_PX : r1 - BODY_MARGIN_PX, c0 + BODY_MARGIN_PX : c1 - BODY_MARGIN_PX
+        ] = True
+        assert (ct.hu[:, ~body[0]] <= -500).all()  # everything dense lies inside
+        np.testing.assert_allclose(res.prob[body], ref[body], atol=2e-3)
+        assert res.settings.batch_size == batch
+
+
+def test_bf16_is_close_to_fp32() -> None:
+    model = random_model(5)
+    ct = chest((5, 48, 48))
+    fp32 = run_inference(ct, model, device="cpu", precision="fp32").prob.astype(np.float32)
+    bf16 = run_inference(ct, model, device="cpu", precision="bf16").prob.astype(np.float32)
+    assert np.abs(fp32 - bf16).mean() < 0.02
+
+
+def test_progress_reaches_the_total_and_cancel_stops() -> None:
+    model = random_model()
+    ct = chest((10, 32, 32))
+    calls: list[tuple[int, int]] = []
+    run_inference(
+        ct, model, device="cpu", batch_size=3, progress=lambda d, t, m: calls.append((d, t))
+    )
+    assert calls == [(3, 10), (6, 10), (9, 10), (10, 10)]
+    polls = iter([False, False, True])
+    with pytest.raises(CancelledError, match="after 6 slices"):
+        run_inference(ct, model, device="cpu", batch_size=3, should_stop=lambda: next(polls))
+
+
+class OomAbove(nn.Module):
+    """Raises an out-of-memory error for batches larger than ``limit`` (as CUDA would)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.inner = random_model()
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_batch() -> None:
+    ct = chest((12, 32, 32))
+    res = run_inference(ct, OomAbove(2), device="cpu", batch_size=8, precision="fp32")
+    assert res.settings.batch_size == 2
+    np.testing.assert_allclose(res.prob, reference_prob(OomAbove(99).inner, ct), atol=2e-3)
+    with pytest.raises(ConfigError, match="even with one slice"):
+        run_inference(ct, OomAbove(0), device="cpu", batch_size=4)
+
+
+def test_bad_options_raise_config_errors() -> None:
+    ct = chest((3, 24, 24))
+    with pytest.raises(ConfigError, match="threshold"):
+        run_inference(ct, random_model(), threshold=1.5)
+    with pytest.raises(ConfigError, match="fp16"):
+        run_inference(ct, random_model(), device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="batch_size"):
+        run_inference(ct, random_model(), batch_size=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Error volume and voxel metrics
+# ---------------------------------------------------------------------------------------------
+def test_error_volume_and_metrics() -> None:
+    pred = np.zeros((2, 3, 4), dtype=bool)
+    truth = np.zeros_like(pred)
+    pred[0, 0, :3] = True  # 3 predicted
+    truth[0, 0, 1:4] = True  # 3 true, 2 shared
+    err = error_volume(pred, truth)
+    assert err.dtype == np.uint8
+    assert err[0, 0].tolist() == [ERROR_FP, ERROR_TP, ERROR_TP, ERROR_FN]
+    assert np.count_nonzero(err) == 4
+    m = voxel_metrics(pred, truth)
+    assert (m["tp"], m["fn"], m["fp"]) == (2, 1, 1)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["dice"] == pytest.approx(2 / 3)
+    empty = voxel_metrics(np.zeros_like(pred), np.zeros_like(pred))
+    assert math.isnan(empty["recall"]) and math.isnan(empty["dice"])
+    with pytest.raises(GeometryError):
+        error_volume(pred, truth[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate grouping
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("direction", [None, FLIPPED, PERMUTED])
+def test_candidate_centres_sizes_and_order(direction: tuple[float, ...] | None) -> None:
+    geometry = Geometry(
+        shape_irc=(10, 20, 30),
+        origin_xyz_mm=(10.0, -20.0, 5.0),
+        spacing_xyz_mm=(0.5, 0.75, 2.0),
+        direction=direction or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+    prob = np.zeros(geometry.shape_irc, dtype=np.float16)
+    prob[2:5, 3:6, 4:7] = 0.6  # cube of 27 voxels centred at (3, 4, 5)
+    prob[2:5, 3:6, 6] = 0.9  # heavier last column: centre moves towards col 6
+    prob[8, 15, 25] = 0.95  # single voxel
+    mask = prob >= 0.5
+    cands = group_candidates(prob, mask, geometry, "s")
+    assert [c.voxel_count for c in cands] == [1, 27]  # most probable first
+    single, cube = cands
+    w = np.array([0.6, 0.6, 0.9], dtype=np.float16).astype(np.float64)
+    expected_col = float((w * [4, 5, 6]).sum() / w.sum())
+    np.testing.assert_allclose(cube.center_irc, (3.0, 4.0, expected_col), atol=1e-6)
+    # World centre by hand: origin + direction @ (spacing * (col, row, index)).
+    d = np.asarray(geometry.direction).reshape(3, 3)
+    for cand, irc in ((cube, (3.0, 4.0, expected_col)), (single, (8.0, 15.0, 25.0))):
+        local = np.array([irc[2] * 0.5, irc[1] * 0.75, irc[0] * 2.0])
+        np.testing.assert_allclose(
+            cand.center_xyz_mm, np.add(geometry.origin_xyz_mm, d @ local), atol=1e-6
+        )
+    assert cube.diameter_mm == pytest.approx((6 * 27 * 0.75 / math.pi) ** (1 / 3))
+    assert cube.probability == pytest.approx(0.9, abs=1e-3)
+    assert single.probability == pytest.approx(0.95, abs=1e-3)
+    assert cube.mean_probability == pytest.approx((18 * 0.6 + 9 * 0.9) / 27, abs=1e-3)
+
+
+def test_connectivity_and_filters() -> None:
+    geometry = Geometry((6, 6, 6), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    mask = np.zeros(geometry.shape_irc, dtype=bool)
+    mask[1, 1, 1] = mask[2, 2, 2] = True  # corner neighbours
+    mask[4:6, 4:6, 4:6] = True
+    prob = mask.astype(np.float32) * 0.7
+    prob[4, 4, 4] = 0.9
+    assert len(group_candidates(prob, mask, geometry, "s")) == 2
+    assert len(group_candidates(prob, mask, geometry, "s", CandidateConfig(connectivity=6))) == 3
+    big_only = group_candidates(prob, mask, geometry, "s", CandidateConfig(min_voxels=3))
+    assert [c.voxel_count for c in big_only] == [8]
+    sure = group_candidates(prob, mask, geometry, "s", CandidateConfig(min_probability=0.8))
+    assert [c.voxel_count for c in sure] == [8]
+    assert group_candidates(prob, np.zeros_like(mask), geometry, "s") == []
+    with pytest.raises(ConfigError):
+        CandidateConfig(connectivity=18)
+
+
+def test_candidates_found_in_a_run_point_at_the_blob() -> None:
+    """A model that fires on dense voxels: the candidate lands on the blob, in world mm."""
+
+    class Dense(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x[:, 3:4] - 45.0) * 10.0  # centre slice above 45 HU -> probability ~1
+
+    ct = chest((9, 40, 48), direction=FLIPPED)
+    res = run_inference(ct, Dense(), device="cpu", precision="fp32")
+    blob = [c for c in res.candidates if c.voxel_count >= 8]
+    assert len(blob) == 1
+    np.testing.assert_allclose(blob[0].center_irc, (4.0, 19.5, 23.5), atol=0.1)
+    np.testing.assert_allclose(
+        blob[0].center_xyz_mm, ct.geometry.irc_to_xyz((4.0, 19.5, 23.5)), atol=0.1
+    )
+
+
+def test_candidates_csv_round_trip_and_no_overwrite(tmp_path: Path) -> None:
+    cands = [CandidateNodule("s1", (1.5, -2.25, 3.0), (1.0, 2.0, 3.0), 6.2, 40, 0.875, 0.7)]
+    path = write_candidates_csv(tmp_path / "candidates.csv", cands)
+    back = read_submission(path)
+    assert back[0].series_uid == "s1" and back[0].center_xyz_mm == (1.5, -2.25, 3.0)
+    assert back[0].probability == pytest.approx(0.875)
+    with pytest.raises(OutputExistsError):
+        write_candidates_csv(path, cands)
+    assert prob_to_uint8(np.array([[[0.0, 0.5, 1.0]]], dtype=np.float16)).tolist() == [
+        [[0, 128, 255]]
+    ]
