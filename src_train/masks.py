@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from src_train.colors import FN_RGB, FP_RGB, LUNG_WINDOW_HU, TP_RGB
 from src_train.ct import CtVolume, Geometry, load_ct, save_volume
 from src_train.errors import (
     CancelledError,
@@ -1226,12 +1227,98 @@ def plot_mask_report(report: MaskReport, path: str | os.PathLike[str]) -> Path:
         bars = ax.bar(x + (k - (len(report.methods) - 1) / 2) * width, values, width, label=method)
         ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
     ax.set_xticks(x, groups, fontsize=7, rotation=30, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.15)
     ax.set_ylabel("mean Dice vs true shape")
     ax.set_title(f"Mask methods against true nodule shapes (threshold {report.threshold_hu:g} HU)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", ncols=len(report.methods), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dest, dpi=120)
+    return dest
+
+
+def _pick_case(report: MaskReport) -> NoduleScore | None:
+    """The best method's nodule that loses most against ``grow``; if none loses, its worst."""
+    best = report.best_method()
+    scores = {(s.series_uid, s.label): s for s in report.nodules if s.method == best}
+    if not scores:
+        return None
+    reference = {
+        (s.series_uid, s.label): s.dice for s in report.nodules if s.method == REFERENCE_METHOD
+    }
+    worst_vs_grow = min(
+        scores.values(), key=lambda s: s.dice - reference.get((s.series_uid, s.label), 0.0)
+    )
+    if worst_vs_grow.dice < reference.get((worst_vs_grow.series_uid, worst_vs_grow.label), 0.0):
+        return worst_vs_grow
+    return min(scores.values(), key=lambda s: s.dice)
+
+
+def plot_report_case(
+    folder: LunaFolder,
+    report: MaskReport,
+    path: str | os.PathLike[str],
+    case: NoduleScore | None = None,
+    margin_mm: float = 8.0,
+) -> Path | None:
+    """PNG of one nodule (default: where the best method loses most against ``grow``).
+
+    One panel per method of the report: the slice ``(row, col)`` through the nodule's true
+    centre, lung window, with TP green, FN orange, FP red (the project's colour code).
+    Returns None when the report has no nodule.
+    """
+    from matplotlib.figure import Figure
+
+    case = case or _pick_case(report)
+    if case is None:
+        return None
+    ct = folder.load(case.series_uid)
+    truth_path = folder.truth_path(case.series_uid)
+    if truth_path is None:
+        return None
+    truth = load_ct(truth_path).hu == case.label
+    true_nodule = next(t for t in folder.true_nodules(case.series_uid) if t.label == case.label)
+    centre = ct.geometry.xyz_to_irc_index(true_nodule.center_xyz_mm)
+    centre = np.clip(centre, 0, np.asarray(ct.shape_irc) - 1)
+    half = [math.ceil((case.diameter_mm / 2 + margin_mm) / s) for s in ct.geometry.spacing_irc_mm]
+    lo, hi = box_around(centre, half, ct.shape_irc)
+    k = int(centre[0])
+    rows, cols = slice(lo[1], hi[1]), slice(lo[2], hi[2])
+    pairs = _match_true(folder.nodules(case.series_uid), [true_nodule])
+    annotation = pairs[0][1]
+    low, high = LUNG_WINDOW_HU
+    grey = np.clip((ct.hu[k, rows, cols].astype(np.float32) - low) / (high - low), 0, 1)
+    true_slice = truth[k, rows, cols]
+    fig = Figure(figsize=(3.2 * len(report.methods), 3.6), layout="constrained")
+    for n, method in enumerate(report.methods):
+        ax = fig.add_subplot(1, len(report.methods), n + 1)
+        pred = np.zeros(true_slice.shape, dtype=bool)
+        title = f"{method}: no annotation"
+        if annotation is not None:
+            rec = mask_nodule(ct, annotation, report.threshold_hu, method, on_outside="skip")
+            full = np.zeros(ct.shape_irc, dtype=bool)
+            if not rec.skipped:
+                full[rec.box_slices] = rec.local_mask
+            pred = full[k, rows, cols]
+            title = f"{method}: Dice {dice(full, truth):.2f}"
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+        for where, colour in (
+            (pred & true_slice, TP_RGB),
+            (~pred & true_slice, FN_RGB),
+            (pred & ~true_slice, FP_RGB),
+        ):
+            rgb[where] = 0.45 * rgb[where] + 0.55 * np.asarray(colour) / 255
+        sy, sx = ct.geometry.spacing_irc_mm[1:]
+        ax.imshow(rgb, interpolation="nearest", aspect=sy / sx)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.suptitle(
+        f"{case.kind} nodule, {case.diameter_mm:.1f} mm, slice {k} of {case.series_uid[-12:]} "
+        "(TP green, FN orange, FP red)",
+        fontsize=9,
+    )
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=130)
     return dest
