@@ -13,7 +13,8 @@ Coordinates follow ``affine_grid``: normalised ``(x, y)`` = ``(col, row)`` in ``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,9 @@ class AugmentConfig:
                 f"Unknown augmentation(s) {', '.join(unknown)}; choose from "
                 f"{', '.join(AUGMENTATIONS)}, 'all' or 'none'."
             )
-        return replace(cls(**{n: True for n in chosen}), **strengths)
+        options: dict[str, Any] = {n: True for n in chosen}
+        options.update(strengths)
+        return cls(**options)
 
 
 class BatchAugment(nn.Module):

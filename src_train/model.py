@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -220,7 +220,7 @@ class SegNet(_PaddedModel):
             x = block(x)
         for block in self.decoder:
             indices, size = pooled.pop()
-            x = F.max_unpool2d(block(x), indices, 2, output_size=size[-2:])
+            x = F.max_unpool2d(block(x), indices, (2, 2), output_size=size[-2:])
         return self.head(self.top(x))
 
 
@@ -237,9 +237,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     inner = model
     while True:
         if isinstance(inner, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            inner = inner.module
-        elif hasattr(inner, "_orig_mod"):
-            inner = inner._orig_mod
+            inner = cast(nn.Module, inner.module)
+        elif isinstance(getattr(inner, "_orig_mod", None), nn.Module):
+            inner = cast(nn.Module, inner._orig_mod)
         else:
             return inner
 

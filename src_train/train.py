@@ -535,7 +535,7 @@ class Trainer:
         self.val_set = ValidationDataset(self.cache, self.val_uids, cfg.context_slices)
         # The dataset already shuffles nodules per epoch and draws crops from (seed, epoch,
         # index): loading in index order keeps runs (and resumed runs) reproducible.
-        sampler = (
+        sampler: DistributedSampler | None = (
             DistributedSampler(
                 self.train_set,
                 num_replicas=self.dist.world_size,
@@ -574,7 +574,7 @@ class Trainer:
         self.model_config = cfg.model_config()
         model = build_model(self.model_config).to(self.device)
         if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model_plain: nn.Module = model
         self.model: nn.Module = model
         if self.dist.active:
@@ -758,9 +758,9 @@ class Trainer:
         with open(self.run_dir / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         if self._writer is not None:
-            for key, value in row.items():
-                if "/" in key:
-                    self._writer.add_scalar(key, value, self.samples_seen)
+            for name, value in row.items():
+                if "/" in name:
+                    self._writer.add_scalar(name, value, self.samples_seen)
             self._writer.flush()
         improved = False
         if val is not None:
