@@ -288,3 +288,18 @@ def test_packaged_diameters_match_luna16() -> None:
         with real.open() as handle:
             expected = sorted(round(float(r["diameter_mm"]), 3) for r in csv.DictReader(handle))
         assert np.allclose(diameters, expected)
+
+
+def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from src_train.cli import main
+
+    out = tmp_path / "cli"
+    args = ["synth", str(out), "--scans", "1", "--tiny", "--slices", "16", "--seed", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 scans" in printed and str(out) in printed
+    assert len(LunaFolder(out).series_uids) == 1
+    assert main(args) == 2  # refuses to overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--size", "64"]) == 0
+    assert LunaFolder(out).load(LunaFolder(out).series_uids[0]).shape_irc == (16, 64, 64)
