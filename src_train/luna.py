@@ -15,10 +15,11 @@ Coordinates in these files are world ``(x, y, z)`` millimetres.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,43 +91,58 @@ def _fix_hint(columns: Sequence[str]) -> str:
 
 
 class _CsvTable:
-    """Rows of a CSV file with a header, each with its 1-based line number."""
+    """A CSV file with a header; iterating yields ``(line, fields)`` per non-blank row.
+
+    ``line`` is the 1-based line number where the row starts. Rows are streamed, so a
+    551,065-row ``candidates.csv`` is never held as text in memory.
+    """
 
     def __init__(self, path: Path, required: Sequence[str]) -> None:
         self.path = path
         self.required = tuple(required)
-        if not path.is_file():
-            raise AnnotationError(f"{path} does not exist. Check the data folder.")
-        try:
-            handle = path.open(newline="", encoding="utf-8-sig")
-        except OSError as exc:
-            raise AnnotationError(f"Cannot read {path}: {exc.strerror}.") from exc
-        with handle:
+        self._uids: dict[str, str] = {}
+        with self._open() as handle:
             reader = csv.reader(handle, skipinitialspace=True)
             try:
                 header = next(reader, None)
-                if header is None:
-                    raise AnnotationError(
-                        f"{path} is empty; it needs a header line {','.join(self.required)}."
-                    )
-                self.header = [name.strip() for name in header]
-                missing = [c for c in self.required if c not in self.header]
-                if missing:
-                    raise AnnotationError(
-                        f"{path}, line 1: header lacks column(s) {', '.join(missing)} "
-                        f"({_fix_hint(self.required)})."
-                    )
-                self.index = {name: i for i, name in enumerate(self.header)}
-                self.rows: list[tuple[int, list[str]]] = []
+            except csv.Error as exc:
+                raise AnnotationError(f"{path}, line 1: not valid CSV ({exc}).") from exc
+        if header is None:
+            raise AnnotationError(
+                f"{path} is empty; it needs a header line {','.join(self.required)}."
+            )
+        self.header = [name.strip() for name in header]
+        missing = [c for c in self.required if c not in self.header]
+        if missing:
+            raise AnnotationError(
+                f"{path}, line 1: header lacks column(s) {', '.join(missing)} "
+                f"({_fix_hint(self.required)})."
+            )
+        self.index = {name: i for i, name in enumerate(self.header)}
+        self._xyz = tuple(self.index[c] for c in _COORD_COLUMNS if c in self.index)
+
+    def _open(self) -> io.TextIOWrapper:
+        if not self.path.is_file():
+            raise AnnotationError(f"{self.path} does not exist. Check the data folder.")
+        try:
+            return self.path.open(newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            raise AnnotationError(f"Cannot read {self.path}: {exc.strerror}.") from exc
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        with self._open() as handle:
+            reader = csv.reader(handle, skipinitialspace=True)
+            try:
+                next(reader, None)  # the header
                 start = reader.line_num + 1
                 for fields in reader:
                     line, start = start, reader.line_num + 1
                     if not fields or all(not f.strip() for f in fields):
                         continue
-                    self.rows.append((line, fields))
+                    yield line, fields
             except csv.Error as exc:
                 raise AnnotationError(
-                    f"{path}, line {reader.line_num}: not valid CSV ({exc})."
+                    f"{self.path}, line {reader.line_num}: not valid CSV ({exc})."
                 ) from exc
 
     def get(self, line: int, fields: list[str], column: str) -> str | None:
@@ -156,14 +172,22 @@ class _CsvTable:
         return value
 
     def uid(self, line: int, fields: list[str]) -> str:
+        """The row's series UID (one shared string object per UID)."""
         text = self.get(line, fields, "seriesuid") or ""
         if not text:
             raise AnnotationError(
                 f"{self.path}, line {line}: empty seriesuid ({_fix_hint(self.required)})."
             )
-        return text
+        return self._uids.setdefault(text, text)
 
     def center(self, line: int, fields: list[str]) -> tuple[float, float, float]:
+        """``(coordX, coordY, coordZ)`` in mm; the slow path names the bad field."""
+        try:
+            x, y, z = (float(fields[i]) for i in self._xyz)
+        except (ValueError, IndexError):
+            x = y = z = math.nan
+        if math.isfinite(x) and math.isfinite(y) and math.isfinite(z):
+            return (x, y, z)
         x, y, z = (self.number(line, fields, c) for c in _COORD_COLUMNS)
         return (x, y, z)
 
@@ -211,7 +235,7 @@ def read_annotations(path: str | os.PathLike[str]) -> list[Nodule]:
     """
     table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS))
     nodules = []
-    for line, fields in table.rows:
+    for line, fields in table:
         nodules.append(
             Nodule(
                 series_uid=table.uid(line, fields),
@@ -237,7 +261,7 @@ def read_candidates(path: str | os.PathLike[str]) -> list[Nodule]:
     """
     table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS, "class"))
     candidates = []
-    for line, fields in table.rows:
+    for line, fields in table:
         label = table.get(line, fields, "class") or ""
         if label not in ("0", "1"):
             raise AnnotationError(
@@ -264,7 +288,7 @@ def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
     columns = ("seriesuid", "label", *_COORD_COLUMNS, "diameter_mm", "kind", "volume_mm3")
     table = _CsvTable(Path(path), columns)
     out = []
-    for line, fields in table.rows:
+    for line, fields in table:
         label = table.number(line, fields, "label")
         kind = table.get(line, fields, "kind") or ""
         if label < 1 or label != int(label) or kind not in TRUE_NODULE_KINDS:
