@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -51,7 +53,7 @@ from src_train.augment import AugmentConfig, BatchAugment
 from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP, LUNG_WINDOW_HU
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.data import SampleConfig, SeriesCache, TrainingDataset, ValidationDataset
-from src_train.errors import ConfigError, OutputExistsError
+from src_train.errors import CancelledError, ConfigError, OutputExistsError
 from src_train.losses import LossConfig, SegmentationLoss, SegmentationMetrics
 from src_train.luna import LunaFolder, split_series
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
@@ -77,6 +79,9 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 ON_OFF_AUTO = ("auto", "on", "off")
 
 _SEED_MASK = (1 << 63) - 1
+
+#: How long processes of a distributed run wait for each other (e.g. while caching series).
+DIST_TIMEOUT = datetime.timedelta(hours=2)
 
 #: Opacity of the TP/FN/FP colours over the grey CT in TensorBoard images.
 OVERLAY_ALPHA = 0.6
@@ -297,7 +302,7 @@ def _init_distributed(device_name: str) -> _Dist:
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=DIST_TIMEOUT)
     return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
 
 
@@ -420,14 +425,7 @@ class Trainer:
 
     def _agreed_stop(self) -> bool:
         """Stop request of any process (all processes agree; one all-reduce when distributed)."""
-        local = self.stop_requested
-        if local:
-            self._stop.set()
-        if not self.dist.active:
-            return local
-        flag = torch.tensor([1.0 if local else 0.0], device=self._reduce_device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
+        if self._any_process(self.stop_requested):
             self._stop.set()
             return True
         return False
@@ -486,17 +484,22 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         cfg = self.config
         latest = self.run_dir / LATEST
+        # Every process checks (same files), so none waits for a failed rank 0.
+        if cfg.resume and not latest.is_file():
+            raise ConfigError(
+                f"Cannot resume: {latest} does not exist. Start without --resume or point "
+                "--run-dir at an earlier run."
+            )
+        if not cfg.resume and latest.exists() and not cfg.overwrite:
+            raise OutputExistsError(
+                f"{self.run_dir} already holds a run ({LATEST}). Use --resume to continue "
+                "it, --overwrite to start over, or another --run-dir."
+            )
         if self.dist.is_main:
-            if cfg.resume and not latest.is_file():
-                raise ConfigError(
-                    f"Cannot resume: {latest} does not exist. Start without --resume or point "
-                    "--run-dir at an earlier run."
-                )
-            if not cfg.resume and latest.exists() and not cfg.overwrite:
-                raise OutputExistsError(
-                    f"{self.run_dir} already holds a run ({LATEST}). Use --resume to continue "
-                    "it, --overwrite to start over, or another --run-dir."
-                )
+            if cfg.overwrite and not cfg.resume:
+                for name in (LATEST, BEST, FINAL, METRICS_FILE, LOG_FILE):
+                    (self.run_dir / name).unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / TENSORBOARD_DIR, ignore_errors=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._log_handler = logging.FileHandler(self.run_dir / LOG_FILE)
             self._log_handler.setFormatter(
@@ -520,15 +523,21 @@ class Trainer:
                 "held out for validation)."
             )
         self.train_uids, self.val_uids = split_series(uids, cfg.val_stride)
-        if self.dist.is_main:  # one process builds missing cache entries, the others wait
+        # Each process builds its share of missing cache entries; then all read every meta.
+        share = uids[self.dist.rank :: self.dist.world_size]
+        cancelled = False
+        try:
             self.cache.build_all(
-                uids,
+                share,
                 progress=lambda done, total, uid: self.emit(
                     "cache", batch=done, batches=total, message=f"cached {uid}"
                 ),
                 should_stop=self.stop_requested_fn,
             )
-        self._barrier()
+        except CancelledError:
+            cancelled = True
+        if self._any_process(cancelled):
+            raise CancelledError("Training stopped while the cache was being prepared.")
         self.train_set = TrainingDataset(
             self.cache, self.train_uids, cfg.epoch_samples, cfg.sample_config(), cfg.seed
         )
@@ -633,6 +642,14 @@ class Trainer:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
+
+    def _any_process(self, flag: bool) -> bool:
+        """True when ``flag`` is true in any process (all processes must call this)."""
+        if not self.dist.active:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self._reduce_device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
 
     def _barrier(self) -> None:
         if self.dist.active:
@@ -837,7 +854,11 @@ class Trainer:
         """Run :meth:`setup` and every remaining epoch; see the module docstring."""
         try:
             if not self._ready:
-                self.setup()
+                try:
+                    self.setup()
+                except CancelledError as exc:
+                    log.warning("%s", exc)
+                    return self._stopped_before_training()
             cfg = self.config
             epoch = self.start_epoch - 1
             stopped = False
@@ -871,6 +892,11 @@ class Trainer:
             return result
         finally:
             self.close()
+
+    def _stopped_before_training(self) -> TrainResult:
+        self.emit("stopped", epoch=self.start_epoch - 1, message="stopped while preparing")
+        self.emit("end", epoch=self.start_epoch - 1, message="stopped")
+        return TrainResult(self.run_dir, self.start_epoch - 1, self.samples_seen, stopped=True)
 
     def close(self) -> None:
         """Close TensorBoard and the log file; leave the process group if this run joined it."""

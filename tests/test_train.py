@@ -203,6 +203,29 @@ def test_resume_with_other_model_options_is_refused(
         Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=2, filters=8, resume=True)).fit()
 
 
+def test_overwrite_starts_over(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    Trainer(
+        _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, overwrite=True)
+    ).fit()
+    assert len((run / METRICS_FILE).read_text().splitlines()) == 1
+    assert load_checkpoint(run / FINAL).samples_seen == 8
+
+
+def test_stop_while_preparing_the_cache(tiny_synth_dir: Path, tmp_path: Path) -> None:
+    events: list[ProgressEvent] = []
+    trainer = Trainer(
+        _config(tiny_synth_dir, tmp_path / "fresh-cache", tmp_path / "run"),
+        callbacks=[events.append],
+        should_stop=lambda: True,
+    )
+    result = trainer.fit()
+    assert result.stopped and result.epoch == 0 and result.samples_seen == 0
+    assert not (tmp_path / "run" / LATEST).exists()
+    assert [e.kind for e in events] == ["stopped", "end"]
+
+
 @pytest.mark.parametrize(
     "bad",
     [
