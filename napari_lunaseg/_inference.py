@@ -1,0 +1,409 @@
+"""Inference widget: run a checkpoint over the loaded series, off the GUI thread.
+
+The job runs in a napari ``thread_worker`` (a Qt thread). Progress leaves the core through its
+``progress(done, total, message)`` callback and reaches the GUI as a queued Qt signal; Cancel
+sets an event that the core's ``should_stop`` checks between batches (``CancelledError`` then
+ends the job and no layer is touched).
+
+Closing the viewer while a job runs: napari asks its workers to quit and the widget's
+destruction sets a flag; ``should_stop`` sees either, so the job ends at the next batch. Nothing
+is written to disk by inference, and results that arrive after the widget is gone are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from napari_lunaseg._layers import (
+    PRED_RGBA,
+    ROLE_CANDIDATES,
+    ROLE_ERROR,
+    ROLE_MASK,
+    ROLE_PRED,
+    ROLE_PROB,
+    ct_from_layer,
+    error_colormap,
+    labels_layer_data,
+    layer_info,
+    lunaseg_meta,
+    nodules_xyz_to_napari,
+    short_name,
+    single_label_colormap,
+)
+from napari_lunaseg._session import session_for
+from napari_lunaseg._viewer_utils import (
+    ct_layers,
+    fill_table,
+    find_layer,
+    jump_to,
+    make_table,
+    upsert_layer,
+)
+from src_train.ct import CtVolume
+from src_train.errors import CancelledError, LunaSegError
+from src_train.luna import Nodule
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cuda", "cpu")
+DEFAULT_PROBABILITY_THRESHOLD = 0.5
+CANDIDATE_HEADERS = ("#", "centre x,y,z (mm)", "diameter (mm)", "probability", "voxels")
+
+
+def demo_checkpoint() -> Path | None:
+    """The shipped demo checkpoint, when the inference module provides one."""
+    try:
+        from src_train.infer import DEMO_CHECKPOINT
+    except ImportError:
+        return None
+    return Path(DEMO_CHECKPOINT)
+
+
+def nodule_recall(nodules: Sequence[Nodule], candidates: Sequence[Any]) -> tuple[int, int]:
+    """Annotated nodules hit by a candidate (LUNA16 rule: centre closer than the radius).
+
+    Returns ``(found, total)`` over nodules with a diameter.
+    """
+    sized = [n for n in nodules if n.diameter_mm]
+    if not sized or not candidates:
+        return 0, len(sized)
+    ref = np.array([n.center_xyz_mm for n in sized], dtype=float)
+    cand = np.array([c.center_xyz_mm for c in candidates], dtype=float)
+    radius = np.array([n.diameter_mm for n in sized], dtype=float) / 2.0
+    dist = np.linalg.norm(cand[:, None, :] - ref[None, :, :], axis=-1)
+    return int(np.count_nonzero((dist < radius[None, :]).any(axis=0))), len(sized)
+
+
+class _ProgressRelay(QObject):
+    """Carries progress from the worker thread to the GUI thread (queued signal)."""
+
+    progressed = Signal(int, int, str)
+
+
+def _inference_job(
+    ct: CtVolume,
+    checkpoint: Path,
+    device: str,
+    threshold: float,
+    progress: Any,
+    should_stop: Any,
+) -> Any:
+    """Load the model and run it over the series (runs in the worker thread)."""
+    from src_train.infer import run_inference
+    from src_train.model import load_model
+
+    progress(0, 1, f"loading {checkpoint.name}")
+    model, _config = load_model(checkpoint, device=device)
+    if should_stop():
+        raise CancelledError("Inference cancelled before it started.")
+    return run_inference(
+        ct,
+        model,
+        device=device,
+        threshold=threshold,
+        progress=progress,
+        should_stop=should_stop,
+    )
+
+
+class InferenceWidget(QWidget):
+    """Pick a CT layer, checkpoint, device and threshold; Run; see layers, metrics, candidates."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.result: Any = None
+        self.metrics: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._relay: _ProgressRelay | None = None
+        self._ct: CtVolume | None = None
+        # Set when the Qt widget is destroyed (e.g. the viewer closed): late results are dropped.
+        self._gone = threading.Event()
+        gone = self._gone
+        self.destroyed.connect(lambda *_: gone.set())
+
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        demo = demo_checkpoint()
+        self.checkpoint = FileEdit(
+            label="checkpoint", mode="r", filter="*.pt", value=str(demo) if demo else ""
+        )
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.threshold = FloatSpinBox(
+            label="probability threshold",
+            min=0.01,
+            max=0.99,
+            step=0.05,
+            value=DEFAULT_PROBABILITY_THRESHOLD,
+        )
+        self.run_button = PushButton(text="Run")
+        form = Container(widgets=[self.image, self.checkpoint, self.device, self.threshold])
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.metrics_label = QLabel("")
+        self.metrics_label.setWordWrap(True)
+        self.table = make_table(CANDIDATE_HEADERS)
+        self.table.itemSelectionChanged.connect(self._on_row_selected)
+
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.run_button.native)
+        run_row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(form.native)
+        layout.addLayout(run_row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.metrics_label)
+        layout.addWidget(self.table, stretch=1)
+
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._reset_choices)
+        self.viewer.layers.events.removed.connect(self._reset_choices)
+        session = session_for(self.viewer)
+        session.checkpoint_changed.connect(self.set_checkpoint)
+        if session.best_checkpoint is not None:
+            self.set_checkpoint(session.best_checkpoint)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in ct_layers(self.viewer)]
+
+    def _reset_choices(self, _event: Any = None) -> None:
+        self.image.reset_choices()
+
+    def set_checkpoint(self, path: Path | str) -> None:
+        """Use ``path`` as the checkpoint (called when a training run publishes its best one)."""
+        self.checkpoint.value = str(path)
+        self.status.setText(f"checkpoint: {path}")
+
+    @property
+    def running(self) -> bool:
+        """True while a job is in flight."""
+        return self.worker is not None
+
+    # -- run / cancel ------------------------------------------------------------------------
+    def run(self) -> Any:
+        """Start inference on the chosen image layer; returns the worker (None on bad input)."""
+        if self.running:
+            show_info("Inference is already running; cancel it first.")
+            return None
+        layer = self.image.value
+        if layer is None:
+            self._fail("No image layer: open a CT series (File > Open, or the LunaSeg sample).")
+            return None
+        checkpoint = Path(str(self.checkpoint.value)) if self.checkpoint.value else None
+        if checkpoint is None or not checkpoint.is_file():
+            self._fail(
+                f"Checkpoint {checkpoint} does not exist: choose a .pt file written by "
+                "'lunaseg train' (or the shipped demo checkpoint)."
+            )
+            return None
+        try:
+            self._ct = ct_from_layer(layer)
+        except LunaSegError as exc:
+            self._fail(str(exc))
+            return None
+        self._stop.clear()
+        self.result = None
+        # The relay has no parent: it lives as long as the job, even if this widget is deleted.
+        relay = _ProgressRelay()
+        relay.progressed.connect(self._on_progress)
+        self._relay = relay
+        stop, gone = self._stop, self._gone
+
+        def report(done: int, total: int, message: str) -> None:
+            relay.progressed.emit(int(done), int(total), str(message))
+
+        worker = create_worker(
+            _inference_job,
+            self._ct,
+            checkpoint,
+            str(self.device.value),
+            float(self.threshold.value),
+            report,
+            lambda: stop.is_set() or gone.is_set() or worker.abort_requested,
+            _ignore_errors=True,
+            _start_thread=False,
+        )
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"running {checkpoint.name} on {self._ct.series_uid}…")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running job to stop between batches."""
+        if self.worker is not None:
+            self._stop.set()
+            self.status.setText("cancelling…")
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        if self._gone.is_set():
+            return
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(int(done))
+        self.progress.setFormat(f"%v/%m {message}" if message else "%v/%m")
+
+    def _on_errored(self, exc: BaseException) -> None:
+        if self._gone.is_set():
+            return
+        if isinstance(exc, CancelledError):
+            self.status.setText("Inference cancelled; no layer was changed.")
+            show_info("LunaSeg inference cancelled.")
+        elif isinstance(exc, LunaSegError):
+            self._fail(str(exc))
+        else:
+            log.exception("inference failed", exc_info=exc)
+            self._fail(f"Inference failed: {type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self._gone.is_set():
+            return
+        self.run_button.enabled = True
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.result is not None else 0)
+
+    def _fail(self, message: str) -> None:
+        self.status.setText(message)
+        show_error(message)
+
+    # -- results -----------------------------------------------------------------------------
+    def _on_returned(self, result: Any) -> None:
+        if self._gone.is_set() or self._ct is None:
+            return
+        from src_train.infer import error_volume, voxel_metrics
+
+        ct = self._ct
+        self.result = result
+        uid = ct.series_uid
+        name = short_name(uid)
+        prob = np.asarray(result.prob, dtype=np.float32)
+        upsert_layer(
+            self.viewer,
+            (
+                prob,
+                {
+                    "name": f"{name} probability",
+                    "affine": ct.geometry.affine_irc_to_zyx(),
+                    "colormap": "inferno",
+                    "contrast_limits": [0.0, 1.0],
+                    "blending": "additive",
+                    "opacity": 0.5,
+                    "metadata": lunaseg_meta(ROLE_PROB, ct.geometry, uid),
+                },
+                "image",
+            ),
+        )
+        pred = np.ascontiguousarray(result.mask, dtype=bool)
+        upsert_layer(
+            self.viewer,
+            labels_layer_data(
+                pred.view(np.uint8),
+                ct,
+                role=ROLE_PRED,
+                name=f"{name} prediction",
+                colormap=single_label_colormap(PRED_RGBA),
+                opacity=0.5,
+            ),
+        )
+        mask_layer = find_layer(self.viewer, ROLE_MASK, uid)
+        self.metrics = {}
+        if mask_layer is not None and tuple(mask_layer.data.shape) == ct.shape_irc:
+            truth = np.asarray(mask_layer.data).astype(bool)
+            errors = error_volume(pred, truth)
+            layer = upsert_layer(
+                self.viewer,
+                labels_layer_data(
+                    errors, ct, role=ROLE_ERROR, name=f"{name} errors", colormap=error_colormap()
+                ),
+            )
+            layer.colormap = error_colormap()
+            self.metrics = dict(voxel_metrics(pred, truth))
+        self._show_candidates(ct, list(result.candidates))
+        self.status.setText(
+            f"done in {result.seconds:.1f} s: {len(result.candidates)} candidate(s)"
+        )
+
+    def _show_candidates(self, ct: CtVolume, candidates: list[Any]) -> None:
+        uid = ct.series_uid
+        centres = nodules_xyz_to_napari(
+            np.array([c.center_xyz_mm for c in candidates], dtype=float).reshape(-1, 3)
+        )
+        sizes = np.array([max(float(c.diameter_mm), 1.0) for c in candidates], dtype=float)
+        upsert_layer(
+            self.viewer,
+            (
+                centres,
+                {
+                    "name": f"{short_name(uid)} candidates",
+                    "size": sizes if len(candidates) else 5.0,
+                    "face_color": "transparent",
+                    "border_color": "cyan",
+                    "border_width": 0.08,
+                    "projection_mode": "rescale_spherical",
+                    "features": {"probability": [float(c.probability) for c in candidates]},
+                    "metadata": lunaseg_meta(ROLE_CANDIDATES, ct.geometry, uid),
+                },
+                "points",
+            ),
+        )
+        self._candidates = candidates
+        rows = [
+            [
+                k + 1,
+                ", ".join(f"{v:.1f}" for v in c.center_xyz_mm),
+                f"{c.diameter_mm:.1f}",
+                f"{c.probability:.3f}",
+                c.voxel_count,
+            ]
+            for k, c in enumerate(candidates)
+        ]
+        fill_table(self.table, rows)
+        ct_layer = self.image.value
+        nodules = list(layer_info(ct_layer).get("nodules") or []) if ct_layer else []
+        parts = []
+        for key, label in (("precision", "precision"), ("recall", "recall"), ("dice", "Dice")):
+            if key in self.metrics:
+                parts.append(f"{label} {float(self.metrics[key]):.3f}")
+        text = ("voxel " + ", ".join(parts)) if parts else "no generated mask: no voxel metrics"
+        if nodules:
+            found, total = nodule_recall(nodules, candidates)
+            self.metrics["nodule_recall"] = found / total if total else float("nan")
+            text += f"; nodule recall {found}/{total}"
+        self.metrics_label.setText(text)
+
+    def _on_row_selected(self) -> None:
+        row = self.table.currentRow()
+        candidates = getattr(self, "_candidates", [])
+        if 0 <= row < len(candidates):
+            jump_to(self.viewer, nodules_xyz_to_napari(np.array(candidates[row].center_xyz_mm))[0])
+
+    def closeEvent(self, event: Any) -> None:
+        """Stop a running job when the widget is closed."""
+        self._stop.set()
+        super().closeEvent(event)
