@@ -309,3 +309,66 @@ def test_region_faint_nodule_lowers_threshold_and_is_not_empty() -> None:
     assert masks.NOTE_EMPTY in grow_rec.notes and not grow_mask.any()
     assert dice(mask, truth) >= 0.95
     assert any("ground-glass" in n for n in rec.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against true shapes (synthetic data set shared by the session)
+# ---------------------------------------------------------------------------------------------
+def test_methods_against_true_shapes(tiny_synth_dir) -> None:
+    from src_train.luna import LunaFolder
+
+    report = masks.mask_report(LunaFolder(tiny_synth_dir))
+    summary = {row["group"]: row for row in report.summary()}
+    per_scan = summary["per scan (mean)"]
+    assert report.methods[0] == "grow" and set(report.methods) == set(available_methods())
+    assert per_scan["region"] >= 0.9
+    assert per_scan["region"] > per_scan["grow"] + 0.05
+    assert report.best_method() == "region"
+    region = [s for s in report.nodules if s.method == "region"]
+    assert region and all(s.dice >= 0.7 for s in region), [(s.kind, s.dice) for s in region]
+    assert {s.kind for s in region} >= {"solid", "juxtapleural", "edge", "ground-glass"}
+    # No nodule ends up with an empty mask unless a flag explains it.
+    assert all(s.voxel_count > 0 or s.flagged for s in report.nodules)
+    assert not report.unmatched
+
+
+def test_mask_state_on_synthetic_scan(tiny_synth_dir) -> None:
+    from src_train.luna import LunaFolder
+
+    folder = LunaFolder(tiny_synth_dir)
+    uid = folder.series_uids[0]
+    ct, nodules = folder.load(uid), folder.nodules(uid)
+    state = MaskState(ct, nodules)
+    for t in (-500, -800, -650):
+        state.set_threshold(t)
+        assert np.array_equal(state.mask, build_masks(ct, nodules, t)[0])
+    state.set_method("region")
+    assert np.array_equal(state.mask, build_masks(ct, nodules, -650, "region")[0])
+
+
+def test_cli_mask_and_report(tiny_synth_dir, tmp_path, capsys) -> None:
+    from src_train.cli import main
+    from src_train.ct import load_ct
+    from src_train.luna import LunaFolder
+
+    folder = LunaFolder(tiny_synth_dir)
+    out = tmp_path / "masks"
+    assert main(["mask", str(tiny_synth_dir), "--out", str(out), "--method", "region"]) == 0
+    uid = folder.series_uids[0]
+    written = load_ct(out / f"{uid}.mhd")
+    ct = folder.load(uid)
+    assert written.geometry == ct.geometry
+    expected, _ = build_masks(ct, folder.nodules(uid), method="region")
+    assert np.array_equal(written.hu > 0, expected)
+    lines = (out / masks.MASK_TABLE).read_text().splitlines()
+    assert len(lines) == 1 + sum(len(folder.nodules(u)) for u in folder.series_uids)
+    assert "radius_irc" in lines[0] and ",region," in lines[1]
+    assert main(["mask", str(tiny_synth_dir), "--out", str(out)]) == 2  # no --overwrite
+    assert "already exists" in capsys.readouterr().err
+
+    report_dir = tmp_path / "report"
+    assert main(["mask-report", str(tiny_synth_dir), "--out", str(report_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "| per scan (mean) |" in printed and "best method: region" in printed
+    for name in ("mask_report_summary.csv", "mask_report_nodules.csv", "mask_report.png"):
+        assert (report_dir / name).stat().st_size > 0
