@@ -101,7 +101,8 @@ class TrainConfig:
     (batch events every n batches). Model: ``model`` (unet|segnet), ``depth``, ``filters``.
     Optimisation: ``loss`` (dice-fn|dice|bce|focal), ``fn_weight``, ``focal_gamma``, ``lr``
     (Adam), ``augment`` (comma list or none), ``seed``. Device: ``device`` (auto|cpu|cuda[:n]),
-    ``amp`` (auto|bf16|fp16|off), ``channels_last`` (auto|on|off). Output: ``run_dir``,
+    ``threads`` (CPU threads for torch; 0 = torch's default), ``amp`` (auto|bf16|fp16|off),
+    ``channels_last`` (auto|on|off). Output: ``run_dir``,
     ``resume`` (continue from ``checkpoint_latest.pt``), ``overwrite`` (start over in a used
     run folder), ``tensorboard``, ``tb_images`` (validation slices drawn per validation).
     """
@@ -132,6 +133,7 @@ class TrainConfig:
     augment: str = "flip,offset,scale,rotate,noise"
     seed: int = 0
     device: str = "auto"
+    threads: int = 0
     amp: str = "auto"
     channels_last: str = "auto"
     resume: bool = False
@@ -153,8 +155,10 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
-        if self.num_workers < 0 or self.context_slices < 0 or self.tb_images < 0:
-            raise ConfigError("num_workers, context_slices and tb_images must not be negative.")
+        if min(self.num_workers, self.context_slices, self.tb_images, self.threads) < 0:
+            raise ConfigError(
+                "num_workers, context_slices, tb_images and threads must not be negative."
+            )
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}.")
         if self.channels_last not in ON_OFF_AUTO:
@@ -454,6 +458,8 @@ class Trainer:
         self.channels_last = cfg.channels_last == "on" or (
             cfg.channels_last == "auto" and self.device.type == "cuda"
         )
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self._prepare_run_dir()
         self._prepare_data()
