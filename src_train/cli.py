@@ -301,6 +301,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add("--augment", help="comma list of flip,offset,scale,rotate,noise; 'all' or 'none'")
     add("--seed", type=int, help="random seed")
     add("--device", help="auto (CUDA when present), cpu or cuda[:N]")
+    add("--threads", type=int, help="CPU threads for torch (0 = torch's default)")
     add(
         "--amp",
         choices=("auto", "bf16", "fp16", "off"),
