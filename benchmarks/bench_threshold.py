@@ -26,7 +26,8 @@ THRESHOLDS_HU = (-700, -600, -750, -500, -800, -650)
 
 
 def make_volume(n_slices: int, n_nodules: int, seed: int = 0) -> tuple[CtVolume, list[Nodule]]:
-    """Lung (-850 HU, noise) with ``n_nodules`` graded balls of 4-25 mm, 0.7x0.7x1.25 mm voxels."""
+    """Lung (-850 HU, noise) with ``n_nodules`` graded balls of 4-25 mm; 1.25x0.7x0.7 mm voxels
+    ``(index, row, col)``."""
     rng = np.random.default_rng(seed)
     shape = (n_slices, 512, 512)
     hu = rng.normal(-850, 25, size=shape).astype(np.int16)
@@ -42,9 +43,9 @@ def make_volume(n_slices: int, n_nodules: int, seed: int = 0) -> tuple[CtVolume,
         dist = np.sqrt(
             sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing_irc, strict=True))
         )
-        hu[sl] = np.maximum(
-            hu[sl], (60 - 900 * np.clip(dist / diameter - 0.4, 0, 1)).astype(np.int16)
-        )
+        # Graded edge (so boxes move with the threshold), half-way HU at the annotated radius.
+        ramp = np.clip((dist - 0.3 * diameter) / (0.4 * diameter), 0, 1)
+        hu[sl] = np.maximum(hu[sl], (60 - 910 * ramp).astype(np.int16))
         xyz = geometry.irc_to_xyz(np.asarray(centre, dtype=float))
         nodules.append(Nodule("bench", tuple(float(v) for v in xyz), diameter))
     return CtVolume(hu, geometry, "bench"), nodules

@@ -484,11 +484,12 @@ def _components_near(mask: np.ndarray, dist_mm: np.ndarray, max_distance_mm: flo
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return mask
-    nearest = np.asarray(ndimage.minimum(dist_mm, labels, np.arange(1, n + 1)))
-    keep = nearest <= max_distance_mm
-    if not keep.any():
-        keep = nearest == nearest.min()
-    lut = np.concatenate(([False], keep))
+    keep = np.unique(labels[(dist_mm <= max_distance_mm) & mask])
+    if keep.size == 0:
+        masked = np.where(mask, dist_mm, np.inf)
+        keep = np.array([labels.flat[int(np.argmin(masked))]])
+    lut = np.zeros(n + 1, dtype=bool)
+    lut[keep] = True
     return lut[labels]
 
 
@@ -516,6 +517,19 @@ def _local_levels(
         background = crop[~dense(crop, threshold_hu) & (crop > air_hu)]
         lung_hu = float(np.median(background)) if background.size else DEFAULT_LUNG_HU
     return nodule_hu, float(lung_hu)
+
+
+def _reaches_beyond(
+    is_dense: np.ndarray, dist: np.ndarray, radius_mm: float, ball_mm: float
+) -> bool:
+    """True when dense voxels connected to the nodule's core leave the search ball: only then
+    can a large structure be attached (this skips the costly wall test for free nodules)."""
+    labels, n = ndimage.label(is_dense, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return False
+    core = np.unique(labels[(dist <= radius_mm / 2) & is_dense])
+    outside = np.unique(labels[dist > ball_mm])
+    return bool(np.intersect1d(core[core > 0], outside[outside > 0]).size)
 
 
 def method_region(
@@ -587,13 +601,27 @@ def method_region(
             threshold = faint_level
     is_dense = dense(crop, threshold)
 
-    solid_or_air = is_dense | (crop < crop.dtype.type(max(air_hu, np.finfo(np.float32).min)))
-    big = _dilate_mm(_erode_mm(solid_or_air, wall_mm, spacing), wall_mm, spacing) & is_dense
     near = dist <= ball_mm
+    big = np.zeros(crop.shape, dtype=bool)
+    if _reaches_beyond(is_dense, dist, radius_mm, ball_mm):
+        solid_or_air = is_dense | ~dense(crop, air_hu)
+        big = _dilate_mm(_erode_mm(solid_or_air, wall_mm, spacing), wall_mm, spacing) & is_dense
+        if big[tuple(centre_local)]:
+            notes.append(
+                "centre inside a structure thicker than the diameter suggests: "
+                "nothing excluded as chest wall (check diameter_mm)"
+            )
+            big[...] = False
     big_near = int(np.count_nonzero(big & near))
     if big_near:
         notes.append(f"large structure (chest wall?) excluded: {big_near} voxels")
-    candidate = is_dense & near & ~big
+    # The vessel stage only needs the search ball: work on its box within the crop.
+    ball_lo, ball_hi = box_around(
+        centre_local, [math.ceil(ball_mm / sp) for sp in spacing], crop.shape
+    )
+    inner = _slices(ball_lo, ball_hi)
+    candidate = (is_dense & near & ~big)[inner]
+    dist = dist[inner]
 
     open_mm = opening_fraction * radius_mm
     cores = _erode_mm(candidate, open_mm, spacing)
@@ -603,7 +631,8 @@ def method_region(
     region = _dilate_mm(cores, open_mm + min(spacing), spacing) & candidate
     region = _components_near(region, dist, core_fraction * radius_mm)
     region = ndimage.binary_fill_holes(region)
-    lo_t, hi_t, local_t, radius = _tight(lo, region, center_irc)
+    origin = [a + b for a, b in zip(lo, ball_lo, strict=True)]
+    lo_t, hi_t, local_t, radius = _tight(origin, region, center_irc)
     return MethodResult(lo_t, hi_t, local_t, radius, notes=notes)
 
 
