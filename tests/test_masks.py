@@ -372,3 +372,11 @@ def test_cli_mask_and_report(tiny_synth_dir, tmp_path, capsys) -> None:
     assert "| per scan (mean) |" in printed and "best method: region" in printed
     for name in ("mask_report_summary.csv", "mask_report_nodules.csv", "mask_report.png"):
         assert (report_dir / name).stat().st_size > 0
+
+
+def test_region_diameter_far_too_small_keeps_the_nodule() -> None:
+    ct, nodule, _ = _scene((1.0, 1.0, 1.0), 14.0, wall=False, vessel=False)
+    small = Nodule(nodule.series_uid, nodule.center_xyz_mm, 3.0)  # annotation says 3 mm
+    mask, (rec,) = build_masks(ct, [small], method="region")
+    assert rec.voxel_count > 0 and mask.any() and masks.NOTE_EMPTY not in rec.notes
+    assert any("thicker than the diameter" in n for n in rec.notes)
