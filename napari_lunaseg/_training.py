@@ -1,0 +1,430 @@
+"""Training widget: run ``lunaseg train`` as a child process and follow it live.
+
+Why a child process: training is long, uses every core and may crash (out of memory, a CUDA
+error); in a separate process none of that can freeze or take down napari. The child is started
+with ``python -m src_train.cli train ... --progress-json`` and prints one JSON object per line;
+the widget reads them through :class:`QProcess` signals on the GUI thread (no polling thread).
+
+Cancel sends SIGTERM: the trainer stops between batches, writes a loadable checkpoint and exits;
+Resume starts the same command with ``--resume`` on that run folder.
+
+Viewer close: a running job is registered with napari's task manager, so closing the window
+first asks for confirmation; then the widget sends SIGTERM and waits (up to
+:data:`STOP_WAIT_MS`) for the child to save and exit. A job is never left half-written: the
+trainer writes checkpoints to a temporary file and renames them into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, SpinBox
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QProcess, QProcessEnvironment, Qt
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_lunaseg._session import session_for
+from napari_lunaseg._viewer_utils import fill_table, make_table
+
+log = logging.getLogger(__name__)
+
+#: How long closing the viewer waits for a cancelled job to save and exit, ms.
+STOP_WAIT_MS = 30_000
+#: The trainer's TensorBoard folder inside a run folder.
+TENSORBOARD_SUBDIR = "tensorboard"
+#: Lines of the child's stderr kept for error messages.
+STDERR_TAIL_LINES = 20
+EPOCH_HEADERS = ("epoch", "loss", "recall", "val loss", "val recall", "samples/s")
+
+
+def _choices(module: str, name: str, fallback: tuple[str, ...]) -> list[str]:
+    """A tuple of names from a core module, or ``fallback`` while it is not there."""
+    try:
+        mod = __import__(module, fromlist=[name])
+        return list(getattr(mod, name))
+    except (ImportError, AttributeError):
+        return list(fallback)
+
+
+def _train_defaults() -> dict[str, int]:
+    """Schedule defaults of the core's ``TrainConfig`` (fallbacks while it is not there)."""
+    values = {"epochs": 10, "epoch_samples": 1024, "batch_size": 16, "num_workers": 2}
+    try:
+        from src_train.train import TrainConfig
+    except ImportError:
+        return values
+    config = TrainConfig()
+    return {key: int(getattr(config, key, value)) for key, value in values.items()}
+
+
+def default_data_dir() -> str:
+    """The synthetic data folder ``lunaseg view`` writes, when it exists."""
+    path = Path.cwd() / "lunaseg-data"
+    return str(path) if path.is_dir() else ""
+
+
+class TrainingWidget(QWidget):
+    """Data, run folder, model, loss, epochs, batch size, augmentation, device; Start/Cancel."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.process: QProcess | None = None
+        self.events: list[dict[str, Any]] = []
+        self.epochs_seen: list[dict[str, Any]] = []
+        self.best_checkpoint: Path | None = None
+        self.exit_code: int | None = None
+        self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._buffer = b""
+        self._task_id: Any = None
+        self._cancelled = False
+
+        self.data_dir = FileEdit(label="data folder", mode="d", value=default_data_dir())
+        self.run_dir = FileEdit(
+            label="run folder", mode="d", value=str(Path.cwd() / "runs" / "napari")
+        )
+        self.model = ComboBox(
+            label="model", choices=_choices("src_train.model", "ARCHITECTURES", ("unet",))
+        )
+        self.loss = ComboBox(
+            label="loss", choices=_choices("src_train.losses", "LOSSES", ("dice-fn",))
+        )
+        defaults = _train_defaults()
+        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=defaults["epochs"])
+        self.epoch_samples = SpinBox(
+            label="samples / epoch", min=1, max=10_000_000, value=defaults["epoch_samples"]
+        )
+        self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults["batch_size"])
+        self.workers = SpinBox(label="loader workers", min=0, max=64, value=defaults["num_workers"])
+        self.overwrite = CheckBox(text="start over if the run folder holds a run", value=False)
+        augmentations = _choices(
+            "src_train.augment", "AUGMENTATIONS", ("flip", "offset", "scale", "rotate", "noise")
+        )
+        self.augment = {name: CheckBox(text=name, value=True) for name in augmentations}
+        self.device = ComboBox(label="device", choices=["auto", "cuda", "cpu"], value="auto")
+        augment_row = Container(widgets=list(self.augment.values()), layout="horizontal")
+        augment_row.label = "augment"
+        form = Container(
+            widgets=[
+                self.data_dir,
+                self.run_dir,
+                self.model,
+                self.loss,
+                self.epochs,
+                self.epoch_samples,
+                self.batch_size,
+                augment_row,
+                self.device,
+                self.workers,
+                self.overwrite,
+            ]
+        )
+
+        self.start_button = QPushButton("Start")
+        self.resume_button = QPushButton("Resume")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.tensorboard = QLabel("")
+        self.tensorboard.setWordWrap(True)
+        self.tensorboard.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.table = make_table(EPOCH_HEADERS)
+
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.resume_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(form.native)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.tensorboard)
+        layout.addWidget(self.table, stretch=1)
+
+        self.start_button.clicked.connect(lambda: self.start(resume=False))
+        self.resume_button.clicked.connect(lambda: self.start(resume=True))
+        self.cancel_button.clicked.connect(self.cancel)
+
+    # -- command -----------------------------------------------------------------------------
+    def command(self, *, resume: bool = False) -> list[str]:
+        """Arguments of the child process (after the Python executable)."""
+        augment = [name for name, box in self.augment.items() if box.value]
+        args = [
+            "-m",
+            "src_train.cli",
+            "train",
+            str(self.data_dir.value),
+            "--run-dir",
+            str(self.run_dir.value),
+            "--model",
+            str(self.model.value),
+            "--loss",
+            str(self.loss.value),
+            "--epochs",
+            str(int(self.epochs.value)),
+            "--epoch-samples",
+            str(int(self.epoch_samples.value)),
+            "--batch-size",
+            str(int(self.batch_size.value)),
+            "--augment",
+            ",".join(augment) if augment else "none",
+            "--device",
+            str(self.device.value),
+            "--workers",
+            str(int(self.workers.value)),
+            "--progress-json",
+        ]
+        if resume:
+            args.append("--resume")
+        elif self.overwrite.value:
+            args.append("--overwrite")
+        return args
+
+    @property
+    def running(self) -> bool:
+        """True while the child process runs."""
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+
+    def _check_inputs(self, resume: bool) -> str | None:
+        data = Path(str(self.data_dir.value)) if str(self.data_dir.value) else None
+        if data is None or not data.is_dir():
+            return f"Data folder {data} does not exist: choose a LUNA16-layout folder."
+        if not any(
+            (data / name).is_file()
+            for name in ("annotations.csv", "annotations_with_malignancy.csv")
+        ):
+            return (
+                f"{data} has no annotations.csv: training needs a LUNA16-layout folder with "
+                "annotations (run 'lunaseg synth' for a synthetic one)."
+            )
+        if not str(self.run_dir.value):
+            return "Choose a run folder for checkpoints and TensorBoard logs."
+        if resume and not Path(str(self.run_dir.value)).is_dir():
+            return f"Nothing to resume: run folder {self.run_dir.value} does not exist."
+        return None
+
+    # -- start / cancel ----------------------------------------------------------------------
+    def start(self, *, resume: bool = False) -> QProcess | None:
+        """Start (or resume) training in a child process; None when inputs are bad."""
+        if self.running:
+            show_info("Training is already running; cancel it first.")
+            return None
+        problem = self._check_inputs(resume)
+        if problem:
+            self.status.setText(problem)
+            show_error(problem)
+            return None
+        self.events.clear()
+        self.epochs_seen.clear()
+        self._stderr.clear()
+        self._buffer = b""
+        self._cancelled = False
+        self.exit_code = None
+        fill_table(self.table, [])
+        process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        process.setProcessEnvironment(env)
+        process.setWorkingDirectory(os.getcwd())
+        process.readyReadStandardOutput.connect(self._read_stdout)
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_process_error)
+        self.process = process
+        run_dir = Path(str(self.run_dir.value))
+        self.tensorboard.setText(
+            f"TensorBoard: tensorboard --logdir {run_dir / TENSORBOARD_SUBDIR}"
+        )
+        self.status.setText(("resuming" if resume else "starting") + f" training in {run_dir}…")
+        self.progress.setRange(0, 0)
+        self._set_running(True)
+        process.start(sys.executable, self.command(resume=resume))
+        self._register_task()
+        return process
+
+    def cancel(self) -> None:
+        """Ask the child to stop between batches and save a checkpoint (SIGTERM)."""
+        if self.running and self.process is not None:
+            self._cancelled = True
+            self.status.setText("cancelling: the job saves a checkpoint and stops…")
+            self.process.terminate()
+
+    def stop_and_wait(self, timeout_ms: int = STOP_WAIT_MS) -> None:
+        """Cancel and block until the child exits (used when the viewer closes)."""
+        if not self.running or self.process is None:
+            return
+        self.cancel()
+        if not self.process.waitForFinished(timeout_ms):
+            log.warning("training did not stop within %d ms; killing it", timeout_ms)
+            self.process.kill()
+            self.process.waitForFinished(timeout_ms)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    # -- napari task status (close confirmation + stop on close) -------------------------------
+    def _register_task(self) -> None:
+        window = getattr(self.viewer, "window", None)
+        register = getattr(window, "_register_task_status", None)
+        if register is None:
+            return
+        from napari.utils.task_status import Status
+
+        self._task_id = register(
+            "napari-lunaseg",
+            Status.BUSY,
+            f"training in {self.run_dir.value}",
+            cancel_callback=self.stop_and_wait,
+        )
+
+    def _finish_task(self, ok: bool) -> None:
+        window = getattr(self.viewer, "window", None)
+        update = getattr(window, "_update_task_status", None)
+        if self._task_id is None or update is None:
+            return
+        from napari.utils.task_status import Status
+
+        update(self._task_id, Status.COMPLETED if ok else Status.FAILED, "training ended")
+        self._task_id = None
+
+    # -- child output ------------------------------------------------------------------------
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                log.debug("train: %s", line)
+                continue
+            if isinstance(event, dict):
+                self.handle_event(event)
+
+    def _read_stderr(self) -> None:
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardError()).decode(errors="replace")
+        for line in text.splitlines():
+            if line.strip():
+                self._stderr.append(line)
+
+    def handle_event(self, event: dict[str, Any]) -> None:
+        """Show one progress event of the child (``ProgressEvent.to_json`` of the trainer)."""
+        self.events.append(event)
+        kind = str(event.get("kind", ""))
+        epoch, epochs = int(event.get("epoch") or 0), int(event.get("epochs") or 0)
+        batch, batches = int(event.get("batch") or 0), int(event.get("batches") or 0)
+        if kind == "batch" and epochs and batches:
+            total = epochs * batches
+            self.progress.setRange(0, total)
+            self.progress.setValue(min((epoch - 1) * batches + batch, total))
+            loss = (event.get("metrics") or {}).get("loss")
+            if loss is not None:
+                self.status.setText(
+                    f"epoch {epoch}/{epochs}, batch {batch}/{batches}: loss {loss:.4f}"
+                )
+        elif kind in ("cache", "validation") and batches:
+            what = "preparing the cache" if kind == "cache" else f"validating epoch {epoch}"
+            self.status.setText(f"{what}: {batch}/{batches}")
+        elif kind == "checkpoint" and event.get("path"):
+            path = Path(str(event["path"]))
+            if path.name.startswith("checkpoint_best"):
+                self.best_checkpoint = path
+        elif kind == "epoch":
+            self.epochs_seen.append(event)
+            fill_table(self.table, [self._epoch_row(e) for e in self.epochs_seen])
+            self.status.setText(self._epoch_text(event))
+
+    @staticmethod
+    def _fmt(value: Any) -> str:
+        return "" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+    def _epoch_row(self, event: dict[str, Any]) -> list[str]:
+        metrics = event.get("metrics") or {}
+        return [
+            str(event.get("epoch", "")),
+            self._fmt(metrics.get("train/loss")),
+            self._fmt(metrics.get("train/recall")),
+            self._fmt(metrics.get("val/loss")),
+            self._fmt(metrics.get("val/recall")),
+            self._fmt(event.get("samples_per_s")),
+        ]
+
+    def _epoch_text(self, event: dict[str, Any]) -> str:
+        row = self._epoch_row(event)
+        text = f"epoch {row[0]}/{event.get('epochs', '?')}: loss {row[1]}, recall {row[2]}"
+        if row[4]:
+            text += f", val recall {row[4]}"
+        return text
+
+    # -- end of the job ----------------------------------------------------------------------
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            message = f"Could not start training: {sys.executable} failed to start."
+            self.status.setText(message)
+            show_error(message)
+
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._read_stdout()
+        self._read_stderr()
+        self.exit_code = int(exit_code)
+        crashed = exit_status == QProcess.ExitStatus.CrashExit
+        self._set_running(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        checkpoint = self._find_best_checkpoint()
+        ok = not crashed and exit_code == 0
+        if checkpoint is not None:
+            self.best_checkpoint = checkpoint
+            session_for(self.viewer).set_checkpoint(checkpoint)
+        if ok or (self._cancelled and checkpoint is not None):
+            verb = "cancelled" if self._cancelled else "finished"
+            self.status.setText(
+                f"Training {verb}. Best checkpoint: {checkpoint or 'none yet'}"
+                + (" (now the inference widget's choice)." if checkpoint else ".")
+            )
+        else:
+            tail = "\n".join(list(self._stderr)[-3:])
+            reason = "crashed" if crashed else f"exited with code {exit_code}"
+            message = f"Training {reason}. {tail}".strip()
+            self.status.setText(message)
+            if not self._cancelled:
+                show_error(message)
+        self._finish_task(ok)
+        self.finished_at = time.time()
+
+    def _find_best_checkpoint(self) -> Path | None:
+        if self.best_checkpoint is not None and self.best_checkpoint.is_file():
+            return self.best_checkpoint
+        run_dir = Path(str(self.run_dir.value))
+        for name in ("checkpoint_best.pt", "checkpoint_final.pt", "checkpoint_latest.pt"):
+            candidate = run_dir / name
+            if candidate.is_file():
+                return candidate
+        found = sorted(run_dir.glob("**/*best*.pt"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None

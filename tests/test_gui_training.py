@@ -1,0 +1,91 @@
+"""GUI tests of the training widget: a tiny job in a child process, cancel, resume, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+JOB_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer(show=True)
+
+
+@pytest.fixture
+def widget(viewer):
+    from napari_lunaseg._training import TrainingWidget
+
+    w = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return w
+
+
+def _tiny_job(widget, data: Path, run: Path) -> None:
+    widget.data_dir.value = str(data)
+    widget.run_dir.value = str(run)
+    widget.epochs.value = 50
+    widget.epoch_samples.value = 8
+    widget.batch_size.value = 4
+    widget.device.value = "cpu"
+    widget.workers.value = 0
+
+
+def test_folder_without_annotations_is_refused(widget, tmp_path: Path) -> None:
+    (tmp_path / "subset0").mkdir()
+    _tiny_job(widget, tmp_path, tmp_path / "run")
+    widget.start_button.click()
+    assert not widget.running
+    assert "annotations.csv" in widget.status.text()
+
+
+def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny_synth_dir):
+    from napari_lunaseg._session import session_for
+    from src_train.model import load_model
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)  # training writes its cache into the data folder
+    run = tmp_path / "run"
+    _tiny_job(widget, data, run)
+    widget.start_button.click()
+    assert widget.running and widget.cancel_button.isEnabled()
+    # Live progress: wait for the first finished epoch, then cancel between batches.
+    qtbot.waitUntil(lambda: bool(widget.epochs_seen), timeout=JOB_TIMEOUT_MS)
+    assert widget.table.rowCount() >= 1 and widget.table.item(0, 1).text()
+    assert "tensorboard" in widget.tensorboard.text()
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
+    assert widget.exit_code == 0, widget.status.text()
+    assert any(e.get("kind") == "stopped" for e in widget.events)
+    latest = run / "checkpoint_latest.pt"
+    model, _config = load_model(latest)  # a loadable checkpoint was kept
+    assert model is not None
+    # Its best checkpoint became the inference widget's choice.
+    assert widget.best_checkpoint is not None and widget.best_checkpoint.is_file()
+    assert session_for(viewer).best_checkpoint == widget.best_checkpoint
+
+    # Resume continues where it stopped; closing the viewer then stops the job cleanly
+    # (SIGTERM, the child saves and exits before the window is gone).
+    done_epochs = max(int(e["epoch"]) for e in widget.epochs_seen)
+    widget.resume_button.click()
+    assert "--resume" in widget.process.arguments()
+    qtbot.waitUntil(lambda: _first_batch(widget) is not None, timeout=JOB_TIMEOUT_MS)
+    assert int(_first_batch(widget)["epoch"]) == done_epochs + 1
+    pid = widget.process.processId()
+    viewer.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the child is gone...
+    # ...after a clean stop: it reported "stopped" (SIGTERM, checkpoint saved) and exited 0.
+    assert [e.get("kind") for e in widget.events][-2:] == ["stopped", "end"]
+    assert widget.exit_code == 0
+    load_model(latest)
+
+
+def _first_batch(widget) -> dict | None:
+    return next((e for e in widget.events if e.get("kind") == "batch"), None)
