@@ -223,6 +223,29 @@ def test_overwrite_starts_over(tiny_synth_dir: Path, cache_dir: Path, tmp_path: 
     assert load_checkpoint(run / FINAL).samples_seen == 8
 
 
+def test_bf16_channels_last_segnet_and_every_loss_train(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    for loss in ("dice", "bce", "focal"):
+        cfg = _config(
+            tiny_synth_dir,
+            cache_dir,
+            tmp_path / loss,
+            epochs=1,
+            epoch_samples=8,
+            amp="bf16",
+            channels_last="on",
+            model="segnet",
+            loss=loss,
+        )
+        trainer = Trainer(cfg)
+        result = trainer.fit()
+        assert trainer.amp_dtype == torch.bfloat16 and trainer.channels_last
+        assert np.isfinite(result.last_metrics["train/loss"])
+        _, model_cfg = load_model(tmp_path / loss / FINAL)
+        assert model_cfg.arch == "segnet"
+
+
 def test_stop_while_preparing_the_cache(tiny_synth_dir: Path, tmp_path: Path) -> None:
     events: list[ProgressEvent] = []
     trainer = Trainer(
