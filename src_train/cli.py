@@ -305,12 +305,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add(
         "--amp",
         choices=("auto", "bf16", "fp16", "off"),
-        help="mixed precision (auto: bf16/fp16 on GPUs, off on CPUs)",
+        help="mixed precision (auto: bf16/fp16 on GPUs; bf16 on CPUs with native bf16)",
     )
     add(
         "--channels-last",
         choices=("auto", "on", "off"),
-        help="channels_last memory format (auto: on GPUs only)",
+        help="channels_last memory format (auto: on GPUs, and on CPUs with bf16)",
     )
     add("--cache-dir", help="cache folder (default: DATA_DIR/cache)")
     add("--threshold-hu", type=float, help="mask density threshold in HU")
