@@ -13,9 +13,14 @@ Volume edges: a voxel outside the volume counts as *not dense*, so growth stops 
 (recorded as ``stopped_by="edge"``) and the box is clipped to the volume. No index ever wraps
 around, so a nodule on the first or last slice gets a correct, non-empty box.
 
-Other methods are registered by name (:func:`available_methods`, :func:`register_method`); every
-method works on the nodule's local box only and returns a :class:`MethodResult`. The volume mask
+A centre voxel that is not dense is flagged (:data:`NOTE_CENTRE_BELOW`) but the rule is applied
+as written; a mask that ends up empty is flagged too (:data:`NOTE_EMPTY`), never hidden.
+
+Other methods are registered by name (:func:`available_methods`, :func:`register_method`):
+``"ball"`` and ``"region"`` use the annotated ``diameter_mm`` (see :func:`method_region`). Every
+method reads only a region around the nodule and returns a :class:`MethodResult`. The volume mask
 is the OR of the per-nodule masks, which for ``"grow"`` equals "inside some box AND dense".
+:func:`mask_report` scores every method against the true shapes of a synthetic data set.
 """
 
 from __future__ import annotations
@@ -874,6 +879,24 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 #: Name of the per-nodule table written beside the masks.
 MASK_TABLE = "nodules.csv"
 
+#: Its columns (also written when there is no nodule at all).
+_EMPTY_ROW_COLUMNS = (
+    "seriesuid",
+    "coordX",
+    "coordY",
+    "coordZ",
+    "diameter_mm",
+    "method",
+    "threshold_hu",
+    "center_irc",
+    "radius_irc",
+    "box_lo_irc",
+    "box_hi_irc",
+    "voxel_count",
+    "skipped",
+    "notes",
+)
+
 Progress = Callable[[int, int, str], None]
 ShouldStop = Callable[[], bool]
 
@@ -949,24 +972,6 @@ def write_masks(
     if progress is not None:
         progress(len(uids), len(uids), "masks written")
     return records
-
-
-_EMPTY_ROW_COLUMNS = (
-    "seriesuid",
-    "coordX",
-    "coordY",
-    "coordZ",
-    "diameter_mm",
-    "method",
-    "threshold_hu",
-    "center_irc",
-    "radius_irc",
-    "box_lo_irc",
-    "box_hi_irc",
-    "voxel_count",
-    "skipped",
-    "notes",
-)
 
 
 # ---------------------------------------------------------------------------------------------
