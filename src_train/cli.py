@@ -385,21 +385,254 @@ def _run_train(args: argparse.Namespace) -> int:
 # infer / eval  (inference and evaluation)
 # ---------------------------------------------------------------------------------------------
 def _add_infer(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="segment series with a trained model")
+    p = sub.add_parser(
+        "infer",
+        help="segment series with a trained model; write probabilities, masks, candidates",
+        description="Run a checkpoint over every slice of each series and write, in OUT_DIR, "
+        "<uid>_prob.mhd (uint8 = round(255 x probability)), <uid>_pred.mhd (0/1 mask), "
+        "<uid>_error.mhd where annotations exist (1 TP, 2 FN, 3 FP against the generated "
+        "masks), candidates.csv (LUNA16 submission format: seriesuid,coordX,coordY,coordZ,"
+        "probability + extra columns) and seriesuids.csv (the series processed, for "
+        "'lunaseg eval'). Existing outputs are never replaced without --overwrite.",
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        default=DEFAULT_DATA_DIR,
+        metavar="DATA_DIR_OR_SERIES",
+        help="a LUNA16-layout folder, one series (.mhd, .nii(.gz), .nrrd, DICOM folder); "
+        f"default: the synthetic data set in {DEFAULT_DATA_DIR}/ ('lunaseg synth' writes it)",
+    )
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
+    p.add_argument(
+        "--checkpoint", default=None, help="model checkpoint (default: the shipped demo U-Net)"
+    )
+    p.add_argument("--series", nargs="+", metavar="UID", help="only these series")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N series")
+    p.add_argument(
+        "--threshold", type=float, help="probability threshold of the mask (default: 0.5)"
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda[:N]")
+    p.add_argument("--batch-size", type=int, help="slices per pass (default: fastest measured)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="autocast dtype: auto = bf16 on CPUs that support it, fp16/bf16 on CUDA",
+    )
+    p.add_argument(
+        "--no-crop",
+        dest="crop",
+        action="store_false",
+        help="run on whole slices instead of the box around the body",
+    )
+    p.add_argument(
+        "--min-diameter-mm",
+        type=float,
+        help="drop candidates of a smaller equivalent diameter (default: CandidateConfig's)",
+    )
+    p.add_argument(
+        "--min-probability",
+        type=float,
+        help="drop candidates whose highest probability is lower (default: CandidateConfig's)",
+    )
+    p.add_argument("--no-truth", action="store_true", help="skip the ground-truth comparison")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_run_infer)
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    raise LunaSegError("'lunaseg infer' is not available yet.")
+    import time
+    from dataclasses import replace
+
+    import numpy as np
+
+    from src_train.ct import load_ct, save_volume
+    from src_train.errors import OutputExistsError
+    from src_train.evaluate import SERIES_LIST_NAME, evaluate_froc
+    from src_train.evaluate import Candidate as Mark
+    from src_train.infer import (
+        DEFAULT_THRESHOLD,
+        DEMO_CHECKPOINT,
+        CandidateConfig,
+        SeriesOutputs,
+        error_volume,
+        find_series,
+        prob_to_uint8,
+        run_inference,
+        voxel_metrics,
+        write_candidates_csv,
+    )
+    from src_train.masks import build_masks
+    from src_train.model import load_model
+
+    started = time.perf_counter()
+    if args.data == DEFAULT_DATA_DIR and not Path(args.data).exists():
+        raise LunaSegError(
+            f"The default data folder {DEFAULT_DATA_DIR}/ does not exist; run 'lunaseg synth' "
+            "to write the synthetic data set, or give a LUNA16 folder or a series."
+        )
+    folder, pairs = find_series(Path(args.data), args.series, args.limit)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"--out {out_dir} is a file; give a folder.")
+    with_truth = folder is not None and folder.annotations_path is not None and not args.no_truth
+    planned = [SeriesOutputs.for_series(out_dir, uid) for uid, _ in pairs]
+    csv_path = out_dir / "candidates.csv"
+    list_path = out_dir / SERIES_LIST_NAME
+    if not args.overwrite:
+        clashes = [p for o in planned for p in o.existing()]
+        clashes += [p for p in (csv_path, list_path) if p.exists()]
+        if clashes:
+            names = ", ".join(str(p) for p in clashes[:3])
+            more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+            raise OutputExistsError(
+                f"{names}{more} already exist; pick another --out or pass --overwrite."
+            )
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
+    model, config = load_model(checkpoint, device=args.device)
+    options = {"min_diameter_mm": args.min_diameter_mm, "min_probability": args.min_probability}
+    post = replace(CandidateConfig(), **{k: v for k, v in options.items() if v is not None})
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    print(f"model {checkpoint} ({config.arch}, depth {config.depth}, {config.filters} filters)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_candidates = []
+    marks: list[Mark] = []
+    for (uid, path), outputs in zip(pairs, planned, strict=True):
+        ct = load_ct(path)
+        if ct.series_uid != uid:  # a DICOM folder or renamed file: keep the name asked for
+            ct.series_uid = uid
+        result = run_inference(
+            ct,
+            model,
+            device=args.device,
+            batch_size=args.batch_size,
+            threshold=threshold,
+            precision=args.precision,
+            crop_to_body=args.crop,
+            candidates=post,
+        )
+        save_volume(
+            prob_to_uint8(result.prob),
+            ct.geometry,
+            outputs.prob,
+            compress=True,
+            overwrite=args.overwrite,
+        )
+        save_volume(
+            result.mask.view(np.uint8),
+            ct.geometry,
+            outputs.pred,
+            compress=True,
+            overwrite=args.overwrite,
+        )
+        line = (
+            f"{uid}: {ct.shape_irc[0]} slices in {result.seconds:.1f} s "
+            f"({result.slices_per_second:.1f} slices/s, {result.settings.describe()}), "
+            f"{len(result.candidates)} candidates"
+        )
+        if with_truth:
+            nodules = folder.nodules(uid)
+            truth, _records = build_masks(ct, nodules, on_outside="skip")
+            save_volume(
+                error_volume(result.mask, truth),
+                ct.geometry,
+                outputs.error,
+                compress=True,
+                overwrite=args.overwrite,
+            )
+            m = voxel_metrics(result.mask, truth)
+            line += (
+                f"; voxels vs generated masks: precision {m['precision']:.3f}, "
+                f"recall {m['recall']:.3f}, Dice {m['dice']:.3f}"
+            )
+        print(line, flush=True)
+        all_candidates.extend(result.candidates)
+        marks.extend(Mark(c.series_uid, c.center_xyz_mm, c.probability) for c in result.candidates)
+        write_candidates_csv(csv_path, all_candidates, overwrite=True)
+        del ct, result
+    list_path.write_text("".join(f"{uid}\n" for uid, _ in pairs))
+    print(f"wrote {len(pairs)} series and {csv_path} ({len(all_candidates)} candidates)")
+    if with_truth:
+        nodules = [n for uid, _ in pairs for n in folder.nodules(uid) if n.diameter_mm]
+        froc = evaluate_froc(nodules, marks, series_uids=[uid for uid, _ in pairs])
+        print(
+            f"nodule recall {froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules}), "
+            f"{froc.candidates_per_scan:.1f} candidates per scan, CPM {froc.cpm:.3f}"
+        )
+        print(
+            f"full report: lunaseg eval --annotations {folder.annotations_path} "
+            f"--candidates {csv_path}"
+        )
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="score candidates the LUNA16 way (FROC, CPM)")
+    p = sub.add_parser(
+        "eval",
+        help="score candidates the LUNA16 way (FROC, CPM)",
+        description="A candidate hits a nodule when its centre is closer than the nodule's "
+        "radius; several hits on one nodule count once; hits on excluded findings are ignored; "
+        "at most 100 candidates per scan count. Prints recall, candidates "
+        "per scan, sensitivity at 1/8..8 false positives per scan and their mean (CPM); writes "
+        "froc.csv and froc.png.",
+    )
+    p.add_argument("--annotations", required=True, help="annotations.csv (world mm, diameters)")
+    p.add_argument("--candidates", required=True, help="submission CSV (e.g. from lunaseg infer)")
+    p.add_argument("--excluded", help="annotations_excluded.csv: findings whose hits are ignored")
+    p.add_argument(
+        "--series-list",
+        help="series to score, one UID per line (default: seriesuids.csv beside the "
+        "candidates if present, else the series named in the annotations or candidates)",
+    )
+    p.add_argument("--out", help="folder for froc.csv and froc.png (default: the candidates')")
+    p.add_argument("--max-marks", type=int, help="candidates counted per scan (default: 100)")
+    p.add_argument("--overwrite", action="store_true", help="replace froc.csv/froc.png")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    raise LunaSegError("'lunaseg eval' is not available yet.")
+    from src_train.errors import OutputExistsError
+    from src_train.evaluate import (
+        MAX_MARKS_PER_SCAN,
+        SERIES_LIST_NAME,
+        evaluate_froc,
+        plot_froc,
+        read_excluded,
+        read_series_list,
+        read_submission,
+        write_froc_csv,
+    )
+    from src_train.luna import read_annotations
+
+    candidates_path = Path(args.candidates)
+    out_dir = Path(args.out) if args.out else candidates_path.parent
+    curve_path, plot_path = out_dir / "froc.csv", out_dir / "froc.png"
+    if not args.overwrite:
+        for path in (curve_path, plot_path):
+            if path.exists():
+                raise OutputExistsError(f"{path} already exists; pass --overwrite or --out.")
+    nodules = read_annotations(args.annotations)
+    candidates = read_submission(candidates_path)
+    excluded = read_excluded(args.excluded) if args.excluded else []
+    series_list = Path(args.series_list) if args.series_list else None
+    if series_list is None and (candidates_path.parent / SERIES_LIST_NAME).is_file():
+        series_list = candidates_path.parent / SERIES_LIST_NAME
+        print(f"series list: {series_list}")
+    uids = read_series_list(series_list) if series_list else None
+    result = evaluate_froc(
+        nodules,
+        candidates,
+        excluded=excluded,
+        series_uids=uids,
+        max_marks_per_scan=MAX_MARKS_PER_SCAN if args.max_marks is None else args.max_marks,
+    )
+    print(result.summary())
+    write_froc_csv(result, curve_path, overwrite=args.overwrite)
+    plot_froc(result, plot_path, overwrite=args.overwrite)
+    print(f"wrote {curve_path} and {plot_path}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -204,6 +204,35 @@ def read_series_list(path: str | os.PathLike[str]) -> list[str]:
     return uids
 
 
+def read_excluded(path: str | os.PathLike[str]) -> list[Nodule]:
+    """Read ``annotations_excluded.csv`` (``seriesuid,coordX,coordY,coordZ,diameter_mm``).
+
+    Unlike annotations, a diameter may be missing or ``-1`` (LUNA16 writes that): it becomes
+    None, and scoring gives such findings :data:`EXCLUDED_FALLBACK_DIAMETER_MM`.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise AnnotationError(f"{src} does not exist; pass LUNA16's annotations_excluded.csv.")
+    out: list[Nodule] = []
+    with src.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"seriesuid", "coordX", "coordY", "coordZ"} - set(reader.fieldnames or [])
+        if missing:
+            raise AnnotationError(f"{src}: missing column(s) {', '.join(sorted(missing))}.")
+        for line_no, row in enumerate(reader, start=2):
+            try:
+                xyz = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+                text = (row.get("diameter_mm") or "").strip()
+                diameter = float(text) if text else None
+            except (TypeError, ValueError) as exc:
+                raise AnnotationError(f"{src}, line {line_no}: not a number in {row!r}.") from exc
+            if diameter is not None and not diameter > 0:
+                diameter = None
+            uid = (row["seriesuid"] or "").strip()
+            out.append(Nodule(uid, xyz, diameter, is_nodule=False, row=line_no))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------

@@ -38,13 +38,22 @@ from torch import nn
 
 from src_train.colors import ERROR_BACKGROUND, ERROR_FN, ERROR_FP, ERROR_TP
 from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
-from src_train.ct import CtVolume, Geometry
+from src_train.ct import (
+    SERIES_SUFFIXES,
+    CtVolume,
+    Geometry,
+    is_series_path,
+    series_uid_from_path,
+)
 from src_train.errors import (
     CancelledError,
     ConfigError,
     GeometryError,
     OutputExistsError,
+    SeriesNotFoundError,
+    SeriesReadError,
 )
+from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
 from src_train.model import unwrap_model
 
 log = logging.getLogger(__name__)
@@ -116,6 +125,7 @@ class InferenceSettings:
     Attributes:
         device: ``"cpu"``, ``"cuda:0"``, ...
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast dtype).
+        threads: CPU threads the model ran with.
         channels_last: the memory format of inputs and weights.
         batch_size: slices per forward pass.
         crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends).
@@ -124,6 +134,7 @@ class InferenceSettings:
 
     device: str
     precision: str
+    threads: int
     channels_last: bool
     batch_size: int
     crop_irc: tuple[int, int, int, int]
@@ -134,7 +145,8 @@ class InferenceSettings:
         fmt = "channels-last" if self.channels_last else "NCHW"
         r0, r1, c0, c1 = self.crop_irc
         return (
-            f"{self.device} {self.precision} {fmt} batch {self.batch_size}, "
+            f"{self.device} {self.precision} {self.threads} thread(s) {fmt} "
+            f"batch {self.batch_size}, "
             f"in-plane box rows {r0}:{r1} cols {c0}:{c1}"
         )
 
@@ -406,79 +418,93 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class _Tuner:
-    """Chooses memory format, then batch size, by timing real batches of the series.
+#: A tuned configuration: ``(cpu threads, channels_last, batch_size)``.
+RunConfig = tuple[int, bool, int]
 
-    Each configuration runs twice; the second run is timed (the first builds kernels). Formats
-    are compared at the smallest batch size; then batch sizes go up while each is at least
-    :data:`_TUNE_MIN_GAIN` faster per slice than the best so far. Every batch it runs is real
-    work, so tuning costs only the slower configurations' extra time.
+
+class _Tuner:
+    """Chooses CPU threads, memory format and batch size by timing real batches of the series.
+
+    A coordinate search over the three axes in that order: each option of an axis is tried with
+    the best options found so far on the others; for batch sizes (ascending) the search stops
+    at the first size that is not faster. Each configuration runs twice and the second run is
+    timed (the first builds kernels); a candidate must be :data:`_TUNE_MIN_GAIN` faster per
+    slice to win. Every batch it runs is real work, so tuning costs only the slower
+    configurations' extra time. Threads matter on a shared machine: when other processes hold
+    the cores, one thread can be several times faster than two that wait for each other.
     """
 
-    def __init__(self, formats: Sequence[bool], batch_sizes: Sequence[int]) -> None:
-        self._formats = list(formats)
-        self._sizes = list(batch_sizes)
-        self._current = (self._formats[0], self._sizes[0])
+    def __init__(
+        self, threads: Sequence[int], formats: Sequence[bool], batch_sizes: Sequence[int]
+    ) -> None:
+        self._axes: list[list] = [list(threads), list(formats), list(batch_sizes)]
+        self.best: RunConfig = (threads[0], formats[0], batch_sizes[0])
+        self._seconds_per_slice: dict[RunConfig, float] = {}
+        self._axis = 0
+        self._option = 0
         self._runs = 0
-        self._stage = "format"
-        self._seconds_per_slice: dict[tuple[bool, int], float] = {}
-        self.best: tuple[bool, int] | None = None
-        self.done = len(self._formats) == 1 and len(self._sizes) == 1
-        if self.done:
-            self.best = self._current
+        self._current = self.best
+        self.done = False
+        self._step()
 
-    def propose(self) -> tuple[bool, int]:
-        """Configuration ``(channels_last, batch_size)`` for the next batch."""
-        return self.best if self.done and self.best else self._current
+    def _with(self, axis: int, value: object) -> RunConfig:
+        config = list(self.best)
+        config[axis] = value
+        return (int(config[0]), bool(config[1]), int(config[2]))
 
-    def cap(self, batch_size: int) -> None:
-        """Stop tuning at ``batch_size`` (after an out-of-memory error)."""
-        fmt = self._current[0] if self.best is None else self.best[0]
-        self.best = (fmt, batch_size)
+    def _step(self) -> None:
+        """Move to the next configuration to measure; ``done`` when none is left."""
+        while self._axis < len(self._axes):
+            options = self._axes[self._axis]
+            if self._option >= len(options):
+                self._axis += 1
+                self._option = 0
+                continue
+            config = self._with(self._axis, options[self._option])
+            if config in self._seconds_per_slice:
+                self._option += 1
+                continue
+            self._current = config
+            self._runs = 0
+            return
         self.done = True
 
-    def report(self, config: tuple[bool, int], n_slices: int, seconds: float) -> None:
+    def propose(self) -> RunConfig:
+        """Configuration for the next batch."""
+        return self.best if self.done else self._current
+
+    def cap(self, batch_size: int) -> None:
+        """Stop tuning and use ``batch_size`` (after an out-of-memory error)."""
+        threads, fmt, _ = self.propose()
+        self.best = (threads, fmt, batch_size)
+        self.done = True
+
+    def report(self, config: RunConfig, n_slices: int, seconds: float) -> None:
         """Record one batch's time; advances the search after each timed run."""
         if self.done or config != self._current:
             return
         self._runs += 1
         if self._runs < 2:
             return
-        self._seconds_per_slice[config] = seconds / max(n_slices, 1)
-        self._runs = 0
-        if self._stage == "format":
-            index = self._formats.index(config[0])
-            if index + 1 < len(self._formats):
-                self._current = (self._formats[index + 1], self._sizes[0])
-                return
-            self.best = min(self._seconds_per_slice, key=self._seconds_per_slice.__getitem__)
-            self._stage = "batch"
-            self._next_size()
-            return
-        assert self.best is not None
-        if self._seconds_per_slice[config] < self._seconds_per_slice[self.best] * (
-            1 - _TUNE_MIN_GAIN
-        ):
+        per_slice = seconds / max(n_slices, 1)
+        self._seconds_per_slice[config] = per_slice
+        best = self._seconds_per_slice.get(self.best)
+        if best is None or per_slice < best * (1 - _TUNE_MIN_GAIN):
             self.best = config
-            self._next_size()
+            self._option += 1
+        elif self._axis == len(self._axes) - 1:
+            self._option = len(self._axes[self._axis])  # larger batches: stop at the first loss
         else:
-            self.done = True
+            self._option += 1
+        self._step()
 
-    def _next_size(self) -> None:
-        assert self.best is not None
-        index = self._sizes.index(self.best[1])
-        if index + 1 < len(self._sizes):
-            self._current = (self.best[0], self._sizes[index + 1])
-        else:
-            self.done = True
-
-    def timings(self) -> dict[tuple[bool, int], float]:
-        """Seconds per slice measured so far, by ``(channels_last, batch_size)``."""
+    def timings(self) -> dict[RunConfig, float]:
+        """Seconds per slice measured so far, by configuration."""
         return dict(self._seconds_per_slice)
 
 
-#: Tuned ``(channels_last, batch_size)`` per (device, precision, crop size, model type).
-_TUNED: dict[tuple[str, str, int, int, str], tuple[bool, int]] = {}
+#: Tuned configuration per (device, precision, crop size, model type), for this process.
+_TUNED: dict[tuple[str, str, int, int, str], RunConfig] = {}
 
 
 def _body_box(hu: np.ndarray, multiple: int, margin: int) -> tuple[int, int, int, int]:
@@ -519,6 +545,7 @@ def run_inference(
     should_stop: StopFn | None = None,
     precision: str = "auto",
     channels_last: bool | None = None,
+    num_threads: int | None = None,
     crop_to_body: bool = True,
     candidates: CandidateConfig | None = None,
 ) -> InferenceResult:
@@ -537,6 +564,8 @@ def run_inference(
         precision: ``"auto"`` (bf16 on a CPU that supports it, fp16/bf16 on CUDA), ``"fp32"``,
             ``"bf16"``, ``"fp16"`` (CUDA only).
         channels_last: memory format; None = the fastest measured.
+        num_threads: CPU threads for the model; None = the fastest of the current setting and
+            one (measured). The process's setting is restored afterwards.
         crop_to_body: run the model only on the in-plane box around the body (see module doc).
         candidates: post-processing options of :func:`group_candidates`.
 
@@ -561,16 +590,26 @@ def run_inference(
 
     runner = copy.deepcopy(unwrap_model(model)).to(dev).eval()
     _fold_batch_norms(runner)
+    original_threads = torch.get_num_threads()
+    if num_threads is not None:
+        threads = [num_threads]
+    elif dev.type == "cpu" and original_threads > 1:
+        threads = [original_threads, 1]
+    else:
+        threads = [original_threads]
     formats = [channels_last] if channels_last is not None else [True, False]
     if batch_size is not None:
         sizes = [batch_size]
     else:
         sizes = list(CUDA_BATCH_SIZES if dev.type == "cuda" else CPU_BATCH_SIZES)
-    # Only a fully automatic choice is remembered; a caller's fixed option tunes the other one.
-    automatic = batch_size is None and channels_last is None
+    # Only a fully automatic choice is remembered; a caller's fixed options tune the others.
+    automatic = batch_size is None and channels_last is None and num_threads is None
     key = (str(dev), prec, r1 - r0, c1 - c0, type(runner).__name__)
     cached = _TUNED.get(key) if automatic else None
-    tuner = _Tuner(*(([cached[0]], [cached[1]]) if cached else (formats, sizes)))
+    if cached is not None:
+        tuner = _Tuner([cached[0]], [cached[1]], [cached[2]])
+    else:
+        tuner = _Tuner(threads, formats, sizes)
     autocast_dtype = _AUTOCAST_DTYPES.get(prec)
 
     prob = np.zeros(hu.shape, dtype=np.float16)
@@ -579,42 +618,52 @@ def run_inference(
     model_seconds = 0.0
     current_format: bool | None = None
     done = 0
-    while done < n_z:
-        if should_stop is not None and should_stop():
-            raise CancelledError(f"Inference on {ct.series_uid} stopped after {done} slices.")
-        fmt, size = tuner.propose()
-        if fmt != current_format:
-            runner = runner.to(  # type: ignore[call-overload]
-                memory_format=torch.channels_last if fmt else torch.contiguous_format
+    try:
+        while done < n_z:
+            if should_stop is not None and should_stop():
+                raise CancelledError(f"Inference on {ct.series_uid} stopped after {done} slices.")
+            n_threads, fmt, size = tuner.propose()
+            if n_threads != torch.get_num_threads():
+                torch.set_num_threads(n_threads)
+            if fmt != current_format:
+                runner = runner.to(  # type: ignore[call-overload]
+                    memory_format=torch.channels_last if fmt else torch.contiguous_format
+                )
+                current_format = fmt
+            n = min(size, n_z - done)
+            batch = torch.from_numpy(
+                context_stack(hu, np.arange(done, done + n), context, rows, cols)
             )
-            current_format = fmt
-        n = min(size, n_z - done)
-        batch = torch.from_numpy(context_stack(hu, np.arange(done, done + n), context, rows, cols))
-        t0 = time.perf_counter()
-        try:
-            probs = _forward(runner, batch, dev, fmt, autocast_dtype)
-        except torch.cuda.OutOfMemoryError as exc:
-            if size == 1:
-                raise ConfigError(
-                    f"Out of memory on {dev} even with one slice per batch ({ct.series_uid}); "
-                    "run on the CPU (--device cpu)."
-                ) from exc
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-            log.warning("out of memory at batch %d on %s; retrying with %d", size, dev, size // 2)
-            tuner.cap(size // 2)
-            continue
-        seconds = time.perf_counter() - t0
-        model_seconds += seconds
-        tuner.report((fmt, size), n, seconds)
-        prob[done : done + n, rows, cols] = probs
-        mask[done : done + n, rows, cols] = probs >= thr16
-        done += n
-        if progress is not None:
-            progress(done, n_z, f"{ct.series_uid}: slice {done}/{n_z}")
+            t0 = time.perf_counter()
+            try:
+                probs = _forward(runner, batch, dev, fmt, autocast_dtype)
+            except torch.cuda.OutOfMemoryError as exc:
+                if size == 1:
+                    raise ConfigError(
+                        f"Out of memory on {dev} even with one slice per batch ({ct.series_uid}); "
+                        "run on the CPU (--device cpu)."
+                    ) from exc
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning(
+                    "out of memory at batch %d on %s; retrying with %d", size, dev, size // 2
+                )
+                tuner.cap(size // 2)
+                continue
+            seconds = time.perf_counter() - t0
+            model_seconds += seconds
+            tuner.report((n_threads, fmt, size), n, seconds)
+            prob[done : done + n, rows, cols] = probs
+            mask[done : done + n, rows, cols] = probs >= thr16
+            done += n
+            if progress is not None:
+                progress(done, n_z, f"{ct.series_uid}: slice {done}/{n_z}")
 
-    final_format, final_size = tuner.propose()
-    if automatic and cached is None and tuner.done and tuner.best is not None:
+    finally:
+        torch.set_num_threads(original_threads)
+
+    final_threads, final_format, final_size = tuner.propose()
+    if automatic and cached is None and tuner.done:
         _TUNED[key] = tuner.best
         log.info(
             "tuned %s: %s (seconds/slice %s)",
@@ -625,10 +674,11 @@ def run_inference(
     settings = InferenceSettings(
         device=str(dev),
         precision=prec,
+        threads=final_threads,
         channels_last=bool(final_format),
         batch_size=int(final_size),
         crop_irc=(r0, r1, c0, c1),
-        tuned=cached is None and len(formats) * len(sizes) > 1,
+        tuned=cached is None and len(threads) * len(formats) * len(sizes) > 1,
     )
     found = group_candidates(prob, mask, ct.geometry, ct.series_uid, candidates)
     total = time.perf_counter() - start
@@ -674,6 +724,53 @@ def _forward(
     ):
         logits = runner(x)
     return torch.sigmoid(logits[:, 0].float()).to(torch.float16).cpu().numpy()
+
+
+def find_series(
+    data: Path, series: Sequence[str] | None = None, limit: int | None = None
+) -> tuple[LunaFolder | None, list[tuple[str, Path]]]:
+    """The series to process in ``data``: a LUNA16-layout folder or one series.
+
+    Returns the LUNA folder (None for a series outside one) and ``(uid, path)`` pairs, sorted.
+    ``series`` picks UIDs (unknown ones raise :class:`SeriesNotFoundError`); ``limit`` keeps the
+    first N. A series file inside ``ROOT/subsetN/`` gets its folder (for annotations).
+    """
+    if not data.exists():
+        raise SeriesReadError(f"{data} does not exist; check the path.")
+    wanted = list(series or [])
+    if data.is_dir() and (any(data.glob("subset*")) or (data / ANNOTATIONS_FILE).is_file()):
+        folder: LunaFolder | None = LunaFolder(data)
+        assert folder is not None
+        uids = folder.series_uids
+        unknown = sorted(set(wanted) - set(uids))
+        if unknown:
+            raise SeriesNotFoundError(
+                f"Series {', '.join(unknown[:3])} not found under {data}/subset*/; it holds "
+                f"{len(uids)} series (e.g. {', '.join(uids[:2]) or 'none'}). Check the UID."
+            )
+        if wanted:
+            uids = [u for u in uids if u in set(wanted)]
+        pairs = [(u, folder.series_path(u)) for u in uids]
+    elif is_series_path(data):
+        uid = series_uid_from_path(data) if data.is_file() else data.name
+        if wanted and wanted != [uid]:
+            raise SeriesNotFoundError(
+                f"{data} holds series {uid}, not {', '.join(wanted)}; drop --series or point "
+                "at the folder that holds them."
+            )
+        root = find_luna_root(data)
+        folder = LunaFolder(root) if root is not None else None
+        pairs = [(uid, data)]
+    else:
+        raise SeriesReadError(
+            f"{data} is neither a LUNA16 folder (subset*/, annotations.csv) nor a series "
+            f"({', '.join(SERIES_SUFFIXES)} or a DICOM folder)."
+        )
+    if limit is not None:
+        pairs = pairs[: max(limit, 0)]
+    if not pairs:
+        raise SeriesNotFoundError(f"No series to process in {data}.")
+    return folder, pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -777,6 +874,7 @@ __all__ = [
     "InferenceSettings",
     "SeriesOutputs",
     "error_volume",
+    "find_series",
     "group_candidates",
     "prob_to_uint8",
     "run_inference",

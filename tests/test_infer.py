@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from src_train.cli import main
 from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
 from src_train.context import context_stack
-from src_train.ct import CtVolume, Geometry
+from src_train.ct import CtVolume, Geometry, load_ct, save_volume
 from src_train.errors import CancelledError, ConfigError, GeometryError, OutputExistsError
 from src_train.evaluate import read_submission
 from src_train.infer import (
@@ -26,7 +28,8 @@ from src_train.infer import (
     voxel_metrics,
     write_candidates_csv,
 )
-from src_train.model import ModelConfig, build_model
+from src_train.luna import LunaFolder
+from src_train.model import ModelConfig, build_model, save_checkpoint
 
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 PERMUTED = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
@@ -260,3 +263,89 @@ def test_candidates_csv_round_trip_and_no_overwrite(tmp_path: Path) -> None:
     assert prob_to_uint8(np.array([[[0.0, 0.5, 1.0]]], dtype=np.float16)).tolist() == [
         [[0, 128, 255]]
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# lunaseg infer / eval
+# ---------------------------------------------------------------------------------------------
+def _checkpoint(tmp_path: Path, name: str = "random.pt") -> Path:
+    path = tmp_path / name
+    save_checkpoint(path, random_model(), ModelConfig())
+    return path
+
+
+def _as_if_saved_on_a_gpu(src: Path, dest: Path) -> None:
+    """Copy a checkpoint, relabelling its tensors' storage location as ``cuda:0``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            zout.writestr(item, data)
+
+
+def test_cli_infer_then_eval_on_a_luna_folder(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _checkpoint(tmp_path)
+    gpu_ckpt = tmp_path / "gpu.pt"
+    _as_if_saved_on_a_gpu(ckpt, gpu_ckpt)
+    with pytest.raises(RuntimeError):  # proves the relabelling: a plain load needs CUDA
+        torch.load(gpu_ckpt, weights_only=True)
+    out = tmp_path / "out"
+    args = ["infer", str(tiny_synth_dir), "--out", str(out), "--limit", "2"]
+    assert main([*args, "--checkpoint", str(gpu_ckpt), "--device", "cpu"]) == 0
+    uids = LunaFolder(tiny_synth_dir).series_uids[:2]
+    for uid in uids:
+        pred = load_ct(out / f"{uid}_pred.mhd")
+        prob = load_ct(out / f"{uid}_prob.mhd")
+        err = load_ct(out / f"{uid}_error.mhd")
+        ct = load_ct(LunaFolder(tiny_synth_dir).series_path(uid))
+        assert pred.geometry == ct.geometry == prob.geometry == err.geometry
+        assert set(np.unique(pred.hu)) <= {0, 1} and set(np.unique(err.hu)) <= {0, 1, 2, 3}
+        assert ((prob.hu >= 128) == (pred.hu == 1)).mean() > 0.999
+    assert (out / "seriesuids.csv").read_text().split() == uids
+    marks = read_submission(out / "candidates.csv")
+    assert {m.series_uid for m in marks} <= set(uids)
+    printed = capsys.readouterr().out
+    assert "nodule recall" in printed and "CPM" in printed
+
+    # Nothing is overwritten silently.
+    before = (out / "candidates.csv").read_bytes()
+    assert main([*args, "--checkpoint", str(ckpt)]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert (out / "candidates.csv").read_bytes() == before
+
+    ann = str(tiny_synth_dir / "annotations.csv")
+    assert main(["eval", "--annotations", ann, "--candidates", str(out / "candidates.csv")]) == 0
+    report = capsys.readouterr().out
+    assert "seriesuids.csv" in report and "CPM" in report and "2 scans" in report
+    assert (out / "froc.csv").is_file() and (out / "froc.png").is_file()
+    assert main(["eval", "--annotations", ann, "--candidates", str(out / "candidates.csv")]) == 2
+
+
+def test_cli_infer_single_series_and_bad_input(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _checkpoint(tmp_path)
+    folder = LunaFolder(tiny_synth_dir)
+    uid = folder.series_uids[0]
+    ct = load_ct(folder.series_path(uid))
+    nifti = save_volume(ct.hu, ct.geometry, tmp_path / "scan.nii.gz")
+    out = tmp_path / "single"
+    assert main(["infer", str(nifti), "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    assert (out / "scan_pred.mhd").is_file() and not (out / "scan_error.mhd").exists()
+    capsys.readouterr()
+
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a checkpoint")
+    cases = [
+        (["--checkpoint", str(bad)], "notes.pt"),
+        (["--checkpoint", str(ckpt), "--series", "1.2.3.nope"], "1.2.3.nope"),
+        (["--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
+    ]
+    for extra, needle in cases:
+        rc = main(["infer", str(tiny_synth_dir), "--out", str(tmp_path / "x"), *extra])
+        assert rc == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x" / "candidates.csv").exists()
