@@ -362,6 +362,12 @@ def error_overlay_rgb(
     return np.rint(rgb).astype(np.uint8)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def install_stop_signals(trainer: Trainer) -> Callable[[], None]:
     """Make SIGTERM and the first SIGINT a stop request (a second SIGINT interrupts at once).
 
@@ -581,6 +587,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             pin_memory=pin,
             drop_last=False,
+            worker_init_fn=_ignore_stop_signals,
         )
         self.val_loader = DataLoader(
             self.val_set,
@@ -589,6 +596,7 @@ class Trainer:
             ),
             num_workers=cfg.num_workers,
             pin_memory=pin,
+            worker_init_fn=_ignore_stop_signals,
         )
 
     def stop_requested_fn(self) -> bool:
