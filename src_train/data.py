@@ -53,6 +53,9 @@ StopFn = Callable[[], bool]
 
 _INT16 = np.iinfo(np.int16)
 
+#: Data files that may sit beside a series header (MetaImage raw / compressed raw).
+_DATA_SUFFIXES = (".raw", ".zraw")
+
 
 @dataclass(frozen=True)
 class CacheMeta:
@@ -176,7 +179,9 @@ class SeriesCache:
     def source_fingerprint(self, uid: str) -> dict[str, Any]:
         """What the cache entry depends on: series files (size, mtime), nodules, mask options."""
         header = self.folder.series_path(uid)
-        files = sorted(p for p in header.parent.glob(f"{header.stem}.*") if p.is_file())
+        # the header and its data file (a glob on the stem would also match "<uid>.<more>")
+        candidates = [header, *(header.with_suffix(s) for s in _DATA_SUFFIXES)]
+        files = [p for p in candidates if p.is_file()]
         return {
             "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
             "nodules": [[list(n.center_xyz_mm), n.diameter_mm] for n in self._nodules(uid)],
