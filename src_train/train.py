@@ -465,6 +465,8 @@ class Trainer:
         """Device, run folder, cache, data, model, optimiser, resume state, writers."""
         cfg = self.config
         self.dist = _init_distributed(cfg.device)
+        if not self.dist.is_main:  # rank 0 reports; the others only warn
+            logging.getLogger("src_train").setLevel(logging.WARNING)
         self.device = _choose_device(cfg.device, self.dist)
         self._reduce_device = (
             self.device if self.dist.active and self.device.type == "cuda" else torch.device("cpu")
