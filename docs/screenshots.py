@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 IMG_DIR = ROOT / "docs" / "img"
 WINDOW_SIZE = (1500, 950)
 PLUGIN = "napari-lunaseg"
+#: Longest wait for a background job, s.
+JOB_TIMEOUT_S = 600.0
+#: Epochs the training screenshot waits for.
+TRAIN_EPOCHS_SHOWN = 3
 #: 3-D view of the CT as a maximum intensity projection of bone, HU.
 BONE_WINDOW_HU = (100, 800)
 
@@ -62,6 +67,18 @@ def _open_sample(viewer: napari.Viewer) -> None:
     viewer.open_sample(PLUGIN, "synthetic_chest_ct")
 
 
+def shot_view() -> None:
+    """What ``lunaseg view`` shows: a synthetic series, its masks, the widgets docked."""
+    from napari_lunaseg._launch import open_viewer
+    from src_train.cli import DEFAULT_DATA_DIR, _view_default_series
+
+    path = _view_default_series(ROOT / DEFAULT_DATA_DIR, seed=0)
+    viewer = open_viewer(path)
+    viewer.window._qt_window.resize(*WINDOW_SIZE)
+    _save(viewer, "view")
+    viewer.close()
+
+
 def shot_mask_qa() -> None:
     """Mask QA on the synthetic sample: table, boxes, growth replay of a nodule."""
     from napari_lunaseg._mask_qa import MaskQAWidget
@@ -88,7 +105,69 @@ def shot_mask_qa() -> None:
     viewer.close()
 
 
-SHOTS: dict[str, Callable[[], None]] = {"mask_qa": shot_mask_qa}
+def shot_inference() -> None:
+    """The demo checkpoint run on the sample: probability, TP/FN/FP colours, candidates."""
+    from napari_lunaseg._inference import InferenceWidget, demo_checkpoint
+
+    checkpoint = demo_checkpoint()
+    if checkpoint is None or not checkpoint.is_file():
+        raise SystemExit(f"the demo checkpoint {checkpoint} is missing")
+    viewer = _viewer()
+    _open_sample(viewer)
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Inference", area="right")
+    widget.device.value = "auto"
+    widget.run()
+    if not _wait(lambda: not widget.running, JOB_TIMEOUT_S):
+        raise SystemExit("inference did not finish in time")
+    for layer in viewer.layers:
+        if layer.name.endswith(("mask", "prediction", "true shapes", "nodules")):
+            layer.visible = False
+    if widget.table.rowCount():
+        widget.table.selectRow(0)
+    viewer.scene.camera.zoom = 3.0
+    _save(viewer, "inference")
+    viewer.close()
+
+
+def shot_training() -> None:
+    """The training widget following a tiny run on a tiny synthetic data set."""
+    from napari_lunaseg._training import TrainingWidget
+    from src_train.synth import SynthConfig, write_dataset
+
+    with tempfile.TemporaryDirectory(prefix="lunaseg-shots-") as tmp:
+        data = Path(tmp) / "lunaseg-data"
+        write_dataset(data, n_scans=3, seed=1, config=SynthConfig.tiny())
+        viewer = _viewer()
+        viewer.open(str(sorted((data / "subset0").glob("*.mhd"))[0]), plugin=PLUGIN)
+        widget = TrainingWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Training", area="right")
+        widget.data_dir.value = str(data)
+        widget.run_dir.value = str(Path(tmp) / "runs" / "unet")
+        widget.epochs.value = 20
+        widget.epoch_samples.value = 32
+        widget.batch_size.value = 8
+        widget.device.value = "cpu"
+        widget.start()
+        if not _wait(lambda: len(widget.epochs_seen) >= TRAIN_EPOCHS_SHOWN, JOB_TIMEOUT_S):
+            raise SystemExit(f"training did not finish {TRAIN_EPOCHS_SHOWN} epochs in time")
+        _wait(
+            lambda: any(
+                e.get("kind") == "batch" and e.get("batch", 0) >= 2 for e in widget.events[-3:]
+            ),
+            30.0,
+        )
+        _save(viewer, "training")
+        widget.stop_and_wait()
+        viewer.close()
+
+
+SHOTS: dict[str, Callable[[], None]] = {
+    "view": shot_view,
+    "mask_qa": shot_mask_qa,
+    "inference": shot_inference,
+    "training": shot_training,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

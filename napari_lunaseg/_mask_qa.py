@@ -407,7 +407,7 @@ class MaskQAWidget(QWidget):
             "" if self.last_update_ms is None else f"; last update {self.last_update_ms:.1f} ms"
         )
         self._set_status(
-            f"{len(self.state.records)} nodules, {voxels:,} mask voxels at "
+            f"{len(self.state.records)} nodule(s), {voxels:,} mask voxels at "
             f"{self.state.threshold_hu:.0f} HU ({self.state.method}){latency}"
         )
         if self.table.currentRow() >= 0:

@@ -687,10 +687,9 @@ def _run_view(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else _view_default_series(Path(args.data_dir), args.seed)
     import napari
 
-    viewer = napari.Viewer(title=f"LunaSeg - {path.name}")
-    viewer.open(str(path), plugin="napari-lunaseg")
-    for name in ("Training", "Inference", "Mask QA"):
-        viewer.window.add_plugin_dock_widget("napari-lunaseg", name, tabify=True)
+    from napari_lunaseg._launch import open_viewer
+
+    open_viewer(path)
     napari.run()
     return 0
 
