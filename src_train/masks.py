@@ -48,7 +48,7 @@ from src_train.errors import (
     OutputExistsError,
     SeriesNotFoundError,
 )
-from src_train.luna import Nodule
+from src_train.luna import TRUTH_DIR, Nodule
 
 if TYPE_CHECKING:
     from src_train.luna import LunaFolder, TrueNodule
@@ -271,6 +271,7 @@ def dense(values: np.ndarray, threshold_hu: float) -> np.ndarray:
     ``v > floor(t)`` for integer ``v``), which is about three times faster than a float compare
     and never converts the array. Thresholds beyond the dtype's range give all-True/all-False.
     """
+    threshold_hu = check_threshold(threshold_hu)
     if np.issubdtype(values.dtype, np.integer):
         info = np.iinfo(values.dtype)
         t = math.floor(threshold_hu)
@@ -282,8 +283,18 @@ def dense(values: np.ndarray, threshold_hu: float) -> np.ndarray:
     return values > values.dtype.type(threshold_hu)
 
 
-def _is_dense_scalar(value: float, threshold_hu: float) -> bool:
-    return bool(value > threshold_hu)
+def check_threshold(threshold_hu: float) -> float:
+    """``threshold_hu`` as a float; :class:`ConfigError` unless it is a finite number of HU."""
+    try:
+        value = float(threshold_hu)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(
+            f"Density threshold {threshold_hu!r} is not a finite number of HU; give e.g. "
+            f"{DEFAULT_THRESHOLD_HU} (the SPEC default)."
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +313,8 @@ def grow_radius(
     index: list[int | slice] = list(c)
     index[axis] = slice(None)
     line = hu[tuple(index)]  # a 1-D view along the axis, no copy
+    # The same test (and dtype) as the box mask's, so a voxel growth accepts is in the mask.
+    line_dense = dense(line, threshold_hu)
     steps: list[GrowthStep] = []
     radius = GROW_START_RADIUS
     while True:
@@ -311,8 +324,8 @@ def grow_radius(
         if hu_minus is None or hu_plus is None:
             steps.append(GrowthStep(axis, radius, hu_minus, hu_plus, False, "edge"))
             return radius, steps
-        ok_minus = _is_dense_scalar(hu_minus, threshold_hu)
-        ok_plus = _is_dense_scalar(hu_plus, threshold_hu)
+        ok_minus = bool(line_dense[lo])
+        ok_plus = bool(line_dense[hi])
         if ok_minus and ok_plus:
             steps.append(GrowthStep(axis, radius, hu_minus, hu_plus, True))
             radius += 1
@@ -665,8 +678,10 @@ def _outside_message(ct: CtVolume, nodule: Nodule, center_irc: np.ndarray) -> st
     lo, hi = xyz.min(axis=0), xyz.max(axis=0)
     extent = ", ".join(f"{a} {lo[k]:.1f}..{hi[k]:.1f}" for k, a in enumerate("xyz"))
     cx, cy, cz = nodule.center_xyz_mm
+    source = f" ({ct.path})" if ct.path is not None else ""
+    row = f" (annotation line {nodule.row})" if nodule.row else ""
     return (
-        f"Series {ct.series_uid!r}: nodule centre ({cx:.1f}, {cy:.1f}, {cz:.1f}) mm "
+        f"Series {ct.series_uid!r}{source}: nodule{row} centre ({cx:.1f}, {cy:.1f}, {cz:.1f}) mm "
         f"(voxel irc {tuple(int(v) for v in center_irc)}) lies outside the volume "
         f"(shape irc {ct.shape_irc}; world extent {extent} mm). Check that the annotation "
         "belongs to this series, or skip such nodules (on_outside='skip')."
@@ -688,6 +703,7 @@ def mask_nodule(
     mm and the volume's extent) unless ``on_outside="skip"``: then the record is flagged
     ``skipped`` with an empty box and a warning is logged.
     """
+    check_threshold(threshold_hu)
     info = method_info(method)
     full_params = _check_params(info, params)
     center_irc_arr = ct.geometry.xyz_to_irc_index(nodule.center_xyz_mm)
@@ -713,7 +729,7 @@ def mask_nodule(
         )
     result = info.func(ct.hu, ct.geometry, nodule, center_irc, threshold_hu, **full_params)
     notes = list(result.notes)
-    if not _is_dense_scalar(float(ct.hu[center_irc]), threshold_hu):
+    if not bool(dense(ct.hu[center_irc], threshold_hu)):
         notes.insert(0, NOTE_CENTRE_BELOW)
     count = int(np.count_nonzero(result.local_mask))
     if count == 0:
@@ -845,8 +861,10 @@ class MaskState:
         """Recompute all nodules at ``threshold_hu`` (HU); return the changed region or None.
 
         The region is the bounding box ``(index, row, col)`` of all old and new boxes; ``None``
-        means no voxel changed.
+        means no voxel changed. A non-finite threshold raises :class:`ConfigError` and leaves
+        the state as it was.
         """
+        check_threshold(threshold_hu)
         self.threshold_hu = threshold_hu
         return self._recompute()
 
@@ -922,6 +940,23 @@ def _check_stop(should_stop: ShouldStop | None, what: str) -> None:
         raise CancelledError(f"{what} stopped on request.")
 
 
+def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
+    """:class:`OutputExistsError` when ``out`` is a folder of the data set itself.
+
+    Masks are named ``<uid>.mhd`` and the table ``nodules.csv``: written into a ``subset*``
+    folder they would replace the CT series, into ``truth/`` the true shapes and their table,
+    with or without ``overwrite``.
+    """
+    target = out.resolve()
+    protected = {folder.series_path(uid).parent.resolve() for uid in folder.series_uids}
+    protected.add((folder.root / TRUTH_DIR).resolve())
+    if target in protected:
+        raise OutputExistsError(
+            f"{out} holds the data set's own series or true shapes; masks written there would "
+            f"replace them. Choose another folder (default: {folder.root / 'masks'})."
+        )
+
+
 def write_masks(
     folder: LunaFolder,
     out_dir: str | os.PathLike[str],
@@ -938,12 +973,15 @@ def write_masks(
 
     Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
     (method, radii, box, voxel count, notes) is written last. Existing outputs raise
-    :class:`OutputExistsError` before any work unless ``overwrite``. Stops between series when
+    :class:`OutputExistsError` before any work unless ``overwrite``; a folder of the data set
+    itself (``subset*/``, ``truth/``) is always refused. Stops between series when
     ``should_stop()`` is true (:class:`CancelledError`; masks written so far are kept).
     """
     out = Path(out_dir)
     method_info(method)
+    check_threshold(threshold_hu)
     uids = folder.series_uids
+    _refuse_data_folder(folder, out)
     table = out / MASK_TABLE
     if not overwrite:
         existing = [p for p in [table, *(out / f"{u}.mhd" for u in uids)] if p.exists()]

@@ -380,3 +380,140 @@ def test_region_diameter_far_too_small_keeps_the_nodule() -> None:
     mask, (rec,) = build_masks(ct, [small], method="region")
     assert rec.voxel_count > 0 and mask.any() and masks.NOTE_EMPTY not in rec.notes
     assert any("thicker than the diameter" in n for n in rec.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The SPEC rule written out literally, against build_masks / MaskState on random volumes
+# ---------------------------------------------------------------------------------------------
+OBLIQUE_FLIP = (0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)  # axes permuted, one flipped
+
+
+def _spec_rule(hu: np.ndarray, center: tuple[int, int, int], threshold_hu: float):
+    """Reference: per axis (index, row, col) r = 2, 3, ... while centre-r and centre+r are both
+    inside the volume and both > threshold; box = centre +- r clipped; mask = box AND dense."""
+    radii = []
+    for axis in range(3):
+        r = 2
+        while True:
+            lo_i, hi_i = center[axis] - r, center[axis] + r
+            if lo_i < 0 or hi_i >= hu.shape[axis]:
+                break
+            lo_v = list(center)
+            hi_v = list(center)
+            lo_v[axis], hi_v[axis] = lo_i, hi_i
+            if not (hu[tuple(lo_v)] > threshold_hu and hu[tuple(hi_v)] > threshold_hu):
+                break
+            r += 1
+        radii.append(r)
+    box = tuple(
+        slice(max(0, c - r), min(n, c + r + 1))
+        for c, r, n in zip(center, radii, hu.shape, strict=True)
+    )
+    mask = np.zeros(hu.shape, dtype=bool)
+    mask[box] = hu[box] > threshold_hu
+    return tuple(radii), mask
+
+
+def _blobby_ct(shape, direction, seed: int) -> tuple[CtVolume, list[Nodule]]:
+    """Random dense cuboids in lung; nodules at blob centres, at corners and on every face."""
+    rng = np.random.default_rng(seed)
+    ct = make_ct(shape=shape, spacing_xyz=(0.7, 0.9, 2.5), direction=direction)
+    centres = [tuple(int(v) for v in rng.integers(0, shape)) for _ in range(6)]
+    centres += [(0, 0, 0), tuple(n - 1 for n in shape)]
+    centres += [(0, shape[1] // 2, shape[2] - 1), (shape[0] - 1, 0, shape[2] // 2)]
+    for c in centres:
+        paint_box(ct, c, tuple(int(v) for v in rng.integers(1, 6, size=3)))
+    ct.hu[...] += rng.integers(-40, 40, size=shape).astype(np.int16)
+    return ct, [nodule_at(ct, c) for c in centres]
+
+
+@pytest.mark.parametrize(
+    ("shape", "direction"),
+    [((13, 17, 19), IDENTITY), ((9, 31, 7), FLIPPED), ((15, 11, 23), OBLIQUE_FLIP)],
+    ids=["odd", "flipped", "permuted-flip"],
+)
+def test_build_masks_equals_literal_spec_rule(shape, direction) -> None:
+    for seed in range(3):
+        ct, nodules = _blobby_ct(shape, direction, seed)
+        for threshold in (-700, -100, 20.5):
+            mask, recs = build_masks(ct, nodules, threshold)
+            expected = np.zeros(shape, dtype=bool)
+            for nodule, rec in zip(nodules, recs, strict=True):
+                centre = tuple(int(v) for v in ct.geometry.xyz_to_irc_index(nodule.center_xyz_mm))
+                radii, own = _spec_rule(ct.hu, centre, threshold)
+                assert rec.center_irc == centre and rec.radius_irc == radii
+                local = np.zeros(shape, dtype=bool)
+                local[rec.box_slices] = rec.local_mask
+                assert np.array_equal(local, own) and rec.voxel_count == int(own.sum())
+                expected |= own
+            assert np.array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_mask_state_with_edges_overlaps_and_skipped_nodule(method: str) -> None:
+    ct, nodules = _blobby_ct((11, 21, 17), FLIPPED, seed=5)
+    nodules.append(Nodule(ct.series_uid, (900.0, 0.0, 0.0), 6.0))  # outside: skipped
+    state = MaskState(ct, nodules, method=method, on_outside="skip")
+    assert state.records[-1].skipped
+    for t in (-700, 30, -880, -40.5, -700):
+        before = state.mask.copy()
+        region = state.set_threshold(t)
+        expected, _ = build_masks(ct, nodules, t, method, on_outside="skip")
+        assert np.array_equal(state.mask, expected), t
+        changed = before != state.mask
+        if region is None:
+            assert not changed.any()
+        else:
+            changed[region] = False
+            assert not changed.any()
+
+
+def test_non_finite_threshold_is_a_config_error() -> None:
+    ct = make_ct()
+    paint_box(ct, (10, 12, 14), (2, 2, 2))
+    nodule = nodule_at(ct, (10, 12, 14))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ConfigError, match="threshold"):
+            build_masks(ct, [nodule], bad)
+    state = MaskState(ct, [nodule])
+    before = state.mask.copy()
+    with pytest.raises(ConfigError, match="threshold"):
+        state.set_threshold(float("nan"))
+    assert state.threshold_hu == DEFAULT_THRESHOLD_HU and np.array_equal(state.mask, before)
+
+
+def test_float_volume_growth_and_mask_use_one_density_test() -> None:
+    """A voxel that growth accepted as dense is in the mask, whatever the volume's dtype."""
+    ct = make_ct()
+    hu = ct.hu.astype(np.float32)
+    hu[10, 12, 8:21] = np.float32(-700.3)  # float32(-700.3) > -700.3 in float64, not in float32
+    hu[10, 12, 14] = SOLID_HU
+    ct = CtVolume(hu, ct.geometry, ct.series_uid)
+    _, (rec,) = build_masks(ct, [nodule_at(ct, (10, 12, 14))], threshold_hu=-700.3)
+    local = np.zeros(ct.shape_irc, dtype=bool)
+    local[rec.box_slices] = rec.local_mask
+    for step in rec.steps:
+        if step.accepted:
+            for sign in (-1, 1):
+                voxel = list(rec.center_irc)
+                voxel[step.axis] += sign * step.radius
+                assert local[tuple(voxel)], step
+
+
+def test_write_masks_never_writes_into_the_data_folders(tiny_synth_dir, tmp_path) -> None:
+    import shutil
+
+    from src_train.errors import OutputExistsError
+    from src_train.luna import LunaFolder
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    folder = LunaFolder(data)
+    uid = folder.series_uids[0]
+    ct_bytes = (data / "subset0" / f"{uid}.raw").read_bytes()
+    table = (data / "truth" / "nodules.csv").read_text()
+    for target in (data / "subset0", data / "truth", data / "truth" / "." / ""):
+        with pytest.raises(OutputExistsError, match="Choose another folder"):
+            masks.write_masks(folder, target, overwrite=True)
+    assert (data / "subset0" / f"{uid}.raw").read_bytes() == ct_bytes
+    assert (data / "truth" / "nodules.csv").read_text() == table
