@@ -1,0 +1,74 @@
+"""Reader and writer contributions without a viewer: what napari would get, geometry kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src_train.ct import Geometry, load_ct, save_volume
+
+FLIPPED = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_get_reader_accepts_series_and_declines_others(tmp_path: Path) -> None:
+    from napari_lunaseg._reader import get_reader
+
+    for name in ("a.mhd", "a.nii", "a.nii.gz", "a.nrrd"):
+        assert get_reader(str(tmp_path / name)) is not None, name
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader(str(tmp_path / "photo.png")) is None
+    dicom = tmp_path / "dicom"
+    dicom.mkdir()
+    assert get_reader(str(dicom)) is None  # empty folder: not a series
+    (dicom / "IM0001.dcm").write_bytes(b"")
+    assert get_reader(str(dicom)) is not None
+
+
+@pytest.mark.parametrize("direction", [IDENTITY, FLIPPED])
+def test_series_layers_carry_geometry(tmp_path: Path, direction) -> None:
+    from napari.layers import Layer
+
+    from napari_lunaseg._layers import geometry_from_layer
+    from napari_lunaseg._reader import read_series
+
+    geometry = Geometry((5, 9, 7), (-3.0, 4.0, 50.0), (0.8, 0.9, 2.5), direction)
+    hu = np.arange(5 * 9 * 7, dtype=np.int16).reshape(5, 9, 7)
+    path = save_volume(hu, geometry, tmp_path / "scan.nrrd")
+    (data, kwargs, layer_type) = read_series(str(path))[0]
+    assert layer_type == "image"
+    layer = Layer.create(data, kwargs, layer_type)
+    assert geometry_from_layer(layer) == geometry
+    irc = np.array([4.0, 1.0, 6.0])
+    np.testing.assert_allclose(np.asarray(layer.data_to_world(irc))[::-1], geometry.irc_to_xyz(irc))
+
+
+@pytest.mark.parametrize("direction", [IDENTITY, FLIPPED])
+def test_writer_keeps_geometry_of_a_foreign_labels_layer(tmp_path: Path, direction) -> None:
+    """A labels layer drawn by the user (no LunaSeg metadata) is written in the CT's frame."""
+    from napari.layers import Labels
+
+    from napari_lunaseg._writer import write_labels
+
+    geometry = Geometry((4, 6, 8), (10.0, -20.0, 30.0), (0.7, 0.7, 2.0), direction)
+    labels = np.zeros(geometry.shape_irc, dtype=np.uint8)
+    labels[1:3, 2:4, 3:6] = 1
+    layer = Labels(labels, affine=geometry.affine_irc_to_zyx())
+    written = write_labels(str(tmp_path / "drawn.nii.gz"), layer.data, layer._get_state())
+    back = load_ct(written[0])
+    np.testing.assert_allclose(back.geometry.origin_xyz_mm, geometry.origin_xyz_mm, atol=1e-4)
+    np.testing.assert_allclose(back.geometry.spacing_xyz_mm, geometry.spacing_xyz_mm, atol=1e-5)
+    np.testing.assert_allclose(back.geometry.direction, geometry.direction, atol=1e-6)
+    np.testing.assert_array_equal(back.hu, labels)
+
+
+def test_writer_refuses_unknown_ending(tmp_path: Path) -> None:
+    from napari.layers import Labels
+
+    from napari_lunaseg._writer import write_labels
+
+    layer = Labels(np.zeros((2, 3, 4), dtype=np.uint8))
+    assert write_labels(str(tmp_path / "mask.tif"), layer.data, layer._get_state()) == []
+    assert not (tmp_path / "mask.tif").exists()
