@@ -90,6 +90,14 @@ def _fix_hint(columns: Sequence[str]) -> str:
     return f"expected columns {','.join(columns)}; fix or delete that row"
 
 
+def _not_text(path: Path, exc: UnicodeDecodeError) -> AnnotationError:
+    # Text is decoded in blocks, so no reliable line number is known here.
+    return AnnotationError(
+        f"{path} is not UTF-8 text ({exc.reason}); is it a spreadsheet or a binary file? "
+        "Save it as a UTF-8 CSV file."
+    )
+
+
 class _CsvTable:
     """A CSV file with a header; iterating yields ``(line, fields)`` per non-blank row.
 
@@ -107,6 +115,8 @@ class _CsvTable:
                 header = next(reader, None)
             except csv.Error as exc:
                 raise AnnotationError(f"{path}, line 1: not valid CSV ({exc}).") from exc
+            except UnicodeDecodeError as exc:
+                raise _not_text(path, exc) from exc
         if header is None:
             raise AnnotationError(
                 f"{path} is empty; it needs a header line {','.join(self.required)}."
@@ -144,6 +154,8 @@ class _CsvTable:
                 raise AnnotationError(
                     f"{self.path}, line {reader.line_num}: not valid CSV ({exc})."
                 ) from exc
+            except UnicodeDecodeError as exc:
+                raise _not_text(self.path, exc) from exc
 
     def get(self, line: int, fields: list[str], column: str) -> str | None:
         """The stripped value of ``column`` in a row, None if the file has no such column."""
@@ -193,8 +205,9 @@ class _CsvTable:
 
 
 def _optional_diameter(table: _CsvTable, line: int, fields: list[str]) -> float | None:
-    if "diameter_mm" not in table.index or table.index["diameter_mm"] >= len(fields):
+    if "diameter_mm" not in table.index:
         return None
+    # A row too short to hold the column is malformed (table.get says so); an empty field is not.
     text = table.get(line, fields, "diameter_mm") or ""
     if text.lower() in _MISSING_VALUES:
         return None

@@ -102,6 +102,24 @@ def test_non_numeric_coordinate(tmp_path: Path, bad: str) -> None:
     assert "fix" in str(info.value)
 
 
+def test_short_row_without_diameter_field_is_an_error(tmp_path: Path) -> None:
+    """A row cut off before diameter_mm is malformed, not 'no diameter' (an empty field is)."""
+    path = _write(tmp_path / "a.csv", HEADER + f"{UID_A},1,2,3,\n{UID_B},1,2,3\n")
+    with pytest.raises(AnnotationError, match=r"a\.csv, line 3: 4 field.*diameter_mm"):
+        read_annotations(path)
+
+
+@pytest.mark.parametrize("where", ["header", "row"])
+def test_non_utf8_file(tmp_path: Path, where: str) -> None:
+    bad = b"\xff\xfe\x00binary"
+    body = HEADER.encode() + f"{UID_A},1,2,3,4\n".encode()
+    data = bad + body if where == "header" else body + bad + b",1,2,3,4\n"
+    path = tmp_path / "annotations.csv"
+    path.write_bytes(data)
+    with pytest.raises(AnnotationError, match=r"annotations\.csv is not UTF-8 text"):
+        read_annotations(path)
+
+
 def test_empty_series_uid(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.csv", HEADER + ",1,2,3,4\n")
     with pytest.raises(AnnotationError, match="line 2: empty seriesuid"):
