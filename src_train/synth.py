@@ -90,6 +90,9 @@ NODULE_GAP_MM = 3.0
 #: Candidates of class 0 keep this far (mm) beyond a nodule's radius.
 CANDIDATE_GAP_MM = 5.0
 
+#: Largest nodule label the uint8 truth volume can hold.
+MAX_TRUTH_LABEL = int(np.iinfo(np.uint8).max)
+
 _DIAMETERS_ASSET = "luna16_diameters.json"
 
 
@@ -161,6 +164,11 @@ class SynthConfig:
             raise ConfigError("SynthConfig: voxel spacings must be positive (mm).")
         if self.diameter_mm_range[0] <= 0 or self.nodules_per_scan_range[0] < 0:
             raise ConfigError("SynthConfig: diameters must be positive, nodule counts >= 0.")
+        if self.nodules_per_scan_range[1] > MAX_TRUTH_LABEL:
+            raise ConfigError(
+                f"SynthConfig.nodules_per_scan_range = {self.nodules_per_scan_range}: the uint8 "
+                f"truth volume holds at most {MAX_TRUTH_LABEL} nodules per scan."
+            )
         if not 0 < self.body_fov_fraction_range[1] <= 0.98:
             raise ConfigError("SynthConfig.body_fov_fraction_range must lie within (0, 0.98].")
         if not self.outside_fov_hu_choices or self.inplane_px_multiple < 1:
@@ -950,10 +958,18 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
             f"{out} is not empty; choose another folder or overwrite it (--overwrite)."
         )
     if not (out / MARKER_FILE).is_file():
-        if (out / ANNOTATIONS_FILE).exists() or (out / MALIGNANCY_FILE).exists():
+        # Anything that looks like LUNA16 data (even a partial download without its CSV files)
+        # is refused: this folder would be mixed with, or its files replaced by, synthetic ones.
+        data_like = [
+            child.name
+            for child in out.iterdir()
+            if child.name in (ANNOTATIONS_FILE, MALIGNANCY_FILE, CANDIDATES_FILE, TRUTH_DIR)
+            or (child.is_dir() and child.name.startswith("subset"))
+        ]
+        if data_like:
             raise OutputExistsError(
-                f"{out} holds a data set that 'lunaseg synth' did not write (no {MARKER_FILE}); "
-                "it is left alone. Choose another folder."
+                f"{out} holds a data set that 'lunaseg synth' did not write (no {MARKER_FILE}; "
+                f"found {', '.join(sorted(data_like))}); it is left alone. Choose another folder."
             )
         return
     log.info("replacing the synthetic data set in %s", out)

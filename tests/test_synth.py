@@ -262,6 +262,30 @@ def test_write_dataset_refuses_and_overwrites(tmp_path: Path) -> None:
     assert (foreign / "annotations.csv").is_file()
 
 
+@pytest.mark.parametrize("entry", ["subset0", "truth", "candidates.csv"])
+def test_overwrite_never_touches_a_foreign_partial_download(tmp_path: Path, entry: str) -> None:
+    """A folder with LUNA16-like content but no marker (e.g. series downloaded, CSVs not yet) is
+    refused even with overwrite: synthetic scans would be mixed in or replace its files."""
+    config = SynthConfig.tiny(nodules_per_scan_range=(1, 1), slices_range=(16, 16))
+    foreign = tmp_path / "luna"
+    if entry.endswith(".csv"):
+        foreign.mkdir()
+        (foreign / entry).write_text("seriesuid,coordX,coordY,coordZ,class\n")
+    else:
+        (foreign / entry).mkdir(parents=True)
+        (foreign / entry / "1.2.3.mhd").write_text("real header")
+    before = sorted(p.relative_to(foreign) for p in foreign.rglob("*"))
+    with pytest.raises(OutputExistsError, match=f"did not write.*{entry}"):
+        write_dataset(foreign, 1, 0, config, overwrite=True)
+    assert sorted(p.relative_to(foreign) for p in foreign.rglob("*")) == before
+    # A folder with unrelated files only is still accepted with overwrite.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    write_dataset(other, 1, 0, config, overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
 def test_write_dataset_can_be_stopped(tmp_path: Path) -> None:
     config = SynthConfig.tiny(slices_range=(16, 16))
     with pytest.raises(CancelledError):
@@ -276,6 +300,8 @@ def test_config_validation() -> None:
         SynthConfig(spacing_inplane_mm_range=(0.0, 0.5))
     with pytest.raises(ConfigError):
         write_dataset(Path("unused"), 0)
+    with pytest.raises(ConfigError, match="uint8"):  # labels 256+ would not fit the truth volume
+        SynthConfig(nodules_per_scan_range=(1, 300))
 
 
 def test_packaged_diameters_match_luna16() -> None:
