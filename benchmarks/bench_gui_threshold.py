@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.add_dock_widget(qa, name="Mask QA")
     _pump(1.0)
     bench_threshold(viewer, qa)
+    viewer.dims.ndisplay = 3  # the whole mask volume is re-uploaded to the GPU on refresh
+    _pump(1.0)
+    print("3-D display:")
+    bench_threshold(viewer, qa)
+    viewer.dims.ndisplay = 2
 
     probe = LoopProbe()
     print(_summary("event loop idle", probe.run(3.0)))

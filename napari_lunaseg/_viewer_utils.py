@@ -51,8 +51,14 @@ def upsert_layer(viewer: Any, layer_data: LayerDataTuple) -> Layer:
 
 
 def ct_layers(viewer: Any) -> list[Image]:
-    """3-D image layers, this plugin's CT layers first."""
-    images = [ly for ly in viewer.layers if isinstance(ly, Image) and ly.data.ndim == 3]
+    """3-D image layers that can be a CT (not this plugin's outputs), LunaSeg CTs first."""
+    images = [
+        ly
+        for ly in viewer.layers
+        if isinstance(ly, Image)
+        and ly.data.ndim == 3
+        and layer_info(ly).get("role", ROLE_CT) == ROLE_CT  # not our probability maps
+    ]
     return sorted(images, key=lambda ly: layer_info(ly).get("role") != ROLE_CT)
 
 

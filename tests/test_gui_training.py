@@ -46,8 +46,12 @@ def test_folder_without_annotations_is_refused(widget, tmp_path: Path) -> None:
 
 
 def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny_synth_dir):
+    from napari_lunaseg._inference import InferenceWidget
     from napari_lunaseg._session import session_for
     from src_train.model import load_model
+
+    inference = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(inference)
 
     data = tmp_path / "data"
     shutil.copytree(tiny_synth_dir, data)  # training writes its cache into the data folder
@@ -69,6 +73,7 @@ def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny
     # Its best checkpoint became the inference widget's choice.
     assert widget.best_checkpoint is not None and widget.best_checkpoint.is_file()
     assert session_for(viewer).best_checkpoint == widget.best_checkpoint
+    assert Path(str(inference.checkpoint.value)) == widget.best_checkpoint
 
     # Resume continues where it stopped; closing the viewer then stops the job cleanly
     # (SIGTERM, the child saves and exits before the window is gone).
