@@ -60,8 +60,18 @@ class Geometry:
     def __post_init__(self) -> None:
         if len(self.shape_irc) != 3 or min(self.shape_irc) < 1:
             raise GeometryError(f"A volume needs three non-empty axes; got shape {self.shape_irc}.")
-        if min(self.spacing_xyz_mm) <= 0:
-            raise GeometryError(f"Voxel spacing must be positive; got {self.spacing_xyz_mm} mm.")
+        if len(self.origin_xyz_mm) != 3 or not np.all(np.isfinite(self.origin_xyz_mm)):
+            raise GeometryError(f"The origin must be 3 finite mm values; got {self.origin_xyz_mm}.")
+        if len(self.spacing_xyz_mm) != 3 or not np.all(np.asarray(self.spacing_xyz_mm) > 0):
+            # (also catches NaN, which compares False)
+            raise GeometryError(
+                f"Voxel spacing must be 3 positive mm values; got {self.spacing_xyz_mm} mm."
+            )
+        if len(self.direction) != 9 or not np.all(np.isfinite(self.direction)):
+            raise GeometryError(
+                f"The direction matrix must be 9 finite numbers (3x3, row-major); got "
+                f"{self.direction}. Fix the series header."
+            )
         matrix = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
         if abs(abs(np.linalg.det(matrix)) - 1.0) > 1e-3:
             raise GeometryError(
@@ -164,7 +174,17 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; :class:`GeometryError` when a key is missing."""
+        missing = [
+            k
+            for k in ("shape_irc", "origin_xyz_mm", "spacing_xyz_mm", "direction")
+            if k not in data
+        ]
+        if missing:
+            raise GeometryError(
+                f"Geometry record lacks {', '.join(missing)}; it was not written by LunaSeg's "
+                "Geometry.to_dict."
+            )
         return cls(
             shape_irc=tuple(data["shape_irc"]),  # type: ignore[arg-type]
             origin_xyz_mm=tuple(data["origin_xyz_mm"]),  # type: ignore[arg-type]
@@ -297,8 +317,12 @@ def _read_image(path: Path) -> sitk.Image:
                 f"or at a file ending in one of {', '.join(SERIES_SUFFIXES)}."
             )
         if len(series_ids) > 1:
-            log.warning("%s holds %d DICOM series; reading the first (%s)", path, len(series_ids),
-                        series_ids[0])
+            log.warning(
+                "%s holds %d DICOM series; reading the first (%s)",
+                path,
+                len(series_ids),
+                series_ids[0],
+            )
         files = reader.GetGDCMSeriesFileNames(str(path), series_ids[0])
         reader.SetFileNames(files)
         try:

@@ -128,6 +128,31 @@ def test_geometry_dict_round_trip_and_validation(geometry: Geometry) -> None:
         Geometry((0, 2, 2), (0, 0, 0), (1, 1, 1))
 
 
+@pytest.mark.parametrize(
+    ("origin", "spacing", "direction", "match"),
+    [
+        ((0, 0, 0), (1.0, math.nan, 1.0), None, "spacing"),
+        ((0, 0, 0), (1.0, 1.0), None, "spacing"),
+        ((0, math.inf, 0), (1, 1, 1), None, "origin"),
+        ((0, 0, 0), (1, 1, 1), (1, 0, 0, 0, 1, 0), "direction"),
+        ((0, 0, 0), (1, 1, 1), (1, 0, 0, 0, math.nan, 0, 0, 0, 1), "direction"),
+    ],
+)
+def test_geometry_rejects_malformed_headers(origin, spacing, direction, match) -> None:
+    """Bad header values are a GeometryError naming the field, not a numpy reshape error or a
+    NaN that silently poisons every conversion."""
+    extra = () if direction is None else (direction,)
+    with pytest.raises(GeometryError, match=match):
+        Geometry((2, 2, 2), origin, spacing, *extra)
+
+
+def test_geometry_from_incomplete_dict() -> None:
+    data = SMALL.to_dict()
+    del data["direction"]
+    with pytest.raises(GeometryError, match="direction"):
+        Geometry.from_dict(data)
+
+
 # ---------------------------------------------------------------------------------------------
 # save / load
 # ---------------------------------------------------------------------------------------------
