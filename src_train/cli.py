@@ -90,7 +90,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _add_mask(sub: argparse._SubParsersAction) -> None:
-    from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
+    from src_train.masks import REFERENCE_METHOD, available_methods
 
     p = sub.add_parser(
         "mask",
@@ -99,13 +99,7 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
         "and a per-nodule table nodules.csv (method, radii, box, voxel count, notes).",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="LUNA16-layout folder")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD_HU,
-        metavar="HU",
-        help=f"density threshold in HU (default: {DEFAULT_THRESHOLD_HU})",
-    )
+    _add_threshold_argument(p)
     p.add_argument(
         "--method",
         choices=available_methods(),
@@ -123,8 +117,6 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_mask(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from src_train.luna import LunaFolder
     from src_train.masks import MASK_TABLE, write_masks
 
@@ -154,8 +146,21 @@ def _mask_progress(done: int, total: int, message: str) -> None:
     log.info("[%d/%d] %s", done, total, message)
 
 
+def _add_threshold_argument(p: argparse.ArgumentParser) -> None:
+    """``--threshold HU`` of ``mask`` and ``mask-report`` (dense = strictly above it)."""
+    from src_train.masks import DEFAULT_THRESHOLD_HU
+
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD_HU,
+        metavar="HU",
+        help=f"density threshold in HU (default: {DEFAULT_THRESHOLD_HU})",
+    )
+
+
 def _add_mask_report(sub: argparse._SubParsersAction) -> None:
-    from src_train.masks import DEFAULT_THRESHOLD_HU, available_methods
+    from src_train.masks import available_methods
 
     p = sub.add_parser(
         "mask-report",
@@ -167,13 +172,7 @@ def _add_mask_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with truth/ (lunaseg synth)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: DATA_DIR/mask-report)")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD_HU,
-        metavar="HU",
-        help=f"density threshold in HU (default: {DEFAULT_THRESHOLD_HU})",
-    )
+    _add_threshold_argument(p)
     p.add_argument(
         "--methods",
         nargs="+",
@@ -185,8 +184,6 @@ def _add_mask_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_mask_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from src_train.luna import LunaFolder
     from src_train.masks import mask_report, plot_mask_report, plot_report_case
 

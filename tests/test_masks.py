@@ -517,3 +517,16 @@ def test_write_masks_never_writes_into_the_data_folders(tiny_synth_dir, tmp_path
             masks.write_masks(folder, target, overwrite=True)
     assert (data / "subset0" / f"{uid}.raw").read_bytes() == ct_bytes
     assert (data / "truth" / "nodules.csv").read_text() == table
+
+
+def test_cli_mask_bad_threshold_and_data_folder_are_one_line_errors(
+    tiny_synth_dir, tmp_path, capsys
+) -> None:
+    from src_train.cli import main
+
+    out = tmp_path / "m"
+    assert main(["mask", str(tiny_synth_dir), "--out", str(out), "--threshold", "nan"]) == 2
+    assert "not a finite number of HU" in capsys.readouterr().err and not out.exists()
+    subset = str(tiny_synth_dir / "subset0")
+    assert main(["mask", str(tiny_synth_dir), "--out", subset, "--overwrite"]) == 2
+    assert "Choose another folder" in capsys.readouterr().err
