@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -135,31 +136,30 @@ def shot_training() -> None:
     from napari_lunaseg._training import TrainingWidget
     from src_train.synth import SynthConfig, write_dataset
 
+    cwd = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="lunaseg-shots-") as tmp:
-        data = Path(tmp) / "lunaseg-data"
-        write_dataset(data, n_scans=3, seed=1, config=SynthConfig.tiny())
-        viewer = _viewer()
-        viewer.open(str(sorted((data / "subset0").glob("*.mhd"))[0]), plugin=PLUGIN)
-        widget = TrainingWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Training", area="right")
-        widget.data_dir.value = str(data)
-        widget.run_dir.value = str(Path(tmp) / "runs" / "unet")
-        widget.epochs.value = 20
-        widget.epoch_samples.value = 32
-        widget.batch_size.value = 8
-        widget.device.value = "cpu"
-        widget.start()
-        if not _wait(lambda: len(widget.epochs_seen) >= TRAIN_EPOCHS_SHOWN, JOB_TIMEOUT_S):
-            raise SystemExit(f"training did not finish {TRAIN_EPOCHS_SHOWN} epochs in time")
-        _wait(
-            lambda: any(
-                e.get("kind") == "batch" and e.get("batch", 0) >= 2 for e in widget.events[-3:]
-            ),
-            30.0,
-        )
-        _save(viewer, "training")
-        widget.stop_and_wait()
-        viewer.close()
+        os.chdir(tmp)  # relative folders in the picture, as a user would type them
+        try:
+            data = Path("lunaseg-data")
+            write_dataset(data, n_scans=3, seed=1, config=SynthConfig.tiny())
+            viewer = _viewer()
+            viewer.open(str(sorted((data / "subset0").glob("*.mhd"))[0]), plugin=PLUGIN)
+            widget = TrainingWidget(viewer)
+            viewer.window.add_dock_widget(widget, name="Training", area="right")
+            widget.data_dir.value = str(data)
+            widget.run_dir.value = "runs/unet"
+            widget.epochs.value = 20
+            widget.epoch_samples.value = 32
+            widget.batch_size.value = 8
+            widget.device.value = "cpu"
+            widget.start()
+            if not _wait(lambda: len(widget.epochs_seen) >= TRAIN_EPOCHS_SHOWN, JOB_TIMEOUT_S):
+                raise SystemExit(f"training did not finish {TRAIN_EPOCHS_SHOWN} epochs in time")
+            _save(viewer, "training")
+            widget.stop_and_wait()
+            viewer.close()
+        finally:
+            os.chdir(cwd)
 
 
 SHOTS: dict[str, Callable[[], None]] = {
