@@ -23,6 +23,9 @@ from src_train.luna import Nodule
 from src_train.masks import MaskState, available_methods
 
 THRESHOLDS_HU = (-700, -600, -750, -500, -800, -650)
+#: Lung parenchyma of the phantom and its noise (standard deviation), HU.
+LUNG_HU = -850.0
+LUNG_NOISE_HU = 25.0
 
 
 def make_volume(n_slices: int, n_nodules: int, seed: int = 0) -> tuple[CtVolume, list[Nodule]]:
@@ -30,7 +33,12 @@ def make_volume(n_slices: int, n_nodules: int, seed: int = 0) -> tuple[CtVolume,
     ``(index, row, col)``."""
     rng = np.random.default_rng(seed)
     shape = (n_slices, 512, 512)
-    hu = rng.normal(-850, 25, size=shape).astype(np.int16)
+    # float32 in place: rng.normal would hold a float64 copy (8 bytes/voxel, ~630 MB at 300 slices)
+    noise = rng.standard_normal(size=shape, dtype=np.float32)
+    noise *= LUNG_NOISE_HU
+    noise += LUNG_HU
+    hu = noise.astype(np.int16)
+    del noise
     geometry = Geometry(shape, (-180.0, -180.0, -350.0), (0.7, 0.7, 1.25))
     spacing_irc = np.asarray(geometry.spacing_irc_mm)
     nodules = []
