@@ -72,3 +72,44 @@ def test_writer_refuses_unknown_ending(tmp_path: Path) -> None:
     layer = Labels(np.zeros((2, 3, 4), dtype=np.uint8))
     assert write_labels(str(tmp_path / "mask.tif"), layer.data, layer._get_state()) == []
     assert not (tmp_path / "mask.tif").exists()
+
+
+def _write_dicom_series(folder: Path, hu: np.ndarray, geometry: Geometry) -> None:
+    """One CT slice per file, with the tags a DICOM reader needs to stack them."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(hu)
+    geometry.apply_to(image)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    folder.mkdir()
+    for k in range(hu.shape[0]):
+        plane = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.7.1",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.7.2",
+            "0020|0032": "\\".join(f"{v:.4f}" for v in position),
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0020|0013": str(k + 1),
+            "0018|0050": f"{geometry.spacing_xyz_mm[2]}",
+        }
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
+        writer.Execute(plane)
+
+
+def test_reader_opens_a_dicom_folder(tmp_path: Path) -> None:
+    from napari_lunaseg._reader import get_reader
+
+    geometry = Geometry((5, 8, 9), (1.0, 2.0, 3.0), (0.7, 0.8, 2.5), IDENTITY)
+    hu = (np.arange(5 * 8 * 9) % 300 - 100).astype(np.int16).reshape(5, 8, 9)
+    _write_dicom_series(tmp_path / "series", hu, geometry)
+    reader = get_reader(str(tmp_path / "series"))
+    assert reader is not None
+    ((data, kwargs, layer_type),) = reader(str(tmp_path / "series"))
+    assert layer_type == "image"
+    np.testing.assert_array_equal(data, hu)
+    np.testing.assert_allclose(kwargs["affine"], geometry.affine_irc_to_zyx(), atol=1e-4)
