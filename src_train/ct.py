@@ -370,7 +370,10 @@ def load_ct(path: str | os.PathLike[str]) -> CtVolume:
             array = array.astype(np.int16)
     else:
         array = array.astype(np.float32, copy=False)
-    geometry = Geometry.from_sitk(image)
+    try:
+        geometry = Geometry.from_sitk(image)
+    except GeometryError as exc:
+        raise GeometryError(f"{src}: {exc}") from exc
     uid = series_uid_from_path(src) if not src.is_dir() else src.name
     return CtVolume(hu=array, geometry=geometry, series_uid=uid, path=src)
 

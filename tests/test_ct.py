@@ -303,6 +303,18 @@ def test_header_without_data_file(tmp_path: Path) -> None:
         load_ct(tmp_path / "odd.mhd")
 
 
+def test_sheared_direction_in_header_names_the_file(tmp_path: Path) -> None:
+    save_volume(_volume(SMALL), SMALL, tmp_path / "scan.mhd")
+    header = tmp_path / "scan.mhd"
+    lines = [
+        "TransformMatrix = 2 0 0 0 1 0 0 0 1" if line.startswith("TransformMatrix") else line
+        for line in header.read_text().splitlines()
+    ]
+    header.write_text("\n".join(lines) + "\n")
+    with pytest.raises(GeometryError, match=r"scan\.mhd: The direction matrix"):
+        load_ct(header)
+
+
 def test_unsupported_suffix(tmp_path: Path) -> None:
     path = tmp_path / "scan.png"
     path.write_bytes(b"\x89PNG")
