@@ -67,6 +67,13 @@ AXIS_NAMES = ("index", "row", "col")
 #: Typical lung parenchyma, HU (used when a crop has no lung voxel to measure).
 DEFAULT_LUNG_HU = -850.0
 
+#: ``region``: a nodule is solid enough to take its level from its dense voxels when at least
+#: this fraction of its ball is dense; fainter ones use the median of their core.
+SOLID_DENSE_FRACTION = 0.25
+
+#: Mask report: an annotation matches a true nodule within its diameter, but at least this (mm).
+MATCH_MIN_DISTANCE_MM = 1.0
+
 #: Names of the default and of the reference method.
 REFERENCE_METHOD = "grow"
 
@@ -527,7 +534,7 @@ def _local_levels(
     inside = dist <= radius_mm
     values = crop[inside]
     dense_values = values[dense(values, threshold_hu)]
-    if dense_values.size * 4 >= values.size:
+    if dense_values.size >= SOLID_DENSE_FRACTION * values.size:
         nodule_hu = float(np.percentile(dense_values, nodule_percentile))
     else:  # faint: most of the ball is below the threshold; trust the core
         nodule_hu = float(np.median(crop[dist <= max(radius_mm / 2, min_spacing_mm)]))
@@ -1181,7 +1188,7 @@ def _match_true(
     for truth in truths:
         dist = np.linalg.norm(centres - np.asarray(truth.center_xyz_mm), axis=1)
         k = int(np.argmin(dist))
-        near = dist[k] <= max(truth.diameter_mm, 1.0)
+        near = dist[k] <= max(truth.diameter_mm, MATCH_MIN_DISTANCE_MM)
         pairs.append((truth, annotations[k] if near else None))
     return pairs
 
