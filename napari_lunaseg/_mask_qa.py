@@ -174,6 +174,7 @@ class MaskQAWidget(QWidget):
         self._truth: _Truth | None = None
         self._dice: dict[str, list[float | None]] = {}
         self.last_update_ms: float | None = None
+        self._step_record: int | None = None  # nodule whose growth the replay shows
 
         self.ct_choice = ComboBox(label="CT layer", choices=self._ct_choices)
         self.method = ComboBox(label="method", choices=available_methods(), value=REFERENCE_METHOD)
@@ -255,6 +256,7 @@ class MaskQAWidget(QWidget):
         self._replay_timer.stop()
         self.state = None
         self.ct = None
+        self._step_record = None
         self._truth = None
         if layer is None:
             self._set_status("Open a CT (File > Open or File > Open Sample > LunaSeg).")
@@ -295,7 +297,8 @@ class MaskQAWidget(QWidget):
 
     def _attach_mask_layer(self) -> None:
         """Show the state's mask (a uint8 view, no copy) in the series' mask layer."""
-        assert self.state is not None and self.ct is not None
+        if self.state is None or self.ct is None:
+            return
         layer = upsert_layer(
             self.viewer,
             mask_layer_data(
@@ -414,7 +417,8 @@ class MaskQAWidget(QWidget):
             self._load_steps(self.table.currentRow())
 
     def _update_boxes(self) -> None:
-        assert self.state is not None and self.ct is not None
+        if self.state is None or self.ct is None:
+            return
         rects: list[np.ndarray] = []
         for rec in self.state.records:
             if not rec.skipped:
@@ -422,7 +426,8 @@ class MaskQAWidget(QWidget):
         self._set_shapes(ROLE_BOXES, f"{short_name(self.ct.series_uid)} boxes", rects, BOX_COLOR)
 
     def _set_shapes(self, role: str, name: str, rects: list[np.ndarray], color: str) -> None:
-        assert self.ct is not None
+        if self.ct is None:
+            return
         layer = find_layer(self.viewer, role, self.ct.series_uid)
         if layer is None:
             with keep_selection(self.viewer):
@@ -448,7 +453,8 @@ class MaskQAWidget(QWidget):
 
     def select_nodule(self, index: int) -> None:
         """Select nodule ``index`` (0-based): jump the view to it and load its growth steps."""
-        assert self.state is not None
+        if self.state is None:
+            return
         record = self.state.records[index]
         if self.table.currentRow() != index:
             self.table.selectRow(index)
@@ -456,7 +462,8 @@ class MaskQAWidget(QWidget):
         self._load_steps(index)
 
     def _load_steps(self, index: int) -> None:
-        assert self.state is not None
+        if self.state is None:
+            return
         steps = self.state.records[index].steps
         self._step_record = index
         self.step.max = max(len(steps) - 1, 0)
@@ -466,7 +473,7 @@ class MaskQAWidget(QWidget):
 
     def show_step(self, step_index: int) -> None:
         """Show growth step ``step_index`` of the selected nodule: box so far and the probes."""
-        if self.state is None or self.ct is None or not hasattr(self, "_step_record"):
+        if self.state is None or self.ct is None or self._step_record is None:
             return
         record = self.state.records[self._step_record]
         if not record.steps:
@@ -505,7 +512,8 @@ class MaskQAWidget(QWidget):
         )
 
     def _show_probes(self, record: NoduleMask, step: Any) -> None:
-        assert self.ct is not None
+        if self.ct is None:
+            return
         centre = np.asarray(record.center_irc, dtype=float)
         points, colors = [], []
         for sign, value in ((-1, step.hu_minus), (1, step.hu_plus)):
@@ -538,7 +546,7 @@ class MaskQAWidget(QWidget):
             self._replay_timer.stop()
             self.play_button.text = "▶ Replay growth"
             return
-        if self.state is None or not hasattr(self, "_step_record"):
+        if self.state is None or self._step_record is None:
             show_info("Select a nodule in the table first.")
             return
         self.step.value = 0

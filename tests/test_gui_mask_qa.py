@@ -9,7 +9,7 @@ import pytest
 
 from src_train.ct import CtVolume, Geometry, load_ct, save_volume
 from src_train.luna import LunaFolder
-from src_train.masks import build_masks
+from src_train.masks import available_methods, build_masks
 
 pytestmark = pytest.mark.gui
 
@@ -109,8 +109,19 @@ def test_sample_data_and_mask_qa_threshold(viewer, qtbot) -> None:
     z_world = record.center_xyz_mm[2]
     assert viewer.dims.point[0] == pytest.approx(z_world, abs=ct.geometry.spacing_xyz_mm[2])
     # Replaying the growth shows each step and says which side stopped it.
-    widget.step.value = widget.step.max
+    widget._replay_timer.setInterval(5)  # the user sees 350 ms per step; the test needs none
+    widget.play_button.native.click()
+    qtbot.waitUntil(lambda: widget.step.value == widget.step.max, timeout=10_000)
     assert "stopped by" in widget.step_text.text()
+    growth = next(ly for ly in viewer.layers if ly.name.endswith(" growth"))
+    assert len(growth.data) >= 1
+
+    # Another mask method: the layer follows, and each method's Dice is in the table.
+    other = next(m for m in available_methods() if m != "grow")
+    widget.method.value = other
+    expected, _ = build_masks(ct, state.nodules, threshold_hu=-450, method=other)
+    np.testing.assert_array_equal(mask_layer.data.astype(bool), expected)
+    assert f"Dice {other}" in widget.table_headers()
 
 
 def test_mask_export_keeps_geometry(viewer, tiny_synth_dir: Path, tmp_path: Path) -> None:
