@@ -948,7 +948,7 @@ def _check_stop(should_stop: ShouldStop | None, what: str) -> None:
 
 
 def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
-    """:class:`OutputExistsError` when ``out`` is a folder of the data set itself.
+    """:class:`OutputExistsError` when ``out`` is (inside) a folder of the data set itself.
 
     Masks are named ``<uid>.mhd`` and the table ``nodules.csv``: written into a ``subset*``
     folder they would replace the CT series, into ``truth/`` the true shapes and their table,
@@ -957,10 +957,11 @@ def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
     target = out.resolve()
     protected = {folder.series_path(uid).parent.resolve() for uid in folder.series_uids}
     protected.add((folder.root / TRUTH_DIR).resolve())
-    if target in protected:
+    if any(target == p or p in target.parents for p in protected):
         raise OutputExistsError(
-            f"{out} holds the data set's own series or true shapes; masks written there would "
-            f"replace them. Choose another folder (default: {folder.root / 'masks'})."
+            f"{out} is (inside) a folder of the data set's own series or true shapes; masks "
+            "written there would replace them or be found as series. Choose another folder "
+            f"(default: {folder.root / 'masks'})."
         )
 
 

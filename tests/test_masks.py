@@ -512,7 +512,12 @@ def test_write_masks_never_writes_into_the_data_folders(tiny_synth_dir, tmp_path
     uid = folder.series_uids[0]
     ct_bytes = (data / "subset0" / f"{uid}.raw").read_bytes()
     table = (data / "truth" / "nodules.csv").read_text()
-    for target in (data / "subset0", data / "truth", data / "truth" / "." / ""):
+    for target in (
+        data / "subset0",
+        data / "truth",
+        data / "truth" / "." / "",
+        data / "subset0" / "m",
+    ):
         with pytest.raises(OutputExistsError, match="Choose another folder"):
             masks.write_masks(folder, target, overwrite=True)
     assert (data / "subset0" / f"{uid}.raw").read_bytes() == ct_bytes
