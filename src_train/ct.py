@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from src_train.errors import ConfigError, GeometryError, OutputExistsError, SeriesReadError
+from src_train.errors import (
+    ConfigError,
+    GeometryError,
+    OutputExistsError,
+    OutputWriteError,
+    SeriesReadError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -399,8 +405,9 @@ def save_volume(
 
     The file (and for ``.mhd`` its ``.raw``/``.zraw``) is written in a temporary folder beside
     the target and renamed into place, so a crash never leaves a half-written volume. Existing
-    files are kept unless ``overwrite`` is true (:class:`OutputExistsError` otherwise).
-    Boolean masks are written as uint8 0/1 (SimpleITK has no boolean pixel type).
+    files are kept unless ``overwrite`` is true (:class:`OutputExistsError` otherwise); a
+    failed write (permissions, disk full) is an :class:`OutputWriteError`. Boolean masks are
+    written as uint8 0/1 (SimpleITK has no boolean pixel type).
     """
     dest = Path(path)
     suffix = _write_suffix(dest)
@@ -413,12 +420,18 @@ def save_volume(
         raise OutputExistsError(
             f"{dest} already exists; remove it or ask to overwrite (e.g. --overwrite)."
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype == np.bool_:  # SimpleITK has no boolean pixel type: store masks as 0/1 uint8
         array = array.view(np.uint8)
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     geometry.apply_to(image)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".lunaseg-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".lunaseg-", dir=dest.parent))
+    except OSError as exc:
+        raise OutputWriteError(
+            f"Cannot write {dest}: cannot create a file in {dest.parent} ({exc.strerror}). "
+            "Choose a writable folder."
+        ) from exc
     try:
         tmp_path = tmp_dir / dest.name
         sitk.WriteImage(image, str(tmp_path), useCompression=compress)
@@ -428,6 +441,10 @@ def save_volume(
                 os.replace(part, dest.parent / part.name)
         else:
             os.replace(tmp_path, dest)
+    except (OSError, RuntimeError) as exc:
+        raise OutputWriteError(
+            f"Cannot write {dest} ({exc}). Check the free disk space and the folder's permissions."
+        ) from exc
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return dest

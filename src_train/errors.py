@@ -36,6 +36,10 @@ class OutputExistsError(LunaSegError):
     """An output would overwrite existing data and overwriting was not asked for."""
 
 
+class OutputWriteError(LunaSegError):
+    """An output could not be written (no permission, disk full, a file where a folder goes)."""
+
+
 class ConfigError(LunaSegError):
     """An option or configuration value is invalid."""
 

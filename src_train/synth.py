@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from src_train.ct import CtVolume, Geometry, save_volume
-from src_train.errors import CancelledError, ConfigError, OutputExistsError
+from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
 from src_train.luna import (
     ANNOTATIONS_FILE,
     MALIGNANCY_FILE,
@@ -1012,7 +1012,12 @@ def write_dataset(
     cfg = config or SynthConfig()
     out = Path(out_dir)
     _prepare_output(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(
+            f"Cannot create the data folder {out} ({exc.strerror}); choose a writable place."
+        ) from exc
     marker = {
         "generator": "lunaseg synth",
         "seed": seed,

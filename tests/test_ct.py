@@ -10,7 +10,13 @@ import pytest
 import SimpleITK as sitk
 
 from src_train.ct import Geometry, load_ct, save_volume, series_uid_from_path
-from src_train.errors import ConfigError, GeometryError, OutputExistsError, SeriesReadError
+from src_train.errors import (
+    ConfigError,
+    GeometryError,
+    OutputExistsError,
+    OutputWriteError,
+    SeriesReadError,
+)
 
 
 def _rotation(axis_xyz: tuple[float, float, float], degrees: float) -> tuple[float, ...]:
@@ -261,6 +267,13 @@ def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
     assert np.array_equal(load_ct(tmp_path / "a.mhd").hu, array)
     save_volume(np.zeros_like(array), SMALL, tmp_path / "a.mhd", overwrite=True)
     assert not load_ct(tmp_path / "a.mhd").hu.any()
+
+
+def test_save_into_unwritable_place_is_a_lunaseg_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(OutputWriteError, match=r"afile.*writable folder"):
+        save_volume(_volume(SMALL), SMALL, tmp_path / "afile" / "scan.mhd")
+    assert (tmp_path / "afile").read_text() == "not a folder"
 
 
 def test_save_rejects_bad_suffix_and_shape(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from src_train.ct import load_ct
-from src_train.errors import CancelledError, ConfigError, OutputExistsError
+from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
 from src_train.luna import TRUE_NODULE_KINDS, LunaFolder, read_candidates
 from src_train.synth import (
     MARKER_FILE,
@@ -284,6 +284,12 @@ def test_overwrite_never_touches_a_foreign_partial_download(tmp_path: Path, entr
     (other / "notes.txt").write_text("mine")
     write_dataset(other, 1, 0, config, overwrite=True)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_write_dataset_into_unwritable_place(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputWriteError, match="afile"):
+        write_dataset(tmp_path / "afile" / "data", 1, 0, SynthConfig.tiny(slices_range=(16, 16)))
 
 
 def test_write_dataset_can_be_stopped(tmp_path: Path) -> None:
