@@ -46,6 +46,7 @@ from src_train.errors import (
     ConfigError,
     GeometryError,
     OutputExistsError,
+    OutputWriteError,
     SeriesNotFoundError,
 )
 from src_train.luna import TRUTH_DIR, Nodule
@@ -928,8 +929,13 @@ ShouldStop = Callable[[], bool]
 
 def _write_csv_atomic(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:
     """Write ``rows`` as CSV through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=".csv", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=".csv", dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(
+            f"Cannot write {path} ({exc.strerror}); choose a writable folder."
+        ) from exc
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(columns))

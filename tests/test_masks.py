@@ -535,3 +535,7 @@ def test_cli_mask_bad_threshold_and_data_folder_are_one_line_errors(
     subset = str(tiny_synth_dir / "subset0")
     assert main(["mask", str(tiny_synth_dir), "--out", subset, "--overwrite"]) == 2
     assert "Choose another folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    report_out = str(tmp_path / "afile" / "report")
+    assert main(["mask-report", str(tiny_synth_dir), "--out", report_out, "--methods", "grow"]) == 2
+    assert "Cannot write" in capsys.readouterr().err
