@@ -76,6 +76,11 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Model option {name} must be a positive integer; got {value!r}.")
+        if self.in_channels % 2 == 0:
+            raise ConfigError(
+                "Model option in_channels must be odd (the slice and as many neighbours above "
+                f"as below); got {self.in_channels}. Use 2 * context_slices + 1."
+            )
 
     @property
     def context_slices(self) -> int:
@@ -121,6 +126,16 @@ def _conv_block(in_ch: int, out_ch: int, batch_norm: bool, n_convs: int = 2) -> 
     return nn.Sequential(*layers)
 
 
+def _encoder(config: ModelConfig) -> nn.ModuleList:
+    """One conv block per level, top to bottom; level ``i`` has ``filters * 2**i`` channels."""
+    blocks = nn.ModuleList()
+    in_ch = config.in_channels
+    for width in config.level_filters():
+        blocks.append(_conv_block(in_ch, width, config.batch_norm))
+        in_ch = width
+    return blocks
+
+
 class _PaddedModel(nn.Module):
     """Base: input batch norm, pad ``H, W`` to a size multiple, crop the logits back."""
 
@@ -161,11 +176,8 @@ class UNet(_PaddedModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         widths = config.level_filters()
-        self.down = nn.ModuleList()
-        in_ch = config.in_channels
-        for width in widths:
-            self.down.append(_conv_block(in_ch, width, config.batch_norm))
-            in_ch = width
+        self.down = _encoder(config)
+        in_ch = widths[-1]
         self.up = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for width in reversed(widths[:-1]):
@@ -198,11 +210,8 @@ class SegNet(_PaddedModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         widths = config.level_filters()
-        self.encoder = nn.ModuleList()
-        in_ch = config.in_channels
-        for width in widths:
-            self.encoder.append(_conv_block(in_ch, width, config.batch_norm))
-            in_ch = width
+        self.encoder = _encoder(config)
+        in_ch = widths[-1]
         self.decoder = nn.ModuleList()
         for width in reversed(widths[:-1]):
             self.decoder.append(_conv_block(in_ch, width, config.batch_norm))

@@ -76,14 +76,26 @@ def test_input_batchnorm_makes_hu_scale_irrelevant_in_train_mode() -> None:
     assert torch.allclose(y1, y2, atol=1e-3)
 
 
-def test_segnet_uses_unpooling_with_indices() -> None:
-    model = build_model(ModelConfig(arch="segnet", filters=4))
+def test_segnet_unpools_at_the_encoder_max_positions() -> None:
+    """The top decoder output is non-zero only where the first encoder level had its 2x2 max."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="segnet", filters=4, depth=3)).eval()
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
-    assert model(torch.randn(1, 7, 16, 16)).shape == (1, 1, 16, 16)
+    seen: dict[str, torch.Tensor] = {}
+    model.encoder[0].register_forward_hook(lambda m, i, o: seen.update(encoded=o))
+    model.top.register_forward_hook(lambda m, i, o: seen.update(unpooled=i[0]))
+    with torch.no_grad():
+        assert model(torch.randn(2, 7, 16, 16) * 300).shape == (2, 1, 16, 16)
+    encoded, unpooled = seen["encoded"], seen["unpooled"]
+    _, indices = torch.nn.functional.max_pool2d(encoded, 2, return_indices=True)
+    at_max = torch.zeros_like(encoded).flatten(2).scatter_(2, indices.flatten(2), 1.0)
+    assert (unpooled != 0).any()
+    assert not (unpooled.flatten(2)[at_max == 0] != 0).any(), "values only at pooled maxima"
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"arch": "vnet"}, {"depth": 0}, {"filters": -1}, {"in_channels": 2.5}]
+    "kwargs",
+    [{"arch": "vnet"}, {"depth": 0}, {"filters": -1}, {"in_channels": 2.5}, {"in_channels": 6}],
 )
 def test_bad_model_config_raises(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
@@ -148,6 +160,27 @@ def test_cuda_saved_tensors_load_on_cpu(tmp_path: Path) -> None:
     _, path, _ = _trained_pair(tmp_path)
     raw = torch.load(path, map_location=None, weights_only=True)
     assert all(t.device.type == "cpu" for t in raw["model_state"].values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_written_checkpoint_loads_on_cpu(tmp_path: Path) -> None:
+    """A model trained on the GPU, and even a file holding CUDA tensors, load on the CPU."""
+    cfg = ModelConfig(filters=4, depth=2)
+    model = build_model(cfg).cuda()
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 7, 16, 16, device="cuda")).mean().backward()
+    opt.step()
+    path = tmp_path / "gpu.pt"
+    save_checkpoint(path, model, cfg, optimizer=opt)
+    raw = torch.load(path, map_location="cuda", weights_only=True)
+    assert all(t.is_cuda for t in raw["model_state"].values())
+    cuda_file = tmp_path / "cuda_tensors.pt"
+    torch.save(raw, cuda_file)  # as if written without moving tensors to the CPU
+    for src in (path, cuda_file):
+        loaded, _ = load_model(src, device="cpu")
+        assert all(p.device.type == "cpu" for p in loaded.state_dict().values())
+        ckpt = load_checkpoint(src)
+        assert all(t.device.type == "cpu" for t in ckpt.model_state.values())
 
 
 def test_non_checkpoint_file_raises_naming_it(tmp_path: Path) -> None:
