@@ -114,11 +114,7 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, config: LossConfig | None = None) -> None:
         super().__init__()
-        self.config = config or LossConfig()
-        if self.config.name not in LOSSES:
-            raise ConfigError(
-                f"Unknown loss {self.config.name!r}; choose one of {', '.join(LOSSES)}."
-            )
+        self.config = config or LossConfig()  # LossConfig has checked the name
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Scalar float32 loss of logits ``(N, 1, H, W)`` against labels of the same shape."""
@@ -140,6 +136,9 @@ def build_loss(name: str = "dice-fn", **params: float) -> SegmentationLoss:
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
+#: A float label voxel (e.g. a resampled mask) counts as label above this value.
+LABEL_THRESHOLD = 0.5
+
 #: Order of the counters in :attr:`SegmentationMetrics.totals`.
 _COUNTERS = ("loss_sum", "batches", "tp", "fn", "fp", "tn")
 
@@ -148,8 +147,9 @@ class SegmentationMetrics:
     """Accumulates voxel counts over an epoch and turns them into metrics.
 
     Counters live in one float64 tensor on the device (no host sync per batch); :meth:`reduce`
-    sums them over distributed processes. Labels may be bool or float (thresholded at 0.5), so
-    "not label" is exact with or without augmentation.
+    sums them over distributed processes. Labels may be bool or float (label above
+    :data:`LABEL_THRESHOLD`), so "not label" is exact with or without augmentation. A voxel is
+    predicted positive when its logit is > 0 (probability > 0.5).
     """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
@@ -160,7 +160,7 @@ class SegmentationMetrics:
     ) -> None:
         """Add one batch: logits and labels ``(N, 1, H, W)``, its (mean) loss."""
         pred = logits.detach() > 0
-        lab = labels > 0.5 if labels.dtype != torch.bool else labels
+        lab = labels > LABEL_THRESHOLD if labels.dtype != torch.bool else labels
         counts = torch.stack(
             [
                 (pred & lab).sum(),

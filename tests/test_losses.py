@@ -51,6 +51,17 @@ def test_false_negative_dice_ignores_false_positives() -> None:
     assert false_negative_dice_loss(_logits_for(nothing), lab).item() > 0.9
 
 
+def test_soft_dice_values_by_hand() -> None:
+    """Logit 0 = probability 0.5 everywhere; 12 of 64 voxels are label (smooth 1)."""
+    lab = _labels()
+    logits = torch.zeros(lab.shape)
+    dice = (2 * 0.5 * 12 + 1) / (0.5 * 64 + 12 + 1)
+    fn_dice = (2 * 0.5 * 12 + 1) / (0.5 * 12 + 12 + 1)  # Dice(pred * label, label)
+    assert dice_loss(logits, lab).item() == pytest.approx(1 - dice)
+    assert false_negative_dice_loss(logits, lab).item() == pytest.approx(1 - fn_dice)
+    assert dice_fn_loss(logits, lab).item() == pytest.approx((1 - dice) + 8 * (1 - fn_dice))
+
+
 def test_dice_fn_weights_misses_eight_times() -> None:
     lab = _labels()
     logits = torch.randn(lab.shape)
@@ -99,9 +110,10 @@ def test_losses_are_float32_under_bf16_logits_and_have_gradients() -> None:
         assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-def test_unknown_loss_raises() -> None:
+@pytest.mark.parametrize("name", ["hinge", ""])
+def test_unknown_loss_raises(name: str) -> None:
     with pytest.raises(ConfigError, match="Unknown loss"):
-        build_loss("hinge")
+        build_loss(name)
 
 
 def test_metrics_count_voxels() -> None:
@@ -144,8 +156,3 @@ def test_float_labels_after_interpolation_threshold_at_half() -> None:
     metrics.update(torch.full_like(lab, BIG), lab)
     m = metrics.compute()
     assert (m["tp"], m["fp"]) == (2, 2)
-
-
-def test_unknown_loss_name_in_config_raises() -> None:
-    with pytest.raises(ConfigError):
-        build_loss("")
