@@ -32,9 +32,15 @@ import torch
 from torch.utils.data import Dataset
 
 from src_train.context import DEFAULT_CONTEXT_SLICES, HU_CLAMP, context_stack
-from src_train.errors import CancelledError, ConfigError, SeriesReadError
-from src_train.luna import LunaFolder, Nodule
-from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
+from src_train.errors import (
+    AnnotationError,
+    CancelledError,
+    ConfigError,
+    SeriesNotFoundError,
+    SeriesReadError,
+)
+from src_train.luna import ANNOTATIONS_FILE, LunaFolder, Nodule
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks, method_info
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +136,25 @@ def _to_int16(hu: np.ndarray, uid: str) -> np.ndarray:
     raise SeriesReadError(f"Series {uid}: unsupported voxel type {hu.dtype} for the cache.")
 
 
+def check_training_folder(folder: LunaFolder) -> None:
+    """Raise unless ``folder`` has series on disk and an annotation file (a cache needs both).
+
+    Checked before any series is cached, so that a wrong folder fails in a second, not after
+    hours of caching empty masks.
+    """
+    if not folder.series_uids:
+        raise SeriesNotFoundError(
+            f"{folder.root} holds no series (expected {folder.root}/subset0/<seriesuid>.mhd). "
+            "Point DATA_DIR at a LUNA16 folder or run 'lunaseg synth' to make one."
+        )
+    if folder.annotations_path is None:
+        raise AnnotationError(
+            f"{folder.root} has no {ANNOTATIONS_FILE}: without nodule annotations every mask "
+            f"is empty. Put the LUNA16 {ANNOTATIONS_FILE} (seriesuid,coordX,coordY,coordZ,"
+            "diameter_mm) in that folder."
+        )
+
+
 class SeriesCache:
     """Memory-mapped per-series arrays of a LUNA-layout folder, built lazily.
 
@@ -138,6 +163,8 @@ class SeriesCache:
         cache_dir: where to keep the cache; default ``DATA_DIR/cache``.
         threshold_hu, mask_method: passed to ``masks.build_masks``.
         max_open: series kept memory-mapped at once (least recently used are closed).
+
+    Raises :class:`ConfigError` for an unknown ``mask_method`` (before anything is cached).
     """
 
     def __init__(
@@ -149,6 +176,7 @@ class SeriesCache:
         mask_method: str = REFERENCE_METHOD,
         max_open: int = DEFAULT_MAX_OPEN_SERIES,
     ) -> None:
+        method_info(mask_method)  # unknown method: ConfigError now, not per series later
         self.folder = data if isinstance(data, LunaFolder) else LunaFolder(data)
         self.cache_dir = Path(cache_dir) if cache_dir else self.folder.root / CACHE_DIRNAME
         self.threshold_hu = float(threshold_hu)

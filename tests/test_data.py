@@ -19,8 +19,10 @@ from src_train.data import (
     SeriesCache,
     TrainingDataset,
     ValidationDataset,
+    check_training_folder,
 )
-from src_train.errors import CancelledError, ConfigError
+from src_train.errors import AnnotationError, CancelledError, ConfigError, SeriesNotFoundError
+from src_train.luna import LunaFolder
 from src_train.masks import build_masks
 
 LUNG_HU = -900
@@ -210,3 +212,21 @@ def test_validation_covers_exactly_the_mask_slices(luna: Path) -> None:
     share0, share1 = ds.batches(3, rank=0, world_size=2), ds.batches(3, rank=1, world_size=2)
     assert sorted(map(tuple, share0 + share1)) == sorted(map(tuple, batches))
     assert not set(map(tuple, share0)) & set(map(tuple, share1))
+
+
+def test_folder_without_series_or_annotations_is_refused_by_name(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SeriesNotFoundError, match=r"empty.*subset0"):
+        check_training_folder(LunaFolder(empty))
+    bare = tmp_path / "bare"
+    write_tiny_luna(bare, [("3.1", (6, 32, 32), [(3, 16, 16)], FLIPPED)])
+    (bare / "annotations.csv").unlink()
+    with pytest.raises(AnnotationError, match=r"bare.*annotations\.csv"):
+        check_training_folder(LunaFolder(bare))
+
+
+def test_unknown_mask_method_is_refused_before_caching(luna: Path) -> None:
+    with pytest.raises(ConfigError, match="wobble"):
+        SeriesCache(luna, mask_method="wobble")
+    assert not (luna / "cache").exists()
