@@ -30,13 +30,14 @@ def measure(
 ) -> float:
     """Samples per second over ``steps`` steps after two warm-up steps."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch=arch)).to(device)
+    config = ModelConfig(arch=arch)
+    model = build_model(config).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters())
     loss_fn = build_loss("dice-fn")
     augment = BatchAugment(AugmentConfig.from_names("all"))
-    image = torch.randn(batch, 7, crop, crop, device=device) * 300
+    image = torch.randn(batch, config.in_channels, crop, crop, device=device) * 300
     label = torch.zeros(batch, 1, crop, crop, dtype=torch.bool, device=device)
     label[:, :, crop // 3 : crop // 2, crop // 3 : crop // 2] = True
     if channels_last:

@@ -231,12 +231,13 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_cache(args: argparse.Namespace) -> int:
-    from src_train.data import SeriesCache
+    from src_train.data import SeriesCache, check_training_folder
 
     options = {"threshold_hu": args.threshold_hu, "mask_method": args.mask_method}
     cache = SeriesCache(
         args.data_dir, args.cache_dir, **{k: v for k, v in options.items() if v is not None}
     )
+    check_training_folder(cache.folder)
 
     def progress(done: int, total: int, uid: str) -> None:
         print(f"[{done}/{total}] {uid}", flush=True)

@@ -52,8 +52,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from src_train.augment import AugmentConfig, BatchAugment
 from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP, LUNG_WINDOW_HU
 from src_train.context import DEFAULT_CONTEXT_SLICES
-from src_train.data import SampleConfig, SeriesCache, TrainingDataset, ValidationDataset
-from src_train.errors import CancelledError, ConfigError, OutputExistsError
+from src_train.data import (
+    SampleConfig,
+    SeriesCache,
+    TrainingDataset,
+    ValidationDataset,
+    check_training_folder,
+)
+from src_train.errors import AnnotationError, CancelledError, ConfigError, OutputExistsError
 from src_train.losses import LossConfig, SegmentationLoss, SegmentationMetrics
 from src_train.luna import LunaFolder, split_series
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
@@ -79,6 +85,9 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 ON_OFF_AUTO = ("auto", "on", "off")
 
 _SEED_MASK = (1 << 63) - 1
+
+#: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
+MIN_VAL_STRIDE = 2
 
 #: How long processes of a distributed run wait for each other (e.g. while caching series).
 DIST_TIMEOUT = datetime.timedelta(hours=2)
@@ -155,9 +164,14 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
-        if min(self.num_workers, self.context_slices, self.tb_images, self.threads) < 0:
+        if min(self.num_workers, self.context_slices, self.tb_images, self.threads, self.seed) < 0:
             raise ConfigError(
-                "num_workers, context_slices, tb_images and threads must not be negative."
+                "num_workers, context_slices, tb_images, threads and seed must not be negative."
+            )
+        if self.val_stride < MIN_VAL_STRIDE:
+            raise ConfigError(
+                f"val_stride must be at least {MIN_VAL_STRIDE} (every n-th series validates, the "
+                f"others train); got {self.val_stride}."
             )
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}.")
@@ -538,6 +552,7 @@ class Trainer:
     def _prepare_data(self) -> None:
         cfg = self.config
         folder = LunaFolder(cfg.data_dir)
+        check_training_folder(folder)
         self.cache = SeriesCache(
             folder, cfg.cache_dir, threshold_hu=cfg.threshold_hu, mask_method=cfg.mask_method
         )
@@ -548,6 +563,12 @@ class Trainer:
                 "held out for validation)."
             )
         self.train_uids, self.val_uids = split_series(uids, cfg.val_stride)
+        if not any(n.is_nodule for uid in self.train_uids for n in folder.nodules(uid)):
+            raise AnnotationError(
+                f"{folder.annotations_path} has no nodule in any of the {len(self.train_uids)} "
+                f"training series of {folder.root} (series UIDs must match the .mhd file "
+                "names). Check the annotation file or the data folder."
+            )
         # Each process builds its share of missing cache entries; then all read every meta.
         share = uids[self.dist.rank :: self.dist.world_size]
         cancelled = False
@@ -698,7 +719,8 @@ class Trainer:
     def train_step(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One optimisation step on a device batch (augmented here).
 
-        Returns ``(loss, logits, augmented labels)``, detached.
+        Returns ``(loss, logits, augmented image, augmented labels)``, detached: the logits
+        belong to the augmented image, so metrics and pictures must use that image and labels.
         """
         with torch.no_grad():
             image, label = self.augment(image, label, generator=self.aug_generator)
@@ -709,7 +731,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach(), logits.detach(), label
+        return loss.detach(), logits.detach(), image, label
 
     def train_epoch(self, epoch: int) -> dict[str, float] | None:
         """Train one epoch; returns its metrics, or None when a stop request ended it."""
@@ -728,7 +750,7 @@ class Trainer:
             if self._agreed_stop():
                 return None
             image, label = self._to_device(image, label)
-            loss, logits, aug_label = self.train_step(image, label)
+            loss, logits, aug_image, aug_label = self.train_step(image, label)
             metrics.update(logits, aug_label, loss)
             seen = image.shape[0] * self.dist.world_size
             self.samples_seen += seen
@@ -744,7 +766,7 @@ class Trainer:
                     metrics={"loss": float(loss)},
                 )
             if i == 1 and self._writer is not None and cfg.tb_images:
-                self._log_images("train", epoch, image, logits, aug_label)
+                self._log_images("train", epoch, aug_image, logits, aug_label)
         metrics.reduce()
         result = metrics.compute()
         result["samples_per_s"] = epoch_samples / max(time.perf_counter() - started, 1e-9)
@@ -765,7 +787,7 @@ class Trainer:
             metrics.update(logits, label, self.loss_fn(logits, label))
             if self._writer is not None and drawn < self.config.tb_images:
                 take = min(self.config.tb_images - drawn, image.shape[0])
-                self._log_images(f"val/{drawn}", epoch, image[:take], logits[:take], label[:take])
+                self._log_images("val", epoch, image[:take], logits[:take], label[:take], drawn)
                 drawn += take
             self.emit("validation", epoch=epoch, batch=i, batches=batches)
         metrics.reduce()
@@ -853,8 +875,13 @@ class Trainer:
         image: torch.Tensor,
         logits: torch.Tensor,
         label: torch.Tensor,
+        first: int = 0,
     ) -> None:
-        """CT centre slices with the TP/FN/FP colour code, to TensorBoard."""
+        """CT centre slices with the TP/FN/FP colour code, to TensorBoard as ``tag/<n>``.
+
+        ``image`` ``(N, C, H, W)`` HU, ``logits`` and ``label`` ``(N, 1, H, W)``; the images
+        are numbered from ``first``.
+        """
         centre = image.shape[1] // 2
         for j in range(min(image.shape[0], self.config.tb_images)):
             rgb = error_overlay_rgb(
@@ -862,8 +889,7 @@ class Trainer:
                 (logits[j, 0] > 0).cpu().numpy(),
                 label[j, 0].cpu().numpy(),
             )
-            name = tag if tag.startswith("val") else f"{tag}/{j}"
-            self._writer.add_image(name, rgb, epoch, dataformats="HWC")
+            self._writer.add_image(f"{tag}/{first + j}", rgb, epoch, dataformats="HWC")
 
     def on_train_end(self, epoch: int, stopped: bool) -> None:
         """Final or interrupted checkpoint, closing writers."""
@@ -896,7 +922,8 @@ class Trainer:
                     break
                 val = self.validate(epoch) if self._should_validate(epoch) else None
                 self.on_epoch_end(epoch, train, val)
-                if self._agreed_stop():
+                # after the last epoch the run is done, whatever was requested meanwhile
+                if epoch < cfg.epochs and self._agreed_stop():
                     stopped = True
                     break
             self.on_train_end(epoch, stopped)
