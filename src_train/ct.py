@@ -66,14 +66,14 @@ class Geometry:
     def __post_init__(self) -> None:
         if len(self.shape_irc) != 3 or min(self.shape_irc) < 1:
             raise GeometryError(f"A volume needs three non-empty axes; got shape {self.shape_irc}.")
-        if len(self.origin_xyz_mm) != 3 or not np.all(np.isfinite(self.origin_xyz_mm)):
+        if np.size(self.origin_xyz_mm) != 3 or not np.all(np.isfinite(self.origin_xyz_mm)):
             raise GeometryError(f"The origin must be 3 finite mm values; got {self.origin_xyz_mm}.")
-        if len(self.spacing_xyz_mm) != 3 or not np.all(np.asarray(self.spacing_xyz_mm) > 0):
+        if np.size(self.spacing_xyz_mm) != 3 or not np.all(np.asarray(self.spacing_xyz_mm) > 0):
             # (also catches NaN, which compares False)
             raise GeometryError(
                 f"Voxel spacing must be 3 positive mm values; got {self.spacing_xyz_mm} mm."
             )
-        if len(self.direction) != 9 or not np.all(np.isfinite(self.direction)):
+        if np.size(self.direction) != 9 or not np.all(np.isfinite(self.direction)):
             raise GeometryError(
                 f"The direction matrix must be 9 finite numbers (3x3, row-major); got "
                 f"{self.direction}. Fix the series header."
