@@ -376,6 +376,13 @@ def error_overlay_rgb(
     return np.rint(rgb).astype(np.uint8)
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -501,6 +508,8 @@ class Trainer:
             self._resume()
         if self.dist.is_main:
             self._write_config()
+            if cfg.resume:
+                self._rewrite_metrics()
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -657,6 +666,9 @@ class Trainer:
         self.model_plain.load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
+            # Adam's moments continue; the learning rate is the one asked for now
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr
         self.start_epoch = ckpt.epoch + 1
         self.samples_seen = ckpt.samples_seen
         extra = ckpt.extra
@@ -686,10 +698,13 @@ class Trainer:
             "torch": torch.__version__,
             "command_line": self.command_line,
         }
-        path = self.run_dir / CONFIG_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        _write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(data, indent=1))
+
+    def _rewrite_metrics(self) -> None:
+        """``metrics.jsonl`` = the resumed history (drops rows of epochs the checkpoint lacks,
+        e.g. written just before a crash)."""
+        text = "".join(json.dumps(row) + "\n" for row in self.history)
+        _write_text_atomic(self.run_dir / METRICS_FILE, text)
 
     def _any_process(self, flag: bool) -> bool:
         """True when ``flag`` is true in any process (all processes must call this)."""

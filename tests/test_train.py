@@ -196,6 +196,24 @@ def test_should_stop_callable_and_request_stop() -> None:
     assert asked.stop_requested
 
 
+def test_resume_takes_the_new_learning_rate_and_drops_stray_metric_rows(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    with open(run / METRICS_FILE, "a") as fh:  # a row written just before a crash
+        fh.write(json.dumps({"epoch": 2.0}) + "\n")
+    resumed = Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, lr=0.005, resume=True))
+    resumed.setup()
+    try:
+        assert all(g["lr"] == 0.005 for g in resumed.optimizer.param_groups)
+        assert resumed.optimizer.state, "Adam's moments were restored"
+        rows = (run / METRICS_FILE).read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in rows] == [1]
+    finally:
+        resumed.close()
+
+
 def test_run_folder_guards(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="Cannot resume"):
