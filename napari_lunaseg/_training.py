@@ -2,16 +2,19 @@
 
 Why a child process: training is long, uses every core and may crash (out of memory, a CUDA
 error); in a separate process none of that can freeze or take down napari. The child is started
-with ``python -m src_train.cli train ... --progress-json`` and prints one JSON object per line;
-the widget reads them through :class:`QProcess` signals on the GUI thread (no polling thread).
+with ``python -m src_train.cli train DATA_DIR ... --progress-json`` and prints one JSON object
+per line (``ProgressEvent``); the widget reads them through :class:`QProcess` signals on the GUI
+thread (no polling thread).
 
-Cancel sends SIGTERM: the trainer stops between batches, writes a loadable checkpoint and exits;
-Resume starts the same command with ``--resume`` on that run folder.
+Cancel sends SIGTERM: the trainer stops between batches, writes a loadable
+``checkpoint_latest.pt`` and exits; Resume starts the same command with ``--resume``.
 
-Viewer close: a running job is registered with napari's task manager, so closing the window
-first asks for confirmation; then the widget sends SIGTERM and waits (up to
-:data:`STOP_WAIT_MS`) for the child to save and exit. A job is never left half-written: the
-trainer writes checkpoints to a temporary file and renames them into place.
+Viewer close (documented behaviour): a running job is registered with napari's task manager, so
+closing the window first asks for confirmation; then the widget sends SIGTERM and waits (up to
+:data:`STOP_WAIT_MS`) for the child to save and exit. Closing only the Training dock keeps the
+job running in the background until the viewer closes; if the widget itself is destroyed, the
+same clean stop happens. Checkpoints are written to a temporary file and renamed into place, so
+nothing is ever half-written; the run can be resumed later from the CLI or here.
 """
 
 from __future__ import annotations
@@ -58,6 +61,20 @@ def _choices(module: str, name: str, fallback: tuple[str, ...]) -> list[str]:
         return list(getattr(mod, name))
     except (ImportError, AttributeError):
         return list(fallback)
+
+
+def _stop_orphan(process: QProcess, timeout_ms: int = STOP_WAIT_MS) -> None:
+    """Stop a child whose widget was destroyed: SIGTERM (checkpoint saved), kill if it hangs."""
+    try:
+        if process.state() == QProcess.ProcessState.NotRunning:
+            return
+    except RuntimeError:  # the QProcess itself is already gone (interpreter shutdown)
+        return
+    process.terminate()
+    if not process.waitForFinished(timeout_ms):
+        log.warning("training did not stop within %d ms; killing it", timeout_ms)
+        process.kill()
+        process.waitForFinished(timeout_ms)
 
 
 def _train_defaults() -> dict[str, int]:
@@ -239,7 +256,9 @@ class TrainingWidget(QWidget):
         self._cancelled = False
         self.exit_code = None
         fill_table(self.table, [])
-        process = QProcess(self)
+        # No Qt parent: a QProcess deleted with its parent would SIGKILL the child. If this
+        # widget goes away (dock closed, viewer closed), _stop_orphan stops it cleanly instead.
+        process = QProcess()
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
         process.setProcessEnvironment(env)
@@ -249,6 +268,7 @@ class TrainingWidget(QWidget):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_process_error)
         self.process = process
+        self.destroyed.connect(lambda *_: _stop_orphan(process))
         run_dir = Path(str(self.run_dir.value))
         self.tensorboard.setText(
             f"TensorBoard: tensorboard --logdir {run_dir / TENSORBOARD_SUBDIR}"
