@@ -15,7 +15,8 @@ slices on epoch 1 and every ``val_every``-th epoch, and keeps a run folder::
 Progress leaves through callbacks receiving :class:`ProgressEvent` objects (one per batch,
 validation, epoch, checkpoint, end); a stop request (:meth:`Trainer.request_stop`, a
 ``should_stop`` callable, SIGTERM/SIGINT via :func:`install_stop_signals`) is honoured between
-batches: the latest checkpoint is written and :meth:`Trainer.fit` returns with ``stopped``.
+training or validation batches: the latest checkpoint is written and :meth:`Trainer.fit`
+returns with ``stopped`` (a stop during validation keeps the trained epoch, unvalidated).
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel: NCCL on
 GPUs, gloo on CPUs; each process sees its share of every epoch; only rank 0 writes files and
@@ -621,6 +622,9 @@ class Trainer:
             drop_last=False,
             worker_init_fn=_ignore_stop_signals,
         )
+        self.val_steps = math.ceil(
+            len(self.val_set.batches(cfg.val_batch_size)) / self.dist.world_size
+        )
         self.val_loader = DataLoader(
             self.val_set,
             batch_sampler=self.val_set.batches(
@@ -788,15 +792,25 @@ class Trainer:
         return result
 
     @torch.no_grad()
-    def validate(self, epoch: int) -> dict[str, float]:
-        """Metrics on whole validation slices (no augmentation, eval mode)."""
+    def validate(self, epoch: int) -> dict[str, float] | None:
+        """Metrics on whole validation slices (no augmentation, eval mode).
+
+        Returns None when a stop request ended it (checked between batches).
+        """
         model = self.model_plain
         model.eval()
         metrics = SegmentationMetrics(self.device)
         drawn = 0
         batches = len(self.val_loader)
-        for i, (image, label) in enumerate(self.val_loader, start=1):
-            image, label = self._to_device(image, label)
+        loader = iter(self.val_loader)
+        # every process takes the same number of steps, so that all agree on a stop request
+        for i in range(1, self.val_steps + 1):
+            if self._agreed_stop():
+                return None
+            item = next(loader, None)
+            if item is None:  # this process's share is done before the others'
+                continue
+            image, label = self._to_device(*item)
             with self._autocast():
                 logits = model(image)
             metrics.update(logits, label, self.loss_fn(logits, label))
@@ -936,6 +950,8 @@ class Trainer:
                     stopped, epoch = True, epoch - 1
                     break
                 val = self.validate(epoch) if self._should_validate(epoch) else None
+                if val is None and self._should_validate(epoch):
+                    log.warning("validation of epoch %d skipped: stop requested", epoch)
                 self.on_epoch_end(epoch, train, val)
                 # after the last epoch the run is done, whatever was requested meanwhile
                 if epoch < cfg.epochs and self._agreed_stop():

@@ -187,6 +187,27 @@ def test_stop_request_mid_epoch_leaves_a_loadable_checkpoint(
     assert done.samples_seen == 24 + 16
 
 
+def test_stop_request_during_validation_keeps_the_trained_epoch(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    events: list[ProgressEvent] = []
+    trainer: Trainer
+
+    def stop_in_validation(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.kind == "validation":
+            trainer.request_stop()
+
+    cfg = _config(tiny_synth_dir, cache_dir, run, epochs=3, epoch_samples=8, val_batch_size=1)
+    trainer = Trainer(cfg, callbacks=[stop_in_validation])
+    result = trainer.fit()
+    assert trainer.val_steps > 1, "the validation set must span several batches"
+    assert [e.kind for e in events].count("validation") == 1, "stopped after one batch"
+    assert result.stopped and result.epoch == 1 and "val/recall" not in result.history[0]
+    assert load_checkpoint(run / LATEST).epoch == 1 and not (run / BEST).exists()
+
+
 def test_should_stop_callable_and_request_stop() -> None:
     polled = Trainer(TrainConfig(), should_stop=lambda: True)
     assert polled.stop_requested
