@@ -23,6 +23,7 @@ from src_train.infer import (
     CandidateNodule,
     error_volume,
     group_candidates,
+    lung_field,
     prob_to_uint8,
     run_inference,
     voxel_metrics,
@@ -349,3 +350,38 @@ def test_cli_infer_single_series_and_bad_input(
         assert rc == 2
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "x" / "candidates.csv").exists()
+
+
+def test_lung_field_keeps_the_lungs_and_what_is_inside_them() -> None:
+    ct = chest((4, 64, 80))
+    hu = ct.hu.copy()
+    hu[1, 30:34, 28:32] = 50  # a solid nodule inside the left lung
+    field = lung_field(hu, ct.geometry.spacing_irc_mm)
+    lungs = (hu > -900) & (hu < -400)
+    assert field[:, 32, 30].all()  # the lung and the nodule inside it
+    assert not field[:, 0, 0].any() and not field[:, 32, 40].any()  # outside air, mediastinum
+    assert field[lungs].mean() > 0.9  # computed on every second pixel: edges may be lost
+    wide = lung_field(hu, ct.geometry.spacing_irc_mm, margin_mm=5.0)
+    assert wide[lungs].all() and (wide | ~field).all() and not wide[:, 0, 0].any()
+
+
+def test_scores_voxel_threshold_and_lung_margin() -> None:
+    ct = chest((3, 64, 80))
+    prob = np.zeros(ct.hu.shape, dtype=np.float32)
+    prob[1, 30:33, 28:31] = 0.6  # in the left lung
+    prob[1, 31, 29] = 1.0
+    prob[1, 30:33, 38:42] = 0.9  # mediastinum, between the lungs
+    mask = prob >= 0.5
+    geo = ct.geometry
+    both = group_candidates(prob, mask, geo, "s")
+    assert [c.voxel_count for c in both] == [9, 12]
+    by_mean = group_candidates(prob, mask, geo, "s", CandidateConfig(score="mean"))
+    assert [c.voxel_count for c in by_mean] == [12, 9]
+    assert by_mean[1].probability == pytest.approx((8 * 0.6 + 1.0) / 9)
+    assert by_mean[1].max_probability == pytest.approx(1.0)
+    strict = group_candidates(prob, mask, geo, "s", CandidateConfig(voxel_threshold=0.95))
+    assert [c.voxel_count for c in strict] == [1]
+    in_lung = group_candidates(prob, mask, geo, "s", CandidateConfig(lung_margin_mm=0.0), hu=ct.hu)
+    assert [c.voxel_count for c in in_lung] == [9]
+    with pytest.raises(ConfigError):
+        CandidateConfig(score="median")
