@@ -82,6 +82,9 @@ BEST = "checkpoint_best.pt"
 FINAL = "checkpoint_final.pt"
 TENSORBOARD_DIR = "tensorboard"
 
+#: Files that mark a run folder as used (a new run there needs --overwrite).
+_RUN_OUTPUTS = (LATEST, BEST, FINAL, METRICS_FILE)
+
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 ON_OFF_AUTO = ("auto", "on", "off")
 
@@ -539,10 +542,11 @@ class Trainer:
                 f"Cannot resume: {latest} does not exist. Start without --resume or point "
                 "--run-dir at an earlier run."
             )
-        if not cfg.resume and latest.exists() and not cfg.overwrite:
+        held = [name for name in _RUN_OUTPUTS if (self.run_dir / name).exists()]
+        if not cfg.resume and held and not cfg.overwrite:
             raise OutputExistsError(
-                f"{self.run_dir} already holds a run ({LATEST}). Use --resume to continue "
-                "it, --overwrite to start over, or another --run-dir."
+                f"{self.run_dir} already holds a run ({', '.join(held)}). Use --resume to "
+                "continue it, --overwrite to start over, or another --run-dir."
             )
         if self.dist.is_main:
             if cfg.overwrite and not cfg.resume:

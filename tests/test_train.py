@@ -240,6 +240,10 @@ def test_run_folder_guards(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
     with pytest.raises(ConfigError, match="Cannot resume"):
         Trainer(_config(tiny_synth_dir, cache_dir, run, resume=True)).fit()
     run.mkdir(exist_ok=True)
+    (run / METRICS_FILE).write_text("{}\n")  # a run whose latest checkpoint went missing
+    with pytest.raises(OutputExistsError, match=r"metrics\.jsonl.*--resume"):
+        Trainer(_config(tiny_synth_dir, cache_dir, run)).fit()
+    (run / METRICS_FILE).unlink()
     (run / LATEST).write_bytes(b"not a checkpoint")
     with pytest.raises(OutputExistsError, match="--resume"):
         Trainer(_config(tiny_synth_dir, cache_dir, run)).fit()
