@@ -90,6 +90,9 @@ ON_OFF_AUTO = ("auto", "on", "off")
 
 _SEED_MASK = (1 << 63) - 1
 
+#: Shortest time a rate is divided by, seconds (avoids a division by zero).
+_MIN_SECONDS = 1e-9
+
 #: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
 MIN_VAL_STRIDE = 2
 
@@ -125,8 +128,8 @@ class TrainConfig:
     cache_dir: str | None = None
     threshold_hu: float = DEFAULT_THRESHOLD_HU
     mask_method: str = REFERENCE_METHOD
-    crop_size: int = 64
-    window_size: int = 96
+    crop_size: int = SampleConfig.crop_size
+    window_size: int = SampleConfig.window_size
     context_slices: int = DEFAULT_CONTEXT_SLICES
     val_stride: int = 10
     epochs: int = 10
@@ -137,11 +140,11 @@ class TrainConfig:
     num_workers: int = 2
     progress_every: int = 1
     model: str = "unet"
-    depth: int = 3
-    filters: int = 16
+    depth: int = ModelConfig.depth
+    filters: int = ModelConfig.filters
     loss: str = "dice-fn"
-    fn_weight: float = 8.0
-    focal_gamma: float = 2.0
+    fn_weight: float = LossConfig.fn_weight
+    focal_gamma: float = LossConfig.focal_gamma
     lr: float = 1e-3
     augment: str = "flip,offset,scale,rotate,noise"
     seed: int = 0
@@ -183,6 +186,11 @@ class TrainConfig:
             raise ConfigError(
                 f"channels_last must be one of {', '.join(ON_OFF_AUTO)}; "
                 f"got {self.channels_last!r}."
+            )
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "resume (continue the run) and overwrite (start it over) contradict each other; "
+                "choose one."
             )
         if self.lr <= 0:
             raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
@@ -378,6 +386,11 @@ def error_overlay_rgb(
         colour = np.asarray(ERROR_COLORS_RGB[code], dtype=np.float32)
         rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
     return np.rint(rgb).astype(np.uint8)
+
+
+def _per_second(count: int, started: float) -> float:
+    """``count`` per second since ``started`` (a ``time.perf_counter()`` value)."""
+    return count / max(time.perf_counter() - started, _MIN_SECONDS)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -779,7 +792,7 @@ class Trainer:
             self.samples_seen += seen
             epoch_samples += seen
             if self.dist.is_main and (i % cfg.progress_every == 0 or i == batches):
-                rate = epoch_samples / max(time.perf_counter() - started, 1e-9)
+                rate = _per_second(epoch_samples, started)
                 self.emit(
                     "batch",
                     epoch=epoch,
@@ -792,7 +805,7 @@ class Trainer:
                 self._log_images("train", epoch, aug_image, logits, aug_label)
         metrics.reduce()
         result = metrics.compute()
-        result["samples_per_s"] = epoch_samples / max(time.perf_counter() - started, 1e-9)
+        result["samples_per_s"] = _per_second(epoch_samples, started)
         return result
 
     @torch.no_grad()

@@ -323,6 +323,7 @@ def test_stop_while_preparing_the_cache(tiny_synth_dir: Path, tmp_path: Path) ->
         {"channels_last": "yes"},
         {"seed": -1},
         {"val_stride": 1},
+        {"resume": True, "overwrite": True},
     ],
 )
 def test_bad_options_raise_config_error(bad: dict) -> None:
