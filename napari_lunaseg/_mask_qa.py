@@ -43,6 +43,7 @@ from napari_lunaseg._viewer_utils import (
     jump_to,
     keep_selection,
     make_table,
+    refresh_labels_boxes,
     upsert_layer,
 )
 from src_train.ct import CtVolume, save_volume
@@ -318,13 +319,17 @@ class MaskQAWidget(QWidget):
         if self.state is None:
             return
         start = time.perf_counter()
+        old_boxes = [rec.box_slices for rec in self.state.records if not rec.skipped]
         region = self.state.set_threshold(float(threshold_hu))
         layer = self.mask_layer
         if layer is None or layer.data.base is not self.state.mask:
             self._attach_mask_layer()
         elif region is not None:
             layer.metadata["lunaseg"]["threshold_hu"] = float(threshold_hu)
-            layer.refresh()
+            boxes = old_boxes + [rec.box_slices for rec in self.state.records if not rec.skipped]
+            # 2-D: a refresh re-slices one plane (ms). 3-D: only the boxes are re-uploaded.
+            if self.viewer.dims.ndisplay == 2 or not refresh_labels_boxes(layer, boxes):
+                layer.refresh()
         self.last_update_ms = (time.perf_counter() - start) * 1000.0
         self._set_status(
             f"threshold {threshold_hu:.0f} HU: mask updated in {self.last_update_ms:.1f} ms"

@@ -101,3 +101,27 @@ def fill_table(table: QTableWidget, rows: Sequence[Sequence[Any]]) -> None:
         table.selectRow(selected)
     table.blockSignals(False)
     table.resizeColumnsToContents()
+
+
+def refresh_labels_boxes(layer: Any, boxes: Sequence[tuple[slice, slice, slice]]) -> bool:
+    """Update only ``boxes`` (IRC slices) of a labels layer shown in 3-D; False if not possible.
+
+    ``layer.refresh()`` re-colours and re-uploads the whole volume in 3-D (seconds for a
+    512x512x300 scan). This re-colours the boxes and sends each as a sub-texture, the way
+    napari's own painting does; it relies on napari internals, so any mismatch (other napari
+    version, transposed axes, contours, 2-D display) returns False and the caller refreshes.
+    """
+    try:
+        displayed = tuple(layer._slice_input.displayed)
+        if layer.ndim != 3 or displayed != (0, 1, 2) or layer.contour or not layer.loaded:
+            return False
+        view = layer._slice.image.view
+        if tuple(view.shape) != tuple(layer.data.shape):
+            return False
+        for box in boxes:
+            view[box] = layer.colormap._data_to_texture(np.asarray(layer.data[box]))
+            layer._accumulate_updated_slice(box)
+            layer._partial_labels_refresh()
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return False
+    return True

@@ -138,3 +138,23 @@ def test_mask_export_keeps_geometry(viewer, tiny_synth_dir: Path, tmp_path: Path
     np.testing.assert_array_equal(back.hu.astype(bool), mask.data.astype(bool))
     table = widget.export_table(tmp_path / "nodules.csv")
     assert len(table.read_text().splitlines()) == 1 + len(widget.state.records)
+
+
+def test_threshold_in_3d_updates_only_the_boxes(viewer, monkeypatch, tiny_synth_dir: Path) -> None:
+    """In 3-D the changed boxes are re-uploaded; the displayed volume equals a full refresh."""
+    from napari_lunaseg._mask_qa import MaskQAWidget
+
+    path = _first_series(tiny_synth_dir)
+    viewer.open(str(path), plugin=PLUGIN)
+    widget = MaskQAWidget(viewer)
+    viewer.dims.ndisplay = 3
+    mask = _role(viewer, "mask")
+    full_refreshes: list[int] = []
+    monkeypatch.setattr(mask, "refresh", lambda *a, **k: full_refreshes.append(1))
+    widget.threshold.value = -400
+    assert not full_refreshes
+    ct = load_ct(path)
+    expected, _ = build_masks(ct, LunaFolder(tiny_synth_dir).nodules(ct.series_uid), -400)
+    np.testing.assert_array_equal(mask.data.astype(bool), expected)
+    shown = np.asarray(mask._slice.image.view)
+    np.testing.assert_array_equal(shown, mask.colormap._data_to_texture(np.asarray(mask.data)))
