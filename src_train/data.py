@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,6 +58,11 @@ ProgressFn = Callable[[int, int, str], None]
 StopFn = Callable[[], bool]
 
 _INT16 = np.iinfo(np.int16)
+
+#: A new file for writing only, failing if the name exists (binary on Windows too), and its
+#: permissions before the umask (as ``open()`` uses).
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_NEW_FILE_MODE = 0o666
 
 #: Data files that may sit beside a series header (MetaImage raw / compressed raw).
 _DATA_SUFFIXES = (".raw", ".zraw")
@@ -114,8 +119,13 @@ class CacheMeta:
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file)`` to a temporary file beside ``path``, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write through ``write(file)`` to a temporary file beside ``path``, then rename.
+
+    The file gets the permissions the umask gives any new file (not mkstemp's private 0600),
+    so a cache on a shared machine can be read by the team.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, _NEW_FILE_FLAGS, _NEW_FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -19,8 +19,8 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +44,11 @@ CHECKPOINT_FORMAT = "lunaseg-checkpoint"
 CHECKPOINT_VERSION = 1
 
 _SHA1_CHUNK_BYTES = 1 << 20
+
+#: A new file for writing only, failing if the name exists (binary on Windows too).
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+#: Permissions of a new file before the umask, as ``open()`` uses.
+_NEW_FILE_MODE = 0o666
 
 
 @dataclass(frozen=True)
@@ -348,7 +353,9 @@ def save_checkpoint(
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "extra": dict(extra or {}),
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    # not mkstemp: its files are private (0600); a checkpoint gets the umask's permissions
+    tmp_name = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp_name, _NEW_FILE_FLAGS, _NEW_FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,16 @@ def test_cache_dir_option_and_no_temp_files(luna: Path, tmp_path: Path) -> None:
     SeriesCache(luna, cache_dir=other).build_all(["1.2"])
     assert sorted(p.name for p in (other / "1.2").iterdir()) == [CT_FILE, MASK_FILE, META_FILE]
     assert not (luna / "cache").exists()
+
+
+def test_cache_files_get_the_umask_permissions(luna: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        SeriesCache(luna).build_all(["1.3"])
+    finally:
+        os.umask(old)
+    for name in (CT_FILE, MASK_FILE, META_FILE):
+        assert stat.S_IMODE((luna / "cache" / "1.3" / name).stat().st_mode) == 0o644, name
 
 
 def test_build_all_reports_progress_and_stops(luna: Path) -> None:

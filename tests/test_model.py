@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +155,16 @@ def test_checkpoint_fields_and_atomic_write(tmp_path: Path) -> None:
     assert ckpt.optimizer_state is not None and ckpt.optimizer_state["state"]
     assert len(ckpt.sha1) == 40 and ckpt.created.endswith("Z")
     assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp files left
+
+
+def test_checkpoint_permissions_follow_the_umask(tmp_path: Path) -> None:
+    """Not mkstemp's private 0600: a shared run folder's checkpoints are readable by the team."""
+    old = os.umask(0o022)
+    try:
+        _, path, _ = _trained_pair(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_loading_maps_every_tensor_to_the_cpu(
