@@ -265,7 +265,9 @@ class InferenceWidget(QWidget):
             return
         self.progress.setRange(0, max(int(total), 1))
         self.progress.setValue(int(done))
-        self.progress.setFormat(f"%v/%m {message}" if message else "%v/%m")
+        self.progress.setFormat("%v/%m")
+        if message:
+            self.status.setText(message)
 
     def _on_errored(self, exc: BaseException) -> None:
         if self._gone.is_set():
