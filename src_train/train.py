@@ -615,6 +615,13 @@ class Trainer:
             self.cache, self.train_uids, cfg.epoch_samples, cfg.sample_config(), cfg.seed
         )
         self.val_set = ValidationDataset(self.cache, self.val_uids, cfg.context_slices)
+        if not len(self.val_set):
+            log.warning(
+                "the %d validation series hold no mask voxels: validation recall stays 0 and "
+                "checkpoint_best is the first validated epoch; use more series or another "
+                "--val-stride",
+                len(self.val_uids),
+            )
         # The dataset already shuffles nodules per epoch and draws crops from (seed, epoch,
         # index): loading in index order keeps runs (and resumed runs) reproducible.
         sampler: DistributedSampler | None = (
