@@ -681,8 +681,17 @@ def _view_default_series(data_dir: Path, seed: int) -> Path:
 
 
 def _run_view(args: argparse.Namespace) -> int:
+    from src_train.ct import SERIES_SUFFIXES
+
     # napari is imported here only: src_train must never import it at module level.
     path = Path(args.path) if args.path else _view_default_series(Path(args.data_dir), args.seed)
+    if not path.exists():
+        raise LunaSegError(f"{path} does not exist; give a CT series file or a DICOM folder.")
+    if path.is_file() and not path.name.lower().endswith(SERIES_SUFFIXES):
+        raise LunaSegError(
+            f"{path.name}: unsupported file type; 'lunaseg view' opens "
+            f"{', '.join(SERIES_SUFFIXES)} files and DICOM folders."
+        )
     import napari
 
     from napari_lunaseg._launch import open_viewer
