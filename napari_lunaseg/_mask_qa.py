@@ -232,13 +232,22 @@ class MaskQAWidget(QWidget):
         self.play_button.changed.connect(self._toggle_replay)
         self.save_mask_button.changed.connect(self._save_mask_dialog)
         self.save_table_button.changed.connect(self._save_table_dialog)
-        self.viewer.layers.events.inserted.connect(self._reset_choices)
-        self.viewer.layers.events.removed.connect(self._reset_choices)
+        # A reader adds a series' layers one by one (CT, true shapes, mask, points): react once
+        # they are all in, so the reader's mask layer is reused and the true shapes are found.
+        self._choices_timer = QTimer(self)
+        self._choices_timer.setSingleShot(True)
+        self._choices_timer.setInterval(0)
+        self._choices_timer.timeout.connect(self._reset_choices)
+        self.viewer.layers.events.inserted.connect(self._schedule_reset_choices)
+        self.viewer.layers.events.removed.connect(self._schedule_reset_choices)
         self._reset_choices()
 
     # -- layer bookkeeping -------------------------------------------------------------------
     def _ct_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in ct_layers(self.viewer)]
+
+    def _schedule_reset_choices(self, _event: Any = None) -> None:
+        self._choices_timer.start()
 
     def _reset_choices(self, _event: Any = None) -> None:
         self.ct_choice.reset_choices()

@@ -158,3 +158,15 @@ def test_threshold_in_3d_updates_only_the_boxes(viewer, monkeypatch, tiny_synth_
     np.testing.assert_array_equal(mask.data.astype(bool), expected)
     shown = np.asarray(mask._slice.image.view)
     np.testing.assert_array_equal(shown, mask.colormap._data_to_texture(np.asarray(mask.data)))
+
+
+def test_widget_docked_before_opening_reuses_the_readers_layers(viewer, qtbot, tiny_synth_dir):
+    from napari_lunaseg._mask_qa import MaskQAWidget
+
+    widget = MaskQAWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open(str(_first_series(tiny_synth_dir)), plugin=PLUGIN)
+    qtbot.waitUntil(lambda: widget.state is not None, timeout=5000)
+    masks = [ly for ly in viewer.layers if ly.name.endswith(" mask")]
+    assert len(masks) == 1 and masks[0].data.base is widget.state.mask
+    assert "Dice grow" in widget.table_headers()  # the true shapes were found
