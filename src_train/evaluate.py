@@ -81,7 +81,8 @@ class FrocResult:
         n_ignored: counted candidates that hit only excluded findings.
         n_false_positives: counted candidates that hit nothing.
         nodule_probability: per nodule (in the order given, restricted to the scored scans),
-            the probability of its most probable hit, NaN when missed.
+            the probability of its most probable counted hit, NaN when missed.
+        nodule_found: per nodule, whether any submitted candidate hits it (before the cap).
         nodules: the nodules scored, aligned with ``nodule_probability``.
         thresholds: probability thresholds of the curve, descending.
         fps_per_scan: mean false positives per scan at each threshold.
@@ -105,6 +106,7 @@ class FrocResult:
     sensitivity: np.ndarray
     fp_rates: tuple[float, ...] = FROC_FP_RATES
     sensitivity_at_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    nodule_found: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def n_scans(self) -> int:
@@ -113,12 +115,16 @@ class FrocResult:
 
     @property
     def n_detected(self) -> int:
-        """Nodules hit by at least one counted candidate."""
-        return int(np.count_nonzero(~np.isnan(self.nodule_probability)))
+        """Nodules hit by at least one submitted candidate (before the per-scan cap)."""
+        return int(np.count_nonzero(self.nodule_found))
 
     @property
     def recall(self) -> float:
-        """Fraction of nodules hit by any counted candidate (NaN without nodules)."""
+        """Fraction of nodules hit by any submitted candidate (NaN without nodules).
+
+        This is the segmentation stage's recall: every candidate goes on to the next stage.
+        The FROC curve's last point is the same with only the counted (capped) candidates.
+        """
         return self.n_detected / self.n_nodules if self.n_nodules else math.nan
 
     @property
@@ -141,7 +147,8 @@ class FrocResult:
             f"{self.n_ignored} on excluded findings ignored, "
             f"{self.n_false_positives} false positives",
             f"Nodule recall (any candidate): {self.recall:.3f} "
-            f"({self.n_detected}/{self.n_nodules})",
+            f"({self.n_detected}/{self.n_nodules}); with the counted candidates only: "
+            f"{self.sensitivity[-1] if self.n_nodules else math.nan:.3f}",
             "FROC sensitivity at false positives per scan:",
         ]
         for rate, sens in zip(self.fp_rates, self.sensitivity_at_rates, strict=True):
@@ -311,12 +318,15 @@ def evaluate_froc(
 
     scored_nodules: list[Nodule] = []
     best_prob: list[np.ndarray] = []
+    found: list[np.ndarray] = []
     fp_probs: list[np.ndarray] = []
     n_candidates = n_marks = n_capped = n_ignored = 0
     for uid in uids:
         scan_nodules = by_scan_nod.get(uid, [])
         cands = by_scan_cand.get(uid, [])
         probs = np.asarray([c.probability for c in cands], dtype=np.float64)
+        every = np.asarray([c.center_xyz_mm for c in cands], dtype=np.float64).reshape(-1, 3)
+        found.append(_hits(every, scan_nodules, excluded=False).any(axis=0))
         order = np.argsort(-probs, kind="stable")[:max_marks_per_scan]
         n_candidates += len(cands)
         n_capped += len(cands) - len(order)
@@ -358,6 +368,7 @@ def evaluate_froc(
         sensitivity=sensitivity,
         fp_rates=tuple(float(r) for r in fp_rates),
         sensitivity_at_rates=at_rates,
+        nodule_found=np.concatenate(found) if found else np.zeros(0, dtype=bool),
     )
 
 

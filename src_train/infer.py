@@ -86,6 +86,14 @@ _SCAN_CHUNK_SLICES = 32
 #: How a candidate's probability is computed from its voxels (:class:`CandidateConfig`).
 CANDIDATE_SCORES = ("max", "mean")
 
+#: Default score: the mean ranks better than the max, which many components saturate at 1
+#: (measured on a held-out synthetic set, see docs/demo_checkpoint.md).
+DEFAULT_SCORE = "mean"
+
+#: Components of a smaller equivalent diameter (mm) are dropped by default: LUNA16 nodules are
+#: at least 3 mm, and specks below 2 mm were a fifth of the demo model's candidates.
+DEFAULT_MIN_DIAMETER_MM = 2.0
+
 #: Connectivity of candidate components: 26 (faces, edges, corners) or 6 (faces only).
 DEFAULT_CONNECTIVITY = 26
 
@@ -205,11 +213,11 @@ class CandidateConfig:
     """
 
     min_voxels: int = 1
-    min_diameter_mm: float = 0.0
+    min_diameter_mm: float = DEFAULT_MIN_DIAMETER_MM
     min_probability: float = 0.0
     connectivity: int = DEFAULT_CONNECTIVITY
     voxel_threshold: float | None = None
-    score: str = "max"
+    score: str = DEFAULT_SCORE
     lung_margin_mm: float | None = None
 
     def __post_init__(self) -> None:

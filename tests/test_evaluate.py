@@ -130,11 +130,13 @@ def test_only_the_most_probable_marks_per_scan_count() -> None:
     cands = [cand("a", (100.0 + i, 0.0, 0.0), 0.9 - i * 0.01) for i in range(3)]
     cands.append(cand("a", (0.0, 0.0, 0.0), 0.1))
     capped = evaluate_froc(nodules, cands, max_marks_per_scan=3)
-    assert capped.n_capped == 1 and capped.n_marks == 3 and capped.n_detected == 0
-    assert evaluate_froc(nodules, cands).n_detected == 1  # default cap is 100
+    assert capped.n_capped == 1 and capped.n_marks == 3
+    assert capped.sensitivity[-1] == 0.0 and capped.cpm == 0.0  # the FROC sees 3 marks only
+    assert capped.recall == 1.0  # plain recall: any submitted candidate
+    assert evaluate_froc(nodules, cands).sensitivity[-1] == 1.0  # default cap is 100
     many = [cand("a", (100.0, float(i), 0.0), 0.5) for i in range(150)]
     default = evaluate_froc(nodules, [*many, cand("a", (0.0, 0.0, 0.0), 0.4)])
-    assert default.n_marks == 100 and default.n_detected == 0
+    assert default.n_marks == 100 and default.sensitivity[-1] == 0.0
 
 
 def test_nodule_without_diameter_is_an_error() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +200,10 @@ def test_candidate_centres_sizes_and_order(direction: tuple[float, ...] | None) 
     prob[2:5, 3:6, 6] = 0.9  # heavier last column: centre moves towards col 6
     prob[8, 15, 25] = 0.95  # single voxel
     mask = prob >= 0.5
-    cands = group_candidates(prob, mask, geometry, "s")
+    every = CandidateConfig(min_diameter_mm=0.0, score="max")
+    cands = group_candidates(prob, mask, geometry, "s", every)
     assert [c.voxel_count for c in cands] == [1, 27]  # most probable first
+    assert [c.voxel_count for c in group_candidates(prob, mask, geometry, "s")] == [27]
     single, cube = cands
     w = np.array([0.6, 0.6, 0.9], dtype=np.float16).astype(np.float64)
     expected_col = float((w * [4, 5, 6]).sum() / w.sum())
@@ -225,11 +228,13 @@ def test_connectivity_and_filters() -> None:
     mask[4:6, 4:6, 4:6] = True
     prob = mask.astype(np.float32) * 0.7
     prob[4, 4, 4] = 0.9
-    assert len(group_candidates(prob, mask, geometry, "s")) == 2
-    assert len(group_candidates(prob, mask, geometry, "s", CandidateConfig(connectivity=6))) == 3
-    big_only = group_candidates(prob, mask, geometry, "s", CandidateConfig(min_voxels=3))
+    every = CandidateConfig(min_diameter_mm=0.0, score="max")
+    assert len(group_candidates(prob, mask, geometry, "s", every)) == 2
+    six = replace(every, connectivity=6)
+    assert len(group_candidates(prob, mask, geometry, "s", six)) == 3
+    big_only = group_candidates(prob, mask, geometry, "s", replace(every, min_voxels=3))
     assert [c.voxel_count for c in big_only] == [8]
-    sure = group_candidates(prob, mask, geometry, "s", CandidateConfig(min_probability=0.8))
+    sure = group_candidates(prob, mask, geometry, "s", replace(every, min_probability=0.8))
     assert [c.voxel_count for c in sure] == [8]
     assert group_candidates(prob, np.zeros_like(mask), geometry, "s") == []
     with pytest.raises(ConfigError):
@@ -373,15 +378,16 @@ def test_scores_voxel_threshold_and_lung_margin() -> None:
     prob[1, 30:33, 38:42] = 0.9  # mediastinum, between the lungs
     mask = prob >= 0.5
     geo = ct.geometry
-    both = group_candidates(prob, mask, geo, "s")
+    every = CandidateConfig(min_diameter_mm=0.0, score="max")
+    both = group_candidates(prob, mask, geo, "s", every)
     assert [c.voxel_count for c in both] == [9, 12]
-    by_mean = group_candidates(prob, mask, geo, "s", CandidateConfig(score="mean"))
+    by_mean = group_candidates(prob, mask, geo, "s", replace(every, score="mean"))
     assert [c.voxel_count for c in by_mean] == [12, 9]
     assert by_mean[1].probability == pytest.approx((8 * 0.6 + 1.0) / 9)
     assert by_mean[1].max_probability == pytest.approx(1.0)
-    strict = group_candidates(prob, mask, geo, "s", CandidateConfig(voxel_threshold=0.95))
+    strict = group_candidates(prob, mask, geo, "s", replace(every, voxel_threshold=0.95))
     assert [c.voxel_count for c in strict] == [1]
-    in_lung = group_candidates(prob, mask, geo, "s", CandidateConfig(lung_margin_mm=0.0), hu=ct.hu)
+    in_lung = group_candidates(prob, mask, geo, "s", replace(every, lung_margin_mm=0.0), hu=ct.hu)
     assert [c.voxel_count for c in in_lung] == [9]
     with pytest.raises(ConfigError):
         CandidateConfig(score="median")
