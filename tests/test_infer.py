@@ -17,7 +17,7 @@ from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
 from src_train.context import context_stack
 from src_train.ct import CtVolume, Geometry, load_ct, save_volume
 from src_train.errors import CancelledError, ConfigError, GeometryError, OutputExistsError
-from src_train.evaluate import read_submission
+from src_train.evaluate import evaluate_froc, read_submission
 from src_train.infer import (
     BODY_MARGIN_PX,
     CandidateConfig,
@@ -391,3 +391,36 @@ def test_scores_voxel_threshold_and_lung_margin() -> None:
     assert [c.voxel_count for c in in_lung] == [9]
     with pytest.raises(ConfigError):
         CandidateConfig(score="median")
+
+
+def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
+    """The demo U-Net on a CPU finds the nodules of small synthetic scans it never saw."""
+    from src_train.evaluate import Candidate
+    from src_train.infer import DEMO_CHECKPOINT
+    from src_train.luna import Nodule
+    from src_train.model import load_model
+    from src_train.synth import SynthConfig, generate_scan
+
+    model, config = load_model(DEMO_CHECKPOINT, device="cpu")
+    assert config == ModelConfig()
+    small = replace(
+        SynthConfig(),
+        inplane_px_range=(256, 256),
+        inplane_px_multiple=1,
+        slices_range=(48, 48),
+        diameter_mm_range=(5.0, 20.0),
+        nodules_per_scan_range=(3, 4),
+    )
+    nodules, marks, uids = [], [], []
+    for seed in (11, 12, 13):
+        scan = generate_scan(f"fresh.{seed}", seed, small)
+        result = run_inference(scan.ct, model, device="cpu")
+        assert len(result.candidates) < 100  # a short list, not thousands
+        uids.append(scan.ct.series_uid)
+        nodules += [Nodule(n.series_uid, n.center_xyz_mm, n.diameter_mm) for n in scan.nodules]
+        marks += [
+            Candidate(c.series_uid, c.center_xyz_mm, c.probability) for c in result.candidates
+        ]
+    froc = evaluate_froc(nodules, marks, series_uids=uids)
+    assert froc.n_nodules >= 9
+    assert froc.recall >= 0.7, froc.summary()
