@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,10 +126,24 @@ def shot_inference() -> None:
         if layer.name.endswith(("mask", "prediction", "true shapes", "nodules")):
             layer.visible = False
     if widget.table.rowCount():
-        widget.table.selectRow(0)
+        widget.table.selectRow(_candidate_on_a_nodule(viewer, widget))
     viewer.scene.camera.zoom = 3.0
     _save(viewer, "inference")
     viewer.close()
+
+
+def _candidate_on_a_nodule(viewer: napari.Viewer, widget) -> int:
+    """Row of the candidate nearest to an annotated nodule (shows TP green / FN orange)."""
+    from napari_lunaseg._layers import layer_info
+
+    nodules = layer_info(viewer.layers[0]).get("nodules") or []
+    candidates = widget.result.candidates
+    if not nodules or not candidates:
+        return 0
+    ref = np.array([n.center_xyz_mm for n in nodules])
+    cand = np.array([c.center_xyz_mm for c in candidates])
+    dist = np.linalg.norm(cand[:, None, :] - ref[None, :, :], axis=-1).min(axis=1)
+    return int(np.argmin(dist))
 
 
 def shot_training() -> None:

@@ -288,6 +288,7 @@ class InferenceWidget(QWidget):
         self.run_button.enabled = True
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
+        self.progress.setFormat("%p%")
         self.progress.setValue(1 if self.result is not None else 0)
 
     def _fail(self, message: str) -> None:
