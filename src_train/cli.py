@@ -460,6 +460,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         run_inference,
         voxel_metrics,
         write_candidates_csv,
+        write_series_list,
     )
     from src_train.masks import build_masks
     from src_train.model import load_model
@@ -474,7 +475,9 @@ def _run_infer(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"--out {out_dir} is a file; give a folder.")
-    with_truth = folder is not None and folder.annotations_path is not None and not args.no_truth
+    truth_folder = folder if folder is not None and folder.annotations_path is not None else None
+    if args.no_truth:
+        truth_folder = None
     planned = [SeriesOutputs.for_series(out_dir, uid) for uid, _ in pairs]
     csv_path = out_dir / "candidates.csv"
     list_path = out_dir / SERIES_LIST_NAME
@@ -524,13 +527,14 @@ def _run_infer(args: argparse.Namespace) -> int:
             compress=True,
             overwrite=args.overwrite,
         )
+        how = result.settings.describe() if result.settings else ""
         line = (
             f"{uid}: {ct.shape_irc[0]} slices in {result.seconds:.1f} s "
-            f"({result.slices_per_second:.1f} slices/s, {result.settings.describe()}), "
+            f"({result.slices_per_second:.1f} slices/s, {how}), "
             f"{len(result.candidates)} candidates"
         )
-        if with_truth:
-            nodules = folder.nodules(uid)
+        if truth_folder is not None:
+            nodules = truth_folder.nodules(uid)
             truth, _records = build_masks(ct, nodules, on_outside="skip")
             save_volume(
                 error_volume(result.mask, truth),
@@ -549,17 +553,17 @@ def _run_infer(args: argparse.Namespace) -> int:
         marks.extend(Mark(c.series_uid, c.center_xyz_mm, c.probability) for c in result.candidates)
         write_candidates_csv(csv_path, all_candidates, overwrite=True)
         del ct, result
-    list_path.write_text("".join(f"{uid}\n" for uid, _ in pairs))
+    write_series_list(list_path, [uid for uid, _ in pairs], overwrite=True)
     print(f"wrote {len(pairs)} series and {csv_path} ({len(all_candidates)} candidates)")
-    if with_truth:
-        nodules = [n for uid, _ in pairs for n in folder.nodules(uid) if n.diameter_mm]
+    if truth_folder is not None:
+        nodules = [n for uid, _ in pairs for n in truth_folder.nodules(uid) if n.diameter_mm]
         froc = evaluate_froc(nodules, marks, series_uids=[uid for uid, _ in pairs])
         print(
             f"nodule recall {froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules}), "
             f"{froc.candidates_per_scan:.1f} candidates per scan, CPM {froc.cpm:.3f}"
         )
         print(
-            f"full report: lunaseg eval --annotations {folder.annotations_path} "
+            f"full report: lunaseg eval --annotations {truth_folder.annotations_path} "
             f"--candidates {csv_path}"
         )
     print(f"total {time.perf_counter() - started:.1f} s")

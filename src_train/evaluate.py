@@ -326,7 +326,7 @@ def evaluate_froc(
         cands = by_scan_cand.get(uid, [])
         probs = np.asarray([c.probability for c in cands], dtype=np.float64)
         every = np.asarray([c.center_xyz_mm for c in cands], dtype=np.float64).reshape(-1, 3)
-        found.append(_hits(every, scan_nodules, excluded=False).any(axis=0))
+        found.append(np.asarray(_hits(every, scan_nodules, excluded=False).any(axis=0)))
         order = np.argsort(-probs, kind="stable")[:max_marks_per_scan]
         n_candidates += len(cands)
         n_capped += len(cands) - len(order)

@@ -524,7 +524,7 @@ class _Tuner:
     def __init__(
         self, threads: Sequence[int], formats: Sequence[bool], batch_sizes: Sequence[int]
     ) -> None:
-        self._axes: list[list] = [list(threads), list(formats), list(batch_sizes)]
+        self._axes: list[list[int] | list[bool]] = [list(threads), list(formats), list(batch_sizes)]
         self.best: RunConfig = (threads[0], formats[0], batch_sizes[0])
         self._seconds_per_slice: dict[RunConfig, float] = {}
         self._axis = 0
@@ -534,8 +534,8 @@ class _Tuner:
         self.done = False
         self._step()
 
-    def _with(self, axis: int, value: object) -> RunConfig:
-        config = list(self.best)
+    def _with(self, axis: int, value: int | bool) -> RunConfig:
+        config: list[int | bool] = list(self.best)
         config[axis] = value
         return (int(config[0]), bool(config[1]), int(config[2]))
 
@@ -910,16 +910,32 @@ def write_candidates_csv(
             f"{c.series_uid},{x:.3f},{y:.3f},{z:.3f},{c.probability:.6f},{c.diameter_mm:.2f},"
             f"{c.voxel_count},{c.mean_probability:.6f},{i:.2f},{r:.2f},{col:.2f}"
         )
+    _atomic_write(dest, "\n".join(lines) + "\n")
+    return dest
+
+
+def write_series_list(
+    path: str | os.PathLike[str], series_uids: Sequence[str], *, overwrite: bool = False
+) -> Path:
+    """Write one series UID per line (what ``lunaseg eval --series-list`` reads), atomically."""
+    dest = Path(path)
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(f"{dest} already exists; remove it or pass --overwrite.")
+    _atomic_write(dest, "".join(f"{uid}\n" for uid in series_uids))
+    return dest
+
+
+def _atomic_write(dest: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``dest`` and rename it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with os.fdopen(fd, "w", newline="") as fh:
-            fh.write("\n".join(lines) + "\n")
+            fh.write(text)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return dest
 
 
 @dataclass
@@ -967,4 +983,5 @@ __all__ = [
     "run_inference",
     "voxel_metrics",
     "write_candidates_csv",
+    "write_series_list",
 ]

@@ -345,8 +345,11 @@ def test_cli_infer_single_series_and_bad_input(
 
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, foreign)
     cases = [
         (["--checkpoint", str(bad)], "notes.pt"),
+        (["--checkpoint", str(foreign)], "not a LunaSeg checkpoint"),
         (["--checkpoint", str(ckpt), "--series", "1.2.3.nope"], "1.2.3.nope"),
         (["--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
     ]
