@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -251,6 +250,7 @@ class TrainingWidget(QWidget):
             return None
         self.events.clear()
         self.epochs_seen.clear()
+        self.best_checkpoint = None
         self._stderr.clear()
         self._buffer = b""
         self._cancelled = False
@@ -436,15 +436,19 @@ class TrainingWidget(QWidget):
             if not self._cancelled:
                 show_error(message)
         self._finish_task(ok)
-        self.finished_at = time.time()
 
     def _find_best_checkpoint(self) -> Path | None:
-        if self.best_checkpoint is not None and self.best_checkpoint.is_file():
-            return self.best_checkpoint
-        run_dir = Path(str(self.run_dir.value))
-        for name in ("checkpoint_best.pt", "checkpoint_final.pt", "checkpoint_latest.pt"):
-            candidate = run_dir / name
-            if candidate.is_file():
-                return candidate
-        found = sorted(run_dir.glob("**/*best*.pt"), key=lambda p: p.stat().st_mtime)
-        return found[-1] if found else None
+        """The run's best checkpoint, if this job wrote any checkpoint (else None).
+
+        A failed start (bad folder, a run already there) publishes nothing, even when an
+        older run left checkpoints in the folder.
+        """
+        written = [
+            Path(str(e["path"]))
+            for e in self.events
+            if e.get("kind") == "checkpoint" and e.get("path")
+        ]
+        if not written:
+            return None
+        best = Path(str(self.run_dir.value)) / "checkpoint_best.pt"
+        return best if best.is_file() else written[-1]
