@@ -6,13 +6,18 @@ thresholded mask and candidate nodules, all in the CT's geometry: arrays are ``(
 col)`` = ``(z, y, x)``, world coordinates ``(x, y, z)`` mm.
 
 Speed, on the CPU: the network runs under bfloat16 autocast with batch norms folded into the
-convolutions; memory format (channels-last or not) and batch size are chosen by measurement on
-the first batches of the series (the fastest per slice wins, not the biggest), and the choice is
-remembered for the rest of the process. In-plane, the model only runs on the box around the
-body (voxels denser than :data:`BODY_THRESHOLD_HU`) widened by more than the network's
-receptive field, so voxels inside the box get the values a whole-slice pass would give; voxels
-outside it (air far from anything) get probability 0. On CUDA: float16 (or bfloat16) autocast,
-channels-last, larger batches, and an out-of-memory error halves the batch and retries.
+convolutions; CPU threads (all or one), memory format (channels-last or not) and batch size are
+chosen by measurement on the first batches of the series (the fastest per slice wins, not the
+biggest), and the choice is remembered for the rest of the process. In-plane, the model only
+runs on the box around the body (voxels denser than :data:`BODY_THRESHOLD_HU`) widened by more
+than the network's receptive field, so voxels inside the box get the values a whole-slice pass
+would give; voxels outside it (air far from anything) get probability 0. On CUDA: float16 (or
+bfloat16) autocast, channels-last, larger batches, and an out-of-memory error halves the batch
+and retries.
+
+Candidates (:func:`group_candidates`): 3-D connected components of the mask, each with its
+probability-weighted centre in world mm, equivalent diameter, voxel count and a score (by
+default the mean probability; components under 2 mm are dropped, see :class:`CandidateConfig`).
 
 Memory: besides the CT itself, the probability volume (float16, 2 bytes/voxel), the mask
 (1 byte/voxel) and, while grouping candidates, an int32 label array over the mask's bounding
