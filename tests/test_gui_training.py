@@ -94,3 +94,17 @@ def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny
 
 def _first_batch(widget) -> dict | None:
     return next((e for e in widget.events if e.get("kind") == "batch"), None)
+
+
+def test_a_crashed_job_is_reported_and_napari_lives_on(widget, qtbot, tmp_path, tiny_synth_dir):
+    import signal
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    _tiny_job(widget, data, tmp_path / "run")
+    widget.start_button.click()
+    qtbot.waitUntil(lambda: bool(widget.events), timeout=JOB_TIMEOUT_MS)
+    os.kill(widget.process.processId(), signal.SIGKILL)  # e.g. the OOM killer
+    qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
+    assert "crashed" in widget.status.text()
+    assert widget.start_button.isEnabled()  # ready for another try
