@@ -15,6 +15,7 @@ from src_train.evaluate import (
     Candidate,
     evaluate_froc,
     plot_froc,
+    read_excluded,
     read_series_list,
     read_submission,
     write_froc_csv,
@@ -184,3 +185,19 @@ def test_curve_csv_and_plot_are_written_once(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         plot_froc(res, png)
     write_froc_csv(res, csv_path, overwrite=True)
+
+
+def test_read_excluded_accepts_missing_diameters(tmp_path: Path) -> None:
+    path = tmp_path / "annotations_excluded.csv"
+    path.write_text(
+        "seriesuid,coordX,coordY,coordZ,diameter_mm\ns1,0,0,0,-1\ns1,50,0,0,\ns1,90,0,0,4.5\n"
+    )
+    found = read_excluded(path)
+    assert [f.diameter_mm for f in found] == [None, None, 4.5]
+    assert all(not f.is_nodule for f in found)
+    res = evaluate_froc([], [cand("s1", (4.0, 0.0, 0.0), 0.9)], excluded=found)
+    assert res.n_ignored == 1 and res.n_false_positives == 0  # inside the 10 mm fallback
+    bad = tmp_path / "bad.csv"
+    bad.write_text("seriesuid,coordX,coordY,coordZ\ns1,a,0,0\n")
+    with pytest.raises(AnnotationError, match="line 2"):
+        read_excluded(bad)
