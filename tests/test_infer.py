@@ -427,3 +427,32 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     froc = evaluate_froc(nodules, marks, series_uids=uids)
     assert froc.n_nodules >= 9
     assert froc.recall >= 0.7, froc.summary()
+
+
+def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    ct = chest((9, 48, 48))
+    image = sitk.GetImageFromArray(ct.hu)
+    ct.geometry.apply_to(image)
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for i in range(image.GetDepth()):
+        part = image[:, :, i]
+        position = image.TransformIndexToPhysicalPoint((0, 0, i))
+        part.SetMetaData("0008|0060", "CT")
+        part.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.42")
+        part.SetMetaData("0020|0032", "\\".join(map(str, position)))
+        part.SetMetaData("0020|0013", str(i))
+        writer.SetFileName(str(folder / f"{i:03d}.dcm"))
+        writer.Execute(part)
+    out = tmp_path / "out"
+    assert (
+        main(["infer", str(folder), "--out", str(out), "--checkpoint", str(_checkpoint(tmp_path))])
+        == 0
+    )
+    pred = load_ct(out / "dicom_pred.mhd")
+    assert pred.shape_irc == ct.shape_irc
+    np.testing.assert_allclose(pred.geometry.origin_xyz_mm, ct.geometry.origin_xyz_mm, atol=1e-3)
