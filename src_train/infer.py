@@ -148,7 +148,7 @@ class InferenceSettings:
         channels_last: the memory format of inputs and weights.
         batch_size: slices per forward pass.
         crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends).
-        tuned: whether the batch size / memory format were measured in this run.
+        tuned: whether this run measured configurations (threads, format, batch size).
     """
 
     device: str
@@ -595,8 +595,10 @@ class _Tuner:
         return dict(self._seconds_per_slice)
 
 
-#: Tuned configuration per (device, precision, crop size, model type), for this process.
-_TUNED: dict[tuple[str, str, int, int, str], RunConfig] = {}
+#: Tuned configuration per (device, precision, slice-area class, context, model type), for this
+#: process.
+#: A search that a series ended early goes on with the next series of the same class.
+_TUNERS: dict[tuple[str, str, int, int, str], _Tuner] = {}
 
 
 def _body_box(hu: np.ndarray, multiple: int, margin: int) -> tuple[int, int, int, int]:
@@ -696,12 +698,15 @@ def run_inference(
         sizes = list(CUDA_BATCH_SIZES if dev.type == "cuda" else CPU_BATCH_SIZES)
     # Only a fully automatic choice is remembered; a caller's fixed options tune the others.
     automatic = batch_size is None and channels_last is None and num_threads is None
-    key = (str(dev), prec, r1 - r0, c1 - c0, type(runner).__name__)
-    cached = _TUNED.get(key) if automatic else None
-    if cached is not None:
-        tuner = _Tuner([cached[0]], [cached[1]], [cached[2]])
-    else:
+    # Slices of similar area (within a factor of 2) share a choice: series differ by a few rows.
+    area_class = round(math.log2((r1 - r0) * (c1 - c0)))
+    key = (str(dev), prec, area_class, context, type(runner).__name__)
+    tuner = _TUNERS.get(key) if automatic else None
+    if tuner is None:
         tuner = _Tuner(threads, formats, sizes)
+        if automatic:
+            _TUNERS[key] = tuner
+    measuring = not tuner.done
     autocast_dtype = _AUTOCAST_DTYPES.get(prec)
 
     prob = np.zeros(hu.shape, dtype=np.float16)
@@ -755,8 +760,7 @@ def run_inference(
         torch.set_num_threads(original_threads)
 
     final_threads, final_format, final_size = tuner.propose()
-    if automatic and cached is None and tuner.done:
-        _TUNED[key] = tuner.best
+    if measuring and tuner.done:
         log.info(
             "tuned %s: %s (seconds/slice %s)",
             key,
@@ -770,7 +774,7 @@ def run_inference(
         channels_last=bool(final_format),
         batch_size=int(final_size),
         crop_irc=(r0, r1, c0, c1),
-        tuned=cached is None and len(threads) * len(formats) * len(sizes) > 1,
+        tuned=measuring,
     )
     found = group_candidates(prob, mask, ct.geometry, ct.series_uid, candidates, hu=hu)
     total = time.perf_counter() - start

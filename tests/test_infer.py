@@ -456,3 +456,17 @@ def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:
     pred = load_ct(out / "dicom_pred.mhd")
     assert pred.shape_irc == ct.shape_irc
     np.testing.assert_allclose(pred.geometry.origin_xyz_mm, ct.geometry.origin_xyz_mm, atol=1e-3)
+
+
+def test_the_measured_choice_is_reused_for_similar_series() -> None:
+    from src_train import infer
+
+    infer._TUNERS.clear()
+    first = run_inference(chest((40, 40, 40)), random_model(), device="cpu")
+    second = run_inference(chest((12, 40, 44)), random_model(), device="cpu")
+    assert first.settings.tuned and not second.settings.tuned
+    assert (first.settings.threads, first.settings.channels_last, first.settings.batch_size) == (
+        second.settings.threads,
+        second.settings.channels_last,
+        second.settings.batch_size,
+    )
