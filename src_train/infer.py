@@ -20,8 +20,8 @@ probability-weighted centre in world mm, equivalent diameter, voxel count and a 
 default the mean probability; components under 2 mm are dropped, see :class:`CandidateConfig`).
 
 Memory: besides the CT itself, the probability volume (float16, 2 bytes/voxel), the mask
-(1 byte/voxel) and, while grouping candidates, an int32 label array over the mask's bounding
-box; model inputs are made one batch at a time.
+(1 byte/voxel) and, while grouping candidates, a uint16 label array over the mask's
+bounding box; model inputs are made one batch at a time.
 """
 
 from __future__ import annotations
@@ -391,7 +391,10 @@ def group_candidates(
         sub_mask &= field[:, box[1], box[2]]
         del field
     structure = ndimage.generate_binary_structure(3, 3 if cfg.connectivity == 26 else 1)
-    labels, n = ndimage.label(sub_mask, structure=structure)
+    try:  # 2 bytes per voxel while there are fewer than 65,536 components, else 4
+        labels, n = ndimage.label(sub_mask, structure=structure, output=np.uint16)
+    except RuntimeError:
+        labels, n = ndimage.label(sub_mask, structure=structure)
     if n == 0:
         return []
     sub_prob = prob[box]

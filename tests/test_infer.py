@@ -470,3 +470,12 @@ def test_the_measured_choice_is_reused_for_similar_series() -> None:
         second.settings.channels_last,
         second.settings.batch_size,
     )
+
+
+def test_more_components_than_a_uint16_label_holds() -> None:
+    geometry = Geometry((8, 300, 300), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    mask = np.zeros(geometry.shape_irc, dtype=bool)
+    mask[::2, ::2, ::2] = True  # 90,000 isolated voxels
+    prob = mask.astype(np.float16)
+    cands = group_candidates(prob, mask, geometry, "s", CandidateConfig(min_diameter_mm=0.0))
+    assert len(cands) == 90_000 and {c.voxel_count for c in cands} == {1}
