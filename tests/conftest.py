@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,21 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 #: Seed and size of the shared tiny synthetic data set (see ``tiny_synth_dir``).
 TINY_SYNTH_SEED = 1234
 TINY_SYNTH_SCANS = 4
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test, restored after it.
+
+    On a shared, busy CPU, OpenMP threads spin and waste time. Modules whose tests run torch
+    ask for it with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

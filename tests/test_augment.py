@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -15,13 +13,7 @@ BACKGROUND_HU = -800.0
 BLOB_HU = 500.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared, busy CPU, OpenMP threads spin and waste time."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _batch(float_mask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
