@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from src_train.train import (
     ProgressEvent,
     TrainConfig,
     Trainer,
+    TrainResult,
     error_overlay_rgb,
 )
 
@@ -71,6 +73,25 @@ def _config(data: Path, cache: Path, run: Path, **overrides: object) -> TrainCon
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).model_state
+
+
+def _fit_stopping_when(
+    cfg: TrainConfig, stop_when: Callable[[ProgressEvent], bool]
+) -> tuple[Trainer, TrainResult, list[ProgressEvent]]:
+    """Fit ``cfg``, requesting a stop on every event for which ``stop_when`` is true.
+
+    Returns the trainer, its result and every event it sent, in order.
+    """
+    events: list[ProgressEvent] = []
+    trainer: Trainer
+
+    def stop_if(event: ProgressEvent) -> None:
+        events.append(event)
+        if stop_when(event):
+            trainer.request_stop()
+
+    trainer = Trainer(cfg, callbacks=[stop_if])
+    return trainer, trainer.fit(), events
 
 
 @pytest.mark.slow
@@ -157,16 +178,10 @@ def test_stop_request_mid_epoch_leaves_a_loadable_checkpoint(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    trainer: Trainer
-
-    def stop_in_epoch_two(event: ProgressEvent) -> None:
-        if event.kind == "batch" and event.epoch == 2 and event.batch == 1:
-            trainer.request_stop()
-
-    trainer = Trainer(
-        _config(tiny_synth_dir, cache_dir, run, epochs=5), callbacks=[stop_in_epoch_two]
+    _, result, _ = _fit_stopping_when(
+        _config(tiny_synth_dir, cache_dir, run, epochs=5),
+        lambda e: e.kind == "batch" and e.epoch == 2 and e.batch == 1,
     )
-    result = trainer.fit()
     assert result.stopped and result.epoch == 1
     assert result.samples_seen == 16 + 8, "stopped between batches, right after batch 1"
     assert not (run / FINAL).exists()
@@ -184,17 +199,8 @@ def test_stop_request_during_validation_keeps_the_trained_epoch(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    events: list[ProgressEvent] = []
-    trainer: Trainer
-
-    def stop_in_validation(event: ProgressEvent) -> None:
-        events.append(event)
-        if event.kind == "validation":
-            trainer.request_stop()
-
     cfg = _config(tiny_synth_dir, cache_dir, run, epochs=3, epoch_samples=8, val_batch_size=1)
-    trainer = Trainer(cfg, callbacks=[stop_in_validation])
-    result = trainer.fit()
+    trainer, result, events = _fit_stopping_when(cfg, lambda e: e.kind == "validation")
     assert trainer.val_steps > 1, "the validation set must span several batches"
     assert [e.kind for e in events].count("validation") == 1, "stopped after one batch"
     assert result.stopped and result.epoch == 1 and "val/recall" not in result.history[0]
@@ -328,17 +334,8 @@ def test_stop_requested_after_the_last_epoch_still_finishes(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    events: list[ProgressEvent] = []
-    trainer: Trainer
-
-    def stop_at_the_end(event: ProgressEvent) -> None:
-        events.append(event)
-        if event.kind == "epoch" and event.epoch == 1:
-            trainer.request_stop()
-
     cfg = _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)
-    trainer = Trainer(cfg, callbacks=[stop_at_the_end])
-    result = trainer.fit()
+    _, result, events = _fit_stopping_when(cfg, lambda e: e.kind == "epoch" and e.epoch == 1)
     assert not result.stopped and result.epoch == 1
     assert load_checkpoint(run / FINAL).epoch == 1
     assert events[-1].kind == "end" and events[-1].message == "done"
