@@ -24,7 +24,7 @@ from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from napari_lunaseg._layers import (
     PRED_RGBA,
@@ -48,7 +48,9 @@ from napari_lunaseg._viewer_utils import (
     fill_table,
     find_layer,
     jump_to,
+    make_progress_bar,
     make_table,
+    make_wrapping_label,
     upsert_layer,
 )
 from src_train.ct import CtVolume
@@ -150,15 +152,11 @@ class InferenceWidget(QWidget):
         )
         self.run_button = PushButton(text="Run")
         form = Container(widgets=[self.image, self.checkpoint, self.device, self.threshold])
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self.progress = make_progress_bar()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.metrics_label = QLabel("")
-        self.metrics_label.setWordWrap(True)
+        self.status = make_wrapping_label()
+        self.metrics_label = make_wrapping_label()
         self.table = make_table(CANDIDATE_HEADERS)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 

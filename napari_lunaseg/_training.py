@@ -30,17 +30,15 @@ from typing import Any
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, SpinBox
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QProcess, QProcessEnvironment, Qt
-from qtpy.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from napari_lunaseg._session import session_for
-from napari_lunaseg._viewer_utils import fill_table, make_table
+from napari_lunaseg._viewer_utils import (
+    fill_table,
+    make_progress_bar,
+    make_table,
+    make_wrapping_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +152,9 @@ class TrainingWidget(QWidget):
         self.resume_button = QPushButton("Resume")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.tensorboard = QLabel("")
-        self.tensorboard.setWordWrap(True)
+        self.progress = make_progress_bar()
+        self.status = make_wrapping_label()
+        self.tensorboard = make_wrapping_label()
         self.tensorboard.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = make_table(EPOCH_HEADERS)
 

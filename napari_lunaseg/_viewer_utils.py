@@ -1,4 +1,4 @@
-"""Small helpers shared by the widgets: find/replace layers, jump the view, fill tables."""
+"""Small helpers shared by the widgets: find/replace layers, jump the view, build widgets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Layer
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QLabel,
+    QProgressBar,
+    QTableWidget,
+    QTableWidgetItem,
+)
 
 from napari_lunaseg._layers import ROLE_CT, LayerDataTuple, layer_info
 
@@ -71,6 +77,21 @@ def jump_to(viewer: Any, center_zyx_mm: Sequence[float]) -> None:
         viewer.dims.point = point
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.center = tuple(center[-viewer.dims.ndisplay :])
+
+
+def make_progress_bar() -> QProgressBar:
+    """A progress bar at rest: range 0..1 at 0 (a job sets its own range when it runs)."""
+    bar = QProgressBar()
+    bar.setRange(0, 1)
+    bar.setValue(0)
+    return bar
+
+
+def make_wrapping_label(text: str = "") -> QLabel:
+    """A label that wraps long messages instead of widening the dock widget."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    return label
 
 
 def make_table(headers: Sequence[str]) -> QTableWidget:
