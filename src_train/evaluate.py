@@ -409,31 +409,37 @@ def _check_new(path: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{path} already exists; remove it or pass --overwrite.")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it renamed into place.
+
+    Creates missing parent folders; lines are written as given (no newline translation).
+    Raises :class:`OutputExistsError` when ``path`` exists and ``overwrite`` is False.
+    Used for every small text output of a run (FROC curve, candidates, series lists).
+    """
+    dest = Path(path)
+    _check_new(dest, overwrite)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return dest
 
 
 def write_froc_csv(
     result: FrocResult, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
     """Write the FROC curve (``threshold,fps_per_scan,sensitivity``) atomically."""
-    dest = Path(path)
-    _check_new(dest, overwrite)
     rows = ["threshold,fps_per_scan,sensitivity"]
     rows += [
         f"{t:.6g},{f:.6g},{s:.6g}"
         for t, f, s in zip(result.thresholds, result.fps_per_scan, result.sensitivity, strict=True)
     ]
-    _atomic_write_text(dest, "\n".join(rows) + "\n")
-    return dest
+    return write_text_atomic(path, "\n".join(rows) + "\n", overwrite=overwrite)
 
 
 def plot_froc(

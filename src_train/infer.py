@@ -30,7 +30,6 @@ import copy
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,12 +53,12 @@ from src_train.errors import (
     CancelledError,
     ConfigError,
     GeometryError,
-    OutputExistsError,
     SeriesNotFoundError,
     SeriesReadError,
 )
+from src_train.evaluate import write_text_atomic
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
-from src_train.model import unwrap_model
+from src_train.model import resolve_device, unwrap_model
 
 log = logging.getLogger(__name__)
 
@@ -475,21 +474,6 @@ def _model_facts(model: nn.Module) -> tuple[int, int, int]:
     return context, max(multiple, 1), depth
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"Device {device!r} asked for, but CUDA is not available; use cpu.")
-    return resolved
-
-
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(
@@ -674,7 +658,7 @@ def run_inference(
         raise ConfigError(f"The probability threshold must lie in (0, 1); got {threshold}.")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     prec = _resolve_precision(precision, dev)
     context, multiple, _depth = _model_facts(model)
     hu = ct.hu
@@ -911,9 +895,6 @@ def write_candidates_csv(
     overwrite: bool = False,
 ) -> Path:
     """Write candidates in LUNA16 submission format (+ extra columns), atomically."""
-    dest = Path(path)
-    if dest.exists() and not overwrite:
-        raise OutputExistsError(f"{dest} already exists; remove it or pass --overwrite.")
     lines = [",".join(CANDIDATE_COLUMNS)]
     for c in candidates:
         x, y, z = c.center_xyz_mm
@@ -922,32 +903,14 @@ def write_candidates_csv(
             f"{c.series_uid},{x:.3f},{y:.3f},{z:.3f},{c.probability:.6f},{c.diameter_mm:.2f},"
             f"{c.voxel_count},{c.mean_probability:.6f},{i:.2f},{r:.2f},{col:.2f}"
         )
-    _atomic_write(dest, "\n".join(lines) + "\n")
-    return dest
+    return write_text_atomic(path, "\n".join(lines) + "\n", overwrite=overwrite)
 
 
 def write_series_list(
     path: str | os.PathLike[str], series_uids: Sequence[str], *, overwrite: bool = False
 ) -> Path:
     """Write one series UID per line (what ``lunaseg eval --series-list`` reads), atomically."""
-    dest = Path(path)
-    if dest.exists() and not overwrite:
-        raise OutputExistsError(f"{dest} already exists; remove it or pass --overwrite.")
-    _atomic_write(dest, "".join(f"{uid}\n" for uid in series_uids))
-    return dest
-
-
-def _atomic_write(dest: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``dest`` and rename it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return write_text_atomic(path, "".join(f"{uid}\n" for uid in series_uids), overwrite=overwrite)
 
 
 @dataclass

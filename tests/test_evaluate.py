@@ -19,6 +19,7 @@ from src_train.evaluate import (
     read_series_list,
     read_submission,
     write_froc_csv,
+    write_text_atomic,
 )
 from src_train.luna import Nodule
 
@@ -201,3 +202,13 @@ def test_read_excluded_accepts_missing_diameters(tmp_path: Path) -> None:
     bad.write_text("seriesuid,coordX,coordY,coordZ\ns1,a,0,0\n")
     with pytest.raises(AnnotationError, match="line 2"):
         read_excluded(bad)
+
+
+def test_text_is_written_atomically_once(tmp_path: Path) -> None:
+    path = write_text_atomic(tmp_path / "new" / "list.csv", "a\r\nb\n")
+    assert path.read_bytes() == b"a\r\nb\n"  # written as given, parent folder created
+    with pytest.raises(OutputExistsError, match=r"list\.csv"):
+        write_text_atomic(path, "c\n")
+    assert path.read_bytes() == b"a\r\nb\n"
+    write_text_atomic(path, "c\n", overwrite=True)
+    assert path.read_bytes() == b"c\n" and [p.name for p in path.parent.iterdir()] == ["list.csv"]
