@@ -440,133 +440,52 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    import time
     from dataclasses import replace
 
-    import numpy as np
+    from src_train.infer import DEFAULT_THRESHOLD, CandidateConfig, InferPlan, infer_to_folder
 
-    from src_train.ct import load_ct, save_volume
-    from src_train.errors import OutputExistsError
-    from src_train.evaluate import SERIES_LIST_NAME, evaluate_froc
-    from src_train.evaluate import Candidate as Mark
-    from src_train.infer import (
-        DEFAULT_THRESHOLD,
-        DEMO_CHECKPOINT,
-        CandidateConfig,
-        SeriesOutputs,
-        error_volume,
-        find_series,
-        prob_to_uint8,
-        run_inference,
-        voxel_metrics,
-        write_candidates_csv,
-        write_series_list,
-    )
-    from src_train.masks import build_masks
-    from src_train.model import load_model
-
-    started = time.perf_counter()
     if args.data == DEFAULT_DATA_DIR and not Path(args.data).exists():
         raise LunaSegError(
             f"The default data folder {DEFAULT_DATA_DIR}/ does not exist; run 'lunaseg synth' "
             "to write the synthetic data set, or give a LUNA16 folder or a series."
         )
-    folder, pairs = find_series(Path(args.data), args.series, args.limit)
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"--out {out_dir} is a file; give a folder.")
-    truth_folder = folder if folder is not None and folder.annotations_path is not None else None
-    if args.no_truth:
-        truth_folder = None
-    planned = [SeriesOutputs.for_series(out_dir, uid) for uid, _ in pairs]
-    csv_path = out_dir / "candidates.csv"
-    list_path = out_dir / SERIES_LIST_NAME
-    if not args.overwrite:
-        clashes = [p for o in planned for p in o.existing()]
-        clashes += [p for p in (csv_path, list_path) if p.exists()]
-        if clashes:
-            names = ", ".join(str(p) for p in clashes[:3])
-            more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
-            raise OutputExistsError(
-                f"{names}{more} already exist; pick another --out or pass --overwrite."
-            )
-    checkpoint = Path(args.checkpoint) if args.checkpoint else DEMO_CHECKPOINT
-    model, config = load_model(checkpoint, device=args.device)
     options = {"min_diameter_mm": args.min_diameter_mm, "min_probability": args.min_probability}
     post = replace(CandidateConfig(), **{k: v for k, v in options.items() if v is not None})
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    print(f"model {checkpoint} ({config.arch}, depth {config.depth}, {config.filters} filters)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    all_candidates = []
-    marks: list[Mark] = []
-    for (uid, path), outputs in zip(pairs, planned, strict=True):
-        ct = load_ct(path)
-        if ct.series_uid != uid:  # a DICOM folder or renamed file: keep the name asked for
-            ct.series_uid = uid
-        result = run_inference(
-            ct,
-            model,
-            device=args.device,
-            batch_size=args.batch_size,
-            threshold=threshold,
-            precision=args.precision,
-            crop_to_body=args.crop,
-            candidates=post,
-        )
-        save_volume(
-            prob_to_uint8(result.prob),
-            ct.geometry,
-            outputs.prob,
-            compress=True,
-            overwrite=args.overwrite,
-        )
-        save_volume(
-            result.mask.view(np.uint8),
-            ct.geometry,
-            outputs.pred,
-            compress=True,
-            overwrite=args.overwrite,
-        )
-        how = result.settings.describe() if result.settings else ""
-        line = (
-            f"{uid}: {ct.shape_irc[0]} slices in {result.seconds:.1f} s "
-            f"({result.slices_per_second:.1f} slices/s, {how}), "
-            f"{len(result.candidates)} candidates"
-        )
-        if truth_folder is not None:
-            nodules = truth_folder.nodules(uid)
-            truth, _records = build_masks(ct, nodules, on_outside="skip")
-            save_volume(
-                error_volume(result.mask, truth),
-                ct.geometry,
-                outputs.error,
-                compress=True,
-                overwrite=args.overwrite,
-            )
-            m = voxel_metrics(result.mask, truth)
-            line += (
-                f"; voxels vs generated masks: precision {m['precision']:.3f}, "
-                f"recall {m['recall']:.3f}, Dice {m['dice']:.3f}"
-            )
-        print(line, flush=True)
-        all_candidates.extend(result.candidates)
-        marks.extend(Mark(c.series_uid, c.center_xyz_mm, c.probability) for c in result.candidates)
-        write_candidates_csv(csv_path, all_candidates, overwrite=True)
-        del ct, result
-    write_series_list(list_path, [uid for uid, _ in pairs], overwrite=True)
-    print(f"wrote {len(pairs)} series and {csv_path} ({len(all_candidates)} candidates)")
-    if truth_folder is not None:
-        nodules = [n for uid, _ in pairs for n in truth_folder.nodules(uid) if n.diameter_mm]
-        froc = evaluate_froc(nodules, marks, series_uids=[uid for uid, _ in pairs])
+
+    def model_line(plan: InferPlan) -> None:
+        c = plan.model_config
+        print(f"model {plan.checkpoint} ({c.arch}, depth {c.depth}, {c.filters} filters)")
+
+    summary = infer_to_folder(
+        args.data,
+        args.out,
+        checkpoint=args.checkpoint or None,
+        series=args.series,
+        limit=args.limit,
+        device=args.device,
+        batch_size=args.batch_size,
+        threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+        precision=args.precision,
+        crop_to_body=args.crop,
+        candidates=post,
+        with_truth=not args.no_truth,
+        overwrite=args.overwrite,
+        on_start=model_line,
+        on_series=lambda report: print(report.describe(), flush=True),
+    )
+    csv_path = summary.candidates_csv
+    print(f"wrote {len(summary.series)} series and {csv_path} ({summary.n_candidates} candidates)")
+    if summary.froc is not None:
+        froc = summary.froc
         print(
             f"nodule recall {froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules}), "
             f"{froc.candidates_per_scan:.1f} candidates per scan, CPM {froc.cpm:.3f}"
         )
         print(
-            f"full report: lunaseg eval --annotations {truth_folder.annotations_path} "
+            f"full report: lunaseg eval --annotations {summary.plan.annotations_path} "
             f"--candidates {csv_path}"
         )
-    print(f"total {time.perf_counter() - started:.1f} s")
+    print(f"total {summary.seconds:.1f} s")
     return 0
 
 

@@ -19,6 +19,10 @@ Candidates (:func:`group_candidates`): 3-D connected components of the mask, eac
 probability-weighted centre in world mm, equivalent diameter, voxel count and a score (by
 default the mean probability; components under 2 mm are dropped, see :class:`CandidateConfig`).
 
+Whole runs (:func:`infer_to_folder`, what ``lunaseg infer`` calls): series of a LUNA16 folder
+or one series in, probability / mask / error volumes and ``candidates.csv`` out, with voxel
+metrics and nodule recall / FROC / CPM when annotations exist.
+
 Memory: besides the CT itself, the probability volume (float16, 2 bytes/voxel), the mask
 (1 byte/voxel) and, while grouping candidates, a uint16 label array over the mask's
 bounding box; model inputs are made one batch at a time.
@@ -47,18 +51,23 @@ from src_train.ct import (
     CtVolume,
     Geometry,
     is_series_path,
+    load_ct,
+    save_volume,
     series_uid_from_path,
 )
 from src_train.errors import (
     CancelledError,
     ConfigError,
     GeometryError,
+    OutputExistsError,
     SeriesNotFoundError,
     SeriesReadError,
 )
-from src_train.evaluate import write_text_atomic
+from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc, write_text_atomic
+from src_train.evaluate import Candidate as FrocCandidate
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
-from src_train.model import resolve_device, unwrap_model
+from src_train.masks import build_masks
+from src_train.model import ModelConfig, load_model, resolve_device, unwrap_model
 
 log = logging.getLogger(__name__)
 
@@ -942,18 +951,270 @@ class SeriesOutputs:
         return found
 
 
+# ---------------------------------------------------------------------------------------------
+# A whole run: series in, files out
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InferPlan:
+    """What :func:`infer_to_folder` is about to do, known before the first series runs.
+
+    Attributes:
+        series: ``(uid, path)`` of each series to process, in order.
+        outputs: the files of each series, aligned with ``series``.
+        candidates_csv: the candidates of every series (LUNA16 submission + extra columns).
+        series_list: the series processed, one UID per line (read by ``lunaseg eval``).
+        checkpoint: the model checkpoint loaded.
+        model_config: the loaded model's configuration.
+        annotations_path: the annotations the results are compared with; None without truth.
+    """
+
+    series: list[tuple[str, Path]]
+    outputs: list[SeriesOutputs]
+    candidates_csv: Path
+    series_list: Path
+    checkpoint: Path
+    model_config: ModelConfig
+    annotations_path: Path | None
+
+
+@dataclass(frozen=True)
+class SeriesReport:
+    """One processed series of :func:`infer_to_folder`.
+
+    Attributes:
+        series_uid: the series.
+        n_slices: its slices (the CT's first array axis).
+        seconds: wall time of :func:`run_inference` on it.
+        slices_per_second: slices per second of model time.
+        settings: how the model ran.
+        n_candidates: candidates found in it.
+        outputs: the files written for it (``outputs.error`` only when ``voxel_metrics`` is set).
+        voxel_metrics: :func:`voxel_metrics` of the mask against the masks generated from the
+            annotations; None without truth.
+    """
+
+    series_uid: str
+    n_slices: int
+    seconds: float
+    slices_per_second: float
+    settings: InferenceSettings | None
+    n_candidates: int
+    outputs: SeriesOutputs
+    voxel_metrics: dict[str, float] | None = None
+
+    def describe(self) -> str:
+        """One line for logs and the CLI."""
+        how = self.settings.describe() if self.settings else ""
+        line = (
+            f"{self.series_uid}: {self.n_slices} slices in {self.seconds:.1f} s "
+            f"({self.slices_per_second:.1f} slices/s, {how}), "
+            f"{self.n_candidates} candidates"
+        )
+        if self.voxel_metrics is not None:
+            m = self.voxel_metrics
+            line += (
+                f"; voxels vs generated masks: precision {m['precision']:.3f}, "
+                f"recall {m['recall']:.3f}, Dice {m['dice']:.3f}"
+            )
+        return line
+
+
+@dataclass(frozen=True)
+class InferRunSummary:
+    """Outcome of :func:`infer_to_folder`.
+
+    Attributes:
+        plan: what was run (series, files, model, annotations).
+        series: one report per series, in processing order.
+        n_candidates: candidates written to ``plan.candidates_csv``, all series together.
+        froc: nodule recall, FROC and CPM of those candidates against the annotated nodules
+            (with a diameter) of the processed series; None without truth.
+        seconds: wall time of the whole call.
+    """
+
+    plan: InferPlan
+    series: list[SeriesReport]
+    n_candidates: int
+    froc: FrocResult | None
+    seconds: float
+
+    @property
+    def candidates_csv(self) -> Path:
+        """The candidates file written."""
+        return self.plan.candidates_csv
+
+
+def infer_to_folder(
+    data: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    series: Sequence[str] | None = None,
+    limit: int | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    precision: str = "auto",
+    crop_to_body: bool = True,
+    candidates: CandidateConfig | None = None,
+    with_truth: bool = True,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    on_start: Callable[[InferPlan], None] | None = None,
+    on_series: Callable[[SeriesReport], None] | None = None,
+) -> InferRunSummary:
+    """Run a model over series and write its outputs to a folder (what ``lunaseg infer`` does).
+
+    For each series (``<uid>`` as :func:`find_series` names it) ``out_dir`` gets, in the CT's
+    geometry: ``<uid>_prob.mhd`` (uint8 ``round(p * 255)``, see :func:`prob_to_uint8`),
+    ``<uid>_pred.mhd`` (the mask, uint8 0/1) and, with truth, ``<uid>_error.mhd``
+    (:func:`error_volume` against masks built from the annotations, see
+    :func:`src_train.masks.build_masks`); volumes are compressed. ``candidates.csv`` (every
+    series so far, rewritten after each) and, at the end, ``seriesuids.csv``.
+
+    Every output is checked before anything is written or the model is loaded: one that
+    exists raises :class:`OutputExistsError` unless ``overwrite``.
+
+    Args:
+        data: a LUNA16-layout folder or one series (file or DICOM folder).
+        out_dir: the output folder (created; a file there raises :class:`OutputExistsError`).
+        checkpoint: model checkpoint; None = :data:`DEMO_CHECKPOINT`.
+        series: only these series UIDs; limit: only the first N series.
+        device, batch_size, threshold, precision, crop_to_body, candidates: as
+            :func:`run_inference` takes them.
+        with_truth: compare with the annotations when ``data`` belongs to a LUNA16 folder that
+            has them (error volumes, voxel metrics, nodule recall / FROC / CPM).
+        overwrite: replace existing outputs.
+        progress: passed to :func:`run_inference` for each series
+            (``progress(slices_done, n_slices, message)``, restarting at each series).
+        should_stop: passed to :func:`run_inference`; a stop raises :class:`CancelledError`
+            and leaves the files of the series finished so far (``candidates.csv`` with their
+            candidates; no ``seriesuids.csv``).
+        on_start: called once the outputs are checked and the model is loaded, before the
+            first series, with the :class:`InferPlan`.
+        on_series: called after each series is written, with its :class:`SeriesReport`.
+
+    Returns:
+        An :class:`InferRunSummary`.
+    """
+    started = time.perf_counter()
+    folder, pairs = find_series(Path(data), series, limit)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is a file; give a folder.")
+    has_truth = folder is not None and folder.annotations_path is not None
+    truth = folder if with_truth and has_truth else None
+    outputs = [SeriesOutputs.for_series(out, uid) for uid, _ in pairs]
+    csv_path = out / "candidates.csv"
+    list_path = out / SERIES_LIST_NAME
+    if not overwrite:
+        clashes = [p for o in outputs for p in o.existing()]
+        clashes += [p for p in (csv_path, list_path) if p.exists()]
+        if clashes:
+            names = ", ".join(str(p) for p in clashes[:3])
+            more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+            raise OutputExistsError(
+                f"{names}{more} already exist; pick another --out or pass --overwrite."
+            )
+    ckpt = Path(checkpoint) if checkpoint is not None else DEMO_CHECKPOINT
+    model, config = load_model(ckpt, device=device)
+    plan = InferPlan(
+        series=pairs,
+        outputs=outputs,
+        candidates_csv=csv_path,
+        series_list=list_path,
+        checkpoint=ckpt,
+        model_config=config,
+        annotations_path=truth.annotations_path if truth is not None else None,
+    )
+    if on_start is not None:
+        on_start(plan)
+    out.mkdir(parents=True, exist_ok=True)
+    found: list[CandidateNodule] = []
+    reports: list[SeriesReport] = []
+    for (uid, path), files in zip(pairs, outputs, strict=True):
+        ct = load_ct(path)
+        if ct.series_uid != uid:  # a DICOM folder or renamed file: keep the name asked for
+            ct.series_uid = uid
+        result = run_inference(
+            ct,
+            model,
+            device=device,
+            batch_size=batch_size,
+            threshold=threshold,
+            progress=progress,
+            should_stop=should_stop,
+            precision=precision,
+            crop_to_body=crop_to_body,
+            candidates=candidates,
+        )
+        save_volume(
+            prob_to_uint8(result.prob), ct.geometry, files.prob, compress=True, overwrite=overwrite
+        )
+        save_volume(
+            result.mask.view(np.uint8), ct.geometry, files.pred, compress=True, overwrite=overwrite
+        )
+        metrics = None
+        if truth is not None:
+            truth_mask, _records = build_masks(ct, truth.nodules(uid), on_outside="skip")
+            save_volume(
+                error_volume(result.mask, truth_mask),
+                ct.geometry,
+                files.error,
+                compress=True,
+                overwrite=overwrite,
+            )
+            metrics = voxel_metrics(result.mask, truth_mask)
+            del truth_mask
+        report = SeriesReport(
+            series_uid=uid,
+            n_slices=ct.shape_irc[0],
+            seconds=result.seconds,
+            slices_per_second=result.slices_per_second,
+            settings=result.settings,
+            n_candidates=len(result.candidates),
+            outputs=files,
+            voxel_metrics=metrics,
+        )
+        reports.append(report)
+        if on_series is not None:
+            on_series(report)
+        found.extend(result.candidates)
+        write_candidates_csv(csv_path, found, overwrite=True)
+        del ct, result
+    uids = [uid for uid, _ in pairs]
+    write_series_list(list_path, uids, overwrite=True)
+    froc = None
+    if truth is not None:
+        nodules = [n for uid in uids for n in truth.nodules(uid) if n.diameter_mm]
+        marks = [FrocCandidate(c.series_uid, c.center_xyz_mm, c.probability) for c in found]
+        froc = evaluate_froc(nodules, marks, series_uids=uids)
+    return InferRunSummary(
+        plan=plan,
+        series=reports,
+        n_candidates=len(found),
+        froc=froc,
+        seconds=time.perf_counter() - started,
+    )
+
+
 __all__ = [
     "CANDIDATE_COLUMNS",
     "DEFAULT_THRESHOLD",
     "DEMO_CHECKPOINT",
     "CandidateConfig",
     "CandidateNodule",
+    "InferPlan",
+    "InferRunSummary",
     "InferenceResult",
     "InferenceSettings",
     "SeriesOutputs",
+    "SeriesReport",
     "error_volume",
     "find_series",
     "group_candidates",
+    "infer_to_folder",
     "prob_to_uint8",
     "run_inference",
     "voxel_metrics",

@@ -17,13 +17,17 @@ from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
 from src_train.context import context_stack
 from src_train.ct import CtVolume, Geometry, load_ct, save_volume
 from src_train.errors import CancelledError, ConfigError, GeometryError, OutputExistsError
-from src_train.evaluate import evaluate_froc, read_submission
+from src_train.evaluate import evaluate_froc, read_series_list, read_submission
 from src_train.infer import (
     BODY_MARGIN_PX,
+    DEMO_CHECKPOINT,
     CandidateConfig,
     CandidateNodule,
+    InferPlan,
+    SeriesReport,
     error_volume,
     group_candidates,
+    infer_to_folder,
     lung_field,
     prob_to_uint8,
     run_inference,
@@ -358,6 +362,67 @@ def test_cli_infer_single_series_and_bad_input(
         assert rc == 2
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "x" / "candidates.csv").exists()
+
+
+def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
+    tiny_synth_dir: Path, tmp_path: Path
+) -> None:
+    folder = LunaFolder(tiny_synth_dir)
+    uids = folder.series_uids[:2]
+    out = tmp_path / "out"
+    events: list[InferPlan | SeriesReport] = []
+    ticks: list[tuple[int, int]] = []
+    summary = infer_to_folder(
+        tiny_synth_dir,
+        out,
+        checkpoint=DEMO_CHECKPOINT,
+        limit=2,
+        device="cpu",
+        progress=lambda done, total, _msg: ticks.append((done, total)),
+        on_start=events.append,
+        on_series=events.append,
+    )
+    plan = summary.plan
+    assert events == [plan, *summary.series]  # the plan first, then one report per series
+    assert [uid for uid, _ in plan.series] == [r.series_uid for r in summary.series] == uids
+    assert plan.checkpoint == DEMO_CHECKPOINT and plan.model_config == ModelConfig()
+    assert plan.annotations_path == folder.annotations_path
+    for uid, report in zip(uids, summary.series, strict=True):
+        ct = load_ct(folder.series_path(uid))
+        assert report.n_slices == ct.shape_irc[0] and (ct.shape_irc[0], ct.shape_irc[0]) in ticks
+        for path in (report.outputs.prob, report.outputs.pred, report.outputs.error):
+            assert path.parent == out and path.name.startswith(uid)
+            assert load_ct(path).geometry == ct.geometry
+        assert report.voxel_metrics is not None and 0.0 <= report.voxel_metrics["recall"] <= 1.0
+        assert report.describe().startswith(f"{uid}: {ct.shape_irc[0]} slices in ")
+
+    # The summary scores exactly the files it wrote, as 'lunaseg eval' would read them.
+    marks = read_submission(summary.candidates_csv)
+    assert len(marks) == summary.n_candidates == sum(r.n_candidates for r in summary.series)
+    assert read_series_list(plan.series_list) == uids
+    nodules = [n for uid in uids for n in folder.nodules(uid) if n.diameter_mm]
+    froc = evaluate_froc(nodules, marks, series_uids=uids)
+    assert summary.froc is not None and froc.n_nodules == summary.froc.n_nodules > 0
+    assert summary.froc.recall == froc.recall and summary.froc.cpm == pytest.approx(froc.cpm)
+    assert summary.seconds > 0
+
+    # Every output is checked before anything is loaded or written.
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    started: list[InferPlan] = []
+    with pytest.raises(OutputExistsError, match="already exist"):
+        infer_to_folder(tiny_synth_dir, out, series=uids[1:], device="cpu", on_start=started.append)
+    assert not started and {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+    # Without truth: no error volumes, no score; a stop leaves no series list.
+    bare = infer_to_folder(
+        tiny_synth_dir, tmp_path / "bare", series=uids[:1], device="cpu", with_truth=False
+    )
+    assert bare.froc is None and bare.plan.annotations_path is None
+    assert bare.series[0].voxel_metrics is None and not bare.series[0].outputs.error.exists()
+    stopped = tmp_path / "stopped"
+    with pytest.raises(CancelledError):
+        infer_to_folder(tiny_synth_dir, stopped, limit=1, device="cpu", should_stop=lambda: True)
+    assert not (stopped / "seriesuids.csv").exists()
 
 
 def test_lung_field_keeps_the_lungs_and_what_is_inside_them() -> None:
