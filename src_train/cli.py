@@ -586,7 +586,10 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _view_default_series(data_dir: Path, seed: int) -> Path:
-    """The first series with nodules of the synthetic data set in ``data_dir`` (made if absent)."""
+    """The series with the most nodules in ``data_dir`` (a synthetic data set is made if absent).
+
+    Ties go to the first series in UID order, so the choice is stable for a seed.
+    """
     from src_train.luna import LunaFolder
     from src_train.synth import write_dataset
 
@@ -595,9 +598,10 @@ def _view_default_series(data_dir: Path, seed: int) -> Path:
     else:
         print(f"writing a synthetic data set ({VIEW_SYNTH_SCANS} scans, seed {seed}) to {data_dir}")
         folder = write_dataset(data_dir, n_scans=VIEW_SYNTH_SCANS, seed=seed)
-    for uid in folder.series_uids:
-        if folder.nodules(uid):
-            return folder.series_path(uid)
+    counts = {uid: len(folder.nodules(uid)) for uid in folder.series_uids}
+    best = max(counts, key=lambda uid: counts[uid], default=None)
+    if best is not None and counts[best] > 0:
+        return folder.series_path(best)
     raise LunaSegError(
         f"{data_dir} holds no series with annotated nodules; remove it or pass a PATH."
     )
