@@ -247,6 +247,13 @@ def read_annotations(path: str | os.PathLike[str]) -> list[Nodule]:
         AnnotationError: naming the file and line of a malformed row.
     """
     table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS))
+    if "diameter_mm" not in table.index:
+        log.warning(
+            "%s has no diameter_mm column: every nodule's size is unknown, so the mask methods "
+            "that use it (ball, region) fall back to the reference rule (grow). Add the column "
+            "(mm) if the sizes are known.",
+            table.path,
+        )
     nodules = []
     for line, fields in table:
         nodules.append(
@@ -322,6 +329,17 @@ def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
     return out
 
 
+#: How many UIDs :func:`list_uids` names before it says "and N more".
+LISTED_UIDS = 3
+
+
+def list_uids(uids: Sequence[str], limit: int = LISTED_UIDS) -> str:
+    """The first ``limit`` UIDs joined by commas, then ``"and N more"`` for the rest."""
+    shown = ", ".join(uids[:limit])
+    rest = len(uids) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
 def _group(nodules: Sequence[Nodule]) -> dict[str, list[Nodule]]:
     grouped: dict[str, list[Nodule]] = {}
     for nodule in nodules:
@@ -362,10 +380,11 @@ class LunaFolder:
         if missing:
             log.warning(
                 "%s: %d of %d annotated series are not on disk (partial download?); "
-                "they are skipped",
+                "they are skipped: %s",
                 self.root,
                 len(missing),
                 len(missing) + len(set(self._annotations()) & set(self._paths)),
+                list_uids(missing),
             )
 
     def __repr__(self) -> str:

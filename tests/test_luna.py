@@ -11,8 +11,10 @@ import pytest
 from src_train.ct import Geometry, save_volume
 from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
 from src_train.luna import (
+    LISTED_UIDS,
     LunaFolder,
     find_luna_root,
+    list_uids,
     read_annotations,
     read_candidates,
     split_series,
@@ -208,7 +210,8 @@ def test_partial_download(partial_luna: Path, caplog: pytest.LogCaptureFixture) 
         folder = LunaFolder(partial_luna)
     assert folder.series_uids == sorted([UID_A, UID_B, "unannotated"])
     assert folder.missing_series == [UID_C]
-    assert any("1 of 3 annotated series are not on disk" in r.message for r in caplog.records)
+    (warning,) = [r.getMessage() for r in caplog.records if "not on disk" in r.getMessage()]
+    assert "1 of 3 annotated series are not on disk" in warning and warning.endswith(UID_C)
     assert [n.diameter_mm for n in folder.nodules(UID_A)] == [4.0, 8.0]
     assert folder.nodules(UID_C)[0].diameter_mm == 5.0  # known, though not on disk
     by_series = folder.nodules_by_series
@@ -222,6 +225,41 @@ def test_partial_download(partial_luna: Path, caplog: pytest.LogCaptureFixture) 
     assert folder.candidates(UID_B) == []
     assert not folder.has_truth and folder.truth_path(UID_A) is None
     assert folder.true_nodules(UID_A) == []
+
+
+def test_many_missing_series_are_named_first_few_and_counted(
+    partial_luna: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    absent = [f"9.9.{k}" for k in range(5)]
+    with (partial_luna / "annotations.csv").open("a", encoding="utf-8") as handle:
+        handle.writelines(f"{uid},0,0,0,5\n" for uid in absent)
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        folder = LunaFolder(partial_luna)
+    missing = sorted([UID_C, *absent])
+    assert folder.missing_series == missing
+    (warning,) = [r.getMessage() for r in caplog.records if "not on disk" in r.getMessage()]
+    assert "6 of 8 annotated series" in warning
+    assert warning.endswith(f"{', '.join(missing[:LISTED_UIDS])} and {6 - LISTED_UIDS} more")
+    assert list_uids(missing[:2]) == f"{missing[0]}, {missing[1]}"
+
+
+def test_annotations_without_diameter_column_warn_once_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(
+        tmp_path / "annotations.csv",
+        f"seriesuid,coordX,coordY,coordZ\n{UID_A},1,2,3\n{UID_A},4,5,6\n{UID_B},7,8,9\n",
+    )
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        nodules = read_annotations(path)
+    assert [n.diameter_mm for n in nodules] == [None, None, None]
+    warnings = [r.getMessage() for r in caplog.records if "diameter_mm" in r.getMessage()]
+    assert len(warnings) == 1 and str(path) in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        read_annotations(_write(tmp_path / "b.csv", HEADER + f"{UID_A},1,2,3,\n"))
+        read_candidates(_write(tmp_path / "c.csv", "seriesuid,coordX,coordY,coordZ,class\n"))
+    assert not caplog.records  # an empty diameter field, or candidates, are not worth a warning
 
 
 def test_malignancy_file_preferred(partial_luna: Path) -> None:
