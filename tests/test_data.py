@@ -241,3 +241,40 @@ def test_unknown_mask_method_is_refused_before_caching(luna: Path) -> None:
     with pytest.raises(ConfigError, match="wobble"):
         SeriesCache(luna, mask_method="wobble")
     assert not (luna / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("shape", "centre"),
+    [
+        ((6, 100, 100), (0, 2, 97)),  # first slice, top-right corner of a large slice
+        ((6, 100, 100), (5, 97, 2)),  # last slice, bottom-left corner
+        ((5, 30, 90), (2, 28, 88)),  # rows fewer than the crop, nodule at a corner
+    ],
+)
+def test_crops_at_the_volume_edge_stay_full_size_and_hold_the_nodule(
+    tmp_path: Path, shape: tuple[int, int, int], centre: tuple[int, int, int]
+) -> None:
+    root = tmp_path / "edge"
+    write_tiny_luna(root, [("5.1", shape, [centre], FLIPPED)])
+    ds = TrainingDataset(SeriesCache(root), ["5.1"], epoch_samples=16)
+    for i in range(len(ds)):  # every random offset of the 96-px window
+        image, label = ds[i]
+        assert image.shape == (7, 64, 64) and label.shape == (1, 64, 64)
+        assert label.any() and bool((image == NODULE_HU).any())
+        assert image.min() >= -1000  # padding is air at the clamp, never garbage
+
+
+def test_an_annotated_nodule_with_an_empty_mask_gives_empty_labels(tmp_path: Path) -> None:
+    """The annotation points at lung below the threshold: the mask grows nothing there."""
+    root = tmp_path / "emptymask"
+    geoms = write_tiny_luna(root, [("6.1", (8, 40, 40), [(4, 20, 20)], FLIPPED)])
+    x, y, z = geoms["6.1"].irc_to_xyz((4, 32, 8))
+    (root / "annotations.csv").write_text(
+        f"seriesuid,coordX,coordY,coordZ,diameter_mm\n6.1,{x},{y},{z},6.0\n"
+    )
+    cache = SeriesCache(root)
+    meta = cache.meta("6.1")
+    assert meta.mask_voxels == 0 and meta.mask_slices == []
+    image, label = TrainingDataset(cache, ["6.1"], epoch_samples=2)[0]
+    assert image.shape == (7, 64, 64) and not label.any()
+    assert len(ValidationDataset(cache, ["6.1"])) == 0
