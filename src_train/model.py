@@ -370,8 +370,16 @@ def save_checkpoint(
     return sha1
 
 
-def _check_state_fits(path: Path, config: ModelConfig, state: Mapping[str, Any]) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` has exactly the keys/shapes of ``config``."""
+def _advice(advice: str | None, default: str) -> str:
+    """The closing suggestion of an error message: the caller's ``advice``, else ``default``."""
+    return default if advice is None else advice
+
+
+def _check_state_fits(
+    path: Path, config: ModelConfig, state: Mapping[str, Any], advice: str | None = None
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly the keys/shapes of ``config``
+    (``advice`` replaces the message's closing suggestion)."""
     with torch.device("meta"):
         reference = build_model(config).state_dict()
     missing = sorted(set(reference) - set(state))
@@ -389,7 +397,8 @@ def _check_state_fits(path: Path, config: ModelConfig, state: Mapping[str, Any])
         )
         raise CheckpointError(
             f"{path}: its weights do not fit the model it declares ({config}): {detail}. "
-            "The file was made by another model or version; train a new checkpoint."
+            "The file was made by another model or version. "
+            + _advice(advice, "Train a new checkpoint.")
         )
 
 
@@ -398,34 +407,39 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     *,
     expected: ModelConfig | None = None,
+    advice: str | None = None,
 ) -> Checkpoint:
     """Read and check a checkpoint.
 
     Raises :class:`CheckpointError` naming the file when it is missing, not a LunaSeg checkpoint,
     truncated/corrupt, its weights do not match its model configuration, or (with ``expected``)
-    it holds another model than the one expected.
+    it holds another model than the one expected. ``advice`` replaces the closing suggestion of
+    those messages (e.g. "train a new one") with what the caller knows better.
     """
     src = Path(path)
     if not src.is_file():
-        raise CheckpointError(f"Checkpoint {src} does not exist. Check the path or train one.")
+        raise CheckpointError(
+            f"Checkpoint {src} does not exist. " + _advice(advice, "Check the path or train one.")
+        )
     try:
         raw = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"Cannot read checkpoint {src}: the file is truncated, corrupt or not a PyTorch "
-            f"file ({reason[:200]}). Copy it again or train a new one."
+            f"file ({reason[:200]}). " + _advice(advice, "Copy it again or train a new one.")
         ) from exc
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{src} is not a LunaSeg checkpoint (no '{CHECKPOINT_FORMAT}' tag). Use a file "
-            "written by 'lunaseg train'."
+            f"{src} is not a LunaSeg checkpoint (no '{CHECKPOINT_FORMAT}' tag). "
+            + _advice(advice, "Use a file written by 'lunaseg train'.")
         )
     version = raw.get("format_version")
     if version != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{src} has checkpoint format version {version}; this LunaSeg reads version "
-            f"{CHECKPOINT_VERSION}. Use a matching LunaSeg release or retrain."
+            f"{CHECKPOINT_VERSION}. "
+            + _advice(advice, "Use a matching LunaSeg release or retrain.")
         )
     try:
         config = ModelConfig.from_dict(raw["model_config"])
@@ -445,9 +459,10 @@ def load_checkpoint(
         )
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(
-            f"{src} is a damaged LunaSeg checkpoint ({type(exc).__name__}: {exc}). Train a new one."
+            f"{src} is a damaged LunaSeg checkpoint ({type(exc).__name__}: {exc}). "
+            + _advice(advice, "Train a new one.")
         ) from exc
-    _check_state_fits(src, config, ckpt.model_state)
+    _check_state_fits(src, config, ckpt.model_state, advice)
     if expected is not None and config != expected:
         raise CheckpointError(
             f"{src} holds a model {config}, not the expected {expected}. Pick a checkpoint of "

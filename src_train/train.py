@@ -60,11 +60,18 @@ from src_train.data import (
     ValidationDataset,
     check_training_folder,
 )
-from src_train.errors import AnnotationError, CancelledError, ConfigError, OutputExistsError
+from src_train.errors import (
+    AnnotationError,
+    CancelledError,
+    CheckpointError,
+    ConfigError,
+    OutputExistsError,
+)
 from src_train.losses import LossConfig, SegmentationLoss, SegmentationMetrics
 from src_train.luna import LunaFolder, split_series
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
 from src_train.model import (
+    Checkpoint,
     ModelConfig,
     build_model,
     load_checkpoint,
@@ -348,7 +355,7 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
     ``auto``: bf16 on GPUs that support it, else fp16 on GPUs; on CPUs bf16 where the CPU has
     native bf16 instructions (training a 64x64 batch of 16 measured ~1.5x faster than fp32,
-    ``benchmarks/bench_train.py``), else full precision.
+    ``benchmarks/train_throughput.py``), else full precision.
     """
     if mode == "off":
         return None
@@ -359,6 +366,22 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if _cpu_has_native_bf16() else None
+
+
+def step_settings(
+    amp: str, channels_last: str, device: torch.device
+) -> tuple[torch.dtype | None, bool]:
+    """The autocast dtype (None = full precision) and memory format a run uses on ``device``.
+
+    ``amp`` is one of :data:`AMP_MODES`, ``channels_last`` one of :data:`ON_OFF_AUTO`.
+    ``channels_last="auto"`` turns it on on GPUs, and on CPUs under bf16 autocast (measured
+    faster there only, ``benchmarks/train_throughput.py``).
+    """
+    amp_dtype = _amp_dtype(amp, device)
+    layout = channels_last == "on" or (
+        channels_last == "auto" and (device.type == "cuda" or amp_dtype == torch.bfloat16)
+    )
+    return amp_dtype, layout
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -509,20 +532,17 @@ class Trainer:
         self._reduce_device = (
             self.device if self.dist.active and self.device.type == "cuda" else torch.device("cpu")
         )
-        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
-        # auto: channels_last on GPUs, and on CPUs with bf16 (measured faster there only)
-        self.channels_last = cfg.channels_last == "on" or (
-            cfg.channels_last == "auto"
-            and (self.device.type == "cuda" or self.amp_dtype == torch.bfloat16)
-        )
+        self.amp_dtype, self.channels_last = step_settings(cfg.amp, cfg.channels_last, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self._prepare_run_dir()
+        # read the checkpoint to resume before caching, so that a bad one fails in a second
+        resume_from = self._load_latest() if cfg.resume else None
         self._prepare_data()
         self._prepare_model()
-        if cfg.resume:
-            self._resume()
+        if resume_from is not None:
+            self._resume(resume_from)
         if self.dist.is_main:
             self._write_config()
             if cfg.resume:
@@ -683,14 +703,55 @@ class Trainer:
         self.augment = BatchAugment(cfg.augment_config()).to(self.device)
         self.aug_generator = torch.Generator(device=self.device)
 
-    def _resume(self) -> None:
+    def _load_latest(self) -> Checkpoint:
+        """``checkpoint_latest.pt``, checked against the model the options describe.
+
+        A missing, corrupt or foreign file raises :class:`CheckpointError` naming the run's
+        other checkpoints that can stand in for it; another model raises :class:`ConfigError`.
+        """
         path = self.run_dir / LATEST
-        ckpt = load_checkpoint(path, map_location="cpu")
-        if ckpt.model_config != self.model_config:
+        try:
+            ckpt = load_checkpoint(path, map_location="cpu", advice="")
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"Cannot resume: {str(exc).rstrip()} {self._resume_alternatives()}"
+            ) from exc
+        wanted = self.config.model_config()
+        if ckpt.model_config != wanted:
             raise ConfigError(
                 f"{path} holds a model {ckpt.model_config}, but the options ask for "
-                f"{self.model_config}. Resume with the run's model options."
+                f"{wanted}. Resume with the run's model options."
             )
+        return ckpt
+
+    def _resume_alternatives(self) -> str:
+        """What to do when ``checkpoint_latest.pt`` is unusable: the readable best/final
+        checkpoints of the run folder (with their epochs), else starting over."""
+        usable = []
+        for name in (FINAL, BEST):
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
+            try:
+                epoch = load_checkpoint(path, map_location="cpu").epoch
+            except CheckpointError:
+                log.warning("%s is unreadable too", path)
+                continue
+            usable.append(f"{name} (epoch {epoch})")
+        if not usable:
+            return (
+                f"{self.run_dir} holds no readable {FINAL} or {BEST} to resume from: use "
+                "--overwrite to start this run over, or another --run-dir."
+            )
+        return (
+            f"To resume from an earlier state of this run, copy {' or '.join(usable)} in "
+            f"{self.run_dir} to {LATEST}; or use --overwrite to start the run over."
+        )
+
+    def _resume(self, ckpt: Checkpoint) -> None:
+        """Continue from ``ckpt`` (see :meth:`_load_latest`): weights, Adam state, epoch
+        numbering, samples seen, best-so-far and history."""
+        path = ckpt.path
         self.model_plain.load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)

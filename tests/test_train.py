@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -257,8 +258,73 @@ def test_resume_with_other_model_options_is_refused(
     Trainer(
         _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, tensorboard=False)
     ).fit()
-    with pytest.raises(ConfigError, match="model"):
-        Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=2, filters=8, resume=True)).fit()
+    for other in ({"filters": 8}, {"model": "segnet"}):
+        fresh_cache = tmp_path / f"cache-{len(other)}-{next(iter(other.values()))}"
+        with pytest.raises(ConfigError, match=r"holds a model .*Resume with the run's model"):
+            Trainer(_config(tiny_synth_dir, fresh_cache, run, epochs=2, resume=True, **other)).fit()
+        assert not fresh_cache.exists(), "refused before any caching"
+    assert load_checkpoint(run / LATEST).epoch == 1, "the run is untouched"
+
+
+def test_resume_from_a_corrupt_latest_names_the_run_s_other_checkpoints(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    final_bytes = (run / FINAL).read_bytes()
+    (run / LATEST).write_bytes(b"half a checkpoint")  # e.g. a disk that filled up
+    fresh_cache = tmp_path / "fresh-cache"
+    resume = _config(tiny_synth_dir, fresh_cache, run, epochs=2, epoch_samples=8, resume=True)
+    with pytest.raises(CheckpointError) as info:
+        Trainer(resume).fit()
+    message = str(info.value)
+    assert LATEST in message and "corrupt" in message
+    assert f"{FINAL} (epoch 1) or {BEST} (epoch 1)" in message and "--overwrite" in message
+    assert "train a new" not in message.lower()
+    assert not fresh_cache.exists(), "refused before caching"
+    assert (run / FINAL).read_bytes() == final_bytes, "nothing of the run was lost"
+
+    # the advice works: copy final over latest and resume
+    shutil.copyfile(run / FINAL, run / LATEST)
+    result = Trainer(dataclasses.replace(resume, cache_dir=str(cache_dir))).fit()
+    assert result.epoch == 2 and result.samples_seen == 16
+
+    # with no readable alternative the error says how to start over
+    (run / LATEST).write_bytes(b"")
+    (run / BEST).write_bytes(b"also broken")
+    (run / FINAL).unlink()
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint_final\.pt.*--overwrite"):
+        Trainer(resume).fit()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_requested_without_cuda_is_refused_before_anything_is_written(
+    tiny_synth_dir: Path, tmp_path: Path
+) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=r"CUDA is not available.*--device cpu"):
+            Trainer(_config(tiny_synth_dir, cache, run, device=device)).fit()
+    assert not run.exists() and not cache.exists()
+
+
+def test_validation_series_with_an_empty_mask_is_a_warning_not_a_crash(
+    tiny_synth_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir / "subset0", data / "subset0")
+    # the validation series (the first of every val_stride) loses its annotations
+    lines = (tiny_synth_dir / "annotations.csv").read_text().splitlines()
+    first_uid = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[0]
+    kept = [lines[0], *(line for line in lines[1:] if not line.startswith(first_uid + ","))]
+    (data / "annotations.csv").write_text("\n".join(kept) + "\n")
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="src_train"):
+        result = Trainer(_config(data, tmp_path / "cache", run, epochs=1, epoch_samples=8)).fit()
+    assert "hold no mask voxels" in caplog.text
+    assert result.last_metrics["val/recall"] == 0.0
+    assert np.isfinite(result.last_metrics["train/loss"])
+    assert (run / BEST).is_file() and (run / FINAL).is_file()
 
 
 def test_overwrite_starts_over(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
