@@ -95,18 +95,24 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "mask",
         help="generate voxel masks from point annotations",
-        description="Write one uint8 mask <uid>.mhd per series (compressed, the CT's geometry) "
-        "and a per-nodule table nodules.csv (method, radii, box, voxel count, notes).",
+        description="Write one uint8 mask <uid>_mask.mhd per series (1 = nodule, compressed, "
+        "the CT's geometry) and a per-nodule table nodules.csv (centre in mm and voxels, "
+        "diameter, method, radii, box, voxel count, notes). Annotated series that are not on "
+        "disk are listed and skipped. Where the folder has true shapes (truth/, synthetic "
+        "data), prints each true nodule's Dice and the mean.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="LUNA16-layout folder")
+    p.add_argument("--out", metavar="OUT_DIR", help="output folder (default: DATA_DIR/masks)")
     _add_threshold_argument(p)
+    p.add_argument(
+        "--series", nargs="+", metavar="UID", help="only these series (default: every one)"
+    )
     p.add_argument(
         "--method",
         choices=available_methods(),
         default=REFERENCE_METHOD,
         help=f"mask method (default: {REFERENCE_METHOD}, the SPEC's bounding-box growth)",
     )
-    p.add_argument("--out", metavar="DIR", help="output folder (default: DATA_DIR/masks)")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks")
     p.add_argument(
         "--skip-outside",
@@ -116,29 +122,66 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_mask)
 
 
+#: Missing series ``lunaseg mask`` names before it says "and N more".
+MISSING_LISTED = 10
+
+
 def _run_mask(args: argparse.Namespace) -> int:
-    from src_train.luna import LunaFolder
-    from src_train.masks import MASK_TABLE, write_masks
+    from src_train.ct import CtVolume
+    from src_train.luna import LunaFolder, list_uids
+    from src_train.masks import (
+        MASK_SUFFIX,
+        MASK_TABLE,
+        NoduleMask,
+        NoduleScore,
+        score_against_truth,
+        write_masks,
+    )
 
     folder = LunaFolder(args.data_dir)
     out = Path(args.out) if args.out else Path(args.data_dir) / "masks"
+    missing = folder.missing_series
+    if missing:
+        print(
+            f"{len(missing)} annotated series not on disk, skipped: "
+            f"{list_uids(missing, MISSING_LISTED)}"
+        )
+    written: list[str] = []
+    scores: list[NoduleScore] = []
+
+    def on_series(ct: CtVolume, records: list[NoduleMask]) -> None:
+        written.append(ct.series_uid)
+        if folder.has_truth:
+            scores.extend(score_against_truth(folder, ct, records, args.method))
+
     records = write_masks(
         folder,
         out,
-        args.threshold,
+        args.threshold_hu,
         args.method,
         overwrite=args.overwrite,
         on_outside="skip" if args.skip_outside else "raise",
         progress=_mask_progress,
+        series=args.series,
+        on_series=on_series,
     )
-    flagged = [r for r in records if r.notes]
     print(
-        f"{len(folder.series_uids)} masks ({args.method}, {args.threshold:g} HU) and "
-        f"{len(records)} nodule rows written to {out} ({MASK_TABLE})"
+        f"{len(written)} masks <uid>{MASK_SUFFIX} ({args.method}, {args.threshold_hu:g} HU) "
+        f"and {len(records)} nodule rows ({MASK_TABLE}) written to {out}"
     )
-    for rec in flagged:
+    for rec in (r for r in records if r.notes):
         x, y, z = rec.center_xyz_mm
         print(f"  {rec.nodule.series_uid} ({x:.1f}, {y:.1f}, {z:.1f}) mm: {'; '.join(rec.notes)}")
+    if scores:
+        print("Dice against the true shapes (truth/), per true nodule:")
+        for score in scores:
+            notes = f"  [{score.notes}]" if score.notes else ""
+            print(
+                f"  {score.series_uid} label {score.label} ({score.kind}, "
+                f"{score.diameter_mm:.1f} mm): {score.dice:.3f}{notes}"
+            )
+        mean = sum(s.dice for s in scores) / len(scores)
+        print(f"mean Dice {mean:.3f} over {len(scores)} true nodules ({args.method})")
     return 0
 
 
@@ -147,15 +190,19 @@ def _mask_progress(done: int, total: int, message: str) -> None:
 
 
 def _add_threshold_argument(p: argparse.ArgumentParser) -> None:
-    """``--threshold HU`` of ``mask`` and ``mask-report`` (dense = strictly above it)."""
+    """``--threshold-hu HU`` of ``mask`` and ``mask-report`` (dense = strictly above it);
+    ``--threshold`` is kept as its older name. Parsed into ``args.threshold_hu``."""
     from src_train.masks import DEFAULT_THRESHOLD_HU
 
     p.add_argument(
+        "--threshold-hu",
         "--threshold",
+        dest="threshold_hu",
         type=float,
         default=DEFAULT_THRESHOLD_HU,
         metavar="HU",
-        help=f"density threshold in HU (default: {DEFAULT_THRESHOLD_HU})",
+        help=f"density threshold in HU; dense = strictly above it (default: "
+        f"{DEFAULT_THRESHOLD_HU}; --threshold is an older name of this option)",
     )
 
 
@@ -189,7 +236,7 @@ def _run_mask_report(args: argparse.Namespace) -> int:
 
     folder = LunaFolder(args.data_dir)
     out = Path(args.out) if args.out else Path(args.data_dir) / "mask-report"
-    report = mask_report(folder, args.methods, args.threshold, progress=_mask_progress)
+    report = mask_report(folder, args.methods, args.threshold_hu, progress=_mask_progress)
     print(report.to_markdown())
     if report.unmatched:
         print(f"true nodules without an annotation (scored 0): {', '.join(report.unmatched)}")

@@ -692,7 +692,8 @@ def _outside_message(ct: CtVolume, nodule: Nodule, center_irc: np.ndarray) -> st
         f"Series {ct.series_uid!r}{source}: nodule{row} centre ({cx:.1f}, {cy:.1f}, {cz:.1f}) mm "
         f"(voxel irc {tuple(int(v) for v in center_irc)}) lies outside the volume "
         f"(shape irc {ct.shape_irc}; world extent {extent} mm). Check that the annotation "
-        "belongs to this series, or skip such nodules (on_outside='skip')."
+        "belongs to this series, or skip such nodules (on the command line "
+        "'lunaseg mask --skip-outside'; in Python on_outside='skip')."
     )
 
 
@@ -905,6 +906,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 #: Name of the per-nodule table written beside the masks.
 MASK_TABLE = "nodules.csv"
 
+#: Ending of a written mask's file name: ``<seriesuid>_mask.mhd``.
+MASK_SUFFIX = "_mask.mhd"
+
+
+def mask_file_name(series_uid: str) -> str:
+    """File name of a series' mask in a :func:`write_masks` folder: ``<seriesuid>_mask.mhd``."""
+    return f"{series_uid}{MASK_SUFFIX}"
+
+
 #: Its columns (also written when there is no nodule at all).
 _EMPTY_ROW_COLUMNS = (
     "seriesuid",
@@ -956,9 +966,9 @@ def _check_stop(should_stop: ShouldStop | None, what: str) -> None:
 def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
     """:class:`OutputExistsError` when ``out`` is (inside) a folder of the data set itself.
 
-    Masks are named ``<uid>.mhd`` and the table ``nodules.csv``: written into a ``subset*``
-    folder they would replace the CT series, into ``truth/`` the true shapes and their table,
-    with or without ``overwrite``.
+    Written into a ``subset*`` folder, masks (``<uid>_mask.mhd``) would be found as series; into
+    ``truth/`` the table ``nodules.csv`` would replace the true shapes' table, with or without
+    ``overwrite``.
     """
     target = out.resolve()
     protected = {folder.series_path(uid).parent.resolve() for uid in folder.series_uids}
@@ -981,24 +991,41 @@ def write_masks(
     on_outside: OutsidePolicy = "raise",
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    series: Sequence[str] | None = None,
+    on_series: Callable[[CtVolume, list[NoduleMask]], None] | None = None,
     **params: Any,
 ) -> list[NoduleMask]:
-    """Write ``<uid>.mhd`` masks (uint8 0/1, compressed, the CT's geometry) for every series.
+    """Write a mask :func:`mask_file_name` (``<uid>_mask.mhd``: uint8, 1 = nodule, compressed,
+    the CT's geometry) for every series on disk, or only for the UIDs in ``series``.
 
     Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
-    (method, radii, box, voxel count, notes) is written last. Existing outputs raise
-    :class:`OutputExistsError` before any work unless ``overwrite``; a folder of the data set
-    itself (``subset*/``, ``truth/``) is always refused. Stops between series when
+    (centre in mm and IRC, diameter, method, radii, box, voxel count, notes) is written last.
+    A UID of ``series`` that is not on disk raises :class:`SeriesNotFoundError`, and existing
+    outputs :class:`OutputExistsError` unless ``overwrite``, both before any work; a folder of
+    the data set itself (``subset*/``, ``truth/``) is always refused. ``on_series(ct,
+    records)`` is called after each series is written (e.g. to score it with
+    :func:`score_against_truth` while the CT is in memory). Stops between series when
     ``should_stop()`` is true (:class:`CancelledError`; masks written so far are kept).
     """
     out = Path(out_dir)
     method_info(method)
     check_threshold(threshold_hu)
     uids = folder.series_uids
+    if series is not None:
+        wanted, on_disk = list(dict.fromkeys(series)), set(uids)
+        unknown = [u for u in wanted if u not in on_disk]
+        if unknown:
+            raise SeriesNotFoundError(
+                f"Series {', '.join(unknown)} not found under {folder.root}/subset*/ "
+                f"({len(uids)} series there); give the UIDs of series on disk (their file "
+                "names without .mhd)."
+            )
+        uids = wanted
     _refuse_data_folder(folder, out)
     table = out / MASK_TABLE
     if not overwrite:
-        existing = [p for p in [table, *(out / f"{u}.mhd" for u in uids)] if p.exists()]
+        targets = [table, *(out / mask_file_name(u) for u in uids)]
+        existing = [p for p in targets if p.exists()]
         if existing:
             raise OutputExistsError(
                 f"{existing[0]} already exists ({len(existing)} output file(s) in {out}); "
@@ -1014,10 +1041,16 @@ def write_masks(
             ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
         )
         save_volume(
-            mask.astype(np.uint8), ct.geometry, out / f"{uid}.mhd", compress=True, overwrite=True
+            mask.astype(np.uint8),
+            ct.geometry,
+            out / mask_file_name(uid),
+            compress=True,
+            overwrite=True,
         )
         records.extend(recs)
         log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
+        if on_series is not None:
+            on_series(ct, recs)
     rows = [r.to_row() for r in records]
     columns = list(rows[0]) if rows else list(_EMPTY_ROW_COLUMNS)
     _write_csv_atomic(table, rows, columns)
@@ -1200,6 +1233,85 @@ def _match_true(
     return pairs
 
 
+@dataclass
+class SeriesTruth:
+    """The true shapes of one series, each paired with its annotation.
+
+    Attributes:
+        series_uid: the series.
+        labels: the truth volume ``(index, row, col)``, 0 = background, ``k`` = true nodule k.
+        label_boxes: per label ``k``, its bounding slices (``label_boxes[k - 1]``) or None.
+        pairs: every true nodule with the nearest annotation within its diameter (or None).
+    """
+
+    series_uid: str
+    labels: np.ndarray
+    label_boxes: list[Slices3 | None]
+    pairs: list[tuple[TrueNodule, Nodule | None]]
+
+    @property
+    def annotated(self) -> list[Nodule]:
+        """The annotations paired with a true nodule, in truth-label order."""
+        return [a for _, a in self.pairs if a is not None]
+
+    @property
+    def unmatched(self) -> list[str]:
+        """``"<uid> label <k>"`` for each true nodule without an annotation."""
+        return [f"{self.series_uid} label {t.label}" for t, a in self.pairs if a is None]
+
+    def score(self, method: str, records: Sequence[NoduleMask]) -> list[NoduleScore]:
+        """Dice of each true nodule against the record made from its annotation.
+
+        ``records`` are matched to annotations by identity (``record.nodule is annotation``),
+        as :func:`build_masks` keeps them; a true nodule without an annotation or record, or
+        whose record was skipped, scores 0.
+        """
+        by_nodule = {id(r.nodule): r for r in records}
+        return [
+            _score_nodule(
+                self.series_uid,
+                method,
+                truth,
+                self.labels,
+                self.label_boxes,
+                None if ann is None else by_nodule.get(id(ann)),
+            )
+            for truth, ann in self.pairs
+        ]
+
+
+def load_series_truth(folder: LunaFolder, ct: CtVolume) -> SeriesTruth | None:
+    """The true shapes of ``ct``'s series in ``folder`` (None when it has no truth volume).
+
+    Raises:
+        GeometryError: when the truth volume's shape differs from the series'.
+    """
+    truth_path = folder.truth_path(ct.series_uid)
+    if truth_path is None:
+        return None
+    labels = load_ct(truth_path).hu
+    if labels.shape != ct.hu.shape:
+        raise GeometryError(
+            f"{truth_path}: shape {labels.shape} differs from its series {ct.hu.shape}; "
+            "regenerate the data set."
+        )
+    label_boxes = ndimage.find_objects(labels.astype(np.int32, copy=False))
+    pairs = _match_true(folder.nodules(ct.series_uid), folder.true_nodules(ct.series_uid))
+    return SeriesTruth(ct.series_uid, labels, list(label_boxes), pairs)
+
+
+def score_against_truth(
+    folder: LunaFolder, ct: CtVolume, records: Sequence[NoduleMask], method: str
+) -> list[NoduleScore]:
+    """Per-true-nodule Dice of ``records`` (made by ``method`` from ``folder``'s annotations of
+    ``ct``, e.g. by :func:`write_masks`) against the series' true shapes; ``[]`` without truth.
+
+    The same scoring as :func:`mask_report` (see :meth:`SeriesTruth.score`).
+    """
+    truth = load_series_truth(folder, ct)
+    return [] if truth is None else truth.score(method, records)
+
+
 def mask_report(
     folder: LunaFolder,
     methods: Sequence[str] | None = None,
@@ -1233,24 +1345,16 @@ def mask_report(
         if progress is not None:
             progress(done, len(series), f"scoring {uid}")
         ct = folder.load(uid)
-        labels = load_ct(truth_path).hu
-        if labels.shape != ct.hu.shape:
-            raise GeometryError(
-                f"{truth_path}: shape {labels.shape} differs from its series {ct.hu.shape}; "
-                "regenerate the data set."
-            )
-        label_boxes = ndimage.find_objects(labels.astype(np.int32, copy=False))
-        truth_any = labels > 0
-        pairs = _match_true(folder.nodules(uid), folder.true_nodules(uid))
-        unmatched += [f"{uid} label {t.label}" for t, a in pairs if a is None]
-        annotated = [a for _, a in pairs if a is not None]
+        truth = load_series_truth(folder, ct)
+        if truth is None:  # removed since the listing above
+            raise SeriesNotFoundError(f"{truth_path} disappeared while the report ran.")
+        truth_any = truth.labels > 0
+        unmatched += truth.unmatched
+        annotated = truth.annotated
         for name in chosen:
             mask, recs = build_masks(ct, annotated, threshold_hu, name, on_outside="skip")
-            by_nodule = dict(zip((id(a) for a in annotated), recs, strict=True))
             scan_scores.append(ScanScore(uid, name, dice(mask, truth_any)))
-            for truth, ann in pairs:
-                rec = by_nodule.get(id(ann)) if ann is not None else None
-                nodule_scores.append(_score_nodule(uid, name, truth, labels, label_boxes, rec))
+            nodule_scores += truth.score(name, recs)
     if progress is not None:
         progress(len(series), len(series), "report done")
     return MaskReport(threshold_hu, chosen, nodule_scores, scan_scores, unmatched)
