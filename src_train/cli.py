@@ -2,7 +2,8 @@
 
 Thin by design: parse options, call ``src_train``, print results. Every subcommand has a pair of
 functions below, ``_add_<name>(subparsers)`` and ``_run_<name>(args) -> int``. Errors that a user
-can fix (:class:`LunaSegError`) are printed as one line, without a traceback, and exit with 2.
+can fix (:class:`LunaSegError`) are printed as one line, without a traceback, and exit with 2;
+``lunaseg --debug COMMAND`` shows their traceback instead.
 """
 
 from __future__ import annotations
@@ -654,9 +655,31 @@ def _view_default_series(data_dir: Path, seed: int) -> Path:
     )
 
 
+#: Environment variables through which Qt finds a display (or is told to need none).
+_DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+
+
+def _check_display() -> None:
+    """:class:`LunaSegError` on Linux when Qt would find no display (it would abort the process
+    with a core dump instead of an error)."""
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return
+    if any(os.environ.get(name) for name in _DISPLAY_VARIABLES):
+        return
+    raise LunaSegError(
+        "No display: neither DISPLAY nor WAYLAND_DISPLAY is set, so napari cannot open a "
+        "window. Run it under a virtual display (xvfb-run -a lunaseg view ...), log in with X "
+        "forwarding (ssh -X), or use the headless commands (lunaseg mask, mask-report, infer, "
+        "eval)."
+    )
+
+
 def _run_view(args: argparse.Namespace) -> int:
     from src_train.ct import SERIES_SUFFIXES
 
+    _check_display()
     # napari is imported here only: src_train must never import it at module level.
     path = Path(args.path) if args.path else _view_default_series(Path(args.data_dir), args.seed)
     if not path.exists():
@@ -696,6 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lunaseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (without it: one line, exit status 2)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _SUBCOMMANDS:
         add(sub)
@@ -706,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lunaseg`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Consumed here so that subcommands see only their own options (train turns them into a
+    # TrainConfig).
+    debug = vars(args).pop("debug")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -714,6 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LunaSegError as exc:
+        if debug:
+            raise
         print(f"lunaseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,76 @@
+"""``lunaseg`` as a whole: one-line errors, ``--debug`` tracebacks, ``view`` without a display."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from src_train.cli import main
+from src_train.errors import LunaSegError, SeriesNotFoundError
+
+
+def test_error_is_one_line_without_debug(tmp_path: Path, capsys) -> None:
+    absent = tmp_path / "absent"
+    assert main(["mask", str(absent)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("lunaseg mask: error: Data folder ") and str(absent) in err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    absent = tmp_path / "absent"
+    with pytest.raises(SeriesNotFoundError, match="does not exist") as info:
+        main(["--debug", "mask", str(absent)])
+    # The exception propagates from the core, so Python prints where it was raised.
+    assert info.traceback[-1].path.name == "luna.py"
+
+
+def test_global_options_and_threshold_alias(tmp_path: Path, monkeypatch) -> None:
+    seen: list[dict] = []
+    monkeypatch.setattr("src_train.cli._run_mask", lambda args: seen.append(vars(args)) or 0)
+    assert main(["--debug", "-v", "mask", str(tmp_path), "--threshold", "-600"]) == 0
+    assert main(["mask", str(tmp_path), "--threshold-hu", "-650", "--series", "a", "b"]) == 0
+    first, second = seen
+    # --debug stays in main (train turns its whole namespace into a TrainConfig).
+    assert "debug" not in first and first["verbose"] is True
+    assert first["threshold_hu"] == -600.0 and first["series"] is None
+    assert second["threshold_hu"] == -650.0 and second["series"] == ["a", "b"]
+
+
+@pytest.fixture
+def no_display(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_view_without_display_is_an_error_not_a_core_dump(
+    no_display, tmp_path: Path, capsys
+) -> None:
+    data = tmp_path / "data"
+    assert main(["view", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lunaseg view: error: No display") and err.count("\n") == 1
+    assert "xvfb-run -a lunaseg view" in err and "lunaseg mask" in err
+    assert not data.exists()  # checked before the synthetic data set is written
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("DISPLAY", ":99"), ("WAYLAND_DISPLAY", "wayland-0"), ("QT_QPA_PLATFORM", "offscreen")],
+)
+def test_view_with_a_display_gets_past_the_check(
+    no_display, monkeypatch, tmp_path: Path, variable: str, value: str
+) -> None:
+    from src_train import cli
+
+    monkeypatch.setenv(variable, value)
+    cli._check_display()  # no error
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.delenv(variable)
+    cli._check_display()  # other systems: Qt finds their display itself
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(LunaSegError, match="No display"):
+        cli._check_display()
