@@ -71,10 +71,11 @@ def _open_sample(viewer: napari.Viewer) -> None:
 
 def shot_view() -> None:
     """What ``lunaseg view`` shows: a synthetic series, its masks, the widgets docked."""
+    from napari_lunaseg._cli import default_series
     from napari_lunaseg._launch import open_viewer
-    from src_train.cli import DEFAULT_DATA_DIR, _view_default_series
+    from src_train.cli import DEFAULT_DATA_DIR
 
-    path = _view_default_series(ROOT / DEFAULT_DATA_DIR, seed=0)
+    path = default_series(ROOT / DEFAULT_DATA_DIR, seed=0)
     viewer = open_viewer(path)
     viewer.window._qt_window.resize(*WINDOW_SIZE)
     _save(viewer, "view")

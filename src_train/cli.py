@@ -605,100 +605,6 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# view  (napari)
-# ---------------------------------------------------------------------------------------------
-#: Scans in the synthetic data set ``lunaseg view`` writes when given no PATH.
-VIEW_SYNTH_SCANS = 4
-
-
-def _add_view(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "view",
-        help="open napari with the LunaSeg plugin (a synthetic scan when no PATH is given)",
-    )
-    p.add_argument(
-        "path",
-        nargs="?",
-        help="a CT series (.mhd, .nii, .nii.gz, .nrrd or a DICOM folder); default: the first "
-        f"synthetic series with nodules in {DEFAULT_DATA_DIR}/ (written there if missing)",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the synthetic data set (default: 0)"
-    )
-    p.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR,
-        help=f"where the synthetic data set is written/reused (default: {DEFAULT_DATA_DIR})",
-    )
-    p.set_defaults(func=_run_view)
-
-
-def _view_default_series(data_dir: Path, seed: int) -> Path:
-    """The series with the most nodules in ``data_dir`` (a synthetic data set is made if absent).
-
-    Ties go to the first series in UID order, so the choice is stable for a seed.
-    """
-    from src_train.luna import LunaFolder
-    from src_train.synth import write_dataset
-
-    if (data_dir / "annotations.csv").is_file():
-        folder = LunaFolder(data_dir)
-    else:
-        print(f"writing a synthetic data set ({VIEW_SYNTH_SCANS} scans, seed {seed}) to {data_dir}")
-        folder = write_dataset(data_dir, n_scans=VIEW_SYNTH_SCANS, seed=seed)
-    counts = {uid: len(folder.nodules(uid)) for uid in folder.series_uids}
-    best = max(counts, key=lambda uid: counts[uid], default=None)
-    if best is not None and counts[best] > 0:
-        return folder.series_path(best)
-    raise LunaSegError(
-        f"{data_dir} holds no series with annotated nodules; remove it or pass a PATH."
-    )
-
-
-#: Environment variables through which Qt finds a display (or is told to need none).
-_DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
-
-
-def _check_display() -> None:
-    """:class:`LunaSegError` on Linux when Qt would find no display (it would abort the process
-    with a core dump instead of an error)."""
-    import os
-
-    if not sys.platform.startswith("linux"):
-        return
-    if any(os.environ.get(name) for name in _DISPLAY_VARIABLES):
-        return
-    raise LunaSegError(
-        "No display: neither DISPLAY nor WAYLAND_DISPLAY is set, so napari cannot open a "
-        "window. Run it under a virtual display (xvfb-run -a lunaseg view ...), log in with X "
-        "forwarding (ssh -X), or use the headless commands (lunaseg mask, mask-report, infer, "
-        "eval)."
-    )
-
-
-def _run_view(args: argparse.Namespace) -> int:
-    from src_train.ct import SERIES_SUFFIXES
-
-    _check_display()
-    # napari is imported here only: src_train must never import it at module level.
-    path = Path(args.path) if args.path else _view_default_series(Path(args.data_dir), args.seed)
-    if not path.exists():
-        raise LunaSegError(f"{path} does not exist; give a CT series file or a DICOM folder.")
-    if path.is_file() and not path.name.lower().endswith(SERIES_SUFFIXES):
-        raise LunaSegError(
-            f"{path.name}: unsupported file type; 'lunaseg view' opens "
-            f"{', '.join(SERIES_SUFFIXES)} files and DICOM folders."
-        )
-    import napari
-
-    from napari_lunaseg._launch import open_viewer
-
-    open_viewer(path)
-    napari.run()
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_synth,
     _add_mask,
@@ -707,8 +613,30 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_infer,
     _add_eval,
-    _add_view,
 )
+
+#: Entry-point group through which other packages add ``lunaseg`` subcommands. The napari
+#: plugin adds ``view`` this way, so this headless package never imports napari or Qt.
+PLUGIN_COMMANDS_GROUP = "lunaseg.commands"
+
+
+def _plugin_subcommands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommand adders registered by installed packages (``lunaseg.commands`` entry points).
+
+    A plugin that fails to load is logged and skipped: the headless commands keep working on a
+    machine whose GUI stack is broken.
+    """
+    from importlib.metadata import entry_points
+
+    adders = []
+    for entry in sorted(entry_points(group=PLUGIN_COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            adders.append(entry.load())
+        except Exception as exc:  # any import failure of a third-party plugin
+            log.warning(
+                "lunaseg: skipping the %r command (%s: %s)", entry.name, type(exc).__name__, exc
+            )
+    return adders
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -725,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the full traceback of an error (without it: one line, exit status 2)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in _SUBCOMMANDS:
+    for add in (*_SUBCOMMANDS, *_plugin_subcommands()):
         add(sub)
     return parser
 

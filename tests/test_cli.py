@@ -64,13 +64,13 @@ def test_view_without_display_is_an_error_not_a_core_dump(
 def test_view_with_a_display_gets_past_the_check(
     no_display, monkeypatch, tmp_path: Path, variable: str, value: str
 ) -> None:
-    from src_train import cli
+    from napari_lunaseg._cli import check_display
 
     monkeypatch.setenv(variable, value)
-    cli._check_display()  # no error
+    check_display()  # no error
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.delenv(variable)
-    cli._check_display()  # other systems: Qt finds their display itself
+    check_display()  # other systems: Qt finds their display itself
     monkeypatch.setattr(sys, "platform", "linux")
     with pytest.raises(LunaSegError, match="No display"):
-        cli._check_display()
+        check_display()

@@ -37,10 +37,10 @@ def test_view_command_docks_widgets(make_napari_viewer, monkeypatch, tiny_synth_
 
 
 def test_view_without_path_opens_the_series_with_most_nodules(tiny_synth_dir: Path) -> None:
-    from src_train.cli import _view_default_series
+    from napari_lunaseg._cli import default_series
 
     luna = LunaFolder(tiny_synth_dir)
     counts = {uid: len(luna.nodules(uid)) for uid in luna.series_uids}
-    chosen = _view_default_series(tiny_synth_dir, seed=0)
+    chosen = default_series(tiny_synth_dir, seed=0)
     assert counts[chosen.name.removesuffix(".mhd")] == max(counts.values())
     assert len(set(counts.values())) > 1, "fixture should hold series with different counts"

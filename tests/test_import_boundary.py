@@ -23,3 +23,26 @@ def test_src_train_imports_no_gui_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"src_train imported GUI modules: {out.stdout.strip()}"
+
+
+def test_src_train_source_has_no_gui_import_statement() -> None:
+    """Not even a lazy import inside a function: GUI commands reach the CLI by entry point."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(rf"^\s*(import|from)\s+({'|'.join(FORBIDDEN)}|napari_lunaseg)\b", re.M)
+    offenders = [
+        f"{path.name}:{src[: m.start()].count(chr(10)) + 1}"
+        for path in Path(src_train.__path__[0]).rglob("*.py")
+        for src in [path.read_text(encoding="utf-8")]
+        for m in pattern.finditer(src)
+    ]
+    assert offenders == [], f"GUI imports in src_train: {offenders}"
+
+
+def test_view_command_arrives_through_the_entry_point() -> None:
+    from src_train.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["view", "--seed", "3"])
+    assert args.func.__module__ == "napari_lunaseg._cli" and args.seed == 3
