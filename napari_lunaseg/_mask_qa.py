@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from napari_lunaseg._viewer_utils import (
     refresh_labels_boxes,
     upsert_layer,
 )
+from src_train.atomic import atomic_write
 from src_train.ct import CtVolume, save_volume
 from src_train.errors import LunaSegError
 from src_train.masks import (
@@ -593,20 +593,13 @@ class MaskQAWidget(QWidget):
         if self.state is None:
             raise LunaSegError("No nodule table to save: open a series with annotations first.")
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=".csv", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["seriesuid", "method", "threshold_hu", *self.table_headers()])
-                for row in self.table_rows():
-                    writer.writerow(
-                        [self.state.ct.series_uid, self.state.method, self.state.threshold_hu, *row]
-                    )
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(dest) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["seriesuid", "method", "threshold_hu", *self.table_headers()])
+            for row in self.table_rows():
+                writer.writerow(
+                    [self.state.ct.series_uid, self.state.method, self.state.threshold_hu, *row]
+                )
         return dest
 
     def _save_mask_dialog(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src_train.atomic import atomic_write, write_text_atomic
 from src_train.context import DEFAULT_CONTEXT_SLICES, HU_CLAMP, context_stack
 from src_train.errors import (
     AnnotationError,
@@ -59,10 +59,6 @@ StopFn = Callable[[], bool]
 
 _INT16 = np.iinfo(np.int16)
 
-#: A new file for writing only, failing if the name exists (binary on Windows too), and its
-#: permissions before the umask (as ``open()`` uses).
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-_NEW_FILE_MODE = 0o666
 
 #: Data files that may sit beside a series header (MetaImage raw / compressed raw).
 _DATA_SUFFIXES = (".raw", ".zraw")
@@ -116,25 +112,6 @@ class CacheMeta:
             source=dict(data.get("source", {})),
             cache_version=int(data.get("cache_version", -1)),
         )
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file)`` to a temporary file beside ``path``, then rename.
-
-    The file gets the permissions the umask gives any new file (not mkstemp's private 0600),
-    so a cache on a shared machine can be read by the team.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, _NEW_FILE_FLAGS, _NEW_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _to_int16(hu: np.ndarray, uid: str) -> np.ndarray:
@@ -283,10 +260,11 @@ class SeriesCache:
         self._close(uid)
         (folder / META_FILE).unlink(missing_ok=True)  # invalid until the new meta lands
         hu = _to_int16(ct.hu, uid)
-        _atomic_write_bytes(folder / CT_FILE, lambda fh: np.save(fh, hu))
-        _atomic_write_bytes(folder / MASK_FILE, lambda fh: np.save(fh, mask.astype(np.uint8)))
-        text = json.dumps(asdict(meta), indent=1).encode()
-        _atomic_write_bytes(folder / META_FILE, lambda fh: fh.write(text))
+        with atomic_write(folder / CT_FILE, "wb") as fh:
+            np.save(fh, hu)
+        with atomic_write(folder / MASK_FILE, "wb") as fh:
+            np.save(fh, mask.astype(np.uint8))
+        write_text_atomic(folder / META_FILE, json.dumps(asdict(meta), indent=1), overwrite=True)
         self._metas[uid] = meta
         log.info(
             "cached %s: %s, %d nodule(s), %d mask voxels",

@@ -21,7 +21,6 @@ import csv
 import logging
 import math
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import AnnotationError, ConfigError, OutputExistsError
 from src_train.luna import Nodule
 
@@ -409,27 +409,6 @@ def _check_new(path: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{path} already exists; remove it or pass --overwrite.")
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temporary file beside it renamed into place.
-
-    Creates missing parent folders; lines are written as given (no newline translation).
-    Raises :class:`OutputExistsError` when ``path`` exists and ``overwrite`` is False.
-    Used for every small text output of a run (FROC curve, candidates, series lists).
-    """
-    dest = Path(path)
-    _check_new(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
-
-
 def write_froc_csv(
     result: FrocResult, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
@@ -475,13 +454,6 @@ def plot_froc(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".png", dir=dest.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dest, "wb") as handle:
+        fig.savefig(handle, format="png")
     return dest

@@ -44,6 +44,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from src_train.atomic import write_text_atomic
 from src_train.colors import ERROR_BACKGROUND, ERROR_FN, ERROR_FP, ERROR_TP
 from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
 from src_train.ct import (
@@ -63,7 +64,7 @@ from src_train.errors import (
     SeriesNotFoundError,
     SeriesReadError,
 )
-from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc, write_text_atomic
+from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
 from src_train.masks import build_masks

@@ -30,7 +30,6 @@ import inspect
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from src_train.atomic import atomic_write
 from src_train.colors import FN_RGB, FP_RGB, LUNG_WINDOW_HU, TP_RGB
 from src_train.ct import CtVolume, Geometry, load_ct, save_volume
 from src_train.errors import (
@@ -46,7 +46,6 @@ from src_train.errors import (
     ConfigError,
     GeometryError,
     OutputExistsError,
-    OutputWriteError,
     SeriesNotFoundError,
 )
 from src_train.luna import TRUTH_DIR, Nodule
@@ -939,22 +938,10 @@ ShouldStop = Callable[[], bool]
 
 def _write_csv_atomic(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:
     """Write ``rows`` as CSV through a temporary file renamed into place."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=".csv", dir=path.parent)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"Cannot write {path} ({exc.strerror}); choose a writable folder."
-        ) from exc
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(columns))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 

@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src_train.atomic import atomic_write
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.errors import CheckpointError, ConfigError
 
@@ -44,11 +44,6 @@ CHECKPOINT_FORMAT = "lunaseg-checkpoint"
 CHECKPOINT_VERSION = 1
 
 _SHA1_CHUNK_BYTES = 1 << 20
-
-#: A new file for writing only, failing if the name exists (binary on Windows too).
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-#: Permissions of a new file before the umask, as ``open()`` uses.
-_NEW_FILE_MODE = 0o666
 
 
 @dataclass(frozen=True)
@@ -353,19 +348,9 @@ def save_checkpoint(
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "extra": dict(extra or {}),
     }
-    # not mkstemp: its files are private (0600); a checkpoint gets the umask's permissions
-    tmp_name = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp_name, _NEW_FILE_FLAGS, _NEW_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        sha1 = file_sha1(tmp_name)
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(dest, "wb") as fh:
+        torch.save(payload, fh)
+    sha1 = file_sha1(dest)
     log.info("checkpoint %s written (epoch %d, sha1 %s)", dest, epoch, sha1)
     return sha1
 

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src_train.atomic import write_text_atomic
 from src_train.ct import CtVolume, Geometry, save_volume
 from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
 from src_train.luna import (
@@ -924,18 +924,6 @@ def _candidates(
 ProgressCallback = Callable[[int, int, str], None]
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lunaseg-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(header: list[str], rows: list[list[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -1025,7 +1013,7 @@ def write_dataset(
         "complete": False,
         "config": asdict(cfg),
     }
-    _write_text_atomic(out / MARKER_FILE, json.dumps(marker, indent=2))
+    write_text_atomic(out / MARKER_FILE, json.dumps(marker, indent=2), overwrite=True)
 
     annotation_rows: list[list[object]] = []
     candidate_rows: list[list[object]] = []
@@ -1072,7 +1060,7 @@ def write_dataset(
         if progress is not None:
             progress(index + 1, n_scans, message)
 
-    _write_text_atomic(
+    write_text_atomic(
         out / TRUTH_DIR / TRUTH_TABLE,
         _csv_text(
             [
@@ -1087,17 +1075,20 @@ def write_dataset(
             ],
             truth_rows,
         ),
+        overwrite=True,
     )
-    _write_text_atomic(
+    write_text_atomic(
         out / CANDIDATES_FILE,
         _csv_text(["seriesuid", "coordX", "coordY", "coordZ", "class"], candidate_rows),
+        overwrite=True,
     )
-    _write_text_atomic(
+    write_text_atomic(
         out / ANNOTATIONS_FILE,
         _csv_text(["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"], annotation_rows),
+        overwrite=True,
     )
     marker.update(
         complete=True, seconds=round(time.perf_counter() - started, 2), nodules=len(annotation_rows)
     )
-    _write_text_atomic(out / MARKER_FILE, json.dumps(marker, indent=2))
+    write_text_atomic(out / MARKER_FILE, json.dumps(marker, indent=2), overwrite=True)
     return LunaFolder(out)

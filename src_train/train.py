@@ -50,6 +50,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from src_train.atomic import write_text_atomic
 from src_train.augment import AugmentConfig, BatchAugment
 from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP, LUNG_WINDOW_HU
 from src_train.context import DEFAULT_CONTEXT_SLICES
@@ -416,13 +417,6 @@ def _per_second(count: int, started: float) -> float:
     return count / max(time.perf_counter() - started, _MIN_SECONDS)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _ignore_stop_signals(worker_id: int) -> None:
     """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -787,13 +781,13 @@ class Trainer:
             "torch": torch.__version__,
             "command_line": self.command_line,
         }
-        _write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(data, indent=1))
+        write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(data, indent=1), overwrite=True)
 
     def _rewrite_metrics(self) -> None:
         """``metrics.jsonl`` = the resumed history (drops rows of epochs the checkpoint lacks,
         e.g. written just before a crash)."""
         text = "".join(json.dumps(row) + "\n" for row in self.history)
-        _write_text_atomic(self.run_dir / METRICS_FILE, text)
+        write_text_atomic(self.run_dir / METRICS_FILE, text, overwrite=True)
 
     def _any_process(self, flag: bool) -> bool:
         """True when ``flag`` is true in any process (all processes must call this)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src_train.atomic import write_text_atomic
 from src_train.errors import AnnotationError, OutputExistsError
 from src_train.evaluate import (
     EXCLUDED_FALLBACK_DIAMETER_MM,
@@ -19,7 +20,6 @@ from src_train.evaluate import (
     read_series_list,
     read_submission,
     write_froc_csv,
-    write_text_atomic,
 )
 from src_train.luna import Nodule
 
