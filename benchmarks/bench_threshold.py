@@ -45,16 +45,16 @@ def make_volume(n_slices: int, n_nodules: int, seed: int = 0) -> tuple[CtVolume,
     for _ in range(n_nodules):
         diameter = float(rng.uniform(4, 25))
         half_vox = np.ceil(diameter / spacing_irc).astype(int)
-        centre = [int(rng.integers(h + 1, n - h - 1)) for h, n in zip(half_vox, shape, strict=True)]
-        sl = tuple(slice(c - h, c + h + 1) for c, h in zip(centre, half_vox, strict=True))
+        center = [int(rng.integers(h + 1, n - h - 1)) for h, n in zip(half_vox, shape, strict=True)]
+        sl = tuple(slice(c - h, c + h + 1) for c, h in zip(center, half_vox, strict=True))
         grids = np.ogrid[sl]
         dist = np.sqrt(
-            sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing_irc, strict=True))
+            sum(((g - c) * s) ** 2 for g, c, s in zip(grids, center, spacing_irc, strict=True))
         )
         # Graded edge (so boxes move with the threshold), half-way HU at the annotated radius.
         ramp = np.clip((dist - 0.3 * diameter) / (0.4 * diameter), 0, 1)
         hu[sl] = np.maximum(hu[sl], (60 - 910 * ramp).astype(np.int16))
-        xyz = geometry.irc_to_xyz(np.asarray(centre, dtype=float))
+        xyz = geometry.irc_to_xyz(np.asarray(center, dtype=float))
         nodules.append(Nodule("bench", tuple(float(v) for v in xyz), diameter))
     return CtVolume(hu, geometry, "bench"), nodules
 

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
-CANDIDATE_HEADERS = ("#", "centre x,y,z (mm)", "diameter (mm)", "probability", "voxels")
+CANDIDATE_HEADERS = ("#", "center x,y,z (mm)", "diameter (mm)", "probability", "voxels")
 
 
 def demo_checkpoint() -> Path | None:
@@ -74,7 +74,7 @@ def demo_checkpoint() -> Path | None:
 
 
 def nodule_recall(nodules: Sequence[Nodule], candidates: Sequence[Any]) -> tuple[int, int]:
-    """Annotated nodules hit by a candidate (LUNA16 rule: centre closer than the radius).
+    """Annotated nodules hit by a candidate (LUNA16 rule: center closer than the radius).
 
     Returns ``(found, total)`` over nodules with a diameter.
     """
@@ -352,14 +352,14 @@ class InferenceWidget(QWidget):
 
     def _show_candidates(self, ct: CtVolume, candidates: list[Any]) -> None:
         uid = ct.series_uid
-        centres = nodules_xyz_to_napari(
+        centers = nodules_xyz_to_napari(
             np.array([c.center_xyz_mm for c in candidates], dtype=float).reshape(-1, 3)
         )
         sizes = np.array([max(float(c.diameter_mm), 1.0) for c in candidates], dtype=float)
         upsert_layer(
             self.viewer,
             (
-                centres,
+                centers,
                 {
                     "name": f"{short_name(uid)} candidates",
                     "size": sizes if len(candidates) else 5.0,

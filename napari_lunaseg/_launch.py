@@ -8,7 +8,7 @@ from typing import Any
 PLUGIN = "napari-lunaseg"
 #: Widgets docked on the right, as tabs; the first one is shown.
 DOCKED_WIDGETS = ("Mask QA", "Inference", "Training")
-#: Zoom factor applied on opening, centred on the first nodule.
+#: Zoom factor applied on opening, centered on the first nodule.
 OPEN_ZOOM = 2.0
 
 

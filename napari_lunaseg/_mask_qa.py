@@ -104,16 +104,16 @@ def box_rectangles(lo_irc: Sequence[int], hi_irc: Sequence[int]) -> list[np.ndar
 
 
 def truth_label_of(
-    record: NoduleMask, truth: np.ndarray, truth_centres_irc: dict[int, np.ndarray]
+    record: NoduleMask, truth: np.ndarray, truth_centers_irc: dict[int, np.ndarray]
 ) -> int:
-    """The true-shape label of an annotated nodule: the label at its centre, else the nearest."""
+    """The true-shape label of an annotated nodule: the label at its center, else the nearest."""
     if record.skipped:
         return 0
     label = int(truth[record.center_irc])
-    if label or not truth_centres_irc:
+    if label or not truth_centers_irc:
         return label
-    labels = list(truth_centres_irc)
-    dist = [np.linalg.norm(truth_centres_irc[k] - np.asarray(record.center_irc)) for k in labels]
+    labels = list(truth_centers_irc)
+    dist = [np.linalg.norm(truth_centers_irc[k] - np.asarray(record.center_irc)) for k in labels]
     best = int(np.argmin(dist))
     radius = max(np.asarray(record.radius_irc).max(), 3)
     return labels[best] if dist[best] <= 2 * radius else 0
@@ -137,18 +137,18 @@ def nodule_dice(
 
 
 class _Truth:
-    """True shapes of a series with per-label boxes and centres (computed once)."""
+    """True shapes of a series with per-label boxes and centers (computed once)."""
 
     def __init__(self, truth: np.ndarray) -> None:
         self.labels = truth
         objects = ndimage.find_objects(truth.astype(np.int32, copy=False))
         self.boxes = {i + 1: box for i, box in enumerate(objects) if box is not None}
-        self.centres = {
+        self.centers = {
             k: np.array([(s.start + s.stop - 1) / 2 for s in box]) for k, box in self.boxes.items()
         }
 
     def dice_for(self, record: NoduleMask) -> float | None:
-        label = truth_label_of(record, self.labels, self.centres)
+        label = truth_label_of(record, self.labels, self.centers)
         return nodule_dice(record, self.labels, label, self.boxes.get(label))
 
 
@@ -156,8 +156,8 @@ class _Truth:
 TABLE_HEADERS_FIRST = ("#", "diameter (mm)", "voxels")
 TABLE_HEADERS_LAST = (
     "radius i,r,c",
-    "centre i,r,c (voxel)",
-    "centre x,y,z (mm)",
+    "center i,r,c (voxel)",
+    "center x,y,z (mm)",
     "box lo..hi (i,r,c)",
     "notes",
 )
@@ -500,9 +500,9 @@ class MaskQAWidget(QWidget):
         for axis in range(step.axis):
             radii[axis] = record.radius_irc[axis]
         radii[step.axis] = step.radius
-        centre = np.asarray(record.center_irc)
-        lo = np.maximum(centre - radii, 0)
-        hi = np.minimum(centre + radii + 1, self.ct.shape_irc)
+        center = np.asarray(record.center_irc)
+        lo = np.maximum(center - radii, 0)
+        hi = np.minimum(center + radii + 1, self.ct.shape_irc)
         self._set_shapes(
             "growth",
             f"{short_name(self.ct.series_uid)} growth",
@@ -528,12 +528,12 @@ class MaskQAWidget(QWidget):
     def _show_probes(self, record: NoduleMask, step: Any) -> None:
         if self.ct is None:
             return
-        centre = np.asarray(record.center_irc, dtype=float)
+        center = np.asarray(record.center_irc, dtype=float)
         points, colors = [], []
         for sign, value in ((-1, step.hu_minus), (1, step.hu_plus)):
             if value is None:
                 continue
-            probe = centre.copy()
+            probe = center.copy()
             probe[step.axis] += sign * step.radius
             points.append(probe)
             colors.append(PROBE_DENSE_COLOR if value > record.threshold_hu else PROBE_FAIL_COLOR)

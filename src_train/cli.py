@@ -97,7 +97,7 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
         "mask",
         help="generate voxel masks from point annotations",
         description="Write one uint8 mask <uid>_mask.mhd per series (1 = nodule, compressed, "
-        "the CT's geometry) and a per-nodule table nodules.csv (centre in mm and voxels, "
+        "the CT's geometry) and a per-nodule table nodules.csv (center in mm and voxels, "
         "diameter, method, radii, box, voxel count, notes). Annotated series that are not on "
         "disk are listed and skipped. Where the folder has true shapes (truth/, synthetic "
         "data), prints each true nodule's Dice and the mean.",
@@ -118,7 +118,7 @@ def _add_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--skip-outside",
         action="store_true",
-        help="skip (and flag) nodules whose centre lies outside their scan instead of failing",
+        help="skip (and flag) nodules whose center lies outside their scan instead of failing",
     )
     p.set_defaults(func=_run_mask)
 
@@ -541,7 +541,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="score candidates the LUNA16 way (FROC, CPM)",
-        description="A candidate hits a nodule when its centre is closer than the nodule's "
+        description="A candidate hits a nodule when its center is closer than the nodule's "
         "radius; several hits on one nodule count once; hits on excluded findings are ignored; "
         "at most 100 candidates per scan count. Prints recall, candidates "
         "per scan, sensitivity at 1/8..8 false positives per scan and their mean (CPM); writes "

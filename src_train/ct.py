@@ -53,7 +53,7 @@ class Geometry:
 
     Attributes:
         shape_irc: array shape ``(index, row, col)`` = ``(z, y, x)``.
-        origin_xyz_mm: world position of voxel ``(0, 0, 0)``'s centre, ``(x, y, z)`` mm.
+        origin_xyz_mm: world position of voxel ``(0, 0, 0)``'s center, ``(x, y, z)`` mm.
         spacing_xyz_mm: voxel size along the array's x, y, z axes in mm.
         direction: 3x3 direction matrix, row-major, as SimpleITK's ``GetDirection()`` returns it.
     """

@@ -4,7 +4,7 @@ Cache layout (default ``DATA_DIR/cache/``)::
 
     cache/<seriesuid>/ct.npy      int16 HU, (index, row, col)
     cache/<seriesuid>/mask.npy    uint8 0/1 ground truth from masks.build_masks, same shape
-    cache/<seriesuid>/meta.json   geometry, mask method/threshold, nodule centres (IRC),
+    cache/<seriesuid>/meta.json   geometry, mask method/threshold, nodule centers (IRC),
                                   slices holding mask voxels, source fingerprint
 
 Arrays are opened memory-mapped and read-only, so a crop reads only the voxels it needs and
@@ -73,8 +73,8 @@ class CacheMeta:
         shape_irc: array shape ``(index, row, col)``.
         geometry: :meth:`Geometry.to_dict` of the series.
         mask_method, threshold_hu: how the mask was built (``masks.build_masks``).
-        nodule_centers_irc: centre voxel ``(index, row, col)`` of every masked nodule.
-        nodule_centers_xyz_mm: the same centres in world ``(x, y, z)`` mm (as annotated).
+        nodule_centers_irc: center voxel ``(index, row, col)`` of every masked nodule.
+        nodule_centers_xyz_mm: the same centers in world ``(x, y, z)`` mm (as annotated).
         mask_slices: sorted slice indices that contain mask voxels.
         mask_voxels: number of mask voxels.
         source: fingerprint of the inputs (files, annotations); a mismatch means rebuild.
@@ -335,7 +335,7 @@ class SampleConfig:
 
     Attributes:
         crop_size: training crop height = width, pixels.
-        window_size: side of the window centred on a nodule inside which the crop is taken.
+        window_size: side of the window centered on a nodule inside which the crop is taken.
         context_slices: neighbouring slices on each side (channels = ``2 * context + 1``).
     """
 
@@ -351,9 +351,9 @@ class SampleConfig:
             )
 
 
-def _crop_start(centre: int, size: int, sample: SampleConfig, offset: int) -> int:
-    """First row/col of a crop at ``offset`` inside the window around ``centre``, kept inside."""
-    start = centre - sample.window_size // 2 + offset
+def _crop_start(center: int, size: int, sample: SampleConfig, offset: int) -> int:
+    """First row/col of a crop at ``offset`` inside the window around ``center``, kept inside."""
+    start = center - sample.window_size // 2 + offset
     return int(np.clip(start, 0, max(size - sample.crop_size, 0)))
 
 
@@ -368,11 +368,11 @@ def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
 
 
 class TrainingDataset(Dataset):
-    """Nodule-centred training crops from the cache.
+    """Nodule-centered training crops from the cache.
 
     Item ``i`` of epoch ``e`` is a nodule from a per-epoch shuffled cycle over all nodules of
     the given series, cropped at a random offset (``crop_size``) inside a ``window_size``
-    window centred on it, on its centre slice with ``context_slices`` neighbours each side.
+    window centered on it, on its center slice with ``context_slices`` neighbours each side.
     Returns ``(image float32 (C, crop, crop) HU clamped, mask bool (1, crop, crop))``.
     Randomness depends only on ``(seed, epoch, i)``, so it is the same with any worker count.
     """
@@ -390,7 +390,7 @@ class TrainingDataset(Dataset):
         self.epoch_samples = int(epoch_samples)
         self.seed = int(seed)
         self.nodules: list[tuple[str, tuple[int, int, int]]] = [
-            (uid, centre) for uid in uids for centre in cache.meta(uid).nodule_centers_irc
+            (uid, center) for uid in uids for center in cache.meta(uid).nodule_centers_irc
         ]
         if not self.nodules:
             raise ConfigError(

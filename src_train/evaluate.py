@@ -1,11 +1,11 @@
 """Score candidate nodules the way LUNA16 does: nodule-level hits, FROC curve and CPM.
 
-Every centre here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays.
+Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays.
 
 The rules, as the LUNA16 challenge applies them:
 
-* A candidate *hits* a nodule when its centre is strictly closer than the nodule's radius
-  (``diameter_mm / 2``) to the nodule's centre.
+* A candidate *hits* a nodule when its center is strictly closer than the nodule's radius
+  (``diameter_mm / 2``) to the nodule's center.
 * Several hits on one nodule count once, with the probability of the most probable one; the
   other hits are neither true nor false positives.
 * A candidate that hits no nodule but an *excluded* finding (``annotations_excluded.csv``) is
@@ -56,7 +56,7 @@ class Candidate:
 
     Attributes:
         series_uid: the scan it belongs to.
-        center_xyz_mm: centre in world ``(x, y, z)`` mm.
+        center_xyz_mm: center in world ``(x, y, z)`` mm.
         probability: score used for ranking (higher = more likely a nodule).
         row: 1-based line in its CSV file (0 when made in memory).
     """
@@ -259,12 +259,12 @@ def _radii_sq_mm2(findings: Sequence[Nodule], *, excluded: bool) -> np.ndarray:
     return radii**2
 
 
-def _hits(centres: np.ndarray, findings: Sequence[Nodule], *, excluded: bool) -> np.ndarray:
+def _hits(centers: np.ndarray, findings: Sequence[Nodule], *, excluded: bool) -> np.ndarray:
     """Boolean ``(n_candidates, n_findings)``: candidate strictly inside the finding's radius."""
-    if not findings or not len(centres):
-        return np.zeros((len(centres), len(findings)), dtype=bool)
+    if not findings or not len(centers):
+        return np.zeros((len(centers), len(findings)), dtype=bool)
     ref = np.asarray([f.center_xyz_mm for f in findings], dtype=np.float64)
-    d2 = ((centres[:, None, :] - ref[None, :, :]) ** 2).sum(axis=-1)
+    d2 = ((centers[:, None, :] - ref[None, :, :]) ** 2).sum(axis=-1)
     return d2 < _radii_sq_mm2(findings, excluded=excluded)[None, :]
 
 
@@ -288,7 +288,7 @@ def evaluate_froc(
     """Score ``candidates`` against ``nodules`` with LUNA16's rules (see the module docstring).
 
     Args:
-        nodules: annotated nodules (world mm centres, diameters in mm).
+        nodules: annotated nodules (world mm centers, diameters in mm).
         candidates: the submission.
         excluded: findings whose hits are ignored (neither true nor false positives).
         series_uids: the scans to score, including scans without candidates or nodules; by
@@ -332,10 +332,10 @@ def evaluate_froc(
         n_capped += len(cands) - len(order)
         n_marks += len(order)
         probs = probs[order]
-        centres = np.asarray([cands[i].center_xyz_mm for i in order], dtype=np.float64)
-        centres = centres.reshape(-1, 3)
-        hit_nod = _hits(centres, scan_nodules, excluded=False)
-        hit_exc = _hits(centres, by_scan_exc.get(uid, []), excluded=True)
+        centers = np.asarray([cands[i].center_xyz_mm for i in order], dtype=np.float64)
+        centers = centers.reshape(-1, 3)
+        hit_nod = _hits(centers, scan_nodules, excluded=False)
+        hit_exc = _hits(centers, by_scan_exc.get(uid, []), excluded=True)
         on_nodule = hit_nod.any(axis=1)
         on_excluded = ~on_nodule & hit_exc.any(axis=1)
         n_ignored += int(on_excluded.sum())

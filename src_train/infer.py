@@ -16,7 +16,7 @@ bfloat16) autocast, channels-last, larger batches, and an out-of-memory error ha
 and retries.
 
 Candidates (:func:`group_candidates`): 3-D connected components of the mask, each with its
-probability-weighted centre in world mm, equivalent diameter, voxel count and a score (by
+probability-weighted center in world mm, equivalent diameter, voxel count and a score (by
 default the mean probability; components under 2 mm are dropped, see :class:`CandidateConfig`).
 
 Whole runs (:func:`infer_to_folder`, what ``lunaseg infer`` calls): series of a LUNA16 folder
@@ -126,8 +126,8 @@ class CandidateNodule:
 
     Attributes:
         series_uid: the series it was found in.
-        center_xyz_mm: probability-weighted centre of mass, world ``(x, y, z)`` mm.
-        center_irc: the same centre in fractional array coordinates ``(index, row, col)``.
+        center_xyz_mm: probability-weighted center of mass, world ``(x, y, z)`` mm.
+        center_irc: the same center in fractional array coordinates ``(index, row, col)``.
         diameter_mm: diameter of the sphere with the component's volume, mm.
         voxel_count: voxels in the component.
         probability: the candidate's score, as :attr:`CandidateConfig.score` chose it (the
@@ -370,10 +370,10 @@ def group_candidates(
     """Group mask voxels into candidate nodules (3-D connected components).
 
     Args:
-        prob: voxel probabilities ``(index, row, col)`` (any float dtype); the centre is the
-            probability-weighted centre of mass, the score the highest probability.
+        prob: voxel probabilities ``(index, row, col)`` (any float dtype); the center is the
+            probability-weighted center of mass, the score the highest probability.
         mask: bool ``(index, row, col)``, same shape.
-        geometry: the series' geometry (converts centres to world mm with its direction).
+        geometry: the series' geometry (converts centers to world mm with its direction).
         series_uid: copied into every candidate.
         config: filters, connectivity and the lung-field margin.
         hu: the CT in HU, same shape; needed for ``config.lung_margin_mm``.
@@ -418,15 +418,15 @@ def group_candidates(
         lab = lab_slab[zz, yy, xx]
         w = sub_prob[z0 : z0 + _SCAN_CHUNK_SLICES][zz, yy, xx].astype(np.float64)
         # A component of zero probability (a mask not made from prob) is weighted uniformly.
-        w_centre = w + 1e-12
+        w_center = w + 1e-12
         count += np.bincount(lab, minlength=n + 1)
-        weight += np.bincount(lab, w_centre, minlength=n + 1)
+        weight += np.bincount(lab, w_center, minlength=n + 1)
         for axis, coord in enumerate((zz + z0, yy, xx)):
-            moments[axis] += np.bincount(lab, w_centre * coord, minlength=n + 1)
+            moments[axis] += np.bincount(lab, w_center * coord, minlength=n + 1)
         np.maximum.at(peak, lab, w)
     count, weight, moments, peak = count[1:], weight[1:], moments[:, 1:], peak[1:]
     offset = np.array([s.start for s in box], dtype=np.float64)
-    centre_irc = (moments / weight).T + offset
+    center_irc = (moments / weight).T + offset
     voxel_mm3 = geometry.voxel_volume_mm3
     diameter = np.cbrt(6.0 * count * voxel_mm3 / math.pi)
     mean_prob = (weight - 1e-12 * count) / count
@@ -438,7 +438,7 @@ def group_candidates(
     idx = np.flatnonzero(keep)
     score = peak if cfg.score == "max" else mean_prob
     idx = idx[np.lexsort((-count[idx], -score[idx]))]
-    centre_xyz = geometry.irc_to_xyz(centre_irc[idx]).reshape(-1, 3)
+    center_xyz = geometry.irc_to_xyz(center_irc[idx]).reshape(-1, 3)
     return [
         CandidateNodule(
             series_uid=series_uid,
@@ -450,7 +450,7 @@ def group_candidates(
             mean_probability=float(mean_prob[i]),
             max_probability=float(peak[i]),
         )
-        for i, xyz, c in zip(idx, centre_xyz, centre_irc[idx], strict=True)
+        for i, xyz, c in zip(idx, center_xyz, center_irc[idx], strict=True)
     ]
 
 

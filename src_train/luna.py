@@ -35,7 +35,7 @@ class Nodule:
 
     Attributes:
         series_uid: the series it belongs to.
-        center_xyz_mm: centre in world ``(x, y, z)`` mm.
+        center_xyz_mm: center in world ``(x, y, z)`` mm.
         diameter_mm: annotated diameter in mm; ``None`` when the file gives none (candidates).
         is_nodule: True for annotations and class-1 candidates.
         malignant: the malignancy flag when the malignancy file provides one.
@@ -57,7 +57,7 @@ class TrueNodule:
     Attributes:
         series_uid: the series it belongs to.
         label: its value in the truth volume ``truth/<uid>.mhd`` (1-based, in annotation order).
-        center_xyz_mm: centre of mass of the true shape, world ``(x, y, z)`` mm.
+        center_xyz_mm: center of mass of the true shape, world ``(x, y, z)`` mm.
         diameter_mm: equivalent-sphere diameter of the true shape inside the scan, mm.
         kind: one of :data:`TRUE_NODULE_KINDS`.
         volume_mm3: volume of the true shape inside the scan, cubic mm.

@@ -1,19 +1,19 @@
-"""Ground truth from points: per-nodule voxel masks grown from annotated centres.
+"""Ground truth from points: per-nodule voxel masks grown from annotated centers.
 
-Arrays are ``(index, row, col)`` = ``(z, y, x)``; world centres are ``(x, y, z)`` mm; thresholds
+Arrays are ``(index, row, col)`` = ``(z, y, x)``; world centers are ``(x, y, z)`` mm; thresholds
 are Hounsfield units (HU). "Dense" always means strictly greater than the threshold.
 
-The reference rule (method ``"grow"``, the SPEC's bounding-box growth): from the nodule's centre
+The reference rule (method ``"grow"``, the SPEC's bounding-box growth): from the nodule's center
 voxel, grow a radius along each axis separately (index, then row, then column). The radius starts
-at :data:`GROW_START_RADIUS` and increases while the voxels at ``centre + r`` and ``centre - r``
+at :data:`GROW_START_RADIUS` and increases while the voxels at ``center + r`` and ``center - r``
 along that axis are both dense; it stops at the first radius where either side is not. The box is
-``centre +- radius`` on each axis (inclusive) and the nodule's mask is "inside its box and dense".
+``center +- radius`` on each axis (inclusive) and the nodule's mask is "inside its box and dense".
 
 Volume edges: a voxel outside the volume counts as *not dense*, so growth stops at the edge
 (recorded as ``stopped_by="edge"``) and the box is clipped to the volume. No index ever wraps
 around, so a nodule on the first or last slice gets a correct, non-empty box.
 
-A centre voxel that is not dense is flagged (:data:`NOTE_CENTRE_BELOW`) but the rule is applied
+A center voxel that is not dense is flagged (:data:`NOTE_CENTER_BELOW`) but the rule is applied
 as written; a mask that ends up empty is flagged too (:data:`NOTE_EMPTY`), never hidden.
 
 Other methods are registered by name (:func:`available_methods`, :func:`register_method`):
@@ -78,13 +78,13 @@ MATCH_MIN_DISTANCE_MM = 1.0
 REFERENCE_METHOD = "grow"
 
 # Flags written to :attr:`NoduleMask.notes` (stable strings: viewers and tests match on them).
-NOTE_CENTRE_BELOW = "centre below threshold"
+NOTE_CENTER_BELOW = "center below threshold"
 NOTE_EMPTY = "empty mask"
 NOTE_NO_DIAMETER = "no diameter: reference rule used"
-NOTE_OUTSIDE = "centre outside the volume: skipped"
+NOTE_OUTSIDE = "center outside the volume: skipped"
 NOTE_EDGE = "growth stopped at the volume edge"
 
-#: What to do with a nodule whose centre lies outside the volume.
+#: What to do with a nodule whose center lies outside the volume.
 OutsidePolicy = Literal["raise", "skip"]
 
 Slices3 = tuple[slice, slice, slice]
@@ -100,8 +100,8 @@ class GrowthStep:
     Attributes:
         axis: array axis, 0 = index (z), 1 = row (y), 2 = col (x).
         radius: the radius tested, in voxels.
-        hu_minus: HU at ``centre - radius`` along ``axis``; ``None`` outside the volume.
-        hu_plus: HU at ``centre + radius`` along ``axis``; ``None`` outside the volume.
+        hu_minus: HU at ``center - radius`` along ``axis``; ``None`` outside the volume.
+        hu_plus: HU at ``center + radius`` along ``axis``; ``None`` outside the volume.
         accepted: True when both sides were dense and growth went on.
         stopped_by: ``""`` when accepted, else ``"minus"``, ``"plus"``, ``"both"`` (a side not
             dense) or ``"edge"`` (a side outside the volume).
@@ -123,8 +123,8 @@ class NoduleMask:
         nodule: the annotation it came from.
         method: name of the method that made it.
         threshold_hu: density threshold in HU (dense = strictly greater).
-        center_xyz_mm: annotated centre, world ``(x, y, z)`` mm.
-        center_irc: the centre's voxel ``(index, row, col)`` (may lie outside when skipped).
+        center_xyz_mm: annotated center, world ``(x, y, z)`` mm.
+        center_irc: the center's voxel ``(index, row, col)`` (may lie outside when skipped).
         radius_irc: radius per axis in voxels ``(index, row, col)``; for ``"grow"`` the first
             radius where growth stopped, for other methods the half-extent of the mask.
         box_lo_irc: first voxel of the box, inclusive, clipped to the volume.
@@ -132,7 +132,7 @@ class NoduleMask:
         voxel_count: number of mask voxels this nodule contributes (before OR with others).
         steps: the growth steps in order (``"grow"`` and fall-backs to it; empty otherwise).
         notes: flags and remarks (see the ``NOTE_*`` constants).
-        skipped: True when the nodule was not masked (centre outside the volume).
+        skipped: True when the nodule was not masked (center outside the volume).
         local_mask: bool mask of shape ``box_hi_irc - box_lo_irc`` (the nodule within its box).
     """
 
@@ -210,7 +210,7 @@ class MethodResult:
 
 #: A mask method: one nodule in, its local mask out. Called as
 #: ``method(hu, geometry, nodule, center_irc, threshold_hu, **params)`` with ``hu`` the whole
-#: volume ``(index, row, col)`` in HU (read only), ``center_irc`` the centre voxel (inside the
+#: volume ``(index, row, col)`` in HU (read only), ``center_irc`` the center voxel (inside the
 #: volume) and ``threshold_hu`` in HU; it reads only a region around the nodule and returns a
 #: :class:`MethodResult`. Parameters are keyword-only and named with their unit.
 MaskMethod = Callable[..., MethodResult]
@@ -312,7 +312,7 @@ def grow_radius(
 ) -> tuple[int, list[GrowthStep]]:
     """Grow the SPEC radius along one axis of ``hu`` ``(index, row, col)`` from ``center_irc``.
 
-    Returns the first radius (voxels) at which ``centre - r`` or ``centre + r`` is not dense
+    Returns the first radius (voxels) at which ``center - r`` or ``center + r`` is not dense
     (or outside the volume), starting from :data:`GROW_START_RADIUS`, and the steps tested.
     """
     c = [int(v) for v in center_irc]
@@ -345,7 +345,7 @@ def grow_radius(
 def box_around(
     center_irc: Sequence[int], radius_irc: Sequence[int], shape_irc: Sequence[int]
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """The box ``centre +- radius`` (inclusive) clipped to ``shape_irc``: ``(lo, hi exclusive)``."""
+    """The box ``center +- radius`` (inclusive) clipped to ``shape_irc``: ``(lo, hi exclusive)``."""
     lo = tuple(max(0, int(c) - int(r)) for c, r in zip(center_irc, radius_irc, strict=True))
     hi = tuple(
         min(int(n), int(c) + int(r) + 1)
@@ -381,7 +381,7 @@ def method_grow(
 register_method(
     REFERENCE_METHOD,
     method_grow,
-    "SPEC reference: per-axis radius growth from the centre, mask = box AND dense",
+    "SPEC reference: per-axis radius growth from the center, mask = box AND dense",
 )
 
 
@@ -411,7 +411,7 @@ def _fallback_to_grow(
 def _crop_around(
     center_irc: Sequence[int], radius_mm: float, geometry: Geometry
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """Box ``(lo, hi exclusive)`` holding the ball of ``radius_mm`` around the centre."""
+    """Box ``(lo, hi exclusive)`` holding the ball of ``radius_mm`` around the center."""
     half = [math.ceil(radius_mm / s) for s in geometry.spacing_irc_mm]
     return box_around(center_irc, half, geometry.shape_irc)
 
@@ -464,7 +464,7 @@ def method_ball(
     ball_scale: float = 1.0,
     ball_margin_mm: float = 0.5,
 ) -> MethodResult:
-    """Dense voxels within ``ball_scale * diameter_mm / 2 + ball_margin_mm`` (mm) of the centre.
+    """Dense voxels within ``ball_scale * diameter_mm / 2 + ball_margin_mm`` (mm) of the center.
 
     A baseline that uses the diameter and nothing else (no connectivity): distances are
     physical, so anisotropic voxels are handled. No diameter: the reference rule, noted.
@@ -474,9 +474,9 @@ def method_ball(
         return _fallback_to_grow(hu, geometry, nodule, center_irc, threshold_hu)
     radius_mm = ball_scale * d / 2 + ball_margin_mm
     lo, hi = _crop_around(center_irc, radius_mm, geometry)
-    centre_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
+    center_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
     shape = [b - a for a, b in zip(lo, hi, strict=True)]
-    inside = _distance_mm(shape, centre_local, geometry.spacing_irc_mm) <= radius_mm
+    inside = _distance_mm(shape, center_local, geometry.spacing_irc_mm) <= radius_mm
     local = dense(hu[_slices(lo, hi)], threshold_hu) & inside
     lo_t, hi_t, local_t, radius = _tight(lo, local, center_irc)
     return MethodResult(lo_t, hi_t, local_t, radius)
@@ -505,7 +505,7 @@ def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> 
 
 def _components_near(mask: np.ndarray, dist_mm: np.ndarray, max_distance_mm: float) -> np.ndarray:
     """The connected components (26-connected) of ``mask`` that come within
-    ``max_distance_mm`` of the centre; if none does, the single nearest component."""
+    ``max_distance_mm`` of the center; if none does, the single nearest component."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return mask
@@ -575,12 +575,12 @@ def method_region(
     lung_hu: float | None = None,
     air_hu: float = -950.0,
 ) -> MethodResult:
-    """Connected dense region around the centre, bounded and cleaned using ``diameter_mm``.
+    """Connected dense region around the center, bounded and cleaned using ``diameter_mm``.
 
     With ``R = diameter_mm / 2`` (every distance is physical, in mm, so anisotropic spacing is
     handled: morphology runs on distance transforms with the voxel spacing):
 
-    1. Crop around the centre. Boundary level: ``lung + boundary_fraction * (nodule - lung)``
+    1. Crop around the center. Boundary level: ``lung + boundary_fraction * (nodule - lung)``
        from the local median HU of the nodule and of the lung (``lung_hu`` when given), i.e.
        the half-maximum partial-volume edge by default. Dense = above
        ``max(threshold_hu, level)``; when the nodule itself is below ``threshold_hu``
@@ -589,10 +589,10 @@ def method_region(
     2. Large structures (chest wall, mediastinum): dense voxels and outside-body air (below
        ``air_hu``) are opened with a ball of ``max(wall_fraction * R, wall_min_mm)``; what
        survives is thicker than the nodule and is removed.
-    3. Keep voxels within ``ball_scale * R + ball_margin_mm`` of the centre.
+    3. Keep voxels within ``ball_scale * R + ball_margin_mm`` of the center.
     4. Vessels: erode by ``opening_fraction * R``, keep the pieces within ``core_fraction * R``
-       of the centre (lobes survive, thin vessels do not), dilate back, intersect with step 3.
-    5. Keep the component(s) near the centre, fill holes.
+       of the center (lobes survive, thin vessels do not), dilate back, intersect with step 3.
+    5. Keep the component(s) near the center, fill holes.
 
     No usable diameter: the reference rule, noted in the record.
     """
@@ -604,9 +604,9 @@ def method_region(
     ball_mm = ball_scale * radius_mm + ball_margin_mm
     wall_mm = max(wall_fraction * radius_mm, wall_min_mm)
     lo, hi = _crop_around(center_irc, ball_mm + wall_mm, geometry)
-    centre_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
+    center_local = [c - o for c, o in zip(center_irc, lo, strict=True)]
     crop = hu[_slices(lo, hi)]
-    dist = _distance_mm(crop.shape, centre_local, spacing)
+    dist = _distance_mm(crop.shape, center_local, spacing)
     notes: list[str] = []
 
     nodule_hu, lung_ref = _local_levels(
@@ -631,9 +631,9 @@ def method_region(
     if _reaches_beyond(is_dense, dist, radius_mm, ball_mm):
         solid_or_air = is_dense | ~dense(crop, air_hu)
         big = _dilate_mm(_erode_mm(solid_or_air, wall_mm, spacing), wall_mm, spacing) & is_dense
-        if big[tuple(centre_local)]:
+        if big[tuple(center_local)]:
             notes.append(
-                "centre inside a structure thicker than the diameter suggests: "
+                "center inside a structure thicker than the diameter suggests: "
                 "nothing excluded as chest wall (check diameter_mm)"
             )
             big[...] = False
@@ -642,7 +642,7 @@ def method_region(
         notes.append(f"large structure (chest wall?) excluded: {big_near} voxels")
     # The vessel stage only needs the search ball: work on its box within the crop.
     ball_lo, ball_hi = box_around(
-        centre_local, [math.ceil(ball_mm / sp) for sp in spacing], crop.shape
+        center_local, [math.ceil(ball_mm / sp) for sp in spacing], crop.shape
     )
     inner = _slices(ball_lo, ball_hi)
     candidate = (is_dense & near & ~big)[inner]
@@ -688,7 +688,7 @@ def _outside_message(ct: CtVolume, nodule: Nodule, center_irc: np.ndarray) -> st
     source = f" ({ct.path})" if ct.path is not None else ""
     row = f" (annotation line {nodule.row})" if nodule.row else ""
     return (
-        f"Series {ct.series_uid!r}{source}: nodule{row} centre ({cx:.1f}, {cy:.1f}, {cz:.1f}) mm "
+        f"Series {ct.series_uid!r}{source}: nodule{row} center ({cx:.1f}, {cy:.1f}, {cz:.1f}) mm "
         f"(voxel irc {tuple(int(v) for v in center_irc)}) lies outside the volume "
         f"(shape irc {ct.shape_irc}; world extent {extent} mm). Check that the annotation "
         "belongs to this series, or skip such nodules (on the command line "
@@ -707,7 +707,7 @@ def mask_nodule(
 ) -> NoduleMask:
     """Mask one nodule of ``ct`` (``(index, row, col)`` HU) with ``method``.
 
-    A centre outside the volume raises :class:`GeometryError` (naming the series, the centre in
+    A center outside the volume raises :class:`GeometryError` (naming the series, the center in
     mm and the volume's extent) unless ``on_outside="skip"``: then the record is flagged
     ``skipped`` with an empty box and a warning is logged.
     """
@@ -738,11 +738,11 @@ def mask_nodule(
     result = info.func(ct.hu, ct.geometry, nodule, center_irc, threshold_hu, **full_params)
     notes = list(result.notes)
     if not bool(dense(ct.hu[center_irc], threshold_hu)):
-        notes.insert(0, NOTE_CENTRE_BELOW)
+        notes.insert(0, NOTE_CENTER_BELOW)
     count = int(np.count_nonzero(result.local_mask))
     if count == 0:
         notes.append(NOTE_EMPTY)
-    if NOTE_CENTRE_BELOW in notes or count == 0:
+    if NOTE_CENTER_BELOW in notes or count == 0:
         log.info(
             "Series %s nodule at %s mm (%s): %s",
             ct.series_uid,
@@ -986,7 +986,7 @@ def write_masks(
     the CT's geometry) for every series on disk, or only for the UIDs in ``series``.
 
     Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
-    (centre in mm and IRC, diameter, method, radii, box, voxel count, notes) is written last.
+    (center in mm and IRC, diameter, method, radii, box, voxel count, notes) is written last.
     A UID of ``series`` that is not on disk raises :class:`SeriesNotFoundError`, and existing
     outputs :class:`OutputExistsError` unless ``overwrite``, both before any work; a folder of
     the data set itself (``subset*/``, ``truth/``) is always refused. ``on_series(ct,
@@ -1088,7 +1088,7 @@ class NoduleScore:
     @property
     def flagged(self) -> bool:
         """True when the record carries a flag that explains a poor mask."""
-        return NOTE_CENTRE_BELOW in self.notes or NOTE_OUTSIDE in self.notes
+        return NOTE_CENTER_BELOW in self.notes or NOTE_OUTSIDE in self.notes
 
 
 @dataclass(frozen=True)
@@ -1211,9 +1211,9 @@ def _match_true(
     pairs: list[tuple[TrueNodule, Nodule | None]] = []
     if not annotations:
         return [(t, None) for t in truths]
-    centres = np.asarray([a.center_xyz_mm for a in annotations], dtype=np.float64)
+    centers = np.asarray([a.center_xyz_mm for a in annotations], dtype=np.float64)
     for truth in truths:
-        dist = np.linalg.norm(centres - np.asarray(truth.center_xyz_mm), axis=1)
+        dist = np.linalg.norm(centers - np.asarray(truth.center_xyz_mm), axis=1)
         k = int(np.argmin(dist))
         near = dist[k] <= max(truth.diameter_mm, MATCH_MIN_DISTANCE_MM)
         pairs.append((truth, annotations[k] if near else None))
@@ -1312,7 +1312,7 @@ def mask_report(
     For each series with a truth volume, the annotations are masked by each method; a nodule's
     Dice compares its own mask with its true label, a scan's Dice compares the OR of all masks
     with all true labels. A true nodule without an annotation scores 0 and is listed in
-    ``unmatched``. Nodules whose centre is outside the volume are skipped and flagged.
+    ``unmatched``. Nodules whose center is outside the volume are skipped and flagged.
     """
     chosen = list(methods) if methods else available_methods()
     for name in chosen:
@@ -1442,7 +1442,7 @@ def plot_report_case(
     """PNG of one nodule (default: where the best method loses most against ``grow``).
 
     One panel per method of the report: the slice ``(row, col)`` through the nodule's true
-    centre, lung window, with TP green, FN orange, FP red (the project's colour code).
+    center, lung window, with TP green, FN orange, FP red (the project's colour code).
     Returns None when the report has no nodule.
     """
     from matplotlib.figure import Figure
@@ -1456,11 +1456,11 @@ def plot_report_case(
         return None
     truth = load_ct(truth_path).hu == case.label
     true_nodule = next(t for t in folder.true_nodules(case.series_uid) if t.label == case.label)
-    centre = ct.geometry.xyz_to_irc_index(true_nodule.center_xyz_mm)
-    centre = np.clip(centre, 0, np.asarray(ct.shape_irc) - 1)
+    center = ct.geometry.xyz_to_irc_index(true_nodule.center_xyz_mm)
+    center = np.clip(center, 0, np.asarray(ct.shape_irc) - 1)
     half = [math.ceil((case.diameter_mm / 2 + margin_mm) / s) for s in ct.geometry.spacing_irc_mm]
-    lo, hi = box_around(centre, half, ct.shape_irc)
-    k = int(centre[0])
+    lo, hi = box_around(center, half, ct.shape_irc)
+    k = int(center[0])
     rows, cols = slice(lo[1], hi[1]), slice(lo[2], hi[2])
     pairs = _match_true(folder.nodules(case.series_uid), [true_nodule])
     annotation = pairs[0][1]

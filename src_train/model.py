@@ -84,7 +84,7 @@ class ModelConfig:
 
     @property
     def context_slices(self) -> int:
-        """Neighbouring slices on each side of the centre slice the model expects."""
+        """Neighbouring slices on each side of the center slice the model expects."""
         return (self.in_channels - 1) // 2
 
     @property

@@ -15,7 +15,7 @@ chest wall; the true shape stops at the pleura), ``edge`` (cut by the first or l
 
 What is written for each nodule (``annotations.csv`` and ``truth/nodules.csv``):
 
-* centre = centre of mass of the true shape's voxels, world ``(x, y, z)`` mm;
+* center = center of mass of the true shape's voxels, world ``(x, y, z)`` mm;
 * ``diameter_mm`` = equivalent-sphere diameter ``(6 V / pi) ** (1/3)`` of the true shape inside
   the scan (so an ``edge`` nodule cut by the last slice reports what is visible);
 * ``volume_mm3`` = voxel count x voxel volume.
@@ -85,7 +85,7 @@ RIB_PERIOD_MM = 26.0
 RIB_FILL = 0.38
 #: Ribs drop this many mm per mm travelled round the ribcage from the spine.
 RIB_SLOPE = 0.3
-#: A solid nodule's centre keeps this far (mm) from other nodules.
+#: A solid nodule's center keeps this far (mm) from other nodules.
 NODULE_GAP_MM = 3.0
 #: Candidates of class 0 keep this far (mm) beyond a nodule's radius.
 CANDIDATE_GAP_MM = 5.0
@@ -214,7 +214,7 @@ class SynthScan:
 
     @property
     def annotations(self) -> list[Nodule]:
-        """The nodules as LUNA16 annotations (centre of mass, equivalent diameter)."""
+        """The nodules as LUNA16 annotations (center of mass, equivalent diameter)."""
         return [
             Nodule(t.series_uid, t.center_xyz_mm, t.diameter_mm, True, None, t.label)
             for t in self.nodules
@@ -267,8 +267,8 @@ def _draw_geometry(rng: np.random.Generator, cfg: SynthConfig) -> Geometry:
     direction = np.diag(signs)
     spacing_xyz = np.array([spacing_xy, spacing_xy, spacing_z])
     half_extent_xyz = spacing_xyz * (np.array([n_px, n_px, n_z]) - 1) / 2
-    centre_xyz = np.array([rng.uniform(-15, 15), rng.uniform(-10, 30), rng.uniform(-320, 40)])
-    origin = centre_xyz - direction @ half_extent_xyz
+    center_xyz = np.array([rng.uniform(-15, 15), rng.uniform(-10, 30), rng.uniform(-320, 40)])
+    origin = center_xyz - direction @ half_extent_xyz
     return Geometry(
         shape_irc=(n_z, n_px, n_px),
         origin_xyz_mm=tuple(np.round(origin, 4)),
@@ -279,7 +279,7 @@ def _draw_geometry(rng: np.random.Generator, cfg: SynthConfig) -> Geometry:
 
 @dataclass
 class _Anatomy:
-    """Per-scan anatomy in-plane, mm relative to the slice centre (x = col, y = row axis)."""
+    """Per-scan anatomy in-plane, mm relative to the slice center (x = col, y = row axis)."""
 
     body_ax: float
     body_ay: float
@@ -502,7 +502,7 @@ def _vessel_trees(
     n_z = geometry.shape_irc[0]
     spacing = np.asarray(geometry.spacing_irc_mm)
     shape = np.asarray(geometry.shape_irc)
-    centre = (shape - 1) / 2 * spacing
+    center = (shape - 1) / 2 * spacing
     min_radius = max(0.45, 0.3 * float(spacing[1]))
 
     def ends_in_lung(point_mm: np.ndarray) -> bool:
@@ -511,7 +511,7 @@ def _vessel_trees(
 
     vessels: list[_Vessel] = []
     for side in (-1.0, 1.0):
-        hilum = centre + np.array(
+        hilum = center + np.array(
             [
                 rng.uniform(-0.05, 0.1) * n_z * spacing[0],
                 anat.body_cy - 0.05 * anat.thorax_by,
@@ -572,7 +572,7 @@ class _NoduleSpec:
 def _nodule_radius_ratio(
     spec: _NoduleSpec, dz: np.ndarray, dy: np.ndarray, dx: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from the centre and the shape's local radius (mm), for box offsets."""
+    """Distance from the center and the shape's local radius (mm), for box offsets."""
     rot = spec.rotation.astype(np.float32)
     scale = (1.0 / spec.stretch).astype(np.float32)
     u = [(rot[i, 0] * dz + rot[i, 1] * dy + rot[i, 2] * dx) * scale[i] for i in range(3)]
@@ -648,18 +648,18 @@ def _lung_fraction(
 
 
 def _snap(center_mm: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Near a voxel centre (within a quarter voxel), so a small nodule covers its centre voxel."""
+    """Near a voxel center (within a quarter voxel), so a small nodule covers its center voxel."""
     return (np.round(center_mm / spacing) + rng.uniform(-0.25, 0.25, size=3)) * spacing
 
 
-def _candidate_centre(
+def _candidate_center(
     rng: np.random.Generator,
     kind: str,
     lung: np.ndarray,
     spacing: np.ndarray,
     extent_mm: float,
 ) -> np.ndarray | None:
-    """A centre (array mm) for a nodule of ``kind``, or None when this try failed."""
+    """A center (array mm) for a nodule of ``kind``, or None when this try failed."""
     n_z = lung.shape[0]
     margin = int(np.ceil(extent_mm / spacing[0])) + 1
     if kind == "edge":
@@ -742,29 +742,29 @@ def _place_nodules(
         for attempt in range(max_tries):
             if attempt and attempt % 20 == 0:  # crowded or small lungs: try a smaller nodule
                 spec = _make_spec(rng, cfg, kind, max(spec.radius_mm * 1.4, 1.5), spacing)
-            centre = _candidate_centre(rng, kind, lung, spacing, spec.extent_mm)
-            if centre is None:
+            center = _candidate_center(rng, kind, lung, spacing, spec.extent_mm)
+            if center is None:
                 continue
-            centre = _snap(centre, spacing, rng)
+            center = _snap(center, spacing, rng)
             if not np.all(
-                (centre >= -0.5 * spacing) & (centre <= (np.array(lung.shape) - 0.5) * spacing)
+                (center >= -0.5 * spacing) & (center <= (np.array(lung.shape) - 0.5) * spacing)
             ):
                 continue
             if any(
-                np.linalg.norm(centre - other.center_mm)
+                np.linalg.norm(center - other.center_mm)
                 < spec.extent_mm + other.extent_mm + NODULE_GAP_MM
                 for other in placed
             ):
                 continue
             index = tuple(
-                np.clip(np.round(centre / spacing).astype(int), 0, np.array(lung.shape) - 1)
+                np.clip(np.round(center / spacing).astype(int), 0, np.array(lung.shape) - 1)
             )
             if not lung[index]:
                 continue
-            fraction = _lung_fraction(lung, centre, spec.extent_mm, spacing)
+            fraction = _lung_fraction(lung, center, spec.extent_mm, spacing)
             wanted = (0.5, 0.92) if kind == "juxtapleural" else (0.97, 1.0)
             if wanted[0] <= fraction <= wanted[1]:
-                spec.center_mm = centre
+                spec.center_mm = center
                 placed.append(spec)
                 break
         else:
@@ -793,7 +793,7 @@ def generate_scan(
 
     Returns:
         A :class:`SynthScan`: int16 HU and uint8 truth, both ``(index, row, col)``, nodules in
-        label order with world ``(x, y, z)`` mm centres.
+        label order with world ``(x, y, z)`` mm centers.
     """
     cfg = config or SynthConfig()
     rng = np.random.default_rng(seed)
@@ -884,14 +884,14 @@ def _candidates(
     out = []
     for nodule in nodules:
         jitter = _random_unit(rng) * rng.uniform(0, min(2.0, 0.2 * nodule.diameter_mm))
-        centre = _xyz_tuple(np.asarray(nodule.center_xyz_mm) + jitter)
-        out.append(Nodule(series_uid, centre, None, True))
+        center = _xyz_tuple(np.asarray(nodule.center_xyz_mm) + jitter)
+        out.append(Nodule(series_uid, center, None, True))
     n_false = int(
         rng.integers(
             cfg.false_candidates_per_scan_range[0], cfg.false_candidates_per_scan_range[1] + 1
         )
     )
-    centres_irc = [np.asarray(geometry.xyz_to_irc(n.center_xyz_mm)) for n in nodules]
+    centers_irc = [np.asarray(geometry.xyz_to_irc(n.center_xyz_mm)) for n in nodules]
     keep_out = [n.diameter_mm / 2 + CANDIDATE_GAP_MM for n in nodules]
     shape = np.array(lung.shape)
     tries = 0
@@ -909,11 +909,11 @@ def _candidates(
             continue
         if any(
             np.linalg.norm((irc - c) * spacing) < gap
-            for c, gap in zip(centres_irc, keep_out, strict=True)
+            for c, gap in zip(centers_irc, keep_out, strict=True)
         ):
             continue
-        centre = _xyz_tuple(geometry.irc_to_xyz(np.asarray(idx, dtype=float)))
-        out.append(Nodule(series_uid, centre, None, False))
+        center = _xyz_tuple(geometry.irc_to_xyz(np.asarray(idx, dtype=float)))
+        out.append(Nodule(series_uid, center, None, False))
     order = rng.permutation(len(out))
     return [out[i] for i in order]
 

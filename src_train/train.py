@@ -117,7 +117,7 @@ class TrainConfig:
 
     Data: ``data_dir`` (LUNA16 layout), ``cache_dir`` (default ``data_dir/cache``),
     ``threshold_hu``/``mask_method`` (ground truth, see :mod:`src_train.masks`),
-    ``crop_size``/``window_size`` (training crop inside a window centred on a nodule, pixels),
+    ``crop_size``/``window_size`` (training crop inside a window centered on a nodule, pixels),
     ``context_slices`` (neighbours each side), ``val_stride`` (every n-th series validates).
     Schedule: ``epochs``, ``epoch_samples`` (training crops per epoch, all processes together),
     ``batch_size`` (per process), ``val_batch_size``, ``val_every`` (validate on epoch 1, every
@@ -985,15 +985,15 @@ class Trainer:
         label: torch.Tensor,
         first: int = 0,
     ) -> None:
-        """CT centre slices with the TP/FN/FP colour code, to TensorBoard as ``tag/<n>``.
+        """CT center slices with the TP/FN/FP colour code, to TensorBoard as ``tag/<n>``.
 
         ``image`` ``(N, C, H, W)`` HU, ``logits`` and ``label`` ``(N, 1, H, W)``; the images
         are numbered from ``first``.
         """
-        centre = image.shape[1] // 2
+        center = image.shape[1] // 2
         for j in range(min(image.shape[0], self.config.tb_images)):
             rgb = error_overlay_rgb(
-                image[j, centre].float().cpu().numpy(),
+                image[j, center].float().cpu().numpy(),
                 (logits[j, 0] > 0).cpu().numpy(),
                 label[j, 0].cpu().numpy(),
             )

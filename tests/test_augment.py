@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _batch(float_mask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Identical samples: a 6x10 blob off the centre (rows 14..20, cols 26..36)."""
+    """Identical samples: a 6x10 blob off the center (rows 14..20, cols 26..36)."""
     image = torch.full((N, C, H, W), BACKGROUND_HU)
     mask = torch.zeros((N, 1, H, W), dtype=torch.bool)
     image[:, :, 14:20, 26:36] = BLOB_HU
@@ -45,7 +45,7 @@ def _image_blob(image: torch.Tensor) -> torch.Tensor:
     return image[:, :1] > (BLOB_HU + BACKGROUND_HU) / 2
 
 
-CENTRE = torch.tensor([(H - 1) / 2, (W - 1) / 2])
+CENTER = torch.tensor([(H - 1) / 2, (W - 1) / 2])
 
 
 def test_no_augmentation_returns_an_equal_copy() -> None:
@@ -84,27 +84,27 @@ def test_offset_only_shifts_without_resizing() -> None:
     assert (_image_blob(out_img) ^ out_mask).sum(dim=(1, 2, 3)).max() <= 12
 
 
-def test_scale_only_resizes_about_the_centre() -> None:
+def test_scale_only_resizes_about_the_center() -> None:
     _, mask = _batch()
     out_img, out_mask = _run(AugmentConfig(scale=True))
     area = out_mask.sum(dim=(1, 2, 3)).float()
     s = AugmentConfig().scale_fraction
     assert (area >= 60 / (1 + s) ** 2 - 14).all() and (area <= 60 / (1 - s) ** 2 + 14).all()
     assert area.std() > 3, "zoom differs per sample"
-    # the centre is fixed: the blob's offset from it scales, its direction stays
-    before = _centroid(mask) - CENTRE
-    after = _centroid(out_mask) - CENTRE
+    # the center is fixed: the blob's offset from it scales, its direction stays
+    before = _centroid(mask) - CENTER
+    after = _centroid(out_mask) - CENTER
     assert (torch.sign(after) == torch.sign(before)).all()
     assert (_image_blob(out_img) ^ out_mask).sum(dim=(1, 2, 3)).max() <= 14
 
 
-def test_rotate_only_turns_about_the_centre_keeping_size() -> None:
+def test_rotate_only_turns_about_the_center_keeping_size() -> None:
     _, mask = _batch()
     out_img, out_mask = _run(AugmentConfig(rotate=True))
     area = out_mask.sum(dim=(1, 2, 3)).float()
     assert ((area - 60).abs() <= 14).all(), "rotation keeps the area"
-    before = _centroid(mask) - CENTRE
-    after = _centroid(out_mask) - CENTRE
+    before = _centroid(mask) - CENTER
+    after = _centroid(out_mask) - CENTER
     assert torch.allclose(after.norm(dim=1), before.norm(dim=1).expand(N), atol=1.0)
     angles = torch.rad2deg(
         torch.atan2(after[:, 0], after[:, 1]) - torch.atan2(before[:, 0], before[:, 1])

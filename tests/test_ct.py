@@ -50,7 +50,7 @@ def geometry(request: pytest.FixtureRequest) -> Geometry:
     return GEOMETRIES[request.param]
 
 
-def _voxel_centres(geometry: Geometry, n: int = 500, seed: int = 0) -> np.ndarray:
+def _voxel_centers(geometry: Geometry, n: int = 500, seed: int = 0) -> np.ndarray:
     """Random integer IRC indices inside the volume, corners included."""
     rng = np.random.default_rng(seed)
     shape = np.asarray(geometry.shape_irc)
@@ -61,8 +61,8 @@ def _voxel_centres(geometry: Geometry, n: int = 500, seed: int = 0) -> np.ndarra
 # ---------------------------------------------------------------------------------------------
 # geometry
 # ---------------------------------------------------------------------------------------------
-def test_world_irc_round_trip_on_voxel_centres(geometry: Geometry) -> None:
-    irc = _voxel_centres(geometry)
+def test_world_irc_round_trip_on_voxel_centers(geometry: Geometry) -> None:
+    irc = _voxel_centers(geometry)
     xyz = geometry.irc_to_xyz(irc)
     back = geometry.xyz_to_irc(xyz)
     spacing_irc = np.asarray(geometry.spacing_irc_mm)
@@ -76,7 +76,7 @@ def test_conversion_matches_simpleitk(geometry: Geometry) -> None:
     """SimpleITK is the reference: TransformIndexToPhysicalPoint takes (col, row, index)."""
     image = sitk.Image([int(s) for s in geometry.shape_irc[::-1]], sitk.sitkInt16)
     geometry.apply_to(image)
-    for irc in _voxel_centres(geometry, n=20):
+    for irc in _voxel_centers(geometry, n=20):
         expected = image.TransformIndexToPhysicalPoint([int(v) for v in irc[::-1]])
         assert np.allclose(geometry.irc_to_xyz(irc), expected, atol=1e-6)
     assert Geometry.from_sitk(image) == geometry
@@ -95,7 +95,7 @@ def test_known_point_identity() -> None:
     # voxel (index=10, row=20, col=30) -> x = -200 + 30*0.5, y = -150 + 20*0.75, z = -300 + 10*2
     assert np.allclose(geometry.irc_to_xyz([10, 20, 30]), [-185.0, -135.0, -280.0])
     assert np.allclose(geometry.xyz_to_irc([-185.0, -135.0, -280.0]), [10, 20, 30])
-    # a point 0.4 voxel off the centre still belongs to that voxel
+    # a point 0.4 voxel off the center still belongs to that voxel
     assert geometry.xyz_to_irc_index([-185.2, -134.7, -279.2]).tolist() == [10, 20, 30]
 
 
@@ -109,7 +109,7 @@ def test_known_point_flipped_axes() -> None:
 
 
 def test_affine_irc_to_zyx_agrees_with_irc_to_xyz(geometry: Geometry) -> None:
-    irc = _voxel_centres(geometry, n=10).astype(float)
+    irc = _voxel_centers(geometry, n=10).astype(float)
     homogeneous = np.hstack([irc, np.ones((len(irc), 1))])
     zyx = (geometry.affine_irc_to_zyx() @ homogeneous.T).T[:, :3]
     assert np.allclose(zyx[:, ::-1], geometry.irc_to_xyz(irc), atol=1e-9)

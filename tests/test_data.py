@@ -33,9 +33,9 @@ BONE_HU = 1500  # above the model's clamp: must survive in the cache, clamped in
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 
 
-def _sphere(shape: tuple[int, int, int], centre: tuple[int, int, int], radius: float) -> np.ndarray:
+def _sphere(shape: tuple[int, int, int], center: tuple[int, int, int], radius: float) -> np.ndarray:
     zz, yy, xx = np.indices(shape)
-    z, y, x = centre
+    z, y, x = center
     return (zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
 
 
@@ -43,18 +43,18 @@ def write_tiny_luna(
     root: Path,
     specs: list[tuple[str, tuple[int, int, int], list[tuple[int, int, int]], tuple[float, ...]]],
 ) -> dict[str, Geometry]:
-    """Write series ``(uid, shape_irc, nodule centres irc, direction)`` in LUNA16 layout."""
+    """Write series ``(uid, shape_irc, nodule centers irc, direction)`` in LUNA16 layout."""
     rows = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
     geometries = {}
-    for uid, shape, centres, direction in specs:
+    for uid, shape, centers, direction in specs:
         hu = np.full(shape, LUNG_HU, dtype=np.int16)
         hu[:, :2, :] = BONE_HU
-        for centre in centres:
-            hu[_sphere(shape, centre, 3)] = NODULE_HU
+        for center in centers:
+            hu[_sphere(shape, center, 3)] = NODULE_HU
         geom = Geometry(shape, (-10.0, 20.0, -30.0), (0.8, 0.8, 2.0), direction)
         save_volume(hu, geom, root / "subset0" / f"{uid}.mhd")
-        for centre in centres:
-            x, y, z = geom.irc_to_xyz(centre)
+        for center in centers:
+            x, y, z = geom.irc_to_xyz(center)
             rows.append(f"{uid},{x},{y},{z},6.0")
         geometries[uid] = geom
     (root / "annotations.csv").write_text("\n".join(rows) + "\n")
@@ -165,16 +165,16 @@ def test_training_crop_offset_is_random_inside_the_window(luna: Path) -> None:
     cache = SeriesCache(luna)
     sample = SampleConfig(crop_size=32, window_size=48)
     ds = TrainingDataset(cache, ["1.2"], epoch_samples=40, sample=sample)
-    centres = []
+    centers = []
     for i in range(len(ds)):
         image, label = ds[i]
         rows, cols = np.nonzero(label[0].numpy())
-        centres.append((rows.mean(), cols.mean()))
-        # the centre channel is the nodule's slice, neighbours beside it (clipped at the end)
+        centers.append((rows.mean(), cols.mean()))
+        # the center channel is the nodule's slice, neighbours beside it (clipped at the end)
         assert image[3].max() == NODULE_HU
-    spread = np.asarray(centres).std(axis=0)
+    spread = np.asarray(centers).std(axis=0)
     assert (spread > 2).all(), "the nodule moves around inside the crop"
-    assert (np.abs(np.asarray(centres) - 15.5) <= 24 - 0.5).all()
+    assert (np.abs(np.asarray(centers) - 15.5) <= 24 - 0.5).all()
 
 
 def test_context_repeats_edge_slices(luna: Path) -> None:
@@ -244,7 +244,7 @@ def test_unknown_mask_method_is_refused_before_caching(luna: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "centre"),
+    ("shape", "center"),
     [
         ((6, 100, 100), (0, 2, 97)),  # first slice, top-right corner of a large slice
         ((6, 100, 100), (5, 97, 2)),  # last slice, bottom-left corner
@@ -252,10 +252,10 @@ def test_unknown_mask_method_is_refused_before_caching(luna: Path) -> None:
     ],
 )
 def test_crops_at_the_volume_edge_stay_full_size_and_hold_the_nodule(
-    tmp_path: Path, shape: tuple[int, int, int], centre: tuple[int, int, int]
+    tmp_path: Path, shape: tuple[int, int, int], center: tuple[int, int, int]
 ) -> None:
     root = tmp_path / "edge"
-    write_tiny_luna(root, [("5.1", shape, [centre], FLIPPED)])
+    write_tiny_luna(root, [("5.1", shape, [center], FLIPPED)])
     ds = TrainingDataset(SeriesCache(root), ["5.1"], epoch_samples=16)
     for i in range(len(ds)):  # every random offset of the 96-px window
         image, label = ds[i]

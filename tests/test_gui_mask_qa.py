@@ -43,7 +43,7 @@ def test_reader_opens_series_with_nodules_and_mask(viewer, tiny_synth_dir: Path)
     image = _role(viewer, "ct")
     np.testing.assert_array_equal(image.data, ct.hu)
     assert tuple(image.contrast_limits) == (-1350, 150)
-    # Every layer lines up in world mm: a nodule point maps back to its centre voxel.
+    # Every layer lines up in world mm: a nodule point maps back to its center voxel.
     points = _role(viewer, "nodules")
     assert len(points.data) == len(nodules)
     np.testing.assert_allclose(points.size, [n.diameter_mm for n in nodules])

@@ -192,7 +192,7 @@ def test_error_volume_and_metrics() -> None:
 # Candidate grouping
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("direction", [None, FLIPPED, PERMUTED])
-def test_candidate_centres_sizes_and_order(direction: tuple[float, ...] | None) -> None:
+def test_candidate_centers_sizes_and_order(direction: tuple[float, ...] | None) -> None:
     geometry = Geometry(
         shape_irc=(10, 20, 30),
         origin_xyz_mm=(10.0, -20.0, 5.0),
@@ -200,8 +200,8 @@ def test_candidate_centres_sizes_and_order(direction: tuple[float, ...] | None) 
         direction=direction or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
     )
     prob = np.zeros(geometry.shape_irc, dtype=np.float16)
-    prob[2:5, 3:6, 4:7] = 0.6  # cube of 27 voxels centred at (3, 4, 5)
-    prob[2:5, 3:6, 6] = 0.9  # heavier last column: centre moves towards col 6
+    prob[2:5, 3:6, 4:7] = 0.6  # cube of 27 voxels centered at (3, 4, 5)
+    prob[2:5, 3:6, 6] = 0.9  # heavier last column: center moves towards col 6
     prob[8, 15, 25] = 0.95  # single voxel
     mask = prob >= 0.5
     every = CandidateConfig(min_diameter_mm=0.0, score="max")
@@ -212,7 +212,7 @@ def test_candidate_centres_sizes_and_order(direction: tuple[float, ...] | None) 
     w = np.array([0.6, 0.6, 0.9], dtype=np.float16).astype(np.float64)
     expected_col = float((w * [4, 5, 6]).sum() / w.sum())
     np.testing.assert_allclose(cube.center_irc, (3.0, 4.0, expected_col), atol=1e-6)
-    # World centre by hand: origin + direction @ (spacing * (col, row, index)).
+    # World center by hand: origin + direction @ (spacing * (col, row, index)).
     d = np.asarray(geometry.direction).reshape(3, 3)
     for cand, irc in ((cube, (3.0, 4.0, expected_col)), (single, (8.0, 15.0, 25.0))):
         local = np.array([irc[2] * 0.5, irc[1] * 0.75, irc[0] * 2.0])
@@ -250,7 +250,7 @@ def test_candidates_found_in_a_run_point_at_the_blob() -> None:
 
     class Dense(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (x[:, 3:4] - 45.0) * 10.0  # centre slice above 45 HU -> probability ~1
+            return (x[:, 3:4] - 45.0) * 10.0  # center slice above 45 HU -> probability ~1
 
     ct = chest((9, 40, 48), direction=FLIPPED)
     res = run_inference(ct, Dense(), device="cpu", precision="fp32")

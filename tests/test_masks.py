@@ -47,7 +47,7 @@ def nodule_at(ct: CtVolume, irc: tuple[int, int, int], diameter_mm: float | None
 
 
 def paint_box(ct: CtVolume, center: tuple[int, int, int], half: tuple[int, int, int]) -> None:
-    """Dense cuboid centre +- half (inclusive), clipped to the volume."""
+    """Dense cuboid center +- half (inclusive), clipped to the volume."""
     sl = tuple(slice(max(0, c - h), c + h + 1) for c, h in zip(center, half, strict=True))
     ct.hu[sl] = SOLID_HU
 
@@ -95,7 +95,7 @@ def test_grow_stops_when_one_side_fails() -> None:
     assert rec.radius_irc[2] == 3
     assert col_steps[-1].stopped_by == "plus"
     assert col_steps[-1].hu_minus == SOLID_HU and col_steps[-1].hu_plus == LUNG_HU
-    # Row and index only see the centre line: they stop at the start radius.
+    # Row and index only see the center line: they stop at the start radius.
     assert rec.radius_irc[:2] == (2, 2)
 
 
@@ -146,7 +146,7 @@ def test_int_threshold_compare_matches_float_compare() -> None:
 # ---------------------------------------------------------------------------------------------
 # Bad inputs
 # ---------------------------------------------------------------------------------------------
-def test_centre_outside_volume_raises_or_skips() -> None:
+def test_center_outside_volume_raises_or_skips() -> None:
     ct = make_ct()
     inside = nodule_at(ct, (10, 12, 14))
     outside = Nodule(ct.series_uid, (500.0, 20.0, -290.0), 6.0)
@@ -160,12 +160,12 @@ def test_centre_outside_volume_raises_or_skips() -> None:
     assert recs[1].voxel_count == 0 and not recs[0].skipped
 
 
-def test_centre_below_threshold_is_flagged_not_hidden() -> None:
+def test_center_below_threshold_is_flagged_not_hidden() -> None:
     ct = make_ct()
     center = (10, 12, 14)
     ct.hu[9:12, 11:14, 13:16] = -750  # faint (ground-glass like) at the default threshold
     mask, (rec,) = build_masks(ct, [nodule_at(ct, center)])
-    assert masks.NOTE_CENTRE_BELOW in rec.notes
+    assert masks.NOTE_CENTER_BELOW in rec.notes
     assert masks.NOTE_EMPTY in rec.notes and rec.voxel_count == 0 and not mask.any()
     mask, (rec,) = build_masks(ct, [nodule_at(ct, center)], threshold_hu=-800)
     assert rec.notes == [] and rec.voxel_count == 27
@@ -248,18 +248,18 @@ def _scene(
     """A ball nodule in lung (physical mm), optionally on a chest wall and crossed by a vessel."""
     extent_mm = 3.2 * diameter_mm
     shape = tuple(round(extent_mm / s) | 1 for s in spacing_irc)
-    centre = tuple(n // 2 for n in shape)
+    center = tuple(n // 2 for n in shape)
     ct = make_ct(shape=shape, spacing_xyz=spacing_irc[::-1])  # type: ignore[arg-type]
-    truth = ball(shape, centre, diameter_mm / 2, spacing_irc)
+    truth = ball(shape, center, diameter_mm / 2, spacing_irc)
     grids = np.ogrid[tuple(slice(0, n) for n in shape)]
     if wall:  # everything beyond the nodule's surface along +col is chest wall
-        wall_mask = (grids[2] - centre[2]) * spacing_irc[2] > diameter_mm / 2
+        wall_mask = (grids[2] - center[2]) * spacing_irc[2] > diameter_mm / 2
         ct.hu[np.broadcast_to(wall_mask, shape)] = SOLID_HU
-    if vessel:  # a 2 mm vessel along the row axis through the centre
-        d2 = sum(((grids[a] - centre[a]) * spacing_irc[a]) ** 2 for a in (0, 2))
+    if vessel:  # a 2 mm vessel along the row axis through the center
+        d2 = sum(((grids[a] - center[a]) * spacing_irc[a]) ** 2 for a in (0, 2))
         ct.hu[np.broadcast_to(d2 <= 1.0, shape)] = SOLID_HU
     ct.hu[truth] = SOLID_HU
-    return ct, nodule_at(ct, centre, diameter_mm), truth
+    return ct, nodule_at(ct, center, diameter_mm), truth
 
 
 @pytest.mark.parametrize("spacing_irc", [(1.0, 1.0, 1.0), (2.5, 0.7, 0.7)], ids=["iso", "aniso"])
@@ -394,8 +394,8 @@ OBLIQUE_FLIP = (0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)  # axes permuted, 
 
 
 def _spec_rule(hu: np.ndarray, center: tuple[int, int, int], threshold_hu: float):
-    """Reference: per axis (index, row, col) r = 2, 3, ... while centre-r and centre+r are both
-    inside the volume and both > threshold; box = centre +- r clipped; mask = box AND dense."""
+    """Reference: per axis (index, row, col) r = 2, 3, ... while center-r and center+r are both
+    inside the volume and both > threshold; box = center +- r clipped; mask = box AND dense."""
     radii = []
     for axis in range(3):
         r = 2
@@ -420,16 +420,16 @@ def _spec_rule(hu: np.ndarray, center: tuple[int, int, int], threshold_hu: float
 
 
 def _blobby_ct(shape, direction, seed: int) -> tuple[CtVolume, list[Nodule]]:
-    """Random dense cuboids in lung; nodules at blob centres, at corners and on every face."""
+    """Random dense cuboids in lung; nodules at blob centers, at corners and on every face."""
     rng = np.random.default_rng(seed)
     ct = make_ct(shape=shape, spacing_xyz=(0.7, 0.9, 2.5), direction=direction)
-    centres = [tuple(int(v) for v in rng.integers(0, shape)) for _ in range(6)]
-    centres += [(0, 0, 0), tuple(n - 1 for n in shape)]
-    centres += [(0, shape[1] // 2, shape[2] - 1), (shape[0] - 1, 0, shape[2] // 2)]
-    for c in centres:
+    centers = [tuple(int(v) for v in rng.integers(0, shape)) for _ in range(6)]
+    centers += [(0, 0, 0), tuple(n - 1 for n in shape)]
+    centers += [(0, shape[1] // 2, shape[2] - 1), (shape[0] - 1, 0, shape[2] // 2)]
+    for c in centers:
         paint_box(ct, c, tuple(int(v) for v in rng.integers(1, 6, size=3)))
     ct.hu[...] += rng.integers(-40, 40, size=shape).astype(np.int16)
-    return ct, [nodule_at(ct, c) for c in centres]
+    return ct, [nodule_at(ct, c) for c in centers]
 
 
 @pytest.mark.parametrize(
@@ -444,9 +444,9 @@ def test_build_masks_equals_literal_spec_rule(shape, direction) -> None:
             mask, recs = build_masks(ct, nodules, threshold)
             expected = np.zeros(shape, dtype=bool)
             for nodule, rec in zip(nodules, recs, strict=True):
-                centre = tuple(int(v) for v in ct.geometry.xyz_to_irc_index(nodule.center_xyz_mm))
-                radii, own = _spec_rule(ct.hu, centre, threshold)
-                assert rec.center_irc == centre and rec.radius_irc == radii
+                center = tuple(int(v) for v in ct.geometry.xyz_to_irc_index(nodule.center_xyz_mm))
+                radii, own = _spec_rule(ct.hu, center, threshold)
+                assert rec.center_irc == center and rec.radius_irc == radii
                 local = np.zeros(shape, dtype=bool)
                 local[rec.box_slices] = rec.local_mask
                 assert np.array_equal(local, own) and rec.voxel_count == int(own.sum())

@@ -126,7 +126,7 @@ def test_truth_labels_match_nodule_table(folder: LunaFolder, volumes: dict) -> N
             )
 
 
-def test_centres_map_inside_the_nodule(folder: LunaFolder, volumes: dict) -> None:
+def test_centers_map_inside_the_nodule(folder: LunaFolder, volumes: dict) -> None:
     hits = total = 0
     for uid in folder.series_uids:
         geometry = folder.load(uid).geometry
@@ -136,7 +136,7 @@ def test_centres_map_inside_the_nodule(folder: LunaFolder, volumes: dict) -> Non
             assert geometry.contains_irc(irc)
             hits += int(truth[tuple(irc)] == nodule.label)
             total += 1
-    assert hits >= 0.8 * total  # a lobulated or clipped shape may miss its own centre of mass
+    assert hits >= 0.8 * total  # a lobulated or clipped shape may miss its own center of mass
 
 
 def test_diameters_and_kinds(folder: LunaFolder, volumes: dict) -> None:
@@ -162,8 +162,8 @@ def test_lungs_noise_and_field_of_view(folder: LunaFolder, volumes: dict) -> Non
         assert hu.max() > 300  # bone
         corner = hu[:, 0, 0]
         assert np.all(corner == corner[0]) and corner[0] in (-2000, -3024)
-        centre_row = hu[:, hu.shape[1] // 2, :]
-        assert (centre_row == corner[0]).mean() < 0.05  # padding only outside the circle
+        center_row = hu[:, hu.shape[1] // 2, :]
+        assert (center_row == corner[0]).mean() < 0.05  # padding only outside the circle
 
 
 def test_nodule_intensities_by_kind(folder: LunaFolder, volumes: dict) -> None:

@@ -450,11 +450,11 @@ def test_tensorboard_images_show_what_the_model_saw(
     trainer.fit()
 
     _, image, label = next(d for d in drawn if d[0] == "train")
-    centre = image[:, image.shape[1] // 2]
+    center = image[:, image.shape[1] // 2]
     assert label.any()
     # mask voxels are denser than the mask threshold in the CT the model was given (flips move
     # voxels exactly, so the augmented CT keeps its values)
-    assert (centre[label[:, 0]] > DEFAULT_THRESHOLD_HU - 1).all()
+    assert (center[label[:, 0]] > DEFAULT_THRESHOLD_HU - 1).all()
     val_tags = [t for t, _ in writer.images if t.startswith("val/")]
     expected = min(cfg.tb_images, len(trainer.val_set))
     assert val_tags == [f"val/{i}" for i in range(expected)]
