@@ -73,7 +73,7 @@ def shot_view() -> None:
     """What ``lunaseg view`` shows: a synthetic series, its masks, the widgets docked."""
     from napari_lunaseg._cli import default_series
     from napari_lunaseg._launch import open_viewer
-    from src_train.cli import DEFAULT_DATA_DIR
+    from src_train import DEFAULT_DATA_DIR
 
     path = default_series(ROOT / DEFAULT_DATA_DIR, seed=0)
     viewer = open_viewer(path)

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from src_train.cli import DEFAULT_DATA_DIR
+from src_train import DEFAULT_DATA_DIR
 from src_train.ct import SERIES_SUFFIXES
 from src_train.errors import LunaSegError
 

@@ -1,20 +1,20 @@
 """Inference widget: run a checkpoint over the loaded series, off the GUI thread.
 
-The job runs in a napari ``thread_worker`` (a Qt thread). Progress leaves the core through its
-``progress(done, total, message)`` callback and reaches the GUI as a queued Qt signal; Cancel
-sets an event that the core's ``should_stop`` checks between batches (``CancelledError`` then
-ends the job and no layer is touched).
+The job is the core's generator (:func:`src_train.infer.iter_inference`) run by a napari
+``thread_worker`` (stardist-napari's pattern, plus the cancel it lacks): each yielded progress
+step reaches the GUI thread through the worker's ``yielded`` signal; Cancel asks the worker to
+quit, which stops iterating at the next batch (nothing is written and no layer is touched).
 
 Closing the viewer while a job runs: napari asks its workers to quit and the widget's
-destruction sets a flag; ``should_stop`` sees either, so the job ends at the next batch. Nothing
-is written to disk by inference, and results that arrive after the widget is gone are dropped.
+destruction sets a flag; the job ends at the next batch. Nothing is written to disk by
+inference, and results that arrive after the widget is gone are dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushBu
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from napari_lunaseg._layers import (
@@ -38,7 +37,6 @@ from napari_lunaseg._layers import (
     labels_layer_data,
     layer_info,
     lunaseg_meta,
-    nodules_xyz_to_napari,
     short_name,
     single_label_colormap,
 )
@@ -53,71 +51,47 @@ from napari_lunaseg._viewer_utils import (
     make_wrapping_label,
     upsert_layer,
 )
-from src_train.ct import CtVolume
-from src_train.errors import CancelledError, LunaSegError
+from src_train.ct import CtVolume, xyz_to_zyx_mm
+from src_train.errors import LunaSegError
+from src_train.evaluate import Candidate, evaluate_froc
+from src_train.infer import (
+    DEFAULT_THRESHOLD,
+    DEMO_CHECKPOINT,
+    InferenceOptions,
+    InferenceProgress,
+    InferenceResult,
+    TunerCache,
+    iter_inference,
+)
 from src_train.luna import Nodule
+from src_train.metrics import error_volume, voxel_metrics
+from src_train.model import load_model
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
-DEFAULT_PROBABILITY_THRESHOLD = 0.5
 CANDIDATE_HEADERS = ("#", "center x,y,z (mm)", "diameter (mm)", "probability", "voxels")
+#: Field of view when jumping to a candidate: this many times its diameter (at least the minimum).
+ZOOM_DIAMETERS = 4.0
+MIN_ZOOM_MM = 30.0
 
 
-def demo_checkpoint() -> Path | None:
-    """The shipped demo checkpoint, when the inference module provides one."""
-    try:
-        from src_train.infer import DEMO_CHECKPOINT
-    except ImportError:
-        return None
-    return Path(DEMO_CHECKPOINT)
-
-
-def nodule_recall(nodules: Sequence[Nodule], candidates: Sequence[Any]) -> tuple[int, int]:
-    """Annotated nodules hit by a candidate (LUNA16 rule: center closer than the radius).
-
-    Returns ``(found, total)`` over nodules with a diameter.
-    """
+def nodule_recall(series_uid: str, nodules: list[Nodule], candidates: list[Any]) -> tuple[int, int]:
+    """Annotated nodules (with a diameter) hit by a candidate, by the LUNA16 rule of the core's
+    evaluator (:func:`src_train.evaluate.evaluate_froc`). Returns ``(found, total)``."""
     sized = [n for n in nodules if n.diameter_mm]
-    if not sized or not candidates:
-        return 0, len(sized)
-    ref = np.array([n.center_xyz_mm for n in sized], dtype=float)
-    cand = np.array([c.center_xyz_mm for c in candidates], dtype=float)
-    radius = np.array([n.diameter_mm for n in sized], dtype=float) / 2.0
-    dist = np.linalg.norm(cand[:, None, :] - ref[None, :, :], axis=-1)
-    return int(np.count_nonzero((dist < radius[None, :]).any(axis=0))), len(sized)
+    marks = [Candidate(series_uid, c.center_xyz_mm, c.probability) for c in candidates]
+    result = evaluate_froc(sized, marks, series_uids=[series_uid])
+    return result.n_detected, result.n_nodules
 
 
-class _ProgressRelay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued signal)."""
-
-    progressed = Signal(int, int, str)
-
-
-def _inference_job(
-    ct: CtVolume,
-    checkpoint: Path,
-    device: str,
-    threshold: float,
-    progress: Any,
-    should_stop: Any,
-) -> Any:
+def inference_job(
+    ct: CtVolume, checkpoint: Path, options: InferenceOptions, tuners: TunerCache
+) -> Generator[InferenceProgress, None, InferenceResult]:
     """Load the model and run it over the series (runs in the worker thread)."""
-    from src_train.infer import run_inference
-    from src_train.model import load_model
-
-    progress(0, 1, f"loading {checkpoint.name}")
-    model, _config = load_model(checkpoint, device=device)
-    if should_stop():
-        raise CancelledError("Inference cancelled before it started.")
-    return run_inference(
-        ct,
-        model,
-        device=device,
-        threshold=threshold,
-        progress=progress,
-        should_stop=should_stop,
-    )
+    yield InferenceProgress(0, ct.shape_irc[0], f"loading {checkpoint.name}")
+    model, _config = load_model(checkpoint, device=options.device)
+    return (yield from iter_inference(ct, model, options, tuners=tuners))
 
 
 class InferenceWidget(QWidget):
@@ -127,28 +101,25 @@ class InferenceWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
-        self.result: Any = None
+        self.result: InferenceResult | None = None
         self.metrics: dict[str, Any] = {}
-        self._stop = threading.Event()
-        self._relay: _ProgressRelay | None = None
         self._ct: CtVolume | None = None
+        self._candidates: list[Any] = []
+        self._cancelled = False
+        #: Measured thread/format/batch choices, shared by this widget's runs.
+        self.tuners = TunerCache()
         # Set when the Qt widget is destroyed (e.g. the viewer closed): late results are dropped.
         self._gone = threading.Event()
         gone = self._gone
         self.destroyed.connect(lambda *_: gone.set())
 
         self.image = ComboBox(label="image", choices=self._image_choices)
-        demo = demo_checkpoint()
         self.checkpoint = FileEdit(
-            label="checkpoint", mode="r", filter="*.pt", value=str(demo) if demo else ""
+            label="checkpoint", mode="r", filter="*.pt", value=str(DEMO_CHECKPOINT)
         )
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.threshold = FloatSpinBox(
-            label="probability threshold",
-            min=0.01,
-            max=0.99,
-            step=0.05,
-            value=DEFAULT_PROBABILITY_THRESHOLD,
+            label="probability threshold", min=0.01, max=0.99, step=0.05, value=DEFAULT_THRESHOLD
         )
         self.run_button = PushButton(text="Run")
         form = Container(widgets=[self.image, self.checkpoint, self.device, self.threshold])
@@ -216,33 +187,27 @@ class InferenceWidget(QWidget):
             return None
         try:
             self._ct = ct_from_layer(layer)
+            options = InferenceOptions(
+                device=str(self.device.value), threshold=float(self.threshold.value)
+            )
         except LunaSegError as exc:
             self._fail(str(exc))
             return None
-        self._stop.clear()
         self.result = None
-        # The relay has no parent: it lives as long as the job, even if this widget is deleted.
-        relay = _ProgressRelay()
-        relay.progressed.connect(self._on_progress)
-        self._relay = relay
-        stop, gone = self._stop, self._gone
-
-        def report(done: int, total: int, message: str) -> None:
-            relay.progressed.emit(int(done), int(total), str(message))
-
+        self._cancelled = False
         worker = create_worker(
-            _inference_job,
+            inference_job,
             self._ct,
             checkpoint,
-            str(self.device.value),
-            float(self.threshold.value),
-            report,
-            lambda: stop.is_set() or gone.is_set() or worker.abort_requested,
+            options,
+            self.tuners,
             _ignore_errors=True,
             _start_thread=False,
         )
+        worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
+        worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.run_button.enabled = False
@@ -253,27 +218,31 @@ class InferenceWidget(QWidget):
         return worker
 
     def cancel(self) -> None:
-        """Ask the running job to stop between batches."""
+        """Ask the running job to stop at its next batch."""
         if self.worker is not None:
-            self._stop.set()
+            self._cancelled = True
+            self.worker.quit()
             self.status.setText("cancelling…")
 
-    def _on_progress(self, done: int, total: int, message: str) -> None:
+    def _on_progress(self, step: InferenceProgress) -> None:
         if self._gone.is_set():
             return
-        self.progress.setRange(0, max(int(total), 1))
-        self.progress.setValue(int(done))
+        self.progress.setRange(0, max(int(step.total), 1))
+        self.progress.setValue(int(step.done))
         self.progress.setFormat("%v/%m")
-        if message:
-            self.status.setText(message)
+        if step.message:
+            self.status.setText(step.message)
+
+    def _on_aborted(self) -> None:
+        if self._gone.is_set():
+            return
+        self.status.setText("Inference cancelled; no layer was changed.")
+        show_info("LunaSeg inference cancelled.")
 
     def _on_errored(self, exc: BaseException) -> None:
         if self._gone.is_set():
             return
-        if isinstance(exc, CancelledError):
-            self.status.setText("Inference cancelled; no layer was changed.")
-            show_info("LunaSeg inference cancelled.")
-        elif isinstance(exc, LunaSegError):
+        if isinstance(exc, LunaSegError):
             self._fail(str(exc))
         else:
             log.exception("inference failed", exc_info=exc)
@@ -285,6 +254,7 @@ class InferenceWidget(QWidget):
             return
         self.run_button.enabled = True
         self.cancel_button.setEnabled(False)
+        # a finished job shows a full bar; a cancelled or failed one an empty bar
         self.progress.setRange(0, 1)
         self.progress.setFormat("%p%")
         self.progress.setValue(1 if self.result is not None else 0)
@@ -294,11 +264,9 @@ class InferenceWidget(QWidget):
         show_error(message)
 
     # -- results -----------------------------------------------------------------------------
-    def _on_returned(self, result: Any) -> None:
+    def _on_returned(self, result: InferenceResult) -> None:
         if self._gone.is_set() or self._ct is None:
             return
-        from src_train.infer import error_volume, voxel_metrics
-
         ct = self._ct
         self.result = result
         uid = ct.series_uid
@@ -352,9 +320,7 @@ class InferenceWidget(QWidget):
 
     def _show_candidates(self, ct: CtVolume, candidates: list[Any]) -> None:
         uid = ct.series_uid
-        centers = nodules_xyz_to_napari(
-            np.array([c.center_xyz_mm for c in candidates], dtype=float).reshape(-1, 3)
-        )
+        centers = xyz_to_zyx_mm([c.center_xyz_mm for c in candidates])
         sizes = np.array([max(float(c.diameter_mm), 1.0) for c in candidates], dtype=float)
         upsert_layer(
             self.viewer,
@@ -393,18 +359,20 @@ class InferenceWidget(QWidget):
                 parts.append(f"{label} {float(self.metrics[key]):.3f}")
         text = ("voxel " + ", ".join(parts)) if parts else "no generated mask: no voxel metrics"
         if nodules:
-            found, total = nodule_recall(nodules, candidates)
+            found, total = nodule_recall(uid, nodules, candidates)
             self.metrics["nodule_recall"] = found / total if total else float("nan")
             text += f"; nodule recall {found}/{total}"
         self.metrics_label.setText(text)
 
     def _on_row_selected(self) -> None:
         row = self.table.currentRow()
-        candidates = getattr(self, "_candidates", [])
-        if 0 <= row < len(candidates):
-            jump_to(self.viewer, nodules_xyz_to_napari(np.array(candidates[row].center_xyz_mm))[0])
+        if 0 <= row < len(self._candidates):
+            candidate = self._candidates[row]
+            zoom = max(ZOOM_DIAMETERS * candidate.diameter_mm, MIN_ZOOM_MM)
+            jump_to(self.viewer, candidate.center_xyz_mm, zoom_mm=zoom)
 
     def closeEvent(self, event: Any) -> None:
         """Stop a running job when the widget is closed."""
-        self._stop.set()
+        if self.worker is not None:
+            self.worker.quit()
         super().closeEvent(event)

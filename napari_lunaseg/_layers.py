@@ -17,7 +17,7 @@ import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 
 from src_train.colors import ERROR_COLORS_RGB, LUNG_WINDOW_HU
-from src_train.ct import CtVolume, Geometry
+from src_train.ct import CtVolume, Geometry, xyz_to_zyx_mm
 from src_train.errors import GeometryError
 from src_train.luna import Nodule
 
@@ -152,16 +152,11 @@ def truth_layer_data(truth: np.ndarray, ct: CtVolume) -> LayerDataTuple:
     )
 
 
-def nodules_xyz_to_napari(centers_xyz_mm: np.ndarray) -> np.ndarray:
-    """World ``(x, y, z)`` mm ``(N, 3)`` to napari's world order ``(z, y, x)`` mm."""
-    return np.asarray(centers_xyz_mm, dtype=np.float64).reshape(-1, 3)[:, ::-1].copy()
-
-
 def nodule_points_data(
     nodules: Sequence[Nodule], ct: CtVolume, *, name: str | None = None
 ) -> LayerDataTuple:
     """Annotated nodules as points in world ``(z, y, x)`` mm, sized by their diameter (mm)."""
-    centers = nodules_xyz_to_napari(np.array([n.center_xyz_mm for n in nodules], dtype=float))
+    centers = xyz_to_zyx_mm([n.center_xyz_mm for n in nodules])
     sizes = np.array(
         [n.diameter_mm if n.diameter_mm else DEFAULT_POINT_SIZE_MM for n in nodules], dtype=float
     )
@@ -201,16 +196,7 @@ def geometry_from_layer(layer: Any) -> Geometry:
     scale_translate = np.diag([*np.asarray(layer.scale, dtype=float), 1.0])
     scale_translate[:3, 3] = np.asarray(layer.translate, dtype=float)
     zyx = np.asarray(layer.affine.affine_matrix, dtype=float) @ scale_translate
-    flip = np.eye(4)[[2, 1, 0, 3]]
-    xyz = flip @ zyx @ flip  # maps (col, row, index, 1) to (x, y, z, 1)
-    linear = xyz[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    return Geometry(
-        shape_irc=shape,  # type: ignore[arg-type]
-        origin_xyz_mm=tuple(xyz[:3, 3]),  # type: ignore[arg-type]
-        spacing_xyz_mm=tuple(spacing),  # type: ignore[arg-type]
-        direction=tuple((linear / spacing[None, :]).ravel()),
-    )
+    return Geometry.from_affine_irc_to_zyx(zyx, shape)
 
 
 def ct_from_layer(layer: Any) -> CtVolume:

@@ -12,7 +12,6 @@ import csv
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +20,39 @@ from magicgui.widgets import ComboBox, Container, PushButton, Slider
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QLabel, QVBoxLayout, QWidget
-from scipy import ndimage
+from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
+from napari_lunaseg._growth_replay import GrowthReplay
 from napari_lunaseg._layers import (
     ROLE_BOXES,
     ROLE_MASK,
     ROLE_TRUTH,
     ct_from_layer,
     layer_info,
-    lunaseg_meta,
     mask_layer_data,
-    nodules_xyz_to_napari,
     short_name,
 )
 from napari_lunaseg._viewer_utils import (
+    box_rectangles,
     ct_layers,
     fill_table,
     find_layer,
     jump_to,
-    keep_selection,
     make_table,
     refresh_labels_boxes,
+    set_box_shapes,
     upsert_layer,
 )
 from src_train.atomic import atomic_write
 from src_train.ct import CtVolume, save_volume
 from src_train.errors import LunaSegError
 from src_train.masks import (
-    AXIS_NAMES,
     DEFAULT_THRESHOLD_HU,
     REFERENCE_METHOD,
     MaskState,
-    NoduleMask,
+    SeriesTruth,
     available_methods,
     build_masks,
-    dice,
 )
 
 log = logging.getLogger(__name__)
@@ -65,91 +61,14 @@ log = logging.getLogger(__name__)
 THRESHOLD_RANGE_HU = (-1000, 400)
 #: Delay before the table, boxes and Dice follow a threshold change, ms.
 DETAIL_DELAY_MS = 150
-#: Interval between growth steps when replaying, ms.
-REPLAY_INTERVAL_MS = 350
-
 #: Dock width that shows the table's Dice columns without scrolling, px.
 MIN_WIDTH_PX = 430
 #: Outline width (screen pixels) of the true shapes, so the mask shows through.
 TRUTH_CONTOUR_PX = 1
 BOX_COLOR = "yellow"
-#: How the replay names the side that stopped a growth step (``GrowthStep.stopped_by``).
-STOP_REASONS = {
-    "minus": "the -r side",
-    "plus": "the +r side",
-    "both": "both sides",
-    "edge": "the volume edge",
-}
-GROWTH_COLOR = "magenta"
-PROBE_DENSE_COLOR = "lime"
-PROBE_FAIL_COLOR = "red"
-
-
-def box_rectangles(lo_irc: Sequence[int], hi_irc: Sequence[int]) -> list[np.ndarray]:
-    """One rectangle ``(4, 3)`` in IRC voxel coordinates per slice of a box (hi exclusive)."""
-    (z0, r0, c0), (z1, r1, c1) = lo_irc, hi_irc
-    rows = (r0 - 0.5, r1 - 0.5)
-    cols = (c0 - 0.5, c1 - 0.5)
-    return [
-        np.array(
-            [
-                [z, rows[0], cols[0]],
-                [z, rows[0], cols[1]],
-                [z, rows[1], cols[1]],
-                [z, rows[1], cols[0]],
-            ]
-        )
-        for z in range(int(z0), int(z1))
-    ]
-
-
-def truth_label_of(
-    record: NoduleMask, truth: np.ndarray, truth_centers_irc: dict[int, np.ndarray]
-) -> int:
-    """The true-shape label of an annotated nodule: the label at its center, else the nearest."""
-    if record.skipped:
-        return 0
-    label = int(truth[record.center_irc])
-    if label or not truth_centers_irc:
-        return label
-    labels = list(truth_centers_irc)
-    dist = [np.linalg.norm(truth_centers_irc[k] - np.asarray(record.center_irc)) for k in labels]
-    best = int(np.argmin(dist))
-    radius = max(np.asarray(record.radius_irc).max(), 3)
-    return labels[best] if dist[best] <= 2 * radius else 0
-
-
-def nodule_dice(
-    record: NoduleMask, truth: np.ndarray, label: int, truth_box: tuple[slice, ...] | None
-) -> float | None:
-    """Dice between one nodule's mask (inside its box) and its true shape ``truth == label``."""
-    if not label or truth_box is None or record.skipped:
-        return None
-    lo = [min(b.start, t.start) for b, t in zip(record.box_slices, truth_box, strict=True)]
-    hi = [max(b.stop, t.stop) for b, t in zip(record.box_slices, truth_box, strict=True)]
-    region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    pred = np.zeros([b - a for a, b in zip(lo, hi, strict=True)], dtype=bool)
-    inner = tuple(
-        slice(s.start - a, s.stop - a) for s, a in zip(record.box_slices, lo, strict=True)
-    )
-    pred[inner] = record.local_mask
-    return dice(pred, truth[region] == label)
-
-
-class _Truth:
-    """True shapes of a series with per-label boxes and centers (computed once)."""
-
-    def __init__(self, truth: np.ndarray) -> None:
-        self.labels = truth
-        objects = ndimage.find_objects(truth.astype(np.int32, copy=False))
-        self.boxes = {i + 1: box for i, box in enumerate(objects) if box is not None}
-        self.centers = {
-            k: np.array([(s.start + s.stop - 1) / 2 for s in box]) for k, box in self.boxes.items()
-        }
-
-    def dice_for(self, record: NoduleMask) -> float | None:
-        label = truth_label_of(record, self.labels, self.centers)
-        return nodule_dice(record, self.labels, label, self.boxes.get(label))
+#: Field of view when jumping to a nodule: this many times its diameter (at least the minimum).
+ZOOM_DIAMETERS = 4.0
+MIN_ZOOM_MM = 30.0
 
 
 #: Nodule table columns before the per-method Dice columns (the rest follow them).
@@ -171,11 +90,10 @@ class MaskQAWidget(QWidget):
         self.viewer = napari_viewer
         self.state: MaskState | None = None
         self.ct: CtVolume | None = None
+        self.truth: SeriesTruth | None = None
         self._layer: Image | None = None
-        self._truth: _Truth | None = None
         self._dice: dict[str, list[float | None]] = {}
         self.last_update_ms: float | None = None
-        self._step_record: int | None = None  # nodule whose growth the replay shows
 
         self.ct_choice = ComboBox(label="CT layer", choices=self._ct_choices)
         self.method = ComboBox(label="method", choices=available_methods(), value=REFERENCE_METHOD)
@@ -188,10 +106,7 @@ class MaskQAWidget(QWidget):
         )
         self.save_mask_button = PushButton(text="Save mask…")
         self.save_table_button = PushButton(text="Save table (CSV)…")
-        controls = Container(
-            widgets=[self.ct_choice, self.method, self.threshold],
-            labels=True,
-        )
+        controls = Container(widgets=[self.ct_choice, self.method, self.threshold], labels=True)
         buttons = Container(
             widgets=[self.save_mask_button, self.save_table_button], layout="horizontal"
         )
@@ -199,37 +114,24 @@ class MaskQAWidget(QWidget):
         self.status.setWordWrap(True)
         self.table = make_table(TABLE_HEADERS_FIRST + TABLE_HEADERS_LAST)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
-
-        self.step = Slider(label="step", min=0, max=0, value=0)
-        self.play_button = PushButton(text="▶ Replay growth")
-        self.step_text = QLabel("Select a nodule in the table to replay its box growth.")
-        self.step_text.setWordWrap(True)
-        replay = QGroupBox("Bounding-box growth")
-        replay_layout = QVBoxLayout(replay)
-        replay_layout.addWidget(Container(widgets=[self.step, self.play_button]).native)
-        replay_layout.addWidget(self.step_text)
+        self.replay = GrowthReplay(self.viewer)
 
         self.setMinimumWidth(MIN_WIDTH_PX)
         layout = QVBoxLayout(self)
         layout.addWidget(controls.native)
         layout.addWidget(self.status)
         layout.addWidget(self.table, stretch=1)
-        layout.addWidget(replay)
+        layout.addWidget(self.replay)
         layout.addWidget(buttons.native)
 
         self._detail_timer = QTimer(self)
         self._detail_timer.setSingleShot(True)
         self._detail_timer.setInterval(DETAIL_DELAY_MS)
         self._detail_timer.timeout.connect(self.update_details)
-        self._replay_timer = QTimer(self)
-        self._replay_timer.setInterval(REPLAY_INTERVAL_MS)
-        self._replay_timer.timeout.connect(self._replay_tick)
 
         self.ct_choice.changed.connect(self._on_ct_changed)
         self.threshold.changed.connect(self.set_threshold)
         self.method.changed.connect(self.set_method)
-        self.step.changed.connect(self.show_step)
-        self.play_button.changed.connect(self._toggle_replay)
         self.save_mask_button.changed.connect(self._save_mask_dialog)
         self.save_table_button.changed.connect(self._save_table_dialog)
         # A reader adds a series' layers one by one (CT, true shapes, mask, points): react once
@@ -263,11 +165,10 @@ class MaskQAWidget(QWidget):
         if layer is self._layer:
             return
         self._layer = layer
-        self._replay_timer.stop()
         self.state = None
         self.ct = None
-        self._step_record = None
-        self._truth = None
+        self.truth = None
+        self.replay.stop()
         if layer is None:
             self._set_status("Open a CT (File > Open or File > Open Sample > LunaSeg).")
             fill_table(self.table, [])
@@ -278,7 +179,8 @@ class MaskQAWidget(QWidget):
             self._set_status(str(exc))
             return
         self.ct = ct
-        nodules = list(layer_info(layer).get("nodules") or [])
+        info = layer_info(layer)
+        nodules = list(info.get("nodules") or [])
         if not nodules:
             self._set_status(
                 f"{ct.series_uid}: no annotated nodules. Open a series from a LUNA16 folder "
@@ -287,8 +189,11 @@ class MaskQAWidget(QWidget):
             fill_table(self.table, [])
             return
         truth_layer = find_layer(self.viewer, ROLE_TRUTH, ct.series_uid)
-        if truth_layer is not None:
-            self._truth = _Truth(np.asarray(truth_layer.data))
+        true_nodules = list(info.get("true_nodules") or [])
+        if truth_layer is not None and true_nodules:
+            self.truth = SeriesTruth.from_labels(
+                ct.series_uid, np.asarray(truth_layer.data), nodules, true_nodules
+            )
             truth_layer.contour = TRUTH_CONTOUR_PX
         try:
             self.state = MaskState(
@@ -363,8 +268,13 @@ class MaskQAWidget(QWidget):
         self.update_details()
 
     # -- details: table, boxes, Dice ----------------------------------------------------------
-    def _method_dice(self) -> dict[str, list[float | None]]:
-        if self._truth is None or self.state is None or self.ct is None:
+    def method_dice(self) -> dict[str, list[float | None]]:
+        """Per method, each nodule's Dice against its true shape (None: no true shape).
+
+        The core's pairing and Dice (:class:`~src_train.masks.SeriesTruth`), the same numbers
+        ``lunaseg mask-report`` prints for these nodules.
+        """
+        if self.truth is None or self.state is None or self.ct is None:
             return {}
         scores: dict[str, list[float | None]] = {}
         for name in available_methods():
@@ -372,13 +282,9 @@ class MaskQAWidget(QWidget):
                 records = self.state.records
             else:
                 _, records = build_masks(
-                    self.ct,
-                    self.state.nodules,
-                    self.state.threshold_hu,
-                    name,
-                    on_outside="skip",
+                    self.ct, self.state.nodules, self.state.threshold_hu, name, on_outside="skip"
                 )
-            scores[name] = [self._truth.dice_for(rec) for rec in records]
+            scores[name] = [self.truth.record_dice(rec) for rec in records]
         return scores
 
     def table_rows(self) -> list[list[Any]]:
@@ -412,13 +318,18 @@ class MaskQAWidget(QWidget):
         """Refresh the nodule table, the per-method Dice and the boxes layer."""
         if self.state is None or self.ct is None:
             return
-        self._dice = self._method_dice()
+        self._dice = self.method_dice()
         headers = self.table_headers()
         if self.table.columnCount() != len(headers):
             self.table.setColumnCount(len(headers))
             self.table.setHorizontalHeaderLabels(headers)
         fill_table(self.table, self.table_rows())
-        self._update_boxes()
+        rects: list[np.ndarray] = []
+        for rec in self.state.records:
+            if not rec.skipped:
+                rects.extend(box_rectangles(rec.box_lo_irc, rec.box_hi_irc))
+        name = f"{short_name(self.ct.series_uid)} boxes"
+        set_box_shapes(self.viewer, self.ct, ROLE_BOXES, name, rects, BOX_COLOR)
         voxels = int(np.count_nonzero(self.state.mask))
         latency = (
             "" if self.last_update_ms is None else f"; last update {self.last_update_ms:.1f} ms"
@@ -427,38 +338,11 @@ class MaskQAWidget(QWidget):
             f"{len(self.state.records)} nodule(s), {voxels:,} mask voxels at "
             f"{self.state.threshold_hu:.0f} HU ({self.state.method}){latency}"
         )
-        if self.table.currentRow() >= 0:
-            self._load_steps(self.table.currentRow())
+        row = self.table.currentRow()
+        if 0 <= row < len(self.state.records):
+            self.replay.load(self.ct, self.state.records[row], row + 1)
 
-    def _update_boxes(self) -> None:
-        if self.state is None or self.ct is None:
-            return
-        rects: list[np.ndarray] = []
-        for rec in self.state.records:
-            if not rec.skipped:
-                rects.extend(box_rectangles(rec.box_lo_irc, rec.box_hi_irc))
-        self._set_shapes(ROLE_BOXES, f"{short_name(self.ct.series_uid)} boxes", rects, BOX_COLOR)
-
-    def _set_shapes(self, role: str, name: str, rects: list[np.ndarray], color: str) -> None:
-        if self.ct is None:
-            return
-        layer = find_layer(self.viewer, role, self.ct.series_uid)
-        if layer is None:
-            with keep_selection(self.viewer):
-                layer = self.viewer.add_shapes(
-                    name=name,
-                    affine=self.ct.geometry.affine_irc_to_zyx(),
-                    metadata=lunaseg_meta(role, self.ct.geometry, self.ct.series_uid),
-                    edge_width=0.6,
-                    face_color="transparent",
-                    ndim=3,
-                )
-            layer.editable = False
-        layer.data = []
-        if rects:
-            layer.add_rectangles(rects, edge_color=color, face_color="transparent", edge_width=0.6)
-
-    # -- table selection and growth replay -----------------------------------------------------
+    # -- table selection ---------------------------------------------------------------------
     def _on_row_selected(self) -> None:
         row = self.table.currentRow()
         if self.state is None or not 0 <= row < len(self.state.records):
@@ -466,113 +350,17 @@ class MaskQAWidget(QWidget):
         self.select_nodule(row)
 
     def select_nodule(self, index: int) -> None:
-        """Select nodule ``index`` (0-based): jump the view to it and load its growth steps."""
-        if self.state is None:
+        """Select nodule ``index`` (0-based): jump and zoom to it, load its growth steps."""
+        if self.state is None or self.ct is None:
             return
         record = self.state.records[index]
         if self.table.currentRow() != index:
             self.table.selectRow(index)
-        jump_to(self.viewer, nodules_xyz_to_napari(np.array(record.center_xyz_mm))[0])
-        self._load_steps(index)
-
-    def _load_steps(self, index: int) -> None:
-        if self.state is None:
-            return
-        steps = self.state.records[index].steps
-        self._step_record = index
-        self.step.max = max(len(steps) - 1, 0)
-        if self.step.value > self.step.max:
-            self.step.value = self.step.max
-        self.show_step(self.step.value)
-
-    def show_step(self, step_index: int) -> None:
-        """Show growth step ``step_index`` of the selected nodule: box so far and the probes."""
-        if self.state is None or self.ct is None or self._step_record is None:
-            return
-        record = self.state.records[self._step_record]
-        if not record.steps:
-            self.step_text.setText(
-                f"Nodule {self._step_record + 1}: method {record.method!r} has no growth steps."
-            )
-            return
-        step = record.steps[min(step_index, len(record.steps) - 1)]
-        radii = [0, 0, 0]
-        for axis in range(step.axis):
-            radii[axis] = record.radius_irc[axis]
-        radii[step.axis] = step.radius
-        center = np.asarray(record.center_irc)
-        lo = np.maximum(center - radii, 0)
-        hi = np.minimum(center + radii + 1, self.ct.shape_irc)
-        self._set_shapes(
-            "growth",
-            f"{short_name(self.ct.series_uid)} growth",
-            box_rectangles(lo, hi),
-            GROWTH_COLOR,
+        diameter = record.nodule.diameter_mm or 0.0
+        jump_to(
+            self.viewer, record.center_xyz_mm, zoom_mm=max(ZOOM_DIAMETERS * diameter, MIN_ZOOM_MM)
         )
-        self._show_probes(record, step)
-        axis_name = AXIS_NAMES[step.axis]
-        minus = "outside" if step.hu_minus is None else f"{step.hu_minus:.0f} HU"
-        plus = "outside" if step.hu_plus is None else f"{step.hu_plus:.0f} HU"
-        outcome = (
-            "both sides dense: grow on"
-            if step.accepted
-            else f"stopped by {STOP_REASONS.get(step.stopped_by, step.stopped_by)}"
-            + ("" if step.stopped_by == "edge" else f" (not > {record.threshold_hu:.0f} HU)")
-        )
-        self.step_text.setText(
-            f"Nodule {self._step_record + 1}, step {step_index + 1}/{len(record.steps)}: "
-            f"{axis_name} radius {step.radius}: at -r {minus}, at +r {plus}: {outcome}. "
-            f"Final radius i,r,c = {', '.join(map(str, record.radius_irc))}."
-        )
-
-    def _show_probes(self, record: NoduleMask, step: Any) -> None:
-        if self.ct is None:
-            return
-        center = np.asarray(record.center_irc, dtype=float)
-        points, colors = [], []
-        for sign, value in ((-1, step.hu_minus), (1, step.hu_plus)):
-            if value is None:
-                continue
-            probe = center.copy()
-            probe[step.axis] += sign * step.radius
-            points.append(probe)
-            colors.append(PROBE_DENSE_COLOR if value > record.threshold_hu else PROBE_FAIL_COLOR)
-        layer = find_layer(self.viewer, "probes", self.ct.series_uid)
-        data = np.array(points).reshape(-1, 3)
-        if layer is None:
-            with keep_selection(self.viewer):
-                layer = self.viewer.add_points(
-                    data,
-                    name=f"{short_name(self.ct.series_uid)} growth probes",
-                    affine=self.ct.geometry.affine_irc_to_zyx(),
-                    size=1.5,
-                    face_color=colors or "white",
-                    metadata=lunaseg_meta("probes", self.ct.geometry, self.ct.series_uid),
-                    ndim=3,
-                )
-        else:
-            layer.data = data
-            if colors:
-                layer.face_color = colors
-
-    def _toggle_replay(self) -> None:
-        if self._replay_timer.isActive():
-            self._replay_timer.stop()
-            self.play_button.text = "▶ Replay growth"
-            return
-        if self.state is None or self._step_record is None:
-            show_info("Select a nodule in the table first.")
-            return
-        self.step.value = 0
-        self.play_button.text = "■ Stop"
-        self._replay_timer.start()
-
-    def _replay_tick(self) -> None:
-        if self.step.value >= self.step.max:
-            self._replay_timer.stop()
-            self.play_button.text = "▶ Replay growth"
-            return
-        self.step.value = self.step.value + 1
+        self.replay.load(self.ct, record, index + 1)
 
     # -- export ------------------------------------------------------------------------------
     def export_mask(self, path: str | os.PathLike[str]) -> Path:

@@ -18,6 +18,7 @@ from napari_lunaseg._layers import (
 )
 from src_train.ct import CtVolume
 from src_train.luna import Nodule
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,11 @@ def bundle_layers(bundle: ScanBundle, *, with_mask: bool = True) -> list[LayerDa
 
 
 def generated_mask_layer(
-    ct: CtVolume, nodules: Sequence[Nodule], threshold_hu: float | None = None, method: str = "grow"
+    ct: CtVolume,
+    nodules: Sequence[Nodule],
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    method: str = REFERENCE_METHOD,
 ) -> LayerDataTuple:
     """The mask grown from the annotated points, as a labels layer."""
-    from src_train.masks import DEFAULT_THRESHOLD_HU, build_masks
-
-    threshold = DEFAULT_THRESHOLD_HU if threshold_hu is None else threshold_hu
-    mask, _records = build_masks(ct, list(nodules), threshold_hu=threshold, method=method)
-    return mask_layer_data(mask, ct, threshold_hu=threshold, method=method)
+    mask, _records = build_masks(ct, list(nodules), threshold_hu=threshold_hu, method=method)
+    return mask_layer_data(mask, ct, threshold_hu=threshold_hu, method=method)

@@ -39,25 +39,20 @@ from napari_lunaseg._viewer_utils import (
     make_table,
     make_wrapping_label,
 )
+from src_train import DEFAULT_DATA_DIR
+from src_train.augment import AUGMENTATIONS
+from src_train.losses import LOSSES
+from src_train.luna import ANNOTATIONS_FILE, MALIGNANCY_FILE
+from src_train.model import ARCHITECTURES
+from src_train.train import BEST, TENSORBOARD_DIR, TrainConfig
 
 log = logging.getLogger(__name__)
 
 #: How long closing the viewer waits for a cancelled job to save and exit, ms.
 STOP_WAIT_MS = 30_000
-#: The trainer's TensorBoard folder inside a run folder.
-TENSORBOARD_SUBDIR = "tensorboard"
 #: Lines of the child's stderr kept for error messages.
 STDERR_TAIL_LINES = 20
 EPOCH_HEADERS = ("epoch", "loss", "recall", "val loss", "val recall", "samples/s")
-
-
-def _choices(module: str, name: str, fallback: tuple[str, ...]) -> list[str]:
-    """A tuple of names from a core module, or ``fallback`` while it is not there."""
-    try:
-        mod = __import__(module, fromlist=[name])
-        return list(getattr(mod, name))
-    except (ImportError, AttributeError):
-        return list(fallback)
 
 
 def _stop_orphan(process: QProcess, timeout_ms: int = STOP_WAIT_MS) -> None:
@@ -74,20 +69,9 @@ def _stop_orphan(process: QProcess, timeout_ms: int = STOP_WAIT_MS) -> None:
         process.waitForFinished(timeout_ms)
 
 
-def _train_defaults() -> dict[str, int]:
-    """Schedule defaults of the core's ``TrainConfig`` (fallbacks while it is not there)."""
-    values = {"epochs": 10, "epoch_samples": 1024, "batch_size": 16, "num_workers": 2}
-    try:
-        from src_train.train import TrainConfig
-    except ImportError:
-        return values
-    config = TrainConfig()
-    return {key: int(getattr(config, key, value)) for key, value in values.items()}
-
-
 def default_data_dir() -> str:
     """The synthetic data folder ``lunaseg view`` writes, when it exists."""
-    path = Path.cwd() / "lunaseg-data"
+    path = Path.cwd() / DEFAULT_DATA_DIR
     return str(path) if path.is_dir() else ""
 
 
@@ -111,24 +95,18 @@ class TrainingWidget(QWidget):
         self.run_dir = FileEdit(
             label="run folder", mode="d", value=str(Path.cwd() / "runs" / "napari")
         )
-        self.model = ComboBox(
-            label="model", choices=_choices("src_train.model", "ARCHITECTURES", ("unet",))
-        )
-        self.loss = ComboBox(
-            label="loss", choices=_choices("src_train.losses", "LOSSES", ("dice-fn",))
-        )
-        defaults = _train_defaults()
-        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=defaults["epochs"])
+        defaults = TrainConfig()
+        self.model = ComboBox(label="model", choices=list(ARCHITECTURES), value=defaults.model)
+        self.loss = ComboBox(label="loss", choices=list(LOSSES), value=defaults.loss)
+        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=defaults.epochs)
         self.epoch_samples = SpinBox(
-            label="samples / epoch", min=1, max=10_000_000, value=defaults["epoch_samples"]
+            label="samples / epoch", min=1, max=10_000_000, value=defaults.epoch_samples
         )
-        self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults["batch_size"])
-        self.workers = SpinBox(label="loader workers", min=0, max=64, value=defaults["num_workers"])
+        self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults.batch_size)
+        self.workers = SpinBox(label="loader workers", min=0, max=64, value=defaults.num_workers)
         self.overwrite = CheckBox(text="start over if the run folder holds a run", value=False)
-        augmentations = _choices(
-            "src_train.augment", "AUGMENTATIONS", ("flip", "offset", "scale", "rotate", "noise")
-        )
-        self.augment = {name: CheckBox(text=name, value=True) for name in augmentations}
+        enabled = set(defaults.augment_config().enabled)
+        self.augment = {name: CheckBox(text=name, value=name in enabled) for name in AUGMENTATIONS}
         self.device = ComboBox(label="device", choices=["auto", "cuda", "cpu"], value="auto")
         augment_row = Container(widgets=list(self.augment.values()), layout="horizontal")
         augment_row.label = "augment"
@@ -217,10 +195,7 @@ class TrainingWidget(QWidget):
         data = Path(str(self.data_dir.value)) if str(self.data_dir.value) else None
         if data is None or not data.is_dir():
             return f"Data folder {data} does not exist: choose a LUNA16-layout folder."
-        if not any(
-            (data / name).is_file()
-            for name in ("annotations.csv", "annotations_with_malignancy.csv")
-        ):
+        if not any((data / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
             return (
                 f"{data} has no annotations.csv: training needs a LUNA16-layout folder with "
                 "annotations (run 'lunaseg synth' for a synthetic one)."
@@ -264,9 +239,7 @@ class TrainingWidget(QWidget):
         self.process = process
         self.destroyed.connect(lambda *_: _stop_orphan(process))
         run_dir = Path(str(self.run_dir.value))
-        self.tensorboard.setText(
-            f"TensorBoard: tensorboard --logdir {run_dir / TENSORBOARD_SUBDIR}"
-        )
+        self.tensorboard.setText(f"TensorBoard: tensorboard --logdir {run_dir / TENSORBOARD_DIR}")
         self.status.setText(("resuming" if resume else "starting") + f" training in {run_dir}…")
         self.progress.setRange(0, 0)
         self._set_running(True)
@@ -367,7 +340,7 @@ class TrainingWidget(QWidget):
             self.status.setText(f"{what}: {batch}/{batches}")
         elif kind == "checkpoint" and event.get("path"):
             path = Path(str(event["path"]))
-            if path.name.startswith("checkpoint_best"):
+            if path.name == BEST:
                 self.best_checkpoint = path
         elif kind == "epoch":
             self.epochs_seen.append(event)
@@ -444,5 +417,5 @@ class TrainingWidget(QWidget):
         ]
         if not written:
             return None
-        best = Path(str(self.run_dir.value)) / "checkpoint_best.pt"
+        best = Path(str(self.run_dir.value)) / BEST
         return best if best.is_file() else written[-1]

@@ -16,7 +16,11 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
 )
 
-from napari_lunaseg._layers import ROLE_CT, LayerDataTuple, layer_info
+from napari_lunaseg._layers import ROLE_CT, LayerDataTuple, layer_info, lunaseg_meta
+from src_train.ct import CtVolume, xyz_to_zyx_mm
+
+#: Canvas size assumed when the viewer has no window (headless tests), pixels.
+DEFAULT_CANVAS_PX = 600
 
 
 def find_layer(viewer: Any, role: str, series_uid: str) -> Layer | None:
@@ -46,7 +50,7 @@ def upsert_layer(viewer: Any, layer_data: LayerDataTuple) -> Layer:
     data, kwargs, layer_type = layer_data
     info = kwargs.get("metadata", {}).get("lunaseg", {})
     existing = find_layer(viewer, info.get("role", ""), info.get("series_uid", ""))
-    if existing is not None and existing._type_string == layer_type:
+    if existing is not None and type(existing).__name__.lower() == layer_type:
         existing.data = data
         existing.metadata.update(kwargs.get("metadata", {}))
         return existing
@@ -68,15 +72,23 @@ def ct_layers(viewer: Any) -> list[Image]:
     return sorted(images, key=lambda ly: layer_info(ly).get("role") != ROLE_CT)
 
 
-def jump_to(viewer: Any, center_zyx_mm: Sequence[float]) -> None:
-    """Move the slice and the camera to a world ``(z, y, x)`` mm position."""
-    center = np.asarray(center_zyx_mm, dtype=float)
+def jump_to(viewer: Any, center_xyz_mm: Sequence[float], *, zoom_mm: float | None = None) -> None:
+    """Move the slice and the camera to a world ``(x, y, z)`` mm position.
+
+    With ``zoom_mm``, zoom so that about that many millimetres fill the canvas's shorter side
+    (a 4 mm nodule should not be a few pixels).
+    """
+    center = xyz_to_zyx_mm(center_xyz_mm)[0]
     if viewer.dims.ndim >= 3:
         point = list(viewer.dims.point)
         point[-3:] = center
         viewer.dims.point = point
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.center = tuple(center[-viewer.dims.ndisplay :])
+    if zoom_mm is not None and zoom_mm > 0:
+        size = getattr(getattr(viewer, "canvas", None), "size", None)
+        size_px = min(size) if size else DEFAULT_CANVAS_PX
+        camera.zoom = size_px / zoom_mm
 
 
 def make_progress_bar() -> QProgressBar:
@@ -146,3 +158,49 @@ def refresh_labels_boxes(layer: Any, boxes: Sequence[tuple[slice, slice, slice]]
     except (AttributeError, TypeError, ValueError, IndexError):
         return False
     return True
+
+
+def box_rectangles(lo_irc: Sequence[int], hi_irc: Sequence[int]) -> list[np.ndarray]:
+    """One rectangle ``(4, 3)`` in IRC voxel coordinates per slice of a box (hi exclusive)."""
+    (z0, r0, c0), (z1, r1, c1) = lo_irc, hi_irc
+    rows = (r0 - 0.5, r1 - 0.5)
+    cols = (c0 - 0.5, c1 - 0.5)
+    return [
+        np.array(
+            [
+                [z, rows[0], cols[0]],
+                [z, rows[0], cols[1]],
+                [z, rows[1], cols[1]],
+                [z, rows[1], cols[0]],
+            ]
+        )
+        for z in range(int(z0), int(z1))
+    ]
+
+
+#: Edge width of box outlines, in voxels.
+BOX_EDGE_WIDTH = 0.6
+
+
+def set_box_shapes(
+    viewer: Any, ct: CtVolume, role: str, name: str, rects: list[np.ndarray], color: str
+) -> Layer:
+    """Replace the rectangles of the series' shapes layer with this role (made if missing)."""
+    layer = find_layer(viewer, role, ct.series_uid)
+    if layer is None:
+        with keep_selection(viewer):
+            layer = viewer.add_shapes(
+                name=name,
+                affine=ct.geometry.affine_irc_to_zyx(),
+                metadata=lunaseg_meta(role, ct.geometry, ct.series_uid),
+                edge_width=BOX_EDGE_WIDTH,
+                face_color="transparent",
+                ndim=3,
+            )
+        layer.editable = False
+    layer.data = []
+    if rects:
+        layer.add_rectangles(
+            rects, edge_color=color, face_color="transparent", edge_width=BOX_EDGE_WIDTH
+        )
+    return layer

@@ -4,3 +4,6 @@ This package never imports Qt or napari (``tests/test_import_boundary.py`` enfor
 """
 
 __version__ = "0.1.0"
+
+#: Folder of the synthetic default data set: commands given no data folder use it.
+DEFAULT_DATA_DIR = "lunaseg-data"

@@ -8,9 +8,10 @@ the same idea to SimpleITK's multi-file formats.
 
 from __future__ import annotations
 
+import csv
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -74,4 +75,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: boo
     """
     with atomic_write(path, "w", overwrite=overwrite) as handle:
         handle.write(text)
+    return Path(path)
+
+
+def write_csv_atomic(
+    path: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``rows`` (dicts keyed by ``columns``) as a CSV file with a header, atomically."""
+    with atomic_write(path, "w", overwrite=overwrite) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
     return Path(path)

@@ -43,6 +43,9 @@ SERIES_SUFFIXES = (".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha")
 #: Endings that SimpleITK writes and LunaSeg can write volumes to.
 WRITABLE_SUFFIXES = (".mhd", ".nii", ".nii.gz", ".nrrd", ".mha")
 
+#: Swaps the first and third homogeneous coordinates: (x, y, z, 1) <-> (z, y, x, 1).
+_REVERSE_AXES = np.eye(4)[[2, 1, 0, 3]]
+
 _INT16_MIN = np.iinfo(np.int16).min
 _INT16_MAX = np.iinfo(np.int16).max
 
@@ -120,8 +123,30 @@ class Geometry:
         This is the ``affine`` a viewer whose axes are in array order (napari) needs so that
         every layer of a series lines up in world millimetres.
         """
-        flip = np.eye(4)[[2, 1, 0, 3]]
-        return flip @ self.affine_xyz() @ flip
+        return _REVERSE_AXES @ self.affine_xyz() @ _REVERSE_AXES
+
+    @classmethod
+    def from_affine_irc_to_zyx(cls, affine: np.ndarray, shape_irc: Sequence[int]) -> Geometry:
+        """Inverse of :meth:`affine_irc_to_zyx`: the geometry a viewer's 4x4 matrix describes.
+
+        ``affine`` maps homogeneous ``(index, row, col, 1)`` to world ``(z, y, x, 1)`` mm (napari's
+        layer transform with scale and translate folded in); the spacing is the length of each
+        column and the direction what remains.
+        """
+        matrix = np.asarray(affine, dtype=np.float64)
+        if matrix.shape != (4, 4):
+            raise GeometryError(f"Expected a 4x4 affine matrix; got shape {matrix.shape}.")
+        xyz = _REVERSE_AXES @ matrix @ _REVERSE_AXES  # maps (col, row, index, 1) to (x, y, z, 1)
+        linear = xyz[:3, :3]
+        spacing = np.linalg.norm(linear, axis=0)
+        if not np.all(spacing > 0):
+            raise GeometryError(f"The affine matrix has a zero-length axis: {matrix.tolist()}.")
+        return cls(
+            shape_irc=tuple(int(s) for s in shape_irc),  # type: ignore[arg-type]
+            origin_xyz_mm=tuple(xyz[:3, 3]),  # type: ignore[arg-type]
+            spacing_xyz_mm=tuple(spacing),  # type: ignore[arg-type]
+            direction=tuple((linear / spacing[None, :]).ravel()),
+        )
 
     # -- conversions ---------------------------------------------------------------------------
     def irc_to_xyz(self, irc: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -197,6 +222,14 @@ class Geometry:
             spacing_xyz_mm=tuple(data["spacing_xyz_mm"]),  # type: ignore[arg-type]
             direction=tuple(data["direction"]),
         )
+
+
+def xyz_to_zyx_mm(points_xyz_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+    """World points ``(..., 3)`` in ``(x, y, z)`` mm reordered to ``(z, y, x)`` mm (napari's order).
+
+    Always returns a new float64 array of shape ``(N, 3)``.
+    """
+    return np.asarray(points_xyz_mm, dtype=np.float64).reshape(-1, 3)[:, ::-1].copy()
 
 
 @dataclass

@@ -32,6 +32,7 @@ from torch import nn
 
 from src_train.atomic import atomic_write
 from src_train.context import DEFAULT_CONTEXT_SLICES
+from src_train.devices import resolve_device
 from src_train.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -454,25 +455,6 @@ def load_checkpoint(
             "that model or change the model options."
         )
     return ckpt
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is checked and returned."""
-    if isinstance(device, torch.device):
-        return device
-    name = device.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"Device {device!r} was asked for but CUDA is not available here; "
-            "use --device cpu or auto."
-        )
-    return resolved
 
 
 def load_model(

@@ -47,3 +47,40 @@ def tiny_synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_synth") / "data"
     write_dataset(out, n_scans=TINY_SYNTH_SCANS, seed=TINY_SYNTH_SEED, config=SynthConfig.tiny())
     return out
+
+
+#: The plugin's name in napari's plugin manager (npe2 manifest ``name``).
+PLUGIN = "napari-lunaseg"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):  # type: ignore[no-untyped-def]
+    """A shown napari viewer (screenshots and OpenGL need it shown, under Xvfb in CI)."""
+    return make_napari_viewer(show=True)
+
+
+def dock(viewer, name: str):  # type: ignore[no-untyped-def]
+    """Open one of LunaSeg's widgets the way a user does (Plugins menu): through the manifest."""
+    _dock_widget, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def layer_with_role(viewer, role: str):  # type: ignore[no-untyped-def]
+    """The (first) LunaSeg layer with this role, or None."""
+    from napari_lunaseg._layers import layer_info
+
+    return next((ly for ly in viewer.layers if layer_info(ly).get("role") == role), None)
+
+
+def first_annotated_series(folder: Path) -> Path:
+    """The first series of a LUNA16-layout folder that has annotated nodules."""
+    from src_train.luna import LunaFolder
+
+    luna = LunaFolder(folder)
+    return luna.series_path(next(u for u in luna.series_uids if luna.nodules(u)))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One training cache per test module (``tiny_synth_dir`` itself is read-only)."""
+    return tmp_path_factory.mktemp("cache")

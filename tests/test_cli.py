@@ -29,7 +29,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_global_options_and_threshold_alias(tmp_path: Path, monkeypatch) -> None:
     seen: list[dict] = []
-    monkeypatch.setattr("src_train.cli._run_mask", lambda args: seen.append(vars(args)) or 0)
+    monkeypatch.setattr("src_train.cli.data._run_mask", lambda args: seen.append(vars(args)) or 0)
     assert main(["--debug", "-v", "mask", str(tmp_path), "--threshold", "-600"]) == 0
     assert main(["mask", str(tmp_path), "--threshold-hu", "-650", "--series", "a", "b"]) == 0
     first, second = seen

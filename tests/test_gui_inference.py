@@ -6,32 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PLUGIN, dock, first_annotated_series
+from conftest import layer_with_role as _role
 
 from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP, FN_RGB, FP_RGB, TP_RGB
-from src_train.luna import LunaFolder
+from src_train.infer import DEMO_CHECKPOINT
 
 pytestmark = pytest.mark.gui
 
-PLUGIN = "napari-lunaseg"
 JOB_TIMEOUT_MS = 120_000
 
 
-def _role(viewer, role: str):
-    from napari_lunaseg._layers import layer_info
-
-    found = [ly for ly in viewer.layers if layer_info(ly).get("role") == role]
-    return found[0] if found else None
-
-
 def _open_first(viewer, folder: Path) -> None:
-    luna = LunaFolder(folder)
-    uid = next(u for u in luna.series_uids if luna.nodules(u))
-    viewer.open(str(luna.series_path(uid)), plugin=PLUGIN)
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer(show=True)
+    viewer.open(str(first_annotated_series(folder)), plugin=PLUGIN)
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +37,7 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def widget(viewer):
-    from napari_lunaseg._inference import InferenceWidget
-
-    w = InferenceWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    return w
+    return dock(viewer, "Inference")
 
 
 def _notifications_since(before: int) -> list[str]:
@@ -70,8 +53,6 @@ def _n_notifications() -> int:
 
 
 def test_demo_checkpoint_colours_errors(viewer, widget, qtbot, tiny_synth_dir: Path) -> None:
-    from src_train.infer import DEMO_CHECKPOINT
-
     if not Path(DEMO_CHECKPOINT).is_file():
         pytest.fail(f"the shipped demo checkpoint {DEMO_CHECKPOINT} is missing")
     _open_first(viewer, tiny_synth_dir)
@@ -143,12 +124,9 @@ def test_foreign_checkpoint_is_reported(viewer, widget, qtbot, tmp_path, tiny_sy
 def test_closing_viewer_stops_the_job(
     make_napari_viewer, qtbot, tiny_synth_dir: Path, untrained_checkpoint: Path
 ) -> None:
-    from napari_lunaseg._inference import InferenceWidget
-
     viewer = make_napari_viewer(show=True)
     _open_first(viewer, tiny_synth_dir)
-    widget = InferenceWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = dock(viewer, "Inference")
     widget.checkpoint.value = str(untrained_checkpoint)
     worker = widget.run()
     finished: list[bool] = []

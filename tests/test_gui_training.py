@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import dock
 
 pytestmark = pytest.mark.gui
 
@@ -14,17 +15,8 @@ JOB_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer(show=True)
-
-
-@pytest.fixture
 def widget(viewer):
-    from napari_lunaseg._training import TrainingWidget
-
-    w = TrainingWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    return w
+    return dock(viewer, "Training")
 
 
 def _tiny_job(widget, data: Path, run: Path) -> None:
@@ -45,14 +37,13 @@ def test_folder_without_annotations_is_refused(widget, tmp_path: Path) -> None:
     assert "annotations.csv" in widget.status.text()
 
 
-def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny_synth_dir):
-    from napari_lunaseg._inference import InferenceWidget
+def test_start_shows_progress_and_cancel_keeps_a_loadable_checkpoint(
+    widget, viewer, qtbot, tmp_path, tiny_synth_dir
+):
     from napari_lunaseg._session import session_for
     from src_train.model import load_model
 
-    inference = InferenceWidget(viewer)
-    viewer.window.add_dock_widget(inference)
-
+    inference = dock(viewer, "Inference")
     data = tmp_path / "data"
     shutil.copytree(tiny_synth_dir, data)  # training writes its cache into the data folder
     run = tmp_path / "run"
@@ -67,21 +58,32 @@ def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny
     qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
     assert widget.exit_code == 0, widget.status.text()
     assert any(e.get("kind") == "stopped" for e in widget.events)
-    latest = run / "checkpoint_latest.pt"
-    model, _config = load_model(latest)  # a loadable checkpoint was kept
-    assert model is not None
+    load_model(run / "checkpoint_latest.pt")  # a loadable checkpoint was kept
     # Its best checkpoint became the inference widget's choice.
     assert widget.best_checkpoint is not None and widget.best_checkpoint.is_file()
     assert session_for(viewer).best_checkpoint == widget.best_checkpoint
     assert Path(str(inference.checkpoint.value)) == widget.best_checkpoint
 
-    # Resume continues where it stopped; closing the viewer then stops the job cleanly
-    # (SIGTERM, the child saves and exits before the window is gone).
-    done_epochs = max(int(e["epoch"]) for e in widget.epochs_seen)
+
+def test_resume_continues_and_closing_napari_stops_the_job_cleanly(
+    widget, viewer, qtbot, tmp_path, tiny_synth_dir
+):
+    from src_train.model import load_model
+    from src_train.train import TrainConfig, Trainer
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    run = tmp_path / "run"
+    first = TrainConfig(
+        data_dir=str(data), run_dir=str(run), epochs=1, epoch_samples=8, batch_size=4,
+        num_workers=0, device="cpu", tensorboard=False,
+    )  # fmt: skip
+    Trainer(first).fit()
+    _tiny_job(widget, data, run)
     widget.resume_button.click()
     assert "--resume" in widget.process.arguments()
     qtbot.waitUntil(lambda: _first_batch(widget) is not None, timeout=JOB_TIMEOUT_MS)
-    assert int(_first_batch(widget)["epoch"]) == done_epochs + 1
+    assert int(_first_batch(widget)["epoch"]) == 2  # the run's numbering goes on
     pid = widget.process.processId()
     viewer.close()
     with pytest.raises(ProcessLookupError):
@@ -89,7 +91,7 @@ def test_start_cancel_resume_tiny_training(widget, viewer, qtbot, tmp_path, tiny
     # ...after a clean stop: it reported "stopped" (SIGTERM, checkpoint saved) and exited 0.
     assert [e.get("kind") for e in widget.events][-2:] == ["stopped", "end"]
     assert widget.exit_code == 0
-    load_model(latest)
+    load_model(run / "checkpoint_latest.pt")
 
 
 def _first_batch(widget) -> dict | None:

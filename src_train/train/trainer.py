@@ -1,16 +1,9 @@
-"""The Trainer: a small class whose steps read top to bottom, and its configuration.
+"""The Trainer: a small class whose steps read top to bottom (nnU-Net's manner).
 
 ``Trainer(config).fit()`` prepares the cache, splits series (every ``val_stride``-th one
 validates), trains on nodule crops with batch augmentation on the device, validates on whole
-slices on epoch 1 and every ``val_every``-th epoch, and keeps a run folder::
-
-    RUN_DIR/config.json             the TrainConfig, model config, device, world size
-    RUN_DIR/train.log               the log of the run
-    RUN_DIR/metrics.jsonl           one JSON object per epoch (train and validation metrics)
-    RUN_DIR/checkpoint_latest.pt    after every epoch and on a stop request
-    RUN_DIR/checkpoint_best.pt      best validation recall (ties: best F1)
-    RUN_DIR/checkpoint_final.pt     when the last epoch is done
-    RUN_DIR/tensorboard/            scalars and CT images with TP green / FN orange / FP red
+slices on epoch 1 and every ``val_every``-th epoch, and keeps a run folder (see
+:mod:`src_train.train.run_folder`).
 
 Progress leaves through callbacks receiving :class:`ProgressEvent` objects (one per batch,
 validation, epoch, checkpoint, end); a stop request (:meth:`Trainer.request_stop`, a
@@ -18,398 +11,55 @@ validation, epoch, checkpoint, end); a stop request (:meth:`Trainer.request_stop
 training or validation batches: the latest checkpoint is written and :meth:`Trainer.fit`
 returns with ``stopped`` (a stop during validation keeps the trained epoch, unvalidated).
 
-Launched by ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel: NCCL on
-GPUs, gloo on CPUs; each process sees its share of every epoch; only rank 0 writes files and
-calls callbacks. Run ``python -m src_train.train DATA_DIR --run-dir DIR`` (same options as
-``lunaseg train``).
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel; each
+process sees its share of every epoch; only rank 0 writes files and calls callbacks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
-import json
 import logging
 import math
-import os
-import shutil
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from src_train.atomic import write_text_atomic
-from src_train.augment import AugmentConfig, BatchAugment
-from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP, LUNG_WINDOW_HU
-from src_train.context import DEFAULT_CONTEXT_SLICES
+from src_train.augment import BatchAugment
 from src_train.data import (
-    SampleConfig,
     SeriesCache,
     TrainingDataset,
     ValidationDataset,
     check_training_folder,
 )
-from src_train.errors import (
-    AnnotationError,
-    CancelledError,
-    CheckpointError,
-    ConfigError,
-    OutputExistsError,
-)
-from src_train.losses import LossConfig, SegmentationLoss, SegmentationMetrics
+from src_train.errors import AnnotationError, CancelledError, ConfigError
+from src_train.losses import SegmentationLoss, SegmentationMetrics
 from src_train.luna import LunaFolder, split_series
-from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
-from src_train.model import (
-    Checkpoint,
-    ModelConfig,
-    build_model,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
+from src_train.metrics import error_overlay_rgb, window_to_grey
+from src_train.model import Checkpoint, build_model, save_checkpoint
+from src_train.train.config import TrainConfig
+from src_train.train.events import Callback, ProgressEvent, TrainResult
+from src_train.train.run_folder import BEST, FINAL, LATEST, RunFolder
+from src_train.train.runtime import (
+    DistInfo,
+    choose_device,
+    ignore_stop_signals,
+    init_distributed,
+    step_settings,
 )
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-LOG_FILE = "train.log"
-METRICS_FILE = "metrics.jsonl"
-LATEST = "checkpoint_latest.pt"
-BEST = "checkpoint_best.pt"
-FINAL = "checkpoint_final.pt"
-TENSORBOARD_DIR = "tensorboard"
-
-#: Files that mark a run folder as used (a new run there needs --overwrite).
-_RUN_OUTPUTS = (LATEST, BEST, FINAL, METRICS_FILE)
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-ON_OFF_AUTO = ("auto", "on", "off")
 
 _SEED_MASK = (1 << 63) - 1
 
 #: Shortest time a rate is divided by, seconds (avoids a division by zero).
 _MIN_SECONDS = 1e-9
-
-#: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
-MIN_VAL_STRIDE = 2
-
-#: How long processes of a distributed run wait for each other (e.g. while caching series).
-DIST_TIMEOUT = datetime.timedelta(hours=2)
-
-#: Opacity of the TP/FN/FP colours over the grey CT in TensorBoard images.
-OVERLAY_ALPHA = 0.6
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; saved as ``config.json`` and in every checkpoint.
-
-    Data: ``data_dir`` (LUNA16 layout), ``cache_dir`` (default ``data_dir/cache``),
-    ``threshold_hu``/``mask_method`` (ground truth, see :mod:`src_train.masks`),
-    ``crop_size``/``window_size`` (training crop inside a window centered on a nodule, pixels),
-    ``context_slices`` (neighbours each side), ``val_stride`` (every n-th series validates).
-    Schedule: ``epochs``, ``epoch_samples`` (training crops per epoch, all processes together),
-    ``batch_size`` (per process), ``val_batch_size``, ``val_every`` (validate on epoch 1, every
-    n-th epoch and the last), ``num_workers`` (data-loader processes), ``progress_every``
-    (batch events every n batches). Model: ``model`` (unet|segnet), ``depth``, ``filters``.
-    Optimisation: ``loss`` (dice-fn|dice|bce|focal), ``fn_weight``, ``focal_gamma``, ``lr``
-    (Adam), ``augment`` (comma list or none), ``seed``. Device: ``device`` (auto|cpu|cuda[:n]),
-    ``threads`` (CPU threads for torch; 0 = torch's default), ``amp`` (auto|bf16|fp16|off),
-    ``channels_last`` (auto|on|off). Output: ``run_dir``,
-    ``resume`` (continue from ``checkpoint_latest.pt``), ``overwrite`` (start over in a used
-    run folder), ``tensorboard``, ``tb_images`` (validation slices drawn per validation).
-    """
-
-    data_dir: str = "lunaseg-data"
-    run_dir: str = "runs/unet"
-    cache_dir: str | None = None
-    threshold_hu: float = DEFAULT_THRESHOLD_HU
-    mask_method: str = REFERENCE_METHOD
-    crop_size: int = SampleConfig.crop_size
-    window_size: int = SampleConfig.window_size
-    context_slices: int = DEFAULT_CONTEXT_SLICES
-    val_stride: int = 10
-    epochs: int = 10
-    epoch_samples: int = 1024
-    batch_size: int = 16
-    val_batch_size: int = 4
-    val_every: int = 5
-    num_workers: int = 2
-    progress_every: int = 1
-    model: str = "unet"
-    depth: int = ModelConfig.depth
-    filters: int = ModelConfig.filters
-    loss: str = "dice-fn"
-    fn_weight: float = LossConfig.fn_weight
-    focal_gamma: float = LossConfig.focal_gamma
-    lr: float = 1e-3
-    augment: str = "flip,offset,scale,rotate,noise"
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    amp: str = "auto"
-    channels_last: str = "auto"
-    resume: bool = False
-    overwrite: bool = False
-    tensorboard: bool = True
-    tb_images: int = 4
-
-    def __post_init__(self) -> None:
-        positive = (
-            "epochs",
-            "epoch_samples",
-            "batch_size",
-            "val_batch_size",
-            "val_every",
-            "progress_every",
-            "crop_size",
-            "window_size",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
-        if min(self.num_workers, self.context_slices, self.tb_images, self.threads, self.seed) < 0:
-            raise ConfigError(
-                "num_workers, context_slices, tb_images, threads and seed must not be negative."
-            )
-        if self.val_stride < MIN_VAL_STRIDE:
-            raise ConfigError(
-                f"val_stride must be at least {MIN_VAL_STRIDE} (every n-th series validates, the "
-                f"others train); got {self.val_stride}."
-            )
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}.")
-        if self.channels_last not in ON_OFF_AUTO:
-            raise ConfigError(
-                f"channels_last must be one of {', '.join(ON_OFF_AUTO)}; "
-                f"got {self.channels_last!r}."
-            )
-        if self.resume and self.overwrite:
-            raise ConfigError(
-                "resume (continue the run) and overwrite (start it over) contradict each other; "
-                "choose one."
-            )
-        if self.lr <= 0:
-            raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
-        # Validate the parts other modules own now, not after the cache is built.
-        self.model_config()
-        self.loss_config()
-        self.augment_config()
-        self.sample_config()
-
-    def model_config(self) -> ModelConfig:
-        """The model these options describe."""
-        return ModelConfig(
-            arch=self.model,
-            in_channels=2 * self.context_slices + 1,
-            depth=self.depth,
-            filters=self.filters,
-        )
-
-    def loss_config(self) -> LossConfig:
-        """The loss these options describe."""
-        return LossConfig(name=self.loss, fn_weight=self.fn_weight, focal_gamma=self.focal_gamma)
-
-    def augment_config(self) -> AugmentConfig:
-        """The augmentation these options describe."""
-        return AugmentConfig.from_names(self.augment)
-
-    def sample_config(self) -> SampleConfig:
-        """Crop shapes."""
-        return SampleConfig(self.crop_size, self.window_size, self.context_slices)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"Unknown training option(s) {unknown}.")
-        return cls(**data)
-
-
-@dataclass
-class ProgressEvent:
-    """What a callback receives.
-
-    Attributes:
-        kind: ``"cache"`` (preparing series), ``"batch"``, ``"validation"`` (a validation
-            batch), ``"epoch"`` (an epoch ended: ``metrics`` has ``train/...`` and maybe
-            ``val/...``), ``"checkpoint"`` (``path``, ``sha1``), ``"stopped"``, ``"end"``.
-        epoch, epochs: current epoch (1-based) and the last one.
-        batch, batches: position within the epoch (or validation, or cache build).
-        samples_seen: training samples seen so far (all processes).
-        samples_per_s: training throughput over the current epoch so far.
-        metrics: numbers for this event (batch: ``loss``; epoch: prefixed metrics).
-        message: a human-readable line.
-        path, sha1: the checkpoint written (``"checkpoint"`` events).
-        time: wall-clock time, seconds since the epoch.
-    """
-
-    kind: str
-    epoch: int = 0
-    epochs: int = 0
-    batch: int = 0
-    batches: int = 0
-    samples_seen: int = 0
-    samples_per_s: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-    path: str | None = None
-    sha1: str | None = None
-    time: float = field(default_factory=time.time)
-
-    def to_json(self) -> str:
-        """One line of JSON (NaN/inf become null)."""
-        data = asdict(self)
-        data["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}
-        return json.dumps(data, separators=(",", ":"))
-
-
-Callback = Callable[[ProgressEvent], None]
-
-
-@dataclass
-class TrainResult:
-    """What :meth:`Trainer.fit` returns.
-
-    Attributes:
-        run_dir: the run folder.
-        epoch: last completed epoch.
-        samples_seen: training samples seen (all processes).
-        stopped: True when a stop request ended the run early.
-        best_epoch, best_metrics: the validation epoch kept as ``checkpoint_best.pt``.
-        last_metrics: metrics of the last completed epoch (``train/...``, ``val/...``).
-        history: every epoch's metrics, in order.
-    """
-
-    run_dir: Path
-    epoch: int
-    samples_seen: int
-    stopped: bool
-    best_epoch: int | None = None
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    last_metrics: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Dist:
-    """This process's place in a distributed run (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-
-def _init_distributed(device_name: str) -> _Dist:
-    """Join the process group ``torchrun`` describes in the environment, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=DIST_TIMEOUT)
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
-
-
-def _choose_device(name: str, d: _Dist) -> torch.device:
-    device = resolve_device(name)
-    if device.type == "cuda" and d.active and device.index is None:
-        return torch.device("cuda", d.local_rank)
-    return device
-
-
-def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``mode`` on ``device`` (None = full precision).
-
-    ``auto``: bf16 on GPUs that support it, else fp16 on GPUs; on CPUs bf16 where the CPU has
-    native bf16 instructions (training a 64x64 batch of 16 measured ~1.5x faster than fp32,
-    ``benchmarks/train_throughput.py``), else full precision.
-    """
-    if mode == "off":
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    if mode == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_native_bf16() else None
-
-
-def step_settings(
-    amp: str, channels_last: str, device: torch.device
-) -> tuple[torch.dtype | None, bool]:
-    """The autocast dtype (None = full precision) and memory format a run uses on ``device``.
-
-    ``amp`` is one of :data:`AMP_MODES`, ``channels_last`` one of :data:`ON_OFF_AUTO`.
-    ``channels_last="auto"`` turns it on on GPUs, and on CPUs under bf16 autocast (measured
-    faster there only, ``benchmarks/train_throughput.py``).
-    """
-    amp_dtype = _amp_dtype(amp, device)
-    layout = channels_last == "on" or (
-        channels_last == "auto" and (device.type == "cuda" or amp_dtype == torch.bfloat16)
-    )
-    return amp_dtype, layout
-
-
-def _cpu_has_native_bf16() -> bool:
-    """True when oneDNN reports native bf16 support (AVX512-BF16 / AMX) on this CPU."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def error_overlay_rgb(
-    hu: np.ndarray, pred: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA
-) -> np.ndarray:
-    """A CT slice ``(row, col)`` in HU as uint8 RGB ``(row, col, 3)`` in the lung window, with
-    true positives green, false negatives orange and false positives red (``colors``)."""
-    low, high = LUNG_WINDOW_HU
-    grey = np.clip((hu.astype(np.float32) - low) / (high - low), 0.0, 1.0) * 255.0
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    pred_b, label_b = pred.astype(bool), label.astype(bool)
-    for code, where in (
-        (ERROR_TP, pred_b & label_b),
-        (ERROR_FN, ~pred_b & label_b),
-        (ERROR_FP, pred_b & ~label_b),
-    ):
-        colour = np.asarray(ERROR_COLORS_RGB[code], dtype=np.float32)
-        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
-    return np.rint(rgb).astype(np.uint8)
 
 
 def _per_second(count: int, started: float) -> float:
@@ -417,38 +67,6 @@ def _per_second(count: int, started: float) -> float:
     return count / max(time.perf_counter() - started, _MIN_SECONDS)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def install_stop_signals(trainer: Trainer) -> Callable[[], None]:
-    """Make SIGTERM and the first SIGINT a stop request (a second SIGINT interrupts at once).
-
-    Returns a function that restores the previous handlers. Main thread only.
-    """
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and trainer.stop_requested:
-            raise KeyboardInterrupt
-        log.warning("%s received: stopping after the current batch", signal.Signals(signum).name)
-        trainer.request_stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
-# ---------------------------------------------------------------------------------------------
-# the trainer
-# ---------------------------------------------------------------------------------------------
 class Trainer:
     """Train a segmentation model; see the module docstring for the run folder.
 
@@ -474,9 +92,10 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.should_stop = should_stop
         self.command_line = list(command_line if command_line is not None else sys.argv)
-        self.run_dir = Path(config.run_dir)
+        self.run = RunFolder(config.run_dir)
+        self.run_dir = self.run.path
         self._stop = threading.Event()
-        self.dist = _Dist()
+        self.dist = DistInfo()
         self.start_epoch = 1
         self.samples_seen = 0
         self.best_key: tuple[float, float] | None = None
@@ -519,10 +138,10 @@ class Trainer:
     def setup(self) -> None:
         """Device, run folder, cache, data, model, optimiser, resume state, writers."""
         cfg = self.config
-        self.dist = _init_distributed(cfg.device)
+        self.dist = init_distributed(cfg.device)
         if not self.dist.is_main:  # rank 0 reports; the others only warn
             logging.getLogger("src_train").setLevel(logging.WARNING)
-        self.device = _choose_device(cfg.device, self.dist)
+        self.device = choose_device(cfg.device, self.dist)
         self._reduce_device = (
             self.device if self.dist.active and self.device.type == "cuda" else torch.device("cpu")
         )
@@ -532,7 +151,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.dist.rank)
         self._prepare_run_dir()
         # read the checkpoint to resume before caching, so that a bad one fails in a second
-        resume_from = self._load_latest() if cfg.resume else None
+        resume_from = self.run.load_latest(cfg.model_config()) if cfg.resume else None
         self._prepare_data()
         self._prepare_model()
         if resume_from is not None:
@@ -540,11 +159,12 @@ class Trainer:
         if self.dist.is_main:
             self._write_config()
             if cfg.resume:
-                self._rewrite_metrics()
+                # drops rows of epochs the checkpoint lacks (e.g. written just before a crash)
+                self.run.write_metrics(self.history)
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR))
+                self._writer = SummaryWriter(str(self.run.tensorboard))
         self._ready = True
         log.info(
             "training %s on %s (amp %s, channels_last %s, %d process(es)): %d train / %d "
@@ -562,32 +182,12 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         cfg = self.config
-        latest = self.run_dir / LATEST
         # Every process checks (same files), so none waits for a failed rank 0.
-        if cfg.resume and not latest.is_file():
-            raise ConfigError(
-                f"Cannot resume: {latest} does not exist. Start without --resume or point "
-                "--run-dir at an earlier run."
-            )
-        held = [name for name in _RUN_OUTPUTS if (self.run_dir / name).exists()]
-        if not cfg.resume and held and not cfg.overwrite:
-            raise OutputExistsError(
-                f"{self.run_dir} already holds a run ({', '.join(held)}). Use --resume to "
-                "continue it, --overwrite to start over, or another --run-dir."
-            )
+        self.run.check(resume=cfg.resume, overwrite=cfg.overwrite)
         if self.dist.is_main:
             if cfg.overwrite and not cfg.resume:
-                for name in (LATEST, BEST, FINAL, METRICS_FILE, LOG_FILE):
-                    (self.run_dir / name).unlink(missing_ok=True)
-                shutil.rmtree(self.run_dir / TENSORBOARD_DIR, ignore_errors=True)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._log_handler = logging.FileHandler(self.run_dir / LOG_FILE)
-            self._log_handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            )
-            logging.getLogger("src_train").addHandler(self._log_handler)
-            if logging.getLogger("src_train").getEffectiveLevel() > logging.INFO:
-                logging.getLogger("src_train").setLevel(logging.INFO)
+                self.run.clear()
+            self._log_handler = self.run.open_log()
         self._barrier()
 
     def _prepare_data(self) -> None:
@@ -658,7 +258,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             pin_memory=pin,
             drop_last=False,
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=ignore_stop_signals,
         )
         self.val_steps = math.ceil(
             len(self.val_set.batches(cfg.val_batch_size)) / self.dist.world_size
@@ -670,7 +270,7 @@ class Trainer:
             ),
             num_workers=cfg.num_workers,
             pin_memory=pin,
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def stop_requested_fn(self) -> bool:
@@ -697,53 +297,8 @@ class Trainer:
         self.augment = BatchAugment(cfg.augment_config()).to(self.device)
         self.aug_generator = torch.Generator(device=self.device)
 
-    def _load_latest(self) -> Checkpoint:
-        """``checkpoint_latest.pt``, checked against the model the options describe.
-
-        A missing, corrupt or foreign file raises :class:`CheckpointError` naming the run's
-        other checkpoints that can stand in for it; another model raises :class:`ConfigError`.
-        """
-        path = self.run_dir / LATEST
-        try:
-            ckpt = load_checkpoint(path, map_location="cpu", advice="")
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"Cannot resume: {str(exc).rstrip()} {self._resume_alternatives()}"
-            ) from exc
-        wanted = self.config.model_config()
-        if ckpt.model_config != wanted:
-            raise ConfigError(
-                f"{path} holds a model {ckpt.model_config}, but the options ask for "
-                f"{wanted}. Resume with the run's model options."
-            )
-        return ckpt
-
-    def _resume_alternatives(self) -> str:
-        """What to do when ``checkpoint_latest.pt`` is unusable: the readable best/final
-        checkpoints of the run folder (with their epochs), else starting over."""
-        usable = []
-        for name in (FINAL, BEST):
-            path = self.run_dir / name
-            if not path.is_file():
-                continue
-            try:
-                epoch = load_checkpoint(path, map_location="cpu").epoch
-            except CheckpointError:
-                log.warning("%s is unreadable too", path)
-                continue
-            usable.append(f"{name} (epoch {epoch})")
-        if not usable:
-            return (
-                f"{self.run_dir} holds no readable {FINAL} or {BEST} to resume from: use "
-                "--overwrite to start this run over, or another --run-dir."
-            )
-        return (
-            f"To resume from an earlier state of this run, copy {' or '.join(usable)} in "
-            f"{self.run_dir} to {LATEST}; or use --overwrite to start the run over."
-        )
-
     def _resume(self, ckpt: Checkpoint) -> None:
-        """Continue from ``ckpt`` (see :meth:`_load_latest`): weights, Adam state, epoch
+        """Continue from ``ckpt`` (see :meth:`RunFolder.load_latest`): weights, Adam state, epoch
         numbering, samples seen, best-so-far and history."""
         path = ckpt.path
         self.model_plain.load_state_dict(ckpt.model_state)
@@ -769,25 +324,20 @@ class Trainer:
         )
 
     def _write_config(self) -> None:
-        data = {
-            "train_config": self.config.to_dict(),
-            "model_config": self.model_config.to_dict(),
-            "device": str(self.device),
-            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
-            "channels_last": self.channels_last,
-            "world_size": self.dist.world_size,
-            "train_series": self.train_uids,
-            "val_series": self.val_uids,
-            "torch": torch.__version__,
-            "command_line": self.command_line,
-        }
-        write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(data, indent=1), overwrite=True)
-
-    def _rewrite_metrics(self) -> None:
-        """``metrics.jsonl`` = the resumed history (drops rows of epochs the checkpoint lacks,
-        e.g. written just before a crash)."""
-        text = "".join(json.dumps(row) + "\n" for row in self.history)
-        write_text_atomic(self.run_dir / METRICS_FILE, text, overwrite=True)
+        self.run.write_config(
+            {
+                "train_config": self.config.to_dict(),
+                "model_config": self.model_config.to_dict(),
+                "device": str(self.device),
+                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+                "channels_last": self.channels_last,
+                "world_size": self.dist.world_size,
+                "train_series": self.train_uids,
+                "val_series": self.val_uids,
+                "torch": torch.__version__,
+                "command_line": self.command_line,
+            }
+        )
 
     def _any_process(self, flag: bool) -> bool:
         """True when ``flag`` is true in any process (all processes must call this)."""
@@ -929,8 +479,7 @@ class Trainer:
             else f"; val loss {val['loss']:.4f} recall {val['recall']:.3f} "
             f"precision {val['precision']:.3f} F1 {val['f1']:.3f}",
         )
-        with open(self.run_dir / METRICS_FILE, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        self.run.append_metrics(row)
         if self._writer is not None:
             for name, value in row.items():
                 if "/" in name:
@@ -993,7 +542,7 @@ class Trainer:
         center = image.shape[1] // 2
         for j in range(min(image.shape[0], self.config.tb_images)):
             rgb = error_overlay_rgb(
-                image[j, center].float().cpu().numpy(),
+                window_to_grey(image[j, center].float().cpu().numpy()),
                 (logits[j, 0] > 0).cpu().numpy(),
                 label[j, 0].cpu().numpy(),
             )
@@ -1073,10 +622,4 @@ class Trainer:
             self._log_handler = None
         if self.dist.owns_group and dist.is_initialized():
             dist.destroy_process_group()
-            self.dist = _Dist()
-
-
-if __name__ == "__main__":
-    from src_train.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
+            self.dist = DistInfo()

@@ -1,30 +1,21 @@
-"""The Trainer, shown rather than claimed: loss falls, checkpoints reload, resume, stop, DDP."""
+"""The Trainer, shown rather than claimed: loss falls, checkpoints reload, resume, stop."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from training import config_for, fit_stopping_when, weights_of
 
-from src_train.augment import AUGMENTATIONS
-from src_train.colors import FN_RGB, FP_RGB, TP_RGB
 from src_train.errors import AnnotationError, CheckpointError, ConfigError, OutputExistsError
-from src_train.losses import LOSSES
 from src_train.masks import DEFAULT_THRESHOLD_HU
-from src_train.model import ARCHITECTURES, load_checkpoint, load_model
+from src_train.model import load_checkpoint, load_model
 from src_train.train import (
-    AMP_MODES,
     BEST,
     CONFIG_FILE,
     FINAL,
@@ -35,64 +26,9 @@ from src_train.train import (
     ProgressEvent,
     TrainConfig,
     Trainer,
-    TrainResult,
-    error_overlay_rgb,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
-# A tiny model and short epochs: the whole module must stay fast on a busy 2-core machine.
-TINY = {
-    "filters": 4,
-    "depth": 2,
-    "epoch_samples": 16,
-    "batch_size": 8,
-    "val_batch_size": 8,
-    "num_workers": 0,
-    "device": "cpu",
-    "amp": "off",
-    "lr": 0.01,
-    "tensorboard": False,
-}
-
-
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module (tiny_synth_dir itself is read-only)."""
-    return tmp_path_factory.mktemp("cache")
-
-
-def _config(data: Path, cache: Path, run: Path, **overrides: object) -> TrainConfig:
-    options: dict[str, object] = dict(TINY)
-    options.update(data_dir=str(data), cache_dir=str(cache), run_dir=str(run))
-    options.update(overrides)
-    return TrainConfig(**options)  # type: ignore[arg-type]
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path).model_state
-
-
-def _fit_stopping_when(
-    cfg: TrainConfig, stop_when: Callable[[ProgressEvent], bool]
-) -> tuple[Trainer, TrainResult, list[ProgressEvent]]:
-    """Fit ``cfg``, requesting a stop on every event for which ``stop_when`` is true.
-
-    Returns the trainer, its result and every event it sent, in order.
-    """
-    events: list[ProgressEvent] = []
-    trainer: Trainer
-
-    def stop_if(event: ProgressEvent) -> None:
-        events.append(event)
-        if stop_when(event):
-            trainer.request_stop()
-
-    trainer = Trainer(cfg, callbacks=[stop_if])
-    return trainer, trainer.fit(), events
 
 
 @pytest.mark.slow
@@ -100,7 +36,7 @@ def test_loss_falls_and_checkpoints_reload_identically(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     events: list[ProgressEvent] = []
-    cfg = _config(
+    cfg = config_for(
         tiny_synth_dir,
         cache_dir,
         tmp_path / "run",
@@ -160,15 +96,15 @@ def test_loss_falls_and_checkpoints_reload_identically(
 def test_resume_continues_numbering_and_matches_an_uninterrupted_run(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    Trainer(_config(tiny_synth_dir, cache_dir, tmp_path / "a", epochs=2)).fit()
-    Trainer(_config(tiny_synth_dir, cache_dir, tmp_path / "b", epochs=1)).fit()
-    resumed = Trainer(_config(tiny_synth_dir, cache_dir, tmp_path / "b", epochs=2, resume=True))
+    Trainer(config_for(tiny_synth_dir, cache_dir, tmp_path / "a", epochs=2)).fit()
+    Trainer(config_for(tiny_synth_dir, cache_dir, tmp_path / "b", epochs=1)).fit()
+    resumed = Trainer(config_for(tiny_synth_dir, cache_dir, tmp_path / "b", epochs=2, resume=True))
     result = resumed.fit()
     assert resumed.start_epoch == 2 and result.epoch == 2 and result.samples_seen == 32
     lines = (tmp_path / "b" / METRICS_FILE).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert [row["epoch"] for row in result.history] == [1, 2]
-    a, b = _weights(tmp_path / "a" / FINAL), _weights(tmp_path / "b" / FINAL)
+    a, b = weights_of(tmp_path / "a" / FINAL), weights_of(tmp_path / "b" / FINAL)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a), (
         "resuming repeats the same data and augmentation"
     )
@@ -179,8 +115,8 @@ def test_stop_request_mid_epoch_leaves_a_loadable_checkpoint(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    _, result, _ = _fit_stopping_when(
-        _config(tiny_synth_dir, cache_dir, run, epochs=5),
+    _, result, _ = fit_stopping_when(
+        config_for(tiny_synth_dir, cache_dir, run, epochs=5),
         lambda e: e.kind == "batch" and e.epoch == 2 and e.batch == 1,
     )
     assert result.stopped and result.epoch == 1
@@ -191,7 +127,7 @@ def test_stop_request_mid_epoch_leaves_a_loadable_checkpoint(
     load_model(run / LATEST)
 
     # resuming redoes the interrupted epoch and finishes the run
-    done = Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=2, resume=True)).fit()
+    done = Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=2, resume=True)).fit()
     assert not done.stopped and done.epoch == 2 and (run / FINAL).is_file()
     assert done.samples_seen == 24 + 16
 
@@ -200,8 +136,8 @@ def test_stop_request_during_validation_keeps_the_trained_epoch(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    cfg = _config(tiny_synth_dir, cache_dir, run, epochs=3, epoch_samples=8, val_batch_size=1)
-    trainer, result, events = _fit_stopping_when(cfg, lambda e: e.kind == "validation")
+    cfg = config_for(tiny_synth_dir, cache_dir, run, epochs=3, epoch_samples=8, val_batch_size=1)
+    trainer, result, events = fit_stopping_when(cfg, lambda e: e.kind == "validation")
     assert trainer.val_steps > 1, "the validation set must span several batches"
     assert [e.kind for e in events].count("validation") == 1, "stopped after one batch"
     assert result.stopped and result.epoch == 1 and "val/recall" not in result.history[0]
@@ -221,10 +157,10 @@ def test_resume_takes_the_new_learning_rate_and_drops_stray_metric_rows(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
     with open(run / METRICS_FILE, "a") as fh:  # a row written just before a crash
         fh.write(json.dumps({"epoch": 2.0}) + "\n")
-    resumed = Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, lr=0.005, resume=True))
+    resumed = Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, lr=0.005, resume=True))
     resumed.setup()
     try:
         assert all(g["lr"] == 0.005 for g in resumed.optimizer.param_groups)
@@ -238,17 +174,17 @@ def test_resume_takes_the_new_learning_rate_and_drops_stray_metric_rows(
 def test_run_folder_guards(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="Cannot resume"):
-        Trainer(_config(tiny_synth_dir, cache_dir, run, resume=True)).fit()
+        Trainer(config_for(tiny_synth_dir, cache_dir, run, resume=True)).fit()
     run.mkdir(exist_ok=True)
     (run / METRICS_FILE).write_text("{}\n")  # a run whose latest checkpoint went missing
     with pytest.raises(OutputExistsError, match=r"metrics\.jsonl.*--resume"):
-        Trainer(_config(tiny_synth_dir, cache_dir, run)).fit()
+        Trainer(config_for(tiny_synth_dir, cache_dir, run)).fit()
     (run / METRICS_FILE).unlink()
     (run / LATEST).write_bytes(b"not a checkpoint")
     with pytest.raises(OutputExistsError, match="--resume"):
-        Trainer(_config(tiny_synth_dir, cache_dir, run)).fit()
+        Trainer(config_for(tiny_synth_dir, cache_dir, run)).fit()
     with pytest.raises(CheckpointError, match=LATEST):
-        Trainer(_config(tiny_synth_dir, cache_dir, run, resume=True)).fit()
+        Trainer(config_for(tiny_synth_dir, cache_dir, run, resume=True)).fit()
 
 
 def test_resume_with_other_model_options_is_refused(
@@ -256,12 +192,14 @@ def test_resume_with_other_model_options_is_refused(
 ) -> None:
     run = tmp_path / "run"
     Trainer(
-        _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, tensorboard=False)
+        config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, tensorboard=False)
     ).fit()
     for other in ({"filters": 8}, {"model": "segnet"}):
         fresh_cache = tmp_path / f"cache-{len(other)}-{next(iter(other.values()))}"
         with pytest.raises(ConfigError, match=r"holds a model .*Resume with the run's model"):
-            Trainer(_config(tiny_synth_dir, fresh_cache, run, epochs=2, resume=True, **other)).fit()
+            Trainer(
+                config_for(tiny_synth_dir, fresh_cache, run, epochs=2, resume=True, **other)
+            ).fit()
         assert not fresh_cache.exists(), "refused before any caching"
     assert load_checkpoint(run / LATEST).epoch == 1, "the run is untouched"
 
@@ -270,11 +208,11 @@ def test_resume_from_a_corrupt_latest_names_the_run_s_other_checkpoints(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
     final_bytes = (run / FINAL).read_bytes()
     (run / LATEST).write_bytes(b"half a checkpoint")  # e.g. a disk that filled up
     fresh_cache = tmp_path / "fresh-cache"
-    resume = _config(tiny_synth_dir, fresh_cache, run, epochs=2, epoch_samples=8, resume=True)
+    resume = config_for(tiny_synth_dir, fresh_cache, run, epochs=2, epoch_samples=8, resume=True)
     with pytest.raises(CheckpointError) as info:
         Trainer(resume).fit()
     message = str(info.value)
@@ -304,7 +242,7 @@ def test_cuda_requested_without_cuda_is_refused_before_anything_is_written(
     run, cache = tmp_path / "run", tmp_path / "cache"
     for device in ("cuda", "cuda:1"):
         with pytest.raises(ConfigError, match=r"CUDA is not available.*--device cpu"):
-            Trainer(_config(tiny_synth_dir, cache, run, device=device)).fit()
+            Trainer(config_for(tiny_synth_dir, cache, run, device=device)).fit()
     assert not run.exists() and not cache.exists()
 
 
@@ -320,7 +258,7 @@ def test_validation_series_with_an_empty_mask_is_a_warning_not_a_crash(
     (data / "annotations.csv").write_text("\n".join(kept) + "\n")
     run = tmp_path / "run"
     with caplog.at_level("WARNING", logger="src_train"):
-        result = Trainer(_config(data, tmp_path / "cache", run, epochs=1, epoch_samples=8)).fit()
+        result = Trainer(config_for(data, tmp_path / "cache", run, epochs=1, epoch_samples=8)).fit()
     assert "hold no mask voxels" in caplog.text
     assert result.last_metrics["val/recall"] == 0.0
     assert np.isfinite(result.last_metrics["train/loss"])
@@ -329,9 +267,9 @@ def test_validation_series_with_an_empty_mask_is_a_warning_not_a_crash(
 
 def test_overwrite_starts_over(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    Trainer(_config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
     Trainer(
-        _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, overwrite=True)
+        config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, overwrite=True)
     ).fit()
     assert len((run / METRICS_FILE).read_text().splitlines()) == 1
     assert load_checkpoint(run / FINAL).samples_seen == 8
@@ -341,7 +279,7 @@ def test_bf16_channels_last_segnet_and_every_loss_train(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     for loss in ("dice", "bce", "focal"):
-        cfg = _config(
+        cfg = config_for(
             tiny_synth_dir,
             cache_dir,
             tmp_path / loss,
@@ -364,7 +302,7 @@ def test_bf16_channels_last_segnet_and_every_loss_train(
 def test_stop_while_preparing_the_cache(tiny_synth_dir: Path, tmp_path: Path) -> None:
     events: list[ProgressEvent] = []
     trainer = Trainer(
-        _config(tiny_synth_dir, tmp_path / "fresh-cache", tmp_path / "run"),
+        config_for(tiny_synth_dir, tmp_path / "fresh-cache", tmp_path / "run"),
         callbacks=[events.append],
         should_stop=lambda: True,
     )
@@ -374,34 +312,12 @@ def test_stop_while_preparing_the_cache(tiny_synth_dir: Path, tmp_path: Path) ->
     assert [e.kind for e in events] == ["stopped", "end"]
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"epochs": 0},
-        {"batch_size": 0},
-        {"amp": "fp8"},
-        {"model": "vnet"},
-        {"loss": "hinge"},
-        {"augment": "wobble"},
-        {"crop_size": 128},
-        {"lr": 0.0},
-        {"channels_last": "yes"},
-        {"seed": -1},
-        {"val_stride": 1},
-        {"resume": True, "overwrite": True},
-    ],
-)
-def test_bad_options_raise_config_error(bad: dict) -> None:
-    with pytest.raises(ConfigError):
-        TrainConfig(**bad)
-
-
 def test_stop_requested_after_the_last_epoch_still_finishes(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    cfg = _config(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)
-    _, result, events = _fit_stopping_when(cfg, lambda e: e.kind == "epoch" and e.epoch == 1)
+    cfg = config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)
+    _, result, events = fit_stopping_when(cfg, lambda e: e.kind == "epoch" and e.epoch == 1)
     assert not result.stopped and result.epoch == 1
     assert load_checkpoint(run / FINAL).epoch == 1
     assert events[-1].kind == "end" and events[-1].message == "done"
@@ -440,7 +356,7 @@ def test_tensorboard_images_show_what_the_model_saw(
         original(self, tag, epoch, image, logits, label, first)
 
     monkeypatch.setattr(Trainer, "_log_images", spy)
-    cfg = _config(
+    cfg = config_for(
         tiny_synth_dir, cache_dir, tmp_path / "run", epochs=1, augment="flip", tb_images=3
     )
     trainer = Trainer(cfg)
@@ -470,160 +386,12 @@ def test_data_folder_without_annotations_fails_before_caching(
     shutil.copytree(tiny_synth_dir / "subset0", data / "subset0")
     cache = tmp_path / "cache"
     with pytest.raises(AnnotationError, match=r"annotations\.csv"):
-        Trainer(_config(data, cache, tmp_path / "run")).fit()
+        Trainer(config_for(data, cache, tmp_path / "run")).fit()
     # annotations only for the validation series (the first UID): no training nodule
     lines = (tiny_synth_dir / "annotations.csv").read_text().splitlines()
     first_uid = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[0]
     kept = [lines[0], *(line for line in lines[1:] if line.startswith(first_uid + ","))]
     (data / "annotations.csv").write_text("\n".join(kept) + "\n")
     with pytest.raises(AnnotationError, match="training series"):
-        Trainer(_config(data, cache, tmp_path / "run")).fit()
+        Trainer(config_for(data, cache, tmp_path / "run")).fit()
     assert not cache.exists(), "nothing was cached"
-
-
-def test_cli_choices_match_the_core_constants() -> None:
-    from src_train.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    train = sub.choices["train"]  # type: ignore[index]
-    choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
-    assert choices["model"] == ARCHITECTURES and choices["loss"] == LOSSES
-    assert choices["amp"] == AMP_MODES
-    assert all(name in train.format_help() for name in AUGMENTATIONS)
-
-
-def test_cli_cache_on_a_folder_without_annotations_says_so(
-    tmp_path: Path, tiny_synth_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from src_train.cli import main
-
-    data = tmp_path / "data"
-    shutil.copytree(tiny_synth_dir / "subset0", data / "subset0")
-    assert main(["cache", str(data)]) == 2
-    err = capsys.readouterr().err
-    assert "annotations.csv" in err and str(data) in err and "Traceback" not in err
-    assert not (data / "cache").exists()
-
-
-def test_config_round_trips() -> None:
-    cfg = TrainConfig(epochs=3, augment="flip,noise", model="segnet")
-    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError):
-        TrainConfig.from_dict({"epochs": 1, "bogus": 2})
-
-
-def test_validation_cadence() -> None:
-    trainer = Trainer(TrainConfig(epochs=12, val_every=5))
-    assert [e for e in range(1, 13) if trainer._should_validate(e)] == [1, 5, 10, 12]
-
-
-def test_error_overlay_uses_the_colour_code() -> None:
-    hu = np.full((4, 4), -1350.0)  # bottom of the lung window: black
-    pred = np.zeros((4, 4), bool)
-    label = np.zeros((4, 4), bool)
-    pred[0, 0] = label[0, 0] = True  # TP
-    label[1, 1] = True  # FN
-    pred[2, 2] = True  # FP
-    rgb = error_overlay_rgb(hu, pred, label, alpha=1.0)
-    assert rgb.dtype == np.uint8 and rgb.shape == (4, 4, 3)
-    assert tuple(rgb[0, 0]) == TP_RGB and tuple(rgb[1, 1]) == FN_RGB
-    assert tuple(rgb[2, 2]) == FP_RGB and tuple(rgb[3, 3]) == (0, 0, 0)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _cli_args(data: Path, cache: Path, run: Path, epochs: int) -> list[str]:
-    return [
-        str(data),
-        "--run-dir",
-        str(run),
-        "--cache-dir",
-        str(cache),
-        "--epochs",
-        str(epochs),
-        "--epoch-samples",
-        "16",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--filters",
-        "4",
-        "--depth",
-        "2",
-        "--amp",
-        "off",
-        "--device",
-        "cpu",
-        "--augment",
-        "flip,noise",
-        "--no-tensorboard",
-    ]
-
-
-@pytest.mark.slow
-def test_cli_progress_json_and_sigterm_stop(
-    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
-) -> None:
-    run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "src_train.train",
-        *_cli_args(tiny_synth_dir, cache_dir, run, epochs=50),
-        "--progress-json",
-    ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO
-    )
-    events = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        events.append(json.loads(line))  # every stdout line is one JSON object
-        if events[-1]["kind"] == "batch" and events[-1]["epoch"] == 2:
-            proc.send_signal(signal.SIGTERM)
-            break
-    events += [json.loads(line) for line in proc.stdout]
-    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-    assert events[-1]["kind"] == "end" and events[-2]["kind"] == "stopped"
-    assert events[-1]["epoch"] == 1
-    assert {"batch", "epoch", "checkpoint"} <= {e["kind"] for e in events}
-    ckpt = load_checkpoint(run / LATEST)
-    assert ckpt.epoch == 1 and ckpt.samples_seen >= 16
-    assert not (run / FINAL).exists()
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
-    reason="torchrun not installed",
-)
-def test_ddp_two_cpu_processes_gloo(tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "src_train.train",
-        *_cli_args(tiny_synth_dir, cache_dir, run, epochs=2),
-    ]
-    started = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    ckpt = load_checkpoint(run / FINAL)
-    assert ckpt.epoch == 2 and ckpt.samples_seen == 2 * 16, "each process saw half an epoch"
-    config = json.loads((run / CONFIG_FILE).read_text())
-    assert config["world_size"] == 2
-    # only rank 0 writes: one summary line, one log
-    assert out.stdout.count("done: epoch 2/2") == 1
-    assert len((run / METRICS_FILE).read_text().splitlines()) == 2
-    model, _ = load_model(run / FINAL)
-    assert not any(k.startswith("module.") for k in model.state_dict())
-    assert time.perf_counter() - started < 120

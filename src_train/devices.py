@@ -1,0 +1,42 @@
+"""Which device and number format work runs on: ``auto`` devices and native bf16 detection."""
+
+from __future__ import annotations
+
+import torch
+
+from src_train.errors import ConfigError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is checked and returned.
+
+    Asking for CUDA on a machine without it is a :class:`ConfigError` naming the fix.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"Device {device!r} was asked for but CUDA is not available here; "
+            "use --device cpu or auto."
+        )
+    return resolved
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN reports native bf16 support (AVX512-BF16 / AMX) on this CPU.
+
+    Only there is bf16 autocast faster than fp32 on a CPU; elsewhere it is emulated and slower.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -1,0 +1,259 @@
+"""Candidate nodules: 3-D connected components of a predicted mask, scored and written as CSV.
+
+Each candidate has its probability-weighted center in world ``(x, y, z)`` mm (through the
+series' direction matrix), its equivalent diameter, voxel count and a score (by default the
+mean probability; components under 2 mm are dropped, see :class:`CandidateConfig`). Arrays are
+``(index, row, col)``. ``candidates.csv`` is a LUNA16 submission file with extra columns.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from src_train.anatomy import SCAN_CHUNK_SLICES, lung_field
+from src_train.atomic import write_text_atomic
+from src_train.ct import Geometry
+from src_train.errors import ConfigError, GeometryError
+from src_train.metrics import check_same_shape
+from src_train.options import option
+
+#: How a candidate's probability is computed from its voxels (:class:`CandidateConfig`).
+CANDIDATE_SCORES = ("max", "mean")
+
+#: Default score: the mean ranks better than the max, which many components saturate at 1
+#: (measured on a held-out synthetic set, see docs/demo_checkpoint.md).
+DEFAULT_SCORE = "mean"
+
+#: Components of a smaller equivalent diameter (mm) are dropped by default: LUNA16 nodules are
+#: at least 3 mm, and specks below 2 mm were a fifth of the demo model's candidates.
+DEFAULT_MIN_DIAMETER_MM = 2.0
+
+#: Connectivity of candidate components: 26 (faces, edges, corners) or 6 (faces only).
+DEFAULT_CONNECTIVITY = 26
+
+#: Columns of the candidates CSV ``lunaseg infer`` writes (LUNA16 submission + extras).
+CANDIDATE_COLUMNS: tuple[str, ...] = (
+    "seriesuid",
+    "coordX",
+    "coordY",
+    "coordZ",
+    "probability",
+    "diameter_mm",
+    "voxel_count",
+    "mean_probability",
+    "index",
+    "row",
+    "col",
+)
+
+
+@dataclass(frozen=True)
+class CandidateNodule:
+    """One connected component of the predicted mask.
+
+    Attributes:
+        series_uid: the series it was found in.
+        center_xyz_mm: probability-weighted center of mass, world ``(x, y, z)`` mm.
+        center_irc: the same center in fractional array coordinates ``(index, row, col)``.
+        diameter_mm: diameter of the sphere with the component's volume, mm.
+        voxel_count: voxels in the component.
+        probability: the candidate's score, as :attr:`CandidateConfig.score` chose it (the
+            highest or the mean voxel probability inside it).
+        mean_probability: mean voxel probability inside it.
+        max_probability: highest voxel probability inside it.
+    """
+
+    series_uid: str
+    center_xyz_mm: tuple[float, float, float]
+    center_irc: tuple[float, float, float]
+    diameter_mm: float
+    voxel_count: int
+    probability: float
+    mean_probability: float = math.nan
+    max_probability: float = math.nan
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """Post-processing of the mask into candidates.
+
+    Attributes:
+        min_voxels: components with fewer voxels are dropped.
+        min_diameter_mm: components whose equivalent diameter is smaller are dropped.
+        min_probability: components whose highest probability is lower are dropped.
+        connectivity: 26 or 6 (3-D neighbourhood of a component).
+        voxel_threshold: voxels below this probability are left out before grouping (a
+            stricter cut than the mask's splits touching blobs); None keeps the mask as is.
+        score: the candidate's ``probability``: ``"max"`` or ``"mean"`` voxel probability
+            (the mean ranks better when many components reach probability 1).
+        lung_margin_mm: when the CT is given, mask voxels farther than this (in-plane, mm)
+            from the lung field (see :func:`lung_field`) are left out before grouping; None
+            keeps every voxel. Nodules sit in the lungs or on their wall; what the model marks
+            in the mediastinum or the body wall would otherwise merge into huge components.
+    """
+
+    min_voxels: int = option(1, help="drop candidates with fewer voxels", cli=False)
+    min_diameter_mm: float = option(
+        DEFAULT_MIN_DIAMETER_MM, help="drop candidates of a smaller equivalent diameter (mm)"
+    )
+    min_probability: float = option(
+        0.0, help="drop candidates whose highest voxel probability is lower"
+    )
+    connectivity: int = option(
+        DEFAULT_CONNECTIVITY, help="3-D connectivity of a candidate's voxels", choices=(6, 26)
+    )
+    voxel_threshold: float | None = option(
+        None, help="leave out voxels below this probability before grouping", cli=False
+    )
+    score: str = option(
+        DEFAULT_SCORE,
+        help="a candidate's probability: the max or mean voxel probability",
+        choices=CANDIDATE_SCORES,
+        flag="--candidate-score",
+    )
+    lung_margin_mm: float | None = option(
+        None, help="leave out voxels farther than this (mm, in-plane) from the lung field"
+    )
+
+    def __post_init__(self) -> None:
+        if self.connectivity not in (6, 26):
+            raise ConfigError(f"connectivity must be 6 or 26, got {self.connectivity}.")
+        if self.min_voxels < 1:
+            raise ConfigError(f"min_voxels must be >= 1, got {self.min_voxels}.")
+        if self.score not in CANDIDATE_SCORES:
+            raise ConfigError(
+                f"Unknown candidate score {self.score!r}; choose {' or '.join(CANDIDATE_SCORES)}."
+            )
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Smallest box (IRC slices) holding every set voxel of ``mask``; None when it is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        if not len(hits):
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def group_candidates(
+    prob: np.ndarray,
+    mask: np.ndarray,
+    geometry: Geometry,
+    series_uid: str,
+    config: CandidateConfig | None = None,
+    *,
+    hu: np.ndarray | None = None,
+) -> list[CandidateNodule]:
+    """Group mask voxels into candidate nodules (3-D connected components).
+
+    Args:
+        prob: voxel probabilities ``(index, row, col)`` (any float dtype); the center is the
+            probability-weighted center of mass, the score the highest probability.
+        mask: bool ``(index, row, col)``, same shape.
+        geometry: the series' geometry (converts centers to world mm with its direction).
+        series_uid: copied into every candidate.
+        config: filters, connectivity and the lung-field margin.
+        hu: the CT in HU, same shape; needed for ``config.lung_margin_mm``.
+
+    Returns:
+        Candidates, most probable first (ties: larger first).
+    """
+    cfg = config or CandidateConfig()
+    check_same_shape(prob, mask)
+    if tuple(mask.shape) != geometry.shape_irc:
+        raise GeometryError(
+            f"Mask {mask.shape} does not match series {series_uid!r} {geometry.shape_irc}."
+        )
+    box = _bounding_box(mask)
+    if box is None:
+        return []
+    sub_mask = np.array(mask[box], dtype=bool)  # a copy: the caller's mask stays as is
+    if cfg.voxel_threshold is not None:
+        sub_mask &= prob[box] >= cfg.voxel_threshold
+    if hu is not None and cfg.lung_margin_mm is not None:
+        check_same_shape(hu, mask)
+        # The field needs whole slices (air around the body touches their border).
+        field = lung_field(hu[box[0]], geometry.spacing_irc_mm, cfg.lung_margin_mm)
+        sub_mask &= field[:, box[1], box[2]]
+        del field
+    structure = ndimage.generate_binary_structure(3, 3 if cfg.connectivity == 26 else 1)
+    try:  # 2 bytes per voxel while there are fewer than 65,536 components, else 4
+        labels, n = ndimage.label(sub_mask, structure=structure, output=np.uint16)
+    except RuntimeError:
+        labels, n = ndimage.label(sub_mask, structure=structure)
+    if n == 0:
+        return []
+    sub_prob = prob[box]
+    # Per-component sums, accumulated slab by slab so temporaries stay small.
+    count = np.zeros(n + 1, dtype=np.int64)
+    weight = np.zeros(n + 1)
+    moments = np.zeros((3, n + 1))
+    peak = np.zeros(n + 1)
+    for z0 in range(0, labels.shape[0], SCAN_CHUNK_SLICES):
+        lab_slab = labels[z0 : z0 + SCAN_CHUNK_SLICES]
+        zz, yy, xx = np.nonzero(lab_slab)
+        lab = lab_slab[zz, yy, xx]
+        w = sub_prob[z0 : z0 + SCAN_CHUNK_SLICES][zz, yy, xx].astype(np.float64)
+        # A component of zero probability (a mask not made from prob) is weighted uniformly.
+        w_center = w + 1e-12
+        count += np.bincount(lab, minlength=n + 1)
+        weight += np.bincount(lab, w_center, minlength=n + 1)
+        for axis, coord in enumerate((zz + z0, yy, xx)):
+            moments[axis] += np.bincount(lab, w_center * coord, minlength=n + 1)
+        np.maximum.at(peak, lab, w)
+    count, weight, moments, peak = count[1:], weight[1:], moments[:, 1:], peak[1:]
+    offset = np.array([s.start for s in box], dtype=np.float64)
+    center_irc = (moments / weight).T + offset
+    voxel_mm3 = geometry.voxel_volume_mm3
+    diameter = np.cbrt(6.0 * count * voxel_mm3 / math.pi)
+    mean_prob = (weight - 1e-12 * count) / count
+    keep = (
+        (count >= cfg.min_voxels)
+        & (diameter >= cfg.min_diameter_mm)
+        & (peak >= cfg.min_probability)
+    )
+    idx = np.flatnonzero(keep)
+    score = peak if cfg.score == "max" else mean_prob
+    idx = idx[np.lexsort((-count[idx], -score[idx]))]
+    center_xyz = geometry.irc_to_xyz(center_irc[idx]).reshape(-1, 3)
+    return [
+        CandidateNodule(
+            series_uid=series_uid,
+            center_xyz_mm=(float(xyz[0]), float(xyz[1]), float(xyz[2])),
+            center_irc=(float(c[0]), float(c[1]), float(c[2])),
+            diameter_mm=float(diameter[i]),
+            voxel_count=int(count[i]),
+            probability=float(score[i]),
+            mean_probability=float(mean_prob[i]),
+            max_probability=float(peak[i]),
+        )
+        for i, xyz, c in zip(idx, center_xyz, center_irc[idx], strict=True)
+    ]
+
+
+def write_candidates_csv(
+    path: str | os.PathLike[str],
+    candidates: Sequence[CandidateNodule],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write candidates in LUNA16 submission format (+ extra columns), atomically."""
+    lines = [",".join(CANDIDATE_COLUMNS)]
+    for c in candidates:
+        x, y, z = c.center_xyz_mm
+        i, r, col = c.center_irc
+        lines.append(
+            f"{c.series_uid},{x:.3f},{y:.3f},{z:.3f},{c.probability:.6f},{c.diameter_mm:.2f},"
+            f"{c.voxel_count},{c.mean_probability:.6f},{i:.2f},{r:.2f},{col:.2f}"
+        )
+    return write_text_atomic(path, "\n".join(lines) + "\n", overwrite=overwrite)

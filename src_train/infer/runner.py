@@ -1,0 +1,409 @@
+"""Whole-series inference: the model over every slice of a CT, as a generator of progress.
+
+:func:`iter_inference` runs a segmentation model over every slice of a series (each slice with
+its context slices, see :mod:`src_train.context`), yielding :class:`InferenceProgress` after
+each batch and returning an :class:`InferenceResult` (probability volume, thresholded mask and
+candidate nodules, all in the CT's geometry: arrays ``(index, row, col)``, world ``(x, y, z)``
+mm). The viewer runs the generator in a worker thread (Cancel = stop iterating); the CLI and
+Python callers use :func:`run_inference`, which drives it with ``progress``/``should_stop``.
+
+Speed, on the CPU: batch norms are folded into the convolutions; bfloat16 autocast is used only
+on CPUs with native bf16; CPU threads (all or one), memory format (channels-last or not) and
+batch size are chosen by measurement on the first batches of the series (the fastest per slice
+wins, not the biggest) by a :class:`~src_train.infer.tuner.Tuner` the caller may keep across
+series. In-plane, the model only runs on the box around the body
+(:func:`~src_train.anatomy.body_box`) widened by more than the network's receptive field, so
+voxels inside the box get the values a whole-slice pass would give; voxels outside it (air far
+from anything) get probability 0. On CUDA: float16 (or bfloat16) autocast, channels-last,
+larger batches, and an out-of-memory error halves the batch and retries.
+
+Memory: besides the CT itself, the probability volume (float16, 2 bytes/voxel), the mask
+(1 byte/voxel) and, while grouping candidates, a uint16 label array over the mask's bounding
+box; model inputs are made one batch at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from src_train.anatomy import body_box
+from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
+from src_train.ct import CtVolume
+from src_train.devices import cpu_has_native_bf16, resolve_device
+from src_train.errors import ConfigError
+from src_train.infer.candidates import CandidateConfig, CandidateNodule, group_candidates
+from src_train.infer.tuner import CPU_BATCH_SIZES, CUDA_BATCH_SIZES, TunerCache
+from src_train.model import unwrap_model
+from src_train.options import option
+from src_train.progress import Progress, ShouldStop, run_steps
+
+log = logging.getLogger(__name__)
+
+#: Probability at or above which a voxel is in the mask.
+DEFAULT_THRESHOLD = 0.5
+
+#: Pixels kept around the body box; must exceed the network's receptive-field radius
+#: (about 26 px for the depth-3 U-Net), so cropping does not change any value inside the box.
+BODY_MARGIN_PX = 32
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How to run a model over a series (every field is a ``lunaseg infer`` option).
+
+    Attributes:
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:N"``.
+        batch_size: slices per forward pass; None = the fastest measured.
+        threshold: probability at or above which a voxel is in the mask.
+        precision: ``"auto"`` (bf16 on a CPU that supports it natively, fp16/bf16 on CUDA),
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
+        channels_last: memory format; None = the fastest measured.
+        num_threads: CPU threads for the model; None = the fastest of the current setting and
+            one (measured). The process's setting is restored afterwards.
+        crop_to_body: run the model only on the in-plane box around the body.
+        candidates: post-processing of the mask into candidates.
+    """
+
+    device: str = option("auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    batch_size: int | None = option(None, help="slices per pass (default: fastest measured)")
+    threshold: float = option(DEFAULT_THRESHOLD, help="probability threshold of the mask")
+    precision: str = option(
+        "auto",
+        help="autocast dtype: auto = bf16 on CPUs with native bf16, fp16/bf16 on CUDA",
+        choices=PRECISIONS,
+    )
+    channels_last: bool | None = option(None, help="memory format", cli=False)
+    num_threads: int | None = option(None, help="CPU threads for the model", cli=False)
+    crop_to_body: bool = option(
+        True,
+        help="run on whole slices instead of the box around the body",
+        flag="--no-crop",
+    )
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(
+                f"The probability threshold must lie in (0, 1); got {self.threshold}."
+            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"Unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}."
+            )
+
+
+@dataclass(frozen=True)
+class InferenceProgress:
+    """One step of :func:`iter_inference`: ``done`` of ``total`` slices, and a line to show."""
+
+    done: int
+    total: int
+    message: str
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a run executed (chosen by measurement unless fixed by the caller).
+
+    Attributes:
+        device: ``"cpu"``, ``"cuda:0"``, ...
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast dtype).
+        threads: CPU threads the model ran with.
+        channels_last: the memory format of inputs and weights.
+        batch_size: slices per forward pass.
+        crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends).
+        tuned: whether this run measured configurations (threads, format, batch size).
+    """
+
+    device: str
+    precision: str
+    threads: int
+    channels_last: bool
+    batch_size: int
+    crop_irc: tuple[int, int, int, int]
+    tuned: bool = False
+
+    def describe(self) -> str:
+        """One line for logs and the CLI."""
+        fmt = "channels-last" if self.channels_last else "NCHW"
+        r0, r1, c0, c1 = self.crop_irc
+        return (
+            f"{self.device} {self.precision} {self.threads} thread(s) {fmt} "
+            f"batch {self.batch_size}, "
+            f"in-plane box rows {r0}:{r1} cols {c0}:{c1}"
+        )
+
+
+@dataclass
+class InferenceResult:
+    """Output of :func:`run_inference`, in the CT's geometry.
+
+    Attributes:
+        prob: nodule probability, float16 ``(index, row, col)``.
+        mask: ``prob >= threshold``, bool ``(index, row, col)``.
+        candidates: connected components of ``mask``, most probable first.
+        seconds: wall time of the whole run (model passes and grouping).
+        threshold: the probability threshold of ``mask``.
+        settings: how the model was run.
+        model_seconds: wall time of the model passes alone.
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+    candidates: list[CandidateNodule]
+    seconds: float
+    threshold: float = DEFAULT_THRESHOLD
+    settings: InferenceSettings | None = None
+    model_seconds: float = 0.0
+
+    @property
+    def slices_per_second(self) -> float:
+        """Slices processed per second of model time."""
+        return self.prob.shape[0] / self.model_seconds if self.model_seconds > 0 else math.nan
+
+
+def _fold_batch_norms(model: nn.Module) -> int:
+    """Fold every ``Conv2d`` directly followed by ``BatchNorm2d`` (in a Sequential) in place.
+
+    The model must be in eval mode. Returns the number of folded pairs.
+    """
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def _model_facts(model: nn.Module) -> tuple[int, int, int]:
+    """``(context slices, in-plane size multiple, depth)`` of a LunaSeg model (defaults else)."""
+    config = getattr(unwrap_model(model), "config", None)
+    context = int(getattr(config, "context_slices", DEFAULT_CONTEXT_SLICES))
+    depth = int(getattr(config, "depth", 3))
+    multiple = int(getattr(config, "size_multiple", 2 ** max(depth - 1, 0)))
+    return context, max(multiple, 1), depth
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        if device.type == "cpu" and precision == "fp16":
+            raise ConfigError("fp16 autocast is for CUDA; use bf16 or fp32 on the CPU.")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def iter_inference(
+    ct: CtVolume,
+    model: nn.Module,
+    options: InferenceOptions | None = None,
+    *,
+    tuners: TunerCache | None = None,
+) -> Generator[InferenceProgress, None, InferenceResult]:
+    """Segment every slice of ``ct`` with ``model``; yield progress, return the result.
+
+    Args:
+        ct: the series (HU, ``(index, row, col)``); not modified.
+        model: a LunaSeg segmentation model returning logits ``(N, 1, H, W)``; it is not
+            modified (a private copy with batch norms folded runs).
+        options: how to run (device, precision, batch size, threshold, candidates...).
+        tuners: the caller's tuner cache; series of similar slice area then share the measured
+            choice of threads, memory format and batch size. None: measure on this series.
+
+    Yields an :class:`InferenceProgress` before the first batch and after each one; stopping
+    the iteration (``close()``) ends the work at that point and restores the thread setting.
+    Returns an :class:`InferenceResult` (probability float16, mask bool, candidates).
+    """
+    opts = options or InferenceOptions()
+    start = time.perf_counter()
+    dev = resolve_device(opts.device)
+    prec = _resolve_precision(opts.precision, dev)
+    context, multiple, _depth = _model_facts(model)
+    hu = ct.hu
+    n_z, n_rows, n_cols = hu.shape
+    if opts.crop_to_body:
+        r0, r1, c0, c1 = body_box(hu, multiple, BODY_MARGIN_PX)
+    else:
+        r0, r1, c0, c1 = 0, n_rows, 0, n_cols
+    rows, cols = slice(r0, r1), slice(c0, c1)
+
+    runner = copy.deepcopy(unwrap_model(model)).to(dev).eval()
+    _fold_batch_norms(runner)
+    original_threads = torch.get_num_threads()
+    if opts.num_threads is not None:
+        threads = [opts.num_threads]
+    elif dev.type == "cpu" and original_threads > 1:
+        threads = [original_threads, 1]
+    else:
+        threads = [original_threads]
+    formats = [opts.channels_last] if opts.channels_last is not None else [True, False]
+    if opts.batch_size is not None:
+        sizes = [opts.batch_size]
+    else:
+        sizes = list(CUDA_BATCH_SIZES if dev.type == "cuda" else CPU_BATCH_SIZES)
+    # Slices of similar area (within a factor of 2) share a choice: series differ by a few rows.
+    area_class = round(math.log2((r1 - r0) * (c1 - c0)))
+    key = (str(dev), prec, area_class, context, type(runner).__name__, *threads, *formats, *sizes)
+    cache = tuners if tuners is not None else TunerCache()
+    tuner = cache.get(key, threads, formats, sizes)
+    measuring = not tuner.done
+    autocast_dtype = _AUTOCAST_DTYPES.get(prec)
+
+    prob = np.zeros(hu.shape, dtype=np.float16)
+    mask = np.zeros(hu.shape, dtype=bool)
+    thr16 = np.float16(opts.threshold)
+    model_seconds = 0.0
+    current_format: bool | None = None
+    done = 0
+    try:
+        yield InferenceProgress(0, n_z, f"{ct.series_uid}: {n_z} slices")
+        while done < n_z:
+            n_threads, fmt, size = tuner.propose()
+            if n_threads != torch.get_num_threads():
+                torch.set_num_threads(n_threads)
+            if fmt != current_format:
+                runner = runner.to(  # type: ignore[call-overload]
+                    memory_format=torch.channels_last if fmt else torch.contiguous_format
+                )
+                current_format = fmt
+            n = min(size, n_z - done)
+            batch = torch.from_numpy(
+                context_stack(hu, np.arange(done, done + n), context, rows, cols)
+            )
+            t0 = time.perf_counter()
+            try:
+                probs = _forward(runner, batch, dev, fmt, autocast_dtype)
+            except torch.cuda.OutOfMemoryError as exc:
+                if size == 1:
+                    raise ConfigError(
+                        f"Out of memory on {dev} even with one slice per batch ({ct.series_uid}); "
+                        "run on the CPU (--device cpu)."
+                    ) from exc
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning(
+                    "out of memory at batch %d on %s; retrying with %d", size, dev, size // 2
+                )
+                tuner.cap(size // 2)
+                continue
+            seconds = time.perf_counter() - t0
+            model_seconds += seconds
+            tuner.report((n_threads, fmt, size), n, seconds)
+            prob[done : done + n, rows, cols] = probs
+            mask[done : done + n, rows, cols] = probs >= thr16
+            done += n
+            yield InferenceProgress(done, n_z, f"{ct.series_uid}: slice {done}/{n_z}")
+    finally:
+        torch.set_num_threads(original_threads)
+
+    final_threads, final_format, final_size = tuner.propose()
+    if measuring and tuner.done:
+        log.info(
+            "tuned %s: %s (seconds/slice %s)",
+            key[:5],
+            tuner.best,
+            {k: round(v, 4) for k, v in tuner.timings().items()},
+        )
+    settings = InferenceSettings(
+        device=str(dev),
+        precision=prec,
+        threads=final_threads,
+        channels_last=bool(final_format),
+        batch_size=int(final_size),
+        crop_irc=(r0, r1, c0, c1),
+        tuned=measuring,
+    )
+    found = group_candidates(prob, mask, ct.geometry, ct.series_uid, opts.candidates, hu=hu)
+    total = time.perf_counter() - start
+    log.info(
+        "%s: %d slices in %.1f s (model %.1f s, %.1f slices/s; %s), %d candidates",
+        ct.series_uid,
+        n_z,
+        total,
+        model_seconds,
+        n_z / model_seconds if model_seconds else math.nan,
+        settings.describe(),
+        len(found),
+    )
+    return InferenceResult(
+        prob=prob,
+        mask=mask,
+        candidates=found,
+        seconds=total,
+        threshold=float(opts.threshold),
+        settings=settings,
+        model_seconds=model_seconds,
+    )
+
+
+def run_inference(
+    ct: CtVolume,
+    model: nn.Module,
+    options: InferenceOptions | None = None,
+    *,
+    tuners: TunerCache | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    **overrides: Any,
+) -> InferenceResult:
+    """:func:`iter_inference` driven to its end.
+
+    ``progress(slices_done, n_slices, message)`` is called after each batch; ``should_stop()``
+    is polled between batches and, when True, raises :class:`CancelledError`. ``overrides`` set
+    single :class:`InferenceOptions` fields (``device="cpu"``, ``batch_size=4``...).
+    """
+    opts = dataclasses.replace(options or InferenceOptions(), **overrides)
+    return run_steps(
+        iter_inference(ct, model, opts, tuners=tuners),
+        progress,
+        should_stop,
+        f"Inference on {ct.series_uid}",
+        "slices",
+    )
+
+
+def _forward(
+    runner: nn.Module,
+    batch: torch.Tensor,
+    device: torch.device,
+    channels_last: bool,
+    autocast_dtype: torch.dtype | None,
+) -> np.ndarray:
+    """Probabilities float16 ``(N, H, W)`` for one batch of context stacks ``(N, C, H, W)``."""
+    x = batch.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device_type=device.type,
+            dtype=autocast_dtype or torch.float32,
+            enabled=autocast_dtype is not None,
+        ),
+    ):
+        logits = runner(x)
+    return torch.sigmoid(logits[:, 0].float()).to(torch.float16).cpu().numpy()

@@ -1,0 +1,145 @@
+"""Masks for a whole data folder: ``<uid>_mask.mhd`` volumes and the per-nodule table."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src_train.atomic import write_csv_atomic
+from src_train.ct import CtVolume, save_volume
+from src_train.errors import OutputExistsError, SeriesNotFoundError
+from src_train.luna import TRUTH_DIR, LunaFolder
+from src_train.masks.build import NoduleMask, OutsidePolicy, build_masks
+from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold
+from src_train.masks.registry import REFERENCE_METHOD, method_info
+from src_train.progress import Progress, ShouldStop, check_stop, emit
+
+log = logging.getLogger(__name__)
+
+#: Name of the per-nodule table written beside the masks.
+MASK_TABLE = "nodules.csv"
+
+#: Ending of a written mask's file name: ``<seriesuid>_mask.mhd``.
+MASK_SUFFIX = "_mask.mhd"
+
+
+def mask_file_name(series_uid: str) -> str:
+    """File name of a series' mask in a :func:`write_masks` folder: ``<seriesuid>_mask.mhd``."""
+    return f"{series_uid}{MASK_SUFFIX}"
+
+
+#: Its columns (also written when there is no nodule at all).
+_EMPTY_ROW_COLUMNS = (
+    "seriesuid",
+    "coordX",
+    "coordY",
+    "coordZ",
+    "diameter_mm",
+    "method",
+    "threshold_hu",
+    "center_irc",
+    "radius_irc",
+    "box_lo_irc",
+    "box_hi_irc",
+    "voxel_count",
+    "skipped",
+    "notes",
+)
+
+
+def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
+    """:class:`OutputExistsError` when ``out`` is (inside) a folder of the data set itself.
+
+    Written into a ``subset*`` folder, masks (``<uid>_mask.mhd``) would be found as series; into
+    ``truth/`` the table ``nodules.csv`` would replace the true shapes' table, with or without
+    ``overwrite``.
+    """
+    target = out.resolve()
+    protected = {folder.series_path(uid).parent.resolve() for uid in folder.series_uids}
+    protected.add((folder.root / TRUTH_DIR).resolve())
+    if any(target == p or p in target.parents for p in protected):
+        raise OutputExistsError(
+            f"{out} is (inside) a folder of the data set's own series or true shapes; masks "
+            "written there would replace them or be found as series. Choose another folder "
+            f"(default: {folder.root / 'masks'})."
+        )
+
+
+def write_masks(
+    folder: LunaFolder,
+    out_dir: str | os.PathLike[str],
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    method: str = REFERENCE_METHOD,
+    *,
+    overwrite: bool = False,
+    on_outside: OutsidePolicy = "raise",
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    series: Sequence[str] | None = None,
+    on_series: Callable[[CtVolume, list[NoduleMask]], None] | None = None,
+    **params: Any,
+) -> list[NoduleMask]:
+    """Write a mask :func:`mask_file_name` (``<uid>_mask.mhd``: uint8, 1 = nodule, compressed,
+    the CT's geometry) for every series on disk, or only for the UIDs in ``series``.
+
+    Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
+    (center in mm and IRC, diameter, method, radii, box, voxel count, notes) is written last.
+    A UID of ``series`` that is not on disk raises :class:`SeriesNotFoundError`, and existing
+    outputs :class:`OutputExistsError` unless ``overwrite``, both before any work; a folder of
+    the data set itself (``subset*/``, ``truth/``) is always refused. ``on_series(ct,
+    records)`` is called after each series is written (e.g. to score it with
+    :func:`score_against_truth` while the CT is in memory). Stops between series when
+    ``should_stop()`` is true (:class:`CancelledError`; masks written so far are kept).
+    """
+    out = Path(out_dir)
+    method_info(method)
+    check_threshold(threshold_hu)
+    uids = folder.series_uids
+    if series is not None:
+        wanted, on_disk = list(dict.fromkeys(series)), set(uids)
+        unknown = [u for u in wanted if u not in on_disk]
+        if unknown:
+            raise SeriesNotFoundError(
+                f"Series {', '.join(unknown)} not found under {folder.root}/subset*/ "
+                f"({len(uids)} series there); give the UIDs of series on disk (their file "
+                "names without .mhd)."
+            )
+        uids = wanted
+    _refuse_data_folder(folder, out)
+    table = out / MASK_TABLE
+    if not overwrite:
+        targets = [table, *(out / mask_file_name(u) for u in uids)]
+        existing = [p for p in targets if p.exists()]
+        if existing:
+            raise OutputExistsError(
+                f"{existing[0]} already exists ({len(existing)} output file(s) in {out}); "
+                "choose another folder or ask to overwrite (--overwrite)."
+            )
+    records: list[NoduleMask] = []
+    for done, uid in enumerate(uids):
+        check_stop(should_stop, "Writing masks")
+        emit(progress, done, len(uids), f"masking {uid}")
+        ct = folder.load(uid)
+        mask, recs = build_masks(
+            ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
+        )
+        save_volume(
+            mask.astype(np.uint8),
+            ct.geometry,
+            out / mask_file_name(uid),
+            compress=True,
+            overwrite=True,
+        )
+        records.extend(recs)
+        log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
+        if on_series is not None:
+            on_series(ct, recs)
+    rows = [r.to_row() for r in records]
+    write_csv_atomic(table, rows, list(rows[0]) if rows else list(_EMPTY_ROW_COLUMNS))
+    emit(progress, len(uids), len(uids), "masks written")
+    return records

@@ -1,0 +1,111 @@
+"""Voxel metrics and the TP/FN/FP colour code, in one place.
+
+Every comparison of a predicted mask with a ground-truth mask goes through here: the Dice the
+mask report and Mask QA show, the voxel precision/recall ``lunaseg infer`` prints, the error
+volume (1 TP, 2 FN, 3 FP; see :mod:`src_train.colors`) the viewer colours, and the RGB overlay
+TensorBoard and the reports draw. Arrays may have any shape, as long as both inputs share it
+(volumes are ``(index, row, col)``, slices ``(row, col)``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from src_train.colors import (
+    ERROR_BACKGROUND,
+    ERROR_COLORS_RGB,
+    ERROR_FN,
+    ERROR_FP,
+    ERROR_TP,
+    LUNG_WINDOW_HU,
+)
+from src_train.errors import GeometryError
+
+#: Opacity of the TP/FN/FP colours over the grey image in :func:`error_overlay_rgb`.
+OVERLAY_ALPHA = 0.6
+
+#: Error code of each ``(truth, prediction)`` pair, indexed by ``2 * truth + prediction``.
+_ERROR_LUT = np.array([ERROR_BACKGROUND, ERROR_FP, ERROR_FN, ERROR_TP], dtype=np.uint8)
+
+
+def check_same_shape(pred: np.ndarray, truth: np.ndarray) -> None:
+    """:class:`GeometryError` unless the prediction and the ground truth share a shape."""
+    if np.shape(pred) != np.shape(truth):
+        raise GeometryError(
+            f"Prediction {np.shape(pred)} and ground truth {np.shape(truth)} differ in shape; "
+            "they must come from the same series."
+        )
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice ``2|a & b| / (|a| + |b|)`` of two bool arrays of one shape; 1.0 when both are empty."""
+    check_same_shape(a, b)
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def voxel_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Voxel counts and scores of ``pred`` against ``truth`` (bool arrays, same shape).
+
+    Returns ``tp``, ``fn``, ``fp`` (voxel counts) and ``precision``, ``recall``, ``dice``
+    (NaN where the denominator is zero, e.g. recall without truth voxels; unlike :func:`dice`,
+    which calls two empty masks a perfect match, a run with nothing to find has no recall).
+    """
+    check_same_shape(pred, truth)
+    p = np.asarray(pred, dtype=bool)
+    t = np.asarray(truth, dtype=bool)
+    tp = int(np.count_nonzero(p & t))
+    n_pred = int(np.count_nonzero(p))
+    n_true = int(np.count_nonzero(t))
+
+    def ratio(num: int, den: int) -> float:
+        return num / den if den else math.nan
+
+    return {
+        "tp": float(tp),
+        "fn": float(n_true - tp),
+        "fp": float(n_pred - tp),
+        "precision": ratio(tp, n_pred),
+        "recall": ratio(tp, n_true),
+        "dice": ratio(2 * tp, n_pred + n_true),
+    }
+
+
+def error_volume(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Label array of prediction errors, the inputs' shape, uint8.
+
+    Values: :data:`~src_train.colors.ERROR_TP` (1) where both are set, ``ERROR_FN`` (2) where
+    only ``truth`` is, ``ERROR_FP`` (3) where only ``pred`` is, 0 elsewhere.
+    """
+    check_same_shape(pred, truth)
+    code = np.left_shift(np.asarray(truth, dtype=bool).view(np.uint8), 1)
+    code |= np.asarray(pred, dtype=bool).view(np.uint8)
+    return _ERROR_LUT[code]
+
+
+def window_to_grey(hu: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_HU) -> np.ndarray:
+    """HU to float32 grey levels in ``[0, 1]`` through a display window ``(low, high)`` HU."""
+    low, high = window_hu
+    return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def error_overlay_rgb(
+    grey: np.ndarray, pred: np.ndarray, truth: np.ndarray, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
+    """A grey image ``(row, col)`` in ``[0, 1]`` as uint8 RGB ``(row, col, 3)`` with true
+    positives green, false negatives orange and false positives red (``colors``) blended in at
+    ``alpha``. Use :func:`window_to_grey` for a CT slice in HU."""
+    check_same_shape(pred, truth)
+    rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None] * 255.0, 3, axis=-1)
+    codes = error_volume(pred, truth)
+    for code in (ERROR_TP, ERROR_FN, ERROR_FP):
+        where = codes == code
+        colour = np.asarray(ERROR_COLORS_RGB[code], dtype=np.float32)
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
+    return np.rint(rgb).astype(np.uint8)

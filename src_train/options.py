@@ -1,0 +1,174 @@
+"""Options from one source: a dataclass field is the option, and the command line is made from it.
+
+A field declared with :func:`option` carries its help text (and optionally its choices, flag
+name and metavar); :func:`add_options` turns every such field of a dataclass into an argparse
+argument with the field's type and default, and :func:`options_from_args` builds the dataclass
+back from the parsed namespace. Adding an option to a command is then one field. Fields whose
+type is itself a dataclass are expanded in place (their options appear flat on the command line).
+
+Rules: ``bool`` fields become flags (``--name`` when the default is False, ``--no-name`` when it
+is True); ``X | None`` fields take an ``X``; ``tuple[X, ...]`` fields take one or more values.
+Options the user does not give keep the dataclass default (argparse never fills them in), so the
+dataclass stays the only place a default is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: Key of this module's entry in ``dataclasses.field(metadata=...)``.
+_META = "lunaseg_option"
+
+ChoicesSpec = Sequence[Any] | Callable[[], Sequence[Any]]
+
+#: How ``--help`` names a value of each type when the field gives no metavar.
+_METAVARS: dict[Any, str] = {int: "N", float: "NUM"}
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    flag: str | None = None,
+    choices: ChoicesSpec | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field that is also a command-line option.
+
+    Args:
+        default, default_factory: as :func:`dataclasses.field`.
+        help: one line for ``--help`` (the default is appended automatically).
+        flag: the option's name (default ``--field-name``, or ``--no-field-name`` for a bool
+            that defaults to True).
+        choices: allowed values, or a callable returning them (a registry read at parse time).
+        metavar: the value's name in ``--help``.
+        cli: False keeps the field off the command line (set in code only).
+    """
+    meta = {_META: {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli}}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, else ``(tp, False)``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _dest(prefix: str, name: str) -> str:
+    return f"{prefix}{name}"
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    skip: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    prefix: str = "",
+) -> None:
+    """Add an argument to ``parser`` for every :func:`option` field of dataclass ``cls``.
+
+    ``skip`` names fields to leave out (e.g. one the command takes as a positional argument);
+    ``only`` keeps just the named fields (a command that shares some of another's options).
+    Nested dataclass fields are expanded; their destinations are ``"outer.inner"``.
+    """
+    for f, tp in _fields(cls):
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
+        inner, _optional = _unwrap_optional(tp)
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            add_options(parser, inner, skip=skip, prefix=f"{prefix}{f.name}.")
+            continue
+        meta = f.metadata.get(_META)
+        if meta is None or not meta["cli"]:
+            continue
+        default = _default_of(f)
+        kwargs: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": argparse.SUPPRESS}
+        dashed = f.name.replace("_", "-")
+        shown = "" if default is dataclasses.MISSING or default is None else default
+        help_text = meta["help"]
+        if inner is bool:
+            flag = meta["flag"] or (f"--no-{dashed}" if default else f"--{dashed}")
+            kwargs["action"] = "store_false" if default else "store_true"
+        else:
+            flag = meta["flag"] or f"--{dashed}"
+            if typing.get_origin(inner) is tuple:
+                kwargs["nargs"] = "+"
+                kwargs["type"] = typing.get_args(inner)[0]
+            else:
+                kwargs["type"] = inner
+            if shown != "":
+                help_text += f" (default: {shown})"
+            choices = meta["choices"]
+            if choices is not None:
+                kwargs["choices"] = list(choices() if callable(choices) else choices)
+            if meta["metavar"]:
+                kwargs["metavar"] = meta["metavar"]
+            elif "choices" not in kwargs:
+                kwargs["metavar"] = _METAVARS.get(kwargs["type"], dashed.upper())
+        kwargs["help"] = help_text
+        parser.add_argument(flag, **kwargs)
+
+
+def options_from_args(cls: type, args: argparse.Namespace | dict[str, Any], **given: Any) -> Any:
+    """Build dataclass ``cls`` from a namespace filled by :func:`add_options`.
+
+    Options absent from ``args`` keep their defaults; ``given`` sets fields directly (it wins
+    over ``args``). Tuples arrive as lists from argparse and are converted back.
+    """
+    values = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    return _build(cls, values, "", given)
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, given: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f, tp in _fields(cls):
+        inner, _optional = _unwrap_optional(tp)
+        if f.name in given and not prefix:
+            kwargs[f.name] = given[f.name]
+            continue
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            nested_prefix = f"{prefix}{f.name}."
+            if any(k.startswith(nested_prefix) for k in values):
+                kwargs[f.name] = _build(inner, values, nested_prefix, {})
+            continue
+        key = _dest(prefix, f.name)
+        if key in values:
+            value = values[key]
+            if typing.get_origin(inner) is tuple and isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def option_help(cls: type) -> dict[str, str]:
+    """Field name -> help text of every :func:`option` field (for docs and widgets' tooltips)."""
+    return {
+        f.name: f.metadata[_META]["help"] for f in dataclasses.fields(cls) if _META in f.metadata
+    }

@@ -1,0 +1,180 @@
+"""TrainConfig: every option of a training run, in one place.
+
+Each field is a ``lunaseg train`` option (the command line is generated from these fields, see
+:mod:`src_train.options`), is saved in the run's ``config.json`` and in every checkpoint.
+Defaults of other modules' settings (crop sizes, model shape, loss weights) are read from those
+modules, so each default is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from src_train import DEFAULT_DATA_DIR
+from src_train.augment import AUGMENTATIONS, AugmentConfig
+from src_train.context import DEFAULT_CONTEXT_SLICES
+from src_train.data import SampleConfig
+from src_train.errors import ConfigError
+from src_train.losses import LOSSES, LossConfig
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
+from src_train.model import ARCHITECTURES, ModelConfig
+from src_train.options import option
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+ON_OFF_AUTO = ("auto", "on", "off")
+
+#: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
+MIN_VAL_STRIDE = 2
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (see each field's help for its meaning and unit)."""
+
+    # -- data ----------------------------------------------------------------------------------
+    data_dir: str = option(DEFAULT_DATA_DIR, help="LUNA16-layout folder", cli=False)
+    run_dir: str = option("runs/unet", help="run folder", metavar="DIR")
+    cache_dir: str | None = option(
+        None, help="cache folder (default: DATA_DIR/cache)", metavar="DIR"
+    )
+    threshold_hu: float = option(
+        DEFAULT_THRESHOLD_HU, help="mask density threshold in HU", metavar="HU"
+    )
+    mask_method: str = option(
+        REFERENCE_METHOD, help="how masks are made from points", choices=available_methods
+    )
+    crop_size: int = option(SampleConfig.crop_size, help="training crop side, pixels")
+    window_size: int = option(
+        SampleConfig.window_size, help="window around a nodule the crop is taken from, pixels"
+    )
+    context_slices: int = option(
+        DEFAULT_CONTEXT_SLICES, help="neighbouring slices each side (channels 2N+1)"
+    )
+    val_stride: int = option(10, help="every N-th series is held out for validation")
+    # -- schedule ------------------------------------------------------------------------------
+    epochs: int = option(10, help="last epoch to train")
+    epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
+    batch_size: int = option(16, help="training batch size per process")
+    val_batch_size: int = option(4, help="validation slices per batch")
+    val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
+    num_workers: int = option(
+        2, help="data-loader worker processes (0 = in the main process)", flag="--workers"
+    )
+    progress_every: int = option(1, help="batch progress every N batches")
+    # -- model and optimisation ----------------------------------------------------------------
+    model: str = option("unet", help="architecture", choices=ARCHITECTURES)
+    depth: int = option(ModelConfig.depth, help="resolution levels of the model")
+    filters: int = option(ModelConfig.filters, help="filters at the top level (doubling per level)")
+    loss: str = option(
+        LOSSES[0],
+        help="dice-fn = soft Dice + FN-WEIGHT x false-negative Dice (the SPEC's)",
+        choices=LOSSES,
+    )
+    fn_weight: float = option(
+        LossConfig.fn_weight, help="weight of the false-negative Dice in dice-fn"
+    )
+    focal_gamma: float = option(LossConfig.focal_gamma, help="focusing exponent of the focal loss")
+    lr: float = option(1e-3, help="Adam learning rate")
+    augment: str = option(
+        ",".join(AUGMENTATIONS),
+        help=f"comma list of {','.join(AUGMENTATIONS)}; 'all' or 'none'",
+        metavar="LIST",
+    )
+    seed: int = option(0, help="random seed")
+    # -- device --------------------------------------------------------------------------------
+    device: str = option("auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    threads: int = option(0, help="CPU threads for torch (0 = torch's default)")
+    amp: str = option(
+        "auto",
+        help="mixed precision (auto: bf16/fp16 on GPUs; bf16 on CPUs with native bf16)",
+        choices=AMP_MODES,
+    )
+    channels_last: str = option(
+        "auto",
+        help="channels_last memory format (auto: on GPUs, and on CPUs with bf16)",
+        choices=ON_OFF_AUTO,
+    )
+    # -- run folder ----------------------------------------------------------------------------
+    resume: bool = option(False, help="continue from RUN_DIR/checkpoint_latest.pt")
+    overwrite: bool = option(False, help="start over in a run folder that holds a run")
+    tensorboard: bool = option(True, help="do not write TensorBoard logs", flag="--no-tensorboard")
+    tb_images: int = option(4, help="validation slices drawn to TensorBoard per validation")
+
+    def __post_init__(self) -> None:
+        positive = (
+            "epochs",
+            "epoch_samples",
+            "batch_size",
+            "val_batch_size",
+            "val_every",
+            "progress_every",
+            "crop_size",
+            "window_size",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
+        if min(self.num_workers, self.context_slices, self.tb_images, self.threads, self.seed) < 0:
+            raise ConfigError(
+                "num_workers, context_slices, tb_images, threads and seed must not be negative."
+            )
+        if self.val_stride < MIN_VAL_STRIDE:
+            raise ConfigError(
+                f"val_stride must be at least {MIN_VAL_STRIDE} (every n-th series validates, the "
+                f"others train); got {self.val_stride}."
+            )
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}.")
+        if self.channels_last not in ON_OFF_AUTO:
+            raise ConfigError(
+                f"channels_last must be one of {', '.join(ON_OFF_AUTO)}; "
+                f"got {self.channels_last!r}."
+            )
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "resume (continue the run) and overwrite (start it over) contradict each other; "
+                "choose one."
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
+        # Validate the parts other modules own now, not after the cache is built.
+        self.model_config()
+        self.loss_config()
+        self.augment_config()
+        self.sample_config()
+
+    def model_config(self) -> ModelConfig:
+        """The model these options describe."""
+        return ModelConfig(
+            arch=self.model,
+            in_channels=2 * self.context_slices + 1,
+            depth=self.depth,
+            filters=self.filters,
+        )
+
+    def loss_config(self) -> LossConfig:
+        """The loss these options describe."""
+        return LossConfig(name=self.loss, fn_weight=self.fn_weight, focal_gamma=self.focal_gamma)
+
+    def augment_config(self) -> AugmentConfig:
+        """The augmentation these options describe."""
+        return AugmentConfig.from_names(self.augment)
+
+    def sample_config(self) -> SampleConfig:
+        """Crop shapes."""
+        return SampleConfig(self.crop_size, self.window_size, self.context_slices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"Unknown training option(s) {unknown}.")
+        return cls(**data)

@@ -1,0 +1,227 @@
+"""Whole runs (infer_to_folder, lunaseg infer/eval): every output, scores, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from models import as_if_saved_on_a_gpu, checkpoint_file, chest, run_options
+
+from src_train.cli import main
+from src_train.ct import load_ct, save_volume
+from src_train.errors import CancelledError, OutputExistsError
+from src_train.evaluate import evaluate_froc, read_series_list, read_submission
+from src_train.infer import (
+    DEMO_CHECKPOINT,
+    InferPlan,
+    SeriesReport,
+    infer_to_folder,
+    run_inference,
+)
+from src_train.luna import LunaFolder
+from src_train.model import ModelConfig
+
+
+def test_cli_infer_then_eval_on_a_luna_folder(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = checkpoint_file(tmp_path)
+    gpu_ckpt = tmp_path / "gpu.pt"
+    as_if_saved_on_a_gpu(ckpt, gpu_ckpt)
+    with pytest.raises(RuntimeError):  # proves the relabelling: a plain load needs CUDA
+        torch.load(gpu_ckpt, weights_only=True)
+    out = tmp_path / "out"
+    args = ["infer", str(tiny_synth_dir), "--out", str(out), "--limit", "2"]
+    assert main([*args, "--checkpoint", str(gpu_ckpt), "--device", "cpu"]) == 0
+    uids = LunaFolder(tiny_synth_dir).series_uids[:2]
+    for uid in uids:
+        pred = load_ct(out / f"{uid}_pred.mhd")
+        prob = load_ct(out / f"{uid}_prob.mhd")
+        err = load_ct(out / f"{uid}_error.mhd")
+        ct = load_ct(LunaFolder(tiny_synth_dir).series_path(uid))
+        assert pred.geometry == ct.geometry == prob.geometry == err.geometry
+        assert set(np.unique(pred.hu)) <= {0, 1} and set(np.unique(err.hu)) <= {0, 1, 2, 3}
+        assert ((prob.hu >= 128) == (pred.hu == 1)).mean() > 0.999
+    assert (out / "seriesuids.csv").read_text().split() == uids
+    marks = read_submission(out / "candidates.csv")
+    assert {m.series_uid for m in marks} <= set(uids)
+    printed = capsys.readouterr().out
+    assert "nodule recall" in printed and "CPM" in printed
+
+    # Nothing is overwritten silently.
+    before = (out / "candidates.csv").read_bytes()
+    assert main([*args, "--checkpoint", str(ckpt)]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert (out / "candidates.csv").read_bytes() == before
+
+    ann = str(tiny_synth_dir / "annotations.csv")
+    assert main(["eval", "--annotations", ann, "--candidates", str(out / "candidates.csv")]) == 0
+    report = capsys.readouterr().out
+    assert "seriesuids.csv" in report and "CPM" in report and "2 scans" in report
+    assert (out / "froc.csv").is_file() and (out / "froc.png").is_file()
+    assert main(["eval", "--annotations", ann, "--candidates", str(out / "candidates.csv")]) == 2
+
+
+def test_cli_infer_single_series_and_bad_input(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = checkpoint_file(tmp_path)
+    folder = LunaFolder(tiny_synth_dir)
+    uid = folder.series_uids[0]
+    ct = load_ct(folder.series_path(uid))
+    nifti = save_volume(ct.hu, ct.geometry, tmp_path / "scan.nii.gz")
+    out = tmp_path / "single"
+    assert main(["infer", str(nifti), "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    assert (out / "scan_pred.mhd").is_file() and not (out / "scan_error.mhd").exists()
+    capsys.readouterr()
+
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, foreign)
+    cases = [
+        (["--checkpoint", str(bad)], "notes.pt"),
+        (["--checkpoint", str(foreign)], "not a LunaSeg checkpoint"),
+        (["--checkpoint", str(ckpt), "--series", "1.2.3.nope"], "1.2.3.nope"),
+        (["--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
+    ]
+    for extra, needle in cases:
+        rc = main(["infer", str(tiny_synth_dir), "--out", str(tmp_path / "x"), *extra])
+        assert rc == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x" / "candidates.csv").exists()
+
+
+def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
+    tiny_synth_dir: Path, tmp_path: Path
+) -> None:
+    folder = LunaFolder(tiny_synth_dir)
+    uids = folder.series_uids[:2]
+    out = tmp_path / "out"
+    events: list[InferPlan | SeriesReport] = []
+    ticks: list[tuple[int, int]] = []
+    summary = infer_to_folder(
+        tiny_synth_dir,
+        out,
+        run_options(checkpoint=str(DEMO_CHECKPOINT), limit=2),
+        progress=lambda done, total, _msg: ticks.append((done, total)),
+        on_start=events.append,
+        on_series=events.append,
+    )
+    plan = summary.plan
+    assert events == [plan, *summary.series]  # the plan first, then one report per series
+    assert [uid for uid, _ in plan.series] == [r.series_uid for r in summary.series] == uids
+    assert plan.checkpoint == DEMO_CHECKPOINT and plan.model_config == ModelConfig()
+    assert plan.annotations_path == folder.annotations_path
+    for uid, report in zip(uids, summary.series, strict=True):
+        ct = load_ct(folder.series_path(uid))
+        assert report.n_slices == ct.shape_irc[0] and (ct.shape_irc[0], ct.shape_irc[0]) in ticks
+        for path in (report.outputs.prob, report.outputs.pred, report.outputs.error):
+            assert path.parent == out and path.name.startswith(uid)
+            assert load_ct(path).geometry == ct.geometry
+        assert report.voxel_metrics is not None and 0.0 <= report.voxel_metrics["recall"] <= 1.0
+        assert report.describe().startswith(f"{uid}: {ct.shape_irc[0]} slices in ")
+
+    # The summary scores exactly the files it wrote, as 'lunaseg eval' would read them.
+    marks = read_submission(summary.candidates_csv)
+    assert len(marks) == summary.n_candidates == sum(r.n_candidates for r in summary.series)
+    assert read_series_list(plan.series_list) == uids
+    nodules = [n for uid in uids for n in folder.nodules(uid) if n.diameter_mm]
+    froc = evaluate_froc(nodules, marks, series_uids=uids)
+    assert summary.froc is not None and froc.n_nodules == summary.froc.n_nodules > 0
+    assert summary.froc.recall == froc.recall and summary.froc.cpm == pytest.approx(froc.cpm)
+    assert summary.seconds > 0
+
+    # Every output is checked before anything is loaded or written.
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    started: list[InferPlan] = []
+    with pytest.raises(OutputExistsError, match="already exist"):
+        infer_to_folder(
+            tiny_synth_dir, out, run_options(series=tuple(uids[1:])), on_start=started.append
+        )
+    assert not started and {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+    # Without truth: no error volumes, no score; a stop leaves no series list.
+    bare = infer_to_folder(
+        tiny_synth_dir, tmp_path / "bare", run_options(series=tuple(uids[:1]), with_truth=False)
+    )
+    assert bare.froc is None and bare.plan.annotations_path is None
+    assert bare.series[0].voxel_metrics is None and not bare.series[0].outputs.error.exists()
+    stopped = tmp_path / "stopped"
+    with pytest.raises(CancelledError):
+        infer_to_folder(tiny_synth_dir, stopped, run_options(limit=1), should_stop=lambda: True)
+    assert not (stopped / "seriesuids.csv").exists()
+
+
+def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
+    """The demo U-Net on a CPU finds the nodules of small synthetic scans it never saw."""
+    from src_train.evaluate import Candidate
+    from src_train.infer import DEMO_CHECKPOINT
+    from src_train.luna import Nodule
+    from src_train.model import load_model
+    from src_train.synth import SynthConfig, generate_scan
+
+    model, config = load_model(DEMO_CHECKPOINT, device="cpu")
+    assert config == ModelConfig()
+    small = replace(
+        SynthConfig(),
+        inplane_px_range=(256, 256),
+        inplane_px_multiple=1,
+        slices_range=(48, 48),
+        diameter_mm_range=(5.0, 20.0),
+        nodules_per_scan_range=(3, 4),
+    )
+    nodules, marks, uids = [], [], []
+    for seed in (11, 12, 13):
+        scan = generate_scan(f"fresh.{seed}", seed, small)
+        result = run_inference(scan.ct, model, device="cpu")
+        assert len(result.candidates) < 100  # a short list, not thousands
+        uids.append(scan.ct.series_uid)
+        nodules += [Nodule(n.series_uid, n.center_xyz_mm, n.diameter_mm) for n in scan.nodules]
+        marks += [
+            Candidate(c.series_uid, c.center_xyz_mm, c.probability) for c in result.candidates
+        ]
+    froc = evaluate_froc(nodules, marks, series_uids=uids)
+    assert froc.n_nodules >= 9
+    assert froc.recall >= 0.7, froc.summary()
+
+
+def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    ct = chest((9, 48, 48))
+    image = sitk.GetImageFromArray(ct.hu)
+    ct.geometry.apply_to(image)
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for i in range(image.GetDepth()):
+        part = image[:, :, i]
+        position = image.TransformIndexToPhysicalPoint((0, 0, i))
+        part.SetMetaData("0008|0060", "CT")
+        part.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.42")
+        part.SetMetaData("0020|0032", "\\".join(map(str, position)))
+        part.SetMetaData("0020|0013", str(i))
+        writer.SetFileName(str(folder / f"{i:03d}.dcm"))
+        writer.Execute(part)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "infer",
+                str(folder),
+                "--out",
+                str(out),
+                "--checkpoint",
+                str(checkpoint_file(tmp_path)),
+            ]
+        )
+        == 0
+    )
+    pred = load_ct(out / "dicom_pred.mhd")
+    assert pred.shape_irc == ct.shape_irc
+    np.testing.assert_allclose(pred.geometry.origin_xyz_mm, ct.geometry.origin_xyz_mm, atol=1e-3)

@@ -1,0 +1,115 @@
+"""Whole-series inference: values equal a plain pass, progress and cancel, OOM, tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models import chest, random_model, reference_prob
+from torch import nn
+
+from src_train.errors import CancelledError, ConfigError
+from src_train.infer import (
+    TunerCache,
+    run_inference,
+)
+from src_train.infer.runner import BODY_MARGIN_PX
+
+
+# ---------------------------------------------------------------------------------------------
+# run_inference
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(9, 44, 52), (3, 37, 41), (1, 24, 24)])
+def test_shapes_dtypes_and_values_match_a_plain_pass(shape: tuple[int, int, int]) -> None:
+    """Odd sizes (not multiples of 8) and series thinner than 7 slices come back whole."""
+    model = random_model()
+    ct = chest(shape)
+    res = run_inference(ct, model, device="cpu", precision="fp32", crop_to_body=False)
+    assert res.prob.shape == shape and res.prob.dtype == np.float16
+    assert res.mask.shape == shape and res.mask.dtype == bool
+    np.testing.assert_array_equal(res.mask, res.prob >= np.float16(0.5))
+    np.testing.assert_allclose(res.prob, reference_prob(model, ct), atol=2e-3)
+    assert model.training is False and isinstance(model.down[0][1], nn.BatchNorm2d)  # untouched
+
+
+def test_batch_size_and_crop_do_not_change_the_result() -> None:
+    model = random_model(3)
+    ct = chest((7, 192, 224))
+    ref = reference_prob(model, ct)
+    for batch in (1, 3):
+        res = run_inference(ct, model, device="cpu", precision="fp32", batch_size=batch)
+        r0, r1, c0, c1 = res.settings.crop_irc
+        assert (r1 - r0) * (c1 - c0) < ct.hu.shape[1] * ct.hu.shape[2]  # the crop saved work
+        body = np.zeros(ct.hu.shape, dtype=bool)
+        body[
+            :, r0 + BODY_MARGIN_PX : r1 - BODY_MARGIN_PX, c0 + BODY_MARGIN_PX : c1 - BODY_MARGIN_PX
+        ] = True
+        assert (ct.hu[:, ~body[0]] <= -500).all()  # everything dense lies inside
+        np.testing.assert_allclose(res.prob[body], ref[body], atol=2e-3)
+        assert res.settings.batch_size == batch
+
+
+def test_bf16_is_close_to_fp32() -> None:
+    model = random_model(5)
+    ct = chest((5, 48, 48))
+    fp32 = run_inference(ct, model, device="cpu", precision="fp32").prob.astype(np.float32)
+    bf16 = run_inference(ct, model, device="cpu", precision="bf16").prob.astype(np.float32)
+    assert np.abs(fp32 - bf16).mean() < 0.02
+
+
+def test_progress_reaches_the_total_and_cancel_stops() -> None:
+    model = random_model()
+    ct = chest((10, 32, 32))
+    calls: list[tuple[int, int]] = []
+    run_inference(
+        ct, model, device="cpu", batch_size=3, progress=lambda d, t, m: calls.append((d, t))
+    )
+    assert calls == [(0, 10), (3, 10), (6, 10), (9, 10), (10, 10)]  # before the first batch too
+    polls = iter([False, False, True])
+    with pytest.raises(CancelledError, match="after 6 of 10 slices"):
+        run_inference(ct, model, device="cpu", batch_size=3, should_stop=lambda: next(polls))
+
+
+class OomAbove(nn.Module):
+    """Raises an out-of-memory error for batches larger than ``limit`` (as CUDA would)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.inner = random_model()
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_batch() -> None:
+    ct = chest((12, 32, 32))
+    res = run_inference(ct, OomAbove(2), device="cpu", batch_size=8, precision="fp32")
+    assert res.settings.batch_size == 2
+    np.testing.assert_allclose(res.prob, reference_prob(OomAbove(99).inner, ct), atol=2e-3)
+    with pytest.raises(ConfigError, match="even with one slice"):
+        run_inference(ct, OomAbove(0), device="cpu", batch_size=4)
+
+
+def test_bad_options_raise_config_errors() -> None:
+    ct = chest((3, 24, 24))
+    with pytest.raises(ConfigError, match="threshold"):
+        run_inference(ct, random_model(), threshold=1.5)
+    with pytest.raises(ConfigError, match="fp16"):
+        run_inference(ct, random_model(), device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="batch_size"):
+        run_inference(ct, random_model(), batch_size=0)
+
+
+def test_the_measured_choice_is_reused_for_similar_series() -> None:
+    tuners = TunerCache()
+    first = run_inference(chest((40, 40, 40)), random_model(), device="cpu", tuners=tuners)
+    second = run_inference(chest((12, 40, 44)), random_model(), device="cpu", tuners=tuners)
+    assert first.settings.tuned and not second.settings.tuned and len(tuners) == 1
+    assert (first.settings.threads, first.settings.channels_last, first.settings.batch_size) == (
+        second.settings.threads,
+        second.settings.channels_last,
+        second.settings.batch_size,
+    )

@@ -1,0 +1,53 @@
+"""Dice, voxel metrics, the error volume and the TP/FN/FP overlay: one home, known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP, FN_RGB, FP_RGB, TP_RGB
+from src_train.errors import GeometryError
+from src_train.metrics import dice, error_overlay_rgb, error_volume, voxel_metrics, window_to_grey
+
+
+def test_dice() -> None:
+    a = np.zeros((4, 4, 4), bool)
+    b = np.zeros((4, 4, 4), bool)
+    assert dice(a, b) == 1.0
+    a[0, 0, :2] = True
+    b[0, 0, 1:3] = True
+    assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_error_volume_and_metrics() -> None:
+    pred = np.zeros((2, 3, 4), dtype=bool)
+    truth = np.zeros_like(pred)
+    pred[0, 0, :3] = True  # 3 predicted
+    truth[0, 0, 1:4] = True  # 3 true, 2 shared
+    err = error_volume(pred, truth)
+    assert err.dtype == np.uint8
+    assert err[0, 0].tolist() == [ERROR_FP, ERROR_TP, ERROR_TP, ERROR_FN]
+    assert np.count_nonzero(err) == 4
+    m = voxel_metrics(pred, truth)
+    assert (m["tp"], m["fn"], m["fp"]) == (2, 1, 1)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["dice"] == pytest.approx(2 / 3)
+    empty = voxel_metrics(np.zeros_like(pred), np.zeros_like(pred))
+    assert math.isnan(empty["recall"]) and math.isnan(empty["dice"])
+    with pytest.raises(GeometryError):
+        error_volume(pred, truth[:1])
+
+
+def test_error_overlay_uses_the_colour_code() -> None:
+    hu = np.full((4, 4), -1350.0)  # bottom of the lung window: black
+    pred = np.zeros((4, 4), bool)
+    label = np.zeros((4, 4), bool)
+    pred[0, 0] = label[0, 0] = True  # TP
+    label[1, 1] = True  # FN
+    pred[2, 2] = True  # FP
+    rgb = error_overlay_rgb(window_to_grey(hu), pred, label, alpha=1.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (4, 4, 3)
+    assert tuple(rgb[0, 0]) == TP_RGB and tuple(rgb[1, 1]) == FN_RGB
+    assert tuple(rgb[2, 2]) == FP_RGB and tuple(rgb[3, 3]) == (0, 0, 0)

@@ -1,0 +1,45 @@
+"""TrainConfig: validation of every option, round trips, the validation cadence."""
+
+from __future__ import annotations
+
+import pytest
+
+from src_train.errors import ConfigError
+from src_train.train import (
+    TrainConfig,
+    Trainer,
+)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"amp": "fp8"},
+        {"model": "vnet"},
+        {"loss": "hinge"},
+        {"augment": "wobble"},
+        {"crop_size": 128},
+        {"lr": 0.0},
+        {"channels_last": "yes"},
+        {"seed": -1},
+        {"val_stride": 1},
+        {"resume": True, "overwrite": True},
+    ],
+)
+def test_bad_options_raise_config_error(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad)
+
+
+def test_config_round_trips() -> None:
+    cfg = TrainConfig(epochs=3, augment="flip,noise", model="segnet")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"epochs": 1, "bogus": 2})
+
+
+def test_validation_cadence() -> None:
+    trainer = Trainer(TrainConfig(epochs=12, val_every=5))
+    assert [e for e in range(1, 13) if trainer._should_validate(e)] == [1, 5, 10, 12]
