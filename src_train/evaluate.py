@@ -386,8 +386,7 @@ def evaluate_froc(
         bootstrap: samples for bootstrap intervals (0: none; the script draws 1000).
         seed: seed of the bootstrap draws (fixed seed: reproducible intervals).
         confidence: two-sided confidence of the bootstrap intervals.
-        progress: ``progress(done, n, "bootstrap")`` after each bootstrap sample (about 7 ms
-            each for a LUNA16-sized submission).
+        progress: ``progress(done, n, "bootstrap")`` after each bootstrap sample.
         should_stop: polled between bootstrap samples; True raises :class:`CancelledError`.
     """
     _check_options(max_marks_per_scan, fp_rates, bootstrap, confidence)
