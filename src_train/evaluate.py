@@ -1,70 +1,104 @@
-"""Score candidate nodules the way LUNA16 does: nodule-level hits, FROC curve and CPM.
+"""Score candidate nodules exactly as LUNA16's evaluation script does: hits, FROC curve, CPM.
 
-Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays.
+Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays. The
+reference is the challenge's ``noduleCADEvaluationLUNA16.py``; its rules, all reproduced:
 
-The rules, as the LUNA16 challenge applies them:
+* **Per-scan cap.** A scan with more than :data:`MAX_MARKS_PER_SCAN` marks keeps only the marks
+  whose probability is strictly above the 101st highest, so ties at the cut are all dropped (150
+  marks at 1.0 keep none).
+* **Hit.** A mark hits a finding when the squared distance of the centers is strictly less than
+  the squared radius (``diameter_mm / 2``). A negative diameter (LUNA16 writes ``-1``) means
+  :data:`EXCLUDED_FALLBACK_DIAMETER_MM`; a diameter of 0 is hit by nothing.
+* **Included nodules** (``annotations.csv``): a mark hitting two counts for both; of several marks
+  on one nodule the most probable counts and the others are neither true nor false positives.
+* **Excluded findings** (``annotations_excluded.csv``): a mark that hits no included nodule but
+  an excluded finding is ignored. Any other mark is a false positive.
+* **Curve and CPM** (:mod:`src_train.froc`): ``roc_curve`` points, interpolated linearly and read
+  at the grid point nearest each of :data:`FROC_FP_RATES`; the CPM is their mean. Optional
+  bootstrap over scans for intervals.
 
-* A candidate *hits* a nodule when its center is strictly closer than the nodule's radius
-  (``diameter_mm / 2``) to the nodule's center.
-* Several hits on one nodule count once, with the probability of the most probable one; the
-  other hits are neither true nor false positives.
-* A candidate that hits no nodule but an *excluded* finding (``annotations_excluded.csv``) is
-  ignored. A candidate that hits nothing is a false positive.
-* At most :data:`MAX_MARKS_PER_SCAN` candidates per scan count (the most probable ones).
-* The FROC curve plots sensitivity against the mean number of false positives per scan as the
-  probability threshold moves; the CPM is the mean sensitivity at :data:`FROC_FP_RATES`.
+LunaSeg reports a few things the official script does not (and says so in
+:meth:`FrocResult.summary`): recall with every candidate before the per-scan cap
+(:attr:`FrocResult.recall`, the segmentation stage's view), FP per scan at a given sensitivity,
+a CPM interval, and a sensitivity of 0 where the script would give NaN (no nodule found).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from src_train.atomic import atomic_write, write_text_atomic
-from src_train.errors import AnnotationError, ConfigError, OutputExistsError
+from src_train.errors import AnnotationError, ConfigError
+from src_train.evaluate_files import (
+    EXCLUDED_NAME,
+    SERIES_LIST_NAME,
+    SUBMISSION_COLUMNS,
+    Candidate,
+    find_excluded,
+    find_series_list,
+    plot_froc,
+    read_excluded,
+    read_series_list,
+    read_submission,
+    write_froc_csv,
+)
+from src_train.froc import (
+    BOOTSTRAP_CONFIDENCE,
+    FROC_FP_RATES,
+    FROC_GRID_MAX_FP_PER_SCAN,
+    FROC_GRID_MIN_FP_PER_SCAN,
+    FROC_GRID_POINTS,
+    FrocBootstrap,
+    FrocCurve,
+    ProgressFn,
+    StopFn,
+    bootstrap_froc,
+    fps_at_sensitivity,
+    froc_curve,
+    reading_points,
+    sensitivity_at,
+)
 from src_train.luna import Nodule
 
 log = logging.getLogger(__name__)
 
-#: False positives per scan at which LUNA16 reads the FROC curve; their mean sensitivity is the CPM.
-FROC_FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+__all__ = [
+    "EXCLUDED_FALLBACK_DIAMETER_MM",
+    "EXCLUDED_NAME",
+    "FROC_FP_RATES",
+    "MAX_MARKS_PER_SCAN",
+    "SENSITIVITY_TARGETS",
+    "SERIES_LIST_NAME",
+    "SUBMISSION_COLUMNS",
+    "Candidate",
+    "FrocBootstrap",
+    "FrocResult",
+    "counted_marks",
+    "evaluate_froc",
+    "find_excluded",
+    "find_series_list",
+    "nodule_hits",
+    "nodule_recall",
+    "plot_froc",
+    "read_excluded",
+    "read_series_list",
+    "read_submission",
+    "write_froc_csv",
+]
 
-#: LUNA16 counts at most this many candidates per scan (the most probable ones).
+#: LUNA16 counts at most this many marks per scan (see :func:`counted_marks` for ties).
 MAX_MARKS_PER_SCAN = 100
 
-#: Diameter (mm) LUNA16 gives an excluded finding whose file row has none (``-1``).
+#: Diameter (mm) LUNA16 gives a finding whose diameter is negative (``-1`` in its files).
 EXCLUDED_FALLBACK_DIAMETER_MM = 10.0
 
-#: Leading columns of a LUNA16 submission file; more columns may follow them.
-SUBMISSION_COLUMNS: tuple[str, ...] = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
-
-#: Name of the per-run series list ``lunaseg infer`` writes beside ``candidates.csv``.
-SERIES_LIST_NAME = "seriesuids.csv"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One candidate mark of a submission.
-
-    Attributes:
-        series_uid: the scan it belongs to.
-        center_xyz_mm: center in world ``(x, y, z)`` mm.
-        probability: score used for ranking (higher = more likely a nodule).
-        row: 1-based line in its CSV file (0 when made in memory).
-    """
-
-    series_uid: str
-    center_xyz_mm: tuple[float, float, float]
-    probability: float
-    row: int = 0
+#: Sensitivities at which the summary gives the FP per scan needed (a LunaSeg addition).
+SENSITIVITY_TARGETS: tuple[float, ...] = (0.9, 0.95)
 
 
 @dataclass
@@ -80,15 +114,19 @@ class FrocResult:
         n_capped: candidates dropped by the per-scan cap.
         n_ignored: counted candidates that hit only excluded findings.
         n_false_positives: counted candidates that hit nothing.
-        nodule_probability: per nodule (in the order given, restricted to the scored scans),
-            the probability of its most probable counted hit, NaN when missed.
-        nodule_found: per nodule, whether any submitted candidate hits it (before the cap).
+        nodule_probability: per nodule (scan by scan in ``series_uids`` order, file order
+            within a scan), the probability of its most probable counted hit, NaN when missed.
         nodules: the nodules scored, aligned with ``nodule_probability``.
-        thresholds: probability thresholds of the curve, descending.
-        fps_per_scan: mean false positives per scan at each threshold.
-        sensitivity: fraction of nodules hit at each threshold.
+        thresholds, fps_per_scan, sensitivity: the official FROC points (``roc_curve`` order:
+            threshold descending from ``+inf``; see :mod:`src_train.froc`).
         fp_rates: the FP rates the CPM averages (:data:`FROC_FP_RATES`).
-        sensitivity_at_rates: sensitivity at each of ``fp_rates``.
+        sensitivity_at_rates: the interpolated curve read at ``fp_reading_points``.
+        nodule_found: per nodule, whether any submitted candidate hits it (before the cap).
+        fp_reading_points: per rate, the grid point (FP per scan) actually read.
+        n_duplicate_hits: per nodule, its counted hits beyond the first, summed (the script's
+            "double detections"; those marks are neither true nor false positives).
+        max_marks_per_scan: the cap applied (None: no cap).
+        bootstrap: intervals when :func:`evaluate_froc` was asked for them.
     """
 
     series_uids: list[str]
@@ -107,6 +145,10 @@ class FrocResult:
     fp_rates: tuple[float, ...] = FROC_FP_RATES
     sensitivity_at_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
     nodule_found: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    fp_reading_points: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    n_duplicate_hits: int = 0
+    max_marks_per_scan: int | None = MAX_MARKS_PER_SCAN
+    bootstrap: FrocBootstrap | None = None
 
     @property
     def n_scans(self) -> int:
@@ -119,17 +161,23 @@ class FrocResult:
         return int(np.count_nonzero(self.nodule_found))
 
     @property
+    def n_true_positives(self) -> int:
+        """Nodules hit by a counted mark (after the cap): the official script's true positives."""
+        return int(np.count_nonzero(~np.isnan(self.nodule_probability)))
+
+    @property
     def recall(self) -> float:
         """Fraction of nodules hit by any submitted candidate (NaN without nodules).
 
-        This is the segmentation stage's recall: every candidate goes on to the next stage.
-        The FROC curve's last point is the same with only the counted (capped) candidates.
+        A LunaSeg figure, not the official one: every candidate counts, before the per-scan
+        cap (the segmentation stage's recall). The official sensitivity uses the counted marks
+        only: ``n_true_positives / n_nodules``, the FROC curve's last point.
         """
         return self.n_detected / self.n_nodules if self.n_nodules else math.nan
 
     @property
     def candidates_per_scan(self) -> float:
-        """Submitted candidates per scan (before the per-scan cap)."""
+        """Submitted candidates per scan (before the per-scan cap; the script counts after)."""
         return self.n_candidates / self.n_scans if self.n_scans else math.nan
 
     @property
@@ -137,137 +185,157 @@ class FrocResult:
         """Competition performance metric: mean sensitivity at :attr:`fp_rates`."""
         return float(np.mean(self.sensitivity_at_rates)) if self.n_nodules else math.nan
 
+    def fps_per_scan_at(self, sensitivity: float) -> float:
+        """False positives per scan needed to reach ``sensitivity`` (a LunaSeg addition).
+
+        Read off the same piecewise-linear curve as the CPM: the smallest FP rate at which the
+        interpolated sensitivity reaches the target; ``inf`` when the counted marks never reach
+        it, NaN without nodules. See :func:`src_train.froc.fps_at_sensitivity`.
+        """
+        curve = FrocCurve(self.thresholds, self.fps_per_scan, self.sensitivity)
+        return fps_at_sensitivity(curve, sensitivity)
+
     def summary(self) -> str:
-        """A readable multi-line report that names the CPM."""
+        """A readable report: the official figures first, then LunaSeg's additions, labelled."""
+        cap = "no cap" if self.max_marks_per_scan is None else f"at most {self.max_marks_per_scan}"
+        n_tp = self.n_true_positives
+        boot = self.bootstrap
         lines = [
-            f"LUNA16-style evaluation: {self.n_scans} scans, {self.n_nodules} nodules, "
+            f"LUNA16 evaluation: {self.n_scans} scans, {self.n_nodules} nodules, "
             f"{self.n_excluded} excluded findings",
-            f"Candidates: {self.n_candidates} ({self.candidates_per_scan:.1f} per scan); "
-            f"{self.n_capped} beyond {MAX_MARKS_PER_SCAN} per scan dropped, "
-            f"{self.n_ignored} on excluded findings ignored, "
-            f"{self.n_false_positives} false positives",
-            f"Nodule recall (any candidate): {self.recall:.3f} "
-            f"({self.n_detected}/{self.n_nodules}); with the counted candidates only: "
-            f"{self.sensitivity[-1] if self.n_nodules else math.nan:.3f}",
-            "FROC sensitivity at false positives per scan:",
+            f"Counted marks: {self.n_marks}, {_per(self.n_marks, self.n_scans)} per scan ({cap} "
+            f"per scan; {self.n_capped} dropped by the cap, ties at the cut included)",
+            f"True positives {n_tp}, false positives {self.n_false_positives}, false negatives "
+            f"{self.n_nodules - n_tp}; ignored: {self.n_ignored} marks on excluded findings, "
+            f"{self.n_duplicate_hits} extra hits on nodules",
+            f"Sensitivity (counted marks): {_ratio(n_tp, self.n_nodules)}",
+            f"FROC sensitivity (linear interpolation, nearest of {FROC_GRID_POINTS} grid points):",
         ]
-        for rate, sens in zip(self.fp_rates, self.sensitivity_at_rates, strict=True):
-            lines.append(f"  {rate:>6g} FP/scan: {sens:.3f}")
+        for i, (rate, sens) in enumerate(
+            zip(self.fp_rates, self.sensitivity_at_rates, strict=True)
+        ):
+            text = f"  {rate:>6g} FP/scan: {sens:.3f}"
+            if boot is not None and boot.n_used:
+                text += (
+                    f"  (bootstrap mean {boot.sensitivity_mean[i]:.3f}, "
+                    f"{boot.confidence:.0%} CI {boot.sensitivity_lower[i]:.3f}-"
+                    f"{boot.sensitivity_upper[i]:.3f})"
+                )
+            lines.append(text)
+        rates = ", ".join(f"{r:g}" for r in self.fp_rates)
+        lines.append(f"CPM (mean sensitivity at {rates} FP/scan): {self.cpm:.3f}")
+        lines.append("LunaSeg additions (not computed by the official LUNA16 script):")
         lines.append(
-            f"CPM (mean sensitivity at {', '.join(f'{r:g}' for r in self.fp_rates)} FP/scan): "
-            f"{self.cpm:.3f}"
+            f"  Recall with every candidate, before the per-scan cap: "
+            f"{_ratio(self.n_detected, self.n_nodules)}; "
+            f"{_per(self.n_candidates, self.n_scans)} candidates per scan before the cap"
         )
+        reads = []
+        for target in SENSITIVITY_TARGETS:
+            fps = self.fps_per_scan_at(target)
+            reads.append(
+                f"{target:.0%}: " + (f"{fps:.3f}" if math.isfinite(fps) else "not reached")
+            )
+        lines.append("  FP per scan to reach a sensitivity (same curve): " + "; ".join(reads))
+        if boot is not None:
+            lines.append(
+                f"  CPM {boot.confidence:.0%} bootstrap interval: {boot.cpm_lower:.3f}-"
+                f"{boot.cpm_upper:.3f} (mean {boot.cpm_mean:.3f}; {boot.n_used} of "
+                f"{boot.n_samples} samples over scans, seed {boot.seed})"
+            )
+        if self.n_nodules and not n_tp:
+            lines.append("  No nodule hit: the official script's sensitivities are NaN; 0 here.")
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------------
-def read_submission(path: str | os.PathLike[str]) -> list[Candidate]:
-    """Read a LUNA16 submission CSV (``seriesuid,coordX,coordY,coordZ,probability,...``).
-
-    Extra columns after the five are allowed and ignored. Malformed rows raise
-    :class:`AnnotationError` naming the file and line.
-    """
-    src = Path(path)
-    if not src.is_file():
-        raise AnnotationError(
-            f"{src} does not exist; pass the candidates CSV 'lunaseg infer' wrote."
-        )
-    out: list[Candidate] = []
-    with src.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header[:5]) != SUBMISSION_COLUMNS:
-            raise AnnotationError(
-                f"{src}: the header must start with {','.join(SUBMISSION_COLUMNS)}; "
-                f"found {','.join(header or [])!r}."
-            )
-        for line_no, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < len(SUBMISSION_COLUMNS) or not row[0].strip():
-                raise AnnotationError(f"{src}, line {line_no}: expected 5 columns, got {row!r}.")
-            try:
-                x, y, z, prob = (float(v) for v in row[1:5])
-            except ValueError as exc:
-                raise AnnotationError(f"{src}, line {line_no}: not a number in {row!r}.") from exc
-            if not all(math.isfinite(v) for v in (x, y, z, prob)):
-                raise AnnotationError(f"{src}, line {line_no}: non-finite value in {row!r}.")
-            out.append(Candidate(row[0].strip(), (x, y, z), prob, line_no))
-    return out
+def _ratio(count: int, total: int) -> str:
+    return f"{count / total:.3f} ({count}/{total})" if total else f"nan ({count}/0)"
 
 
-def read_series_list(path: str | os.PathLike[str]) -> list[str]:
-    """Series UIDs, one per line (first column; a ``seriesuid`` header line is skipped)."""
-    src = Path(path)
-    if not src.is_file():
-        raise AnnotationError(f"{src} does not exist; pass a file with one series UID per line.")
-    uids: list[str] = []
-    with src.open(newline="") as fh:
-        for row in csv.reader(fh):
-            if row and row[0].strip() and row[0].strip().lower() != "seriesuid":
-                uids.append(row[0].strip())
-    return uids
-
-
-def read_excluded(path: str | os.PathLike[str]) -> list[Nodule]:
-    """Read ``annotations_excluded.csv`` (``seriesuid,coordX,coordY,coordZ,diameter_mm``).
-
-    Unlike annotations, a diameter may be missing or ``-1`` (LUNA16 writes that): it becomes
-    None, and scoring gives such findings :data:`EXCLUDED_FALLBACK_DIAMETER_MM`.
-    """
-    src = Path(path)
-    if not src.is_file():
-        raise AnnotationError(f"{src} does not exist; pass LUNA16's annotations_excluded.csv.")
-    out: list[Nodule] = []
-    with src.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"seriesuid", "coordX", "coordY", "coordZ"} - set(reader.fieldnames or [])
-        if missing:
-            raise AnnotationError(f"{src}: missing column(s) {', '.join(sorted(missing))}.")
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                xyz = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
-                text = (row.get("diameter_mm") or "").strip()
-                diameter = float(text) if text else None
-            except (TypeError, ValueError) as exc:
-                raise AnnotationError(f"{src}, line {line_no}: not a number in {row!r}.") from exc
-            if diameter is not None and not diameter > 0:
-                diameter = None
-            uid = (row["seriesuid"] or "").strip()
-            out.append(Nodule(uid, xyz, diameter, is_nodule=False, row=line_no))
-    return out
+def _per(count: int, n_scans: int) -> str:
+    return f"{count / n_scans:.1f}" if n_scans else "nan"
 
 
 # ---------------------------------------------------------------------------------------------
-# Scoring
+# The hit rule
 # ---------------------------------------------------------------------------------------------
-def _radii_sq_mm2(findings: Sequence[Nodule], *, excluded: bool) -> np.ndarray:
-    """Squared radii (mm^2) of findings; included nodules must have a positive diameter."""
+def _radii_sq_mm2(findings: Sequence[Nodule], missing_diameter_mm: float | None) -> np.ndarray:
+    """Squared radii (mm^2): negative diameter -> 10 mm, None -> ``missing_diameter_mm``."""
     radii = np.empty(len(findings))
     for i, f in enumerate(findings):
         diameter = f.diameter_mm
-        if diameter is None or not diameter > 0:
-            if not excluded:
+        if diameter is None:
+            if missing_diameter_mm is None:
                 raise AnnotationError(
-                    f"Nodule of series {f.series_uid} (line {f.row}) has no positive diameter "
-                    f"({diameter}); LUNA16 scoring needs one for every annotated nodule."
+                    f"Nodule of series {f.series_uid} (line {f.row}) has no diameter; LUNA16 "
+                    "scoring needs one for every annotated nodule (fix annotations.csv)."
                 )
+            diameter = missing_diameter_mm
+        if diameter < 0:
             diameter = EXCLUDED_FALLBACK_DIAMETER_MM
         radii[i] = diameter / 2.0
     return radii**2
 
 
-def _hits(centers: np.ndarray, findings: Sequence[Nodule], *, excluded: bool) -> np.ndarray:
-    """Boolean ``(n_candidates, n_findings)``: candidate strictly inside the finding's radius."""
-    if not findings or not len(centers):
-        return np.zeros((len(centers), len(findings)), dtype=bool)
-    ref = np.asarray([f.center_xyz_mm for f in findings], dtype=np.float64)
-    d2 = ((centers[:, None, :] - ref[None, :, :]) ** 2).sum(axis=-1)
-    return d2 < _radii_sq_mm2(findings, excluded=excluded)[None, :]
+def nodule_hits(
+    centers_xyz_mm: np.ndarray | Sequence[Sequence[float]],
+    nodules: Sequence[Nodule],
+    *,
+    missing_diameter_mm: float | None = None,
+) -> np.ndarray:
+    """LUNA16's hit test: boolean ``(n_marks, n_nodules)``, True where a mark hits a nodule.
+
+    ``centers_xyz_mm`` is ``(n_marks, 3)`` world ``(x, y, z)`` mm, all on the nodules' scan (the
+    series UID is not checked). A mark hits when its squared distance to the nodule's center is
+    strictly less than the squared radius ``(diameter_mm / 2) ** 2``. A negative diameter means
+    :data:`EXCLUDED_FALLBACK_DIAMETER_MM`, 0 is hit by nothing; a nodule without a diameter
+    takes ``missing_diameter_mm``, or raises :class:`AnnotationError` when that is None.
+    """
+    centers = np.asarray(centers_xyz_mm, dtype=np.float64).reshape(-1, 3)
+    radii_sq = _radii_sq_mm2(nodules, missing_diameter_mm)
+    if not len(nodules) or not len(centers):
+        return np.zeros((len(centers), len(nodules)), dtype=bool)
+    ref = np.asarray([n.center_xyz_mm for n in nodules], dtype=np.float64)
+    d = ref[None, :, :] - centers[:, None, :]
+    # Summed x, y, z in that order, as the script does, so boundary cases round alike.
+    dist_sq = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]
+    return dist_sq < radii_sq[None, :]
 
 
+def nodule_recall(
+    nodules: Sequence[Nodule],
+    candidate_centers_xyz_mm: np.ndarray | Sequence[Sequence[float]],
+    *,
+    missing_diameter_mm: float | None = None,
+) -> tuple[int, int]:
+    """``(found, total)``: nodules hit (:func:`nodule_hits`) by any candidate, and all nodules.
+
+    One scan's nodules and candidate centers (world ``(x, y, z)`` mm); every candidate counts,
+    no cap and no probability. Diameters as in :func:`nodule_hits`.
+    """
+    hits = nodule_hits(candidate_centers_xyz_mm, nodules, missing_diameter_mm=missing_diameter_mm)
+    return int(np.count_nonzero(hits.any(axis=0))), len(nodules)
+
+
+def counted_marks(
+    probabilities: np.ndarray, max_marks: int | None = MAX_MARKS_PER_SCAN
+) -> np.ndarray:
+    """Boolean mask of one scan's marks that LUNA16 counts.
+
+    With more than ``max_marks`` marks, only those strictly more probable than the
+    ``(max_marks + 1)``-th highest probability count: ties at the cut are all dropped, so at
+    most ``max_marks`` remain (possibly none). ``None`` counts every mark.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if max_marks is None or len(probs) <= max_marks:
+        return np.ones(len(probs), dtype=bool)
+    cut = np.sort(probs)[::-1][max_marks]
+    return probs > cut
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
 def _group(items: Iterable, uids: set[str]) -> dict[str, list]:
     grouped: dict[str, list] = defaultdict(list)
     for item in items:
@@ -276,34 +344,52 @@ def _group(items: Iterable, uids: set[str]) -> dict[str, list]:
     return grouped
 
 
+def _check_options(
+    max_marks_per_scan: int | None, fp_rates: Sequence[float], bootstrap: int, confidence: float
+) -> None:
+    if max_marks_per_scan is not None and max_marks_per_scan < 1:
+        raise ConfigError(f"max_marks_per_scan must be >= 1 or None, got {max_marks_per_scan}.")
+    lo, hi = FROC_GRID_MIN_FP_PER_SCAN, FROC_GRID_MAX_FP_PER_SCAN
+    if not fp_rates or not all(lo <= r <= hi for r in fp_rates):
+        raise ConfigError(f"fp_rates must lie in [{lo:g}, {hi:g}] FP per scan, got {fp_rates}.")
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap must be >= 0 samples, got {bootstrap}.")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must lie strictly between 0 and 1, got {confidence}.")
+
+
 def evaluate_froc(
     nodules: Sequence[Nodule],
     candidates: Sequence[Candidate],
     *,
     excluded: Sequence[Nodule] = (),
     series_uids: Sequence[str] | None = None,
-    max_marks_per_scan: int = MAX_MARKS_PER_SCAN,
+    max_marks_per_scan: int | None = MAX_MARKS_PER_SCAN,
     fp_rates: Sequence[float] = FROC_FP_RATES,
+    bootstrap: int = 0,
+    seed: int | None = None,
+    confidence: float = BOOTSTRAP_CONFIDENCE,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> FrocResult:
     """Score ``candidates`` against ``nodules`` with LUNA16's rules (see the module docstring).
 
     Args:
-        nodules: annotated nodules (world mm centers, diameters in mm).
-        candidates: the submission.
+        nodules: annotated nodules (world mm centers, diameters in mm; each needs a diameter).
+        candidates: the submission (finite probabilities).
         excluded: findings whose hits are ignored (neither true nor false positives).
         series_uids: the scans to score, including scans without candidates or nodules; by
             default the scans named by ``nodules`` or ``candidates``. Entries on other scans
             are left out (with a warning for candidates).
-        max_marks_per_scan: cap on counted candidates per scan (most probable kept; ties keep
-            file order).
-        fp_rates: false positives per scan at which sensitivity is read for the CPM.
-
-    Returns:
-        A :class:`FrocResult`; sensitivity at a rate ``r`` is the highest sensitivity reached
-        with at most ``r`` false positives per scan.
+        max_marks_per_scan: per-scan cap (:func:`counted_marks`); None for no cap.
+        fp_rates: FP per scan (within 1/8..8) at which the CPM reads the curve.
+        bootstrap: samples for bootstrap intervals (0: none; the script draws 1000).
+        seed: seed of the bootstrap draws (fixed seed: reproducible intervals).
+        confidence: two-sided confidence of the bootstrap intervals.
+        progress: ``progress(done, n, "bootstrap")`` after each bootstrap sample.
+        should_stop: polled between bootstrap samples; True raises :class:`CancelledError`.
     """
-    if max_marks_per_scan < 1:
-        raise ConfigError(f"max_marks_per_scan must be >= 1, got {max_marks_per_scan}.")
+    _check_options(max_marks_per_scan, fp_rates, bootstrap, confidence)
     if series_uids is None:
         uids = sorted({n.series_uid for n in nodules} | {c.series_uid for c in candidates})
     else:
@@ -312,148 +398,91 @@ def evaluate_froc(
     stray = sum(1 for c in candidates if c.series_uid not in uid_set)
     if stray:
         log.warning("%d candidates belong to scans outside the series list; ignored", stray)
+    for c in candidates:
+        if not math.isfinite(c.probability):
+            raise AnnotationError(
+                f"Candidate of series {c.series_uid} (line {c.row}) has probability "
+                f"{c.probability}; give every candidate a finite probability."
+            )
     by_scan_nod = _group(nodules, uid_set)
     by_scan_exc = _group(excluded, uid_set)
     by_scan_cand = _group(candidates, uid_set)
 
-    scored_nodules: list[Nodule] = []
+    scored: list[Nodule] = []
     best_prob: list[np.ndarray] = []
     found: list[np.ndarray] = []
     fp_probs: list[np.ndarray] = []
-    n_candidates = n_marks = n_capped = n_ignored = 0
-    for uid in uids:
+    fp_scan: list[np.ndarray] = []
+    n_candidates = n_marks = n_ignored = n_duplicates = 0
+    for scan, uid in enumerate(uids):
         scan_nodules = by_scan_nod.get(uid, [])
         cands = by_scan_cand.get(uid, [])
         probs = np.asarray([c.probability for c in cands], dtype=np.float64)
-        every = np.asarray([c.center_xyz_mm for c in cands], dtype=np.float64).reshape(-1, 3)
-        found.append(np.asarray(_hits(every, scan_nodules, excluded=False).any(axis=0)))
-        order = np.argsort(-probs, kind="stable")[:max_marks_per_scan]
-        n_candidates += len(cands)
-        n_capped += len(cands) - len(order)
-        n_marks += len(order)
-        probs = probs[order]
-        centers = np.asarray([cands[i].center_xyz_mm for i in order], dtype=np.float64)
-        centers = centers.reshape(-1, 3)
-        hit_nod = _hits(centers, scan_nodules, excluded=False)
-        hit_exc = _hits(centers, by_scan_exc.get(uid, []), excluded=True)
+        centers = np.asarray([c.center_xyz_mm for c in cands], dtype=np.float64).reshape(-1, 3)
+        hits_all = nodule_hits(centers, scan_nodules)
+        found.append(np.asarray(hits_all.any(axis=0)))
+        keep = counted_marks(probs, max_marks_per_scan)
+        probs, centers, hit_nod = probs[keep], centers[keep], hits_all[keep]
+        hit_exc = nodule_hits(
+            centers,
+            by_scan_exc.get(uid, []),
+            missing_diameter_mm=EXCLUDED_FALLBACK_DIAMETER_MM,
+        )
         on_nodule = hit_nod.any(axis=1)
         on_excluded = ~on_nodule & hit_exc.any(axis=1)
+        false_pos = ~on_nodule & ~on_excluded
+        n_candidates += len(cands)
+        n_marks += len(probs)
         n_ignored += int(on_excluded.sum())
-        fp_probs.append(probs[~on_nodule & ~on_excluded])
+        n_duplicates += int(np.maximum(hit_nod.sum(axis=0) - 1, 0).sum())
+        fp_probs.append(probs[false_pos])
+        fp_scan.append(np.full(int(false_pos.sum()), scan))
         best = np.where(hit_nod, probs[:, None], -np.inf).max(axis=0, initial=-np.inf)
         best_prob.append(np.where(np.isfinite(best), best, np.nan))
-        scored_nodules.extend(scan_nodules)
+        scored.extend(scan_nodules)
 
     nodule_probability = np.concatenate(best_prob) if best_prob else np.zeros(0)
+    nodule_scan = np.repeat(np.arange(len(uids)), [len(b) for b in best_prob])
+    detected = ~np.isnan(nodule_probability)
     fps = np.concatenate(fp_probs) if fp_probs else np.zeros(0)
-    thresholds, fps_per_scan, sensitivity = _froc_curve(
-        nodule_probability, fps, n_scans=len(uids), n_nodules=len(scored_nodules)
-    )
-    at_rates = np.asarray(
-        [_sensitivity_at(fps_per_scan, sensitivity, rate) for rate in fp_rates], dtype=np.float64
-    )
+    fps_scan = np.concatenate(fp_scan) if fp_scan else np.zeros(0, dtype=int)
+    curve = froc_curve(nodule_probability[detected], fps, n_nodules=len(scored), n_scans=len(uids))
+    points = reading_points(fp_rates)
+    boot = None
+    if bootstrap and uids:
+        boot = bootstrap_froc(
+            nodule_probability[detected],
+            nodule_scan[detected],
+            fps,
+            fps_scan,
+            nodule_scan[~detected],
+            n_scans=len(uids),
+            n_samples=bootstrap,
+            seed=seed,
+            fp_rates=fp_rates,
+            confidence=confidence,
+            progress=progress,
+            should_stop=should_stop,
+        )
     return FrocResult(
         series_uids=uids,
-        n_nodules=len(scored_nodules),
+        n_nodules=len(scored),
         n_excluded=sum(len(v) for v in by_scan_exc.values()),
         n_candidates=n_candidates,
         n_marks=n_marks,
-        n_capped=n_capped,
+        n_capped=n_candidates - n_marks,
         n_ignored=n_ignored,
         n_false_positives=len(fps),
         nodule_probability=nodule_probability,
-        nodules=scored_nodules,
-        thresholds=thresholds,
-        fps_per_scan=fps_per_scan,
-        sensitivity=sensitivity,
+        nodules=scored,
+        thresholds=curve.thresholds,
+        fps_per_scan=curve.fps_per_scan,
+        sensitivity=curve.sensitivity,
         fp_rates=tuple(float(r) for r in fp_rates),
-        sensitivity_at_rates=at_rates,
+        sensitivity_at_rates=sensitivity_at(curve, points),
         nodule_found=np.concatenate(found) if found else np.zeros(0, dtype=bool),
+        fp_reading_points=points,
+        n_duplicate_hits=n_duplicates,
+        max_marks_per_scan=max_marks_per_scan,
+        bootstrap=boot,
     )
-
-
-def _froc_curve(
-    tp_probs: np.ndarray, fp_probs: np.ndarray, *, n_scans: int, n_nodules: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FROC points at every distinct probability (descending), starting at ``(0 FP, 0)``.
-
-    ``tp_probs`` holds one entry per nodule (NaN = missed); ``fp_probs`` one per false positive.
-    Returns ``(thresholds, fps_per_scan, sensitivity)``; the first point has threshold +inf.
-    """
-    found = tp_probs[~np.isnan(tp_probs)]
-    thresholds = np.unique(np.concatenate([found, fp_probs]))[::-1]
-    # Marks at or above each threshold: searchsorted on the ascending arrays.
-    tp_sorted = np.sort(found)
-    fp_sorted = np.sort(fp_probs)
-    tp_count = len(tp_sorted) - np.searchsorted(tp_sorted, thresholds, side="left")
-    fp_count = len(fp_sorted) - np.searchsorted(fp_sorted, thresholds, side="left")
-    thresholds = np.concatenate([[np.inf], thresholds])
-    tp_count = np.concatenate([[0], tp_count])
-    fp_count = np.concatenate([[0], fp_count])
-    sensitivity = tp_count / n_nodules if n_nodules else np.full(len(tp_count), np.nan)
-    fps_per_scan = fp_count / n_scans if n_scans else np.zeros(len(fp_count))
-    return thresholds, fps_per_scan.astype(np.float64), sensitivity.astype(np.float64)
-
-
-def _sensitivity_at(fps_per_scan: np.ndarray, sensitivity: np.ndarray, rate: float) -> float:
-    """Highest sensitivity on the curve with at most ``rate`` false positives per scan."""
-    allowed = fps_per_scan <= rate + 1e-12
-    return float(sensitivity[allowed].max()) if allowed.any() else 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
-def _check_new(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; remove it or pass --overwrite.")
-
-
-def write_froc_csv(
-    result: FrocResult, path: str | os.PathLike[str], *, overwrite: bool = False
-) -> Path:
-    """Write the FROC curve (``threshold,fps_per_scan,sensitivity``) atomically."""
-    rows = ["threshold,fps_per_scan,sensitivity"]
-    rows += [
-        f"{t:.6g},{f:.6g},{s:.6g}"
-        for t, f, s in zip(result.thresholds, result.fps_per_scan, result.sensitivity, strict=True)
-    ]
-    return write_text_atomic(path, "\n".join(rows) + "\n", overwrite=overwrite)
-
-
-def plot_froc(
-    result: FrocResult, path: str | os.PathLike[str], *, overwrite: bool = False, title: str = ""
-) -> Path:
-    """Draw the FROC curve (log FP axis, the CPM's operating points marked) to a PNG, atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    dest = Path(path)
-    _check_new(dest, overwrite)
-    fig = Figure(figsize=(6, 4.5), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    lo, hi = min(result.fp_rates) / 2, max(result.fp_rates) * 2
-    fps = np.clip(np.append(result.fps_per_scan, hi), lo, hi)
-    sens = np.append(result.sensitivity, result.sensitivity[-1] if result.n_nodules else np.nan)
-    ax.step(fps, sens, where="post", color="tab:blue", label="FROC")
-    ax.plot(
-        result.fp_rates,
-        result.sensitivity_at_rates,
-        "o",
-        color="tab:red",
-        label=f"CPM = {result.cpm:.3f}",
-    )
-    ax.set_xscale("log", base=2)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(0, 1.02)
-    ax.set_xticks(result.fp_rates, [f"{r:g}" for r in result.fp_rates])
-    ax.set_xlabel("Average false positives per scan")
-    ax.set_ylabel("Sensitivity")
-    ax.set_title(title or f"FROC ({result.n_scans} scans, {result.n_nodules} nodules)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    with atomic_write(dest, "wb") as handle:
-        fig.savefig(handle, format="png")
-    return dest

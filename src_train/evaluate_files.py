@@ -1,0 +1,270 @@
+"""LUNA16's files for scoring: read submissions, excluded findings and series lists; write the
+FROC curve (CSV) and its plot (PNG).
+
+Every center is in world ``(x, y, z)`` millimetres. Bad rows raise :class:`AnnotationError`
+naming the file, the line and the column. Scoring itself is :mod:`src_train.evaluate`, which
+re-exports everything public here.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from src_train.atomic import atomic_write, write_text_atomic
+from src_train.errors import AnnotationError, OutputExistsError
+from src_train.froc import (
+    FROC_GRID_MAX_FP_PER_SCAN,
+    FROC_GRID_MIN_FP_PER_SCAN,
+    FROC_GRID_POINTS,
+    FrocCurve,
+    sensitivity_at,
+)
+from src_train.luna import Nodule
+
+if TYPE_CHECKING:
+    from src_train.evaluate import FrocResult
+
+log = logging.getLogger(__name__)
+
+#: Columns a LUNA16 submission file must name (in any order; more columns may follow).
+SUBMISSION_COLUMNS: tuple[str, ...] = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
+
+#: Name of the per-run series list ``lunaseg infer`` writes beside ``candidates.csv``.
+SERIES_LIST_NAME = "seriesuids.csv"
+
+#: Name of LUNA16's excluded-findings file (shipped beside ``annotations.csv``).
+EXCLUDED_NAME = "annotations_excluded.csv"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate mark of a submission.
+
+    Attributes:
+        series_uid: the scan it belongs to.
+        center_xyz_mm: center in world ``(x, y, z)`` mm.
+        probability: score used for ranking (higher = more likely a nodule).
+        row: 1-based line in its CSV file (0 when made in memory).
+    """
+
+    series_uid: str
+    center_xyz_mm: tuple[float, float, float]
+    probability: float
+    row: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+def read_submission(path: str | os.PathLike[str]) -> list[Candidate]:
+    """Read a LUNA16 submission CSV (``seriesuid,coordX,coordY,coordZ,probability``).
+
+    Columns are found by header name, in any order, as the official script does; extra columns
+    are ignored. A missing, empty or non-finite coordinate or probability raises
+    :class:`AnnotationError` naming the file, the line and the column.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise AnnotationError(
+            f"{src} does not exist; pass the candidates CSV 'lunaseg infer' wrote."
+        )
+    out: list[Candidate] = []
+    with src.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, None) or []]
+        missing = [c for c in SUBMISSION_COLUMNS if c not in header]
+        if missing:
+            raise AnnotationError(
+                f"{src}: the header must name {','.join(SUBMISSION_COLUMNS)}; "
+                f"{', '.join(missing)} missing in {','.join(header)!r}."
+            )
+        uid_col, *value_cols = (header.index(c) for c in SUBMISSION_COLUMNS)
+        for line_no, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < len(header):
+                raise AnnotationError(
+                    f"{src}, line {line_no}: expected {len(header)} columns as in the header, "
+                    f"got {len(row)} in {row!r}."
+                )
+            uid = row[uid_col].strip()
+            if not uid:
+                raise AnnotationError(f"{src}, line {line_no}: empty seriesuid in {row!r}.")
+            values = [_number(src, line_no, row[col], header[col]) for col in value_cols]
+            out.append(Candidate(uid, (values[0], values[1], values[2]), values[3], line_no))
+    return out
+
+
+def _number(src: Path, line_no: int, text: str, column: str) -> float:
+    """A finite float from a CSV field, or an AnnotationError naming file, line and column."""
+    text = text.strip()
+    if not text:
+        raise AnnotationError(
+            f"{src}, line {line_no}: {column} is empty; every candidate needs a finite number."
+        )
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise AnnotationError(
+            f"{src}, line {line_no}: {column} is {text!r}; give a finite number "
+            "(remove the row or fix the value)."
+        )
+    return value
+
+
+def read_series_list(path: str | os.PathLike[str]) -> list[str]:
+    """Series UIDs, one per line (first column; a ``seriesuid`` header line is skipped)."""
+    src = Path(path)
+    if not src.is_file():
+        raise AnnotationError(f"{src} does not exist; pass a file with one series UID per line.")
+    uids: list[str] = []
+    with src.open(newline="", encoding="utf-8-sig") as fh:
+        for row in csv.reader(fh):
+            if row and row[0].strip() and row[0].strip().lower() != "seriesuid":
+                uids.append(row[0].strip())
+    if len(set(uids)) < len(uids):
+        log.warning(
+            "%s lists %d series more than once; each is scored once",
+            src,
+            len(uids) - len(set(uids)),
+        )
+    return uids
+
+
+def read_excluded(path: str | os.PathLike[str]) -> list[Nodule]:
+    """Read ``annotations_excluded.csv`` (``seriesuid,coordX,coordY,coordZ,diameter_mm``).
+
+    A negative diameter (LUNA16 writes ``-1``) or an empty one becomes None, which scoring
+    treats as 10 mm (:data:`src_train.evaluate.EXCLUDED_FALLBACK_DIAMETER_MM`; the official
+    script does so for negative diameters and cannot read empty ones, so a warning counts
+    them). A diameter of 0 stays 0 (hit by nothing, as in the script).
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise AnnotationError(f"{src} does not exist; pass LUNA16's annotations_excluded.csv.")
+    out: list[Nodule] = []
+    n_empty = 0
+    with src.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"seriesuid", "coordX", "coordY", "coordZ"} - set(reader.fieldnames or [])
+        if missing:
+            raise AnnotationError(f"{src}: missing column(s) {', '.join(sorted(missing))}.")
+        for line_no, row in enumerate(reader, start=2):
+            xyz = tuple(
+                _number(src, line_no, row[c] or "", c) for c in ("coordX", "coordY", "coordZ")
+            )
+            text = (row.get("diameter_mm") or "").strip()
+            diameter = _number(src, line_no, text, "diameter_mm") if text else None
+            n_empty += text == ""
+            if diameter is not None and diameter < 0:
+                diameter = None
+            uid = (row["seriesuid"] or "").strip()
+            out.append(
+                Nodule(uid, (xyz[0], xyz[1], xyz[2]), diameter, is_nodule=False, row=line_no)
+            )
+    if n_empty:
+        log.warning(
+            "%s: %d excluded findings have no diameter; scored like LUNA16's -1 (10 mm)",
+            src,
+            n_empty,
+        )
+    return out
+
+
+def find_excluded(annotations_path: str | os.PathLike[str]) -> Path | None:
+    """``annotations_excluded.csv`` beside ``annotations_path`` (LUNA16 ships them together)."""
+    path = Path(annotations_path).parent / EXCLUDED_NAME
+    return path if path.is_file() else None
+
+
+def find_series_list(candidates_path: str | os.PathLike[str]) -> Path | None:
+    """The series list ``lunaseg infer`` writes beside its candidates, when present."""
+    path = Path(candidates_path).parent / SERIES_LIST_NAME
+    return path if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def _check_new(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; remove it or pass --overwrite.")
+
+
+def write_froc_csv(
+    result: FrocResult, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write the FROC points (``threshold,fps_per_scan,sensitivity``) atomically."""
+    rows = ["threshold,fps_per_scan,sensitivity"]
+    rows += [
+        f"{t:.9g},{f:.9g},{s:.9g}"
+        for t, f, s in zip(result.thresholds, result.fps_per_scan, result.sensitivity, strict=True)
+    ]
+    return write_text_atomic(path, "\n".join(rows) + "\n", overwrite=overwrite)
+
+
+def plot_froc(
+    result: FrocResult, path: str | os.PathLike[str], *, overwrite: bool = False, title: str = ""
+) -> Path:
+    """Draw the interpolated FROC curve (log FP axis, CPM points marked) to a PNG, atomically.
+
+    The line is the curve the CPM reads (linear interpolation on the official grid); with a
+    bootstrap, error bars show each rate's interval.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dest = Path(path)
+    _check_new(dest, overwrite)
+    fig = Figure(figsize=(6, 4.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    grid = np.linspace(FROC_GRID_MIN_FP_PER_SCAN, FROC_GRID_MAX_FP_PER_SCAN, FROC_GRID_POINTS)
+    curve = FrocCurve(result.thresholds, result.fps_per_scan, result.sensitivity)
+    ax.plot(grid, sensitivity_at(curve, grid), color="tab:blue", label="FROC")
+    label = f"CPM = {result.cpm:.3f}"
+    boot = result.bootstrap
+    if boot is not None and boot.n_used:
+        err = np.stack(
+            [
+                result.sensitivity_at_rates - boot.sensitivity_lower,
+                boot.sensitivity_upper - result.sensitivity_at_rates,
+            ]
+        )
+        label += f" ({boot.confidence:.0%} CI {boot.cpm_lower:.3f}-{boot.cpm_upper:.3f})"
+        ax.errorbar(
+            result.fp_reading_points,
+            result.sensitivity_at_rates,
+            yerr=np.clip(err, 0, None),
+            fmt="o",
+            color="tab:red",
+            capsize=3,
+            label=label,
+        )
+    else:
+        ax.plot(
+            result.fp_reading_points, result.sensitivity_at_rates, "o", color="tab:red", label=label
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(FROC_GRID_MIN_FP_PER_SCAN, FROC_GRID_MAX_FP_PER_SCAN)
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(result.fp_rates, [f"{r:g}" for r in result.fp_rates])
+    ax.set_xlabel("Average false positives per scan")
+    ax.set_ylabel("Sensitivity")
+    ax.set_title(title or f"FROC ({result.n_scans} scans, {result.n_nodules} nodules)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_write(dest, "wb") as handle:
+        fig.savefig(handle, format="png")
+    return dest
