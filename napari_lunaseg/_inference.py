@@ -53,7 +53,7 @@ from napari_lunaseg._viewer_utils import (
 )
 from src_train.ct import CtVolume, xyz_to_zyx_mm
 from src_train.errors import LunaSegError
-from src_train.evaluate import Candidate, evaluate_froc
+from src_train.evaluate import nodule_recall
 from src_train.infer import (
     DEFAULT_THRESHOLD,
     DEMO_CHECKPOINT,
@@ -63,7 +63,6 @@ from src_train.infer import (
     TunerCache,
     iter_inference,
 )
-from src_train.luna import Nodule
 from src_train.metrics import error_volume, voxel_metrics
 from src_train.model import load_model
 
@@ -74,15 +73,6 @@ CANDIDATE_HEADERS = ("#", "center x,y,z (mm)", "diameter (mm)", "probability", "
 #: Field of view when jumping to a candidate: this many times its diameter (at least the minimum).
 ZOOM_DIAMETERS = 4.0
 MIN_ZOOM_MM = 30.0
-
-
-def nodule_recall(series_uid: str, nodules: list[Nodule], candidates: list[Any]) -> tuple[int, int]:
-    """Annotated nodules (with a diameter) hit by a candidate, by the LUNA16 rule of the core's
-    evaluator (:func:`src_train.evaluate.evaluate_froc`). Returns ``(found, total)``."""
-    sized = [n for n in nodules if n.diameter_mm]
-    marks = [Candidate(series_uid, c.center_xyz_mm, c.probability) for c in candidates]
-    result = evaluate_froc(sized, marks, series_uids=[series_uid])
-    return result.n_detected, result.n_nodules
 
 
 def inference_job(
@@ -359,7 +349,8 @@ class InferenceWidget(QWidget):
                 parts.append(f"{label} {float(self.metrics[key]):.3f}")
         text = ("voxel " + ", ".join(parts)) if parts else "no generated mask: no voxel metrics"
         if nodules:
-            found, total = nodule_recall(uid, nodules, candidates)
+            sized = [n for n in nodules if n.diameter_mm]
+            found, total = nodule_recall(sized, [c.center_xyz_mm for c in candidates])
             self.metrics["nodule_recall"] = found / total if total else float("nan")
             text += f"; nodule recall {found}/{total}"
         self.metrics_label.setText(text)

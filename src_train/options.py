@@ -110,6 +110,8 @@ def add_options(
             continue
         default = _default_of(f)
         kwargs: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": argparse.SUPPRESS}
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
         dashed = f.name.replace("_", "-")
         shown = "" if default is dataclasses.MISSING or default is None else default
         help_text = meta["help"]
@@ -131,7 +133,7 @@ def add_options(
             if meta["metavar"]:
                 kwargs["metavar"] = meta["metavar"]
             elif "choices" not in kwargs:
-                kwargs["metavar"] = _METAVARS.get(kwargs["type"], dashed.upper())
+                kwargs["metavar"] = _METAVARS.get(kwargs["type"], f.name.upper())
         kwargs["help"] = help_text
         parser.add_argument(flag, **kwargs)
 

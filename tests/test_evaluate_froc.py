@@ -1,4 +1,4 @@
-"""The FROC curve, its reading and its bootstrap (src_train.froc) on hand-computed cases.
+"""The FROC curve, its reading and its bootstrap (src_train.evaluate.froc) on hand-computed cases.
 
 Each expected value follows the official LUNA16 script's arithmetic (scikit-learn's
 ``roc_curve`` with ``drop_intermediate``, ``np.interp`` on ``linspace(0.125, 8, 10001)``).
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from src_train.errors import CancelledError
-from src_train.froc import (
+from src_train.evaluate.froc import (
     FROC_FP_RATES,
     FROC_GRID_MAX_FP_PER_SCAN,
     FROC_GRID_MIN_FP_PER_SCAN,

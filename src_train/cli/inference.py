@@ -77,67 +77,40 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
+    """``lunaseg eval``: one option per :class:`~src_train.evaluate.run.EvalOptions` field."""
+    from src_train.evaluate.run import EvalOptions
+    from src_train.options import add_options
+
     p = sub.add_parser(
         "eval",
         help="score candidates the LUNA16 way (FROC, CPM)",
-        description="A candidate hits a nodule when its center is closer than the nodule's "
-        "radius; several hits on one nodule count once; hits on excluded findings are ignored; "
-        "at most 100 candidates per scan count. Prints recall, candidates "
-        "per scan, sensitivity at 1/8..8 false positives per scan and their mean (CPM); writes "
-        "froc.csv and froc.png.",
+        description="Score a submission exactly as LUNA16's evaluation script does: a mark hits "
+        "a nodule when its center is closer than the nodule's radius; of several marks on one "
+        "nodule the most probable counts; marks on excluded findings are ignored; per scan only "
+        "marks above the 101st highest probability count (ties at the cut dropped). "
+        "Sensitivities are read off the linearly interpolated FROC curve at 1/8..8 false "
+        "positives per scan; their mean is the CPM. Writes froc.csv and froc.png.",
     )
-    p.add_argument("--annotations", required=True, help="annotations.csv (world mm, diameters)")
-    p.add_argument("--candidates", required=True, help="submission CSV (e.g. from lunaseg infer)")
-    p.add_argument("--excluded", help="annotations_excluded.csv: findings whose hits are ignored")
-    p.add_argument(
-        "--series-list",
-        help="series to score, one UID per line (default: seriesuids.csv beside the "
-        "candidates if present, else the series named in the annotations or candidates)",
-    )
-    p.add_argument("--out", help="folder for froc.csv and froc.png (default: the candidates')")
-    p.add_argument("--max-marks", type=int, help="candidates counted per scan (default: 100)")
-    p.add_argument("--overwrite", action="store_true", help="replace froc.csv/froc.png")
+    add_options(p, EvalOptions)
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from src_train.errors import OutputExistsError
-    from src_train.evaluate import (
-        MAX_MARKS_PER_SCAN,
-        SERIES_LIST_NAME,
-        evaluate_froc,
-        plot_froc,
-        read_excluded,
-        read_series_list,
-        read_submission,
-        write_froc_csv,
-    )
-    from src_train.luna import read_annotations
+    """Score, print the summary, write the FROC curve and its plot."""
+    from src_train.evaluate import plot_froc, write_froc_csv
+    from src_train.evaluate.run import FROC_CSV, FROC_PNG, EvalOptions, evaluate_run
+    from src_train.options import options_from_args
 
-    candidates_path = Path(args.candidates)
-    out_dir = Path(args.out) if args.out else candidates_path.parent
-    curve_path, plot_path = out_dir / "froc.csv", out_dir / "froc.png"
-    if not args.overwrite:
-        for path in (curve_path, plot_path):
-            if path.exists():
-                raise OutputExistsError(f"{path} already exists; pass --overwrite or --out.")
-    nodules = read_annotations(args.annotations)
-    candidates = read_submission(candidates_path)
-    excluded = read_excluded(args.excluded) if args.excluded else []
-    series_list = Path(args.series_list) if args.series_list else None
-    if series_list is None and (candidates_path.parent / SERIES_LIST_NAME).is_file():
-        series_list = candidates_path.parent / SERIES_LIST_NAME
-        print(f"series list: {series_list}")
-    uids = read_series_list(series_list) if series_list else None
-    result = evaluate_froc(
-        nodules,
-        candidates,
-        excluded=excluded,
-        series_uids=uids,
-        max_marks_per_scan=MAX_MARKS_PER_SCAN if args.max_marks is None else args.max_marks,
-    )
-    print(result.summary())
-    write_froc_csv(result, curve_path, overwrite=args.overwrite)
-    plot_froc(result, plot_path, overwrite=args.overwrite)
-    print(f"wrote {curve_path} and {plot_path}")
+    options = options_from_args(EvalOptions, args)
+
+    def progress(done: int, total: int, message: str) -> None:
+        print(f"\r{message} {done}/{total}", end="" if done < total else "\n", flush=True)
+
+    run = evaluate_run(options, progress=progress if options.bootstrap else None)
+    for note in run.notes:
+        print(note)
+    print(run.result.summary())
+    curve = write_froc_csv(run.result, options.out_dir / FROC_CSV, overwrite=options.overwrite)
+    plot = plot_froc(run.result, options.out_dir / FROC_PNG, overwrite=options.overwrite)
+    print(f"wrote {curve} and {plot}")
     return 0

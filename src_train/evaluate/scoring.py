@@ -13,7 +13,7 @@ reference is the challenge's ``noduleCADEvaluationLUNA16.py``; its rules, all re
   on one nodule the most probable counts and the others are neither true nor false positives.
 * **Excluded findings** (``annotations_excluded.csv``): a mark that hits no included nodule but
   an excluded finding is ignored. Any other mark is a false positive.
-* **Curve and CPM** (:mod:`src_train.froc`): ``roc_curve`` points, interpolated linearly and read
+* **Curve and CPM** (:mod:`.froc`): ``roc_curve`` points, interpolated linearly and read
   at the grid point nearest each of :data:`FROC_FP_RATES`; the CPM is their mean. Optional
   bootstrap over scans for intervals.
 
@@ -34,20 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src_train.errors import AnnotationError, ConfigError
-from src_train.evaluate_files import (
-    EXCLUDED_NAME,
-    SERIES_LIST_NAME,
-    SUBMISSION_COLUMNS,
+from src_train.evaluate.files import (
     Candidate,
-    find_excluded,
-    find_series_list,
-    plot_froc,
-    read_excluded,
-    read_series_list,
-    read_submission,
-    write_froc_csv,
 )
-from src_train.froc import (
+from src_train.evaluate.froc import (
     BOOTSTRAP_CONFIDENCE,
     FROC_FP_RATES,
     FROC_GRID_MAX_FP_PER_SCAN,
@@ -67,29 +57,6 @@ from src_train.luna import Nodule
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EXCLUDED_FALLBACK_DIAMETER_MM",
-    "EXCLUDED_NAME",
-    "FROC_FP_RATES",
-    "MAX_MARKS_PER_SCAN",
-    "SENSITIVITY_TARGETS",
-    "SERIES_LIST_NAME",
-    "SUBMISSION_COLUMNS",
-    "Candidate",
-    "FrocBootstrap",
-    "FrocResult",
-    "counted_marks",
-    "evaluate_froc",
-    "find_excluded",
-    "find_series_list",
-    "nodule_hits",
-    "nodule_recall",
-    "plot_froc",
-    "read_excluded",
-    "read_series_list",
-    "read_submission",
-    "write_froc_csv",
-]
 
 #: LUNA16 counts at most this many marks per scan (see :func:`counted_marks` for ties).
 MAX_MARKS_PER_SCAN = 100
@@ -118,7 +85,7 @@ class FrocResult:
             within a scan), the probability of its most probable counted hit, NaN when missed.
         nodules: the nodules scored, aligned with ``nodule_probability``.
         thresholds, fps_per_scan, sensitivity: the official FROC points (``roc_curve`` order:
-            threshold descending from ``+inf``; see :mod:`src_train.froc`).
+            threshold descending from ``+inf``; see :mod:`src_train.evaluate.froc`).
         fp_rates: the FP rates the CPM averages (:data:`FROC_FP_RATES`).
         sensitivity_at_rates: the interpolated curve read at ``fp_reading_points``.
         nodule_found: per nodule, whether any submitted candidate hits it (before the cap).
@@ -190,7 +157,7 @@ class FrocResult:
 
         Read off the same piecewise-linear curve as the CPM: the smallest FP rate at which the
         interpolated sensitivity reaches the target; ``inf`` when the counted marks never reach
-        it, NaN without nodules. See :func:`src_train.froc.fps_at_sensitivity`.
+        it, NaN without nodules. See :func:`src_train.evaluate.froc.fps_at_sensitivity`.
         """
         curve = FrocCurve(self.thresholds, self.fps_per_scan, self.sensitivity)
         return fps_at_sensitivity(curve, sensitivity)

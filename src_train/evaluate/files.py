@@ -20,7 +20,7 @@ import numpy as np
 
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import AnnotationError, OutputExistsError
-from src_train.froc import (
+from src_train.evaluate.froc import (
     FROC_GRID_MAX_FP_PER_SCAN,
     FROC_GRID_MIN_FP_PER_SCAN,
     FROC_GRID_POINTS,

@@ -1,0 +1,57 @@
+"""Scoring candidate nodules the way LUNA16 does: hits, FROC curve, CPM, bootstrap intervals.
+
+* :mod:`.scoring` -- the hit rule, the per-scan cap, :func:`evaluate_froc`, :class:`FrocResult`;
+* :mod:`.froc` -- the FROC curve as the official script computes it, its reading, the bootstrap;
+* :mod:`.files` -- submission / series list / excluded findings files, the FROC CSV and plot.
+
+Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays.
+"""
+
+from src_train.evaluate.files import (
+    EXCLUDED_NAME,
+    SERIES_LIST_NAME,
+    SUBMISSION_COLUMNS,
+    Candidate,
+    find_excluded,
+    find_series_list,
+    plot_froc,
+    read_excluded,
+    read_series_list,
+    read_submission,
+    write_froc_csv,
+)
+from src_train.evaluate.froc import FROC_FP_RATES, FrocBootstrap
+from src_train.evaluate.scoring import (
+    EXCLUDED_FALLBACK_DIAMETER_MM,
+    MAX_MARKS_PER_SCAN,
+    SENSITIVITY_TARGETS,
+    FrocResult,
+    counted_marks,
+    evaluate_froc,
+    nodule_hits,
+    nodule_recall,
+)
+
+__all__ = [
+    "EXCLUDED_FALLBACK_DIAMETER_MM",
+    "EXCLUDED_NAME",
+    "FROC_FP_RATES",
+    "MAX_MARKS_PER_SCAN",
+    "SENSITIVITY_TARGETS",
+    "SERIES_LIST_NAME",
+    "SUBMISSION_COLUMNS",
+    "Candidate",
+    "FrocBootstrap",
+    "FrocResult",
+    "counted_marks",
+    "evaluate_froc",
+    "find_excluded",
+    "find_series_list",
+    "nodule_hits",
+    "nodule_recall",
+    "plot_froc",
+    "read_excluded",
+    "read_series_list",
+    "read_submission",
+    "write_froc_csv",
+]

@@ -1,0 +1,143 @@
+"""``lunaseg eval`` as a function: which files are read, and the scored result.
+
+:func:`evaluate_run` finds the files LUNA16 scoring needs where the user did not name them
+(``annotations_excluded.csv`` beside the annotations, ``seriesuids.csv`` beside the
+candidates), scores, and says in :attr:`EvalRun.notes` what it chose and what that means for
+the numbers, so the CLI only prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from src_train.errors import ConfigError, OutputExistsError
+from src_train.evaluate.files import (
+    find_excluded,
+    find_series_list,
+    read_excluded,
+    read_series_list,
+    read_submission,
+)
+from src_train.evaluate.froc import BOOTSTRAP_CONFIDENCE
+from src_train.evaluate.scoring import MAX_MARKS_PER_SCAN, FrocResult, evaluate_froc
+from src_train.luna import read_annotations
+from src_train.options import option
+from src_train.progress import Progress, ShouldStop
+
+#: File names ``lunaseg eval`` writes.
+FROC_CSV = "froc.csv"
+FROC_PNG = "froc.png"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What ``lunaseg eval`` scores (every field is one of its options)."""
+
+    annotations: str = option(
+        help="annotations.csv (world mm, diameters): the nodules to find", metavar="CSV"
+    )
+    candidates: str = option(
+        help="submission CSV (e.g. candidates.csv from lunaseg infer)", metavar="CSV"
+    )
+    excluded: str | None = option(
+        None,
+        help="annotations_excluded.csv: findings whose hits are ignored (default: the file "
+        "beside the annotations, when present)",
+        metavar="CSV",
+    )
+    use_excluded: bool = option(
+        True, help="score without excluded findings even if the file exists", flag="--no-excluded"
+    )
+    series_list: str | None = option(
+        None,
+        help="series to score, one UID per line (default: seriesuids.csv beside the "
+        "candidates, else the series named in the annotations or candidates)",
+    )
+    out: str | None = option(
+        None, help="folder for froc.csv and froc.png (default: the candidates')"
+    )
+    max_marks: int = option(MAX_MARKS_PER_SCAN, help="marks counted per scan (LUNA16: 100)")
+    cap: bool = option(True, help="count every mark (no per-scan cap)", flag="--no-cap")
+    bootstrap: int = option(0, help="bootstrap samples for 95%% intervals (LUNA16 used 1000)")
+    seed: int = option(0, help="seed of the bootstrap")
+    confidence: float = option(BOOTSTRAP_CONFIDENCE, help="confidence of the intervals")
+    overwrite: bool = option(False, help="replace froc.csv / froc.png")
+
+    def __post_init__(self) -> None:
+        if self.bootstrap < 0 or self.max_marks < 1 or not 0 < self.confidence < 1:
+            raise ConfigError(
+                "--bootstrap must be >= 0, --max-marks >= 1 and --confidence in (0, 1); got "
+                f"{self.bootstrap}, {self.max_marks}, {self.confidence}."
+            )
+
+    @property
+    def out_dir(self) -> Path:
+        """Where froc.csv and froc.png go."""
+        return Path(self.out) if self.out else Path(self.candidates).parent
+
+
+@dataclass
+class EvalRun:
+    """The result of :func:`evaluate_run` and the files it read.
+
+    Attributes:
+        result: the LUNA16 score.
+        excluded_path, series_list_path: the files used (None: none).
+        notes: lines for the user: defaults chosen and their consequences.
+    """
+
+    result: FrocResult
+    excluded_path: Path | None
+    series_list_path: Path | None
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate_run(
+    options: EvalOptions,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> EvalRun:
+    """Score ``options.candidates`` against ``options.annotations`` (see the module docstring).
+
+    Refuses (before reading anything) to replace ``froc.csv``/``froc.png`` unless
+    ``options.overwrite``.
+    """
+    if not options.overwrite:
+        for name in (FROC_CSV, FROC_PNG):
+            path = options.out_dir / name
+            if path.exists():
+                raise OutputExistsError(f"{path} already exists; pass --overwrite or --out.")
+    notes: list[str] = []
+    excluded_path = None
+    if options.use_excluded:
+        excluded_path = Path(options.excluded) if options.excluded else None
+        excluded_path = excluded_path or find_excluded(options.annotations)
+        if excluded_path is None:
+            notes.append(
+                "no annotations_excluded.csv beside the annotations: marks on irrelevant "
+                "findings count as false positives, so the CPM can be lower than LUNA16's"
+            )
+    series_path = Path(options.series_list) if options.series_list else None
+    series_path = series_path or find_series_list(options.candidates)
+    if series_path is None:
+        notes.append(
+            "no series list: scans named in neither file (no nodule, no mark) are not counted "
+            "in the false positives per scan"
+        )
+    else:
+        notes.append(f"series list: {series_path}")
+    result = evaluate_froc(
+        read_annotations(options.annotations),
+        read_submission(options.candidates),
+        excluded=read_excluded(excluded_path) if excluded_path else (),
+        series_uids=read_series_list(series_path) if series_path else None,
+        max_marks_per_scan=options.max_marks if options.cap else None,
+        bootstrap=options.bootstrap,
+        seed=options.seed,
+        confidence=options.confidence,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    return EvalRun(result, excluded_path, series_path, notes)
