@@ -34,10 +34,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from src_train.augment import AugmentConfig, BatchAugment
-from src_train.data import SeriesCache, TrainingDataset
+from src_train.cache import SeriesCache
+from src_train.datasets import TrainingDataset
+from src_train.devices import resolve_device
 from src_train.losses import build_loss
 from src_train.luna import split_series
-from src_train.model import ModelConfig, build_model, count_parameters, resolve_device
+from src_train.model import ModelConfig, build_model, count_parameters
 from src_train.synth import write_dataset
 from src_train.train import ProgressEvent, TrainConfig, Trainer, step_settings
 

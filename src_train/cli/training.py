@@ -28,7 +28,7 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
 
 def run_cache(args: argparse.Namespace) -> int:
     """Build (or refresh) the training cache of a data folder."""
-    from src_train.data import SeriesCache, check_training_folder
+    from src_train.cache import SeriesCache, check_training_folder
     from src_train.options import options_from_args
     from src_train.train import TrainConfig
 

@@ -15,7 +15,7 @@ from typing import Any
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS, AugmentConfig
 from src_train.context import DEFAULT_CONTEXT_SLICES
-from src_train.data import SampleConfig
+from src_train.datasets import SampleConfig
 from src_train.errors import ConfigError
 from src_train.losses import LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods

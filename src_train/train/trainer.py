@@ -32,12 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from src_train.augment import BatchAugment
-from src_train.data import (
-    SeriesCache,
-    TrainingDataset,
-    ValidationDataset,
-    check_training_folder,
-)
+from src_train.cache import SeriesCache, check_training_folder
+from src_train.datasets import TrainingDataset, ValidationDataset
 from src_train.errors import AnnotationError, CancelledError, ConfigError
 from src_train.losses import SegmentationLoss, SegmentationMetrics
 from src_train.luna import LunaFolder, split_series
