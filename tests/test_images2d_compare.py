@@ -17,12 +17,11 @@ from src_train.errors import ConfigError, LunaSegError, OutputExistsError
 from src_train.images2d.compare import (
     COMPARE_FILE,
     CompareEvent,
-    CompareOptions,
-    ModelSpec,
     load_predictions,
     run_comparison,
 )
 from src_train.images2d.dataset import load_image_set
+from src_train.images2d.options import CompareOptions, ModelSpec
 from src_train.images2d.plots import plot_examples
 from src_train.images2d.results import RESULT_COLUMNS, RunRecord
 from src_train.images2d.synth import SynthImageConfig, write_image_set

@@ -32,16 +32,15 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    device: torch.device | str = "cpu",
-    batch_size: int = PREDICT_BATCH,
+    model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BATCH
 ) -> torch.Tensor:
     """Logits ``(N, 1, row, col)`` (float32, on the CPU) of uint8 images ``(N, 3, row, col)``.
 
-    The model is put in eval mode (batch norm uses its running statistics) and left there.
+    Batches run on the model's device. The model is put in eval mode (batch norm uses its
+    running statistics) and left there.
     """
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for start in range(0, images.shape[0], batch_size):
         batch = to_model_input(images[start : start + batch_size].to(device))
@@ -50,12 +49,9 @@ def predict_logits(
 
 
 def predict_masks(
-    model: nn.Module,
-    images: np.ndarray,
-    device: torch.device | str = "cpu",
-    batch_size: int = PREDICT_BATCH,
+    model: nn.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH
 ) -> np.ndarray:
     """bool ``(N, row, col)``: lesion where the probability is above 0.5 (logit > 0), for
-    uint8 RGB images ``(N, row, col, 3)``."""
-    logits = predict_logits(model, images_to_tensor(images), device, batch_size)
+    uint8 RGB images ``(N, row, col, 3)``, computed on the model's device."""
+    logits = predict_logits(model, images_to_tensor(images), batch_size)
     return (logits[:, 0] > 0).numpy()

@@ -38,7 +38,7 @@ from src_train.images2d.results import (
 )
 
 if TYPE_CHECKING:
-    from src_train.images2d.compare import CompareOptions
+    from src_train.images2d.options import CompareOptions
 
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.md"
