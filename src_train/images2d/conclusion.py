@@ -37,6 +37,9 @@ LATE_FRACTION = 0.9
 #: Best epoch before this fraction of training: "peaked early".
 EARLY_FRACTION = 0.5
 
+#: A combination must beat the best trivial mask by this much to count as having learned.
+TRIVIAL_MARGIN = 0.05
+
 #: Per-image differences smaller than this count as ties.
 TIE_TOLERANCE = 1e-9
 
@@ -214,6 +217,27 @@ def _convergence_line(best: ResultRow) -> str:
     return f"{where}."
 
 
+def _baseline_line(ranking: list[ResultRow], metric: str, baselines: dict[str, float]) -> str:
+    """Trivial masks for scale, and a warning when runs do not clearly beat them."""
+    name = RANK_METRICS[metric]
+    quoted = ", ".join(f"{what} {_f(value)}" for what, value in baselines.items())
+    line = f"For scale, trivial masks score {name}: {quoted}."
+    floor = max(baselines.values())
+    failing = [row for row in ranking if row.metrics[metric] < floor + TRIVIAL_MARGIN]
+    if len(failing) == len(ranking):
+        line += (
+            f" **No combination beats the best trivial mask by {TRIVIAL_MARGIN:g}**: the "
+            "models have not learned the task within this budget, so the ranking above says "
+            "little. Train longer (more epochs) before drawing conclusions."
+        )
+    elif failing:
+        line += (
+            f" {len(failing)} of {len(ranking)} combinations do not beat the best trivial mask "
+            f"by {TRIVIAL_MARGIN:g} ({', '.join(row.label for row in failing)})."
+        )
+    return line
+
+
 def conclude(
     rows: list[ResultRow], metric: str = "test_iou", baselines: dict[str, float] | None = None
 ) -> Conclusion:
@@ -245,8 +269,7 @@ def conclude(
         if paired:
             result.lines.append(paired)
     if baselines:
-        quoted = ", ".join(f"{what} {_f(value)}" for what, value in baselines.items())
-        result.lines.append(f"For scale, trivial masks score {name}: {quoted}.")
+        result.lines.append(_baseline_line(ranking, metric, baselines))
     result.lines.extend(_loss_lines(rows, metric))
     result.lines.extend(_balance_lines(rows))
     result.lines.append(_cost_line(rows))
