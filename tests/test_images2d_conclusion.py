@@ -153,9 +153,9 @@ def test_results_csv_has_one_row_per_model_and_loss(tmp_path: Path) -> None:
 def test_runs_that_do_not_beat_trivial_masks_are_called_out() -> None:
     rows = aggregate(_one_seed())  # test IoU 0.80, 0.75, 0.78, 0.70
     text = "\n".join(conclude(rows, baselines={"whole image": 0.72}).lines)
-    assert "2 of 4 combinations do not beat the best trivial mask by 0.05" in text
-    assert "(unet + bce, segnet + bce)" in text
+    assert "2 of 4 runs do not beat the best trivial mask by 0.05" in text
+    assert "unet + bce seed 0 (0.750), segnet + bce seed 0 (0.700)" in text
     text = "\n".join(conclude(rows, baselines={"whole image": 0.78}).lines)
-    assert "No combination beats the best trivial mask" in text
+    assert "No run beats the best trivial mask" in text
     text = "\n".join(conclude(rows, baselines={"whole image": 0.3}).lines)
-    assert "do not beat" not in text and "No combination" not in text
+    assert "do not beat" not in text and "No run" not in text

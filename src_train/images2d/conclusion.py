@@ -218,22 +218,28 @@ def _convergence_line(best: ResultRow) -> str:
 
 
 def _baseline_line(ranking: list[ResultRow], metric: str, baselines: dict[str, float]) -> str:
-    """Trivial masks for scale, and a warning when runs do not clearly beat them."""
+    """Trivial masks for scale, and a warning naming the runs that do not clearly beat them."""
     name = RANK_METRICS[metric]
     quoted = ", ".join(f"{what} {_f(value)}" for what, value in baselines.items())
     line = f"For scale, trivial masks score {name}: {quoted}."
     floor = max(baselines.values())
-    failing = [row for row in ranking if row.metrics[metric] < floor + TRIVIAL_MARGIN]
-    if len(failing) == len(ranking):
+    runs = [run for row in ranking for run in row.runs]
+    failing = [run for run in runs if run.metric(metric) < floor + TRIVIAL_MARGIN]
+    if len(failing) == len(runs):
         line += (
-            f" **No combination beats the best trivial mask by {TRIVIAL_MARGIN:g}**: the "
-            "models have not learned the task within this budget, so the ranking above says "
-            "little. Train longer (more epochs) before drawing conclusions."
+            f" **No run beats the best trivial mask by {TRIVIAL_MARGIN:g}**: the models have "
+            "not learned the task within this budget, so the ranking above says little. Train "
+            "longer (more epochs) before drawing conclusions."
         )
     elif failing:
+        named = ", ".join(
+            f"{run.model} + {run.loss} seed {run.seed} ({_f(run.metric(metric))})"
+            for run in failing
+        )
         line += (
-            f" {len(failing)} of {len(ranking)} combinations do not beat the best trivial mask "
-            f"by {TRIVIAL_MARGIN:g} ({', '.join(row.label for row in failing)})."
+            f" {len(failing)} of {len(runs)} runs do not beat the best trivial mask by "
+            f"{TRIVIAL_MARGIN:g}: {named}. They did not learn within this budget; they pull "
+            "their combination's mean down and widen the seed-to-seed spread."
         )
     return line
 
