@@ -236,10 +236,11 @@ def _baseline_line(ranking: list[ResultRow], metric: str, baselines: dict[str, f
             f"{run.model} + {run.loss} seed {run.seed} ({_f(run.metric(metric))})"
             for run in failing
         )
+        verb = "run does" if len(failing) == 1 else "runs do"
         line += (
-            f" {len(failing)} of {len(runs)} runs do not beat the best trivial mask by "
-            f"{TRIVIAL_MARGIN:g}: {named}. They did not learn within this budget; they pull "
-            "their combination's mean down and widen the seed-to-seed spread."
+            f" {len(failing)} of {len(runs)} {verb} not beat the best trivial mask by "
+            f"{TRIVIAL_MARGIN:g}: {named}. A run like that did not learn within this budget; it "
+            "pulls its combination's mean down and widens the seed-to-seed spread."
         )
     return line
 

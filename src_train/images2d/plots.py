@@ -3,7 +3,7 @@
 - :func:`plot_run_curves`: one run's training/validation loss and IoU per epoch.
 - :func:`plot_overlaid_curves`: every run's validation IoU, training IoU and validation loss
   (relative to its first epoch, since losses differ in scale) on shared axes.
-- :func:`plot_results`: test IoU and IoU score per model x loss (bars; seed SD as error bars).
+- :func:`plot_results`: test IoU and IoU score per model x loss (bars: means; dots: seeds).
 - :func:`plot_cost`: parameters per model and seconds per epoch per run.
 - :func:`plot_examples`: a run's best and worst test images, TP green / FN orange / FP red.
 - :func:`plot_hardest`: the test images hardest for all runs, each run's prediction side by side.
@@ -14,7 +14,6 @@ Every function writes one PNG atomically and returns its path.
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,7 +137,8 @@ def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str])
 
 
 def plot_results(rows: list[ResultRow], path: str | os.PathLike[str]) -> Path:
-    """Grouped bars: test IoU and test IoU score per model (groups) and loss (bars)."""
+    """Grouped bars: test IoU and test IoU score per model (groups) and loss (bars), the mean
+    over seeds; black dots mark each seed's value when several ran."""
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
     models = list(dict.fromkeys(r.model for r in rows))
@@ -154,19 +154,14 @@ def plot_results(rows: list[ResultRow], path: str | os.PathLike[str]) -> Path:
                 np.array([i for i, m in enumerate(models) if m in group])
                 + (j - (len(losses) - 1) / 2) * width
             )
-            values = [group[m].metrics[metric] for m in models if m in group]
-            errors = [group[m].seed_sd(metric) for m in models if m in group]
-            errors_or_none = None if all(math.isnan(e) for e in errors) else np.nan_to_num(errors)
-            bars = ax.bar(
-                x,
-                values,
-                width,
-                yerr=errors_or_none,
-                capsize=3,
-                label=loss,
-                color=_loss_color(loss, losses),
-            )
+            present = [group[m] for m in models if m in group]
+            values = [row.metrics[metric] for row in present]
+            bars = ax.bar(x, values, width, label=loss, color=_loss_color(loss, losses))
             ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+            for xi, row in zip(x, present, strict=True):
+                if len(row.seeds) > 1:  # each seed's value, so a failed seed is visible
+                    seeds = row.by_seed(metric)
+                    ax.scatter([xi] * len(seeds), seeds, s=12, color="black", zorder=3)
         ax.set_xticks(range(len(models)), models)
         ax.set_ylim(0, 1.12)
         ax.set_title(title)
