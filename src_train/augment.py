@@ -1,11 +1,15 @@
 """Batch augmentation on the device (GPU or CPU), a different random transform per sample.
 
-:class:`BatchAugment` takes a batch of inputs ``(N, C, H, W)`` in HU and masks ``(N, 1, H, W)``
+:class:`BatchAugment` takes a batch of inputs ``(N, C, H, W)`` and masks ``(N, 1, H, W)``
 (bool or float) and returns augmented copies. Geometric transforms (flips, offset, scale,
 rotation) are combined into one 2x3 affine matrix per sample and applied with
 ``affine_grid`` + ``grid_sample``; image and mask use the same grid, and the mask is
-thresholded back to bool. Gaussian noise (in HU) touches the image only. Each transform can be
-switched on alone; with all off the batch is returned unchanged (as a copy).
+thresholded back to bool. Colour jitter (RGB only) and Gaussian noise touch the image only and
+are clamped to the modality's value range: HU clamped as the model sees them for CT
+(``"ct"``), channels scaled to ``[0, 1]`` for RGB images (``"rgb"``). Each transform can be
+switched on alone; with all off the batch is returned unchanged (as a copy). Random parameters
+are drawn (:meth:`BatchAugment.random_matrices`, :meth:`BatchAugment.random_jitter`) apart
+from applying them (:func:`apply_jitter`), so either can be tested or replayed alone.
 
 Coordinates follow ``affine_grid``: normalised ``(x, y)`` = ``(col, row)`` in ``[-1, 1]``.
 """
@@ -23,8 +27,22 @@ from torch import nn
 from src_train.context import HU_CLAMP
 from src_train.errors import ConfigError
 
-#: Names accepted by :meth:`AugmentConfig.from_names` (``"none"`` disables everything).
+#: Transforms for every modality, accepted by :meth:`AugmentConfig.from_names` (``"none"``
+#: disables everything, ``"all"`` enables those that suit the modality).
 AUGMENTATIONS = ("flip", "offset", "scale", "rotate", "noise")
+
+#: Transforms for RGB images only.
+COLOR_AUGMENTATIONS = ("jitter",)
+
+#: Value range of each modality's model input; noise and jitter results are clamped to it.
+#: ``"ct"``: HU as the model sees them; ``"rgb"``: 8-bit channels divided by 255.
+MODALITY_RANGES: dict[str, tuple[float, float]] = {
+    "ct": (float(HU_CLAMP[0]), float(HU_CLAMP[1])),
+    "rgb": (0.0, 1.0),
+}
+
+#: ITU-R BT.601 luma weights of R, G, B (the grey that saturation jitter blends towards).
+LUMA_WEIGHTS_RGB = (0.299, 0.587, 0.114)
 
 #: A mask voxel resampled by bilinear interpolation is label when above this value.
 MASK_THRESHOLD = 0.5
@@ -39,11 +57,21 @@ class AugmentConfig:
         offset: shift by up to ``offset_fraction`` of the image size along rows and cols.
         scale: zoom by a factor drawn from ``[1 - scale_fraction, 1 + scale_fraction]`` per axis.
         rotate: rotate by an angle drawn from ``[-rotate_degrees, rotate_degrees]``.
-        noise: add Gaussian noise with standard deviation ``noise_hu`` (HU) to the image.
+        noise: add Gaussian noise to the image: standard deviation ``noise_hu`` (HU) for CT,
+            ``noise_fraction`` of the value range for RGB (see :attr:`noise_sigma`).
+        jitter: colour jitter of RGB images (brightness, contrast, saturation and a colour
+            cast per channel, as lighting and cameras vary between dermoscopy images).
+        modality: ``"ct"`` or ``"rgb"``; sets the value range (:data:`MODALITY_RANGES`) that
+            noise and jitter clamp to, and allows ``jitter`` (RGB only, 3 channels).
         offset_fraction: largest shift, as a fraction of height/width.
         scale_fraction: largest relative zoom.
         rotate_degrees: largest rotation, degrees.
-        noise_hu: noise standard deviation, HU.
+        noise_hu: noise standard deviation for CT, HU.
+        noise_fraction: noise standard deviation for RGB, as a fraction of the value range.
+        jitter_brightness: brightness factor drawn from ``[1 - b, 1 + b]``.
+        jitter_contrast: contrast factor (about the image's mean grey) from ``[1 - c, 1 + c]``.
+        jitter_saturation: saturation factor (blend with the luma grey) from ``[1 - s, 1 + s]``.
+        jitter_cast: per-channel gain drawn from ``[1 - g, 1 + g]`` (a tinted light).
         padding_mode: ``grid_sample`` padding for the image outside the field of view.
     """
 
@@ -52,11 +80,33 @@ class AugmentConfig:
     scale: bool = False
     rotate: bool = False
     noise: bool = False
+    jitter: bool = False
+    modality: str = "ct"
     offset_fraction: float = 0.1
     scale_fraction: float = 0.2
     rotate_degrees: float = 180.0
     noise_hu: float = 25.0
+    noise_fraction: float = 0.02
+    jitter_brightness: float = 0.2
+    jitter_contrast: float = 0.2
+    jitter_saturation: float = 0.2
+    jitter_cast: float = 0.05
     padding_mode: str = "border"
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITY_RANGES:
+            raise ConfigError(
+                f"Unknown modality {self.modality!r}; choose one of {', '.join(MODALITY_RANGES)}."
+            )
+        if self.jitter and self.modality != "rgb":
+            raise ConfigError(
+                f"Colour jitter needs RGB images; this augmentation is for {self.modality!r}. "
+                "Drop 'jitter' from the augmentations."
+            )
+        factors = ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_cast")
+        for name in factors:
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
 
     @property
     def geometric(self) -> bool:
@@ -64,39 +114,100 @@ class AugmentConfig:
         return self.flip or self.offset or self.scale or self.rotate
 
     @property
+    def value_range(self) -> tuple[float, float]:
+        """``(low, high)`` the image is clamped to after noise and jitter (modality units)."""
+        return MODALITY_RANGES[self.modality]
+
+    @property
+    def noise_sigma(self) -> float:
+        """Noise standard deviation in the modality's units (HU for CT, [0, 1] for RGB)."""
+        if self.modality == "ct":
+            return self.noise_hu
+        low, high = self.value_range
+        return self.noise_fraction * (high - low)
+
+    @property
     def enabled(self) -> tuple[str, ...]:
         """Names of the transforms switched on."""
-        return tuple(name for name in AUGMENTATIONS if getattr(self, name))
+        return tuple(name for name in AUGMENTATIONS + COLOR_AUGMENTATIONS if getattr(self, name))
 
     @classmethod
-    def from_names(cls, names: str | Iterable[str], **strengths: float) -> AugmentConfig:
-        """Config from ``"flip,offset,scale,rotate,noise"``, ``"all"`` or ``"none"``/``""``.
+    def from_names(
+        cls, names: str | Iterable[str], modality: str = "ct", **strengths: float
+    ) -> AugmentConfig:
+        """Config from ``"flip,offset,scale,rotate,noise[,jitter]"``, ``"all"`` or
+        ``"none"``/``""``. ``"all"`` is every transform that suits ``modality`` (jitter for
+        RGB only).
 
         ``strengths`` override the magnitudes (``noise_hu=10``...).
         """
         if isinstance(names, str):
             names = [n for n in names.replace(" ", "").split(",") if n]
+        known = AUGMENTATIONS + (COLOR_AUGMENTATIONS if modality == "rgb" else ())
         chosen = set(names)
         if chosen == {"all"}:
-            chosen = set(AUGMENTATIONS)
+            chosen = set(known)
         chosen.discard("none")
-        unknown = sorted(chosen - set(AUGMENTATIONS))
+        unknown = sorted(chosen - set(known))
         if unknown:
             raise ConfigError(
-                f"Unknown augmentation(s) {', '.join(unknown)}; choose from "
-                f"{', '.join(AUGMENTATIONS)}, 'all' or 'none'."
+                f"Unknown augmentation(s) {', '.join(unknown)} for {modality!r} inputs; choose "
+                f"from {', '.join(known)}, 'all' or 'none'."
             )
         options: dict[str, Any] = {n: True for n in chosen}
         options.update(strengths)
-        return cls(**options)
+        return cls(modality=modality, **options)
+
+
+@dataclass(frozen=True)
+class JitterParams:
+    """Colour jitter factors per sample, as :meth:`BatchAugment.random_jitter` draws them.
+
+    Attributes:
+        brightness: ``(N,)`` multiplies every channel.
+        contrast: ``(N,)`` scales the distance from the image's mean grey.
+        saturation: ``(N,)`` scales the distance of each pixel from its luma grey.
+        cast: ``(N, 3)`` per-channel gain (R, G, B).
+    """
+
+    brightness: torch.Tensor
+    contrast: torch.Tensor
+    saturation: torch.Tensor
+    cast: torch.Tensor
+
+
+def apply_jitter(
+    image: torch.Tensor, params: JitterParams, value_range: tuple[float, float]
+) -> torch.Tensor:
+    """Colour-jittered copy of an RGB batch ``(N, 3, H, W)`` in ``value_range`` (float32).
+
+    Applied in the order cast, brightness, contrast, saturation; the result is clamped to
+    ``value_range``. All factors 1 return the image unchanged.
+    """
+    if image.ndim != 4 or image.shape[1] != len(LUMA_WEIGHTS_RGB):
+        raise ConfigError(
+            f"Colour jitter needs RGB batches (N, 3, H, W); got {tuple(image.shape)}. "
+            "Drop 'jitter' from the augmentations for other inputs."
+        )
+    x = image.float() * params.cast[:, :, None, None]
+    x = x * params.brightness[:, None, None, None]
+    luma = torch.tensor(LUMA_WEIGHTS_RGB, device=x.device, dtype=x.dtype)[None, :, None, None]
+    grey = (x * luma).sum(dim=1, keepdim=True)
+    mean_grey = grey.mean(dim=(2, 3), keepdim=True)
+    contrast = params.contrast[:, None, None, None]
+    x = (x - mean_grey) * contrast + mean_grey
+    grey = grey * contrast + mean_grey * (1 - contrast)  # the luma of x after the contrast step
+    x = grey + (x - grey) * params.saturation[:, None, None, None]
+    return x.clamp(value_range[0], value_range[1])
 
 
 class BatchAugment(nn.Module):
     """Random per-sample augmentation of a batch (works on any device, keeps dtypes).
 
     ``forward(image, mask, generator=None) -> (image, mask)``:
-    image ``(N, C, H, W)`` float HU, mask ``(N, 1, H, W)`` bool or float; returns the image in
-    its dtype and the mask as bool. Inputs are never modified.
+    image ``(N, C, H, W)`` float in the modality's units (HU, or RGB in [0, 1]), mask
+    ``(N, 1, H, W)`` bool or float; returns the image in its dtype and the mask as bool.
+    Inputs are never modified.
     """
 
     def __init__(self, config: AugmentConfig | None = None) -> None:
@@ -140,6 +251,22 @@ class BatchAugment(nn.Module):
             ).view(n, 2)
         return torch.cat([linear, shift[:, :, None]], dim=2)
 
+    def random_jitter(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> JitterParams:
+        """Per-sample colour jitter factors, each uniform in ``[1 - strength, 1 + strength]``."""
+        cfg = self.config
+
+        def factors(strength: float, count: int) -> torch.Tensor:
+            return self._uniform(count, 1 - strength, 1 + strength, device, generator)
+
+        return JitterParams(
+            brightness=factors(cfg.jitter_brightness, n),
+            contrast=factors(cfg.jitter_contrast, n),
+            saturation=factors(cfg.jitter_saturation, n),
+            cast=factors(cfg.jitter_cast, 3 * n).view(n, 3),
+        )
+
     def forward(
         self,
         image: torch.Tensor,
@@ -170,12 +297,16 @@ class BatchAugment(nn.Module):
                 out_mask.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
             )
             out_mask = warped > MASK_THRESHOLD
+        low, high = cfg.value_range
+        if cfg.jitter:
+            params = self.random_jitter(image.shape[0], image.device, generator)
+            out_image = apply_jitter(out_image, params, cfg.value_range).to(image.dtype)
         if cfg.noise:
             noise = torch.randn(
                 image.shape, generator=generator, device=image.device, dtype=torch.float32
             )
-            out_image = (out_image.float() + cfg.noise_hu * noise).to(image.dtype)
-            out_image = out_image.clamp(HU_CLAMP[0], HU_CLAMP[1])
+            out_image = (out_image.float() + cfg.noise_sigma * noise).to(image.dtype)
+            out_image = out_image.clamp(low, high)
         if out_image is image:
             out_image = image.clone()
         return out_image, out_mask.clone() if out_mask is mask else out_mask

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 #: Architectures :func:`build_model` knows.
 ARCHITECTURES = ("unet", "segnet")
 
+#: How a U-Net decoder doubles the resolution: a learned 2x2 transposed convolution (the
+#: SPEC's), or fixed bilinear interpolation followed by a learned 1x1 convolution.
+UPSAMPLING = ("transpose", "bilinear")
+
 #: Tag and version written into every checkpoint; anything without the tag is refused.
 CHECKPOINT_FORMAT = "lunaseg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -58,6 +62,9 @@ class ModelConfig:
         filters: convolution filters at the top level, doubling per level down.
         batch_norm: batch norm after every convolution.
         input_norm: a batch norm on the input (so no manual HU normalisation is needed).
+        up: U-Net upsampling, one of :data:`UPSAMPLING` (SegNet max-unpools whatever this
+            says). Checkpoints written before this option existed lack the key and load as
+            ``"transpose"``, the only upsampling there was.
     """
 
     arch: str = "unet"
@@ -66,12 +73,22 @@ class ModelConfig:
     filters: int = 16
     batch_norm: bool = True
     input_norm: bool = True
+    up: str = "transpose"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ConfigError(
                 f"Unknown model architecture {self.arch!r}; "
                 f"choose one of {', '.join(ARCHITECTURES)}."
+            )
+        if self.up not in UPSAMPLING:
+            raise ConfigError(
+                f"Unknown upsampling {self.up!r}; choose one of {', '.join(UPSAMPLING)}."
+            )
+        if self.arch == "segnet" and self.up != "transpose":
+            raise ConfigError(
+                f"Upsampling {self.up!r} is a U-Net option; SegNet upsamples by max-unpooling. "
+                "Leave up at 'transpose' (its default) for SegNet."
             )
         for name in ("in_channels", "depth", "filters"):
             value = getattr(self, name)
@@ -167,11 +184,23 @@ class _PaddedModel(nn.Module):
         raise NotImplementedError
 
 
+def _upsampler(in_ch: int, out_ch: int, up: str) -> nn.Module:
+    """Double ``H, W`` and map ``in_ch`` to ``out_ch`` channels (see :data:`UPSAMPLING`)."""
+    if up == "transpose":
+        return nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2)
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(in_ch, out_ch, kernel_size=1),
+    )
+
+
 class UNet(_PaddedModel):
-    """2-D U-Net: padded 3x3 convolutions, batch norm, max-pool down, transposed conv up, skips.
+    """2-D U-Net: padded 3x3 convolutions, batch norm, max-pool down, upsampling, skips.
 
     Levels have ``filters * 2**level`` channels; the bottom level is reached after
-    ``depth - 1`` halvings. A 1x1 convolution maps the top level to one logit channel.
+    ``depth - 1`` halvings. The decoder upsamples by a transposed convolution or by bilinear
+    interpolation + 1x1 convolution (``config.up``). A 1x1 convolution maps the top level to
+    one logit channel.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -182,7 +211,7 @@ class UNet(_PaddedModel):
         self.up = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for width in reversed(widths[:-1]):
-            self.up.append(nn.ConvTranspose2d(in_ch, width, kernel_size=2, stride=2))
+            self.up.append(_upsampler(in_ch, width, config.up))
             self.up_blocks.append(_conv_block(2 * width, width, config.batch_norm))
             in_ch = width
         self.head = nn.Conv2d(in_ch, 1, kernel_size=1)

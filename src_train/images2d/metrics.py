@@ -1,0 +1,154 @@
+"""Per-image segmentation scores of 2-D image sets, and the TP/FN/FP picture of one image.
+
+Masks are bool arrays ``(N, H, W)`` (or ``(N, 1, H, W)``): row, col per image. Every score is
+computed per image and then averaged over images (so a small lesion counts as much as a large
+one), as dermoscopy studies report them:
+
+- IoU = TP / (TP + FP + FN), Dice = 2 TP / (2 TP + FP + FN), precision = TP / (TP + FP),
+  recall = TP / (TP + FN). A ratio whose denominator is empty is 1 when prediction and truth
+  are both empty (nothing to find, nothing claimed) and 0 otherwise.
+- IoU score (the thresholded IoU of the Kaggle segmentation challenges the study follows): per
+  image, the fraction of the thresholds 0.50, 0.55, ..., 0.95 that its IoU is strictly above.
+  An IoU of 0.8 scores 0.6 (six thresholds from 0.50 to 0.75 lie below it); 0.5 scores 0.
+
+:func:`error_overlay_rgb` draws true positives green, false negatives orange and false
+positives red (:mod:`src_train.colors`) over an RGB image. It is the one overlay of 2-D images
+until the shared ``src_train/metrics.py`` takes it over together with the CT one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP
+from src_train.images2d.errors import ImageSetError
+
+#: Thresholds of the IoU score: 0.50 to 0.95 in steps of 0.05 (exact: k / 20).
+IOU_SCORE_THRESHOLDS = np.arange(10, 20) / 20
+
+#: Opacity of the TP/FN/FP colours over the image.
+OVERLAY_ALPHA = 0.45
+
+#: Names of the per-image scores, in report order.
+SCORE_NAMES = ("iou", "iou_score", "dice", "precision", "recall")
+
+Mask = np.ndarray | torch.Tensor
+
+
+def _per_image(mask: Mask) -> Mask:
+    """``(N, H, W)`` or ``(N, 1, H, W)`` -> ``(N, H*W)`` bool."""
+    if mask.ndim not in (3, 4) or (mask.ndim == 4 and mask.shape[1] != 1):
+        raise ImageSetError(
+            f"Masks must be (N, H, W) or (N, 1, H, W); got shape {tuple(mask.shape)}."
+        )
+    flat = mask.reshape(mask.shape[0], -1)
+    if isinstance(flat, torch.Tensor):
+        return flat if flat.dtype == torch.bool else flat > 0
+    return flat if flat.dtype == np.bool_ else flat > 0
+
+
+def count_errors(pred: Mask, truth: Mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image pixel counts ``(tp, fp, fn)``, each int64 ``(N,)``.
+
+    ``pred`` and ``truth`` are bool (or 0/1) masks of the same shape, numpy arrays or torch
+    tensors (counted on their device; only the counts come back to the host).
+    """
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise ImageSetError(
+            f"Prediction {tuple(pred.shape)} and truth {tuple(truth.shape)} differ in shape."
+        )
+    p, t = _per_image(pred), _per_image(truth)
+    counts = [(p & t).sum(1), (p & ~t).sum(1), (~p & t).sum(1)]
+    if isinstance(pred, torch.Tensor):
+        stacked = torch.stack(counts).cpu().numpy()
+    else:
+        stacked = np.stack(counts)
+    tp, fp, fn = (np.asarray(c, dtype=np.int64) for c in stacked)
+    return tp, fp, fn
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, both_empty: np.ndarray) -> np.ndarray:
+    """``num / den``; where ``den`` is 0: 1 if ``both_empty`` else 0."""
+    out = np.where(both_empty, 1.0, 0.0)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def iou_score(iou: np.ndarray) -> np.ndarray:
+    """Per-image fraction of :data:`IOU_SCORE_THRESHOLDS` that ``iou`` ``(N,)`` is above."""
+    values = np.asarray(iou, dtype=np.float64)
+    return (values[:, None] > IOU_SCORE_THRESHOLDS[None, :]).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Scores of ``N`` images: pixel counts and the :data:`SCORE_NAMES`, each ``(N,)``."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    iou: np.ndarray
+    iou_score: np.ndarray
+    dice: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.tp)
+
+    def mean(self) -> dict[str, float]:
+        """Every score averaged over the images (NaN for no image)."""
+        return {
+            name: float(np.mean(getattr(self, name))) if len(self) else float("nan")
+            for name in SCORE_NAMES
+        }
+
+
+def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> ImageScores:
+    """Per-image scores (see the module docstring) from pixel counts ``(N,)``."""
+    tp, fp, fn = (np.asarray(c, dtype=np.int64) for c in (tp, fp, fn))
+    both_empty = (tp + fp + fn) == 0
+    iou = _ratio(tp, tp + fp + fn, both_empty)
+    return ImageScores(
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        iou=iou,
+        iou_score=iou_score(iou),
+        dice=_ratio(2 * tp, 2 * tp + fp + fn, both_empty),
+        precision=_ratio(tp, tp + fp, both_empty),
+        recall=_ratio(tp, tp + fn, both_empty),
+    )
+
+
+def score_images(pred: Mask, truth: Mask) -> ImageScores:
+    """Per-image scores of predicted against true masks (shapes as :func:`count_errors`)."""
+    return scores_from_counts(*count_errors(pred, truth))
+
+
+def error_overlay_rgb(
+    image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
+    """uint8 ``(row, col, 3)``: ``image_rgb`` (uint8 RGB) with true positives green, false
+    negatives orange and false positives red blended in at opacity ``alpha``.
+
+    ``pred`` and ``truth`` are bool ``(row, col)``; true negatives keep the image's colour.
+    """
+    if image_rgb.shape[:2] != pred.shape or pred.shape != truth.shape:
+        raise ImageSetError(
+            f"Overlay needs an image (H, W, 3) and masks (H, W) of one size; got "
+            f"{image_rgb.shape}, {pred.shape}, {truth.shape}."
+        )
+    rgb = image_rgb.astype(np.float32)
+    pred_b, truth_b = pred.astype(bool), truth.astype(bool)
+    for code, where in (
+        (ERROR_TP, pred_b & truth_b),
+        (ERROR_FN, ~pred_b & truth_b),
+        (ERROR_FP, pred_b & ~truth_b),
+    ):
+        colour = np.asarray(ERROR_COLORS_RGB[code], dtype=np.float32)
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
+    return np.rint(rgb).astype(np.uint8)

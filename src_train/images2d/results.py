@@ -1,0 +1,254 @@
+"""What one comparison run produced, and the model x loss table of them.
+
+A :class:`RunRecord` is one training run (model, loss, seed) scored on the test images with its
+best-validation checkpoint; it is saved as ``result.json`` in the run's folder. Runs of the
+same model and loss with different seeds fold into one :class:`ResultRow` of ``results.csv``
+(means over seeds, and the seed-to-seed standard deviation of the test IoU).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src_train.atomic import write_text_atomic
+from src_train.errors import LunaSegError
+
+#: Metrics of a row, in column order (``test_*``: means over the test images, at the best
+#: validation epoch; ``val_iou``: the best validation IoU).
+ROW_METRICS = (
+    "test_iou",
+    "test_iou_score",
+    "test_dice",
+    "test_precision",
+    "test_recall",
+    "val_iou",
+)
+
+#: Columns of ``results.csv``.
+RESULT_COLUMNS = (
+    "model",
+    "loss",
+    *ROW_METRICS,
+    "params",
+    "seconds_per_epoch",
+    "best_epoch",
+    "epochs",
+    "seeds",
+    "test_iou_sd",
+    "arch",
+    "up",
+    "filters",
+    "depth",
+)
+
+#: Columns of ``runs.csv`` (one row per run, seeds apart).
+RUN_COLUMNS = (
+    "name",
+    "model",
+    "loss",
+    "seed",
+    *ROW_METRICS,
+    "params",
+    "seconds_per_epoch",
+    "best_epoch",
+    "epochs",
+)
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class RunRecord:
+    """One finished run.
+
+    Attributes:
+        name: run folder name (``unet_bce_s0``).
+        model: the model as asked for (``unet``, ``unet-bilinear:8``...).
+        arch, up, filters, depth: the model's shape.
+        loss: the loss name.
+        seed: the training seed.
+        params: trainable parameters.
+        epochs: epochs trained.
+        best_epoch: the validation epoch whose checkpoint was tested.
+        seconds_per_epoch: median wall time of an epoch (training + validation), seconds.
+        val: validation means at the best epoch (``iou``, ``loss``...).
+        test: test means (``iou``, ``iou_score``, ``dice``, ``precision``, ``recall``).
+        test_keys: the test images, in order.
+        test_per_image: per-image test scores, ``{score: [value per test image]}``.
+        history: the rows of ``metrics.jsonl``.
+        device: where it trained.
+    """
+
+    name: str
+    model: str
+    arch: str
+    up: str
+    filters: int
+    depth: int
+    loss: str
+    seed: int
+    params: int
+    epochs: int
+    best_epoch: int
+    seconds_per_epoch: float
+    val: dict[str, float]
+    test: dict[str, float]
+    test_keys: list[str]
+    test_per_image: dict[str, list[float]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    device: str = ""
+
+    def metric(self, name: str) -> float:
+        """A :data:`ROW_METRICS` value of this run."""
+        if name == "val_iou":
+            return float(self.val.get("iou", math.nan))
+        return float(self.test.get(name.removeprefix("test_"), math.nan))
+
+    def save(self, run_dir: str | os.PathLike[str]) -> Path:
+        """Write ``result.json`` into ``run_dir`` (atomically)."""
+        path = Path(run_dir) / RESULT_FILE
+        write_text_atomic(path, json.dumps(asdict(self), indent=1), overwrite=True)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> RunRecord:
+        """Read ``result.json`` of ``run_dir``."""
+        path = Path(run_dir) / RESULT_FILE
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise LunaSegError(
+                f"{path} is unreadable or damaged ({exc}); delete it to run that combination again."
+            ) from exc
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One model x loss: means over its seeds (see :data:`RESULT_COLUMNS`)."""
+
+    model: str
+    loss: str
+    arch: str
+    up: str
+    filters: int
+    depth: int
+    metrics: dict[str, float]
+    params: int
+    seconds_per_epoch: float
+    best_epoch: float
+    epochs: int
+    seeds: tuple[int, ...]
+    runs: tuple[RunRecord, ...]
+
+    @property
+    def label(self) -> str:
+        """``model + loss`` as the report names it."""
+        return f"{self.model} + {self.loss}"
+
+    def by_seed(self, metric: str) -> list[float]:
+        """``metric`` of each seed's run."""
+        return [run.metric(metric) for run in self.runs]
+
+    def seed_sd(self, metric: str) -> float:
+        """Sample standard deviation of ``metric`` over seeds (NaN for one seed)."""
+        values = self.by_seed(metric)
+        return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+    def per_image(self, score: str) -> np.ndarray:
+        """Per-test-image ``score`` averaged over the seeds' runs, ``(n_test,)``."""
+        return np.mean([run.test_per_image[score] for run in self.runs], axis=0)
+
+    def csv_values(self) -> dict[str, Any]:
+        """The row of ``results.csv``."""
+        return {
+            "model": self.model,
+            "loss": self.loss,
+            **{name: self.metrics[name] for name in ROW_METRICS},
+            "params": self.params,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "seeds": len(self.seeds),
+            "test_iou_sd": self.seed_sd("test_iou"),
+            "arch": self.arch,
+            "up": self.up,
+            "filters": self.filters,
+            "depth": self.depth,
+        }
+
+
+def aggregate(records: list[RunRecord]) -> list[ResultRow]:
+    """Fold runs into one row per (model, loss), in the order the runs first appear."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault((record.model, record.loss), []).append(record)
+    rows = []
+    for (model, loss), runs in groups.items():
+        first = runs[0]
+        rows.append(
+            ResultRow(
+                model=model,
+                loss=loss,
+                arch=first.arch,
+                up=first.up,
+                filters=first.filters,
+                depth=first.depth,
+                metrics={m: float(np.mean([r.metric(m) for r in runs])) for m in ROW_METRICS},
+                params=first.params,
+                seconds_per_epoch=float(np.mean([r.seconds_per_epoch for r in runs])),
+                best_epoch=float(np.mean([r.best_epoch for r in runs])),
+                epochs=first.epochs,
+                seeds=tuple(r.seed for r in runs),
+                runs=tuple(runs),
+            )
+        )
+    return rows
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def write_results_csv(path: str | os.PathLike[str], rows: list[ResultRow]) -> Path:
+    """``results.csv``: one line per model x loss (:data:`RESULT_COLUMNS`)."""
+    text = _csv(RESULT_COLUMNS, [row.csv_values() for row in rows])
+    return write_text_atomic(path, text, overwrite=True)
+
+
+def write_runs_csv(path: str | os.PathLike[str], records: list[RunRecord]) -> Path:
+    """``runs.csv``: one line per run (:data:`RUN_COLUMNS`)."""
+    rows = [
+        {
+            "name": r.name,
+            "model": r.model,
+            "loss": r.loss,
+            "seed": r.seed,
+            **{m: r.metric(m) for m in ROW_METRICS},
+            "params": r.params,
+            "seconds_per_epoch": r.seconds_per_epoch,
+            "best_epoch": r.best_epoch,
+            "epochs": r.epochs,
+        }
+        for r in records
+    ]
+    return write_text_atomic(path, _csv(RUN_COLUMNS, rows), overwrite=True)
