@@ -45,12 +45,12 @@ from src_train.images2d.dataset import ImageSet, Split
 from src_train.images2d.metrics import count_errors, scores_from_counts
 from src_train.images2d.predict import images_to_tensor, to_model_input
 from src_train.losses import LossConfig, SegmentationLoss
+from src_train.devices import resolve_device
 from src_train.model import (
     ModelConfig,
     build_model,
     count_parameters,
     load_checkpoint,
-    resolve_device,
     save_checkpoint,
 )
 
