@@ -102,7 +102,9 @@ class _CsvTable:
     """A CSV file with a header; iterating yields ``(line, fields)`` per non-blank row.
 
     ``line`` is the 1-based line number where the row starts. Rows are streamed, so a
-    551,065-row ``candidates.csv`` is never held as text in memory.
+    551,065-row ``candidates.csv`` is never held as text in memory. A row with more non-empty
+    values than the header has columns is an :class:`AnnotationError` (values are read by
+    position, so they would shift).
     """
 
     def __init__(self, path: Path, required: Sequence[str]) -> None:
@@ -149,6 +151,8 @@ class _CsvTable:
                     line, start = start, reader.line_num + 1
                     if not fields or all(not f.strip() for f in fields):
                         continue
+                    if len(fields) > len(self.header):
+                        self._check_extra(line, fields)
                     yield line, fields
             except csv.Error as exc:
                 raise AnnotationError(
@@ -156,6 +160,25 @@ class _CsvTable:
                 ) from exc
             except UnicodeDecodeError as exc:
                 raise _not_text(self.path, exc) from exc
+
+    def _check_extra(self, line: int, fields: list[str]) -> None:
+        """Refuse a row with more values than the header has columns.
+
+        Every value is read by its column's position, so one comma too many (a decimal comma,
+        ``8,4`` for 8.4, or an unquoted comma inside a value) would silently shift the values
+        after it: the row is an error, not a guess. Empty trailing fields (the trailing commas
+        some spreadsheets write) hold no value and are accepted.
+        """
+        extra = [f.strip() for f in fields[len(self.header) :]]
+        if not any(extra):
+            return
+        raise AnnotationError(
+            f"{self.path}, line {line}: {len(fields)} values where the header has "
+            f"{len(self.header)} columns ({','.join(self.header)}); the extra value(s) "
+            f"{','.join(repr(v) for v in extra if v)} would be lost or shift other columns. "
+            "A decimal comma (8,4 for 8.4) or an unquoted comma inside a value splits it in two: "
+            "write decimals with a dot and put values holding commas in double quotes."
+        )
 
     def get(self, line: int, fields: list[str], column: str) -> str | None:
         """The stripped value of ``column`` in a row, None if the file has no such column."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,72 @@ def test_split_series() -> None:
     assert split_series([]) == ([], [])
     with pytest.raises(ConfigError, match="val_stride"):
         split_series(uids, val_stride=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows with more values than the header: an error naming file and line, in every table
+# ---------------------------------------------------------------------------------------------
+def test_decimal_comma_in_a_diameter_is_an_error_not_a_rounded_size(tmp_path: Path) -> None:
+    """A user exports annotations from a spreadsheet in a decimal-comma locale: 8,4 mm."""
+    path = _write(tmp_path / "annotations.csv", HEADER + f"{UID_A},1,2,3,5.5\n{UID_B},1,2,3,8,4\n")
+    with pytest.raises(AnnotationError) as caught:
+        read_annotations(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}, line 3: 6 values where the header has 5 columns")
+    assert "'4'" in message and "decimal comma" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "good", "bad"),
+    [
+        (
+            "annotations_with_malignancy.csv",
+            "seriesuid,coordX,coordY,coordZ,diameter_mm,mal_bool,mal_details",
+            f'{UID_A},1,2,3,4,True,"[4, 2]"',
+            f"{UID_A},1,2,3,4,True,[4, 2]",  # the list's commas, unquoted
+        ),
+        (
+            "candidates.csv",
+            "seriesuid,coordX,coordY,coordZ,class",
+            f"{UID_A},1,2,3,1",
+            f"{UID_A},1,2,3,5,1",
+        ),
+        (
+            "truth/true_nodules.csv",
+            "seriesuid,label,coordX,coordY,coordZ,diameter_mm,kind,volume_mm3",
+            f"{UID_A},1,1,2,3,6.5,solid,143.8",
+            f"{UID_A},1,1,2,3,6,5,solid,143.8",
+        ),
+    ],
+    ids=["malignancy", "candidates", "truth"],
+)
+def test_every_table_refuses_a_row_with_extra_values(
+    tmp_path: Path, name: str, header: str, good: str, bad: str
+) -> None:
+    from src_train.luna import read_true_nodules
+
+    read = {
+        "annotations_with_malignancy.csv": read_annotations,
+        "candidates.csv": read_candidates,
+        "truth/true_nodules.csv": read_true_nodules,
+    }[name]
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    assert len(read(_write(path, f"{header}\n{good}\n"))) == 1
+    _write(path, f"{header}\n{good}\n\n{bad}\n")
+    with pytest.raises(AnnotationError, match=rf"^{re.escape(str(path))}, line 4: \d+ values "):
+        read(path)
+
+
+def test_trailing_empty_fields_are_accepted(tmp_path: Path) -> None:
+    """Spreadsheets may end each row with a comma: no value is lost, so no error."""
+    path = _write(tmp_path / "a.csv", HEADER + f"{UID_A},1,2,3,4.5,,\n")
+    (nodule,) = read_annotations(path)
+    assert nodule.diameter_mm == 4.5 and nodule.center_xyz_mm == (1.0, 2.0, 3.0)
+
+
+@needs_real
+def test_real_files_have_no_extra_values() -> None:
+    """The rule holds on the real files: every row of both has as many values as the header."""
+    assert len(read_annotations(REAL / "annotations.csv")) == 1186
+    assert len(read_annotations(REAL / "annotations_with_malignancy.csv")) == 1182
