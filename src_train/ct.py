@@ -285,8 +285,8 @@ def _check_metaimage(path: Path) -> None:
             f"{path} has no 'ElementDataFile' line: it is not a MetaImage header. "
             "Re-download the series or point LunaSeg at the right file."
         )
-    if data_name.upper() == "LOCAL":
-        return
+    if data_name.upper() == "LOCAL" or data_name.split()[0].upper() == "LIST" or "%" in data_name:
+        return  # data inside the header file, or spread over several files: SimpleITK checks
     data_path = path.parent / data_name
     if not data_path.exists():
         raise SeriesReadError(
@@ -298,17 +298,31 @@ def _check_metaimage(path: Path) -> None:
     try:
         dims = [int(v) for v in header.get("DimSize", "").split()]
         channels = int(header.get("ElementNumberOfChannels", "1"))
+        skipped = int(header.get("HeaderSize", "0"))
     except ValueError as exc:
-        raise SeriesReadError(f"{path}: unreadable DimSize {header.get('DimSize')!r}.") from exc
-    if not compressed and itemsize and dims:
-        expected = int(np.prod(dims)) * itemsize * channels
-        actual = data_path.stat().st_size
-        if actual < expected:
-            raise SeriesReadError(
-                f"{data_path} is truncated: {actual:,} bytes where the header {path.name} "
-                f"({'x'.join(map(str, dims))} {header.get('ElementType')}) needs {expected:,}. "
-                "Re-download or re-extract this series."
-            )
+        raise SeriesReadError(
+            f"{path}: unreadable DimSize {header.get('DimSize')!r}, ElementNumberOfChannels or "
+            "HeaderSize; fix the header or re-download the series."
+        ) from exc
+    if compressed or not itemsize or not dims:
+        return
+    # HeaderSize = -1 means "the voxels are the file's last bytes": any larger file is fine.
+    expected = int(np.prod(dims)) * itemsize * channels + max(skipped, 0)
+    actual = data_path.stat().st_size
+    described = f"({'x'.join(map(str, dims))} {header.get('ElementType')})"
+    if actual < expected:
+        raise SeriesReadError(
+            f"{data_path} is truncated: {actual:,} bytes where the header {path.name} "
+            f"{described} needs {expected:,}. Re-download or re-extract this series."
+        )
+    if actual > expected and skipped >= 0:
+        raise SeriesReadError(
+            f"{data_path} is larger than its header says: {actual:,} bytes where {path.name} "
+            f"{described} needs {expected:,}, so header and data do not belong together (a "
+            "data file of another series, or an edited header) and the voxels would be read "
+            "wrongly. Re-download or re-extract this series, or correct DimSize/ElementType in "
+            "the header."
+        )
 
 
 def _read_image(path: Path) -> sitk.Image:
