@@ -7,7 +7,8 @@ Layout (the synthetic default uses exactly the same)::
     DATA/annotations_with_malignancy.csv    (optional; preferred for nodules when present)
     DATA/candidates.csv                     seriesuid,coordX,coordY,coordZ,class
     DATA/truth/<seriesuid>.mhd              (synthetic data only) uint8 true nodule labels
-    DATA/truth/nodules.csv                  (synthetic data only) one row per true nodule
+    DATA/truth/true_nodules.csv             (synthetic data only) one row per true nodule
+                                            (``truth/nodules.csv`` in folders of older versions)
 
 Coordinates in these files are world ``(x, y, z)`` millimetres.
 """
@@ -78,7 +79,11 @@ ANNOTATIONS_FILE = "annotations.csv"
 MALIGNANCY_FILE = "annotations_with_malignancy.csv"
 CANDIDATES_FILES = ("candidates.csv", "candidates_V2.csv")
 TRUTH_DIR = "truth"
-TRUTH_TABLE = "nodules.csv"
+#: The true nodules' table in ``truth/`` (not to be confused with ``masks/nodules.csv``, the
+#: table ``lunaseg mask`` writes beside generated masks).
+TRUTH_TABLE = "true_nodules.csv"
+#: The same table's name in folders written before it was renamed; still read.
+LEGACY_TRUTH_TABLE = "nodules.csv"
 
 _COORD_COLUMNS = ("coordX", "coordY", "coordZ")
 _TRUE_VALUES = {"true", "1", "yes", "y", "t"}
@@ -324,7 +329,7 @@ def read_candidates(path: str | os.PathLike[str]) -> list[Nodule]:
 
 
 def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
-    """Parse a synthetic data set's ``truth/nodules.csv``.
+    """Parse a synthetic data set's ``truth/true_nodules.csv`` (see :data:`TRUTH_TABLE`).
 
     Columns ``seriesuid,label,coordX,coordY,coordZ,diameter_mm,kind,volume_mm3`` (world mm).
     """
@@ -484,9 +489,18 @@ class LunaFolder:
 
     # -- synthetic truth --------------------------------------------------------------------
     @property
+    def truth_table_path(self) -> Path | None:
+        """``truth/true_nodules.csv``, else an older version's ``truth/nodules.csv``, else None."""
+        for name in (TRUTH_TABLE, LEGACY_TRUTH_TABLE):
+            path = self.root / TRUTH_DIR / name
+            if path.is_file():
+                return path
+        return None
+
+    @property
     def has_truth(self) -> bool:
         """True when the folder carries true nodule shapes (synthetic data)."""
-        return (self.root / TRUTH_DIR / TRUTH_TABLE).is_file()
+        return self.truth_table_path is not None
 
     def truth_path(self, uid: str) -> Path | None:
         """``truth/<uid>.mhd`` (uint8 labels, same geometry as the series) or None."""
@@ -494,11 +508,12 @@ class LunaFolder:
         return path if path.is_file() else None
 
     def true_nodules(self, uid: str) -> list[TrueNodule]:
-        """True nodules of a series from ``truth/nodules.csv`` (empty without truth)."""
+        """True nodules of a series from the truth table (empty without truth)."""
         if self._truth is None:
             self._truth = {}
-            if self.has_truth:
-                for nodule in read_true_nodules(self.root / TRUTH_DIR / TRUTH_TABLE):
+            table = self.truth_table_path
+            if table is not None:
+                for nodule in read_true_nodules(table):
                     self._truth.setdefault(nodule.series_uid, []).append(nodule)
         return list(self._truth.get(uid, []))
 
