@@ -207,7 +207,8 @@ class CtVolume:
         hu: voxel values in HU, shape ``(index, row, col)``; int16 when the file is integer.
             Treat as read-only: several consumers may share it.
         geometry: where the voxels lie in the world.
-        series_uid: the series' identifier (LUNA16: the file stem).
+        series_uid: the series' identifier: a file's name without its ending (as LUNA16 names
+            its files), a DICOM folder's SeriesInstanceUID (see :func:`series_uid_of`).
         path: the file or folder it was read from, if any.
     """
 
@@ -242,11 +243,80 @@ def series_uid_from_path(path: Path) -> str:
     return name
 
 
-def is_series_path(path: Path) -> bool:
-    """True when ``path`` looks like something :func:`load_ct` can read."""
+#: DICOM Part 10 files carry ``DICM`` after a 128-byte preamble.
+_DICOM_PREAMBLE_BYTES = 128
+_DICOM_SIGNATURE = b"DICM"
+#: The DICOM tag SeriesInstanceUID (group|element, as SimpleITK names metadata keys).
+_SERIES_INSTANCE_UID_TAG = "0020|000e"
+#: Endings of files that may be DICOM slices.
+_DICOM_FILE_SUFFIXES = ("", ".dcm")
+#: Characters DICOM pads values with (to an even length).
+_DICOM_PADDING = "\x00 "
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """True when ``path`` starts like a DICOM Part 10 file (reads 132 bytes)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_DICOM_PREAMBLE_BYTES + len(_DICOM_SIGNATURE))
+    except OSError:
+        return False
+    return head[_DICOM_PREAMBLE_BYTES:] == _DICOM_SIGNATURE
+
+
+def dicom_series_uid(folder: Path) -> str | None:
+    """The SeriesInstanceUID of the DICOM series in ``folder``, read from one file's header.
+
+    Reads no voxel data: files ending in ``.dcm`` or without an ending are checked in name
+    order for the DICOM signature, and the first one's header gives the UID. None when the
+    folder holds no DICOM file, or the file has no SeriesInstanceUID. A folder is taken to hold
+    one series; :func:`load_ct` reads the one named here when asked for this UID.
+    """
+    try:
+        names = sorted(
+            entry.name
+            for entry in os.scandir(folder)
+            if not entry.name.startswith(".")
+            and entry.is_file()
+            and Path(entry.name).suffix.lower() in _DICOM_FILE_SUFFIXES
+        )
+    except OSError:
+        return None
+    for name in names:
+        path = folder / name
+        if not _is_dicom_file(path):
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            log.debug("%s starts like DICOM but its header is unreadable", path)
+            continue
+        if not reader.HasMetaDataKey(_SERIES_INSTANCE_UID_TAG):
+            return None
+        return reader.GetMetaData(_SERIES_INSTANCE_UID_TAG).strip(_DICOM_PADDING) or None
+    return None
+
+
+def series_uid_of(path: Path) -> str | None:
+    """The series UID of anything :func:`load_ct` reads, without reading voxels; else None.
+
+    A file with one of :data:`SERIES_SUFFIXES`: its name without the ending (LUNA16 names its
+    files by UID). A folder: its DICOM SeriesInstanceUID (:func:`dicom_series_uid`), so that
+    candidates and annotations use the UID the scan itself carries, whatever the folder's name.
+    """
     if path.is_dir():
-        return any(p.suffix.lower() in ("", ".dcm") for p in path.iterdir() if p.is_file())
-    return path.name.lower().endswith(SERIES_SUFFIXES)
+        return dicom_series_uid(path)
+    if path.is_file() and path.name.lower().endswith(SERIES_SUFFIXES):
+        return series_uid_from_path(path)
+    return None
+
+
+def is_series_path(path: Path) -> bool:
+    """True when ``path`` is something :func:`load_ct` reads: a series file, a DICOM folder."""
+    return series_uid_of(path) is not None
 
 
 _MHD_KEY = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
@@ -325,30 +395,44 @@ def _check_metaimage(path: Path) -> None:
         )
 
 
+def _read_dicom(path: Path, series_uid: str | None) -> tuple[sitk.Image, str]:
+    """The DICOM series ``series_uid`` (default: the first) of a folder, and its UID."""
+    reader = sitk.ImageSeriesReader()
+    # UID as written in the files (GDCM's key) by UID as LunaSeg names it (padding stripped)
+    gdcm_ids = {uid.strip(_DICOM_PADDING): uid for uid in reader.GetGDCMSeriesIDs(str(path))}
+    series_ids = list(gdcm_ids)
+    if not series_ids:
+        raise SeriesReadError(
+            f"{path} is a folder without a DICOM series. Point at a folder of .dcm files "
+            f"or at a file ending in one of {', '.join(SERIES_SUFFIXES)}."
+        )
+    if series_uid is not None and series_uid not in series_ids:
+        raise SeriesReadError(
+            f"{path} holds no DICOM series {series_uid}; it holds {', '.join(series_ids)}. "
+            "Pick one of those (or list the data folder again if it changed)."
+        )
+    chosen = series_uid if series_uid is not None else series_ids[0]
+    if series_uid is None and len(series_ids) > 1:
+        log.warning(
+            "%s holds %d DICOM series; reading the first (%s). Give each series its own folder.",
+            path,
+            len(series_ids),
+            chosen,
+        )
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), gdcm_ids[chosen]))
+    try:
+        return reader.Execute(), chosen
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise SeriesReadError(
+            f"Cannot read the DICOM series {chosen} in {path}: a file is damaged or not CT "
+            f"slices of one series ({first_line})."
+        ) from exc
+
+
 def _read_image(path: Path) -> sitk.Image:
     if not path.exists():
         raise SeriesReadError(f"{path} does not exist. Check the path or the data folder.")
-    if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        series_ids = reader.GetGDCMSeriesIDs(str(path))
-        if not series_ids:
-            raise SeriesReadError(
-                f"{path} is a folder without a DICOM series. Point at a folder of .dcm files "
-                f"or at a file ending in one of {', '.join(SERIES_SUFFIXES)}."
-            )
-        if len(series_ids) > 1:
-            log.warning(
-                "%s holds %d DICOM series; reading the first (%s)",
-                path,
-                len(series_ids),
-                series_ids[0],
-            )
-        files = reader.GetGDCMSeriesFileNames(str(path), series_ids[0])
-        reader.SetFileNames(files)
-        try:
-            return reader.Execute()
-        except RuntimeError as exc:
-            raise SeriesReadError(f"Cannot read the DICOM series in {path}: {exc}") from exc
     if not path.name.lower().endswith(SERIES_SUFFIXES):
         raise SeriesReadError(
             f"{path.name}: unsupported file type. LunaSeg reads {', '.join(SERIES_SUFFIXES)} "
@@ -365,14 +449,19 @@ def _read_image(path: Path) -> sitk.Image:
         ) from exc
 
 
-def load_ct(path: str | os.PathLike[str]) -> CtVolume:
+def load_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> CtVolume:
     """Read a CT series (``.mhd``+``.raw``/``.zraw``, NIfTI, NRRD or a DICOM folder).
 
     Integer data is returned as int16 HU (LUNA16 and DICOM CT fit); float data as float32.
+    The volume's ``series_uid`` is a file's name without its ending, or a DICOM series'
+    SeriesInstanceUID. ``series_uid`` picks one series of a DICOM folder (default: the first).
     Raises :class:`SeriesReadError` with the file name and a fix for anything unreadable.
     """
     src = Path(path)
-    image = _read_image(src)
+    if src.is_dir():
+        image, uid = _read_dicom(src, series_uid)
+    else:
+        image, uid = _read_image(src), series_uid_from_path(src)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise SeriesReadError(
             f"{src} has {image.GetDimension()} dimensions and "
@@ -394,7 +483,6 @@ def load_ct(path: str | os.PathLike[str]) -> CtVolume:
         geometry = Geometry.from_sitk(image)
     except GeometryError as exc:
         raise GeometryError(f"{src}: {exc}") from exc
-    uid = series_uid_from_path(src) if not src.is_dir() else src.name
     return CtVolume(hu=array, geometry=geometry, series_uid=uid, path=src)
 
 

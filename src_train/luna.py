@@ -2,7 +2,8 @@
 
 Layout (the synthetic default uses exactly the same)::
 
-    DATA/subset0..subset9/<seriesuid>.mhd (+ .raw or .zraw)
+    DATA/subset0..subset9/<seriesuid>.mhd (+ .raw or .zraw); also .mha, .nii, .nii.gz, .nrrd,
+                                            .nhdr files and DICOM series folders
     DATA/annotations.csv                    seriesuid,coordX,coordY,coordZ,diameter_mm
     DATA/annotations_with_malignancy.csv    (optional; preferred for nodules when present)
     DATA/candidates.csv                     seriesuid,coordX,coordY,coordZ,class
@@ -24,7 +25,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from src_train.ct import CtVolume, load_ct, series_uid_from_path
+from src_train.ct import (
+    SERIES_SUFFIXES,
+    CtVolume,
+    load_ct,
+    series_uid_of,
+)
 from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
 
 log = logging.getLogger(__name__)
@@ -368,6 +374,93 @@ def list_uids(uids: Sequence[str], limit: int = LISTED_UIDS) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
+#: Folders that hold series start with this, in any letter case (LUNA16: subset0..subset9).
+SUBSET_PREFIX = "subset"
+
+
+def _is_subset_dir(path: Path) -> bool:
+    return path.name.lower().startswith(SUBSET_PREFIX)
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries sorted by name, without hidden ones (``.lunaseg-*`` temporary
+    folders, macOS ``._*`` files); empty when the folder cannot be listed."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        log.warning("cannot list %s (%s); its series are skipped", folder, exc.strerror)
+        return []
+
+
+def _series_in(
+    folder: Path, nested: bool, found: list[tuple[str, Path]], ignored: list[Path]
+) -> None:
+    """Append ``(uid, path)`` of each series in ``folder`` (:func:`discover_series`'s rule)."""
+    for entry in _entries(folder):
+        path = folder / entry.name
+        if nested and entry.is_dir() and _is_subset_dir(path):
+            _series_in(path, False, found, ignored)
+            continue
+        uid = series_uid_of(path)
+        if uid is not None:
+            found.append((uid, path))
+        elif entry.is_dir():
+            ignored.append(path)
+
+
+def discover_series(root: Path) -> dict[str, Path]:
+    """Every series of a LUNA16-layout folder, whatever its format: UID -> path, sorted by UID.
+
+    The one rule every folder command uses (through :class:`LunaFolder`):
+
+    * where: ``ROOT/subset*/`` and, as some archives extract, ``ROOT/subset*/subset*/``
+      (``subset`` in any letter case); hidden entries are skipped;
+    * what: a file ending in one of :data:`~src_train.ct.SERIES_SUFFIXES` (UID = its name
+      without the ending), or a folder holding a DICOM series (UID = its SeriesInstanceUID,
+      read from one file's header). Data files (``.raw``, ``.zraw``) are not series; ``truth/``
+      and other folders outside ``subset*/`` are never looked at.
+
+    No voxel data is read. A folder under ``subset*/`` that holds no series is named in one
+    warning. A UID found twice (two formats of one scan, a subset extracted twice) keeps its
+    first path in path order; one warning names the duplicates.
+    """
+    found: list[tuple[str, Path]] = []
+    ignored: list[Path] = []
+    for entry in _entries(root):
+        if entry.is_dir() and _is_subset_dir(root / entry.name):
+            _series_in(root / entry.name, True, found, ignored)
+    paths: dict[str, Path] = {}
+    duplicates: dict[str, list[Path]] = {}
+    for uid, path in sorted(found, key=lambda pair: str(pair[1])):
+        if uid in paths:
+            duplicates.setdefault(uid, []).append(path)
+        else:
+            paths[uid] = path
+    if duplicates:
+        uids = sorted(duplicates)
+        log.warning(
+            "%s: %d series found more than once; each is read from its first path: %s",
+            root,
+            len(uids),
+            list_uids(
+                [
+                    f"{uid} at {paths[uid]} (also {', '.join(map(str, duplicates[uid]))})"
+                    for uid in uids
+                ]
+            ),
+        )
+    if ignored:
+        log.warning(
+            "%s: %d folder(s) under subset*/ hold no series (neither a DICOM series nor a "
+            "nested subset folder) and are ignored: %s",
+            root,
+            len(ignored),
+            list_uids([str(p) for p in ignored]),
+        )
+    return dict(sorted(paths.items()))
+
+
 def _group(nodules: Sequence[Nodule]) -> dict[str, list[Nodule]]:
     grouped: dict[str, list[Nodule]] = {}
     for nodule in nodules:
@@ -378,8 +471,10 @@ def _group(nodules: Sequence[Nodule]) -> dict[str, list[Nodule]]:
 class LunaFolder:
     """A data folder in LUNA16 layout (real or synthetic), possibly a partial download.
 
-    Series are found as ``ROOT/subset*/<uid>.mhd`` (also one folder deeper, as some archives
-    extract). CSV files are read on first use. Coordinates are world ``(x, y, z)`` mm.
+    Series are found by :func:`discover_series`: ``ROOT/subset*/<uid>.mhd`` and every other
+    format LunaSeg reads, DICOM series folders included (also one ``subset*`` folder deeper, as
+    some archives extract). CSV files are read on first use. Coordinates are world
+    ``(x, y, z)`` mm.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -389,20 +484,16 @@ class LunaFolder:
                 f"Data folder {self.root} does not exist. Download LUNA16 there or run "
                 "'lunaseg synth' to make a synthetic one."
             )
-        self._paths: dict[str, Path] = {}
-        patterns = ("subset*/*.mhd", "subset*/*/*.mhd")
-        for path in sorted(p for pattern in patterns for p in self.root.glob(pattern)):
-            uid = series_uid_from_path(path)
-            if uid in self._paths:
-                log.warning("%s: series %s found twice; using %s", self.root, uid, self._paths[uid])
-                continue
-            self._paths[uid] = path
+        self._paths = discover_series(self.root)
         self._nodules: dict[str, list[Nodule]] | None = None
         self._candidates: dict[str, list[Nodule]] | None = None
         self._truth: dict[str, list[TrueNodule]] | None = None
         if not self._paths:
             log.warning(
-                "%s: no series found under subset*/ (expected subset0/<uid>.mhd)", self.root
+                "%s: no series found under subset*/ (expected subset0/<uid>.mhd, or another of "
+                "%s, or DICOM series folders)",
+                self.root,
+                ", ".join(SERIES_SUFFIXES),
             )
         missing = self.missing_series
         if missing:
@@ -425,7 +516,7 @@ class LunaFolder:
         return sorted(self._paths)
 
     def series_path(self, uid: str) -> Path:
-        """Path of a series' ``.mhd`` header; :class:`SeriesNotFoundError` if absent."""
+        """Path of a series (file or DICOM folder); :class:`SeriesNotFoundError` if absent."""
         try:
             return self._paths[uid]
         except KeyError:
@@ -435,8 +526,9 @@ class LunaFolder:
             ) from None
 
     def load(self, uid: str) -> CtVolume:
-        """Read a series (HU, IRC array order) with its geometry."""
-        return load_ct(self.series_path(uid))
+        """Read a series (HU, IRC array order) with its geometry; its ``series_uid`` is ``uid``."""
+        path = self.series_path(uid)
+        return load_ct(path, series_uid=uid if path.is_dir() else None)
 
     # -- annotations ------------------------------------------------------------------------
     @property
@@ -519,17 +611,21 @@ class LunaFolder:
 
 
 def find_luna_root(series_path: str | os.PathLike[str]) -> Path | None:
-    """The LUNA root of a series file at ``ROOT/subsetN/<uid>.mhd``, else None.
+    """The LUNA root of a series (a file of any format or a DICOM folder), else None.
 
-    The root is the folder holding ``annotations.csv`` (or the malignancy file) above a
-    ``subset*`` folder (one extra nesting level is accepted).
+    The series must sit where :func:`discover_series` looks, ``ROOT/subset*/`` or
+    ``ROOT/subset*/subset*/``, and the root is the folder above that holds ``annotations.csv``
+    (or the malignancy file).
     """
-    path = Path(series_path).resolve()
-    for parent in list(path.parents)[:2]:
-        if parent.name.lower().startswith("subset"):
-            root = parent.parent
-            if any((root / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
-                return root
+    parent = Path(series_path).resolve().parent
+    if not _is_subset_dir(parent):
+        return None
+    roots = [parent.parent]
+    if _is_subset_dir(parent.parent):
+        roots.append(parent.parent.parent)
+    for root in roots:
+        if any((root / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
+            return root
     return None
 
 

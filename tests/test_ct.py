@@ -256,7 +256,7 @@ def test_dicom_folder_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(ct.hu, array)
     assert np.allclose(ct.geometry.spacing_xyz_mm, geometry.spacing_xyz_mm, atol=1e-4)
     assert np.allclose(ct.geometry.origin_xyz_mm, geometry.origin_xyz_mm, atol=1e-4)
-    assert ct.series_uid == "series"
+    assert ct.series_uid == "1.2.826.0.1.3680043.2.1125.1.2"  # its SeriesInstanceUID
 
 
 def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
