@@ -234,11 +234,15 @@ class CtVolume:
         return self.geometry.shape_irc
 
 
+_LONGEST_SUFFIX_FIRST = sorted(SERIES_SUFFIXES, key=len, reverse=True)
+
+
 def series_uid_from_path(path: Path) -> str:
     """The series UID LUNA16 uses: the file name without its (double) ending."""
     name = path.name
-    for suffix in sorted(SERIES_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
+    lower = name.lower()
+    for suffix in _LONGEST_SUFFIX_FIRST:
+        if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -300,17 +304,18 @@ def dicom_series_uid(folder: Path) -> str | None:
     return None
 
 
-def series_uid_of(path: Path) -> str | None:
+def series_uid_of(path: Path | os.DirEntry[str]) -> str | None:
     """The series UID of anything :func:`load_ct` reads, without reading voxels; else None.
 
     A file with one of :data:`SERIES_SUFFIXES`: its name without the ending (LUNA16 names its
     files by UID). A folder: its DICOM SeriesInstanceUID (:func:`dicom_series_uid`), so that
     candidates and annotations use the UID the scan itself carries, whatever the folder's name.
+    ``path`` may be an :func:`os.scandir` entry, whose file type is known without a ``stat``.
     """
     if path.is_dir():
-        return dicom_series_uid(path)
-    if path.is_file() and path.name.lower().endswith(SERIES_SUFFIXES):
-        return series_uid_from_path(path)
+        return dicom_series_uid(Path(path))
+    if path.name.lower().endswith(SERIES_SUFFIXES) and path.is_file():
+        return series_uid_from_path(Path(path.name))
     return None
 
 

@@ -398,15 +398,14 @@ def _series_in(
 ) -> None:
     """Append ``(uid, path)`` of each series in ``folder`` (:func:`discover_series`'s rule)."""
     for entry in _entries(folder):
-        path = folder / entry.name
-        if nested and entry.is_dir() and _is_subset_dir(path):
-            _series_in(path, False, found, ignored)
+        if nested and entry.is_dir() and entry.name.lower().startswith(SUBSET_PREFIX):
+            _series_in(folder / entry.name, False, found, ignored)
             continue
-        uid = series_uid_of(path)
+        uid = series_uid_of(entry)
         if uid is not None:
-            found.append((uid, path))
+            found.append((uid, folder / entry.name))
         elif entry.is_dir():
-            ignored.append(path)
+            ignored.append(folder / entry.name)
 
 
 def discover_series(root: Path) -> dict[str, Path]:
