@@ -252,8 +252,6 @@ _DICOM_PREAMBLE_BYTES = 128
 _DICOM_SIGNATURE = b"DICM"
 #: The DICOM tag SeriesInstanceUID (group|element, as SimpleITK names metadata keys).
 _SERIES_INSTANCE_UID_TAG = "0020|000e"
-#: Endings of files that may be DICOM slices.
-_DICOM_FILE_SUFFIXES = ("", ".dcm")
 #: Characters DICOM pads values with (to an even length).
 _DICOM_PADDING = "\x00 "
 
@@ -271,19 +269,14 @@ def _is_dicom_file(path: Path) -> bool:
 def dicom_series_uid(folder: Path) -> str | None:
     """The SeriesInstanceUID of the DICOM series in ``folder``, read from one file's header.
 
-    Reads no voxel data: files ending in ``.dcm`` or without an ending are checked in name
-    order for the DICOM signature, and the first one's header gives the UID. None when the
-    folder holds no DICOM file, or the file has no SeriesInstanceUID. A folder is taken to hold
-    one series; :func:`load_ct` reads the one named here when asked for this UID.
+    Reads no voxel data: the folder's files (any name: ``IM0001``, ``1-001.dcm``, a UID) are
+    checked in name order for the DICOM signature, and the first one with a SeriesInstanceUID
+    gives it. None when the folder holds no such file. A folder is taken to hold one series;
+    :func:`load_ct` reads the one named here when asked for this UID.
     """
     try:
-        names = sorted(
-            entry.name
-            for entry in os.scandir(folder)
-            if not entry.name.startswith(".")
-            and entry.is_file()
-            and Path(entry.name).suffix.lower() in _DICOM_FILE_SUFFIXES
-        )
+        with os.scandir(folder) as listing:
+            names = sorted(e.name for e in listing if not e.name.startswith(".") and e.is_file())
     except OSError:
         return None
     for name in names:
@@ -298,9 +291,12 @@ def dicom_series_uid(folder: Path) -> str | None:
         except RuntimeError:
             log.debug("%s starts like DICOM but its header is unreadable", path)
             continue
-        if not reader.HasMetaDataKey(_SERIES_INSTANCE_UID_TAG):
-            return None
-        return reader.GetMetaData(_SERIES_INSTANCE_UID_TAG).strip(_DICOM_PADDING) or None
+        uid = ""
+        if reader.HasMetaDataKey(_SERIES_INSTANCE_UID_TAG):
+            uid = reader.GetMetaData(_SERIES_INSTANCE_UID_TAG).strip(_DICOM_PADDING)
+        if uid:
+            return uid
+        log.debug("%s has no SeriesInstanceUID (a DICOMDIR?)", path)
     return None
 
 

@@ -569,3 +569,16 @@ def test_find_luna_root_only_where_series_are_listed(mixed_luna: Path) -> None:
     assert find_luna_root(mixed_luna / "subset6" / "patient-0042") == mixed_luna.resolve()
     assert find_luna_root(mixed_luna / "subset0" / "notes" / "README") is None
     assert find_luna_root(mixed_luna / "truth" / "uid0.mhd") is None
+
+
+def test_dicom_files_named_anyhow_are_found(tmp_path: Path) -> None:
+    """Scanners name slices by UID (``1.2.840.....17``, whose 'ending' is ``.17``) or ``.IMA``;
+    a file that only starts like DICOM (a damaged first slice) is passed over."""
+    from src_train.ct import series_uid_of
+
+    folder = tmp_path / "series"
+    _dicom_series(folder, UID_DICOM)
+    for k, path in enumerate(sorted(folder.iterdir())):
+        path.rename(folder / (f"1.2.840.113619.2.55.3.{k + 17}" if k else "SLICE.IMA"))
+    (folder / "0000-damaged").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)  # sorts first
+    assert series_uid_of(folder) == UID_DICOM
