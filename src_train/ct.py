@@ -240,7 +240,8 @@ class CtVolume:
         hu: voxel values in HU, shape ``(index, row, col)``; int16 when the file is integer.
             Treat as read-only: several consumers may share it.
         geometry: where the voxels lie in the world.
-        series_uid: the series' identifier (LUNA16: the file stem).
+        series_uid: the series' identifier: a file's name without its ending (as LUNA16 names
+            its files), a DICOM folder's SeriesInstanceUID (see :func:`series_uid_of`).
         path: the file or folder it was read from, if any.
     """
 
@@ -266,20 +267,90 @@ class CtVolume:
         return self.geometry.shape_irc
 
 
+_LONGEST_SUFFIX_FIRST = sorted(SERIES_SUFFIXES, key=len, reverse=True)
+
+
 def series_uid_from_path(path: Path) -> str:
     """The series UID LUNA16 uses: the file name without its (double) ending."""
     name = path.name
-    for suffix in sorted(SERIES_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
+    lower = name.lower()
+    for suffix in _LONGEST_SUFFIX_FIRST:
+        if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
-def is_series_path(path: Path) -> bool:
-    """True when ``path`` looks like something :func:`load_ct` can read."""
+#: DICOM Part 10 files carry ``DICM`` after a 128-byte preamble.
+_DICOM_PREAMBLE_BYTES = 128
+_DICOM_SIGNATURE = b"DICM"
+#: The DICOM tag SeriesInstanceUID (group|element, as SimpleITK names metadata keys).
+_SERIES_INSTANCE_UID_TAG = "0020|000e"
+#: Characters DICOM pads values with (to an even length).
+_DICOM_PADDING = "\x00 "
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """True when ``path`` starts like a DICOM Part 10 file (reads 132 bytes)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_DICOM_PREAMBLE_BYTES + len(_DICOM_SIGNATURE))
+    except OSError:
+        return False
+    return head[_DICOM_PREAMBLE_BYTES:] == _DICOM_SIGNATURE
+
+
+def dicom_series_uid(folder: Path) -> str | None:
+    """The SeriesInstanceUID of the DICOM series in ``folder``, read from one file's header.
+
+    Reads no voxel data: the folder's files (any name: ``IM0001``, ``1-001.dcm``, a UID) are
+    checked in name order for the DICOM signature, and the first one with a SeriesInstanceUID
+    gives it. None when the folder holds no such file. A folder is taken to hold one series;
+    :func:`load_ct` reads the one named here when asked for this UID.
+    """
+    try:
+        with os.scandir(folder) as listing:
+            names = sorted(e.name for e in listing if not e.name.startswith(".") and e.is_file())
+    except OSError:
+        return None
+    for name in names:
+        path = folder / name
+        if not _is_dicom_file(path):
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            log.debug("%s starts like DICOM but its header is unreadable", path)
+            continue
+        uid = ""
+        if reader.HasMetaDataKey(_SERIES_INSTANCE_UID_TAG):
+            uid = reader.GetMetaData(_SERIES_INSTANCE_UID_TAG).strip(_DICOM_PADDING)
+        if uid:
+            return uid
+        log.debug("%s has no SeriesInstanceUID (a DICOMDIR?)", path)
+    return None
+
+
+def series_uid_of(path: Path | os.DirEntry[str]) -> str | None:
+    """The series UID of anything :func:`load_ct` reads, without reading voxels; else None.
+
+    A file with one of :data:`SERIES_SUFFIXES`: its name without the ending (LUNA16 names its
+    files by UID). A folder: its DICOM SeriesInstanceUID (:func:`dicom_series_uid`), so that
+    candidates and annotations use the UID the scan itself carries, whatever the folder's name.
+    ``path`` may be an :func:`os.scandir` entry, whose file type is known without a ``stat``.
+    """
     if path.is_dir():
-        return any(p.suffix.lower() in ("", ".dcm") for p in path.iterdir() if p.is_file())
-    return path.name.lower().endswith(SERIES_SUFFIXES)
+        return dicom_series_uid(Path(path))
+    if path.name.lower().endswith(SERIES_SUFFIXES) and path.is_file():
+        return series_uid_from_path(Path(path.name))
+    return None
+
+
+def is_series_path(path: Path) -> bool:
+    """True when ``path`` is something :func:`load_ct` reads: a series file, a DICOM folder."""
+    return series_uid_of(path) is not None
 
 
 _MHD_KEY = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
@@ -318,8 +389,8 @@ def _check_metaimage(path: Path) -> None:
             f"{path} has no 'ElementDataFile' line: it is not a MetaImage header. "
             "Re-download the series or point LunaSeg at the right file."
         )
-    if data_name.upper() == "LOCAL":
-        return
+    if data_name.upper() == "LOCAL" or data_name.split()[0].upper() == "LIST" or "%" in data_name:
+        return  # data inside the header file, or spread over several files: SimpleITK checks
     data_path = path.parent / data_name
     if not data_path.exists():
         raise SeriesReadError(
@@ -331,43 +402,71 @@ def _check_metaimage(path: Path) -> None:
     try:
         dims = [int(v) for v in header.get("DimSize", "").split()]
         channels = int(header.get("ElementNumberOfChannels", "1"))
+        skipped = int(header.get("HeaderSize", "0"))
     except ValueError as exc:
-        raise SeriesReadError(f"{path}: unreadable DimSize {header.get('DimSize')!r}.") from exc
-    if not compressed and itemsize and dims:
-        expected = int(np.prod(dims)) * itemsize * channels
-        actual = data_path.stat().st_size
-        if actual < expected:
-            raise SeriesReadError(
-                f"{data_path} is truncated: {actual:,} bytes where the header {path.name} "
-                f"({'x'.join(map(str, dims))} {header.get('ElementType')}) needs {expected:,}. "
-                "Re-download or re-extract this series."
-            )
+        raise SeriesReadError(
+            f"{path}: unreadable DimSize {header.get('DimSize')!r}, ElementNumberOfChannels or "
+            "HeaderSize; fix the header or re-download the series."
+        ) from exc
+    if compressed or not itemsize or not dims:
+        return
+    # HeaderSize = -1 means "the voxels are the file's last bytes": any larger file is fine.
+    expected = int(np.prod(dims)) * itemsize * channels + max(skipped, 0)
+    actual = data_path.stat().st_size
+    described = f"({'x'.join(map(str, dims))} {header.get('ElementType')})"
+    if actual < expected:
+        raise SeriesReadError(
+            f"{data_path} is truncated: {actual:,} bytes where the header {path.name} "
+            f"{described} needs {expected:,}. Re-download or re-extract this series."
+        )
+    if actual > expected and skipped >= 0:
+        raise SeriesReadError(
+            f"{data_path} is larger than its header says: {actual:,} bytes where {path.name} "
+            f"{described} needs {expected:,}, so header and data do not belong together (a "
+            "data file of another series, or an edited header) and the voxels would be read "
+            "wrongly. Re-download or re-extract this series, or correct DimSize/ElementType in "
+            "the header."
+        )
+
+
+def _read_dicom(path: Path, series_uid: str | None) -> tuple[sitk.Image, str]:
+    """The DICOM series ``series_uid`` (default: the first) of a folder, and its UID."""
+    reader = sitk.ImageSeriesReader()
+    # UID as written in the files (GDCM's key) by UID as LunaSeg names it (padding stripped)
+    gdcm_ids = {uid.strip(_DICOM_PADDING): uid for uid in reader.GetGDCMSeriesIDs(str(path))}
+    series_ids = list(gdcm_ids)
+    if not series_ids:
+        raise SeriesReadError(
+            f"{path} is a folder without a DICOM series. Point at a folder of .dcm files "
+            f"or at a file ending in one of {', '.join(SERIES_SUFFIXES)}."
+        )
+    if series_uid is not None and series_uid not in series_ids:
+        raise SeriesReadError(
+            f"{path} holds no DICOM series {series_uid}; it holds {', '.join(series_ids)}. "
+            "Pick one of those (or list the data folder again if it changed)."
+        )
+    chosen = series_uid if series_uid is not None else series_ids[0]
+    if series_uid is None and len(series_ids) > 1:
+        log.warning(
+            "%s holds %d DICOM series; reading the first (%s). Give each series its own folder.",
+            path,
+            len(series_ids),
+            chosen,
+        )
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), gdcm_ids[chosen]))
+    try:
+        return reader.Execute(), chosen
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise SeriesReadError(
+            f"Cannot read the DICOM series {chosen} in {path}: a file is damaged or not CT "
+            f"slices of one series ({first_line})."
+        ) from exc
 
 
 def _read_image(path: Path) -> sitk.Image:
     if not path.exists():
         raise SeriesReadError(f"{path} does not exist. Check the path or the data folder.")
-    if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        series_ids = reader.GetGDCMSeriesIDs(str(path))
-        if not series_ids:
-            raise SeriesReadError(
-                f"{path} is a folder without a DICOM series. Point at a folder of .dcm files "
-                f"or at a file ending in one of {', '.join(SERIES_SUFFIXES)}."
-            )
-        if len(series_ids) > 1:
-            log.warning(
-                "%s holds %d DICOM series; reading the first (%s)",
-                path,
-                len(series_ids),
-                series_ids[0],
-            )
-        files = reader.GetGDCMSeriesFileNames(str(path), series_ids[0])
-        reader.SetFileNames(files)
-        try:
-            return reader.Execute()
-        except RuntimeError as exc:
-            raise SeriesReadError(f"Cannot read the DICOM series in {path}: {exc}") from exc
     if not path.name.lower().endswith(SERIES_SUFFIXES):
         raise SeriesReadError(
             f"{path.name}: unsupported file type. LunaSeg reads {', '.join(SERIES_SUFFIXES)} "
@@ -384,14 +483,19 @@ def _read_image(path: Path) -> sitk.Image:
         ) from exc
 
 
-def load_ct(path: str | os.PathLike[str]) -> CtVolume:
+def load_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> CtVolume:
     """Read a CT series (``.mhd``+``.raw``/``.zraw``, NIfTI, NRRD or a DICOM folder).
 
     Integer data is returned as int16 HU (LUNA16 and DICOM CT fit); float data as float32.
+    The volume's ``series_uid`` is a file's name without its ending, or a DICOM series'
+    SeriesInstanceUID. ``series_uid`` picks one series of a DICOM folder (default: the first).
     Raises :class:`SeriesReadError` with the file name and a fix for anything unreadable.
     """
     src = Path(path)
-    image = _read_image(src)
+    if src.is_dir():
+        image, uid = _read_dicom(src, series_uid)
+    else:
+        image, uid = _read_image(src), series_uid_from_path(src)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise SeriesReadError(
             f"{src} has {image.GetDimension()} dimensions and "
@@ -413,7 +517,6 @@ def load_ct(path: str | os.PathLike[str]) -> CtVolume:
         geometry = Geometry.from_sitk(image)
     except GeometryError as exc:
         raise GeometryError(f"{src}: {exc}") from exc
-    uid = series_uid_from_path(src) if not src.is_dir() else src.name
     return CtVolume(hu=array, geometry=geometry, series_uid=uid, path=src)
 
 

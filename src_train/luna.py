@@ -2,12 +2,14 @@
 
 Layout (the synthetic default uses exactly the same)::
 
-    DATA/subset0..subset9/<seriesuid>.mhd (+ .raw or .zraw)
+    DATA/subset0..subset9/<seriesuid>.mhd (+ .raw or .zraw); also .mha, .nii, .nii.gz, .nrrd,
+                                            .nhdr files and DICOM series folders
     DATA/annotations.csv                    seriesuid,coordX,coordY,coordZ,diameter_mm
     DATA/annotations_with_malignancy.csv    (optional; preferred for nodules when present)
     DATA/candidates.csv                     seriesuid,coordX,coordY,coordZ,class
     DATA/truth/<seriesuid>.mhd              (synthetic data only) uint8 true nodule labels
-    DATA/truth/nodules.csv                  (synthetic data only) one row per true nodule
+    DATA/truth/true_nodules.csv             (synthetic data only) one row per true nodule
+                                            (``truth/nodules.csv`` in folders of older versions)
 
 Coordinates in these files are world ``(x, y, z)`` millimetres.
 """
@@ -23,7 +25,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from src_train.ct import CtVolume, load_ct, series_uid_from_path
+from src_train.ct import (
+    SERIES_SUFFIXES,
+    CtVolume,
+    load_ct,
+    series_uid_of,
+)
 from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
 
 log = logging.getLogger(__name__)
@@ -78,7 +85,11 @@ ANNOTATIONS_FILE = "annotations.csv"
 MALIGNANCY_FILE = "annotations_with_malignancy.csv"
 CANDIDATES_FILES = ("candidates.csv", "candidates_V2.csv")
 TRUTH_DIR = "truth"
-TRUTH_TABLE = "nodules.csv"
+#: The true nodules' table in ``truth/`` (not to be confused with ``masks/nodules.csv``, the
+#: table ``lunaseg mask`` writes beside generated masks).
+TRUTH_TABLE = "true_nodules.csv"
+#: The same table's name in folders written before it was renamed; still read.
+LEGACY_TRUTH_TABLE = "nodules.csv"
 
 _COORD_COLUMNS = ("coordX", "coordY", "coordZ")
 _TRUE_VALUES = {"true", "1", "yes", "y", "t"}
@@ -102,7 +113,9 @@ class _CsvTable:
     """A CSV file with a header; iterating yields ``(line, fields)`` per non-blank row.
 
     ``line`` is the 1-based line number where the row starts. Rows are streamed, so a
-    551,065-row ``candidates.csv`` is never held as text in memory.
+    551,065-row ``candidates.csv`` is never held as text in memory. A row with more non-empty
+    values than the header has columns is an :class:`AnnotationError` (values are read by
+    position, so they would shift).
     """
 
     def __init__(self, path: Path, required: Sequence[str]) -> None:
@@ -149,6 +162,8 @@ class _CsvTable:
                     line, start = start, reader.line_num + 1
                     if not fields or all(not f.strip() for f in fields):
                         continue
+                    if len(fields) > len(self.header):
+                        self._check_extra(line, fields)
                     yield line, fields
             except csv.Error as exc:
                 raise AnnotationError(
@@ -156,6 +171,25 @@ class _CsvTable:
                 ) from exc
             except UnicodeDecodeError as exc:
                 raise _not_text(self.path, exc) from exc
+
+    def _check_extra(self, line: int, fields: list[str]) -> None:
+        """Refuse a row with more values than the header has columns.
+
+        Every value is read by its column's position, so one comma too many (a decimal comma,
+        ``8,4`` for 8.4, or an unquoted comma inside a value) would silently shift the values
+        after it: the row is an error, not a guess. Empty trailing fields (the trailing commas
+        some spreadsheets write) hold no value and are accepted.
+        """
+        extra = [f.strip() for f in fields[len(self.header) :]]
+        if not any(extra):
+            return
+        raise AnnotationError(
+            f"{self.path}, line {line}: {len(fields)} values where the header has "
+            f"{len(self.header)} columns ({','.join(self.header)}); the extra value(s) "
+            f"{','.join(repr(v) for v in extra if v)} would be lost or shift other columns. "
+            "A decimal comma (8,4 for 8.4) or an unquoted comma inside a value splits it in two: "
+            "write decimals with a dot and put values holding commas in double quotes."
+        )
 
     def get(self, line: int, fields: list[str], column: str) -> str | None:
         """The stripped value of ``column`` in a row, None if the file has no such column."""
@@ -301,7 +335,7 @@ def read_candidates(path: str | os.PathLike[str]) -> list[Nodule]:
 
 
 def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
-    """Parse a synthetic data set's ``truth/nodules.csv``.
+    """Parse a synthetic data set's ``truth/true_nodules.csv`` (see :data:`TRUTH_TABLE`).
 
     Columns ``seriesuid,label,coordX,coordY,coordZ,diameter_mm,kind,volume_mm3`` (world mm).
     """
@@ -340,6 +374,92 @@ def list_uids(uids: Sequence[str], limit: int = LISTED_UIDS) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
+#: Folders that hold series start with this, in any letter case (LUNA16: subset0..subset9).
+SUBSET_PREFIX = "subset"
+
+
+def _is_subset_dir(path: Path) -> bool:
+    return path.name.lower().startswith(SUBSET_PREFIX)
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries sorted by name, without hidden ones (``.lunaseg-*`` temporary
+    folders, macOS ``._*`` files); empty when the folder cannot be listed."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        log.warning("cannot list %s (%s); its series are skipped", folder, exc.strerror)
+        return []
+
+
+def _series_in(
+    folder: Path, nested: bool, found: list[tuple[str, Path]], ignored: list[Path]
+) -> None:
+    """Append ``(uid, path)`` of each series in ``folder`` (:func:`discover_series`'s rule)."""
+    for entry in _entries(folder):
+        if nested and entry.is_dir() and entry.name.lower().startswith(SUBSET_PREFIX):
+            _series_in(folder / entry.name, False, found, ignored)
+            continue
+        uid = series_uid_of(entry)
+        if uid is not None:
+            found.append((uid, folder / entry.name))
+        elif entry.is_dir():
+            ignored.append(folder / entry.name)
+
+
+def discover_series(root: Path) -> dict[str, Path]:
+    """Every series of a LUNA16-layout folder, whatever its format: UID -> path, sorted by UID.
+
+    The one rule every folder command uses (through :class:`LunaFolder`):
+
+    * where: ``ROOT/subset*/`` and, as some archives extract, ``ROOT/subset*/subset*/``
+      (``subset`` in any letter case); hidden entries are skipped;
+    * what: a file ending in one of :data:`~src_train.ct.SERIES_SUFFIXES` (UID = its name
+      without the ending), or a folder holding a DICOM series (UID = its SeriesInstanceUID,
+      read from one file's header). Data files (``.raw``, ``.zraw``) are not series; ``truth/``
+      and other folders outside ``subset*/`` are never looked at.
+
+    No voxel data is read. A folder under ``subset*/`` that holds no series is named in one
+    warning. A UID found twice (two formats of one scan, a subset extracted twice) keeps its
+    first path in path order; one warning names the duplicates.
+    """
+    found: list[tuple[str, Path]] = []
+    ignored: list[Path] = []
+    for entry in _entries(root):
+        if entry.is_dir() and _is_subset_dir(root / entry.name):
+            _series_in(root / entry.name, True, found, ignored)
+    paths: dict[str, Path] = {}
+    duplicates: dict[str, list[Path]] = {}
+    for uid, path in sorted(found, key=lambda pair: str(pair[1])):
+        if uid in paths:
+            duplicates.setdefault(uid, []).append(path)
+        else:
+            paths[uid] = path
+    if duplicates:
+        uids = sorted(duplicates)
+        log.warning(
+            "%s: %d series found more than once; each is read from its first path: %s",
+            root,
+            len(uids),
+            list_uids(
+                [
+                    f"{uid} at {paths[uid]} (also {', '.join(map(str, duplicates[uid]))})"
+                    for uid in uids
+                ]
+            ),
+        )
+    if ignored:
+        log.warning(
+            "%s: %d folder(s) under subset*/ hold no series (neither a DICOM series nor a "
+            "nested subset folder) and are ignored: %s",
+            root,
+            len(ignored),
+            list_uids([str(p) for p in ignored]),
+        )
+    return dict(sorted(paths.items()))
+
+
 def _group(nodules: Sequence[Nodule]) -> dict[str, list[Nodule]]:
     grouped: dict[str, list[Nodule]] = {}
     for nodule in nodules:
@@ -350,8 +470,10 @@ def _group(nodules: Sequence[Nodule]) -> dict[str, list[Nodule]]:
 class LunaFolder:
     """A data folder in LUNA16 layout (real or synthetic), possibly a partial download.
 
-    Series are found as ``ROOT/subset*/<uid>.mhd`` (also one folder deeper, as some archives
-    extract). CSV files are read on first use. Coordinates are world ``(x, y, z)`` mm.
+    Series are found by :func:`discover_series`: ``ROOT/subset*/<uid>.mhd`` and every other
+    format LunaSeg reads, DICOM series folders included (also one ``subset*`` folder deeper, as
+    some archives extract). CSV files are read on first use. Coordinates are world
+    ``(x, y, z)`` mm.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -361,20 +483,16 @@ class LunaFolder:
                 f"Data folder {self.root} does not exist. Download LUNA16 there or run "
                 "'lunaseg synth' to make a synthetic one."
             )
-        self._paths: dict[str, Path] = {}
-        patterns = ("subset*/*.mhd", "subset*/*/*.mhd")
-        for path in sorted(p for pattern in patterns for p in self.root.glob(pattern)):
-            uid = series_uid_from_path(path)
-            if uid in self._paths:
-                log.warning("%s: series %s found twice; using %s", self.root, uid, self._paths[uid])
-                continue
-            self._paths[uid] = path
+        self._paths = discover_series(self.root)
         self._nodules: dict[str, list[Nodule]] | None = None
         self._candidates: dict[str, list[Nodule]] | None = None
         self._truth: dict[str, list[TrueNodule]] | None = None
         if not self._paths:
             log.warning(
-                "%s: no series found under subset*/ (expected subset0/<uid>.mhd)", self.root
+                "%s: no series found under subset*/ (expected subset0/<uid>.mhd, or another of "
+                "%s, or DICOM series folders)",
+                self.root,
+                ", ".join(SERIES_SUFFIXES),
             )
         missing = self.missing_series
         if missing:
@@ -397,7 +515,7 @@ class LunaFolder:
         return sorted(self._paths)
 
     def series_path(self, uid: str) -> Path:
-        """Path of a series' ``.mhd`` header; :class:`SeriesNotFoundError` if absent."""
+        """Path of a series (file or DICOM folder); :class:`SeriesNotFoundError` if absent."""
         try:
             return self._paths[uid]
         except KeyError:
@@ -407,8 +525,9 @@ class LunaFolder:
             ) from None
 
     def load(self, uid: str) -> CtVolume:
-        """Read a series (HU, IRC array order) with its geometry."""
-        return load_ct(self.series_path(uid))
+        """Read a series (HU, IRC array order) with its geometry; its ``series_uid`` is ``uid``."""
+        path = self.series_path(uid)
+        return load_ct(path, series_uid=uid if path.is_dir() else None)
 
     # -- annotations ------------------------------------------------------------------------
     @property
@@ -461,9 +580,18 @@ class LunaFolder:
 
     # -- synthetic truth --------------------------------------------------------------------
     @property
+    def truth_table_path(self) -> Path | None:
+        """``truth/true_nodules.csv``, else an older version's ``truth/nodules.csv``, else None."""
+        for name in (TRUTH_TABLE, LEGACY_TRUTH_TABLE):
+            path = self.root / TRUTH_DIR / name
+            if path.is_file():
+                return path
+        return None
+
+    @property
     def has_truth(self) -> bool:
         """True when the folder carries true nodule shapes (synthetic data)."""
-        return (self.root / TRUTH_DIR / TRUTH_TABLE).is_file()
+        return self.truth_table_path is not None
 
     def truth_path(self, uid: str) -> Path | None:
         """``truth/<uid>.mhd`` (uint8 labels, same geometry as the series) or None."""
@@ -471,27 +599,32 @@ class LunaFolder:
         return path if path.is_file() else None
 
     def true_nodules(self, uid: str) -> list[TrueNodule]:
-        """True nodules of a series from ``truth/nodules.csv`` (empty without truth)."""
+        """True nodules of a series from the truth table (empty without truth)."""
         if self._truth is None:
             self._truth = {}
-            if self.has_truth:
-                for nodule in read_true_nodules(self.root / TRUTH_DIR / TRUTH_TABLE):
+            table = self.truth_table_path
+            if table is not None:
+                for nodule in read_true_nodules(table):
                     self._truth.setdefault(nodule.series_uid, []).append(nodule)
         return list(self._truth.get(uid, []))
 
 
 def find_luna_root(series_path: str | os.PathLike[str]) -> Path | None:
-    """The LUNA root of a series file at ``ROOT/subsetN/<uid>.mhd``, else None.
+    """The LUNA root of a series (a file of any format or a DICOM folder), else None.
 
-    The root is the folder holding ``annotations.csv`` (or the malignancy file) above a
-    ``subset*`` folder (one extra nesting level is accepted).
+    The series must sit where :func:`discover_series` looks, ``ROOT/subset*/`` or
+    ``ROOT/subset*/subset*/``, and the root is the folder above that holds ``annotations.csv``
+    (or the malignancy file).
     """
-    path = Path(series_path).resolve()
-    for parent in list(path.parents)[:2]:
-        if parent.name.lower().startswith("subset"):
-            root = parent.parent
-            if any((root / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
-                return root
+    parent = Path(series_path).resolve().parent
+    if not _is_subset_dir(parent):
+        return None
+    roots = [parent.parent]
+    if _is_subset_dir(parent.parent):
+        roots.append(parent.parent.parent)
+    for root in roots:
+        if any((root / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
+            return root
     return None
 
 

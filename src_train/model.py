@@ -21,6 +21,8 @@ import logging
 import os
 import sys
 import time
+import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,6 +419,56 @@ def _check_state_fits(
         )
 
 
+#: The first bytes of a zip archive, which ``torch.save`` writes.
+_ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+def _unreadable_checkpoint(src: Path, advice: str | None) -> str:
+    """The message for a file ``torch.load`` refused: what the file is, judged from the file.
+
+    A LunaSeg checkpoint is a zip archive (``torch.save``) of plain data and tensors, so: empty,
+    not a zip, a zip cut short, a zip pickling Python objects, or a zip whose contents are bad.
+    """
+    use_ours = "Use a file written by 'lunaseg train'."
+    size = src.stat().st_size
+    with src.open("rb") as fh:
+        head = fh.read(len(_ZIP_SIGNATURE))
+    if size == 0:
+        what = "is empty (0 bytes): its saving or copying was interrupted"
+        fix = "Copy it again or use a file written by 'lunaseg train'."
+    elif head != _ZIP_SIGNATURE:
+        what = (
+            "is not a LunaSeg checkpoint: LunaSeg checkpoints are PyTorch zip archives and this "
+            f"file ({size:,} bytes) is not one (another kind of file, or damaged from its start)"
+        )
+        fix = use_ours
+    elif not zipfile.is_zipfile(src):
+        what = (
+            f"is damaged or truncated: it begins like a checkpoint but its {size:,} bytes end "
+            "before the archive's index (an interrupted copy, download or save)"
+        )
+        fix = "Copy it again or use a file written by 'lunaseg train'."
+    else:
+        try:
+            objects = torch.serialization.get_unsafe_globals_in_checkpoint(src)
+        except Exception:  # a zip without PyTorch's records, or damaged ones
+            objects = []
+        if objects:
+            shown = ", ".join(objects[:3]) + (" ..." if len(objects) > 3 else "")
+            what = (
+                f"is not a LunaSeg checkpoint: it stores Python objects ({shown}), e.g. a whole "
+                "model saved with torch.save(model); LunaSeg never loads those, because loading "
+                "them can run code hidden in the file"
+            )
+        else:
+            what = (
+                "is not a LunaSeg checkpoint, or is a damaged one: it is a zip archive whose "
+                "contents PyTorch cannot read"
+            )
+        fix = use_ours
+    return f"Checkpoint {src} {what}. " + _advice(advice, fix)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
@@ -437,13 +489,15 @@ def load_checkpoint(
             f"Checkpoint {src} does not exist. " + _advice(advice, "Check the path or train one.")
         )
     try:
-        raw = torch.load(src, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about foreign pickle protocols before failing; the error below says it.
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"Cannot read checkpoint {src}: the file is truncated, corrupt or not a PyTorch "
-            f"file ({reason[:200]}). " + _advice(advice, "Copy it again or train a new one.")
-        ) from exc
+        # torch's own text advises weights_only=False (unsafe here) and runs long: it goes to the
+        # debug log only, and the user reads what the file itself shows.
+        log.debug("torch.load(%s) failed: %s: %s", src, type(exc).__name__, exc)
+        raise CheckpointError(_unreadable_checkpoint(src, advice)) from exc
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{src} is not a LunaSeg checkpoint (no '{CHECKPOINT_FORMAT}' tag). "

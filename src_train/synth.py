@@ -13,7 +13,7 @@ chest wall; the true shape stops at the pleura), ``edge`` (cut by the first or l
 ``ground-glass`` (-600..-400 HU: the -700 HU threshold sees most, not all, of it) and
 ``part-solid`` (ground glass around a solid core).
 
-What is written for each nodule (``annotations.csv`` and ``truth/nodules.csv``):
+What is written for each nodule (``annotations.csv`` and ``truth/true_nodules.csv``):
 
 * center = center of mass of the true shape's voxels, world ``(x, y, z)`` mm;
 * ``diameter_mm`` = equivalent-sphere diameter ``(6 V / pi) ** (1/3)`` of the true shape inside
@@ -981,7 +981,7 @@ def write_dataset(
 
     Layout: ``subset0/<uid>.mhd`` (+ ``.raw``, int16 HU), ``annotations.csv``,
     ``candidates.csv``, ``truth/<uid>.mhd`` (+ ``.zraw``, uint8 labels, same geometry),
-    ``truth/nodules.csv`` and ``lunaseg-synth.json`` (seed and config). The CSV files are
+    ``truth/true_nodules.csv`` and ``lunaseg-synth.json`` (seed and config). The CSV files are
     written last, atomically. Deterministic for ``seed``.
 
     Args:

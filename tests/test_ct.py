@@ -256,7 +256,7 @@ def test_dicom_folder_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(ct.hu, array)
     assert np.allclose(ct.geometry.spacing_xyz_mm, geometry.spacing_xyz_mm, atol=1e-4)
     assert np.allclose(ct.geometry.origin_xyz_mm, geometry.origin_xyz_mm, atol=1e-4)
-    assert ct.series_uid == "series"
+    assert ct.series_uid == "1.2.826.0.1.3680043.2.1125.1.2"  # its SeriesInstanceUID
 
 
 def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -365,3 +365,41 @@ def test_garbage_nifti(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_series_uid_from_path(name: str, uid: str) -> None:
     assert series_uid_from_path(Path("/data/subset0") / name) == uid
+
+
+# ---------------------------------------------------------------------------------------------
+# a data file that does not match its header is refused, whichever way it differs
+# ---------------------------------------------------------------------------------------------
+def test_raw_larger_than_its_header_says_is_refused_with_both_sizes(tmp_path: Path) -> None:
+    """A user copies another series' .raw beside this header: refused, not read as garbage."""
+    save_volume(_volume(SMALL), SMALL, tmp_path / "scan.mhd")
+    raw = tmp_path / "scan.raw"
+    needed = raw.stat().st_size
+    assert needed == 9 * 14 * 11 * 2  # int16 voxels
+    raw.write_bytes(raw.read_bytes() + b"\x00" * 512)
+    with pytest.raises(SeriesReadError) as caught:
+        load_ct(tmp_path / "scan.mhd")
+    message = str(caught.value)
+    assert str(raw) in message and "larger than its header says" in message
+    assert f"{needed + 512:,} bytes" in message and f"needs {needed:,}" in message
+    assert "11x14x9 MET_SHORT" in message
+    assert "Re-download or re-extract" in message
+
+
+def test_header_size_is_counted_and_minus_one_accepts_a_leading_block(tmp_path: Path) -> None:
+    """MetaImage's HeaderSize skips bytes before the voxels; -1 means 'the voxels end the file'."""
+    array = _volume(SMALL)
+    save_volume(array, SMALL, tmp_path / "scan.mhd")
+    header = (tmp_path / "scan.mhd").read_text()
+    raw = tmp_path / "scan.raw"
+    raw.write_bytes(b"\x07" * 100 + raw.read_bytes())
+    for skip in ("100", "-1"):
+        (tmp_path / "scan.mhd").write_text(
+            header.replace("ElementDataFile", f"HeaderSize = {skip}\nElementDataFile")
+        )
+        assert np.array_equal(load_ct(tmp_path / "scan.mhd").hu, array)
+    (tmp_path / "scan.mhd").write_text(
+        header.replace("ElementDataFile", "HeaderSize = 40\nElementDataFile")
+    )
+    with pytest.raises(SeriesReadError, match="larger than its header says"):
+        load_ct(tmp_path / "scan.mhd")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,263 @@ def test_split_series() -> None:
     assert split_series([]) == ([], [])
     with pytest.raises(ConfigError, match="val_stride"):
         split_series(uids, val_stride=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows with more values than the header: an error naming file and line, in every table
+# ---------------------------------------------------------------------------------------------
+def test_decimal_comma_in_a_diameter_is_an_error_not_a_rounded_size(tmp_path: Path) -> None:
+    """A user exports annotations from a spreadsheet in a decimal-comma locale: 8,4 mm."""
+    path = _write(tmp_path / "annotations.csv", HEADER + f"{UID_A},1,2,3,5.5\n{UID_B},1,2,3,8,4\n")
+    with pytest.raises(AnnotationError) as caught:
+        read_annotations(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}, line 3: 6 values where the header has 5 columns")
+    assert "'4'" in message and "decimal comma" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "good", "bad"),
+    [
+        (
+            "annotations_with_malignancy.csv",
+            "seriesuid,coordX,coordY,coordZ,diameter_mm,mal_bool,mal_details",
+            f'{UID_A},1,2,3,4,True,"[4, 2]"',
+            f"{UID_A},1,2,3,4,True,[4, 2]",  # the list's commas, unquoted
+        ),
+        (
+            "candidates.csv",
+            "seriesuid,coordX,coordY,coordZ,class",
+            f"{UID_A},1,2,3,1",
+            f"{UID_A},1,2,3,5,1",
+        ),
+        (
+            "truth/true_nodules.csv",
+            "seriesuid,label,coordX,coordY,coordZ,diameter_mm,kind,volume_mm3",
+            f"{UID_A},1,1,2,3,6.5,solid,143.8",
+            f"{UID_A},1,1,2,3,6,5,solid,143.8",
+        ),
+    ],
+    ids=["malignancy", "candidates", "truth"],
+)
+def test_every_table_refuses_a_row_with_extra_values(
+    tmp_path: Path, name: str, header: str, good: str, bad: str
+) -> None:
+    from src_train.luna import read_true_nodules
+
+    read = {
+        "annotations_with_malignancy.csv": read_annotations,
+        "candidates.csv": read_candidates,
+        "truth/true_nodules.csv": read_true_nodules,
+    }[name]
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    assert len(read(_write(path, f"{header}\n{good}\n"))) == 1
+    _write(path, f"{header}\n{good}\n\n{bad}\n")
+    with pytest.raises(AnnotationError, match=rf"^{re.escape(str(path))}, line 4: \d+ values "):
+        read(path)
+
+
+def test_trailing_empty_fields_are_accepted(tmp_path: Path) -> None:
+    """Spreadsheets may end each row with a comma: no value is lost, so no error."""
+    path = _write(tmp_path / "a.csv", HEADER + f"{UID_A},1,2,3,4.5,,\n")
+    (nodule,) = read_annotations(path)
+    assert nodule.diameter_mm == 4.5 and nodule.center_xyz_mm == (1.0, 2.0, 3.0)
+
+
+@needs_real
+def test_real_files_have_no_extra_values() -> None:
+    """The rule holds on the real files: every row of both has as many values as the header."""
+    assert len(read_annotations(REAL / "annotations.csv")) == 1186
+    assert len(read_annotations(REAL / "annotations_with_malignancy.csv")) == 1182
+
+
+# ---------------------------------------------------------------------------------------------
+# a series is a series, whatever its format: one discovery rule for every folder command
+# ---------------------------------------------------------------------------------------------
+UID_DICOM = "1.2.826.0.1.3680043.8.498.10221120449153914452128186436173651"
+SMALL_GEOMETRY = Geometry((3, 8, 8), (-10.0, -10.0, -50.0), (1.0, 1.0, 2.0))
+
+
+def _dicom_series(folder: Path, series_uid: str, value: int = 0) -> np.ndarray:
+    """A CT series as one DICOM file per slice carrying ``series_uid``; returns its HU."""
+    import SimpleITK as sitk
+
+    hu = (np.arange(np.prod(SMALL_GEOMETRY.shape_irc)) % 50 + value).astype(np.int16)
+    hu = hu.reshape(SMALL_GEOMETRY.shape_irc)
+    image = sitk.GetImageFromArray(hu)
+    SMALL_GEOMETRY.apply_to(image)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # the files have no ending to guess it from
+    folder.mkdir(parents=True)
+    for k in range(hu.shape[0]):
+        plane = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, text in (
+            ("0008|0060", "CT"),
+            ("0020|000d", "1.2.826.0.1.3680043.8.498.1"),
+            ("0020|000e", series_uid),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0020|0032", "\\".join(f"{v:.4f}" for v in position)),
+            ("0020|0013", str(k + 1)),
+        ):
+            plane.SetMetaData(tag, text)
+        writer.SetFileName(str(folder / f"IM{k:04d}"))  # many exports use no ending
+        writer.Execute(plane)
+    return hu
+
+
+@pytest.fixture
+def mixed_luna(tmp_path: Path) -> Path:
+    """A LUNA16-layout folder holding one series in each format LunaSeg reads, plus things
+    that are not series: true shapes, data files, a notes folder, a temporary folder."""
+    import SimpleITK as sitk
+
+    root = tmp_path / "LUNA16"
+    for k, name in enumerate(["s.mhd", "s.mha", "s.nii", "s.nii.gz", "s.nrrd"]):
+        _series(root / f"subset{k}" / name.replace("s.", f"uid{k}."), k)
+    image = sitk.GetImageFromArray(np.full(SMALL_GEOMETRY.shape_irc, 5, np.int16))
+    SMALL_GEOMETRY.apply_to(image)
+    (root / "subset5").mkdir()
+    sitk.WriteImage(image, str(root / "subset5" / "uid5.nhdr"))  # + uid5.raw beside it
+    _dicom_series(root / "subset6" / "patient-0042", UID_DICOM, value=100)
+    _series(root / "truth" / "uid0.mhd", 1)  # true shapes: never a series
+    (root / "subset0" / "notes").mkdir()
+    _write(root / "subset0" / "notes" / "README", "how this folder was made")
+    _series(root / "subset0" / ".lunaseg-tmp" / "half.mhd")  # an interrupted write
+    annotated = [f"uid{k}" for k in range(6)] + [UID_DICOM]
+    _write(root / "annotations.csv", HEADER + "".join(f"{u},0,0,0,4\n" for u in annotated))
+    return root
+
+
+def test_a_luna_folder_in_every_format_lists_every_series(
+    mixed_luna: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user's LUNA16 folder holds .mhd, .mha, NIfTI, NRRD and a DICOM series: each is found,
+    none is reported missing, and the DICOM series is known by its SeriesInstanceUID."""
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        folder = LunaFolder(mixed_luna)
+    expected = sorted([f"uid{k}" for k in range(6)] + [UID_DICOM])
+    assert folder.series_uids == expected
+    assert folder.missing_series == []
+    assert folder.series_path(UID_DICOM) == mixed_luna / "subset6" / "patient-0042"
+    assert folder.series_path("uid3") == mixed_luna / "subset3" / "uid3.nii.gz"
+    assert [int(folder.load(f"uid{k}").hu[0, 0, 0]) for k in range(6)] == [0, 1, 2, 3, 4, 5]
+    dicom = folder.load(UID_DICOM)
+    assert dicom.series_uid == UID_DICOM
+    assert int(dicom.hu[0, 0, 0]) == 100 and dicom.shape_irc == SMALL_GEOMETRY.shape_irc
+    assert [n.series_uid for n in folder.nodules(UID_DICOM)] == [UID_DICOM]
+    messages = [r.getMessage() for r in caplog.records]
+    (ignored,) = [m for m in messages if "hold no series" in m]
+    assert str(mixed_luna / "subset0" / "notes") in ignored and ".lunaseg-tmp" not in ignored
+    assert not [m for m in messages if "not on disk" in m or "more than once" in m]
+    for uid in expected:
+        assert find_luna_root(folder.series_path(uid)) == mixed_luna.resolve()
+
+
+def test_cli_mask_on_a_folder_in_every_format_writes_every_mask(
+    mixed_luna: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lunaseg mask DATA` on that folder: a mask per series, none "not on disk"."""
+    from src_train.cli import main
+
+    out = mixed_luna.parent / "masks"
+    assert main(["mask", str(mixed_luna), "--out", str(out), "--skip-outside"]) == 0
+    printed = capsys.readouterr().out
+    assert "not on disk" not in printed
+    assert (out / f"{UID_DICOM}_mask.mhd").is_file()
+    assert sorted(p.name for p in out.glob("*_mask.mhd")) == sorted(
+        f"{uid}_mask.mhd" for uid in [*(f"uid{k}" for k in range(6)), UID_DICOM]
+    )
+
+
+def test_dicom_series_is_named_by_its_uid_not_its_folder(tmp_path: Path) -> None:
+    """A DICOM series opened on its own carries its SeriesInstanceUID, so candidates written
+    for it form a valid LUNA16 submission whatever the folder is called."""
+    from src_train.ct import load_ct, series_uid_of
+
+    hu = _dicom_series(tmp_path / "CT_chest_2019", UID_DICOM)
+    assert series_uid_of(tmp_path / "CT_chest_2019") == UID_DICOM
+    ct = load_ct(tmp_path / "CT_chest_2019")
+    assert ct.series_uid == UID_DICOM and np.array_equal(ct.hu, hu)
+    assert series_uid_of(tmp_path / "nowhere") is None
+    (tmp_path / "text").mkdir()
+    _write(tmp_path / "text" / "IM0001", "not DICOM")
+    assert series_uid_of(tmp_path / "text") is None
+
+
+def test_a_folder_of_two_dicom_series_reads_the_one_asked_for(tmp_path: Path) -> None:
+    from src_train.ct import load_ct
+    from src_train.errors import SeriesReadError
+
+    both = tmp_path / "both"
+    _dicom_series(both / "a", "1.2.3.1", value=10)
+    _dicom_series(both / "b", "1.2.3.2", value=20)
+    for part in ("a", "b"):
+        for f in (both / part).iterdir():
+            f.rename(both / f"{part}-{f.name}")
+    assert int(load_ct(both, series_uid="1.2.3.2").hu[0, 0, 0]) == 20
+    assert int(load_ct(both, series_uid="1.2.3.1").hu[0, 0, 0]) == 10
+    with pytest.raises(SeriesReadError, match=r"holds no DICOM series 9\.9; it holds 1\.2\.3\.1"):
+        load_ct(both, series_uid="9.9")
+
+
+def test_the_same_series_twice_is_warned_once_and_read_from_its_first_path(
+    partial_luna: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user converted some scans to NIfTI beside the originals: one warning, no double count."""
+    _series(partial_luna / "subset3" / f"{UID_A}.nii.gz", 9)
+    _series(partial_luna / "subset3" / "unannotated.nrrd", 9)
+    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+        folder = LunaFolder(partial_luna)
+    assert folder.series_uids == sorted([UID_A, UID_B, "unannotated"])
+    assert folder.series_path(UID_A) == partial_luna / "subset0" / f"{UID_A}.mhd"
+    (warning,) = [r.getMessage() for r in caplog.records if "more than once" in r.getMessage()]
+    assert warning.startswith(f"{partial_luna}: 2 series found more than once")
+    assert f"{UID_A} at {partial_luna / 'subset0' / f'{UID_A}.mhd'}" in warning
+    assert str(partial_luna / "subset3" / f"{UID_A}.nii.gz") in warning
+
+
+def test_listing_reads_no_voxel_data(tmp_path: Path) -> None:
+    """Listing 888 series opens no data file (here every .raw is absent, and every DICOM
+    slice after the first is garbage): only loading a series reads it."""
+    from src_train.ct import load_ct
+    from src_train.errors import SeriesReadError
+
+    header = (
+        "ObjectType = Image\nNDims = 3\nDimSize = 512 512 300\nElementType = MET_SHORT\n"
+        "ElementSpacing = 0.7 0.7 1.25\nElementDataFile = {}.raw\n"
+    )
+    uids = [f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{k:030d}" for k in range(888)]
+    for k, uid in enumerate(uids):
+        subset = tmp_path / "DATA" / f"subset{k % 10}"
+        subset.mkdir(parents=True, exist_ok=True)
+        _write(subset / f"{uid}.mhd", header.format(uid))
+    _dicom_series(tmp_path / "DATA" / "subset0" / "dicom", UID_DICOM)
+    for slice_file in sorted((tmp_path / "DATA" / "subset0" / "dicom").iterdir())[1:]:
+        slice_file.write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    folder = LunaFolder(tmp_path / "DATA")
+    assert folder.series_uids == sorted([*uids, UID_DICOM])
+    with pytest.raises(SeriesReadError, match="missing"):
+        load_ct(folder.series_path(uids[0]))
+
+
+def test_find_luna_root_only_where_series_are_listed(mixed_luna: Path) -> None:
+    """The viewer finds a series' annotations exactly where the folder commands find the series."""
+    assert find_luna_root(mixed_luna / "subset6" / "patient-0042") == mixed_luna.resolve()
+    assert find_luna_root(mixed_luna / "subset0" / "notes" / "README") is None
+    assert find_luna_root(mixed_luna / "truth" / "uid0.mhd") is None
+
+
+def test_dicom_files_named_anyhow_are_found(tmp_path: Path) -> None:
+    """Scanners name slices by UID (``1.2.840.....17``, whose 'ending' is ``.17``) or ``.IMA``;
+    a file that only starts like DICOM (a damaged first slice) is passed over."""
+    from src_train.ct import series_uid_of
+
+    folder = tmp_path / "series"
+    _dicom_series(folder, UID_DICOM)
+    for k, path in enumerate(sorted(folder.iterdir())):
+        path.rename(folder / (f"1.2.840.113619.2.55.3.{k + 17}" if k else "SLICE.IMA"))
+    (folder / "0000-damaged").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)  # sorts first
+    assert series_uid_of(folder) == UID_DICOM

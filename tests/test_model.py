@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,68 @@ def test_wrapped_model_saves_plain_state(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
     save_checkpoint(path, wrapped, cfg)
     assert not any(k.startswith("module.") for k in load_checkpoint(path).model_state)
+
+
+def _refusal(path: Path) -> str:
+    """The message a user reads when ``lunaseg infer --checkpoint PATH`` refuses the file."""
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert str(path) in message
+    # LunaSeg's words, whole sentences: never torch's unsafe advice, never a text cut short.
+    assert "weights_only" not in message
+    assert "PyTorch 2.6" not in message
+    assert message.endswith(".")
+    return message
+
+
+def test_random_bytes_checkpoint_says_what_it_is_and_what_to_do(tmp_path: Path) -> None:
+    noise = tmp_path / "download.pt"
+    noise.write_bytes(bytes(range(256)) * 16)
+    message = _refusal(noise)
+    assert "not a LunaSeg checkpoint" in message
+    assert "4,096 bytes" in message
+    assert "written by 'lunaseg train'" in message
+
+
+def test_empty_checkpoint_says_the_save_was_interrupted(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    message = _refusal(empty)
+    assert "empty (0 bytes)" in message
+    assert "Copy it again" in message
+
+
+def test_cut_checkpoint_says_truncated_and_to_copy_it_again(tmp_path: Path) -> None:
+    _, path, _ = _trained_pair(tmp_path)
+    cut = tmp_path / "half.pt"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    message = _refusal(cut)
+    assert "damaged or truncated" in message
+    assert f"{len(data) // 2:,} bytes" in message
+    assert "Copy it again" in message
+
+
+def test_pickled_model_is_refused_naming_the_object_not_loaded(tmp_path: Path) -> None:
+    whole = tmp_path / "whole_model.pt"
+    torch.save(torch.nn.Linear(2, 2), whole)
+    message = _refusal(whole)
+    assert "not a LunaSeg checkpoint" in message
+    assert "torch.nn.modules.linear.Linear" in message
+    assert "written by 'lunaseg train'" in message
+
+
+def test_a_zip_that_is_no_torch_file_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "photos.pt"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("photo.txt", "not tensors")
+    message = _refusal(archive)
+    assert "not a LunaSeg checkpoint, or is a damaged one" in message
+
+
+def test_callers_advice_replaces_the_closing_suggestion(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match=r"Pick the demo model instead\.$"):
+        load_checkpoint(noise, advice="Pick the demo model instead.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import pytest
 
 from src_train.ct import load_ct
 from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
-from src_train.luna import TRUE_NODULE_KINDS, LunaFolder, read_candidates
+from src_train.luna import (
+    LEGACY_TRUTH_TABLE,
+    TRUE_NODULE_KINDS,
+    TRUTH_DIR,
+    TRUTH_TABLE,
+    LunaFolder,
+    read_candidates,
+)
 from src_train.synth import (
     MARKER_FILE,
     UID_PREFIX,
@@ -58,7 +66,7 @@ def test_dataset_is_deterministic(tmp_path: Path, tiny_synth_dir: Path) -> None:
     from tests.conftest import TINY_SYNTH_SCANS, TINY_SYNTH_SEED
 
     again = write_dataset(tmp_path / "again", TINY_SYNTH_SCANS, TINY_SYNTH_SEED, TINY)
-    for name in ("annotations.csv", "candidates.csv", "truth/nodules.csv"):
+    for name in ("annotations.csv", "candidates.csv", "truth/true_nodules.csv"):
         assert (tmp_path / "again" / name).read_text() == (tiny_synth_dir / name).read_text()
     first = again.series_uids[0]
     assert np.array_equal(
@@ -335,3 +343,26 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--size", "64"]) == 0
     assert LunaFolder(out).load(LunaFolder(out).series_uids[0]).shape_irc == (16, 64, 64)
+
+
+def test_true_nodules_table_has_its_own_name_and_older_folders_still_read(
+    tmp_path: Path, tiny_synth_dir: Path
+) -> None:
+    """`lunaseg synth` writes truth/true_nodules.csv (never a second 'nodules.csv' beside the
+    masks' table); a folder written by an older version, with truth/nodules.csv, still reads."""
+    assert (TRUTH_TABLE, LEGACY_TRUTH_TABLE) == ("true_nodules.csv", "nodules.csv")
+    truth = tiny_synth_dir / TRUTH_DIR
+    assert (truth / "true_nodules.csv").is_file() and not (truth / "nodules.csv").exists()
+    current = LunaFolder(tiny_synth_dir)
+    assert current.truth_table_path == truth / "true_nodules.csv"
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_synth_dir, old)
+    (old / TRUTH_DIR / TRUTH_TABLE).rename(old / TRUTH_DIR / LEGACY_TRUTH_TABLE)
+    legacy = LunaFolder(old)
+    assert legacy.has_truth and legacy.truth_table_path == old / TRUTH_DIR / "nodules.csv"
+    for uid in current.series_uids:
+        expected = current.true_nodules(uid)
+        assert expected and legacy.true_nodules(uid) == expected
+    (old / TRUTH_DIR / LEGACY_TRUTH_TABLE).unlink()
+    assert not LunaFolder(old).has_truth and LunaFolder(old).true_nodules(uid) == []
