@@ -49,7 +49,7 @@ def bundle_from_path(path: Path) -> ScanBundle:
 
     ct = load_ct(path)
     bundle = ScanBundle(ct=ct)
-    root = find_luna_root(path) if path.is_file() else None
+    root = find_luna_root(path)
     if root is None:
         return bundle
     folder = LunaFolder(root)

@@ -222,6 +222,7 @@ def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:
         )
         == 0
     )
-    pred = load_ct(out / "dicom_pred.mhd")
+    # named by the series the scan carries (its DICOM SeriesInstanceUID), not by its folder
+    pred = load_ct(out / "1.2.826.0.1.3680043.2.1125.1.42_pred.mhd")
     assert pred.shape_irc == ct.shape_irc
     np.testing.assert_allclose(pred.geometry.origin_xyz_mm, ct.geometry.origin_xyz_mm, atol=1e-3)

@@ -16,14 +16,14 @@ def test_write_masks_never_writes_into_the_data_folders(tiny_synth_dir, tmp_path
     import shutil
 
     from src_train.errors import OutputExistsError
-    from src_train.luna import LunaFolder
+    from src_train.luna import TRUTH_DIR, TRUTH_TABLE, LunaFolder
 
     data = tmp_path / "data"
     shutil.copytree(tiny_synth_dir, data)
     folder = LunaFolder(data)
     uid = folder.series_uids[0]
     ct_bytes = (data / "subset0" / f"{uid}.raw").read_bytes()
-    table = (data / "truth" / "nodules.csv").read_text()
+    table = (data / TRUTH_DIR / TRUTH_TABLE).read_text()
     for target in (
         data / "subset0",
         data / "truth",
@@ -33,7 +33,7 @@ def test_write_masks_never_writes_into_the_data_folders(tiny_synth_dir, tmp_path
         with pytest.raises(OutputExistsError, match="Choose another folder"):
             masks.write_masks(folder, target, overwrite=True)
     assert (data / "subset0" / f"{uid}.raw").read_bytes() == ct_bytes
-    assert (data / "truth" / "nodules.csv").read_text() == table
+    assert (data / TRUTH_DIR / TRUTH_TABLE).read_text() == table
 
 
 def test_cli_mask_bad_threshold_and_data_folder_are_one_line_errors(

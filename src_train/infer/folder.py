@@ -28,7 +28,7 @@ from src_train.ct import (
     is_series_path,
     load_ct,
     save_volume,
-    series_uid_from_path,
+    series_uid_of,
 )
 from src_train.errors import OutputExistsError, SeriesNotFoundError, SeriesReadError
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
@@ -106,7 +106,7 @@ def find_series(
             uids = [u for u in uids if u in set(wanted)]
         pairs = [(u, folder.series_path(u)) for u in uids]
     elif is_series_path(data):
-        uid = series_uid_from_path(data) if data.is_file() else data.name
+        uid = series_uid_of(data) or data.name
         if wanted and wanted != [uid]:
             raise SeriesNotFoundError(
                 f"{data} holds series {uid}, not {', '.join(wanted)}; drop --series or point "
@@ -379,9 +379,7 @@ def infer_to_folder(
     found: list[CandidateNodule] = []
     reports: list[SeriesReport] = []
     for (uid, path), files in zip(plan.series, plan.outputs, strict=True):
-        ct = load_ct(path)
-        if ct.series_uid != uid:  # a DICOM folder or renamed file: keep the name asked for
-            ct.series_uid = uid
+        ct = load_ct(path, series_uid=uid if path.is_dir() else None)
         result = run_inference(
             ct, model, opts.inference, tuners=tuners, progress=progress, should_stop=should_stop
         )
