@@ -76,6 +76,7 @@ from src_train.reviews.rows import (
     find_history,
     match_histories,
     nodule_histories,
+    same_nodule_index,
 )
 from src_train.reviews.summary import ReviewProgress, SeriesProgress, review_progress
 
@@ -131,6 +132,7 @@ __all__ = [
     "reviewed_nodules",
     "reviews_dir",
     "reviews_lock",
+    "same_nodule_index",
     "score_reviewed",
     "undo",
     "verdict_effects",

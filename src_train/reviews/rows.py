@@ -160,7 +160,7 @@ def nodule_histories(rows: Iterable[Review]) -> dict[str, list[NoduleHistory]]:
     for row in rows:
         histories = grouped.setdefault(row.series_uid, [])
         known = centers.setdefault(row.series_uid, [])
-        k = _nearest_within(known, row.center_xyz_mm)
+        k = same_nodule_index(known, row.center_xyz_mm)
         if k is None:
             histories.append(NoduleHistory(row.series_uid, row.center_xyz_mm, [row]))
             known.append(row.center_xyz_mm)
@@ -169,10 +169,11 @@ def nodule_histories(rows: Iterable[Review]) -> dict[str, list[NoduleHistory]]:
     return grouped
 
 
-def _nearest_within(
+def same_nodule_index(
     centers: Sequence[Sequence[float]], point: Sequence[float], limit_mm: float = SAME_NODULE_MM
 ) -> int | None:
-    """Index of the center nearest to ``point`` within ``limit_mm`` (world mm), or None."""
+    """Index of the center nearest to ``point`` within ``limit_mm`` (world ``(x, y, z)`` mm):
+    the nodule ``point`` names among ``centers``; None when it names none of them."""
     if not centers:
         return None
     dist = np.linalg.norm(np.asarray(centers, dtype=np.float64) - np.asarray(point), axis=1)
@@ -184,7 +185,7 @@ def find_history(
     histories: Sequence[NoduleHistory], center_xyz_mm: Sequence[float]
 ) -> NoduleHistory | None:
     """The history of the nodule at ``center_xyz_mm`` (within :data:`SAME_NODULE_MM`), or None."""
-    k = _nearest_within([h.center_xyz_mm for h in histories], center_xyz_mm)
+    k = same_nodule_index([h.center_xyz_mm for h in histories], center_xyz_mm)
     return None if k is None else histories[k]
 
 
@@ -196,18 +197,13 @@ def match_histories(
     Returns ``(per_annotation, unmatched)``: for each annotation (in order) its history or None,
     and the histories no annotation claimed (added nodules, or rows whose annotation is gone).
     """
-    if not histories:
-        return [None] * len(annotations), []
-    keys = np.asarray([h.center_xyz_mm for h in histories], dtype=np.float64)
+    keys = [h.center_xyz_mm for h in histories]
     matched: list[NoduleHistory | None] = []
     claimed: set[int] = set()
     for nodule in annotations:
-        dist = np.linalg.norm(keys - np.asarray(nodule.center_xyz_mm), axis=1)
-        k = int(np.argmin(dist))
-        if dist[k] <= SAME_NODULE_MM:
-            matched.append(histories[k])
+        k = same_nodule_index(keys, nodule.center_xyz_mm)
+        matched.append(None if k is None else histories[k])
+        if k is not None:
             claimed.add(k)
-        else:
-            matched.append(None)
     rest = [h for k, h in enumerate(histories) if k not in claimed]
     return matched, rest
