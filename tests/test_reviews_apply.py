@@ -11,7 +11,7 @@ from tiny_luna import SPECS, sphere, write_tiny_luna
 
 from src_train.ct import Geometry, save_volume
 from src_train.luna import LunaFolder, Nodule, TrueNodule
-from src_train.masks import build_masks, mask_nodule
+from src_train.masks import SeriesTruth, build_masks, mask_nodule
 from src_train.reviews import (
     REVIEWS_CSV,
     ReviewBook,
@@ -215,13 +215,14 @@ def test_verdict_effects_say_whether_the_review_helped(luna: LunaFolder) -> None
     truth_labels = np.zeros(ct.shape_irc, dtype=np.uint8)
     true_shape = sphere(ct.shape_irc, (4, 24, 24), 2.5)
     truth_labels[true_shape] = 1
-    truth = TrueNodule(uid, 1, nodule.center_xyz_mm, 6.0, "solid", 1.0)
+    true_nodule = TrueNodule(uid, 1, nodule.center_xyz_mm, 6.0, "solid", 1.0)
     _, generated = build_masks(ct, [nodule])
     before = generated[0]
     folder = reviews_dir(luna.root)
     record_correction(folder, ct.geometry, uid, nodule.center_xyz_mm, 6.0, true_shape, "a")
     reviewed = apply_book(ReviewBook.for_folder(luna), ct, [nodule])
-    (effect,) = verdict_effects(reviewed, generated, truth_labels, [truth])
+    truth = SeriesTruth.from_labels(uid, truth_labels, [nodule], [true_nodule])
+    (effect,) = verdict_effects(reviewed, generated, truth)
     own = _own(before, ct.shape_irc)
     expected_before = 2 * (own & true_shape).sum() / (own.sum() + true_shape.sum())
     assert effect.true_label == 1 and effect.dice_reviewed == pytest.approx(1.0)
@@ -229,7 +230,7 @@ def test_verdict_effects_say_whether_the_review_helped(luna: LunaFolder) -> None
 
     record_verdict(folder, uid, nodule.center_xyz_mm, 6.0, "rejected", "a")
     reviewed = apply_book(ReviewBook.for_folder(luna), ct, [nodule])
-    (effect,) = verdict_effects(reviewed, generated, truth_labels, [truth])
+    (effect,) = verdict_effects(reviewed, generated, truth)
     assert effect.dice_reviewed == 0.0 and effect.change == pytest.approx(-expected_before)
 
 

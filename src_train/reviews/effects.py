@@ -9,14 +9,14 @@ against the true nodule it is paired with, by the project's one pairing rule and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from src_train.luna import TrueNodule
 from src_train.masks.build import NoduleMask
 from src_train.masks.report import NoduleScore, score_series
-from src_train.masks.truth import SeriesTruth
+from src_train.masks.truth import SeriesTruth, match_true
 from src_train.reviews.apply import ReviewedSeries
 
 
@@ -44,24 +44,21 @@ class VerdictEffect:
 
 
 def verdict_effects(
-    reviewed: ReviewedSeries,
-    generated: Sequence[NoduleMask],
-    truth_labels: np.ndarray,
-    true_nodules: Sequence[TrueNodule],
+    reviewed: ReviewedSeries, generated: Sequence[NoduleMask], truth: SeriesTruth
 ) -> list[VerdictEffect]:
     """One :class:`VerdictEffect` per nodule of ``reviewed`` (same order).
 
     ``generated`` are the masks grown from the annotations without review (e.g.
-    ``MaskState.records``); ``truth_labels`` the series' truth volume ``(index, row, col)``.
-    True nodules are paired with every reviewed nodule, rejected and added ones included.
+    ``MaskState.records``); ``truth`` the series' true shapes (its label volume and boxes are
+    used as they are, its true nodules are paired again with every reviewed nodule, rejected
+    and added ones included).
     """
-    truth = SeriesTruth.from_labels(
-        reviewed.series_uid, truth_labels, [n.nodule for n in reviewed.nodules], true_nodules
-    )
+    truths = [t for t, _ in truth.pairs]
+    paired = replace(truth, pairs=match_true([n.nodule for n in reviewed.nodules], truths))
     before = {r.nodule: r for r in generated}
     effects = []
     for item in reviewed.nodules:
-        true_nodule = truth.truth_of(item.nodule)
+        true_nodule = paired.truth_of(item.nodule)
         if true_nodule is None:
             effects.append(VerdictEffect(None, None, None))
             continue
@@ -70,8 +67,8 @@ def verdict_effects(
         effects.append(
             VerdictEffect(
                 true_nodule.label,
-                truth.nodule_dice(true_nodule, old)[0],
-                truth.nodule_dice(true_nodule, new)[0],
+                paired.nodule_dice(true_nodule, old)[0],
+                paired.nodule_dice(true_nodule, new)[0],
             )
         )
     return effects
