@@ -188,8 +188,7 @@ class MaskQAWidget(QWidget):
             generated=list(self.state.records) if self.state is not None else [],
             method=self.state.method if self.state is not None else str(self.method.value),
             threshold_hu=float(self.threshold.value),
-            truth_labels=None if self.truth is None else self.truth.labels,
-            true_nodules=list(info.get("true_nodules") or []),
+            truth=self.truth,
             luna_root=Path(root) if root and info.get("role") == ROLE_CT else None,
         )
 

@@ -61,8 +61,8 @@ from napari_lunaseg._viewer_utils import (
 from src_train.atomic import write_text_atomic
 from src_train.ct import CtVolume
 from src_train.errors import LunaSegError
-from src_train.luna import LunaFolder, Nodule, TrueNodule
-from src_train.masks import NoduleMask
+from src_train.luna import LunaFolder, Nodule
+from src_train.masks import NoduleMask, SeriesTruth
 from src_train.reviews import (
     ACCEPTED,
     ADDED,
@@ -210,7 +210,8 @@ class SeriesView:
         annotations: its annotated nodules.
         generated: their masks grown without review (Mask QA's records).
         method, threshold_hu: how Mask QA grows masks now.
-        truth_labels, true_nodules: the true shapes (synthetic data) or None / [].
+        truth: the true shapes (synthetic data; Mask QA's, paired with the annotations) or
+            None.
         luna_root: the data folder it came from (None: reviews cannot be saved).
     """
 
@@ -220,8 +221,7 @@ class SeriesView:
     generated: list[NoduleMask]
     method: str
     threshold_hu: float
-    truth_labels: np.ndarray | None = None
-    true_nodules: Sequence[TrueNodule] = ()
+    truth: SeriesTruth | None = None
     luna_root: Path | None = None
 
 
@@ -379,10 +379,8 @@ class ReviewPanel(QWidget):
             on_outside="skip",
         )
         effects: list[VerdictEffect | None] = [None] * len(self.reviewed.nodules)
-        if view.truth_labels is not None and view.true_nodules:
-            effects = list(
-                verdict_effects(self.reviewed, view.generated, view.truth_labels, view.true_nodules)
-            )
+        if view.truth is not None:
+            effects = list(verdict_effects(self.reviewed, view.generated, view.truth))
         self.items = [
             ReviewItem(n.nodule, n, effect=e)
             for n, e in zip(self.reviewed.nodules, effects, strict=True)
@@ -487,9 +485,10 @@ class ReviewPanel(QWidget):
         else:
             self._open_neighbour(-1)
 
-    def _open_neighbour(self, step: int) -> None:
+    def _open_neighbour(self, step: int) -> bool:
+        """Open the next (``step`` 1) or previous (-1) series with nodules; False if none."""
         if self.folder is None or self.book is None or self.view is None:
-            return
+            return False
         progress = review_progress(self.book, self.folder.nodules_by_series)
         with_nodules = [s.series_uid for s in progress.series if s.nodules]
         uid = self.view.ct.series_uid
@@ -500,7 +499,7 @@ class ReviewPanel(QWidget):
                 if step > 0
                 else "This was the first series."
             )
-            return
+            return False
         target = later[0] if step > 0 else later[-1]
         self._pending_position = "first" if step > 0 else "last"
         old = [ly for ly in self.viewer.layers if layer_info(ly).get("series_uid") == uid]
@@ -509,13 +508,14 @@ class ReviewPanel(QWidget):
         except (LunaSegError, OSError) as exc:
             self._pending_position = None
             show_error(str(exc))
-            return
+            return False
         ct_layer = next((ly for ly in layers if isinstance(ly, Image)), None)
         for layer in old:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         if ct_layer is not None:
             self.host.select_ct_layer(ct_layer)
+        return True
 
     # -- verdicts ----------------------------------------------------------------------------
     def _ready(self) -> ReviewItem | None:
@@ -539,13 +539,18 @@ class ReviewPanel(QWidget):
             self.requests.remove(done.request)
         self._recompute()
         target = self._index_of(entry.row.center_xyz_mm)
-        self.go_to(target + 1 if advance and target + 1 < len(self.items) else target)
+        if advance and target + 1 < len(self.items):
+            self.go_to(target + 1)
+        elif not (advance and self._open_neighbour(+1)):
+            self.go_to(target)  # the last nodule of the last series stays in view
 
     def _index_of(self, center_xyz_mm: Sequence[float]) -> int:
         item = self._item_at(center_xyz_mm)
         return self.items.index(item) if item is not None else self.index
 
-    def _record(self, status: str, advance: bool = True) -> None:
+    def _record(self, status: str) -> None:
+        """Record a verdict on the current item and go on to the next one, except for an item
+        another widget sent to review (a side trip: the view stays on it)."""
         item = self._ready()
         if item is None or self.view is None or self.book is None:
             return
@@ -562,7 +567,7 @@ class ReviewPanel(QWidget):
         except LunaSegError as exc:
             show_error(str(exc))
             return
-        self._after(entry, read, advance)
+        self._after(entry, read, advance=item.request is None)
 
     def accept(self) -> None:
         """Accept the current nodule (a proposed spot is added as a nodule); go to the next."""
@@ -748,6 +753,9 @@ class ReviewPanel(QWidget):
         if self.view is None or self.reviewed is None:
             return
         ct = self.view.ct
+        shown = find_layer(self.viewer, ROLE_REVIEWED, ct.series_uid)
+        if shown is not None and np.array_equal(shown.data, self.reviewed.mask):
+            return  # e.g. an accepted nodule: the ground truth did not change
         layer = upsert_layer(
             self.viewer,
             labels_layer_data(
