@@ -113,11 +113,17 @@ TABLE_HEADERS = (
     "nodule",
     "verdict",
     "by",
-    "Dice generated",
-    "Dice reviewed",
-    "change",
+    "Dice gen.",
+    "Dice rev.",
+    "Δ Dice",
     "note",
 )
+#: What the Dice columns mean (header tooltips); synthetic data only.
+HEADER_TIPS = {
+    "Dice gen.": "Dice of the mask grown from the annotation against the true shape",
+    "Dice rev.": "Dice of the reviewed mask against the true shape (0 when rejected)",
+    "Δ Dice": "what the verdict did: positive = the review made the mask better",
+}
 NO_FOLDER = (
     "Review needs a series of a data folder (File > Open subset*/<uid>.mhd of a LUNA16 or "
     "'lunaseg synth' folder): verdicts are saved in DATA/reviews/."
@@ -290,6 +296,8 @@ class ReviewPanel(QWidget):
         self.progress = make_wrapping_label("")
         self.current = make_wrapping_label("")
         self.table = make_table(TABLE_HEADERS)
+        for column, tip in HEADER_TIPS.items():
+            self.table.horizontalHeaderItem(TABLE_HEADERS.index(column)).setToolTip(tip)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
         form = QGridLayout()
@@ -628,7 +636,7 @@ class ReviewPanel(QWidget):
                 voxels,
                 ct,
                 role=ROLE_REVIEW_EDIT,
-                name=f"{short_name(ct.series_uid)} nodule {number}: paint, then Save",
+                name=f"{short_name(ct.series_uid)} nodule {number} correction",
                 colormap=single_label_colormap(EDIT_RGBA),
                 opacity=0.7,
             ),
