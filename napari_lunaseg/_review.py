@@ -394,6 +394,8 @@ class ReviewPanel(QWidget):
             for n, e in zip(self.reviewed.nodules, effects, strict=True)
         ]
         for request in self.requests:
+            if request.series_uid != view.ct.series_uid:
+                continue  # waits until its series is shown again
             matched = self._item_at(request.center_xyz_mm)
             if matched is not None:
                 matched.request = request
@@ -526,19 +528,30 @@ class ReviewPanel(QWidget):
         return True
 
     # -- verdicts ----------------------------------------------------------------------------
-    def _ready(self) -> ReviewItem | None:
-        """The current item when a verdict can be recorded (else a message, None)."""
-        if self.view is None or self.book is None or not self.items:
-            show_error("Open a series of a data folder with nodules to review it.")
-            return None
+    def _can_write(self) -> bool:
+        """True when verdicts can be saved (a data folder, a reviewer's name); else says why."""
+        if self.view is None or self.book is None:
+            show_error(NO_FOLDER)
+            return False
         if not self.reviewer.text().strip():
             show_error("Type your name in 'reviewer' first: every verdict records who gave it.")
             self.reviewer.setFocus()
+            return False
+        return True
+
+    def _ready(self) -> ReviewItem | None:
+        """The current item when a verdict can be recorded on it (else a message, None)."""
+        if not self._can_write():
+            return None
+        if not self.items:
+            show_error("This series has no nodule to review; Add… one or go to the next series.")
             return None
         return self.items[self.index]
 
     def _after(self, entry: UndoEntry, read: Any, advance: bool) -> None:
-        assert self.book is not None and self.view is not None
+        """After a verdict: keep it for undo, show the file as written, move on."""
+        if self.book is None or self.view is None:
+            return
         self.undo_stack.append(entry)
         self.book.set_rows(read)
         self.note.clear()
@@ -609,6 +622,9 @@ class ReviewPanel(QWidget):
             return
         self.book.set_rows(read)
         self._recompute()
+        if self.view is not None and entry.row.series_uid != self.view.ct.series_uid:
+            show_info(f"Undone: the {entry.row.status} verdict in series {entry.row.series_uid}.")
+            return
         self.go_to(self._index_of(entry.row.center_xyz_mm))
 
     # -- correction --------------------------------------------------------------------------
@@ -616,6 +632,9 @@ class ReviewPanel(QWidget):
         """Open the current nodule's voxels on a labels layer to paint or erase, then Save."""
         item = self._ready()
         if item is None or self.view is None:
+            return
+        if item.proposal:
+            show_info("A proposed spot is no nodule yet: add it first (A), then correct it.")
             return
         ct = self.view.ct
         voxels = np.zeros(ct.shape_irc, dtype=np.uint8)
@@ -662,7 +681,7 @@ class ReviewPanel(QWidget):
         if layer is None or item is None or self.view is None or self.book is None:
             show_info("Press Correct… first, paint the nodule's voxels, then Save.")
             return
-        if self._ready() is None:
+        if not self._can_write():
             return
         try:
             entry, read = record_correction(
@@ -670,7 +689,7 @@ class ReviewPanel(QWidget):
                 self.view.ct.geometry,
                 self.view.ct.series_uid,
                 item.nodule.center_xyz_mm,
-                self.diameter.value() if item.proposal else item.nodule.diameter_mm,
+                item.nodule.diameter_mm,
                 np.asarray(layer.data) != 0,
                 self.reviewer.text(),
                 self.note.text(),
@@ -693,7 +712,7 @@ class ReviewPanel(QWidget):
     # -- addition ----------------------------------------------------------------------------
     def start_add(self) -> None:
         """Click a spot that is a nodule: it is added with the diameter set beside Add."""
-        if self._ready() is None or self.view is None:
+        if not self._can_write() or self.view is None:
             return
         ct = self.view.ct
         old = find_layer(self.viewer, ROLE_REVIEW_ADD, ct.series_uid)
