@@ -3,8 +3,9 @@
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python docs/screenshots.py [--only NAME]
 
 Writes PNGs into ``docs/img/``: the Mask QA widget on the synthetic sample (2-D and 3-D), the
-inference widget after a run of the shipped demo checkpoint, and the training widget following
-a tiny run. Everything is generated from fixed seeds, so the pictures are reproducible.
+inference widget after a run of the shipped demo checkpoint, the training widget following
+a tiny run, and review mode (a correction being painted, then the review table with verdicts).
+Everything is generated from fixed seeds, so the pictures are reproducible.
 """
 
 from __future__ import annotations
@@ -178,11 +179,60 @@ def shot_training() -> None:
             os.chdir(cwd)
 
 
+#: Seed and size of the data set the review screenshots walk through.
+REVIEW_SEED = 5
+REVIEW_NODULES = 5
+
+
+def shot_review() -> None:
+    """Review mode on a synthetic folder: painting a correction, then the verdicts' table."""
+    from napari_lunaseg._viewer_utils import jump_to
+    from src_train.synth import SynthConfig, write_dataset
+
+    with tempfile.TemporaryDirectory(prefix="lunaseg-shots-") as tmp:
+        os.environ["LUNASEG_CONFIG_DIR"] = str(Path(tmp) / "config")  # no name remembered
+        config = SynthConfig(nodules_per_scan_range=(REVIEW_NODULES, REVIEW_NODULES))
+        folder = write_dataset(Path(tmp) / "data", n_scans=2, seed=REVIEW_SEED, config=config)
+        uid = folder.series_uids[0]
+        missed = folder.nodules(uid)[-1]  # the annotators "missed" it: added in review
+        lines = (folder.root / "annotations.csv").read_text().splitlines(keepends=True)
+        last = max(k for k, line in enumerate(lines) if line.startswith(uid))
+        (folder.root / "annotations.csv").write_text("".join(lines[:last] + lines[last + 1 :]))
+        viewer = _viewer()
+        viewer.open(str(folder.series_path(uid)), plugin=PLUGIN)
+        _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Mask QA")
+        panel = widget.review
+        widget.tools.setCurrentWidget(panel)
+        panel.reviewer.setText("Ann")
+        panel.set_active(True)
+        panel.accept()
+        panel.note.setText("a vessel in cross-section")
+        panel.reject()
+        panel.start_correction()
+        edit = panel.edit_layer
+        center = np.argwhere(edit.data > 0).mean(axis=0).round().astype(int)
+        edit.mode = "erase"
+        edit.brush_size = 4
+        edit.paint(tuple(center + np.array((0, 2, 2))), 0)
+        _save(viewer, "review_correct")
+        panel.save_correction()
+        jump_to(viewer, missed.center_xyz_mm, zoom_mm=40.0)
+        panel.diameter.setValue(round(missed.diameter_mm or 6.0, 1))
+        panel.start_add()
+        click_irc = widget.ct.geometry.xyz_to_irc(missed.center_xyz_mm)
+        viewer.layers.selection.active.add(click_irc[None, :])  # where a click would put it
+        _wait(lambda: len(panel.items) == len(folder.nodules(uid)), 5.0)
+        panel.go_to(2)
+        _save(viewer, "review")
+        viewer.close()
+
+
 SHOTS: dict[str, Callable[[], None]] = {
     "view": shot_view,
     "mask_qa": shot_mask_qa,
     "inference": shot_inference,
     "training": shot_training,
+    "review": shot_review,
 }
 
 

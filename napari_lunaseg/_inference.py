@@ -40,6 +40,7 @@ from napari_lunaseg._layers import (
     short_name,
     single_label_colormap,
 )
+from napari_lunaseg._review import send_to_review
 from napari_lunaseg._session import session_for
 from napari_lunaseg._viewer_utils import (
     ct_layers,
@@ -65,6 +66,7 @@ from src_train.infer import (
 )
 from src_train.metrics import error_volume, voxel_metrics
 from src_train.model import load_model
+from src_train.reviews import false_positive_requests, missed_nodule_requests
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,13 @@ class InferenceWidget(QWidget):
         run_row = QHBoxLayout()
         run_row.addWidget(self.run_button.native)
         run_row.addWidget(self.cancel_button)
+        self.send_fp_button = QPushButton("Review candidate as added")
+        self.send_fp_button.setToolTip("send the selected false-positive candidate to review")
+        self.send_fn_button = QPushButton("Review missed nodules")
+        self.send_fn_button.setToolTip("send the annotated nodules no candidate hit to review")
+        review_row = QHBoxLayout()
+        review_row.addWidget(self.send_fp_button)
+        review_row.addWidget(self.send_fn_button)
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
         layout.addLayout(run_row)
@@ -131,7 +140,10 @@ class InferenceWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.metrics_label)
         layout.addWidget(self.table, stretch=1)
+        layout.addLayout(review_row)
 
+        self.send_fp_button.clicked.connect(self.review_selected_candidate)
+        self.send_fn_button.clicked.connect(self.review_missed_nodules)
         self.run_button.changed.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._reset_choices)
@@ -361,6 +373,40 @@ class InferenceWidget(QWidget):
             candidate = self._candidates[row]
             zoom = max(ZOOM_DIAMETERS * candidate.diameter_mm, MIN_ZOOM_MM)
             jump_to(self.viewer, candidate.center_xyz_mm, zoom_mm=zoom)
+
+    # -- review ------------------------------------------------------------------------------
+    def _truth_nodules(self) -> list[Any]:
+        layer = self.image.value
+        return list(layer_info(layer).get("nodules") or []) if layer is not None else []
+
+    def review_selected_candidate(self) -> None:
+        """Send the selected candidate to review as a proposed addition, if it is a false
+        positive (hits no annotated nodule)."""
+        row = self.table.currentRow()
+        if self._ct is None or not 0 <= row < len(self._candidates):
+            show_info("Select a candidate in the table first.")
+            return
+        c = self._candidates[row]
+        uid = self._ct.series_uid
+        (request,) = false_positive_requests(
+            uid, [c.center_xyz_mm], [c.diameter_mm], self._truth_nodules()
+        )
+        if request is None:
+            show_info(f"Candidate {row + 1} hits an annotated nodule: it is no false positive.")
+            return
+        send_to_review(self.viewer, [request])
+
+    def review_missed_nodules(self) -> None:
+        """Send the annotated nodules no candidate hit (false negatives) to review, to check."""
+        if self._ct is None or self.result is None:
+            show_info("Run inference first.")
+            return
+        centers = [c.center_xyz_mm for c in self._candidates]
+        requests = missed_nodule_requests(self._ct.series_uid, centers, self._truth_nodules())
+        if not requests:
+            show_info("No annotated nodule was missed.")
+            return
+        send_to_review(self.viewer, requests)
 
     def closeEvent(self, event: Any) -> None:
         """Stop a running job when the widget is closed."""

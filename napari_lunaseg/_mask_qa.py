@@ -1,9 +1,11 @@
-"""Mask QA widget: see, tune and export the masks grown from point annotations.
+"""Mask QA widget: see, tune and export the masks grown from point annotations, and review them.
 
 The generated mask layer shares its memory with :class:`src_train.masks.MaskState` (a uint8 view
 of the state's bool volume), so a threshold change touches only the nodules' boxes in
 ``MaskState.set_threshold`` and the layer only needs a refresh. The table, boxes and per-method
-Dice follow a moment later (debounced) so dragging the slider stays smooth.
+Dice follow a moment later (debounced) so dragging the slider stays smooth. Below the table,
+tabs hold the growth replay and the review panel (:mod:`napari_lunaseg._review`), which gets the
+series and its current masks through :meth:`MaskQAWidget.series_view`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from magicgui.widgets import ComboBox, Container, PushButton, Slider
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from napari_lunaseg._growth_replay import GrowthReplay
 from napari_lunaseg._layers import (
     ROLE_BOXES,
+    ROLE_CT,
     ROLE_MASK,
     ROLE_TRUTH,
     ct_from_layer,
@@ -32,6 +35,7 @@ from napari_lunaseg._layers import (
     mask_layer_data,
     short_name,
 )
+from napari_lunaseg._review import ReviewPanel, SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     ct_layers,
@@ -115,13 +119,17 @@ class MaskQAWidget(QWidget):
         self.table = make_table(TABLE_HEADERS_FIRST + TABLE_HEADERS_LAST)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
         self.replay = GrowthReplay(self.viewer)
+        self.review = ReviewPanel(self.viewer, self)
+        self.tools = QTabWidget()
+        self.tools.addTab(self.replay, "Growth replay")
+        self.tools.addTab(self.review, "Review")
 
         self.setMinimumWidth(MIN_WIDTH_PX)
         layout = QVBoxLayout(self)
         layout.addWidget(controls.native)
         layout.addWidget(self.status)
         layout.addWidget(self.table, stretch=1)
-        layout.addWidget(self.replay)
+        layout.addWidget(self.tools)
         layout.addWidget(buttons.native)
 
         self._detail_timer = QTimer(self)
@@ -161,9 +169,37 @@ class MaskQAWidget(QWidget):
         """The generated-mask labels layer of the current series (None before a series)."""
         return None if self.ct is None else find_layer(self.viewer, ROLE_MASK, self.ct.series_uid)
 
+    def select_ct_layer(self, layer: Image) -> None:
+        """Show ``layer``'s series (the review panel moves on to the next series this way)."""
+        self.ct_choice.reset_choices()
+        self.ct_choice.value = layer
+        self._on_ct_changed(layer)
+
+    def series_view(self) -> SeriesView | None:
+        """The current series and its masks, as the review panel needs them."""
+        if self.ct is None or self._layer is None:
+            return None
+        info = layer_info(self._layer)
+        root = info.get("luna_root")
+        return SeriesView(
+            ct=self.ct,
+            ct_layer=self._layer,
+            annotations=list(info.get("nodules") or []),
+            generated=list(self.state.records) if self.state is not None else [],
+            method=self.state.method if self.state is not None else str(self.method.value),
+            threshold_hu=float(self.threshold.value),
+            truth=self.truth,
+            luna_root=Path(root) if root and info.get("role") == ROLE_CT else None,
+        )
+
     def _on_ct_changed(self, layer: Image | None) -> None:
         if layer is self._layer:
             return
+        self._load_series(layer)
+        if self.state is None:  # no masks, so update_details did not tell the review panel
+            self.review.set_series(self.series_view())
+
+    def _load_series(self, layer: Image | None) -> None:
         self._layer = layer
         self.state = None
         self.ct = None
@@ -341,6 +377,7 @@ class MaskQAWidget(QWidget):
         row = self.table.currentRow()
         if 0 <= row < len(self.state.records):
             self.replay.load(self.ct, self.state.records[row], row + 1)
+        self.review.set_series(self.series_view())
 
     # -- table selection ---------------------------------------------------------------------
     def _on_row_selected(self) -> None:

@@ -12,7 +12,9 @@ training never mutates (or copies) a whole CT; only a bounded number of series s
 time, so RAM does not grow with the number of series. The cache costs 3 bytes per voxel (1.5 x
 the unpacked ``.raw`` files): a 512 x 512 x 250 scan takes 188 MiB; the 888 LUNA16 scans about
 170-200 GB. ``meta.json`` is written last and removed first when rebuilding; an entry is used
-only when its meta matches the current source files, annotations, mask method and threshold.
+only when its meta matches the current source files, annotations, mask method and threshold,
+and the series' reviews (``DATA/reviews/``: the masks are the reviewed ground truth, so a changed
+verdict or corrected voxel rebuilds exactly that series).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from src_train.errors import (
     SeriesReadError,
 )
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, Nodule
-from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks, method_info
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, method_info
 from src_train.progress import Progress, ShouldStop
+from src_train.reviews import ReviewBook, apply_book
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,8 @@ class SeriesCache:
         cache_dir: where to keep the cache; default ``DATA_DIR/cache``.
         threshold_hu, mask_method: passed to ``masks.build_masks``.
         max_open: series kept memory-mapped at once (least recently used are closed).
+        reviews: apply the folder's reviews (``DATA/reviews/``) to the masks (default); False
+            builds them from the annotations alone.
 
     Raises :class:`ConfigError` for an unknown ``mask_method`` (before anything is cached).
     """
@@ -157,6 +162,7 @@ class SeriesCache:
         threshold_hu: float = DEFAULT_THRESHOLD_HU,
         mask_method: str = REFERENCE_METHOD,
         max_open: int = DEFAULT_MAX_OPEN_SERIES,
+        reviews: bool = True,
     ) -> None:
         method_info(mask_method)  # unknown method: ConfigError now, not per series later
         self.folder = data if isinstance(data, LunaFolder) else LunaFolder(data)
@@ -164,6 +170,8 @@ class SeriesCache:
         self.threshold_hu = float(threshold_hu)
         self.mask_method = mask_method
         self.max_open = max(1, int(max_open))
+        self.reviews = bool(reviews)
+        self._book: ReviewBook | None = None
         self._open: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._metas: dict[str, CacheMeta] = {}
 
@@ -186,8 +194,16 @@ class SeriesCache:
     def _nodules(self, uid: str) -> list[Nodule]:
         return [n for n in self.folder.nodules(uid) if n.is_nodule]
 
+    @property
+    def book(self) -> ReviewBook | None:
+        """The folder's reviews, read on first use (None when reviews are not applied)."""
+        if self.reviews and self._book is None:
+            self._book = ReviewBook.for_folder(self.folder)
+        return self._book
+
     def source_fingerprint(self, uid: str) -> dict[str, Any]:
-        """What the cache entry depends on: series files (size, mtime), nodules, mask options."""
+        """What the cache entry depends on: series files (size, mtime), nodules, mask options,
+        the series' reviews (latest verdicts, label volume size and mtime)."""
         header = self.folder.series_path(uid)
         # the header and its data file (a glob on the stem would also match "<uid>.<more>")
         candidates = [header, *(header.with_suffix(s) for s in _DATA_SUFFIXES)]
@@ -197,6 +213,7 @@ class SeriesCache:
             "nodules": [[list(n.center_xyz_mm), n.diameter_mm] for n in self._nodules(uid)],
             "mask_method": self.mask_method,
             "threshold_hu": self.threshold_hu,
+            "reviews": None if self.book is None else self.book.fingerprint(uid),
             "cache_version": CACHE_VERSION,
         }
 
@@ -231,9 +248,10 @@ class SeriesCache:
         """(Re)build one series' entry: load the CT, build its mask, write atomically."""
         ct = self.folder.load(uid)
         nodules = self._nodules(uid)
-        mask, records = build_masks(
-            ct, nodules, self.threshold_hu, self.mask_method, on_outside="skip"
+        reviewed = apply_book(
+            self.book, ct, nodules, self.threshold_hu, self.mask_method, on_outside="skip"
         )
+        mask, records = reviewed.mask, reviewed.records
         kept = [r for r in records if not r.skipped]
         skipped = len(records) - len(kept)
         if skipped:

@@ -2,7 +2,7 @@
 
 Thin by design: parse options, call ``src_train``, print results. Each subcommand has a pair of
 functions, ``add_<name>(subparsers)`` and ``run_<name>(args) -> int``, in the module of its
-area: :mod:`.data` (synth, mask, mask-report), :mod:`.training` (cache, train),
+area: :mod:`.data` (synth, mask, mask-report, review), :mod:`.training` (cache, train),
 :mod:`.inference` (infer, eval). Options of ``train`` and ``infer`` are generated from their
 dataclasses (:mod:`src_train.options`). Errors a user can fix (:class:`LunaSegError`) are
 printed as one line, without a traceback, and exit with 2; ``lunaseg --debug COMMAND`` shows
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from src_train import __version__
-from src_train.cli.data import add_mask, add_mask_report, add_synth
+from src_train.cli.data import add_mask, add_mask_report, add_review, add_synth
 from src_train.cli.inference import add_eval, add_infer
 from src_train.cli.training import add_cache, add_train
 from src_train.errors import LunaSegError
@@ -28,6 +28,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_synth,
     add_mask,
     add_mask_report,
+    add_review,
     add_cache,
     add_train,
     add_infer,

@@ -1,4 +1,4 @@
-"""``lunaseg synth``, ``mask`` and ``mask-report``: data and ground truth from points."""
+"""``lunaseg synth``, ``mask``, ``mask-report`` and ``review``: data and ground truth."""
 
 from __future__ import annotations
 
@@ -86,7 +86,9 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
         description="Write one uint8 mask <uid>_mask.mhd per series (1 = nodule, compressed, "
         "the CT's geometry) and a per-nodule table nodules.csv (center in mm and voxels, "
         "diameter, method, radii, box, voxel count, notes). Annotated series that are not on "
-        "disk are listed and skipped. Where the folder has true shapes (truth/, synthetic "
+        "disk are listed and skipped. Reviewers' verdicts in DATA_DIR/reviews/ are applied "
+        "(rejected nodules dropped, corrected ones taken voxel for voxel, added ones grown like "
+        "annotations) unless --no-reviews. Where the folder has true shapes (truth/, synthetic "
         "data), prints each true nodule's Dice and the mean.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="LUNA16-layout folder")
@@ -107,6 +109,12 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip (and flag) nodules whose center lies outside their scan instead of failing",
     )
+    p.add_argument(
+        "--no-reviews",
+        dest="use_reviews",
+        action="store_false",
+        help="ignore the verdicts in DATA_DIR/reviews/ (masks from the annotations alone)",
+    )
     p.set_defaults(func=_run_mask)
 
 
@@ -115,16 +123,12 @@ MISSING_LISTED = 10
 
 
 def _run_mask(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from src_train.ct import CtVolume
     from src_train.luna import LunaFolder, list_uids
-    from src_train.masks import (
-        MASK_SUFFIX,
-        MASK_TABLE,
-        NoduleMask,
-        NoduleScore,
-        score_against_truth,
-        write_masks,
-    )
+    from src_train.masks import MASK_SUFFIX, MASK_TABLE, NoduleScore, load_series_truth, write_masks
+    from src_train.reviews import STATUSES, ReviewBook, ReviewedSeries, score_reviewed
 
     folder = LunaFolder(args.data_dir)
     out = Path(args.out) if args.out else Path(args.data_dir) / "masks"
@@ -134,13 +138,22 @@ def _run_mask(args: argparse.Namespace) -> int:
             f"{len(missing)} annotated series not on disk, skipped: "
             f"{list_uids(missing, MISSING_LISTED)}"
         )
+    book = ReviewBook.for_folder(folder) if args.use_reviews else None
+    for problem in book.problems if book is not None else []:
+        print(f"review row not applied: {problem}")
     written: list[str] = []
     scores: list[NoduleScore] = []
+    applied: Counter[str] = Counter()
+    review_problems: list[str] = []
 
-    def on_series(ct: CtVolume, records: list[NoduleMask]) -> None:
+    def on_reviewed(ct: CtVolume, reviewed: ReviewedSeries) -> None:
         written.append(ct.series_uid)
-        if folder.has_truth:
-            scores.extend(score_against_truth(folder, ct, records, args.method))
+        applied.update(reviewed.applied)
+        review_problems.extend(reviewed.problems)
+        truth = load_series_truth(folder, ct) if folder.has_truth else None
+        if truth is not None:
+            truths = folder.true_nodules(ct.series_uid)
+            scores.extend(score_reviewed(reviewed, truth.labels, truths, args.method))
 
     records = write_masks(
         folder,
@@ -151,12 +164,22 @@ def _run_mask(args: argparse.Namespace) -> int:
         on_outside="skip" if args.skip_outside else "raise",
         progress=_mask_progress,
         series=args.series,
-        on_series=on_series,
+        reviews=book if book is not None else False,
+        on_reviewed=on_reviewed,
     )
     print(
         f"{len(written)} masks <uid>{MASK_SUFFIX} ({args.method}, {args.threshold_hu:g} HU) "
         f"and {len(records)} nodule rows ({MASK_TABLE}) written to {out}"
     )
+    if book is None:
+        print("reviews ignored (--no-reviews): masks from the annotations alone")
+    elif book.rows:
+        counts = ", ".join(f"{applied[s]} {s}" for s in STATUSES if s in applied) or "none"
+        print(f"reviews applied ({book.csv_path}): {counts}")
+    else:
+        print(f"no reviews in {book.dir} (review nodules in napari: Mask QA > Review)")
+    for problem in review_problems:
+        print(f"review not applied: {problem}")
     for rec in (r for r in records if r.notes):
         x, y, z = rec.center_xyz_mm
         print(f"  {rec.nodule.series_uid} ({x:.1f}, {y:.1f}, {z:.1f}) mm: {'; '.join(rec.notes)}")
@@ -234,4 +257,88 @@ def _run_mask_report(args: argparse.Namespace) -> int:
     if case is not None:
         paths.append(case)
     print(f"best method: {report.best_method()}; written: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+#: Unreviewed series ``lunaseg review`` lists before it says "and N more" (``--all``: every one).
+UNREVIEWED_LISTED = 20
+
+
+def add_review(sub: argparse._SubParsersAction) -> None:
+    """``lunaseg review``."""
+    from src_train.reviews import EXPORT_CSV, REVIEWS_CSV, REVIEWS_DIR
+
+    p = sub.add_parser(
+        "review",
+        help="review progress per status and reviewer; export the reviewed annotations",
+        description=f"Read DATA_DIR/{REVIEWS_DIR}/{REVIEWS_CSV} (the verdicts given in napari's "
+        "Mask QA > Review), print how many nodules are reviewed per status and per reviewer, "
+        "list the series with unreviewed nodules, and export the reviewed annotations as a "
+        "LUNA16-style CSV (seriesuid,coordX,coordY,coordZ,diameter_mm + review; rejected "
+        "nodules left out, added ones included). Rows that cannot be applied are named with "
+        "their file and line.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="LUNA16-layout folder")
+    p.add_argument(
+        "--export",
+        metavar="CSV",
+        help=f"where to write the reviewed annotations (default: DATA_DIR/{REVIEWS_DIR}/"
+        f"{EXPORT_CSV}, refreshed on every run; another existing file needs --overwrite)",
+    )
+    p.add_argument("--no-export", action="store_true", help="print progress only")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --export file")
+    p.add_argument(
+        "--all", action="store_true", help="list every unreviewed series (default: the first 20)"
+    )
+    p.set_defaults(func=_run_review)
+
+
+def _run_review(args: argparse.Namespace) -> int:
+    from src_train.errors import OutputExistsError
+    from src_train.luna import LunaFolder
+    from src_train.reviews import (
+        EXPORT_CSV,
+        STATUSES,
+        ReviewBook,
+        export_reviewed_annotations,
+        review_progress,
+    )
+
+    folder = LunaFolder(args.data_dir)
+    book = ReviewBook.for_folder(folder)
+    nodules = folder.nodules_by_series
+    progress = review_progress(book, nodules)
+    print(f"{book.csv_path}: {len(book.rows)} review rows" if book.rows else "no reviews yet")
+    for problem in progress.problems:
+        print(f"not applied: {problem}")
+    print(progress.line())
+    if progress.by_status:
+        counts = ", ".join(
+            f"{s} {progress.by_status[s]}" for s in STATUSES if s in progress.by_status
+        )
+        print(f"by status: {counts}")
+        print("by reviewer:")
+        for reviewer, counter in sorted(progress.by_reviewer.items()):
+            detail = ", ".join(f"{s} {counter[s]}" for s in STATUSES if s in counter)
+            print(f"  {reviewer or '(no name)'}: {sum(counter.values())} ({detail})")
+    left = progress.unreviewed_series
+    shown = left if args.all else left[:UNREVIEWED_LISTED]
+    print(f"series with unreviewed nodules: {len(left)} of {len(progress.series)}")
+    for entry in shown:
+        print(f"  {entry.series_uid}: {entry.reviewed}/{entry.nodules} reviewed")
+    if len(left) > len(shown):
+        print(f"  ... and {len(left) - len(shown)} more (--all lists every one)")
+    if args.no_export:
+        return 0
+    default = book.dir / EXPORT_CSV
+    target = Path(args.export) if args.export else default
+    protected = {folder.annotations_path, folder.root / "annotations.csv", book.csv_path}
+    if any(p is not None and target.resolve() == p.resolve() for p in protected):
+        raise OutputExistsError(
+            f"{target} is an input of the review (annotations or reviews.csv); export to "
+            f"another file (default: {default})."
+        )
+    overwrite = args.overwrite or target == default
+    path, count = export_reviewed_annotations(book, nodules, target, overwrite=overwrite)
+    print(f"exported {count:,} reviewed annotations to {path}")
     return 0

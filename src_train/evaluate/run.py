@@ -21,7 +21,7 @@ from src_train.evaluate.files import (
 )
 from src_train.evaluate.froc import BOOTSTRAP_CONFIDENCE
 from src_train.evaluate.scoring import MAX_MARKS_PER_SCAN, FrocResult, evaluate_froc
-from src_train.luna import read_annotations
+from src_train.luna import Nodule, read_annotations
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop
 
@@ -62,6 +62,11 @@ class EvalOptions:
     bootstrap: int = option(0, help="bootstrap samples for 95%% intervals (LUNA16 used 1000)")
     seed: int = option(0, help="seed of the bootstrap")
     confidence: float = option(BOOTSTRAP_CONFIDENCE, help="confidence of the intervals")
+    reviewed: bool = option(
+        False,
+        help="score against the reviewed nodules (reviews/ beside the annotations: rejected "
+        "ones dropped, added ones included)",
+    )
     overwrite: bool = option(False, help="replace froc.csv / froc.png")
 
     def __post_init__(self) -> None:
@@ -128,8 +133,12 @@ def evaluate_run(
         )
     else:
         notes.append(f"series list: {series_path}")
+    nodules = read_annotations(options.annotations)
+    if options.reviewed:
+        nodules, line = _reviewed(nodules, Path(options.annotations))
+        notes.append(line)
     result = evaluate_froc(
-        read_annotations(options.annotations),
+        nodules,
         read_submission(options.candidates),
         excluded=read_excluded(excluded_path) if excluded_path else (),
         series_uids=read_series_list(series_path) if series_path else None,
@@ -141,3 +150,24 @@ def evaluate_run(
         should_stop=should_stop,
     )
     return EvalRun(result, excluded_path, series_path, notes)
+
+
+def _reviewed(nodules: list[Nodule], annotations: Path) -> tuple[list[Nodule], str]:
+    """The reviewed nodules (``reviews/`` beside the annotation file) and a note saying so."""
+    from src_train.reviews import ReviewBook, reviewed_nodules, reviews_dir
+
+    book = ReviewBook(reviews_dir(annotations.parent))
+    by_series: dict[str, list[Nodule]] = {}
+    for nodule in nodules:
+        by_series.setdefault(nodule.series_uid, []).append(nodule)
+    for uid in book.series_uids:
+        by_series.setdefault(uid, [])
+    out = [
+        n for uid, group in by_series.items() for n in reviewed_nodules(group, book.histories(uid))
+    ]
+    note = (
+        f"reviewed nodules ({book.csv_path}): {len(out)} instead of {len(nodules)} annotated"
+        if book.rows
+        else f"--reviewed: no reviews in {book.dir}; the annotations are scored as they are"
+    )
+    return out, note

@@ -42,6 +42,7 @@ from src_train.metrics import error_volume, voxel_metrics
 from src_train.model import ModelConfig, load_model
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop
+from src_train.reviews import ReviewedFolder
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class InferRunOptions:
         series: only these series UIDs (None: every series).
         limit: only the first N series.
         with_truth: compare with the annotations when the data has them.
+        reviewed: compare with the reviewed nodules instead (rejected dropped, added included).
         overwrite: replace existing outputs.
         inference: how each series is run (device, precision, threshold, candidates...).
     """
@@ -71,6 +73,7 @@ class InferRunOptions:
     series: tuple[str, ...] | None = option(None, help="only these series", metavar="UID")
     limit: int | None = option(None, help="only the first N series", metavar="N")
     with_truth: bool = option(True, help="skip the ground-truth comparison", flag="--no-truth")
+    reviewed: bool = option(False, help="compare with the reviewed nodules (DATA/reviews/)")
     overwrite: bool = option(False, help="replace existing outputs")
     inference: InferenceOptions = field(default_factory=InferenceOptions)
 
@@ -328,6 +331,8 @@ def plan_run(
     out = Path(out_dir)
     has_truth = folder is not None and folder.annotations_path is not None
     truth = folder if options.with_truth and has_truth else None
+    if options.reviewed and truth is not None:
+        truth = ReviewedFolder(truth.root)  # its nodules(uid) are the reviewed ones
     plan = InferPlan(
         series=pairs,
         outputs=[SeriesOutputs.for_series(out, uid) for uid, _ in pairs],

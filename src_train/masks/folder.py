@@ -1,4 +1,9 @@
-"""Masks for a whole data folder: ``<uid>_mask.mhd`` volumes and the per-nodule table."""
+"""Masks for a whole data folder: ``<uid>_mask.mhd`` volumes and the per-nodule table.
+
+The masks are the reviewed ground truth by default: the verdicts in ``DATA/reviews/`` are
+applied (:func:`src_train.reviews.apply_book`): rejected nodules dropped, corrected ones taken
+voxel for voxel, added ones grown like annotations.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,10 +19,13 @@ from src_train.atomic import write_csv_atomic
 from src_train.ct import CtVolume, save_volume
 from src_train.errors import OutputExistsError, SeriesNotFoundError
 from src_train.luna import TRUTH_DIR, LunaFolder
-from src_train.masks.build import NoduleMask, OutsidePolicy, build_masks
+from src_train.masks.build import NoduleMask, OutsidePolicy
 from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold
 from src_train.masks.registry import REFERENCE_METHOD, method_info
 from src_train.progress import Progress, ShouldStop, check_stop, emit
+
+if TYPE_CHECKING:  # reviews build on masks: imported where used, so masks load first
+    from src_train.reviews import ReviewBook, ReviewedSeries
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,7 @@ def mask_file_name(series_uid: str) -> str:
 
 
 #: Its columns (also written when there is no nodule at all).
-_EMPTY_ROW_COLUMNS = (
+_TABLE_COLUMNS = (
     "seriesuid",
     "coordX",
     "coordY",
@@ -49,6 +57,7 @@ _EMPTY_ROW_COLUMNS = (
     "voxel_count",
     "skipped",
     "notes",
+    "review",
 )
 
 
@@ -82,13 +91,18 @@ def write_masks(
     should_stop: ShouldStop | None = None,
     series: Sequence[str] | None = None,
     on_series: Callable[[CtVolume, list[NoduleMask]], None] | None = None,
+    reviews: bool | ReviewBook = True,
+    on_reviewed: Callable[[CtVolume, ReviewedSeries], None] | None = None,
     **params: Any,
 ) -> list[NoduleMask]:
     """Write a mask :func:`mask_file_name` (``<uid>_mask.mhd``: uint8, 1 = nodule, compressed,
     the CT's geometry) for every series on disk, or only for the UIDs in ``series``.
 
     Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
-    (center in mm and IRC, diameter, method, radii, box, voxel count, notes) is written last.
+    (center in mm and IRC, diameter, method, radii, box, voxel count, notes, review verdict)
+    is written last; rejected nodules have a row with no voxel. ``reviews``: True applies the
+    folder's reviews (``DATA/reviews/``), False ignores them, a :class:`ReviewBook` is used as
+    given; ``on_reviewed(ct, reviewed)`` sees each series' verdicts applied and problems.
     A UID of ``series`` that is not on disk raises :class:`SeriesNotFoundError`, and existing
     outputs :class:`OutputExistsError` unless ``overwrite``, both before any work; a folder of
     the data set itself (``subset*/``, ``truth/``) is always refused. ``on_series(ct,
@@ -120,14 +134,19 @@ def write_masks(
                 f"{existing[0]} already exists ({len(existing)} output file(s) in {out}); "
                 "choose another folder or ask to overwrite (--overwrite)."
             )
+    from src_train.reviews import ReviewBook, apply_book
+
+    book = ReviewBook.for_folder(folder) if reviews is True else reviews if reviews else None
     records: list[NoduleMask] = []
+    rows: list[dict[str, Any]] = []
     for done, uid in enumerate(uids):
         check_stop(should_stop, "Writing masks")
         emit(progress, done, len(uids), f"masking {uid}")
         ct = folder.load(uid)
-        mask, recs = build_masks(
-            ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
+        reviewed = apply_book(
+            book, ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
         )
+        mask, recs = reviewed.mask, reviewed.records
         save_volume(
             mask.astype(np.uint8),
             ct.geometry,
@@ -136,10 +155,12 @@ def write_masks(
             overwrite=True,
         )
         records.extend(recs)
+        rows.extend(reviewed.table_rows())
         log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
         if on_series is not None:
             on_series(ct, recs)
-    rows = [r.to_row() for r in records]
-    write_csv_atomic(table, rows, list(rows[0]) if rows else list(_EMPTY_ROW_COLUMNS))
+        if on_reviewed is not None:
+            on_reviewed(ct, reviewed)
+    write_csv_atomic(table, rows, list(_TABLE_COLUMNS))
     emit(progress, len(uids), len(uids), "masks written")
     return records
