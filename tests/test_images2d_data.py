@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from src_train.errors import ImageSetError
 from src_train.images2d.dataset import SplitConfig, load_image_set, split_keys
-from src_train.images2d.errors import ImageSetError
 from src_train.images2d.folder import find_pairs
 from src_train.images2d.imageio import read_mask, read_rgb, resize_mask, resize_rgb
 

@@ -4,7 +4,6 @@ RGB images with binary lesion masks meet the same models (:mod:`src_train.model`
 (:mod:`src_train.losses`) and device augmentation (:mod:`src_train.augment`) as CT. Modules,
 one concept each:
 
-- :mod:`.errors`   ``ImageSetError``
 - :mod:`.imageio`  read one image or mask (any mode -> RGB / bool), resize
 - :mod:`.folder`   find and pair images and masks (PH2 layout, name suffixes, mask folders)
 - :mod:`.dataset`  load a paired set into arrays, the seeded train/val/test split

@@ -13,7 +13,7 @@ Two layouts are recognised:
 
 Images without a mask and masks without an image are listed in the result (and logged), and
 left out. An empty folder, a folder of CT series, or one with images but no masks raises
-:class:`~src_train.images2d.errors.ImageSetError` with a one-line message.
+:class:`~src_train.errors.ImageSetError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from src_train.images2d.errors import ImageSetError
+from src_train.errors import ImageSetError
 from src_train.images2d.imageio import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)

@@ -27,11 +27,15 @@ from matplotlib.ticker import MaxNLocator
 
 from src_train.atomic import atomic_write
 from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP
-from src_train.images2d.metrics import error_overlay_rgb
 from src_train.images2d.results import ResultRow, RunRecord
+from src_train.metrics import error_overlay_rgb
 
 #: Resolution of the saved figures, dots per inch.
 DPI = 100
+
+#: Opacity of the TP/FN/FP colours over an RGB image: lower than over a grey CT slice, so the
+#: lesion's own colour and texture stay readable under the code.
+OVERLAY_ALPHA_RGB = 0.45
 
 #: Line colour per loss (others cycle through :data:`_EXTRA_COLORS`).
 LOSS_COLORS = {"bce": "#1f77b4", "dice": "#9467bd", "focal": "#8c564b", "dice-fn": "#e377c2"}
@@ -225,7 +229,7 @@ def plot_examples(
     )
     axes = np.asarray(fig.subplots(2, count, squeeze=False))
     for ax, (kind, i) in zip(axes.flat, picks, strict=True):
-        overlay = error_overlay_rgb(images[i], pred[i], truth[i])
+        overlay = error_overlay_rgb(images[i], pred[i], truth[i], OVERLAY_ALPHA_RGB)
         _show(ax, overlay, f"{kind}: {record.test_keys[i]}  IoU {iou[i]:.3f}")
     fig.suptitle(f"{record.model} + {record.loss}, seed {record.seed}: best and worst test images")
     fig.legend(handles=_legend_colours(), loc="lower center", ncol=3, fontsize=8)
@@ -258,7 +262,8 @@ def plot_hardest(
         axes[row, 0].contour(truth[i], levels=[0.5], colors="white", linewidths=0.8)
         for col, (record, pred) in enumerate(zip(records, preds, strict=True), start=1):
             title = f"{record.model} + {record.loss}: {record.test_per_image['iou'][i]:.2f}"
-            _show(axes[row, col], error_overlay_rgb(images[i], pred[i], truth[i]), title)
+            overlay = error_overlay_rgb(images[i], pred[i], truth[i], OVERLAY_ALPHA_RGB)
+            _show(axes[row, col], overlay, title)
     fig.suptitle("hardest test images for all runs (white: true outline)")
     fig.legend(handles=_legend_colours(), loc="lower center", ncol=3, fontsize=8)
     return _save(fig, path)

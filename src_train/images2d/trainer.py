@@ -40,12 +40,12 @@ import torch
 
 from src_train.atomic import write_text_atomic
 from src_train.augment import AugmentConfig, BatchAugment
+from src_train.devices import resolve_device
 from src_train.errors import ConfigError, OutputExistsError
 from src_train.images2d.dataset import ImageSet, Split
 from src_train.images2d.metrics import count_errors, scores_from_counts
 from src_train.images2d.predict import images_to_tensor, to_model_input
 from src_train.losses import LossConfig, SegmentationLoss
-from src_train.devices import resolve_device
 from src_train.model import (
     ModelConfig,
     build_model,
