@@ -37,8 +37,9 @@ from src_train.images2d.metrics import score_images
 from src_train.images2d.options import RUNS_DIR, SAME_ON_RESUME, CompareOptions, RunPlan
 from src_train.images2d.predict import predict_masks
 from src_train.images2d.results import RESULT_FILE, RunRecord
-from src_train.images2d.trainer import BEST, LATEST, ImageTrainer, TrainEvent
+from src_train.images2d.trainer import BEST, LATEST, ImageTrainer
 from src_train.model import load_model
+from src_train.train.events import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class CompareEvent:
 
     ``kind``: ``"load"`` (``done``/``total`` images read), ``"run"`` (a run starts),
     ``"skip"`` (a finished run is kept), ``"train"`` (``train`` holds the run's
-    :class:`~src_train.images2d.trainer.TrainEvent`), ``"scored"`` (a run's test scores in
+    :class:`~src_train.train.events.ProgressEvent`), ``"scored"`` (a run's test scores in
     ``metrics``), ``"report"`` (``path``), ``"stopped"``, ``"end"``.
     """
 
@@ -65,7 +66,7 @@ class CompareEvent:
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
     path: str | None = None
-    train: TrainEvent | None = None
+    train: ProgressEvent | None = None
 
 
 CompareCallback = Callable[[CompareEvent], None]
@@ -203,7 +204,7 @@ def run_comparison(
         for callback in callbacks:
             callback(event)
 
-    def forward(where: dict[str, Any]) -> Callable[[TrainEvent], None]:
+    def forward(where: dict[str, Any]) -> Callable[[ProgressEvent], None]:
         """A trainer callback that passes its events on, tagged with the run."""
         return lambda event: emit("train", train=event, **where)
 
