@@ -7,6 +7,7 @@
 - :func:`plot_cost`: parameters per model and seconds per epoch per run.
 - :func:`plot_examples`: a run's best and worst test images, TP green / FN orange / FP red.
 - :func:`plot_hardest`: the test images hardest for all runs, each run's prediction side by side.
+- :func:`plot_ct_curves`: validation Dice, recall, precision per epoch of the runs on a CT folder.
 
 Every function writes one PNG atomically and returns its path.
 """
@@ -17,6 +18,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -104,23 +106,32 @@ def plot_run_curves(record: RunRecord, path: str | os.PathLike[str]) -> Path:
     return _save(fig, path)
 
 
-def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str]) -> Path:
-    """Validation IoU, training IoU and relative validation loss of every run, overlaid."""
-    fig = Figure(figsize=(13, 4), layout="constrained")
-    axes = fig.subplots(1, 3)
+def _run_styles(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """Line style of each run: colour by loss, dash by model, faint for further seeds."""
     losses = list(dict.fromkeys(r.loss for r in records))
     models = list(dict.fromkeys(r.model for r in records))
     first_seed: dict[tuple[str, str], int] = {}
     for record in records:
         first_seed.setdefault((record.model, record.loss), record.seed)
+    styles = []
     for record in records:
         main = first_seed[(record.model, record.loss)] == record.seed
-        style = {
-            "color": _loss_color(record.loss, losses),
-            "linestyle": MODEL_STYLES[models.index(record.model) % len(MODEL_STYLES)],
-            "alpha": 1.0 if main else 0.35,
-            "label": f"{record.model} + {record.loss}" if main else None,
-        }
+        styles.append(
+            {
+                "color": _loss_color(record.loss, losses),
+                "linestyle": MODEL_STYLES[models.index(record.model) % len(MODEL_STYLES)],
+                "alpha": 1.0 if main else 0.35,
+                "label": f"{record.model} + {record.loss}" if main else None,
+            }
+        )
+    return styles
+
+
+def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str]) -> Path:
+    """Validation IoU, training IoU and relative validation loss of every run, overlaid."""
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for record, style in zip(records, _run_styles(records), strict=True):
         for ax, key in zip(axes[:2], ("val/iou", "train/iou"), strict=True):
             ax.plot(*_series(record.history, key), **style)
         epochs, val_loss = _series(record.history, "val/loss")
@@ -135,8 +146,32 @@ def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str])
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(0, 1)
     axes[0].legend(fontsize=8, loc="lower right")
-    if any(r.seed != first_seed[(r.model, r.loss)] for r in records):
+    if any(style["label"] is None for style in _run_styles(records)):
         fig.suptitle("faint lines: further seeds")
+    return _save(fig, path)
+
+
+def plot_ct_curves(records: Sequence[Any], path: str | os.PathLike[str]) -> Path:
+    """Validation Dice, recall and precision per validated epoch of every CT run, overlaid
+    (``records``: :class:`~src_train.images2d.ct_compare.CtRunRecord`)."""
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (
+        ("val/f1", "validation Dice"),
+        ("val/recall", "validation recall"),
+        ("val/precision", "validation precision"),
+    )
+    for record, style in zip(records, _run_styles(records), strict=True):
+        for ax, (key, _title) in zip(axes, panels, strict=True):
+            ax.plot(*_series(record.history, key), marker="o", markersize=3, **style)
+    for ax, (_key, title) in zip(axes, panels, strict=True):
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("whole validation slices, voxels pooled over the held-out series")
     return _save(fig, path)
 
 
