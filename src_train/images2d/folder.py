@@ -250,3 +250,12 @@ def find_pairs(folder: str | os.PathLike[str]) -> PairedFolder:
         )
     pairs = tuple(ImagePair(images[k].stem, images[k], masks[k]) for k in keys)
     return PairedFolder(root, layout, pairs, lone_images, lone_masks)
+
+
+def looks_like_image_set(folder: str | os.PathLike[str]) -> bool:
+    """True when :func:`find_pairs` pairs at least one image with its mask in ``folder``
+    (for callers that choose between readers: a viewer, the Training widget)."""
+    try:
+        return Path(folder).is_dir() and bool(find_pairs(folder).pairs)
+    except ImageSetError:
+        return False
