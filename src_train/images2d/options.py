@@ -59,9 +59,11 @@ class CompareOptions:
         help="models, ARCH[-UP][:FILTERS]: unet, segnet, unet-bilinear, unet:8 ...",
         metavar="MODEL",
     )
-    losses: tuple[str, ...] = option(("bce", "dice", "focal"), help="losses", choices=LOSSES)
+    losses: tuple[str, ...] = option(
+        ("bce", "dice", "focal"), help="losses", choices=LOSSES, metavar="LOSS"
+    )
     epochs: int = option(120, help="epochs per run (the same for every run)")
-    size: int = option(DEFAULT_SIZE, help="images are resized to SIZE x SIZE pixels")
+    size: int = option(DEFAULT_SIZE, help="images are resized to PX x PX pixels", metavar="PX")
     split: tuple[int, int, int] = option(
         (100, 50, 50),
         help="train,val,test counts of a 200-image set, scaled to the set's size",
