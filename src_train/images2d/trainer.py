@@ -30,17 +30,21 @@ the device rule (:mod:`src_train.devices`). What still differs, and why:
   (an epoch is every training image once); the CT Trainer streams nodule crops of
   ``epoch_samples`` from a memory-mapped cache through a ``DataLoader`` with workers.
 - Validation and the best checkpoint: mean per-image IoU over the validation images, every
-  ``val_every`` epochs, best = highest IoU (ties: lower loss), as dermoscopy studies rank; the
-  CT Trainer pools voxels over whole validation slices and keeps the best by recall, then F1
-  (the SPEC's detection-first rule).
+  epoch by default (``val_every`` 1: a pass over 50 images is cheap), best = highest IoU
+  (ties: lower loss), as dermoscopy studies rank; the CT Trainer validates on epoch 1 and every
+  5th (whole slices of held-out series are costly) and keeps the best by recall, then F1 (the
+  SPEC's detection-first rule).
 - Stop: an interrupted epoch is dropped (``checkpoint_latest.pt`` keeps the last complete one)
   so that a resumed run equals an uninterrupted one bit for bit; the CT Trainer saves the
   interrupted epoch's weights, trading exact replay for not losing an epoch of a long run.
 - Random streams: batch order and augmentation draw from per-epoch seeds made by
   ``numpy.random.SeedSequence``; the CT Trainer's data set draws crops from (seed, epoch,
   index) and its augmentation from a hash of (seed, epoch, rank). Both replay after a resume.
+- Metrics: per-image means (IoU, IoU score, Dice, precision, recall; ``src_train.images2d.
+  metrics``), as the 2-D literature reports them; the CT Trainer pools voxels
+  (``SegmentationMetrics``). The numbers of the two are not interchangeable.
 - Not here: DistributedDataParallel, TensorBoard, the loss's false-negative weight and focal
-  gamma options, per-epoch throughput in the log (the comparison reports seconds per epoch).
+  gamma options (the losses run with their defaults).
 """
 
 from __future__ import annotations
