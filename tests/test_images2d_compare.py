@@ -130,7 +130,7 @@ def test_comparison_writes_results_and_a_report(image_dir: Path, tmp_path: Path)
     links = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
     assert len(links) == 4 + 2 * 4 and all((out / link).stat().st_size > 1000 for link in links)
     assert "## Conclusion" in report and "wins on test IoU" in report
-    assert "| rank | model | loss |" in report and "lunaseg x" in report
+    assert "| rank | model | loss |" in report and "## Commands" in report and "lunaseg x" in report
     kinds = [e.kind for e in events]
     assert kinds.count("run") == 4 and kinds.count("scored") == 4 and kinds[-1] == "end"
     assert any(e.kind == "train" and e.train and e.train.kind == "epoch" for e in events)
@@ -188,7 +188,10 @@ def test_stopped_comparison_resumes_where_it_stopped(image_dir: Path, tmp_path: 
             stop_after["stop"] = 1
 
     first = run_comparison(
-        _options(image_dir, out), callbacks=[count], should_stop=lambda: "stop" in stop_after
+        _options(image_dir, out),
+        callbacks=[count],
+        should_stop=lambda: "stop" in stop_after,
+        command_line=["lunaseg", "compare", "first"],
     )
     assert first.stopped and [r.name for r in first.records] == ["unet_bce_s0"]
     assert not (out / "results.csv").exists()
@@ -197,7 +200,11 @@ def test_stopped_comparison_resumes_where_it_stopped(image_dir: Path, tmp_path: 
     with pytest.raises(ConfigError, match="option epochs was 2, now 3"):
         run_comparison(_options(image_dir, out, epochs=3, resume=True))
     events: list[CompareEvent] = []
-    second = run_comparison(_options(image_dir, out, resume=True), callbacks=[events.append])
+    second = run_comparison(
+        _options(image_dir, out, resume=True),
+        callbacks=[events.append],
+        command_line=["lunaseg", "compare", "again"],
+    )
     assert not second.stopped and len(second.records) == 2
     assert [(e.kind, e.run) for e in events if e.kind in ("skip", "run")] == [
         ("skip", "unet_bce_s0"),
@@ -207,7 +214,9 @@ def test_stopped_comparison_resumes_where_it_stopped(image_dir: Path, tmp_path: 
     assert second.records[0].test == first.records[0].test
     saved = json.loads((out / COMPARE_FILE).read_text())
     assert saved["split"]["test"] == second.records[1].test_keys
-    assert (out / "report.md").is_file()
+    assert saved["commands"] == [["lunaseg", "compare", "first"], ["lunaseg", "compare", "again"]]
+    report = (out / "report.md").read_text()
+    assert "lunaseg compare first\nlunaseg compare again" in report
 
 
 def test_refusals(image_dir: Path, tmp_path: Path) -> None:

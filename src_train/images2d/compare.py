@@ -149,6 +149,12 @@ def _prepare_out(options: CompareOptions) -> dict[str, Any] | None:
     return None
 
 
+def _commands(saved: dict[str, Any] | None, command_line: Sequence[str] | None) -> list[list[str]]:
+    """The command lines of a comparison: the saved ones of a resumed one, then this one."""
+    earlier = [list(c) for c in (saved or {}).get("commands", [])]
+    return [*earlier, list(command_line)] if command_line else earlier
+
+
 def _data_summary(data: ImageSet) -> dict[str, Any]:
     source = data.source
     return {
@@ -240,7 +246,13 @@ def run_comparison(
         data.indices(split.train + split.val + split.test)  # every image is still there
     else:
         split = split_keys(data.keys, SplitConfig(*options.split, seed=options.seed))
-    record = {"options": options.to_dict(), "split": split.to_dict(), "data": _data_summary(data)}
+    commands = _commands(saved, command_line)
+    record = {
+        "options": options.to_dict(),
+        "split": split.to_dict(),
+        "data": _data_summary(data),
+        "commands": commands,
+    }
     write_text_atomic(out / COMPARE_FILE, json.dumps(record, indent=1), overwrite=True)
 
     plans = options.plan()
@@ -285,7 +297,7 @@ def run_comparison(
             **where,
         )
 
-    files = write_report(out, options, records, predictions, data, split, command_line)
+    files = write_report(out, options, records, predictions, data, split, commands)
     emit("report", path=str(files["report"]), message=f"report: {files['report']}")
     emit("end", message="done")
     rows = sorted(aggregate(records), key=lambda row: -row.metrics[options.rank_by])
@@ -307,7 +319,8 @@ def _run_on_ct(
     for plan in options.plan():  # a model CT training lacks fails before OUT is touched
         ct_train_config(plan, options, out)
     saved = _prepare_out(options)
-    record = {"options": options.to_dict(), "kind": "ct"}
+    commands = _commands(saved, command_line)
+    record = {"options": options.to_dict(), "kind": "ct", "commands": commands}
     if saved is not None and saved.get("kind") != "ct":
         raise ConfigError(
             f"Cannot resume {out}: it holds a comparison of 2-D images, not of CT series. Use "
@@ -318,7 +331,7 @@ def _run_on_ct(
     records, stopped = run_ct_comparison(options, emit, should_stop, line)
     if stopped:
         return ComparisonResult(out, records, stopped=True)
-    files = write_ct_report(out, options, records, command_line)
+    files = write_ct_report(out, options, records, commands)
     emit("report", path=str(files["report"]), message=f"report: {files['report']}")
     emit("end", message="done")
     ranking = [(row.label, row.mean("dice")) for row in ct_rows(records)]

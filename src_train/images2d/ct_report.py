@@ -20,6 +20,7 @@ from src_train.atomic import write_text_atomic
 from src_train.images2d.conclusion import BALANCE_MARGIN, NOISE_SIGMAS
 from src_train.images2d.ct_compare import CT_RANK_NAME, CtRunRecord, ct_augment
 from src_train.images2d.plots import plot_ct_curves
+from src_train.images2d.report import command_section
 from src_train.images2d.results import csv_text
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def write_ct_report(
     out: str | Path,
     options: CompareOptions,
     records: list[CtRunRecord],
-    command_line: Sequence[str] | None = None,
+    commands: Sequence[Sequence[str]] = (),
 ) -> dict[str, Path]:
     """Write ``results.csv``, ``runs.csv``, the curves and ``report.md`` under ``out``."""
     out = Path(out)
@@ -258,8 +259,7 @@ def write_ct_report(
         "```",
         "",
     ]
-    if command_line:
-        text += ["## Command", "", "```", " ".join(command_line), "```", ""]
+    text += command_section(commands)
     files["report"] = write_text_atomic(out / REPORT_FILE, "\n".join(text), overwrite=True)
     return files
 

@@ -43,6 +43,9 @@ OVERLAY_ALPHA_RGB = 0.45
 LOSS_COLORS = {"bce": "#1f77b4", "dice": "#9467bd", "focal": "#8c564b", "dice-fn": "#e377c2"}
 _EXTRA_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#d62728")
 
+#: Space above the tallest bar of a bar chart, as a fraction of the data range.
+LABEL_HEADROOM = 0.12
+
 #: Line style per model, in the order models appear.
 MODEL_STYLES = ("-", "--", ":", "-.")
 
@@ -231,6 +234,7 @@ def plot_cost(rows: list[ResultRow], path: str | os.PathLike[str]) -> Path:
     time_ax.set_title("seconds per epoch (median; training + validation)")
     for ax in (params_ax, time_ax):
         ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=LABEL_HEADROOM)  # room for the value labels above the tallest bar
     return _save(fig, path)
 
 

@@ -76,14 +76,13 @@ def iter_probabilities(
     """
     n, rows, cols = images.shape[:3]
     out = np.empty((n, rows, cols), dtype=np.float32)
-    resize = model_size is not None and (rows, cols) != (model_size, model_size)
+    side = model_size if model_size is not None else rows
+    resize = (rows, cols) != (side, side) and model_size is not None
     for start in range(0, n, batch_size):
         batch = images_to_tensor(images[start : start + batch_size])
         if resize:
             batch = (
-                F.interpolate(
-                    batch.float(), size=(model_size, model_size), mode="bilinear", antialias=True
-                )
+                F.interpolate(batch.float(), size=(side, side), mode="bilinear", antialias=True)
                 .round()
                 .clamp(0, RGB_SCALE)
                 .to(torch.uint8)
