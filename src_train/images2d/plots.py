@@ -169,7 +169,7 @@ def plot_ct_curves(records: Sequence[Any], path: str | os.PathLike[str]) -> Path
             ax.plot(*_series(record.history, key), marker="o", markersize=3, **style)
     for ax, (_key, title) in zip(axes, panels, strict=True):
         ax.set_title(title)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(-LABEL_HEADROOM / 4, 1 + LABEL_HEADROOM / 4)  # lines at 0 and 1 stay visible
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
