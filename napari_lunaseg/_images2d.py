@@ -63,6 +63,9 @@ ROLE_IMAGESET_MASK = "imageset_mask"
 #: Opacity of the mask, prediction and error layers over the images.
 OVERLAY_OPACITY = 0.5
 
+#: Axis names of the image-set layers (the slider is the image's index in the set).
+AXIS_LABELS = ("image", "row", "col")
+
 
 def _meta(role: str, set_id: str, keys: list[str], **extra: Any) -> dict[str, Any]:
     """Layer metadata of an image-set layer (``set_id``, the folder, in ``series_uid``)."""
@@ -95,6 +98,7 @@ def read_image_set(path: str | list[str]) -> list[LayerDataTuple] | list[tuple[N
             {
                 "name": f"{name} images",
                 "rgb": True,
+                "axis_labels": AXIS_LABELS,
                 "metadata": _meta(ROLE_IMAGESET, set_id, keys, **extra),
             },
             "image",
@@ -103,6 +107,7 @@ def read_image_set(path: str | list[str]) -> list[LayerDataTuple] | list[tuple[N
             data.masks.view(np.uint8),
             {
                 "name": f"{name} masks",
+                "axis_labels": AXIS_LABELS,
                 "colormap": single_label_colormap(MASK_RGBA),
                 "opacity": OVERLAY_OPACITY,
                 "metadata": _meta(ROLE_IMAGESET_MASK, set_id, keys, **extra),
@@ -203,6 +208,7 @@ def show_image_set_prediction(
             result.prob,
             {
                 "name": f"{name} probability",
+                "axis_labels": AXIS_LABELS,
                 "colormap": "inferno",
                 "contrast_limits": [0.0, 1.0],
                 "blending": "additive",
@@ -218,6 +224,7 @@ def show_image_set_prediction(
             np.ascontiguousarray(result.mask).view(np.uint8),
             {
                 "name": f"{name} prediction",
+                "axis_labels": AXIS_LABELS,
                 "colormap": single_label_colormap(PRED_RGBA),
                 "opacity": OVERLAY_OPACITY,
                 "metadata": _meta(ROLE_PRED, set_id, keys),
@@ -235,6 +242,7 @@ def show_image_set_prediction(
             error_volume(result.mask, truth),
             {
                 "name": f"{name} errors",
+                "axis_labels": AXIS_LABELS,
                 "colormap": error_colormap(),
                 "metadata": _meta(ROLE_ERROR, set_id, keys),
             },

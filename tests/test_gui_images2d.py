@@ -61,7 +61,7 @@ def test_an_image_folder_opens_as_an_rgb_stack_with_its_masks(viewer, image_set:
         == [f"SYN{i:03d}" for i in range(1, 7)]
     )
     viewer.dims.set_current_step(0, 3)  # the slider steps through the images
-    assert viewer.dims.current_step[0] == 3
+    assert viewer.dims.current_step[0] == 3 and viewer.dims.axis_labels[0] == "image"
 
 
 def test_a_folder_that_is_no_image_set_is_left_to_other_readers(tmp_path: Path) -> None:
