@@ -25,6 +25,11 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
+from napari_lunaseg._images2d import (
+    image_set_layers,
+    is_image_set_layer,
+    start_image_set_inference,
+)
 from napari_lunaseg._layers import (
     PRED_RGBA,
     ROLE_CANDIDATES,
@@ -155,7 +160,8 @@ class InferenceWidget(QWidget):
 
     # -- inputs ------------------------------------------------------------------------------
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in ct_layers(self.viewer)]
+        layers = ct_layers(self.viewer) + image_set_layers(self.viewer)
+        return [(layer.name, layer) for layer in layers]
 
     def _reset_choices(self, _event: Any = None) -> None:
         self.image.reset_choices()
@@ -187,6 +193,8 @@ class InferenceWidget(QWidget):
                 "'lunaseg train' (or the shipped demo checkpoint)."
             )
             return None
+        if is_image_set_layer(layer):  # a 2-D image set: the job lives in _images2d
+            return start_image_set_inference(self, layer, checkpoint)
         try:
             self._ct = ct_from_layer(layer)
             options = InferenceOptions(

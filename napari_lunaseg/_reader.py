@@ -36,7 +36,11 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
         path = path[0]
     candidate = Path(path)
     if candidate.is_dir():
-        return read_series if _looks_like_dicom_folder(candidate) else None
+        if _looks_like_dicom_folder(candidate):
+            return read_series
+        from napari_lunaseg._images2d import image_set_reader  # a 2-D image set, or None
+
+        return image_set_reader(candidate)
     if candidate.name.lower().endswith(SERIES_SUFFIXES):
         return read_series
     return None

@@ -32,6 +32,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QProcess, QProcessEnvironment, Qt
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
+from napari_lunaseg._images2d import image_set_command
 from napari_lunaseg._session import session_for
 from napari_lunaseg._viewer_utils import (
     fill_table,
@@ -41,6 +42,7 @@ from napari_lunaseg._viewer_utils import (
 )
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS
+from src_train.images2d.folder import looks_like_image_set
 from src_train.losses import LOSSES
 from src_train.luna import ANNOTATIONS_FILE, MALIGNANCY_FILE
 from src_train.model import ARCHITECTURES
@@ -154,6 +156,8 @@ class TrainingWidget(QWidget):
     # -- command -----------------------------------------------------------------------------
     def command(self, *, resume: bool = False) -> list[str]:
         """Arguments of the child process (after the Python executable)."""
+        if looks_like_image_set(str(self.data_dir.value)):  # 2-D images: lunaseg compare
+            return image_set_command(self, resume=resume)
         augment = [name for name, box in self.augment.items() if box.value]
         args = [
             "-m",
@@ -195,7 +199,9 @@ class TrainingWidget(QWidget):
         data = Path(str(self.data_dir.value)) if str(self.data_dir.value) else None
         if data is None or not data.is_dir():
             return f"Data folder {data} does not exist: choose a LUNA16-layout folder."
-        if not any((data / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
+        if not looks_like_image_set(data) and not any(
+            (data / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)
+        ):
             return (
                 f"{data} has no annotations.csv: training needs a LUNA16-layout folder with "
                 "annotations (run 'lunaseg synth' for a synthetic one)."
@@ -417,5 +423,6 @@ class TrainingWidget(QWidget):
         ]
         if not written:
             return None
-        best = Path(str(self.run_dir.value)) / BEST
+        best_written = [path for path in written if path.name == BEST]  # a compare run's too
+        best = best_written[-1] if best_written else Path(str(self.run_dir.value)) / BEST
         return best if best.is_file() else written[-1]

@@ -46,3 +46,7 @@ class ConfigError(LunaSegError):
 
 class CancelledError(LunaSegError):
     """Long-running work was stopped on request."""
+
+
+class ImageSetError(LunaSegError):
+    """A 2-D image folder cannot be used: empty, unreadable, unpaired, or not 2-D images."""

@@ -3,8 +3,9 @@
 Every comparison of a predicted mask with a ground-truth mask goes through here: the Dice the
 mask report and Mask QA show, the voxel precision/recall ``lunaseg infer`` prints, the error
 volume (1 TP, 2 FN, 3 FP; see :mod:`src_train.colors`) the viewer colours, and the RGB overlay
-TensorBoard and the reports draw. Arrays may have any shape, as long as both inputs share it
-(volumes are ``(index, row, col)``, slices ``(row, col)``).
+TensorBoard and the reports draw over a grey CT slice or an RGB image. Arrays may have any
+shape, as long as both inputs share it (volumes are ``(index, row, col)``, slices
+``(row, col)``).
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from src_train.colors import (
     ERROR_TP,
     LUNG_WINDOW_HU,
 )
-from src_train.errors import GeometryError
+from src_train.errors import ConfigError, GeometryError
 
-#: Opacity of the TP/FN/FP colours over the grey image in :func:`error_overlay_rgb`.
+#: Opacity of the TP/FN/FP colours over the image in :func:`error_overlay_rgb`.
 OVERLAY_ALPHA = 0.6
 
 #: Error code of each ``(truth, prediction)`` pair, indexed by ``2 * truth + prediction``.
 _ERROR_LUT = np.array([ERROR_BACKGROUND, ERROR_FP, ERROR_FN, ERROR_TP], dtype=np.uint8)
+
+#: RGB colour (0..255, float32) of each error code; the background's is never blended in.
+_ERROR_RGB_LUT = np.array(
+    [ERROR_COLORS_RGB.get(code, (0, 0, 0)) for code in range(max(ERROR_COLORS_RGB) + 1)],
+    dtype=np.float32,
+)
 
 
 def check_same_shape(pred: np.ndarray, truth: np.ndarray) -> None:
@@ -95,17 +102,38 @@ def window_to_grey(hu: np.ndarray, window_hu: tuple[float, float] = LUNG_WINDOW_
     return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
 
 
+def _base_rgb(base: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``base`` as float32 RGB ``(row, col, 3)`` in 0..255 (see :func:`error_overlay_rgb`)."""
+    base = np.asarray(base)
+    if base.shape not in (shape, (*shape, 3)):
+        raise GeometryError(
+            f"The image under an overlay must be grey {shape} or RGB {(*shape, 3)} like its "
+            f"masks; got {base.shape}."
+        )
+    if base.dtype == np.uint8:
+        values = base.astype(np.float32)
+    elif np.issubdtype(base.dtype, np.floating):
+        values = np.clip(base.astype(np.float32), 0.0, 1.0) * np.float32(255.0)
+    else:
+        raise ConfigError(
+            f"The image under an overlay must be uint8 (0-255) or float in [0, 1]; got "
+            f"{base.dtype}. Use window_to_grey for a CT slice in HU."
+        )
+    return values if values.ndim == 3 else np.repeat(values[..., None], 3, axis=-1)
+
+
 def error_overlay_rgb(
-    grey: np.ndarray, pred: np.ndarray, truth: np.ndarray, alpha: float = OVERLAY_ALPHA
+    base: np.ndarray, pred: np.ndarray, truth: np.ndarray, alpha: float = OVERLAY_ALPHA
 ) -> np.ndarray:
-    """A grey image ``(row, col)`` in ``[0, 1]`` as uint8 RGB ``(row, col, 3)`` with true
-    positives green, false negatives orange and false positives red (``colors``) blended in at
-    ``alpha``. Use :func:`window_to_grey` for a CT slice in HU."""
-    check_same_shape(pred, truth)
-    rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None] * 255.0, 3, axis=-1)
+    """``base`` as uint8 RGB ``(row, col, 3)`` with true positives green, false negatives
+    orange and false positives red (:mod:`src_train.colors`) blended in at opacity ``alpha``.
+
+    ``base`` is grey ``(row, col)`` or RGB ``(row, col, 3)``, either uint8 (0-255) or float
+    in ``[0, 1]`` (use :func:`window_to_grey` for a CT slice in HU); ``pred`` and ``truth``
+    are bool ``(row, col)``. True negatives keep the base's colour.
+    """
     codes = error_volume(pred, truth)
-    for code in (ERROR_TP, ERROR_FN, ERROR_FP):
-        where = codes == code
-        colour = np.asarray(ERROR_COLORS_RGB[code], dtype=np.float32)
-        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
-    return np.rint(rgb).astype(np.uint8)
+    rgb = _base_rgb(base, codes.shape)
+    weight = np.where(codes == ERROR_BACKGROUND, 0.0, alpha).astype(np.float32)[..., None]
+    blended = (1 - weight) * rgb + weight * _ERROR_RGB_LUT[codes]
+    return np.rint(blended).astype(np.uint8)

@@ -1,9 +1,10 @@
 """Segmentation models (2-D U-Net, SegNet) and checkpoint I/O.
 
-Every model maps a batch of context stacks ``(N, C, H, W)`` -- ``C`` = the slice and its
-neighbours, HU clamped (see :mod:`src_train.context`) -- to logits ``(N, 1, H, W)``. The sigmoid
-of a logit is the probability that the voxel is nodule; it is applied by the loss, the metrics
-and inference, never inside the model. A batch norm on the input replaces manual normalisation.
+Every model maps a batch ``(N, C, H, W)`` -- for CT, ``C`` = the slice and its neighbours, HU
+clamped (see :mod:`src_train.context`); for 2-D image sets, RGB -- to logits ``(N, 1, H, W)``.
+The sigmoid of a logit is the probability that the voxel is nodule (lesion); it is applied by
+the loss, the metrics and inference, never inside the model. A batch norm on the input replaces
+manual normalisation.
 
 Any ``H, W`` is accepted: the input is padded (edge values repeated) up to a multiple of
 :attr:`ModelConfig.size_multiple` and the logits are cropped back to ``H, W``.
@@ -59,7 +60,8 @@ class ModelConfig:
 
     Attributes:
         arch: ``"unet"`` (the SPEC's model) or ``"segnet"``.
-        in_channels: input channels = slices of context (``2 * context + 1``).
+        in_channels: input channels: slices of CT context (``2 * context + 1``, see
+            :attr:`context_slices`), or 3 for RGB images.
         depth: resolution levels; the image is halved ``depth - 1`` times.
         filters: convolution filters at the top level, doubling per level down.
         batch_norm: batch norm after every convolution.
@@ -96,15 +98,22 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Model option {name} must be a positive integer; got {value!r}.")
-        if self.in_channels % 2 == 0:
-            raise ConfigError(
-                "Model option in_channels must be odd (the slice and as many neighbours above "
-                f"as below); got {self.in_channels}. Use 2 * context_slices + 1."
-            )
 
     @property
     def context_slices(self) -> int:
-        """Neighbouring slices on each side of the center slice the model expects."""
+        """Neighbouring slices on each side of the center slice, for a CT model.
+
+        A CT model sees a slice with as many neighbours above as below, so its input channels
+        are odd (``2 * context + 1``); the model itself takes any number of channels (3 for RGB
+        images). Asking a model of an even channel count for its CT context raises
+        :class:`ConfigError`.
+        """
+        if self.in_channels % 2 == 0:
+            raise ConfigError(
+                f"This model takes {self.in_channels} input channels, not a CT context (the "
+                "slice and as many neighbours above as below: 2 * context_slices + 1, an odd "
+                "number). Use a checkpoint trained on CT with 'lunaseg train'."
+            )
         return (self.in_channels - 1) // 2
 
     @property

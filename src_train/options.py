@@ -7,7 +7,9 @@ back from the parsed namespace. Adding an option to a command is then one field.
 type is itself a dataclass are expanded in place (their options appear flat on the command line).
 
 Rules: ``bool`` fields become flags (``--name`` when the default is False, ``--no-name`` when it
-is True); ``X | None`` fields take an ``X``; ``tuple[X, ...]`` fields take one or more values.
+is True); ``X | None`` fields take an ``X``; ``tuple[X, ...]`` fields take one or more values,
+separated by spaces or commas (``--models unet segnet`` = ``--models unet,segnet``), each
+checked against the choices; a fixed-length ``tuple[X, X, X]`` takes exactly that many.
 Options the user does not give keep the dataclass default (argparse never fills them in), so the
 dataclass stays the only place a default is written.
 """
@@ -55,6 +57,61 @@ def option(
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+class _CommaItems:
+    """argparse ``type`` of one token of a tuple option: ``"a,b"`` -> ``[X("a"), X("b")]``."""
+
+    def __init__(self, item_type: Callable[[str], Any]) -> None:
+        self.item_type = item_type
+        # argparse names the type in "invalid <name> value" messages
+        self.__name__ = getattr(item_type, "__name__", "value")
+
+    def __call__(self, text: str) -> list[Any]:
+        parts = [part.strip() for part in text.split(",")]
+        if "" in parts:
+            raise argparse.ArgumentTypeError(f"empty item in {text!r}")
+        try:
+            return [self.item_type(part) for part in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: every item must be a {self.__name__}"
+            ) from None
+
+
+def _tuple_action(length: int | None, choices: Sequence[Any] | None) -> type[argparse.Action]:
+    """An argparse action joining the tokens of a tuple option into one flat list."""
+
+    class JoinItems(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
+            items = [item for token in values for item in token]
+            if choices is not None:
+                bad = [item for item in items if item not in choices]
+                if bad:
+                    allowed = ", ".join(map(str, choices))
+                    parser.error(f"argument {option_string}: invalid choice {bad[0]!r} ({allowed})")
+            if length is not None and len(items) != length:
+                parser.error(
+                    f"argument {option_string}: expected {length} values, got {len(items)}"
+                )
+            setattr(namespace, self.dest, items)
+
+    return JoinItems
+
+
+def _shown_default(default: Any) -> str:
+    """How ``--help`` writes a default (tuples as the comma list a user would type)."""
+    if default is dataclasses.MISSING or default is None:
+        return ""
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    return str(default)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -113,27 +170,35 @@ def add_options(
         if default is dataclasses.MISSING:
             kwargs["required"] = True
         dashed = f.name.replace("_", "-")
-        shown = "" if default is dataclasses.MISSING or default is None else default
+        shown = _shown_default(default)
         help_text = meta["help"]
         if inner is bool:
             flag = meta["flag"] or (f"--no-{dashed}" if default else f"--{dashed}")
             kwargs["action"] = "store_false" if default else "store_true"
         else:
             flag = meta["flag"] or f"--{dashed}"
+            choices = meta["choices"]
+            allowed = None if choices is None else list(choices() if callable(choices) else choices)
+            item_type = inner
             if typing.get_origin(inner) is tuple:
+                args = typing.get_args(inner)
+                item_type = args[0]
+                length = None if len(args) == 2 and args[1] is Ellipsis else len(args)
                 kwargs["nargs"] = "+"
-                kwargs["type"] = typing.get_args(inner)[0]
+                kwargs["type"] = _CommaItems(item_type)
+                kwargs["action"] = _tuple_action(length, allowed)
+                if allowed is not None:
+                    help_text += f" (from {', '.join(map(str, allowed))})"
             else:
                 kwargs["type"] = inner
+                if allowed is not None:
+                    kwargs["choices"] = allowed
             if shown != "":
                 help_text += f" (default: {shown})"
-            choices = meta["choices"]
-            if choices is not None:
-                kwargs["choices"] = list(choices() if callable(choices) else choices)
             if meta["metavar"]:
                 kwargs["metavar"] = meta["metavar"]
             elif "choices" not in kwargs:
-                kwargs["metavar"] = _METAVARS.get(kwargs["type"], f.name.upper())
+                kwargs["metavar"] = _METAVARS.get(item_type, f.name.upper())
         kwargs["help"] = help_text
         parser.add_argument(flag, **kwargs)
 

@@ -130,7 +130,7 @@ def test_comparison_writes_results_and_a_report(image_dir: Path, tmp_path: Path)
     links = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
     assert len(links) == 4 + 2 * 4 and all((out / link).stat().st_size > 1000 for link in links)
     assert "## Conclusion" in report and "wins on test IoU" in report
-    assert "| rank | model | loss |" in report and "lunaseg x" in report
+    assert "| rank | model | loss |" in report and "## Commands" in report and "lunaseg x" in report
     kinds = [e.kind for e in events]
     assert kinds.count("run") == 4 and kinds.count("scored") == 4 and kinds[-1] == "end"
     assert any(e.kind == "train" and e.train and e.train.kind == "epoch" for e in events)
@@ -188,7 +188,10 @@ def test_stopped_comparison_resumes_where_it_stopped(image_dir: Path, tmp_path: 
             stop_after["stop"] = 1
 
     first = run_comparison(
-        _options(image_dir, out), callbacks=[count], should_stop=lambda: "stop" in stop_after
+        _options(image_dir, out),
+        callbacks=[count],
+        should_stop=lambda: "stop" in stop_after,
+        command_line=["lunaseg", "compare", "first"],
     )
     assert first.stopped and [r.name for r in first.records] == ["unet_bce_s0"]
     assert not (out / "results.csv").exists()
@@ -197,7 +200,11 @@ def test_stopped_comparison_resumes_where_it_stopped(image_dir: Path, tmp_path: 
     with pytest.raises(ConfigError, match="option epochs was 2, now 3"):
         run_comparison(_options(image_dir, out, epochs=3, resume=True))
     events: list[CompareEvent] = []
-    second = run_comparison(_options(image_dir, out, resume=True), callbacks=[events.append])
+    second = run_comparison(
+        _options(image_dir, out, resume=True),
+        callbacks=[events.append],
+        command_line=["lunaseg", "compare", "again"],
+    )
     assert not second.stopped and len(second.records) == 2
     assert [(e.kind, e.run) for e in events if e.kind in ("skip", "run")] == [
         ("skip", "unet_bce_s0"),
@@ -207,7 +214,9 @@ def test_stopped_comparison_resumes_where_it_stopped(image_dir: Path, tmp_path: 
     assert second.records[0].test == first.records[0].test
     saved = json.loads((out / COMPARE_FILE).read_text())
     assert saved["split"]["test"] == second.records[1].test_keys
-    assert (out / "report.md").is_file()
+    assert saved["commands"] == [["lunaseg", "compare", "first"], ["lunaseg", "compare", "again"]]
+    report = (out / "report.md").read_text()
+    assert "lunaseg compare first\nlunaseg compare again" in report
 
 
 def test_refusals(image_dir: Path, tmp_path: Path) -> None:
@@ -221,5 +230,50 @@ def test_refusals(image_dir: Path, tmp_path: Path) -> None:
     luna = tmp_path / "luna"
     luna.mkdir()
     (luna / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
-    with pytest.raises(ConfigError, match="LUNA16"):
-        run_comparison(_options(luna, tmp_path / "o2"))
+    with pytest.raises(ConfigError, match="transposed-convolution upsampling only"):
+        run_comparison(_options(luna, tmp_path / "o2", models=("unet-bilinear",)))
+    assert not (tmp_path / "o2").exists(), "refused before OUT is touched"
+
+
+# -- a CT folder -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_ct_folder_is_compared_with_the_ct_pipeline(tiny_synth_dir: Path, tmp_path: Path) -> None:
+    """Each run trains as 'lunaseg train' does; the ranking is the validation Dice of the last
+    validated epoch, which is the run's own metrics.jsonl row."""
+    out = tmp_path / "ct"
+    options = _options(
+        tiny_synth_dir,
+        out,
+        models=("unet", "segnet"),
+        losses=("dice",),
+        epochs=1,
+        epoch_samples=8,
+        cache_dir=str(tmp_path / "cache"),
+        augment="flip,jitter",
+    )
+    events: list[CompareEvent] = []
+    result = run_comparison(options, callbacks=[events.append], command_line=["lunaseg", "c"])
+    assert not result.stopped and [r.name for r in result.records] == [
+        "unet_dice_s0",
+        "segnet_dice_s0",
+    ]
+    for record in result.records:
+        run = out / "runs" / record.name
+        config = json.loads((run / "config.json").read_text())["train_config"]
+        assert (config["model"], config["loss"], config["epochs"]) == (record.arch, "dice", 1)
+        assert config["augment"] == "flip", "the RGB-only jitter is dropped for CT"
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert record.val["dice"] == pytest.approx(rows[-1]["val/f1"])
+        assert record.val["iou"] == pytest.approx(rows[-1]["val/iou"])
+        assert record.val_series >= 1 and record.train_series >= 1
+    assert result.ranking[0][1] == max(r.val["dice"] for r in result.records)
+    with open(out / "results.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [row["model"] for row in table] == [label.split(" + ")[0] for label, _ in result.ranking]
+    report = (out / "report.md").read_text()
+    assert "ranked by validation Dice" in report and "lunaseg infer" in report
+    assert (out / "figures" / "curves_all.png").stat().st_size > 1000
+    assert any(e.kind == "train" and e.train and e.train.kind == "epoch" for e in events)
+    # a second call resumes nothing and rewrites the report from the saved records
+    again = run_comparison(CompareOptions(**{**options.to_dict(), "resume": True}))
+    assert [r.val for r in again.records] == [r.val for r in result.records]

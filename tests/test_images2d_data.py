@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from src_train.errors import ImageSetError
 from src_train.images2d.dataset import SplitConfig, load_image_set, split_keys
-from src_train.images2d.errors import ImageSetError
-from src_train.images2d.folder import find_pairs
+from src_train.images2d.folder import find_pairs, looks_like_image_set
 from src_train.images2d.imageio import read_mask, read_rgb, resize_mask, resize_rgb
 
 
@@ -190,6 +190,14 @@ def test_bad_folders_raise_one_line_messages(tmp_path: Path, make, message: str)
     with pytest.raises(ImageSetError, match=message) as info:
         find_pairs(root)
     assert "\n" not in str(info.value) and str(root.resolve()) in str(info.value)
+    assert not looks_like_image_set(root)
+
+
+def test_an_image_set_is_told_from_other_folders(tmp_path: Path) -> None:
+    _ph2(tmp_path / "PH2", ["IMD002"])
+    assert looks_like_image_set(tmp_path / "PH2")
+    assert not looks_like_image_set(tmp_path / "nowhere")
+    assert not looks_like_image_set(tmp_path / "PH2" / "IMD002" / "IMD002_lesion" / "x.bmp")
 
 
 def test_missing_folder_raises(tmp_path: Path) -> None:

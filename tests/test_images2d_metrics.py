@@ -1,4 +1,4 @@
-"""Per-image IoU, IoU score, Dice, precision, recall against hand-computed answers; overlay."""
+"""Per-image IoU, IoU score, Dice, precision, recall against hand-computed answers."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from src_train.colors import FN_RGB, FP_RGB, TP_RGB
-from src_train.images2d.errors import ImageSetError
+from src_train.errors import ImageSetError
 from src_train.images2d.metrics import (
     IOU_SCORE_THRESHOLDS,
     count_errors,
-    error_overlay_rgb,
     iou_score,
     score_images,
 )
@@ -72,15 +70,3 @@ def test_shape_mismatch_raises() -> None:
         count_errors(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 5), bool))
     with pytest.raises(ImageSetError, match="Masks must be"):
         count_errors(np.zeros((2, 3, 4, 4), bool), np.zeros((2, 3, 4, 4), bool))
-
-
-def test_overlay_colours_each_pixel_class() -> None:
-    pred, truth = _pair()
-    image = np.full((6, 6, 3), 100, np.uint8)
-    out = error_overlay_rgb(image, pred[0], truth[0], alpha=1.0)
-    assert tuple(out[0, 0]) == TP_RGB  # predicted and true
-    assert tuple(out[1, 4]) == FN_RGB  # true, missed
-    assert tuple(out[5, 0]) == FP_RGB  # predicted, not true
-    assert tuple(out[3, 3]) == (100, 100, 100)  # neither: the image
-    half = error_overlay_rgb(image, pred[0], truth[0], alpha=0.5)
-    assert tuple(half[0, 0]) == tuple(round(0.5 * 100 + 0.5 * c) for c in TP_RGB)

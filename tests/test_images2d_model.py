@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from src_train.errors import ConfigError
+from src_train.images2d.predict import iter_probabilities, predict_logits
 from src_train.model import (
     ModelConfig,
     build_model,
@@ -69,3 +71,31 @@ def test_checkpoint_without_the_up_key_loads_as_transpose(tmp_path: Path) -> Non
     torch.save(payload, tmp_path / "old.pt")
     ckpt = load_checkpoint(tmp_path / "old.pt")
     assert ckpt.model_config.up == "transpose" and ckpt.model_config == cfg
+
+
+def test_probabilities_come_batch_by_batch_at_the_model_size() -> None:
+    """Without a model size: the sigmoid of the logits; with one, the images meet the model at
+    that size and the probabilities come back at theirs."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(in_channels=3, depth=2, filters=4)).eval()
+    images = torch.randint(0, 256, (5, 20, 30, 3), dtype=torch.uint8).numpy()
+    *done, prob = _drain(iter_probabilities(model, images, batch_size=2))
+    assert done == [2, 4, 5]
+    logits = predict_logits(model, torch.from_numpy(images).permute(0, 3, 1, 2))
+    assert prob.dtype == np.float32 and prob.shape == (5, 20, 30)
+    np.testing.assert_allclose(prob, torch.sigmoid(logits)[:, 0].numpy(), atol=1e-6)
+    with torch.no_grad():  # a model that answers 0.5 everywhere, whatever the size
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    *_, resized = _drain(iter_probabilities(model, images, model_size=16))
+    assert resized.shape == (5, 20, 30) and np.allclose(resized, 0.5)
+
+
+def _drain(steps):  # type: ignore[no-untyped-def]
+    """Every yielded value of a generator, then its return value."""
+    out = []
+    while True:
+        try:
+            out.append(next(steps))
+        except StopIteration as end:
+            return [*out, end.value]

@@ -22,9 +22,9 @@ from src_train.images2d.trainer import (
     METRICS_FILE,
     ImageTrainConfig,
     ImageTrainer,
-    TrainEvent,
 )
 from src_train.model import load_checkpoint, load_model
+from src_train.train.events import ProgressEvent
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -74,17 +74,17 @@ def test_short_training_beats_trivial_masks(tiny_set: ImageSet, tmp_path: Path) 
 
 
 def test_run_folder_metrics_and_events(tiny_set: ImageSet, tmp_path: Path) -> None:
-    events: list[TrainEvent] = []
+    events: list[ProgressEvent] = []
     split = _small_split(tiny_set)
     result = ImageTrainer(
         _config(tmp_path / "run"), tiny_set, split, callbacks=[events.append]
     ).fit()
     run = tmp_path / "run"
-    for name in (LATEST, BEST, FINAL, METRICS_FILE, "config.json"):
+    for name in (LATEST, BEST, FINAL, METRICS_FILE, "config.json", "train.log"):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2] and rows == result.history
-    for key in ("train/loss", "train/iou", "val/loss", "val/iou", "val/iou_score", "val/dice"):
+    for key in ("train/loss", "train/iou", "train/recall", "val/loss", "val/iou", "val/dice"):
         assert all(np.isfinite(row[key]) for row in rows), key
     assert 0.0 <= rows[-1]["val/iou"] <= 1.0 and rows[-1]["seconds"] > 0
     config = json.loads((run / "config.json").read_text())
@@ -103,7 +103,7 @@ def test_stop_and_resume_train_as_an_uninterrupted_run(tiny_set: ImageSet, tmp_p
     split = _small_split(tiny_set)
     whole = ImageTrainer(_config(tmp_path / "whole", epochs=3), tiny_set, split).fit()
 
-    def stop_in_epoch_2(event: TrainEvent) -> None:
+    def stop_in_epoch_2(event: ProgressEvent) -> None:
         if event.kind == "batch" and event.epoch == 2 and event.batch == 1:
             trainer.request_stop()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP, FN_RGB, FP_RGB, TP_RGB
-from src_train.errors import GeometryError
+from src_train.errors import ConfigError, GeometryError
 from src_train.metrics import dice, error_overlay_rgb, error_volume, voxel_metrics, window_to_grey
 
 
@@ -51,3 +51,46 @@ def test_error_overlay_uses_the_colour_code() -> None:
     assert rgb.dtype == np.uint8 and rgb.shape == (4, 4, 3)
     assert tuple(rgb[0, 0]) == TP_RGB and tuple(rgb[1, 1]) == FN_RGB
     assert tuple(rgb[2, 2]) == FP_RGB and tuple(rgb[3, 3]) == (0, 0, 0)
+
+
+def _three_classes() -> tuple[np.ndarray, np.ndarray]:
+    """TP at (0, 0), FN at (1, 1), FP at (2, 2) of a 4 x 4 slice."""
+    pred = np.zeros((4, 4), bool)
+    truth = np.zeros((4, 4), bool)
+    pred[0, 0] = truth[0, 0] = True
+    truth[1, 1] = True
+    pred[2, 2] = True
+    return pred, truth
+
+
+def test_error_overlay_over_an_rgb_image_keeps_its_colour_where_no_mask_is() -> None:
+    pred, truth = _three_classes()
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 100, 50, 10
+    out = error_overlay_rgb(image, pred, truth, alpha=1.0)
+    assert tuple(out[0, 0]) == TP_RGB and tuple(out[1, 1]) == FN_RGB
+    assert tuple(out[2, 2]) == FP_RGB and tuple(out[3, 3]) == (100, 50, 10)
+    half = error_overlay_rgb(image, pred, truth, alpha=0.5)
+    blended = [round(0.5 * b + 0.5 * c) for b, c in zip((100, 50, 10), TP_RGB, strict=True)]
+    assert list(half[0, 0]) == blended
+
+
+def test_error_overlay_reads_uint8_and_float_bases_alike() -> None:
+    pred, truth = _three_classes()
+    grey_u8 = np.full((4, 4), 51, np.uint8)
+    grey_float = np.full((4, 4), 0.2, np.float32)  # 0.2 x 255 = 51
+    rgb_float = np.full((4, 4, 3), 0.2, np.float64)
+    expected = error_overlay_rgb(grey_u8, pred, truth)
+    assert np.array_equal(error_overlay_rgb(grey_float, pred, truth), expected)
+    assert np.array_equal(error_overlay_rgb(rgb_float, pred, truth), expected)
+    assert tuple(expected[3, 3]) == (51, 51, 51)
+
+
+def test_error_overlay_refuses_a_base_of_another_size_or_type() -> None:
+    pred, truth = _three_classes()
+    with pytest.raises(GeometryError, match=r"grey \(4, 4\) or RGB \(4, 4, 3\)"):
+        error_overlay_rgb(np.zeros((4, 5, 3), np.uint8), pred, truth)
+    with pytest.raises(GeometryError, match="differ in shape"):
+        error_overlay_rgb(np.zeros((4, 4)), pred, truth[:3])
+    with pytest.raises(ConfigError, match="int16"):
+        error_overlay_rgb(np.zeros((4, 4), np.int16), pred, truth)

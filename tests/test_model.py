@@ -90,11 +90,22 @@ def test_segnet_unpools_at_the_encoder_max_positions() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"arch": "vnet"}, {"depth": 0}, {"filters": -1}, {"in_channels": 2.5}, {"in_channels": 6}],
+    [{"arch": "vnet"}, {"depth": 0}, {"filters": -1}, {"in_channels": 2.5}, {"in_channels": 0}],
 )
 def test_bad_model_config_raises(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("arch", ["unet", "segnet"])
+def test_any_channel_count_is_a_model_but_only_odd_ones_are_a_ct_context(arch: str) -> None:
+    rgba = ModelConfig(arch=arch, in_channels=4, depth=2, filters=4)
+    with torch.no_grad():
+        assert build_model(rgba)(torch.rand(2, 4, 12, 12)).shape == (2, 1, 12, 12)
+    with pytest.raises(ConfigError, match="4 input channels, not a CT context"):
+        _ = rgba.context_slices
+    assert ModelConfig(in_channels=3).context_slices == 1
+    assert ModelConfig(in_channels=7).context_slices == 3
 
 
 def test_wrong_channel_count_raises() -> None:

@@ -94,3 +94,46 @@ def test_a_new_field_is_a_new_option() -> None:
         parser.parse_args(["--name", "c"])
     with pytest.raises(SystemExit):
         parser.parse_args(["--hidden", "2"])
+
+
+@dataclasses.dataclass
+class _Lists:
+    names: tuple[str, ...] = option(("a", "b"), help="names", choices=("a", "b", "c"))
+    counts: tuple[int, int, int] = option((1, 2, 3), help="three counts")
+    free: tuple[str, ...] = option((), help="any words")
+
+
+def _lists(argv: list[str]) -> _Lists:
+    parser = argparse.ArgumentParser()
+    add_options(parser, _Lists)
+    return options_from_args(_Lists, parser.parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--names", "c,a"], ["--names", "c", "a"], ["--names", "c", "a", "--names", "c,a"]],
+)
+def test_tuple_options_take_commas_or_spaces(argv: list[str]) -> None:
+    assert _lists(argv).names == ("c", "a")
+
+
+def test_tuple_options_convert_check_and_count_their_items() -> None:
+    got = _lists(["--counts", "100,50", "50", "--free", "x,y", "z"])
+    assert got.counts == (100, 50, 50) and got.free == ("x", "y", "z")
+    assert _lists([]) == _Lists()  # not given: the dataclass defaults
+    for bad in (
+        ["--names", "a,d"],  # d is not a choice
+        ["--counts", "1,2"],  # three values needed
+        ["--counts", "1,x,3"],  # not an int
+        ["--names", "a,,b"],  # an empty item
+    ):
+        with pytest.raises(SystemExit):
+            _lists(bad)
+
+
+def test_tuple_help_shows_the_comma_default_and_choices() -> None:
+    parser = argparse.ArgumentParser()
+    add_options(parser, _Lists)
+    text = " ".join(parser.format_help().split())
+    assert "names (from a, b, c) (default: a,b)" in text
+    assert "three counts (default: 1,2,3)" in text

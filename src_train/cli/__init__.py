@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from src_train import __version__
 from src_train.cli.data import add_mask, add_mask_report, add_review, add_synth
+from src_train.cli.images2d import add_compare, add_synth2d
 from src_train.cli.inference import add_eval, add_infer
 from src_train.cli.training import add_cache, add_train
 from src_train.errors import LunaSegError
@@ -33,6 +34,8 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_train,
     add_infer,
     add_eval,
+    add_synth2d,
+    add_compare,
 )
 
 #: Entry-point group through which other packages add ``lunaseg`` subcommands. The napari

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -32,13 +33,16 @@ import numpy as np
 
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import ConfigError, LunaSegError, OutputExistsError
+from src_train.images2d.conclusion import RANK_METRICS
+from src_train.images2d.ct_compare import is_ct_folder
 from src_train.images2d.dataset import ImageSet, Split, SplitConfig, load_image_set, split_keys
 from src_train.images2d.metrics import score_images
 from src_train.images2d.options import RUNS_DIR, SAME_ON_RESUME, CompareOptions, RunPlan
 from src_train.images2d.predict import predict_masks
-from src_train.images2d.results import RESULT_FILE, RunRecord
-from src_train.images2d.trainer import BEST, LATEST, ImageTrainer, TrainEvent
+from src_train.images2d.results import RESULT_FILE, RunRecord, aggregate
+from src_train.images2d.trainer import BEST, LATEST, ImageTrainer
 from src_train.model import load_model
+from src_train.train.events import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class CompareEvent:
 
     ``kind``: ``"load"`` (``done``/``total`` images read), ``"run"`` (a run starts),
     ``"skip"`` (a finished run is kept), ``"train"`` (``train`` holds the run's
-    :class:`~src_train.images2d.trainer.TrainEvent`), ``"scored"`` (a run's test scores in
+    :class:`~src_train.train.events.ProgressEvent`), ``"scored"`` (a run's test scores in
     ``metrics``), ``"report"`` (``path``), ``"stopped"``, ``"end"``.
     """
 
@@ -65,7 +69,22 @@ class CompareEvent:
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
     path: str | None = None
-    train: TrainEvent | None = None
+    train: ProgressEvent | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form with kind ``compare/<kind>`` (training events are the run's own
+        :class:`~src_train.train.events.ProgressEvent`, see its ``to_json``)."""
+        return {
+            "kind": f"compare/{self.kind}",
+            "run": self.run,
+            "run_index": self.run_index,
+            "runs": self.runs,
+            "done": self.done,
+            "total": self.total,
+            "metrics": {k: v if math.isfinite(v) else None for k, v in self.metrics.items()},
+            "message": self.message,
+            "path": self.path,
+        }
 
 
 CompareCallback = Callable[[CompareEvent], None]
@@ -73,23 +92,24 @@ CompareCallback = Callable[[CompareEvent], None]
 
 @dataclass
 class ComparisonResult:
-    """What :func:`run_comparison` returns: the output folder, the finished runs, whether a
-    stop request ended it early, and the report files (empty when stopped)."""
+    """What :func:`run_comparison` returns.
+
+    Attributes:
+        out: the output folder.
+        records: the finished runs (:class:`RunRecord` for image sets, :class:`CtRunRecord`
+            for CT folders).
+        stopped: True when a stop request ended it early.
+        files: the report files (empty when stopped).
+        metric: what ``ranking`` ranks by, as the report names it (``"test IoU"``).
+        ranking: ``(model + loss, value)`` best first (empty when stopped).
+    """
 
     out: Path
-    records: list[RunRecord]
+    records: list[Any]
     stopped: bool
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def _refuse_ct_folder(data: Path) -> None:
-    """A LUNA16 folder is a CT comparison, which this runner does not do yet (a folder of CT
-    files alone is refused by :func:`~src_train.images2d.folder.find_pairs`)."""
-    if (data / "annotations.csv").is_file() or any(data.glob("subset*/*.mhd")):
-        raise ConfigError(
-            f"{data} is a CT folder in LUNA16 layout; the model x loss comparison runs on 2-D "
-            "image folders for now. Train CT models one at a time with 'lunaseg train'."
-        )
+    metric: str = ""
+    ranking: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _prepare_out(options: CompareOptions) -> dict[str, Any] | None:
@@ -127,6 +147,12 @@ def _prepare_out(options: CompareOptions) -> dict[str, Any] | None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _commands(saved: dict[str, Any] | None, command_line: Sequence[str] | None) -> list[list[str]]:
+    """The command lines of a comparison: the saved ones of a resumed one, then this one."""
+    earlier = [list(c) for c in (saved or {}).get("commands", [])]
+    return [*earlier, list(command_line)] if command_line else earlier
 
 
 def _data_summary(data: ImageSet) -> dict[str, Any]:
@@ -203,12 +229,13 @@ def run_comparison(
         for callback in callbacks:
             callback(event)
 
-    def forward(where: dict[str, Any]) -> Callable[[TrainEvent], None]:
+    def forward(where: dict[str, Any]) -> Callable[[ProgressEvent], None]:
         """A trainer callback that passes its events on, tagged with the run."""
         return lambda event: emit("train", train=event, **where)
 
     data_dir = Path(options.data)
-    _refuse_ct_folder(data_dir)
+    if is_ct_folder(data_dir):
+        return _run_on_ct(options, emit, should_stop, command_line)
     saved = _prepare_out(options)
     out = Path(options.out)
     data = load_image_set(
@@ -219,7 +246,13 @@ def run_comparison(
         data.indices(split.train + split.val + split.test)  # every image is still there
     else:
         split = split_keys(data.keys, SplitConfig(*options.split, seed=options.seed))
-    record = {"options": options.to_dict(), "split": split.to_dict(), "data": _data_summary(data)}
+    commands = _commands(saved, command_line)
+    record = {
+        "options": options.to_dict(),
+        "split": split.to_dict(),
+        "data": _data_summary(data),
+        "commands": commands,
+    }
     write_text_atomic(out / COMPARE_FILE, json.dumps(record, indent=1), overwrite=True)
 
     plans = options.plan()
@@ -264,7 +297,42 @@ def run_comparison(
             **where,
         )
 
-    files = write_report(out, options, records, predictions, data, split, command_line)
+    files = write_report(out, options, records, predictions, data, split, commands)
     emit("report", path=str(files["report"]), message=f"report: {files['report']}")
     emit("end", message="done")
-    return ComparisonResult(out, records, stopped=False, files=files)
+    rows = sorted(aggregate(records), key=lambda row: -row.metrics[options.rank_by])
+    ranking = [(row.label, row.metrics[options.rank_by]) for row in rows]
+    return ComparisonResult(out, records, False, files, RANK_METRICS[options.rank_by], ranking)
+
+
+def _run_on_ct(
+    options: CompareOptions,
+    emit: Callable[..., None],
+    should_stop: Callable[[], bool] | None,
+    command_line: Sequence[str] | None,
+) -> ComparisonResult:
+    """The comparison on a LUNA16 folder (see :mod:`.ct_compare`)."""
+    from src_train.images2d.ct_compare import CT_RANK_NAME, ct_train_config, run_ct_comparison
+    from src_train.images2d.ct_report import ct_rows, write_ct_report
+
+    out = Path(options.out)
+    for plan in options.plan():  # a model CT training lacks fails before OUT is touched
+        ct_train_config(plan, options, out)
+    saved = _prepare_out(options)
+    commands = _commands(saved, command_line)
+    record = {"options": options.to_dict(), "kind": "ct", "commands": commands}
+    if saved is not None and saved.get("kind") != "ct":
+        raise ConfigError(
+            f"Cannot resume {out}: it holds a comparison of 2-D images, not of CT series. Use "
+            "another --out."
+        )
+    write_text_atomic(out / COMPARE_FILE, json.dumps(record, indent=1), overwrite=True)
+    line = list(command_line if command_line is not None else sys.argv)
+    records, stopped = run_ct_comparison(options, emit, should_stop, line)
+    if stopped:
+        return ComparisonResult(out, records, stopped=True)
+    files = write_ct_report(out, options, records, commands)
+    emit("report", path=str(files["report"]), message=f"report: {files['report']}")
+    emit("end", message="done")
+    ranking = [(row.label, row.mean("dice")) for row in ct_rows(records)]
+    return ComparisonResult(out, records, False, files, CT_RANK_NAME, ranking)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from src_train.images2d.errors import ImageSetError
+from src_train.errors import ImageSetError
 from src_train.images2d.folder import PairedFolder, find_pairs, name_list
 from src_train.images2d.imageio import read_mask, read_rgb, resize_mask, resize_rgb
 

@@ -13,7 +13,7 @@ Two layouts are recognised:
 
 Images without a mask and masks without an image are listed in the result (and logged), and
 left out. An empty folder, a folder of CT series, or one with images but no masks raises
-:class:`~src_train.images2d.errors.ImageSetError` with a one-line message.
+:class:`~src_train.errors.ImageSetError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from src_train.images2d.errors import ImageSetError
+from src_train.errors import ImageSetError
 from src_train.images2d.imageio import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -250,3 +250,12 @@ def find_pairs(folder: str | os.PathLike[str]) -> PairedFolder:
         )
     pairs = tuple(ImagePair(images[k].stem, images[k], masks[k]) for k in keys)
     return PairedFolder(root, layout, pairs, lone_images, lone_masks)
+
+
+def looks_like_image_set(folder: str | os.PathLike[str]) -> bool:
+    """True when :func:`find_pairs` pairs at least one image with its mask in ``folder``
+    (for callers that choose between readers: a viewer, the Training widget)."""
+    try:
+        return Path(folder).is_dir() and bool(find_pairs(folder).pairs)
+    except ImageSetError:
+        return False

@@ -6,8 +6,8 @@ float greyscale are scaled to 0-255. Masks come back as bool ``(row, col)``; a m
 pixels take more than two values (a JPEG-compressed or anti-aliased mask) is thresholded at
 half its maximum and reported as not binary, so the caller can name the file.
 
-Pillow reads the files (BMP, PNG, JPEG, TIFF): it is installed with matplotlib, which LunaSeg
-already requires, and unlike SimpleITK it knows palette and 1-bit images and alpha channels.
+Pillow reads the files (BMP, PNG, JPEG, TIFF; a declared dependency): unlike SimpleITK it
+knows palette and 1-bit images and alpha channels.
 Resizing runs in torch (bilinear with antialiasing for images; the same for masks, then
 thresholded at 0.5, so a resized mask stays binary and keeps its area).
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src_train.images2d.errors import ImageSetError
+from src_train.errors import ImageSetError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -11,9 +11,8 @@ one), as dermoscopy studies report them:
   image, the fraction of the thresholds 0.50, 0.55, ..., 0.95 that its IoU is strictly above.
   An IoU of 0.8 scores 0.6 (six thresholds from 0.50 to 0.75 lie below it); 0.5 scores 0.
 
-:func:`error_overlay_rgb` draws true positives green, false negatives orange and false
-positives red (:mod:`src_train.colors`) over an RGB image. It is the one overlay of 2-D images
-until the shared ``src_train/metrics.py`` takes it over together with the CT one.
+The TP/FN/FP picture of an image is :func:`src_train.metrics.error_overlay_rgb` (the one
+overlay, for grey CT slices and RGB images alike).
 """
 
 from __future__ import annotations
@@ -23,14 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP
-from src_train.images2d.errors import ImageSetError
+from src_train.errors import ImageSetError
 
 #: Thresholds of the IoU score: 0.50 to 0.95 in steps of 0.05 (exact: k / 20).
 IOU_SCORE_THRESHOLDS = np.arange(10, 20) / 20
-
-#: Opacity of the TP/FN/FP colours over the image.
-OVERLAY_ALPHA = 0.45
 
 #: Names of the per-image scores, in report order.
 SCORE_NAMES = ("iou", "iou_score", "dice", "precision", "recall")
@@ -127,28 +122,3 @@ def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> ImageS
 def score_images(pred: Mask, truth: Mask) -> ImageScores:
     """Per-image scores of predicted against true masks (shapes as :func:`count_errors`)."""
     return scores_from_counts(*count_errors(pred, truth))
-
-
-def error_overlay_rgb(
-    image_rgb: np.ndarray, pred: np.ndarray, truth: np.ndarray, alpha: float = OVERLAY_ALPHA
-) -> np.ndarray:
-    """uint8 ``(row, col, 3)``: ``image_rgb`` (uint8 RGB) with true positives green, false
-    negatives orange and false positives red blended in at opacity ``alpha``.
-
-    ``pred`` and ``truth`` are bool ``(row, col)``; true negatives keep the image's colour.
-    """
-    if image_rgb.shape[:2] != pred.shape or pred.shape != truth.shape:
-        raise ImageSetError(
-            f"Overlay needs an image (H, W, 3) and masks (H, W) of one size; got "
-            f"{image_rgb.shape}, {pred.shape}, {truth.shape}."
-        )
-    rgb = image_rgb.astype(np.float32)
-    pred_b, truth_b = pred.astype(bool), truth.astype(bool)
-    for code, where in (
-        (ERROR_TP, pred_b & truth_b),
-        (ERROR_FN, ~pred_b & truth_b),
-        (ERROR_FP, pred_b & ~truth_b),
-    ):
-        colour = np.asarray(ERROR_COLORS_RGB[code], dtype=np.float32)
-        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour
-    return np.rint(rgb).astype(np.uint8)

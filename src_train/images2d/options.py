@@ -1,28 +1,34 @@
 """The options of a model x loss comparison, and the runs they mean.
 
-:class:`CompareOptions` is the one source of the comparison's options: each field's
-``metadata["help"]`` is its help line, so ``lunaseg compare`` can be generated from the
-dataclass. :meth:`CompareOptions.plan` expands the options into :class:`RunPlan` items (model
-x loss x seed); a model is named ``ARCH[-UP][:FILTERS]`` (:class:`ModelSpec`): ``unet``,
-``segnet``, ``unet-bilinear``, ``unet:8``, ``unet-bilinear:32``, the default upsampling and
-filters coming from the options.
+:class:`CompareOptions` is the one source of the comparison's options: its fields are
+:func:`src_train.options.option` fields, so ``lunaseg compare`` is generated from the dataclass
+(``--models unet,segnet --losses bce,dice,focal``). :meth:`CompareOptions.plan` expands the
+options into :class:`RunPlan` items (model x loss x seed); a model is named
+``ARCH[-UP][:FILTERS]`` (:class:`ModelSpec`): ``unet``, ``segnet``, ``unet-bilinear``,
+``unet:8``, ``unet-bilinear:32``, the default upsampling and filters coming from the options.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from src_train.augment import AUGMENTATIONS, COLOR_AUGMENTATIONS
 from src_train.errors import ConfigError
 from src_train.images2d.conclusion import RANK_METRICS
 from src_train.images2d.dataset import DEFAULT_SIZE, SplitConfig
 from src_train.images2d.trainer import ImageTrainConfig
 from src_train.losses import LOSSES
 from src_train.model import ARCHITECTURES, UPSAMPLING
+from src_train.options import option
+from src_train.train.config import AMP_MODES, ON_OFF_AUTO
 
 #: Folder of the run folders, inside the comparison's output folder.
 RUNS_DIR = "runs"
+
+#: The parts of ``CompareOptions.split``, in order.
+SPLIT_PARTS = ("train", "val", "test")
 
 #: Options that must be equal to resume a comparison (they define what a run means).
 SAME_ON_RESUME = (
@@ -37,65 +43,78 @@ SAME_ON_RESUME = (
     "filters",
     "up",
     "augment",
+    "epoch_samples",
 )
-
-
-def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: the help line of the option (the CLI is generated from it)."""
-    return {"help": help_text, **extra}
 
 
 @dataclass
 class CompareOptions:
-    """Options of :func:`run_comparison`; each field's ``metadata["help"]`` is its CLI help."""
+    """Options of :func:`~src_train.images2d.compare.run_comparison`; each field is also an
+    option of ``lunaseg compare`` (:func:`src_train.options.add_options`)."""
 
-    data: str = field(metadata=_opt("image folder: PH2 layout, or images and masks paired by name"))
-    out: str = field(default="compare", metadata=_opt("output folder (runs, results.csv, report)"))
-    models: tuple[str, ...] = field(
-        default=("unet", "segnet"),
-        metadata=_opt("models, ARCH[-UP][:FILTERS]: unet, segnet, unet-bilinear, unet:8 ..."),
+    data: str = option(help="image folder (PH2 layout, or images and masks paired by name)")
+    out: str = option("compare", help="output folder (runs, results.csv, report)", metavar="OUT")
+    models: tuple[str, ...] = option(
+        ("unet", "segnet"),
+        help="models, ARCH[-UP][:FILTERS]: unet, segnet, unet-bilinear, unet:8 ...",
+        metavar="MODEL",
     )
-    losses: tuple[str, ...] = field(
-        default=("bce", "dice", "focal"), metadata=_opt(f"losses: {', '.join(LOSSES)}")
+    losses: tuple[str, ...] = option(
+        ("bce", "dice", "focal"), help="losses", choices=LOSSES, metavar="LOSS"
     )
-    epochs: int = field(default=120, metadata=_opt("epochs per run (the same for every run)"))
-    size: int = field(default=DEFAULT_SIZE, metadata=_opt("images are resized to SIZE x SIZE"))
-    split: tuple[int, int, int] = field(
-        default=(100, 50, 50),
-        metadata=_opt("train,val,test counts of a 200-image set, scaled to the set's size"),
+    epochs: int = option(120, help="epochs per run (the same for every run)")
+    size: int = option(DEFAULT_SIZE, help="images are resized to PX x PX pixels", metavar="PX")
+    split: tuple[int, int, int] = option(
+        (100, 50, 50),
+        help="train,val,test counts of a 200-image set, scaled to the set's size",
+        metavar="N",
     )
-    seeds: int = field(default=1, metadata=_opt("seeds per combination (2 measure seed noise)"))
-    seed: int = field(default=0, metadata=_opt("first seed; also the split's seed"))
-    batch_size: int = field(default=8, metadata=_opt("images per batch"))
-    lr: float = field(default=1e-3, metadata=_opt("Adam learning rate"))
-    depth: int = field(default=5, metadata=_opt("resolution levels of every model"))
-    filters: int = field(default=16, metadata=_opt("filters at the top level (default of :N)"))
-    up: str = field(
-        default="transpose",
-        metadata=_opt("U-Net upsampling unless a model names it: transpose|bilinear"),
+    seeds: int = option(1, help="seeds per combination (2 or more measure the seed noise)")
+    seed: int = option(0, help="first seed; also the split's seed")
+    batch_size: int = option(8, help="images per batch")
+    lr: float = option(1e-3, help="Adam learning rate")
+    depth: int = option(5, help="resolution levels of every model")
+    filters: int = option(16, help="filters at the top level (the default of MODEL:N)")
+    up: str = option(
+        "transpose", help="U-Net upsampling unless a model names it", choices=UPSAMPLING
     )
-    augment: str = field(
-        default="flip,rotate,scale,jitter",
-        metadata=_opt("augmentations: flip,offset,scale,rotate,noise,jitter, all or none"),
+    augment: str = option(
+        "flip,rotate,scale,jitter",
+        help=f"augmentations, comma list of {','.join(AUGMENTATIONS + COLOR_AUGMENTATIONS)}; "
+        "all; none",
     )
-    rank_by: str = field(
-        default="test_iou",
-        metadata=_opt(f"metric that picks the winner: {', '.join(RANK_METRICS)}"),
+    rank_by: str = option(
+        "test_iou", help="metric that picks the winner", choices=tuple(RANK_METRICS)
     )
-    examples: int = field(default=3, metadata=_opt("best and worst test images shown per run"))
-    device: str = field(default="auto", metadata=_opt("auto, cpu or cuda[:N]"))
-    threads: int = field(default=0, metadata=_opt("CPU threads for torch (0: torch's default)"))
-    resume: bool = field(default=False, metadata=_opt("continue an interrupted comparison in OUT"))
-    overwrite: bool = field(default=False, metadata=_opt("start over in a used OUT"))
+    examples: int = option(3, help="best and worst test images shown per run")
+    epoch_samples: int = option(
+        1024, help="CT folders only: training crops per epoch (images: every image once)"
+    )
+    cache_dir: str | None = option(
+        None, help="CT folders only: training cache (default: lunaseg train's)", metavar="DIR"
+    )
+    device: str = option("auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    threads: int = option(0, help="CPU threads for torch (0: torch's default)")
+    amp: str = option("auto", help="mixed precision, as lunaseg train's", choices=AMP_MODES)
+    channels_last: str = option(
+        "auto", help="channels-last memory format, as lunaseg train's", choices=ON_OFF_AUTO
+    )
+    resume: bool = option(False, help="continue an interrupted comparison in OUT")
+    overwrite: bool = option(False, help="start over in an OUT that holds a comparison")
 
     def __post_init__(self) -> None:
         self.data = str(Path(self.data).expanduser().resolve())
         self.models = tuple(self.models)
         self.losses = tuple(self.losses)
+        if len(self.split) != len(SPLIT_PARTS):
+            raise ConfigError(
+                f"split needs {len(SPLIT_PARTS)} counts ({','.join(SPLIT_PARTS)}); got "
+                f"{self.split}."
+            )
         self.split = (int(self.split[0]), int(self.split[1]), int(self.split[2]))
         if not self.models or not self.losses:
             raise ConfigError("Name at least one model and one loss to compare.")
-        for name in ("epochs", "size", "seeds", "batch_size", "examples"):
+        for name in ("epochs", "size", "seeds", "batch_size", "examples", "epoch_samples"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
         if self.resume and self.overwrite:
@@ -188,5 +207,7 @@ class RunPlan:
             seed=self.seed,
             device=options.device,
             threads=options.threads,
+            amp=options.amp,
+            channels_last=options.channels_last,
             **overrides,
         )

@@ -7,6 +7,7 @@
 - :func:`plot_cost`: parameters per model and seconds per epoch per run.
 - :func:`plot_examples`: a run's best and worst test images, TP green / FN orange / FP red.
 - :func:`plot_hardest`: the test images hardest for all runs, each run's prediction side by side.
+- :func:`plot_ct_curves`: validation Dice, recall, precision per epoch of the runs on a CT folder.
 
 Every function writes one PNG atomically and returns its path.
 """
@@ -17,6 +18,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,15 +29,22 @@ from matplotlib.ticker import MaxNLocator
 
 from src_train.atomic import atomic_write
 from src_train.colors import ERROR_COLORS_RGB, ERROR_FN, ERROR_FP, ERROR_TP
-from src_train.images2d.metrics import error_overlay_rgb
 from src_train.images2d.results import ResultRow, RunRecord
+from src_train.metrics import error_overlay_rgb
 
 #: Resolution of the saved figures, dots per inch.
 DPI = 100
 
+#: Opacity of the TP/FN/FP colours over an RGB image: lower than over a grey CT slice, so the
+#: lesion's own colour and texture stay readable under the code.
+OVERLAY_ALPHA_RGB = 0.45
+
 #: Line colour per loss (others cycle through :data:`_EXTRA_COLORS`).
 LOSS_COLORS = {"bce": "#1f77b4", "dice": "#9467bd", "focal": "#8c564b", "dice-fn": "#e377c2"}
 _EXTRA_COLORS = ("#17becf", "#bcbd22", "#7f7f7f", "#d62728")
+
+#: Space above the tallest bar of a bar chart, as a fraction of the data range.
+LABEL_HEADROOM = 0.12
 
 #: Line style per model, in the order models appear.
 MODEL_STYLES = ("-", "--", ":", "-.")
@@ -100,23 +109,32 @@ def plot_run_curves(record: RunRecord, path: str | os.PathLike[str]) -> Path:
     return _save(fig, path)
 
 
-def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str]) -> Path:
-    """Validation IoU, training IoU and relative validation loss of every run, overlaid."""
-    fig = Figure(figsize=(13, 4), layout="constrained")
-    axes = fig.subplots(1, 3)
+def _run_styles(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """Line style of each run: colour by loss, dash by model, faint for further seeds."""
     losses = list(dict.fromkeys(r.loss for r in records))
     models = list(dict.fromkeys(r.model for r in records))
     first_seed: dict[tuple[str, str], int] = {}
     for record in records:
         first_seed.setdefault((record.model, record.loss), record.seed)
+    styles = []
     for record in records:
         main = first_seed[(record.model, record.loss)] == record.seed
-        style = {
-            "color": _loss_color(record.loss, losses),
-            "linestyle": MODEL_STYLES[models.index(record.model) % len(MODEL_STYLES)],
-            "alpha": 1.0 if main else 0.35,
-            "label": f"{record.model} + {record.loss}" if main else None,
-        }
+        styles.append(
+            {
+                "color": _loss_color(record.loss, losses),
+                "linestyle": MODEL_STYLES[models.index(record.model) % len(MODEL_STYLES)],
+                "alpha": 1.0 if main else 0.35,
+                "label": f"{record.model} + {record.loss}" if main else None,
+            }
+        )
+    return styles
+
+
+def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str]) -> Path:
+    """Validation IoU, training IoU and relative validation loss of every run, overlaid."""
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for record, style in zip(records, _run_styles(records), strict=True):
         for ax, key in zip(axes[:2], ("val/iou", "train/iou"), strict=True):
             ax.plot(*_series(record.history, key), **style)
         epochs, val_loss = _series(record.history, "val/loss")
@@ -131,8 +149,32 @@ def plot_overlaid_curves(records: list[RunRecord], path: str | os.PathLike[str])
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(0, 1)
     axes[0].legend(fontsize=8, loc="lower right")
-    if any(r.seed != first_seed[(r.model, r.loss)] for r in records):
+    if any(style["label"] is None for style in _run_styles(records)):
         fig.suptitle("faint lines: further seeds")
+    return _save(fig, path)
+
+
+def plot_ct_curves(records: Sequence[Any], path: str | os.PathLike[str]) -> Path:
+    """Validation Dice, recall and precision per validated epoch of every CT run, overlaid
+    (``records``: :class:`~src_train.images2d.ct_compare.CtRunRecord`)."""
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (
+        ("val/f1", "validation Dice"),
+        ("val/recall", "validation recall"),
+        ("val/precision", "validation precision"),
+    )
+    for record, style in zip(records, _run_styles(records), strict=True):
+        for ax, (key, _title) in zip(axes, panels, strict=True):
+            ax.plot(*_series(record.history, key), marker="o", markersize=3, **style)
+    for ax, (_key, title) in zip(axes, panels, strict=True):
+        ax.set_title(title)
+        ax.set_ylim(-LABEL_HEADROOM / 4, 1 + LABEL_HEADROOM / 4)  # lines at 0 and 1 stay visible
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("whole validation slices, voxels pooled over the held-out series")
     return _save(fig, path)
 
 
@@ -192,6 +234,7 @@ def plot_cost(rows: list[ResultRow], path: str | os.PathLike[str]) -> Path:
     time_ax.set_title("seconds per epoch (median; training + validation)")
     for ax in (params_ax, time_ax):
         ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=LABEL_HEADROOM)  # room for the value labels above the tallest bar
     return _save(fig, path)
 
 
@@ -225,7 +268,7 @@ def plot_examples(
     )
     axes = np.asarray(fig.subplots(2, count, squeeze=False))
     for ax, (kind, i) in zip(axes.flat, picks, strict=True):
-        overlay = error_overlay_rgb(images[i], pred[i], truth[i])
+        overlay = error_overlay_rgb(images[i], pred[i], truth[i], OVERLAY_ALPHA_RGB)
         _show(ax, overlay, f"{kind}: {record.test_keys[i]}  IoU {iou[i]:.3f}")
     fig.suptitle(f"{record.model} + {record.loss}, seed {record.seed}: best and worst test images")
     fig.legend(handles=_legend_colours(), loc="lower center", ncol=3, fontsize=8)
@@ -258,7 +301,8 @@ def plot_hardest(
         axes[row, 0].contour(truth[i], levels=[0.5], colors="white", linewidths=0.8)
         for col, (record, pred) in enumerate(zip(records, preds, strict=True), start=1):
             title = f"{record.model} + {record.loss}: {record.test_per_image['iou'][i]:.2f}"
-            _show(axes[row, col], error_overlay_rgb(images[i], pred[i], truth[i]), title)
+            overlay = error_overlay_rgb(images[i], pred[i], truth[i], OVERLAY_ALPHA_RGB)
+            _show(axes[row, col], overlay, title)
     fig.suptitle("hardest test images for all runs (white: true outline)")
     fig.legend(handles=_legend_colours(), loc="lower center", ncol=3, fontsize=8)
     return _save(fig, path)

@@ -8,8 +8,11 @@ for HU. One home for this rule: training, validation, test scoring and viewers c
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: 8-bit RGB values are divided by this to give model inputs in [0, 1].
@@ -55,3 +58,38 @@ def predict_masks(
     uint8 RGB images ``(N, row, col, 3)``, computed on the model's device."""
     logits = predict_logits(model, images_to_tensor(images), batch_size)
     return (logits[:, 0] > 0).numpy()
+
+
+def iter_probabilities(
+    model: nn.Module,
+    images: np.ndarray,
+    model_size: int | None = None,
+    batch_size: int = PREDICT_BATCH,
+) -> Generator[int, None, np.ndarray]:
+    """Lesion probability of uint8 RGB images ``(N, row, col, 3)``, batch by batch.
+
+    Yields the number of images done after each batch (stop iterating to cancel) and returns
+    float32 ``(N, row, col)`` in ``[0, 1]``. With ``model_size`` (the side the model was
+    trained at, e.g. a checkpoint's ``image_size``) each batch is resized to ``model_size x
+    model_size`` before the model (bilinear, antialiased, as the loader resizes) and the
+    probabilities back to ``(row, col)`` (bilinear). Runs on the model's device, eval mode.
+    """
+    n, rows, cols = images.shape[:3]
+    out = np.empty((n, rows, cols), dtype=np.float32)
+    side = model_size if model_size is not None else rows
+    resize = (rows, cols) != (side, side) and model_size is not None
+    for start in range(0, n, batch_size):
+        batch = images_to_tensor(images[start : start + batch_size])
+        if resize:
+            batch = (
+                F.interpolate(batch.float(), size=(side, side), mode="bilinear", antialias=True)
+                .round()
+                .clamp(0, RGB_SCALE)
+                .to(torch.uint8)
+            )
+        prob = torch.sigmoid(predict_logits(model, batch, batch_size))
+        if resize:
+            prob = F.interpolate(prob, size=(rows, cols), mode="bilinear", align_corners=False)
+        out[start : start + batch_size] = prob[:, 0].numpy()
+        yield min(start + batch_size, n)
+    return out

@@ -119,7 +119,8 @@ def _device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name()})"
     if device == "cpu":
-        return f"cpu ({_cpu_name()}, {torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"cpu ({_cpu_name()}, {threads} thread{'' if threads == 1 else 's'})"
     return device
 
 
@@ -163,7 +164,7 @@ def write_report(
     predictions: dict[str, np.ndarray],
     data: ImageSet,
     split: Split,
-    command_line: Sequence[str] | None = None,
+    commands: Sequence[Sequence[str]] = (),
 ) -> dict[str, Path]:
     """Write ``results.csv``, ``runs.csv``, the figures and ``report.md`` under ``out``.
 
@@ -276,7 +277,17 @@ def write_report(
         *_definitions(),
         "",
     ]
-    if command_line:
-        text += ["## Command", "", "```", " ".join(command_line), "```", ""]
+    text += command_section(commands)
     files["report"] = write_text_atomic(out / REPORT_FILE, "\n".join(text), overwrite=True)
     return files
+
+
+def command_section(commands: Sequence[Sequence[str]]) -> list[str]:
+    """The report's last section: the command that made the comparison and any that resumed
+    it (empty without commands)."""
+    if not commands:
+        return []
+    note = []
+    if len(commands) > 1:
+        note = ["The first made the comparison; the others resumed it.", ""]
+    return ["## Commands", "", *note, "```", *(" ".join(c) for c in commands), "```", ""]

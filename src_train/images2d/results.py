@@ -220,7 +220,8 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+def csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    """CSV text: a header of ``columns`` and one line per row (floats to 6 digits, NaN empty)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -231,7 +232,7 @@ def _csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
 
 def write_results_csv(path: str | os.PathLike[str], rows: list[ResultRow]) -> Path:
     """``results.csv``: one line per model x loss (:data:`RESULT_COLUMNS`)."""
-    text = _csv(RESULT_COLUMNS, [row.csv_values() for row in rows])
+    text = csv_text(RESULT_COLUMNS, [row.csv_values() for row in rows])
     return write_text_atomic(path, text, overwrite=True)
 
 
@@ -251,4 +252,4 @@ def write_runs_csv(path: str | os.PathLike[str], records: list[RunRecord]) -> Pa
         }
         for r in records
     ]
-    return write_text_atomic(path, _csv(RUN_COLUMNS, rows), overwrite=True)
+    return write_text_atomic(path, csv_text(RUN_COLUMNS, rows), overwrite=True)

@@ -32,6 +32,7 @@ from scipy import ndimage
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
 from src_train.images2d.folder import PH2_IMAGE_FOLDER, PH2_MASK_FOLDER, PairedFolder, find_pairs
+from src_train.options import option
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,28 @@ class SynthImageConfig:
     def tiny(cls) -> SynthImageConfig:
         """Small images for tests (64 x 80 nominal)."""
         return cls(rows=64, cols=80)
+
+
+@dataclass
+class Synth2dOptions:
+    """Options of ``lunaseg synth2d`` (each field is an option; see :mod:`src_train.options`)."""
+
+    out_dir: str = option(help="folder to write")
+    images: int = option(200, help="images to write (PH2 has 200)")
+    seed: int = option(0, help="seed of the whole set (image i depends on seed and i only)")
+    layout: str = option(
+        "ph2",
+        help="ph2: <ID>/<ID>_Dermoscopic_Image/<ID>.bmp + <ID>_lesion/<ID>_lesion.bmp; "
+        "flat: images/<ID>.png + masks/<ID>.png",
+        choices=LAYOUTS,
+    )
+    rows: int = option(SynthImageConfig.rows, help="nominal image height, pixels")
+    cols: int = option(SynthImageConfig.cols, help="nominal image width, pixels")
+    overwrite: bool = option(False, help="replace an earlier synthetic image set there")
+
+    def config(self) -> SynthImageConfig:
+        """The drawing ranges these options ask for (sizes vary around ``rows`` x ``cols``)."""
+        return SynthImageConfig(rows=self.rows, cols=self.cols)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""A small training loop for 2-D image sets, with the CT Trainer's shape.
+"""A small training loop for 2-D image sets, with the CT Trainer's shape and shared pieces.
 
 ``ImageTrainer(config, data, split).fit()`` trains on the split's training images (the whole
 set sits on the device as uint8; batches are augmented there), validates on its validation
-images every ``val_every`` epochs, and keeps a run folder::
+images every ``val_every`` epochs, and keeps a run folder with the CT run's file names and
+guards (:class:`~src_train.train.run_folder.RunFolder`)::
 
-    RUN_DIR/config.json            options, model config, split, device, data folder
+    RUN_DIR/config.json            options, model config, split, device, data folder, size
+    RUN_DIR/train.log              the log of the run
     RUN_DIR/metrics.jsonl          one JSON object per epoch (train/..., val/..., seconds)
     RUN_DIR/checkpoint_latest.pt   after every epoch and on a stop request
     RUN_DIR/checkpoint_best.pt     best validation IoU (mean over images; ties: lower loss)
@@ -13,60 +15,77 @@ images every ``val_every`` epochs, and keeps a run folder::
 The steps read top to bottom: :meth:`~ImageTrainer.setup`, then per epoch
 :meth:`~ImageTrainer.train_epoch` (calling :meth:`~ImageTrainer.train_step`),
 :meth:`~ImageTrainer.validate`, :meth:`~ImageTrainer.on_epoch_end`; finally
-:meth:`~ImageTrainer.on_train_end`. Progress leaves through callbacks receiving
-:class:`TrainEvent` objects (the CT Trainer's ``ProgressEvent`` fields); a stop request is
-honoured between batches; ``checkpoint_latest.pt`` then holds the last complete epoch, and
-``resume=True`` continues from it with the same split, drawing the same batches and
-augmentations as an uninterrupted run. The pieces are the shared ones (models, losses,
-device augmentation, checkpoints), so this loop can fold into the shared Trainer.
+:meth:`~ImageTrainer.on_train_end`. Progress leaves through callbacks receiving the CT
+Trainer's :class:`~src_train.train.events.ProgressEvent`; a stop request is honoured between
+batches; ``checkpoint_latest.pt`` then holds the last complete epoch, and ``resume=True``
+continues from it with the same split, drawing the same batches and augmentations as an
+uninterrupted run.
+
+Shared with the CT :class:`~src_train.train.Trainer`: models and checkpoints
+(:mod:`src_train.model`), losses, device augmentation, the run folder, the progress event, the
+mixed-precision and memory-format choice (:func:`~src_train.train.runtime.step_settings`) and
+the device rule (:mod:`src_train.devices`). What still differs, and why:
+
+- Data: the whole image set lives on the device as uint8 and batches are index slices of it
+  (an epoch is every training image once); the CT Trainer streams nodule crops of
+  ``epoch_samples`` from a memory-mapped cache through a ``DataLoader`` with workers.
+- Validation and the best checkpoint: mean per-image IoU over the validation images, every
+  epoch by default (``val_every`` 1: a pass over 50 images is cheap), best = highest IoU
+  (ties: lower loss), as dermoscopy studies rank; the CT Trainer validates on epoch 1 and every
+  5th (whole slices of held-out series are costly) and keeps the best by recall, then F1 (the
+  SPEC's detection-first rule).
+- Stop: an interrupted epoch is dropped (``checkpoint_latest.pt`` keeps the last complete one)
+  so that a resumed run equals an uninterrupted one bit for bit; the CT Trainer saves the
+  interrupted epoch's weights, trading exact replay for not losing an epoch of a long run.
+- Random streams: batch order and augmentation draw from per-epoch seeds made by
+  ``numpy.random.SeedSequence``; the CT Trainer's data set draws crops from (seed, epoch,
+  index) and its augmentation from a hash of (seed, epoch, rank). Both replay after a resume.
+- Metrics: per-image means (IoU, IoU score, Dice, precision, recall; ``src_train.images2d.
+  metrics``), as the 2-D literature reports them; the CT Trainer pools voxels
+  (``SegmentationMetrics``). The numbers of the two are not interchangeable.
+- Not here: DistributedDataParallel, TensorBoard, the loss's false-negative weight and focal
+  gamma options (the losses run with their defaults).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import math
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from src_train.atomic import write_text_atomic
 from src_train.augment import AugmentConfig, BatchAugment
 from src_train.devices import resolve_device
-from src_train.errors import ConfigError, OutputExistsError
+from src_train.errors import ConfigError
 from src_train.images2d.dataset import ImageSet, Split
 from src_train.images2d.metrics import count_errors, scores_from_counts
 from src_train.images2d.predict import images_to_tensor, to_model_input
 from src_train.losses import LossConfig, SegmentationLoss
-from src_train.model import (
-    ModelConfig,
-    build_model,
-    count_parameters,
-    load_checkpoint,
-    save_checkpoint,
-)
+from src_train.model import Checkpoint, ModelConfig, build_model, count_parameters, save_checkpoint
+from src_train.train.config import AMP_MODES, ON_OFF_AUTO
+from src_train.train.events import Callback, ProgressEvent
+from src_train.train.run_folder import BEST, FINAL, LATEST, METRICS_FILE, RunFolder
+from src_train.train.runtime import step_settings
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-LATEST = "checkpoint_latest.pt"
-BEST = "checkpoint_best.pt"
-FINAL = "checkpoint_final.pt"
-
-#: Files that mark a run folder as used.
-_RUN_OUTPUTS = (LATEST, BEST, FINAL, METRICS_FILE)
+__all__ = ["BEST", "FINAL", "LATEST", "METRICS_FILE", "ImageTrainConfig", "ImageTrainer"]
 
 #: Input channels of RGB images.
 RGB_CHANNELS = 3
+
+#: Shortest time a rate is divided by, seconds (avoids a division by zero).
+_MIN_SECONDS = 1e-9
 
 #: Streams of random numbers drawn per epoch (see :func:`epoch_seed`).
 _BATCH_ORDER, _AUGMENTATION = 0, 1
@@ -87,7 +106,9 @@ class ImageTrainConfig:
     ``loss`` (bce|dice|focal|dice-fn), ``lr`` (Adam), ``epochs``, ``batch_size``, ``augment``
     (comma list of flip,offset,scale,rotate,noise,jitter; all; none), ``seed`` (weights,
     batch order, augmentation). ``val_every``: validate every n-th epoch (and the last).
-    Device: ``device`` (auto|cpu|cuda[:n]), ``threads`` (CPU threads; 0 = torch's default).
+    Device: ``device`` (auto|cpu|cuda[:n]), ``threads`` (CPU threads; 0 = torch's default),
+    ``amp`` and ``channels_last`` (as the CT run's; see
+    :func:`~src_train.train.runtime.step_settings`).
     Output: ``run_dir``, ``resume`` (continue from ``checkpoint_latest.pt``), ``overwrite``
     (start over in a used run folder), ``progress_every`` (batch events every n batches).
     """
@@ -106,6 +127,8 @@ class ImageTrainConfig:
     val_every: int = 1
     device: str = "auto"
     threads: int = 0
+    amp: str = "auto"
+    channels_last: str = "auto"
     resume: bool = False
     overwrite: bool = False
     progress_every: int = 1
@@ -120,6 +143,13 @@ class ImageTrainConfig:
             raise ConfigError("seed and threads must not be negative.")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite contradict each other; choose one.")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}.")
+        if self.channels_last not in ON_OFF_AUTO:
+            raise ConfigError(
+                f"channels_last must be one of {', '.join(ON_OFF_AUTO)}; "
+                f"got {self.channels_last!r}."
+            )
         self.model_config()
         self.loss_config()
         self.augment_config()
@@ -151,31 +181,6 @@ class ImageTrainConfig:
         if unknown:
             raise ConfigError(f"Unknown training option(s) {unknown}.")
         return cls(**data)
-
-
-@dataclass
-class TrainEvent:
-    """What a callback receives (the fields of the CT Trainer's ``ProgressEvent``).
-
-    ``kind``: ``"batch"``, ``"epoch"`` (``metrics`` has ``train/...`` and maybe ``val/...``),
-    ``"checkpoint"`` (``path``, ``sha1``), ``"stopped"``, ``"end"``.
-    """
-
-    kind: str
-    epoch: int = 0
-    epochs: int = 0
-    batch: int = 0
-    batches: int = 0
-    samples_seen: int = 0
-    samples_per_s: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-    path: str | None = None
-    sha1: str | None = None
-    time: float = field(default_factory=time.time)
-
-
-TrainCallback = Callable[[TrainEvent], None]
 
 
 @dataclass
@@ -213,7 +218,7 @@ class ImageTrainer:
         config: the options.
         data: the images and masks (all in memory, one size).
         split: which keys train and validate (the test keys are not touched here).
-        callbacks: called with every :class:`TrainEvent`.
+        callbacks: called with every :class:`~src_train.train.events.ProgressEvent`.
         should_stop: polled between batches; True = stop request (like :meth:`request_stop`).
         command_line: stored in checkpoints (default ``sys.argv``).
     """
@@ -223,7 +228,7 @@ class ImageTrainer:
         config: ImageTrainConfig,
         data: ImageSet,
         split: Split,
-        callbacks: Sequence[TrainCallback] = (),
+        callbacks: Sequence[Callback] = (),
         should_stop: Callable[[], bool] | None = None,
         command_line: Sequence[str] | None = None,
     ) -> None:
@@ -233,8 +238,10 @@ class ImageTrainer:
         self.callbacks = list(callbacks)
         self.should_stop = should_stop
         self.command_line = list(command_line if command_line is not None else sys.argv)
-        self.run_dir = Path(config.run_dir)
+        self.run = RunFolder(config.run_dir)
+        self.run_dir = self.run.path
         self.model_config = config.model_config()
+        self._log_handler: logging.Handler | None = None
         self._stop = threading.Event()
         self.start_epoch = 1
         self.samples_seen = 0
@@ -254,8 +261,8 @@ class ImageTrainer:
         return self._stop.is_set() or bool(self.should_stop and self.should_stop())
 
     def emit(self, kind: str, **fields: Any) -> None:
-        """Send a :class:`TrainEvent` to every callback."""
-        event = TrainEvent(
+        """Send a :class:`~src_train.train.events.ProgressEvent` to every callback."""
+        event = ProgressEvent(
             kind=kind, epochs=self.config.epochs, samples_seen=self.samples_seen, **fields
         )
         for callback in self.callbacks:
@@ -266,53 +273,48 @@ class ImageTrainer:
         """Device, run folder, data on the device, model, optimiser, resume state."""
         cfg = self.config
         self.device = resolve_device(cfg.device)
+        self.amp_dtype, self.channels_last = step_settings(cfg.amp, cfg.channels_last, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self._prepare_run_dir()
+        self.run.check(resume=cfg.resume, overwrite=cfg.overwrite)
+        if not cfg.resume:
+            self.run.clear()
+        self._log_handler = self.run.open_log()
+        # read the checkpoint to resume before the data moves to the device: a bad one fails fast
+        resume_from = self.run.load_latest(self.model_config) if cfg.resume else None
         torch.manual_seed(cfg.seed)
-        self.model = build_model(self.model_config).to(self.device)
+        model = build_model(self.model_config).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model
         self.parameters = count_parameters(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
         self.loss_fn = SegmentationLoss(cfg.loss_config())
-        self.augment = BatchAugment(cfg.augment_config())
+        self.augment = BatchAugment(cfg.augment_config()).to(self.device)
         self.generator = torch.Generator(device=self.device)
         self.train_images, self.train_masks = self._on_device(self.split.train)
         self.val_images, self.val_masks = self._on_device(self.split.val)
-        if cfg.resume:
-            self._resume()
-        write_text_atomic(
-            self.run_dir / CONFIG_FILE, json.dumps(self._config_record(), indent=1), overwrite=True
-        )
+        if resume_from is not None:
+            self._resume(resume_from)
+        self.run.write_config(self._config_record())
         if cfg.resume:  # metrics.jsonl = the resumed history (drops rows the checkpoint lacks)
-            text = "".join(json.dumps(row) + "\n" for row in self.history)
-            write_text_atomic(self.run_dir / METRICS_FILE, text, overwrite=True)
+            self.run.write_metrics(self.history)
         log.info(
-            "training %s (%s loss, %d parameters) on %s: %d train / %d validation images of %s",
+            "training %s (%s loss, %d parameters) on %s (amp %s, channels_last %s): %d train / "
+            "%d validation images of %s",
             self.model_config.arch,
             cfg.loss,
             self.parameters,
             self.device,
+            self.amp_dtype,
+            self.channels_last,
             len(self.split.train),
             len(self.split.val),
             "x".join(str(s) for s in self.data.images.shape[1:3]),
         )
-
-    def _prepare_run_dir(self) -> None:
-        cfg = self.config
-        if cfg.resume and not (self.run_dir / LATEST).is_file():
-            raise ConfigError(
-                f"Cannot resume: {self.run_dir / LATEST} does not exist. Start without resume."
-            )
-        held = [name for name in _RUN_OUTPUTS if (self.run_dir / name).exists()]
-        if not cfg.resume and held and not cfg.overwrite:
-            raise OutputExistsError(
-                f"{self.run_dir} already holds a run ({', '.join(held)}). Resume it, overwrite "
-                "it, or choose another run folder."
-            )
-        if not cfg.resume:
-            for name in held:
-                (self.run_dir / name).unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _on_device(self, keys: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images ``(N, 3, row, col)`` and bool masks ``(N, 1, row, col)`` of ``keys``."""
@@ -321,27 +323,34 @@ class ImageTrainer:
         masks = torch.from_numpy(self.data.masks[index])[:, None].to(self.device)
         return images, masks
 
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model trains on, pixels."""
+        return int(self.data.images.shape[1])
+
     def _config_record(self) -> dict[str, Any]:
         return {
             "train_config": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
             "split": self.split.to_dict(),
             "data": str(self.data.source.root),
-            "size": int(self.data.images.shape[1]),
+            "size": self.image_size,
             "device": str(self.device),
+            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            "channels_last": self.channels_last,
             "parameters": self.parameters,
             "torch": torch.__version__,
             "command_line": self.command_line,
         }
 
-    def _resume(self) -> None:
-        """Weights, Adam state, epoch numbering, best-so-far and history of the latest
-        checkpoint; its split must be this run's."""
-        ckpt = load_checkpoint(self.run_dir / LATEST, expected=self.model_config)
+    def _resume(self, ckpt: Checkpoint) -> None:
+        """Weights, Adam state, epoch numbering, best-so-far and history of ``ckpt`` (the
+        latest checkpoint, read by :meth:`RunFolder.load_latest`); its split must be this
+        run's."""
         saved_split = ckpt.extra.get("split")
         if saved_split is not None and Split.from_dict(saved_split) != self.split:
             raise ConfigError(
-                f"{self.run_dir / LATEST} was trained on another train/val/test split; resume "
+                f"{self.run.latest} was trained on another train/val/test split; resume "
                 "with the same data, size and split seed, or start over."
             )
         self.model.load_state_dict(ckpt.model_state)
@@ -367,12 +376,24 @@ class ImageTrainer:
         """
         with torch.no_grad():
             inputs, labels = self.augment(to_model_input(images), masks, self.generator)
-        logits = self.model(inputs)
+        with self._autocast():
+            logits = self.model(self._layout(inputs))
         loss = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return loss.detach(), logits.detach(), labels
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _layout(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """Shuffled index batches of the training images for ``epoch`` (depends on the seed and
@@ -388,8 +409,8 @@ class ImageTrainer:
         return batches
 
     def train_epoch(self, epoch: int) -> dict[str, float] | None:
-        """Train one epoch; its ``loss`` and ``iou`` (mean over the augmented training
-        images), or None when a stop request ended it."""
+        """Train one epoch; its ``loss``, ``iou`` and ``recall`` (means over the augmented
+        training images) and ``samples_per_s``, or None when a stop request ended it."""
         cfg = self.config
         self.model.train()
         self.generator.manual_seed(epoch_seed(cfg.seed, epoch, _AUGMENTATION))
@@ -410,7 +431,7 @@ class ImageTrainer:
             seen += len(index)
             self.samples_seen += len(index)
             if i % cfg.progress_every == 0 or i == len(batches):
-                rate = seen / max(time.perf_counter() - started, 1e-9)
+                rate = seen / max(time.perf_counter() - started, _MIN_SECONDS)
                 self.emit(
                     "batch",
                     epoch=epoch,
@@ -420,9 +441,12 @@ class ImageTrainer:
                     metrics={"loss": float(loss)},
                 )
         tp, fp, fn = (np.concatenate(parts) for parts in zip(*counts, strict=True))
+        scores = scores_from_counts(tp, fp, fn)
         return {
             "loss": float(loss_sum) / seen,
-            "iou": float(scores_from_counts(tp, fp, fn).iou.mean()),
+            "iou": float(scores.iou.mean()),
+            "recall": float(scores.recall.mean()),
+            "samples_per_s": seen / max(time.perf_counter() - started, _MIN_SECONDS),
         }
 
     @torch.no_grad()
@@ -437,7 +461,9 @@ class ImageTrainer:
             if self.stop_requested:
                 return None
             labels = self.val_masks[start : start + size]
-            logits = self.model(to_model_input(self.val_images[start : start + size]))
+            inputs = self._layout(to_model_input(self.val_images[start : start + size]))
+            with self._autocast():
+                logits = self.model(inputs)
             loss_sum += float(self.loss_fn(logits, labels)) * labels.shape[0]
             counts.append(count_errors(logits > 0, labels))
         tp, fp, fn = (np.concatenate(parts) for parts in zip(*counts, strict=True))
@@ -464,8 +490,7 @@ class ImageTrainer:
             "" if val is None else f"; val loss {val['loss']:.4f} IoU {val['iou']:.3f}",
             seconds,
         )
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        self.run.append_metrics(row)
         improved = False
         if val is not None and math.isfinite(val["iou"]):
             key = (val["iou"], -val["loss"])
@@ -479,6 +504,7 @@ class ImageTrainer:
             "epoch",
             epoch=epoch,
             metrics=row,
+            samples_per_s=train["samples_per_s"],
             message=f"epoch {epoch} done" + (" (new best)" if improved else ""),
         )
 
@@ -500,6 +526,7 @@ class ImageTrainer:
                 "best_metrics": self.best_metrics,
                 "history": self.history,
                 "split": self.split.to_dict(),
+                "image_size": self.image_size,
             },
         )
         self.emit("checkpoint", epoch=epoch, path=str(path), sha1=sha1, message=f"{name} {sha1}")
@@ -516,23 +543,25 @@ class ImageTrainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> ImageTrainResult:
         """:meth:`setup` and every remaining epoch; see the module docstring."""
-        self.setup()
-        epoch, stopped = self.start_epoch - 1, False
-        for epoch in range(self.start_epoch, self.config.epochs + 1):
-            started = time.perf_counter()
-            train = self.train_epoch(epoch)
-            val = (
-                self.validate(epoch) if train is not None and self._should_validate(epoch) else None
-            )
-            if train is None or (val is None and self._should_validate(epoch)):
-                stopped, epoch = True, epoch - 1
-                break
-            self.on_epoch_end(epoch, train, val, time.perf_counter() - started)
-            if epoch < self.config.epochs and self.stop_requested:
-                stopped = True
-                break
-        self.on_train_end(epoch, stopped)
-        self.emit("end", epoch=epoch, message="stopped" if stopped else "done")
+        try:
+            self.setup()
+            epoch, stopped = self.start_epoch - 1, False
+            for epoch in range(self.start_epoch, self.config.epochs + 1):
+                started = time.perf_counter()
+                train = self.train_epoch(epoch)
+                due = self._should_validate(epoch)
+                val = self.validate(epoch) if train is not None and due else None
+                if train is None or (val is None and due):
+                    stopped, epoch = True, epoch - 1
+                    break
+                self.on_epoch_end(epoch, train, val, time.perf_counter() - started)
+                if epoch < self.config.epochs and self.stop_requested:
+                    stopped = True
+                    break
+            self.on_train_end(epoch, stopped)
+            self.emit("end", epoch=epoch, message="stopped" if stopped else "done")
+        finally:
+            self.close()
         return ImageTrainResult(
             run_dir=self.run_dir,
             epoch=epoch,
@@ -542,3 +571,10 @@ class ImageTrainer:
             history=list(self.history),
             parameters=self.parameters,
         )
+
+    def close(self) -> None:
+        """Stop writing ``train.log``."""
+        if self._log_handler is not None:
+            logging.getLogger("src_train").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None

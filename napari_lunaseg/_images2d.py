@@ -1,0 +1,301 @@
+"""2-D image sets in the viewer: read a folder as layers, run a 2-D checkpoint on it, train one.
+
+- Reader: a folder that :func:`~src_train.images2d.folder.find_pairs` pairs (PH2 layout, or
+  images and masks paired by name) opens as an RGB image stack ``(image, row, col, 3)`` and a
+  labels layer of its masks ``(image, row, col)``, every image resized to
+  :data:`~src_train.images2d.dataset.DEFAULT_SIZE` pixels square as the models see them. The
+  slider steps through the images. Layer metadata: role ``"imageset"`` / ``"imageset_mask"``,
+  the image names (``keys``) and the folder, which plays the part a series UID plays for CT
+  layers (layers of one set share it).
+- Inference: when the Inference widget's chosen layer is such a stack, its Run starts
+  :func:`start_image_set_inference` (a napari worker over :func:`image_set_job`, which needs a
+  2-D checkpoint: 3 input channels); results are a probability image, a prediction labels
+  layer and, where the set's masks are open, the TP/FN/FP error layer in the colour code of
+  CT, with the mean per-image IoU, Dice, precision and recall.
+- Training: for an image-set data folder the Training widget's child process is ``lunaseg
+  compare DATA --models M --losses L ...`` (:func:`image_set_command`) instead of ``lunaseg
+  train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+
+from napari_lunaseg._layers import (
+    MASK_RGBA,
+    META_KEY,
+    PRED_RGBA,
+    ROLE_ERROR,
+    ROLE_PRED,
+    ROLE_PROB,
+    LayerDataTuple,
+    error_colormap,
+    layer_info,
+    single_label_colormap,
+)
+from napari_lunaseg._viewer_utils import find_layer, upsert_layer
+from src_train.errors import CheckpointError, LunaSegError
+from src_train.images2d.dataset import DEFAULT_SIZE, load_image_set
+from src_train.images2d.folder import looks_like_image_set
+from src_train.images2d.metrics import score_images
+from src_train.images2d.predict import iter_probabilities
+from src_train.images2d.trainer import RGB_CHANNELS
+from src_train.infer import InferenceProgress
+from src_train.metrics import error_volume
+from src_train.model import load_checkpoint, load_model
+
+log = logging.getLogger(__name__)
+
+#: Layer roles of an opened image set.
+ROLE_IMAGESET = "imageset"
+ROLE_IMAGESET_MASK = "imageset_mask"
+
+#: Opacity of the mask, prediction and error layers over the images.
+OVERLAY_OPACITY = 0.5
+
+#: Axis names of the image-set layers (the slider is the image's index in the set).
+AXIS_LABELS = ("image", "row", "col")
+
+
+def _meta(role: str, set_id: str, keys: list[str], **extra: Any) -> dict[str, Any]:
+    """Layer metadata of an image-set layer (``set_id``, the folder, in ``series_uid``)."""
+    return {META_KEY: {"role": role, "series_uid": set_id, "keys": keys, **extra}}
+
+
+# -- reader ------------------------------------------------------------------------------------
+def image_set_reader(path: Path) -> Any:
+    """:func:`read_image_set` when ``path`` is a folder of paired images and masks, else None."""
+    return read_image_set if looks_like_image_set(path) else None
+
+
+def read_image_set(path: str | list[str]) -> list[LayerDataTuple] | list[tuple[None]]:
+    """The images of a folder as an RGB stack and its masks as labels (see the module
+    docstring); a folder that cannot be read is a notification and no layer."""
+    folder = Path(path[0] if isinstance(path, list) else path)
+    try:
+        data = load_image_set(folder, DEFAULT_SIZE)
+    except (LunaSegError, OSError) as exc:
+        log.info("cannot open %s: %s", folder, exc)
+        show_error(f"LunaSeg cannot open {folder.name}: {exc}")
+        return [(None,)]
+    set_id = str(data.source.root)
+    keys = list(data.keys)
+    name = data.source.root.name
+    extra = {"layout": data.source.layout, "size": DEFAULT_SIZE}
+    return [
+        (
+            data.images,
+            {
+                "name": f"{name} images",
+                "rgb": True,
+                "axis_labels": AXIS_LABELS,
+                "metadata": _meta(ROLE_IMAGESET, set_id, keys, **extra),
+            },
+            "image",
+        ),
+        (
+            data.masks.view(np.uint8),
+            {
+                "name": f"{name} masks",
+                "axis_labels": AXIS_LABELS,
+                "colormap": single_label_colormap(MASK_RGBA),
+                "opacity": OVERLAY_OPACITY,
+                "metadata": _meta(ROLE_IMAGESET_MASK, set_id, keys, **extra),
+            },
+            "labels",
+        ),
+    ]
+
+
+def is_image_set_layer(layer: Any) -> bool:
+    """True for the RGB stack :func:`read_image_set` made."""
+    return isinstance(layer, Image) and layer_info(layer).get("role") == ROLE_IMAGESET
+
+
+def image_set_layers(viewer: Any) -> list[Image]:
+    """The image-set stacks open in ``viewer``."""
+    return [layer for layer in viewer.layers if is_image_set_layer(layer)]
+
+
+# -- inference ---------------------------------------------------------------------------------
+@dataclass
+class ImageSetPrediction:
+    """What :func:`image_set_job` returns: probability float32 ``(image, row, col)``, the mask
+    above the threshold, the checkpoint and the seconds it took."""
+
+    prob: np.ndarray
+    mask: np.ndarray
+    checkpoint: Path
+    seconds: float
+
+
+def image_set_job(
+    images: np.ndarray, checkpoint: Path, device: str, threshold: float
+) -> Generator[InferenceProgress, None, ImageSetPrediction]:
+    """Run a 2-D checkpoint over uint8 RGB images ``(N, row, col, 3)`` (in the worker thread),
+    at the size it was trained at; yields progress after each batch."""
+    n = len(images)
+    yield InferenceProgress(0, n, f"loading {checkpoint.name}")
+    saved = load_checkpoint(checkpoint, map_location="cpu")
+    channels = saved.model_config.in_channels
+    if channels != RGB_CHANNELS:
+        raise CheckpointError(
+            f"{checkpoint.name} is a CT model ({channels} input channels); an image set needs "
+            "a 2-D checkpoint (3 channels, RGB) written by 'lunaseg compare'."
+        )
+    model, _config = load_model(checkpoint, device=device)
+    size = saved.extra.get("image_size")
+    started = time.perf_counter()
+    steps = iter_probabilities(model, images, int(size) if size else None)
+    while True:
+        try:
+            done = next(steps)
+        except StopIteration as end:
+            prob = end.value
+            break
+        yield InferenceProgress(done, n, f"{done}/{n} images")
+    return ImageSetPrediction(prob, prob >= threshold, checkpoint, time.perf_counter() - started)
+
+
+def start_image_set_inference(widget: Any, layer: Image, checkpoint: Path) -> Any:
+    """Start :func:`image_set_job` for the Inference ``widget`` on ``layer``; returns the
+    worker. Progress, cancel, errors and the end use the widget's own handlers."""
+    info = layer_info(layer)
+    worker = create_worker(
+        image_set_job,
+        np.asarray(layer.data),
+        checkpoint,
+        str(widget.device.value),
+        float(widget.threshold.value),
+        _ignore_errors=True,
+        _start_thread=False,
+    )
+    worker.yielded.connect(widget._on_progress)
+    worker.returned.connect(lambda result: _on_returned(widget, info, result))
+    worker.errored.connect(widget._on_errored)
+    worker.aborted.connect(widget._on_aborted)
+    worker.finished.connect(widget._on_finished)
+    widget.result = None
+    widget.worker = worker
+    widget.run_button.enabled = False
+    widget.cancel_button.setEnabled(True)
+    widget.progress.setRange(0, 0)
+    widget.status.setText(f"running {checkpoint.name} on {layer.name}…")
+    worker.start()
+    return worker
+
+
+def show_image_set_prediction(
+    viewer: Any, info: dict[str, Any], result: ImageSetPrediction
+) -> dict[str, float]:
+    """Add (or update) the probability, prediction and error layers of an image set; returns
+    the mean per-image scores against the set's masks (empty when they are not open)."""
+    set_id, keys = str(info.get("series_uid", "")), list(info.get("keys") or [])
+    name = Path(set_id).name
+    upsert_layer(
+        viewer,
+        (
+            result.prob,
+            {
+                "name": f"{name} probability",
+                "axis_labels": AXIS_LABELS,
+                "colormap": "inferno",
+                "contrast_limits": [0.0, 1.0],
+                "blending": "additive",
+                "opacity": OVERLAY_OPACITY,
+                "metadata": _meta(ROLE_PROB, set_id, keys),
+            },
+            "image",
+        ),
+    )
+    upsert_layer(
+        viewer,
+        (
+            np.ascontiguousarray(result.mask).view(np.uint8),
+            {
+                "name": f"{name} prediction",
+                "axis_labels": AXIS_LABELS,
+                "colormap": single_label_colormap(PRED_RGBA),
+                "opacity": OVERLAY_OPACITY,
+                "metadata": _meta(ROLE_PRED, set_id, keys),
+            },
+            "labels",
+        ),
+    )
+    masks = find_layer(viewer, ROLE_IMAGESET_MASK, set_id)
+    if masks is None or tuple(masks.data.shape) != result.mask.shape:
+        return {}
+    truth = np.asarray(masks.data).astype(bool)
+    errors = upsert_layer(
+        viewer,
+        (
+            error_volume(result.mask, truth),
+            {
+                "name": f"{name} errors",
+                "axis_labels": AXIS_LABELS,
+                "colormap": error_colormap(),
+                "metadata": _meta(ROLE_ERROR, set_id, keys),
+            },
+            "labels",
+        ),
+    )
+    errors.colormap = error_colormap()
+    return score_images(result.mask, truth).mean()
+
+
+def _on_returned(widget: Any, info: dict[str, Any], result: ImageSetPrediction) -> None:
+    if widget._gone.is_set():
+        return
+    widget.result = result
+    widget.metrics = show_image_set_prediction(widget.viewer, info, result)
+    n = len(result.mask)
+    widget.status.setText(f"done in {result.seconds:.1f} s: {n} images")
+    if widget.metrics:
+        labels = {"iou": "IoU", "dice": "Dice", "precision": "precision", "recall": "recall"}
+        scores = ", ".join(f"{label} {widget.metrics[key]:.3f}" for key, label in labels.items())
+        widget.metrics_label.setText(f"mean over {n} images: {scores}")
+    else:
+        widget.metrics_label.setText("masks not open: no scores")
+
+
+# -- training ----------------------------------------------------------------------------------
+def image_set_command(widget: Any, *, resume: bool = False) -> list[str]:
+    """The Training widget's child-process arguments for an image-set data folder:
+    ``lunaseg compare`` of its model and loss into its run folder (``OUT``)."""
+    augment = [name for name, box in widget.augment.items() if box.value]
+    args = [
+        "-m",
+        "src_train.cli",
+        "compare",
+        str(widget.data_dir.value),
+        "--out",
+        str(widget.run_dir.value),
+        "--models",
+        str(widget.model.value),
+        "--losses",
+        str(widget.loss.value),
+        "--epochs",
+        str(int(widget.epochs.value)),
+        "--batch-size",
+        str(int(widget.batch_size.value)),
+        "--augment",
+        ",".join(augment) if augment else "none",
+        "--device",
+        str(widget.device.value),
+        "--progress-json",
+    ]
+    if resume:
+        args.append("--resume")
+    elif widget.overwrite.value:
+        args.append("--overwrite")
+    return args
