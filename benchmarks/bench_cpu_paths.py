@@ -68,9 +68,8 @@ from torch import nn
 from src_train.context import context_stack
 from src_train.ct import CtVolume, load_ct
 from src_train.infer import DEMO_CHECKPOINT, run_inference
-from src_train.luna import LunaFolder
 from src_train.model import load_model
-from src_train.synth import SynthConfig, write_dataset
+from src_train.synth import SynthConfig, _scan_seed, generate_scan, synthetic_series_uid
 
 #: Tolerance for "equal outputs": largest |p - p_reference| over all voxels.
 TOL_MAX_ABS_DP = 1e-3
@@ -121,6 +120,14 @@ def _reset_tuner() -> None:
 # ---------------------------------------------------------------------------------------------
 # Machine facts
 # ---------------------------------------------------------------------------------------------
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (what run_inference's "auto" precision asks)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def cpu_description() -> str:
     """CPU model, core count and the flags that decide the fast paths."""
     model, flags = "?", set()
@@ -133,10 +140,7 @@ def cpu_description() -> str:
                 flags = set(value.split())
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "avx_vnni")
     shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
-    try:
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        bf16 = False
+    bf16 = cpu_has_bf16()
     return (
         f"CPU: {model}, {os.cpu_count()} logical CPUs; {shown}; torch capability "
         f"{torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 {'yes' if bf16 else 'no'}"
@@ -237,6 +241,20 @@ def core_batch_fn(module: Callable[[torch.Tensor], torch.Tensor], channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return module(t).numpy()
+
+    return run
+
+
+def bf16_batch_fn(module: nn.Module, channels_last: bool) -> BatchFn:
+    """Like :func:`torch_batch_fn` under bfloat16 autocast (run_inference on bf16 CPUs)."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        if channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = module(t)
+        return torch.sigmoid(logits[:, 0].float()).numpy()
 
     return run
 
@@ -369,6 +387,21 @@ def eager_paths(s: Setup, threads: Sequence[int], batches: Sequence[int]) -> lis
                         n_threads,
                         b,
                         note=f"BN folded, fp32, {fmt}, {n_threads} thread(s), batch {b}",
+                    )
+                )
+    if cpu_has_bf16():
+        for cl in (False, True):
+            module = folded_cl if cl else s.folded
+            fmt = "channels-last" if cl else "NCHW"
+            for b in batches:
+                paths.append(
+                    ExecPath(
+                        f"eager folded bf16 autocast {fmt} t{DEFAULT_THREADS} b{b}",
+                        "eager-bf16",
+                        bf16_batch_fn(module, cl),
+                        DEFAULT_THREADS,
+                        b,
+                        note=f"BN folded, bf16 autocast, {fmt}",
                     )
                 )
     unfused_cl = copy.deepcopy(s.model).to(memory_format=torch.channels_last)
@@ -680,19 +713,44 @@ def openvino_paths(s: Setup, onnx_path: Path, batches: Sequence[int]) -> list[Ex
     model = core.read_model(str(onnx_path))
     read_s = time.perf_counter() - t0
     paths: list[ExecPath] = []
-    configs: list[tuple[str, dict[str, Any], int]] = [
-        (f"latency t{DEFAULT_THREADS}", {"PERFORMANCE_HINT": "LATENCY"}, 1),
-        ("latency t1", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}, 1),
-    ]
-    if DEFAULT_THREADS > 1:
+    # (label, family, config, streams, threads per stream)
+    precisions = [("f32", "openvino")]
+    with contextlib.suppress(Exception):
+        if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            precisions.append(("bf16", "openvino-bf16"))
+    configs: list[tuple[str, str, dict[str, Any], int, int]] = []
+    for precision_hint, family in precisions:
+        tag = "" if precision_hint == "f32" else f" {precision_hint}"
+        base = {"INFERENCE_PRECISION_HINT": precision_hint}
         configs.append(
             (
-                f"throughput {DEFAULT_THREADS} streams x t1",
-                {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": DEFAULT_THREADS},
+                f"latency{tag} t{DEFAULT_THREADS}",
+                family,
+                {**base, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": DEFAULT_THREADS},
+                1,
                 DEFAULT_THREADS,
             )
         )
-    for label, config, streams in configs:
+        if DEFAULT_THREADS > 1:
+            configs.append(
+                (
+                    f"latency{tag} t1",
+                    family,
+                    {**base, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1},
+                    1,
+                    1,
+                )
+            )
+            configs.append(
+                (
+                    f"throughput{tag} {DEFAULT_THREADS} streams x t1",
+                    family,
+                    {**base, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": DEFAULT_THREADS},
+                    DEFAULT_THREADS,
+                    1,
+                )
+            )
+    for label, family, config, streams, threads in configs:
         t0 = time.perf_counter()
         try:
             compiled = core.compile_model(model, "CPU", config)
@@ -704,9 +762,6 @@ def openvino_paths(s: Setup, onnx_path: Path, batches: Sequence[int]) -> list[Ex
             s.failures.append(f"OpenVINO {label}: {exc!r:.300}")
             continue
         setup = read_s + time.perf_counter() - t0
-        threads = 1 if "t1" in label else DEFAULT_THREADS
-        if streams > 1:
-            threads = 1
         for b in batches:
             if streams == 1:
 
@@ -731,7 +786,7 @@ def openvino_paths(s: Setup, onnx_path: Path, batches: Sequence[int]) -> list[Ex
             paths.append(
                 ExecPath(
                     f"OpenVINO {label} b{b}",
-                    "openvino",
+                    family,
                     run,
                     threads,
                     b,
@@ -772,15 +827,18 @@ def run_today(
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
-def make_series(tmp: Path, size: int, slices: int) -> CtVolume:
+def make_series(size: int, slices: int) -> CtVolume:
+    """The first scan of ``lunaseg synth DIR --scans 1 --size SIZE --slices SLICES --seed 3``,
+    made in memory (the same voxels and geometry as that command writes)."""
     config = replace(
         SynthConfig(),
         inplane_px_range=(size, size),
         inplane_px_multiple=1,
         slices_range=(slices, slices),
     )
-    folder = write_dataset(tmp / "synth", n_scans=1, seed=SYNTH_SEED, config=config)
-    return LunaFolder(folder.root).load(folder.series_uids[0])
+    # write_dataset seeds scan 0 this way; private, but the benchmark must make the same scan.
+    uid = synthetic_series_uid(SYNTH_SEED, 0)
+    return generate_scan(uid, _scan_seed(SYNTH_SEED, 0), config, kind_offset=0).ct
 
 
 def lung_box(ct: CtVolume, multiple: int, margin_px: int) -> tuple[int, int, int, int]:
@@ -849,7 +907,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-cpu-paths-") as tmp_name:
         tmp = Path(tmp_name)
-        ct = load_ct(args.series) if args.series else make_series(tmp, args.size, args.slices)
+        ct = load_ct(args.series) if args.series else make_series(args.size, args.slices)
         hu = ct.hu
         n_z = hu.shape[0]
         model, config = load_model(args.checkpoint, device="cpu")
@@ -932,10 +990,14 @@ def main() -> None:
             print(f"  sweep round {round_i + 1} done, load {load_average():.2f}", flush=True)
 
         def best(
-            family: str, keep: Callable[[ExecPath], bool] = lambda p: True
+            family: str, keep: Callable[[ExecPath], bool] = lambda p: True, equal: bool = True
         ) -> Measurement | None:
-            """The fastest (by min) equal path of a family among those ``keep`` accepts."""
-            found = [m for m in sweep_m if m.path.family == family and m.equal and keep(m.path)]
+            """The fastest (by min) path of a family among those ``keep`` accepts (and equal)."""
+            found = [
+                m
+                for m in sweep_m
+                if m.path.family == family and (m.equal or not equal) and keep(m.path)
+            ]
             return min(found, key=lambda m: min(m.forward_s)) if found else None
 
         # ---------------- the series table ----------------
@@ -956,6 +1018,10 @@ def main() -> None:
             other = best(family, lambda p, c=m.path.cores: p.cores != c)
             if other is not None and family != "torchscript":
                 series.append(other.path)
+        for family in ("eager-bf16", "openvino-bf16"):  # not equal: shown for bf16 CPUs
+            m = best(family, equal=False)
+            if m is not None:
+                series.append(m.path)
         eager_best = best("eager", lambda p: p.workers == 1)
         if "compile" not in skip and eager_best is not None:
             cp = eager_best.path
