@@ -22,7 +22,9 @@ the best settings of each family. The *series* table then runs the references an
 family's best on all slices, ``--repeats`` rounds, interleaved (round r runs every path once),
 and prints the median and the minimum. Seconds are those of the model passes (forward +
 sigmoid, inputs made outside the timer, as the issue's reference counts them); the loop column
-adds making the inputs and storing the outputs.
+adds making the inputs and storing the outputs; the cpu column is the process's CPU seconds over
+the model passes (all threads, spin-waits included), which for one-thread paths stays close to
+the seconds an idle core needs even when neighbours load the machine.
 
 Every path's probabilities are compared with the reference's (whole slices, fp32, unfused):
 ``max|dp|`` over all voxels of the slices it ran (voxels outside a crop count as 0) and the
@@ -34,7 +36,8 @@ The CPU is printed (model, avx2 / avx512 / bf16 flags). On a shared machine ever
 moves with the neighbours' work: the reference runs first and last too, and its spread and the
 load average are printed next to the table.
 
-Usage (about 35 minutes on the 2-core dev CPU; ``--quick`` for a smoke run)::
+Usage (about 70 minutes with the defaults on the shared 2-core dev CPU at load 5-14, where
+``--repeats 2 --sweep-repeats 1 --slab 16`` took 67 minutes; ``--quick`` for a smoke run)::
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_cpu_paths.py --json /tmp/cpu_paths.json
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_cpu_paths.py --quick
@@ -204,14 +207,16 @@ class Measurement:
     path: ExecPath
     forward_s: list[float] = field(default_factory=list)
     loop_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
     max_abs_dp: float = float("nan")
     flips: int = -1
     scale: float = 1.0
 
-    def add(self, forward_s: float, loop_s: float) -> None:
+    def add(self, forward_s: float, loop_s: float, cpu_s: float) -> None:
         self.forward_s.append(forward_s * self.scale)
         self.loop_s.append(loop_s * self.scale)
+        self.cpu_s.append(cpu_s * self.scale)
         self.loads.append(load_average())
 
     @property
@@ -322,13 +327,15 @@ def run_slices(
     boxes: dict[str, tuple[int, int, int, int]],
     prob_out: np.ndarray,
     context: int,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Run ``path`` over slices ``z_indices``; write probabilities into ``prob_out`` (zeros
-    outside the crop). Returns (model-pass seconds, loop seconds)."""
+    outside the crop). Returns (model-pass seconds, loop seconds, model-pass CPU seconds of
+    the process: all threads, spinning included)."""
     r0, r1, c0, c1 = boxes[path.crop]
     rows, cols = slice(r0, r1), slice(c0, c1)
     prob_out[z_indices] = 0.0
     forward = 0.0
+    cpu = 0.0
     started = time.perf_counter()
     with torch_threads(path.threads):
         for start in range(0, len(z_indices), path.batch_size):
@@ -339,11 +346,12 @@ def run_slices(
                 x = np.concatenate([x, np.repeat(x[-1:], path.batch_size - n, axis=0)])
             if path.pad_multiple > 1:
                 x = pad_to_multiple(x, path.pad_multiple)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             probs = path.run_batch(x)
             forward += time.perf_counter() - t0
+            cpu += time.process_time() - cpu0
             prob_out[idx, rows, cols] = probs[:n, : r1 - r0, : c1 - c0]
-    return forward, time.perf_counter() - started
+    return forward, time.perf_counter() - started, cpu
 
 
 def compare(prob: np.ndarray, reference: np.ndarray) -> tuple[float, int]:
@@ -814,14 +822,16 @@ def today_path(ct: CtVolume, model: nn.Module, crop: bool) -> ExecPath:
 
 def run_today(
     path: ExecPath, ct: CtVolume, model: nn.Module, prob_out: np.ndarray
-) -> tuple[float, float, str]:
+) -> tuple[float, float, float, str]:
     """Call run_inference with a fresh tuner; (model seconds, call seconds, its settings)."""
     _reset_tuner()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     res = run_inference(ct, model, device="cpu", crop_to_body=path.crop == "body")
     call_s = time.perf_counter() - t0
+    cpu_s = time.process_time() - cpu0
     prob_out[:] = res.prob
-    return res.model_seconds, call_s, res.settings.describe() if res.settings else "?"
+    how = res.settings.describe() if res.settings else "?"
+    return res.model_seconds, call_s, cpu_s, how
 
 
 # ---------------------------------------------------------------------------------------------
@@ -861,15 +871,16 @@ def fmt_row(m: Measurement, ref_s: float, est: bool) -> str:
     med = statistics.median(m.forward_s)
     low = min(m.forward_s)
     loop = statistics.median(m.loop_s)
+    cpu = statistics.median(m.cpu_s)
     ok = "yes" if m.equal else "NO"
     return (
-        f"{m.path.name:<52} {med:8.1f} {low:8.1f} {loop:8.1f} {ref_s / med:7.2f}x "
+        f"{m.path.name:<52} {med:8.1f} {low:8.1f} {loop:8.1f} {cpu:7.1f} {ref_s / med:7.2f}x "
         f"{m.max_abs_dp:9.1e} {m.flips:6d} {ok:>5} {m.path.setup_s:7.1f}" + (" est." if est else "")
     )
 
 
 HEADER = (
-    f"{'path':<52} {'median':>8} {'min':>8} {'loop':>8} {'vs ref':>8} "
+    f"{'path':<52} {'median':>8} {'min':>8} {'loop':>8} {'cpu':>7} {'vs ref':>8} "
     f"{'max|dp|':>9} {'flips':>6} {'equal':>5} {'setup':>7}"
 )
 
@@ -983,8 +994,9 @@ def main() -> None:
         ref_slab = ref_prob[slab]
         for round_i in range(args.sweep_repeats):
             for m in sweep_m:
-                fwd, loop = run_slices(m.path, hu, slab, boxes, work, context)
-                m.add(fwd, loop)
+                m.add(*run_slices(m.path, hu, slab, boxes, work, context))
+                fwd = m.forward_s[-1] / scale
+                print(f"    {m.path.name}: {fwd:.2f} s, load {m.loads[-1]:.1f}", flush=True)
                 if round_i == 0:
                     m.max_abs_dp, m.flips = compare(work[slab], ref_slab)
             print(f"  sweep round {round_i + 1} done, load {load_average():.2f}", flush=True)
@@ -1040,17 +1052,16 @@ def main() -> None:
         for round_i in range(args.repeats):
             for m in series_m:
                 if m.path.family == "today":
-                    fwd, loop, how = run_today(m.path, ct, model, work)
+                    fwd, loop, cpu, how = run_today(m.path, ct, model, work)
                     today_settings[m.path.name] = how
                 else:
-                    fwd, loop = run_slices(m.path, hu, all_z, boxes, work, context)
-                m.add(fwd, loop)
+                    fwd, loop, cpu = run_slices(m.path, hu, all_z, boxes, work, context)
+                m.add(fwd, loop, cpu)
+                print(f"    {m.path.name}: {fwd:.1f} s, load {m.loads[-1]:.1f}", flush=True)
                 if round_i == 0 and m is not ref_m:
                     m.max_abs_dp, m.flips = compare(work, ref_prob)
             print(f"  round {round_i + 1} done, load {load_average():.2f}", flush=True)
-        ref_end = run_slices(reference, hu, all_z, boxes, work, context)[0]
-        ref_m.forward_s.append(ref_end)
-        ref_m.loads.append(load_average())
+        ref_m.add(*run_slices(reference, hu, all_z, boxes, work, context))
 
     # ---------------- report ----------------
     ref_s = statistics.median(ref_m.forward_s)
@@ -1059,6 +1070,8 @@ def main() -> None:
     print(
         f"series {hu.shape} (z, y, x); seconds = model passes over all {n_z} slices "
         "(median and min of the rounds); loop = median with inputs made and outputs stored; "
+        "cpu = median CPU seconds of the process over the model passes (all threads, spin-waits "
+        "included: for 1-thread paths about what an idle core needs, whatever the load); "
         f"setup = once per process (export / compile / session); equal = max|dp| <= "
         f"{TOL_MAX_ABS_DP:g} and flips <= {TOL_MAX_FLIPS} (of {n_mask} reference mask voxels)"
     )
@@ -1095,6 +1108,7 @@ def main() -> None:
                         "crop": m.path.crop,
                         "forward_s": m.forward_s,
                         "loop_s": m.loop_s,
+                        "cpu_s": m.cpu_s,
                         "loads": m.loads,
                         "setup_s": m.path.setup_s,
                         "max_abs_dp": m.max_abs_dp,
