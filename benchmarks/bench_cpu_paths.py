@@ -68,9 +68,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from src_train.anatomy import body_box, lung_field
 from src_train.context import context_stack
 from src_train.ct import CtVolume, load_ct
 from src_train.infer import DEMO_CHECKPOINT, run_inference
+from src_train.infer.runner import BODY_MARGIN_PX, fold_batch_norms
 from src_train.model import load_model
 from src_train.synth import SynthConfig, _scan_seed, generate_scan, synthetic_series_uid
 
@@ -91,33 +93,6 @@ LUNG_BOX_MARGIN_MM = 10.0
 INT8_CALIBRATION_SLICES = 8
 
 DEFAULT_THREADS = torch.get_num_threads()
-
-
-# ---------------------------------------------------------------------------------------------
-# Project internals the benchmark reuses (they move while src_train/infer.py is split)
-# ---------------------------------------------------------------------------------------------
-_INFER_MODULES = ("src_train.infer", "src_train.infer.runner", "src_train.infer.tuner")
-
-
-def _infer_attr(name: str) -> Any:
-    """``name`` from the inference package, wherever the split put it."""
-    for module_name in _INFER_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise SystemExit(f"cannot find {name} in {', '.join(_INFER_MODULES)}")
-
-
-def _reset_tuner() -> None:
-    """Forget tuned settings, so run_inference tunes as in a fresh process."""
-    for module_name in _INFER_MODULES:
-        with contextlib.suppress(ImportError):
-            tuners = getattr(importlib.import_module(module_name), "_TUNERS", None)
-            if isinstance(tuners, dict):
-                tuners.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,10 +250,10 @@ def split_batch_fn(run: BatchFn, workers: int, per_worker: Callable[[], None]) -
     return run_split
 
 
-def fold_batch_norms(model: nn.Module) -> nn.Module:
+def folded_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with batch norms folded into the convolutions (as run_inference)."""
     folded = copy.deepcopy(model).eval()
-    _infer_attr("_fold_batch_norms")(folded)
+    fold_batch_norms(folded)
     return folded
 
 
@@ -824,8 +799,8 @@ def run_today(
     path: ExecPath, ct: CtVolume, model: nn.Module, prob_out: np.ndarray
 ) -> tuple[float, float, float, str]:
     """Call run_inference with a fresh tuner; (model seconds, call seconds, its settings)."""
-    _reset_tuner()
     t0, cpu0 = time.perf_counter(), time.process_time()
+    # a fresh tuner per call: it tunes as in a new process
     res = run_inference(ct, model, device="cpu", crop_to_body=path.crop == "body")
     call_s = time.perf_counter() - t0
     cpu_s = time.process_time() - cpu0
@@ -853,7 +828,7 @@ def make_series(size: int, slices: int) -> CtVolume:
 
 def lung_box(ct: CtVolume, multiple: int, margin_px: int) -> tuple[int, int, int, int]:
     """In-plane box around the lung field (margin :data:`LUNG_BOX_MARGIN_MM`) + ``margin_px``."""
-    field_mask = _infer_attr("lung_field")(ct.hu, ct.geometry.spacing_irc_mm, LUNG_BOX_MARGIN_MM)
+    field_mask = lung_field(ct.hu, ct.geometry.spacing_irc_mm, LUNG_BOX_MARGIN_MM)
     rows = np.flatnonzero(field_mask.any(axis=(0, 2)))
     cols = np.flatnonzero(field_mask.any(axis=(0, 1)))
     n_rows, n_cols = field_mask.shape[1:]
@@ -923,8 +898,8 @@ def main() -> None:
         n_z = hu.shape[0]
         model, config = load_model(args.checkpoint, device="cpu")
         context, multiple = config.context_slices, config.size_multiple
-        margin = _infer_attr("BODY_MARGIN_PX")
-        body = _infer_attr("_body_box")(hu, multiple, margin)
+        margin = BODY_MARGIN_PX
+        body = body_box(hu, multiple, margin)
         boxes = {"body": body, "whole": (0, hu.shape[1], 0, hu.shape[2])}
         boxes["lung"] = lung_box(ct, multiple, margin)
         for key, (r0, r1, c0, c1) in boxes.items():
@@ -939,9 +914,7 @@ def main() -> None:
             ),
             multiple,
         )
-        s = Setup(
-            model, fold_batch_norms(model), example, multiple, (slice(r0, r1), slice(c0, c1)), tmp
-        )
+        s = Setup(model, folded_copy(model), example, multiple, (slice(r0, r1), slice(c0, c1)), tmp)
 
         reference = ExecPath(
             f"reference fp32 NCHW unfused t{DEFAULT_THREADS} b8 (whole)",

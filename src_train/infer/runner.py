@@ -177,7 +177,7 @@ class InferenceResult:
         return self.prob.shape[0] / self.model_seconds if self.model_seconds > 0 else math.nan
 
 
-def _fold_batch_norms(model: nn.Module) -> int:
+def fold_batch_norms(model: nn.Module) -> int:
     """Fold every ``Conv2d`` directly followed by ``BatchNorm2d`` (in a Sequential) in place.
 
     The model must be in eval mode. Returns the number of folded pairs.
@@ -252,7 +252,7 @@ def iter_inference(
     rows, cols = slice(r0, r1), slice(c0, c1)
 
     runner = copy.deepcopy(unwrap_model(model)).to(dev).eval()
-    _fold_batch_norms(runner)
+    fold_batch_norms(runner)
     original_threads = torch.get_num_threads()
     if opts.num_threads is not None:
         threads = [opts.num_threads]
