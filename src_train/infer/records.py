@@ -64,28 +64,25 @@ def series_digest(uids: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(uids).encode()).hexdigest()[:SETTINGS_KEY_HEX]
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+_MISSING = object()
 
 
-def settings_differences(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """``"name: recorded X, now Y"`` for every setting that differs (nested keys dotted)."""
-    old, new = _flatten(recorded), _flatten(now)
-    missing = object()
+def _shown(value: Any) -> str:
+    return "(none)" if value is _MISSING else json.dumps(value, sort_keys=True)
+
+
+def settings_differences(
+    recorded: Mapping[str, Any], now: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """``"name: recorded X, now Y"`` for every setting that differs (nested names dotted)."""
     lines = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name, missing), new.get(name, missing)
-        if a != b:
-            shown_a = "(none)" if a is missing else json.dumps(a)
-            shown_b = "(none)" if b is missing else json.dumps(b)
-            lines.append(f"{name}: recorded {shown_a}, now {shown_b}")
+    for key in sorted(set(recorded) | set(now)):
+        a, b = recorded.get(key, _MISSING), now.get(key, _MISSING)
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            lines += settings_differences(a, b, f"{name}.")
+        elif a != b:
+            lines.append(f"{name}: recorded {_shown(a)}, now {_shown(b)}")
     return lines
 
 
