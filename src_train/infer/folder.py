@@ -333,6 +333,7 @@ def _run_series(
     should_stop: ShouldStop | None,
 ) -> SeriesReport:
     """Infer one series, write its volumes, then its record (last, atomically)."""
+    t0 = time.perf_counter()
     ct = load_ct(path)
     if ct.series_uid != uid:  # a DICOM folder or renamed file: keep the name asked for
         ct.series_uid = uid
@@ -341,7 +342,9 @@ def _run_series(
         ct, model, options, tuners=tuners, progress=progress, should_stop=should_stop
     )
     files = plan.outputs(uid)
+    t_written = time.perf_counter()
     metrics = write_series_volumes(ct, result.prob, result.mask, files, scope.truth)
+    load_seconds = t_written - t0 - result.seconds
     record = SeriesRecord(
         series_uid=uid,
         settings_key=plan.settings_key,
@@ -350,6 +353,8 @@ def _run_series(
         n_slices=ct.shape_irc[0],
         seconds=result.seconds,
         model_seconds=result.model_seconds,
+        load_seconds=load_seconds,
+        write_seconds=time.perf_counter() - t_written,
         execution=asdict(result.settings) if result.settings is not None else {},
         voxel_metrics=metrics,
         part=f"{plan.part.part_id + 1}/{plan.part.num_parts}",

@@ -237,6 +237,9 @@ class SeriesRecord:
         n_slices: its slices.
         seconds: wall time of inference on it (model and grouping).
         model_seconds: wall time of the model passes alone.
+        load_seconds: wall time of reading the series.
+        write_seconds: wall time of writing its volumes (and, with truth, making its
+            ground-truth mask and error volume).
         execution: how the model ran (``InferenceSettings`` as a dict: device, precision...).
         voxel_metrics: voxel metrics against the generated masks; None without truth.
         part: ``"I/N"`` of the process that wrote it.
@@ -250,6 +253,8 @@ class SeriesRecord:
     n_slices: int
     seconds: float
     model_seconds: float = 0.0
+    load_seconds: float = 0.0
+    write_seconds: float = 0.0
     execution: dict[str, Any] = field(default_factory=dict)
     voxel_metrics: dict[str, float] | None = None
     part: str = "1/1"
@@ -275,6 +280,8 @@ class SeriesRecord:
             n_slices=int(data["n_slices"]),
             seconds=float(data["seconds"]),
             model_seconds=float(data.get("model_seconds", 0.0)),
+            load_seconds=float(data.get("load_seconds", 0.0)),
+            write_seconds=float(data.get("write_seconds", 0.0)),
             execution=dict(data.get("execution") or {}),
             voxel_metrics=data.get("voxel_metrics"),
             part=str(data.get("part", "")),
