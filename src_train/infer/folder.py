@@ -85,7 +85,7 @@ CANDIDATES_CSV = "candidates.csv"
 
 #: Fields of :class:`InferenceOptions` that choose how the model runs, not what it outputs
 #: (beyond float rounding): parts of one run may differ in them (CPU here, GPU there).
-EXECUTION_FIELDS = ("device", "batch_size", "channels_last", "num_threads")
+EXECUTION_FIELDS = ("device", "batch_size", "channels_last", "num_threads", "engine")
 
 
 @dataclass(frozen=True)
