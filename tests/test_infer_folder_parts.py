@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,57 @@ def test_settings_differences_name_each_nested_setting() -> None:
     ]
     assert settings_differences(recorded, recorded) == []
     assert settings_differences({"a": {"b": 1}}, {"a": {}}) == ["a.b: recorded 1, now (none)"]
+
+
+def test_run_json_is_created_once_even_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from src_train.infer import records
+
+    target = tmp_path / "run.json"
+    assert records._create_exclusive(target, '{"a": 1}')
+    assert not records._create_exclusive(target, '{"a": 2}')  # the first one stays
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(records.os, "link", no_links)
+    other = tmp_path / "other.json"
+    assert records._create_exclusive(other, '{"b": 1}')
+    assert not records._create_exclusive(other, '{"b": 2}')
+    assert target.read_text() == '{"a": 1}' and other.read_text() == '{"b": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json", "run.json"]
+
+
+def test_a_record_is_trusted_only_with_its_key_and_file_sizes(tmp_path: Path) -> None:
+    from src_train.infer.records import (
+        RecordIndex,
+        SeriesRecord,
+        complete_record,
+        describe_files,
+        record_path,
+        write_record,
+    )
+
+    volume = tmp_path / "1.2_pred.zraw"
+    volume.write_bytes(b"x" * 100)
+    record = SeriesRecord(
+        series_uid="1.2",
+        settings_key="k1",
+        files=describe_files(tmp_path, [volume]),
+        candidates=[],
+        n_slices=3,
+        seconds=1.0,
+    )
+    write_record(tmp_path, record)
+    assert complete_record(tmp_path, "1.2", "k1") == record
+    assert complete_record(tmp_path, "1.2", "k2") is None  # another run's settings
+    index = RecordIndex(tmp_path, "k1")
+    assert index.incomplete(["1.1", "1.2"]) == ["1.1"]
+    volume.write_bytes(b"x" * 60)  # truncated behind the record's back
+    assert complete_record(tmp_path, "1.2", "k1") is None
+    volume.unlink()
+    assert complete_record(tmp_path, "1.2", "k1") is None
+    record_path(tmp_path, "1.2").write_text("{half a rec")
+    assert complete_record(tmp_path, "1.2", "k1") is None
+    assert index.incomplete(["1.2"]) == ["1.2"]

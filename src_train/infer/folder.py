@@ -299,14 +299,15 @@ _RUN_ERRORS = (CancelledError, ConfigError, CheckpointError)
 
 def _is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` or an exception it came from says the disk is full."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return True
-        if os.strerror(errno.ENOSPC) in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:  # a chain may loop back
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(e)
+        for e in chain
+    )
 
 
 def _failure_reason(exc: BaseException) -> str:

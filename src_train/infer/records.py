@@ -138,13 +138,23 @@ class RunManifest:
 
 
 def _create_exclusive(path: Path, text: str) -> bool:
-    """Write ``path`` whole, only if it does not exist yet; False when another process won."""
+    """Write ``path`` whole, only if it does not exist yet; False when another process won.
+
+    A complete temporary file is hard-linked to ``path`` (atomic and exclusive); on a file
+    system without hard links the file is created exclusively and written at once.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     write_text_atomic(tmp, text)
     try:
-        os.link(tmp, path)  # atomic and exclusive: fails when path exists
+        os.link(tmp, path)
     except FileExistsError:
         return False
+    except OSError:  # no hard links here (some network file systems)
+        try:
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(text)
+        except FileExistsError:
+            return False
     finally:
         tmp.unlink(missing_ok=True)
     return True
