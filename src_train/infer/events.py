@@ -252,6 +252,7 @@ class SeriesFailure:
     reason: str
 
     def describe(self) -> str:
+        """``<uid>: <reason>``."""
         return f"{self.series_uid}: {self.reason}"
 
 

@@ -273,12 +273,14 @@ class SeriesRecord:
     )
 
     def to_json(self) -> str:
+        """The record file's text."""
         data = dataclasses.asdict(self)
         data["format"] = RECORD_FORMAT
         return json.dumps(data, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> SeriesRecord:
+        """Parse a record file (``ValueError``/``KeyError``/``TypeError`` when damaged)."""
         data = json.loads(text)
         if data.get("format") != RECORD_FORMAT:
             raise ValueError(f"record format {data.get('format')!r}, not {RECORD_FORMAT}")
