@@ -8,7 +8,7 @@ On one synthetic series (default 130 x 512 x 512, like ``lunaseg synth --size 51
    the issue's 59.3 s measured);
 2. :func:`run_inference` with ``engine="torch"`` (the runner before this path: threads, memory
    format and batch tuned on the series, body box, batch norms folded);
-3. :func:`run_inference` with each runtime forced (``engine="onnxruntime"``) and with
+3. :func:`run_inference` with each runtime forced (``engine="openvino"``) and with
    ``engine="auto"`` (what ``lunaseg infer`` does: the tuner measures PyTorch and the runtime
    and keeps the faster). Each call gets a fresh tuner and engine cache, so the export is paid
    every time, as in a fresh process; its seconds are shown apart;

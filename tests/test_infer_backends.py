@@ -1,4 +1,4 @@
-"""The fast CPU path: the exported model run by ONNX Runtime equals eager PyTorch; fallbacks."""
+"""The fast CPU path: the exported model run by OpenVINO equals eager PyTorch; fallbacks."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from src_train.model import ModelConfig, build_model
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),
-    pytest.mark.skipif(not backends.is_installed("onnxruntime"), reason="onnxruntime missing"),
+    pytest.mark.skipif(not backends.is_installed("openvino"), reason="openvino missing"),
 ]
 
 #: One float16 step at probabilities near 1 (the runner stores probabilities as float16).
@@ -49,9 +49,9 @@ def test_the_runtime_gives_eager_pytorchs_probabilities(shape: tuple[int, int, i
     model = random_model()
     ct = chest(shape)
     reference = run_inference(ct, model, eager())
-    fast = run_inference(ct, model, device="cpu", engine="onnxruntime", batch_size=3)
-    assert fast.settings is not None and fast.settings.engine == "onnxruntime"
-    assert "onnxruntime" in fast.settings.describe()
+    fast = run_inference(ct, model, device="cpu", engine="openvino", batch_size=3)
+    assert fast.settings is not None and fast.settings.engine == "openvino"
+    assert "openvino" in fast.settings.describe()
     dp = np.abs(fast.prob.astype(np.float32) - reference.prob.astype(np.float32))
     assert dp.max() <= FLOAT16_STEP
     near_threshold = np.abs(reference.prob.astype(np.float32) - 0.5) <= FLOAT16_STEP
@@ -60,18 +60,16 @@ def test_the_runtime_gives_eager_pytorchs_probabilities(shape: tuple[int, int, i
 
 
 def test_the_exported_graph_equals_the_module_within_the_stated_tolerance() -> None:
-    import onnxruntime as ort
-
     model = random_model()
     runner = ProbabilityGraph(model).eval()
     graph = export_onnx(model, torch.zeros(1, 7, 8, 8))
-    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    compiled = backends._compile_openvino(graph, threads=1)
     rng = np.random.default_rng(0)
     for shape in [(1, 7, 16, 24), (3, 7, 40, 32)]:  # batch, height and width are free
         x = (rng.random(shape, dtype=np.float32) * 2000 - 1000).astype(np.float32)
         with torch.inference_mode():
             want = runner(torch.from_numpy(x)).numpy()
-        got = session.run(None, {"x": x})[0]
+        got = compiled(x)[0]
         assert got.shape == want.shape == (shape[0], *shape[2:])
         assert np.abs(got - want).max() <= EQUAL_TOLERANCE
 
@@ -102,7 +100,7 @@ def test_auto_lets_the_tuner_measure_the_runtime_and_exports_once(
     assert len(calls) == 1
     (tuner,) = tuners._tuners.values()
     tried = {execution for _threads, execution, _batch in tuner.timings()}
-    assert {True, False, "onnxruntime"} <= tried
+    assert {True, False, "openvino"} <= tried
 
 
 def test_without_the_runtime_pytorch_runs_and_asking_for_it_is_a_clear_error(
@@ -114,8 +112,8 @@ def test_without_the_runtime_pytorch_runs_and_asking_for_it_is_a_clear_error(
     assert result.settings is not None and result.settings.engine == "torch"
     reference = run_inference(ct, model, eager())
     assert np.abs(result.prob.astype(np.float32) - reference.prob).max() <= FLOAT16_STEP
-    with pytest.raises(ConfigError, match=r"onnxruntime needs the packages onnxruntime, onnx"):
-        run_inference(ct, model, device="cpu", engine="onnxruntime")
+    with pytest.raises(ConfigError, match=r"openvino needs the packages openvino, onnx"):
+        run_inference(ct, model, device="cpu", engine="openvino")
 
 
 def test_a_model_the_exporter_cannot_take_runs_in_pytorch(
@@ -141,16 +139,14 @@ def test_a_failed_export_is_logged_and_pytorch_runs(
 
     monkeypatch.setattr(backends, "export_onnx", broken)
     with caplog.at_level(logging.WARNING, logger="src_train.infer.backends"):
-        result = run_inference(
-            chest((6, 48, 48)), random_model(), device="cpu", engine="onnxruntime"
-        )
+        result = run_inference(chest((6, 48, 48)), random_model(), device="cpu", engine="openvino")
     assert result.settings is not None and result.settings.engine == "torch"
     assert "could not be exported" in caplog.text and "unsupported operator" in caplog.text
 
 
 def test_the_runtime_is_offered_only_for_fp32_on_the_cpu() -> None:
     model, cpu = random_model(), torch.device("cpu")
-    assert candidate_engines("auto", cpu, "fp32", model) == ["onnxruntime"]
+    assert candidate_engines("auto", cpu, "fp32", model) == ["openvino"]
     assert candidate_engines("auto", cpu, "bf16", model) == []
     assert candidate_engines("auto", torch.device("cuda"), "fp32", model) == []
     assert candidate_engines("torch", cpu, "fp32", model) == []
@@ -171,8 +167,8 @@ def test_cli_engine_option_is_not_a_settings_difference(
     out = tmp_path / "out"
     base = ["infer", str(tiny_synth_dir), "--out", str(out), "--checkpoint", str(ckpt)]
     base += ["--device", "cpu", "--limit", "1"]
-    assert main([*base, "--engine", "onnxruntime"]) == 0
-    assert "onnxruntime batch" in capsys.readouterr().out
+    assert main([*base, "--engine", "openvino"]) == 0
+    assert "openvino batch" in capsys.readouterr().out
     assert main([*base, "--limit", "2", "--engine", "torch"]) == 0  # resumes, no refusal
     printed = capsys.readouterr().out
     assert "1 series computed, 1 skipped" in printed

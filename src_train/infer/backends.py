@@ -1,14 +1,18 @@
 """The model's forward pass as an exported graph run by a mature CPU runtime (fp32 CPUs).
 
-On CPUs without native bf16 the model runs in fp32, and PyTorch's eager convolutions are not
-the fastest way to run it there. This module exports the model (batch norms folded, the
-input batch norm and the sigmoid inside the graph) once per caller to ONNX and runs it with
-a CPU runtime. It is one more option the runner's tuner measures against eager PyTorch on the
-first batches of a series (:mod:`.tuner`): the faster one is kept, so on a CPU where the
-runtime is not faster nothing changes. Outputs equal eager fp32 within float rounding
-(:data:`EQUAL_TOLERANCE`, far below the uint8 steps the probabilities are stored with).
+On CPUs without native bf16 the model runs in fp32. This module exports the model (batch
+norms folded, the input batch norm and the sigmoid inside the graph) once per caller to ONNX
+and runs it with OpenVINO's CPU plugin (fp32 pinned, latency hint, the tuner's thread count),
+the fastest fp32 path measured on an AVX2 CPU among eager PyTorch, TorchScript,
+``torch.compile``, ONNX Runtime and OpenVINO (about 15 % less time than eager PyTorch, close
+to the noise of the shared machine it was measured on; ONNX Runtime tied with eager and was
+not kept; figures in ``docs/scale.md``). It is one more option the runner's tuner measures
+against eager PyTorch on the first batches of a series (:mod:`.tuner`): the faster one is
+kept, so on a CPU where the runtime is not faster nothing changes. Outputs equal eager fp32
+within float rounding (:data:`EQUAL_TOLERANCE`, far below the uint8 steps the probabilities
+are stored with).
 
-The runtimes are optional packages (``pip install napari-lunaseg[cpu]``); when they are
+The runtime is an optional package (``pip install napari-lunaseg[cpu]``); when it is
 missing, or the export fails, eager PyTorch runs and the reason is logged once. The exported
 graphs and the runtime sessions live in an :class:`EngineCache` that the caller owns (it
 travels in its :class:`~src_train.infer.tuner.TunerCache`), so a run over many series exports
@@ -35,10 +39,11 @@ log = logging.getLogger(__name__)
 
 #: ``--engine`` choices: ``auto`` lets the tuner pick among PyTorch and the installed runtimes;
 #: ``torch`` keeps eager PyTorch; a runtime name asks for that runtime (error if missing).
-ENGINE_CHOICES = ("auto", "torch", "onnxruntime")
+ENGINE_CHOICES = ("auto", "torch", "openvino")
 
-#: Runtimes ``auto`` offers to the tuner, and the package each needs (import name).
-RUNTIMES: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime", "onnx")}
+#: Runtimes ``auto`` offers to the tuner, and the packages each needs (import names: the
+#: runtime, and ``onnx`` for PyTorch's exporter).
+RUNTIMES: dict[str, tuple[str, ...]] = {"openvino": ("openvino", "onnx")}
 
 #: How ``pip`` installs them.
 INSTALL_HINT = "pip install 'napari-lunaseg[cpu]'"
@@ -169,8 +174,8 @@ class Engines:
         session = self._cache.session(runtime, self._key, threads)
         x = batch.numpy()
         height, width = x.shape[2:]
-        probs = session.run(None, {"x": pad_to_multiple(x, self.multiple)})[0]
-        return probs[:, :height, :width].astype(np.float16)
+        probs = session(pad_to_multiple(x, self.multiple))[0]
+        return np.asarray(probs)[:, :height, :width].astype(np.float16)
 
 
 class EngineCache:
@@ -202,17 +207,19 @@ class EngineCache:
             graph = self._graphs.get(key)
             if graph is None:
                 raise RuntimeError(f"no exported graph to run with {runtime}")
-            session = self._sessions[(runtime, key, threads)] = _open_onnxruntime(graph, threads)
+            session = self._sessions[(runtime, key, threads)] = _compile_openvino(graph, threads)
         return session
 
 
-def _open_onnxruntime(graph: bytes, threads: int) -> Any:
-    import onnxruntime as ort
+def _compile_openvino(graph: bytes, threads: int) -> Any:
+    """The ONNX graph compiled by OpenVINO for the CPU: fp32 (never its bf16 default on CPUs
+    that have bf16), a latency hint, ``threads`` inference threads. Called with a batch."""
+    import openvino as ov
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    core = ov.Core()
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    return core.compile_model(core.read_model(graph), "CPU", config)

@@ -96,8 +96,8 @@ class InferenceOptions:
     )
     engine: str = option(  # fast CPU path, see backends.py
         "auto",
-        help="fp32 CPU forward passes: auto = PyTorch or an installed runtime, the faster by "
-        "measurement; torch; onnxruntime",
+        help="fp32 CPU forward passes: auto = PyTorch or the installed runtime, the faster by "
+        "measurement; torch; openvino",
         choices=ENGINE_CHOICES,
     )
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
