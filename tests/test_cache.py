@@ -31,9 +31,11 @@ def test_cache_layout_types_and_meta(luna: Path) -> None:
     for meta in metas:
         folder = luna / "cache" / meta.series_uid
         ct = np.load(folder / CT_FILE)
-        mask = np.load(folder / MASK_FILE)
-        assert ct.dtype == np.int16 and mask.dtype == np.uint8
-        assert ct.shape == mask.shape == meta.shape_irc
+        bits = np.load(folder / MASK_FILE)
+        assert ct.dtype == np.int16 and bits.dtype == np.uint8
+        assert ct.shape == meta.shape_irc
+        assert bits.shape == (*meta.shape_irc[:2], -(-meta.shape_irc[2] // 8))  # 8 voxels/byte
+        mask = np.unpackbits(bits, axis=-1, count=meta.shape_irc[2])
         source = cache.folder.load(meta.series_uid)
         expected, _ = build_masks(source, cache.folder.nodules(meta.series_uid))
         assert np.array_equal(mask.astype(bool), expected)
@@ -85,13 +87,19 @@ def test_build_all_reports_progress_and_stops(luna: Path) -> None:
     SeriesCache(luna).build_all(progress=lambda d, t, m: seen.append((d, t, m)))
     assert seen == [(1, 3, "1.1"), (2, 3, "1.2"), (3, 3, "1.3")]
     with pytest.raises(CancelledError):
-        SeriesCache(luna).build_all(should_stop=lambda: True)
+        SeriesCache(luna, cache_dir=luna / "fresh").build_all(should_stop=lambda: True)
+    assert not (luna / "fresh").exists()
+    assert len(SeriesCache(luna).build_all(should_stop=lambda: True)) == 3  # nothing to stop
 
 
 def test_arrays_are_read_only_memory_maps_with_bounded_open_count(luna: Path) -> None:
     cache = SeriesCache(luna, max_open=1)
     hu, mask = cache.arrays("1.1")
-    assert isinstance(hu, np.memmap) and not hu.flags.writeable and not mask.flags.writeable
+    assert isinstance(hu, np.memmap) and not hu.flags.writeable
+    assert isinstance(mask.bits, np.memmap) and not mask.bits.flags.writeable
+    crop = mask[5, 10:30, 3:40]
+    crop[:] = True  # a sample's copy: the cache is untouched
+    assert not mask[5, 10:30, 3:40].all()
     cache.arrays("1.2")
     assert len(cache._open) == 1
     restored = pickle.loads(pickle.dumps(cache))

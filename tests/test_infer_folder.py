@@ -16,7 +16,9 @@ from src_train.errors import CancelledError, OutputExistsError
 from src_train.evaluate import evaluate_froc, read_series_list, read_submission
 from src_train.infer import (
     DEMO_CHECKPOINT,
+    InferenceOptions,
     InferPlan,
+    InferRunOptions,
     SeriesReport,
     infer_to_folder,
     run_inference,
@@ -51,10 +53,10 @@ def test_cli_infer_then_eval_on_a_luna_folder(
     printed = capsys.readouterr().out
     assert "nodule recall" in printed and "CPM" in printed
 
-    # Nothing is overwritten silently.
+    # Nothing is overwritten silently: another checkpoint is refused, naming the difference.
     before = (out / "candidates.csv").read_bytes()
     assert main([*args, "--checkpoint", str(ckpt)]) == 2
-    assert "already exist" in capsys.readouterr().err
+    assert "checkpoint_sha1: recorded" in capsys.readouterr().err
     assert (out / "candidates.csv").read_bytes() == before
 
     ann = str(tiny_synth_dir / "annotations.csv")
@@ -114,6 +116,7 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
     plan = summary.plan
     assert events == [plan, *summary.series]  # the plan first, then one report per series
     assert [uid for uid, _ in plan.series] == [r.series_uid for r in summary.series] == uids
+    assert [uid for uid, _ in plan.todo] == uids and plan.skipped == [] and summary.complete
     assert plan.checkpoint == DEMO_CHECKPOINT and plan.model_config == ModelConfig()
     assert plan.annotations_path == folder.annotations_path
     for uid, report in zip(uids, summary.series, strict=True):
@@ -135,16 +138,19 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
     assert summary.froc.recall == froc.recall and summary.froc.cpm == pytest.approx(froc.cpm)
     assert summary.seconds > 0
 
-    # Every output is checked before anything is loaded or written.
+    # Every output is checked before anything is written: other settings are refused.
     before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     started: list[InferPlan] = []
-    with pytest.raises(OutputExistsError, match="already exist"):
+    with pytest.raises(OutputExistsError, match=r"inference\.threshold: recorded 0\.5, now 0\.6"):
         infer_to_folder(
-            tiny_synth_dir, out, run_options(series=tuple(uids[1:])), on_start=started.append
+            tiny_synth_dir,
+            out,
+            InferRunOptions(limit=2, inference=InferenceOptions(device="cpu", threshold=0.6)),
+            on_start=started.append,
         )
     assert not started and {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
-    # Without truth: no error volumes, no score; a stop leaves no series list.
+    # Without truth: no error volumes, no score; a stop leaves no tables.
     bare = infer_to_folder(
         tiny_synth_dir, tmp_path / "bare", run_options(series=tuple(uids[:1]), with_truth=False)
     )
@@ -153,7 +159,7 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
     stopped = tmp_path / "stopped"
     with pytest.raises(CancelledError):
         infer_to_folder(tiny_synth_dir, stopped, run_options(limit=1), should_stop=lambda: True)
-    assert not (stopped / "seriesuids.csv").exists()
+    assert not (stopped / "seriesuids.csv").exists() and not (stopped / "candidates.csv").exists()
 
 
 def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:

@@ -162,8 +162,7 @@ def test_a_changed_review_invalidates_exactly_its_series_in_the_cache(luna: Luna
     meta = fresh.meta("1.1")
     ct = luna.load("1.1")
     np.testing.assert_array_equal(
-        np.load(fresh.series_dir("1.1") / "mask.npy").astype(bool),
-        _own(mask_nodule(ct, a), ct.shape_irc),
+        fresh.arrays("1.1")[1].unpack(), _own(mask_nodule(ct, a), ct.shape_irc)
     )
     assert len(meta.nodule_centers_irc) == 1  # training crops no longer visit the rejected one
     assert not SeriesCache(luna.root, reviews=False).is_valid("1.1")
@@ -173,9 +172,7 @@ def test_a_changed_review_invalidates_exactly_its_series_in_the_cache(luna: Luna
     fresh = SeriesCache(luna.root)
     assert [fresh.is_valid(u) for u in ("1.1", "1.2", "1.3")] == [False, True, True]
     fresh.meta("1.1")
-    np.testing.assert_array_equal(
-        np.load(fresh.series_dir("1.1") / "mask.npy").astype(bool), painted
-    )
+    np.testing.assert_array_equal(fresh.arrays("1.1")[1].unpack(), painted)
     assert SeriesCache(luna.root).is_valid("1.1")
 
 
@@ -184,7 +181,6 @@ def test_eval_and_infer_can_score_against_reviewed_nodules(
 ) -> None:
     from src_train.evaluate.run import EvalOptions, evaluate_run
     from src_train.infer import InferRunOptions
-    from src_train.infer.folder import plan_run
 
     folder = reviews_dir(luna.root)
     a, b = luna.nodules("1.1")
@@ -204,6 +200,8 @@ def test_eval_and_infer_can_score_against_reviewed_nodules(
     assert b.center_xyz_mm not in [n.center_xyz_mm for n in reviewed.result.nodules]
     assert any("reviewed nodules" in note for note in reviewed.notes)
 
-    _plan, truth = plan_run(luna.root, tmp_path / "infer", InferRunOptions(reviewed=True))
+    from src_train.infer.folder import choose_scope
+
+    truth = choose_scope(luna.root, InferRunOptions(reviewed=True)).truth
     assert truth is not None and truth.nodules("1.1") == [a]
     assert [n.center_xyz_mm for n in truth.nodules("1.3")][-1] == (1.0, 2.0, 3.0)

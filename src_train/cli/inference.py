@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
@@ -20,9 +21,14 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
         description="Run a checkpoint over every slice of each series and write, in OUT_DIR, "
         "<uid>_prob.mhd (uint8 = round(255 x probability)), <uid>_pred.mhd (0/1 mask), "
         "<uid>_error.mhd where annotations exist (1 TP, 2 FN, 3 FP against the generated "
-        "masks), candidates.csv (LUNA16 submission format: seriesuid,coordX,coordY,coordZ,"
-        "probability + extra columns) and seriesuids.csv (the series processed, for "
-        "'lunaseg eval'). Existing outputs are never replaced without --overwrite.",
+        "masks) and <uid>.json (the series' record, written last). When every series is "
+        "done: candidates.csv (LUNA16 submission format: seriesuid,coordX,coordY,coordZ,"
+        "probability + extra columns) and seriesuids.csv (the series, for 'lunaseg eval'). "
+        "Run it again on the same OUT_DIR to resume: complete series are skipped. Split the "
+        "series over processes, GPUs or machines sharing OUT_DIR with --num-parts/--part-id "
+        "(under torchrun each process takes its rank's part and GPU). A series that fails "
+        "is reported and the others go on (exit status 1). OUT_DIR/run.json records the "
+        "settings; a run with other settings is refused unless --overwrite.",
     )
     p.add_argument(
         "data",
@@ -34,12 +40,22 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
     add_options(p, InferRunOptions)
+    p.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="print one JSON object per event (start, series, failed, end: series done/total, "
+        "series per minute, ETA) to stdout; other lines go to stderr",
+    )
     p.set_defaults(func=run_infer)
 
 
+#: Exit status of ``lunaseg infer`` when some series failed (2 is a user error, before work).
+EXIT_SERIES_FAILED = 1
+
+
 def run_infer(args: argparse.Namespace) -> int:
-    """Run :func:`~src_train.infer.infer_to_folder` and print one line per series."""
-    from src_train.infer import InferPlan, InferRunOptions, infer_to_folder
+    """Run :func:`~src_train.infer.infer_to_folder`; one line per series, failures at the end."""
+    from src_train.infer import InferEvent, InferPlan, InferRunOptions, infer_to_folder
     from src_train.options import options_from_args
 
     if args.data == DEFAULT_DATA_DIR and not Path(args.data).exists():
@@ -48,32 +64,71 @@ def run_infer(args: argparse.Namespace) -> int:
             "to write the synthetic data set, or give a LUNA16 folder or a series."
         )
     options = options_from_args(InferRunOptions, args)
+    as_json = bool(args.progress_json)
+    text = sys.stderr if as_json else sys.stdout
 
-    def model_line(plan: InferPlan) -> None:
-        c = plan.model_config
-        print(f"model {plan.checkpoint} ({c.arch}, depth {c.depth}, {c.filters} filters)")
+    def say(line: str) -> None:
+        print(line, file=text, flush=True)
 
-    summary = infer_to_folder(
-        args.data,
-        args.out,
-        options,
-        on_start=model_line,
-        on_series=lambda report: print(report.describe(), flush=True),
-    )
-    csv_path = summary.candidates_csv
-    print(f"wrote {len(summary.series)} series and {csv_path} ({summary.n_candidates} candidates)")
+    def started(plan: InferPlan) -> None:
+        for note in plan.notes:
+            say(note)
+        if plan.todo:
+            c = plan.model_config
+            say(f"model {plan.checkpoint} ({c.arch}, depth {c.depth}, {c.filters} filters)")
+        say(f"{plan.out_dir}: {plan.describe()}")
+
+    def event(e: InferEvent) -> None:
+        if as_json:
+            print(e.to_json(), flush=True)
+        if e.kind == "series":
+            say(f"{e.progress_text()} {e.message}")
+        elif e.kind == "failed":
+            say(f"{e.progress_text()} FAILED {e.series_uid}: {e.message}")
+
+    summary = infer_to_folder(args.data, args.out, options, on_start=started, on_event=event)
+    plan = summary.plan
+    if summary.complete:
+        say(
+            f"all {len(plan.series)} series complete: wrote {summary.candidates_csv} "
+            f"({summary.n_candidates} candidates) and {plan.series_list}"
+        )
+    else:
+        say(
+            f"{len(summary.incomplete)} of {len(plan.series)} series not complete yet (failed, "
+            "or another part's): candidates.csv and seriesuids.csv are written by the last "
+            "part to finish, or by running this command again"
+        )
     if summary.froc is not None:
         froc = summary.froc
-        print(
+        say(
             f"nodule recall {froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules}), "
             f"{froc.candidates_per_scan:.1f} candidates per scan, CPM {froc.cpm:.3f}"
         )
-        print(
-            f"full report: lunaseg eval --annotations {summary.plan.annotations_path} "
-            f"--candidates {csv_path}"
+        say(
+            f"full report: lunaseg eval --annotations {plan.annotations_path} "
+            f"--candidates {summary.candidates_csv}"
         )
-    print(f"total {summary.seconds:.1f} s")
-    return 0
+    say(
+        f"this process: {len(summary.series)} series computed, {len(plan.skipped)} skipped "
+        f"(already complete), {len(summary.failures)} failed in {summary.seconds:.1f} s"
+    )
+    if summary.ok:
+        return 0
+    for failure in summary.failures:
+        print(f"lunaseg infer: failed: {failure.describe()}", file=sys.stderr)
+    if summary.not_attempted:
+        print(
+            f"lunaseg infer: the disk is full; {len(summary.not_attempted)} series not "
+            "attempted. Free space and run the same command again to resume.",
+            file=sys.stderr,
+        )
+    print(
+        f"lunaseg infer: {len(summary.failures)} series failed; fix them and run the same "
+        "command again (complete series are skipped)",
+        file=sys.stderr,
+    )
+    return EXIT_SERIES_FAILED
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:

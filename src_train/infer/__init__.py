@@ -4,7 +4,13 @@
   generator of progress; :func:`run_inference` drives it);
 * :mod:`.tuner` -- threads / memory format / batch size picked by timing real batches;
 * :mod:`.candidates` -- connected components of the mask as candidate nodules, their CSV;
-* :mod:`.folder` -- :func:`infer_to_folder`, what ``lunaseg infer`` does.
+* :mod:`.folder` -- :func:`infer_to_folder`, what ``lunaseg infer`` does: which series,
+  against what truth, the loop over them;
+* :mod:`.parts` -- which series one process takes (``--num-parts/--part-id``, torchrun);
+* :mod:`.records` -- ``run.json`` and per-series records: resuming, refusing another run's
+  settings, assembling the tables;
+* :mod:`.outputs` -- the volumes a series leaves;
+* :mod:`.events` -- the plan, progress events over the data set, the summary.
 """
 
 from src_train.infer.candidates import (
@@ -14,19 +20,26 @@ from src_train.infer.candidates import (
     group_candidates,
     write_candidates_csv,
 )
+from src_train.infer.events import (
+    InferEvent,
+    InferPlan,
+    InferRunSummary,
+    SeriesFailure,
+    SeriesReport,
+)
 from src_train.infer.folder import (
     DEMO_CHECKPOINT,
-    InferPlan,
     InferRunOptions,
-    InferRunSummary,
-    SeriesOutputs,
-    SeriesReport,
+    RunScope,
+    choose_scope,
     find_series,
     infer_to_folder,
     plan_run,
-    prob_to_uint8,
-    write_series_list,
+    run_settings,
 )
+from src_train.infer.outputs import SeriesOutputs, prob_to_uint8
+from src_train.infer.parts import Part, resolve_part
+from src_train.infer.records import write_series_list
 from src_train.infer.runner import (
     DEFAULT_THRESHOLD,
     InferenceOptions,
@@ -44,6 +57,7 @@ __all__ = [
     "DEMO_CHECKPOINT",
     "CandidateConfig",
     "CandidateNodule",
+    "InferEvent",
     "InferPlan",
     "InferRunOptions",
     "InferRunSummary",
@@ -51,17 +65,23 @@ __all__ = [
     "InferenceProgress",
     "InferenceResult",
     "InferenceSettings",
+    "Part",
+    "RunScope",
+    "SeriesFailure",
     "SeriesOutputs",
     "SeriesReport",
     "Tuner",
     "TunerCache",
+    "choose_scope",
     "find_series",
     "group_candidates",
     "infer_to_folder",
     "iter_inference",
     "plan_run",
     "prob_to_uint8",
+    "resolve_part",
     "run_inference",
+    "run_settings",
     "write_candidates_csv",
     "write_series_list",
 ]

@@ -3,45 +3,77 @@
 :func:`infer_to_folder` is what ``lunaseg infer`` does, usable from any front end. For each
 series ``OUT`` gets, in the CT's geometry: ``<uid>_prob.mhd`` (uint8 ``round(p * 255)``),
 ``<uid>_pred.mhd`` (the mask, uint8 0/1) and, where annotations exist, ``<uid>_error.mhd``
-(1 TP, 2 FN, 3 FP against masks built from the annotations); then ``candidates.csv`` (LUNA16
-submission + extra columns) and ``seriesuids.csv`` (the series processed, for ``lunaseg eval``).
-With annotations it also scores the run: voxel metrics per series, nodule recall / FROC / CPM.
+(1 TP, 2 FN, 3 FP against masks built from the annotations), then its record ``<uid>.json``
+(candidates, settings key, file sizes and SHA-1s; see :mod:`.records`). When every series of
+the run is complete, ``candidates.csv`` (LUNA16 submission + extra columns) and
+``seriesuids.csv`` (the series, for ``lunaseg eval``) are assembled from the records and, with
+annotations, the run is scored (nodule recall, FROC, CPM).
+
+A run survives a kill and can be shared out: run again on the same ``OUT`` and the complete
+series are skipped; ``--num-parts N --part-id I`` (or torchrun's ranks) take 1/N of the series
+each (:mod:`.parts`); a series that fails is reported and the others go on.
+
+The steps of a run, in order: :func:`choose_scope` (which series, scored against what),
+:func:`run_settings` (what shapes the outputs, recorded in ``OUT/run.json``), :func:`plan_run`
+(this process's part, what is complete), then the loop over the series left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import torch
 
-from src_train.anatomy import SCAN_CHUNK_SLICES
-from src_train.atomic import write_text_atomic
-from src_train.ct import (
-    SERIES_SUFFIXES,
-    CtVolume,
-    is_series_path,
-    load_ct,
-    save_volume,
-    series_uid_of,
+from src_train.ct import SERIES_SUFFIXES, is_series_path, load_ct, series_uid_of
+from src_train.errors import (
+    CancelledError,
+    CheckpointError,
+    ConfigError,
+    SeriesNotFoundError,
+    SeriesReadError,
 )
-from src_train.errors import OutputExistsError, SeriesNotFoundError, SeriesReadError
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
-from src_train.infer.candidates import CandidateNodule, write_candidates_csv
-from src_train.infer.runner import InferenceOptions, InferenceSettings, run_inference
+from src_train.infer.candidates import CandidateNodule
+from src_train.infer.events import (
+    EventCallback,
+    InferEvent,
+    InferPlan,
+    InferRunSummary,
+    RateMeter,
+    SeriesFailure,
+    SeriesReport,
+)
+from src_train.infer.outputs import discard_volumes, write_series_volumes
+from src_train.infer.parts import device_for_part, resolve_part
+from src_train.infer.records import (
+    RecordIndex,
+    RunManifest,
+    SeriesRecord,
+    assemble_tables,
+    describe_files,
+    open_run,
+    read_failures,
+    record_path,
+    remove_tables,
+    write_failure,
+    write_record,  # re-exported: lunaseg eval's series list, written by .records
+)
+from src_train.infer.runner import InferenceOptions, run_inference
 from src_train.infer.tuner import TunerCache
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
-from src_train.masks import build_masks
-from src_train.metrics import error_volume, voxel_metrics
-from src_train.model import ModelConfig, load_model
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
+from src_train.model import file_sha1, load_checkpoint, load_model
 from src_train.options import option
-from src_train.progress import Progress, ShouldStop
+from src_train.progress import Progress, ShouldStop, check_stop
 from src_train.reviews import ReviewedFolder
 
 log = logging.getLogger(__name__)
@@ -51,6 +83,10 @@ DEMO_CHECKPOINT: Path = Path(__file__).resolve().parent.parent / "assets" / "dem
 
 #: File names of a run's tables in its output folder.
 CANDIDATES_CSV = "candidates.csv"
+
+#: Fields of :class:`InferenceOptions` that choose how the model runs, not what it outputs
+#: (beyond float rounding): parts of one run may differ in them (CPU here, GPU there).
+EXECUTION_FIELDS = ("device", "batch_size", "channels_last", "num_threads", "engine")
 
 
 @dataclass(frozen=True)
@@ -63,7 +99,9 @@ class InferRunOptions:
         limit: only the first N series.
         with_truth: compare with the annotations when the data has them.
         reviewed: compare with the reviewed nodules instead (rejected dropped, added included).
-        overwrite: replace existing outputs.
+        overwrite: recompute every series (of this part) and replace the run's settings.
+        num_parts, part_id: process only part ``part_id`` of ``num_parts`` (round robin over
+            the sorted series); None = torchrun's ``WORLD_SIZE``/``RANK``, else all series.
         inference: how each series is run (device, precision, threshold, candidates...).
     """
 
@@ -74,7 +112,18 @@ class InferRunOptions:
     limit: int | None = option(None, help="only the first N series", metavar="N")
     with_truth: bool = option(True, help="skip the ground-truth comparison", flag="--no-truth")
     reviewed: bool = option(False, help="compare with the reviewed nodules (DATA/reviews/)")
-    overwrite: bool = option(False, help="replace existing outputs")
+    overwrite: bool = option(
+        False, help="recompute series already complete in OUT_DIR and replace its settings"
+    )
+    num_parts: int | None = option(
+        None,
+        help="split the series into N parts run by separate processes or machines sharing "
+        "OUT_DIR (default: torchrun's WORLD_SIZE, else 1)",
+        metavar="N",
+    )
+    part_id: int | None = option(
+        None, help="the part this process runs, 0..N-1 (default: torchrun's RANK)", metavar="I"
+    )
     inference: InferenceOptions = field(default_factory=InferenceOptions)
 
     @property
@@ -95,9 +144,9 @@ def find_series(
     if not data.exists():
         raise SeriesReadError(f"{data} does not exist; check the path.")
     wanted = list(series or [])
+    folder: LunaFolder | None
     if data.is_dir() and (any(data.glob("subset*")) or (data / ANNOTATIONS_FILE).is_file()):
-        folder: LunaFolder | None = LunaFolder(data)
-        assert folder is not None
+        folder = LunaFolder(data)
         uids = folder.series_uids
         unknown = sorted(set(wanted) - set(uids))
         if unknown:
@@ -130,185 +179,64 @@ def find_series(
     return folder, pairs
 
 
-#: Probability volumes are written as uint8: ``round(prob * PROB_FILE_SCALE)``.
-PROB_FILE_SCALE = 255
+# ---------------------------------------------------------------------------------------------
+# Which series, scored against what; what shapes the outputs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunScope:
+    """Which series a run covers and what its outputs are compared with.
+
+    Attributes:
+        series: ``(uid, path)`` of every series of the run (all parts), sorted.
+        folder: the LUNA16 folder the series come from; None for a lone series.
+        truth: the folder whose annotations define the ground truth; None: no comparison.
+    """
+
+    series: list[tuple[str, Path]]
+    folder: LunaFolder | None
+    truth: LunaFolder | None
+
+    @property
+    def uids(self) -> list[str]:
+        """The run's series UIDs, in order."""
+        return [uid for uid, _ in self.series]
 
 
-def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
-    """Probabilities to uint8 ``round(p * 255)`` for files (SimpleITK cannot write float16)."""
-    out = np.empty(prob.shape, dtype=np.uint8)
-    for z0 in range(0, prob.shape[0], SCAN_CHUNK_SLICES):
-        part = prob[z0 : z0 + SCAN_CHUNK_SLICES].astype(np.float32) * PROB_FILE_SCALE
-        np.rint(part, out=part)
-        out[z0 : z0 + SCAN_CHUNK_SLICES] = part
-    return out
+def choose_scope(data: str | os.PathLike[str], options: InferRunOptions) -> RunScope:
+    """The run's series (``--series``, ``--limit``) and its ground truth (annotations).
+
+    Decided once per run, before anything else: every part computes the same scope.
+    """
+    folder, pairs = find_series(Path(data), options.series, options.limit)
+    has_truth = folder is not None and folder.annotations_path is not None
+    truth = folder if options.with_truth and has_truth else None
+    if options.reviewed and truth is not None:
+        truth = ReviewedFolder(truth.root)  # its nodules(uid) are the reviewed ones
+    return RunScope(series=pairs, folder=folder, truth=truth)
 
 
-def write_series_list(
-    path: str | os.PathLike[str], series_uids: Sequence[str], *, overwrite: bool = False
-) -> Path:
-    """Write one series UID per line (what ``lunaseg eval --series-list`` reads), atomically."""
-    return write_text_atomic(path, "".join(f"{uid}\n" for uid in series_uids), overwrite=overwrite)
+def run_settings(options: InferRunOptions, checkpoint_sha1: str, scope: RunScope) -> dict[str, Any]:
+    """Everything that shapes a series' outputs, as recorded in ``OUT/run.json``.
 
-
-@dataclass
-class SeriesOutputs:
-    """Files ``lunaseg infer`` writes for one series in ``out_dir``."""
-
-    prob: Path
-    pred: Path
-    error: Path
-    extra: list[Path] = field(default_factory=list)
-
-    @classmethod
-    def for_series(cls, out_dir: Path, series_uid: str) -> SeriesOutputs:
-        """``<uid>_prob.mhd``, ``<uid>_pred.mhd``, ``<uid>_error.mhd`` in ``out_dir``."""
-        return cls(
-            prob=out_dir / f"{series_uid}_prob.mhd",
-            pred=out_dir / f"{series_uid}_pred.mhd",
-            error=out_dir / f"{series_uid}_error.mhd",
-        )
-
-    def existing(self) -> list[Path]:
-        """The ones already on disk (headers or their data files)."""
-        paths = [self.prob, self.pred, self.error, *self.extra]
-        found = []
-        for p in paths:
-            for candidate in (p, p.with_suffix(".raw"), p.with_suffix(".zraw")):
-                if candidate.exists():
-                    found.append(candidate)
-        return found
+    The checkpoint's SHA-1, the inference options but those that only choose how the model
+    runs (:data:`EXECUTION_FIELDS`), and the truth definition (the annotation file's SHA-1 and
+    how masks are made from it) or None. Two runs into one output folder must agree on it.
+    """
+    inference = {k: v for k, v in asdict(options.inference).items() if k not in EXECUTION_FIELDS}
+    truth = None
+    if scope.truth is not None and scope.truth.annotations_path is not None:
+        truth = {
+            "annotations_sha1": file_sha1(scope.truth.annotations_path),
+            "mask_method": REFERENCE_METHOD,
+            "threshold_hu": DEFAULT_THRESHOLD_HU,
+            "reviewed": options.reviewed,
+        }
+    return {"checkpoint_sha1": checkpoint_sha1, "inference": inference, "truth": truth}
 
 
 # ---------------------------------------------------------------------------------------------
 # A whole run: series in, files out
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InferPlan:
-    """What :func:`infer_to_folder` is about to do, known before the first series runs.
-
-    Attributes:
-        series: ``(uid, path)`` of each series to process, in order.
-        outputs: the files of each series, aligned with ``series``.
-        candidates_csv: the candidates of every series (LUNA16 submission + extra columns).
-        series_list: the series processed, one UID per line (read by ``lunaseg eval``).
-        checkpoint: the model checkpoint loaded.
-        model_config: the loaded model's configuration.
-        annotations_path: the annotations the results are compared with; None without truth.
-    """
-
-    series: list[tuple[str, Path]]
-    outputs: list[SeriesOutputs]
-    candidates_csv: Path
-    series_list: Path
-    checkpoint: Path
-    model_config: ModelConfig
-    annotations_path: Path | None
-
-
-@dataclass(frozen=True)
-class SeriesReport:
-    """One processed series of :func:`infer_to_folder`.
-
-    Attributes:
-        series_uid: the series.
-        n_slices: its slices (the CT's first array axis).
-        seconds: wall time of :func:`run_inference` on it.
-        slices_per_second: slices per second of model time.
-        settings: how the model ran.
-        n_candidates: candidates found in it.
-        outputs: the files written for it (``outputs.error`` only when ``voxel_metrics`` is set).
-        voxel_metrics: :func:`voxel_metrics` of the mask against the masks generated from the
-            annotations; None without truth.
-    """
-
-    series_uid: str
-    n_slices: int
-    seconds: float
-    slices_per_second: float
-    settings: InferenceSettings | None
-    n_candidates: int
-    outputs: SeriesOutputs
-    voxel_metrics: dict[str, float] | None = None
-
-    def describe(self) -> str:
-        """One line for logs and the CLI."""
-        how = self.settings.describe() if self.settings else ""
-        line = (
-            f"{self.series_uid}: {self.n_slices} slices in {self.seconds:.1f} s "
-            f"({self.slices_per_second:.1f} slices/s, {how}), "
-            f"{self.n_candidates} candidates"
-        )
-        if self.voxel_metrics is not None:
-            m = self.voxel_metrics
-            line += (
-                f"; voxels vs generated masks: precision {m['precision']:.3f}, "
-                f"recall {m['recall']:.3f}, Dice {m['dice']:.3f}"
-            )
-        return line
-
-
-@dataclass(frozen=True)
-class InferRunSummary:
-    """Outcome of :func:`infer_to_folder`.
-
-    Attributes:
-        plan: what was run (series, files, model, annotations).
-        series: one report per series, in processing order.
-        n_candidates: candidates written to ``plan.candidates_csv``, all series together.
-        froc: nodule recall, FROC and CPM of those candidates against the annotated nodules
-            (with a diameter) of the processed series; None without truth.
-        seconds: wall time of the whole call.
-    """
-
-    plan: InferPlan
-    series: list[SeriesReport]
-    n_candidates: int
-    froc: FrocResult | None
-    seconds: float
-
-    @property
-    def candidates_csv(self) -> Path:
-        """The candidates file written."""
-        return self.plan.candidates_csv
-
-
-def _check_outputs(plan: InferPlan, overwrite: bool) -> None:
-    """:class:`OutputExistsError` naming outputs that exist (unless ``overwrite``)."""
-    out = plan.candidates_csv.parent
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} is a file; give a folder.")
-    if overwrite:
-        return
-    clashes = [p for o in plan.outputs for p in o.existing()]
-    clashes += [p for p in (plan.candidates_csv, plan.series_list) if p.exists()]
-    if clashes:
-        names = ", ".join(str(p) for p in clashes[:3])
-        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
-        raise OutputExistsError(
-            f"{names}{more} already exist; pick another --out or pass --overwrite."
-        )
-
-
-def _write_series(
-    ct: CtVolume,
-    prob: np.ndarray,
-    mask: np.ndarray,
-    files: SeriesOutputs,
-    truth: LunaFolder | None,
-    overwrite: bool,
-) -> dict[str, float] | None:
-    """Write one series' volumes; with ``truth``, its error volume and voxel metrics."""
-    save_volume(prob_to_uint8(prob), ct.geometry, files.prob, compress=True, overwrite=overwrite)
-    save_volume(mask.view(np.uint8), ct.geometry, files.pred, compress=True, overwrite=overwrite)
-    if truth is None:
-        return None
-    truth_mask, _records = build_masks(ct, truth.nodules(ct.series_uid), on_outside="skip")
-    errors = error_volume(mask, truth_mask)
-    save_volume(errors, ct.geometry, files.error, compress=True, overwrite=overwrite)
-    return voxel_metrics(mask, truth_mask)
-
-
 def _score_run(
     truth: LunaFolder, uids: Sequence[str], found: Sequence[CandidateNodule]
 ) -> FrocResult:
@@ -320,30 +248,132 @@ def _score_run(
 
 def plan_run(
     data: str | os.PathLike[str], out_dir: str | os.PathLike[str], options: InferRunOptions
-) -> tuple[InferPlan, LunaFolder | None]:
-    """What a run will do (series, files, annotations) and the truth folder it scores against.
+) -> tuple[InferPlan, RunScope]:
+    """Decide what this process does and start or join the run in ``out_dir``.
 
-    Checks everything that can be checked without the model: the series exist, no output is
-    in the way (unless ``options.overwrite``). The plan's ``model_config`` is filled in by
-    :func:`infer_to_folder` once the checkpoint is loaded.
+    Checks everything that can be checked before the model runs: the series exist, the
+    checkpoint is a LunaSeg checkpoint, the part is valid, ``OUT/run.json`` (written now if
+    absent) has the same settings (else :class:`OutputExistsError` naming each difference,
+    unless ``options.overwrite``). This part's complete series are skipped; with ``overwrite``
+    their records are removed, so they count as incomplete until recomputed.
     """
-    folder, pairs = find_series(Path(data), options.series, options.limit)
+    scope = choose_scope(data, options)
+    part = resolve_part(options.num_parts, options.part_id)
+    checkpoint = load_checkpoint(options.checkpoint_path)
     out = Path(out_dir)
-    has_truth = folder is not None and folder.annotations_path is not None
-    truth = folder if options.with_truth and has_truth else None
-    if options.reviewed and truth is not None:
-        truth = ReviewedFolder(truth.root)  # its nodules(uid) are the reviewed ones
-    plan = InferPlan(
-        series=pairs,
-        outputs=[SeriesOutputs.for_series(out, uid) for uid, _ in pairs],
-        candidates_csv=out / CANDIDATES_CSV,
-        series_list=out / SERIES_LIST_NAME,
-        checkpoint=options.checkpoint_path,
-        model_config=ModelConfig(),
-        annotations_path=truth.annotations_path if truth is not None else None,
+    manifest = RunManifest(
+        settings=run_settings(options, checkpoint.sha1, scope),
+        series_uids=scope.uids,
+        checkpoint=str(options.checkpoint_path),
+        data=str(data),
     )
-    _check_outputs(plan, options.overwrite)
-    return plan, truth
+    manifest, notes = open_run(out, manifest, overwrite=options.overwrite, split=part.is_split)
+    candidates_csv, series_list = out / CANDIDATES_CSV, out / SERIES_LIST_NAME
+    mine = part.take(scope.series)
+    index = RecordIndex(out, manifest.key)
+    if options.overwrite:
+        for uid, _ in mine:
+            record_path(out, uid).unlink(missing_ok=True)
+        skipped: list[str] = []
+    else:
+        skipped = [uid for uid, _ in mine if index.is_complete(uid)]
+    if index.incomplete(scope.uids):
+        remove_tables(candidates_csv, series_list)  # they describe a finished run only
+    done = set(skipped)
+    plan = InferPlan(
+        series=scope.series,
+        part=part,
+        todo=[(uid, path) for uid, path in mine if uid not in done],
+        skipped=skipped,
+        out_dir=out,
+        candidates_csv=candidates_csv,
+        series_list=series_list,
+        checkpoint=options.checkpoint_path,
+        checkpoint_sha1=checkpoint.sha1,
+        model_config=checkpoint.model_config,
+        annotations_path=scope.truth.annotations_path if scope.truth is not None else None,
+        settings_key=manifest.key,
+        notes=notes,
+    )
+    return plan, scope
+
+
+#: Errors that concern the whole run (options, checkpoint, a stop), not one series: re-raised.
+_RUN_ERRORS = (CancelledError, ConfigError, CheckpointError)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it came from says the disk is full."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:  # a chain may loop back
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(e)
+        for e in chain
+    )
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line: the error's type and message (a LunaSegError's message names file and fix)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _discard_series(plan: InferPlan, uid: str) -> None:
+    """Remove what a failed series left (its record first): nothing of it is trusted."""
+    record_path(plan.out_dir, uid).unlink(missing_ok=True)
+    discard_volumes(plan.outputs(uid))
+
+
+def _run_series(
+    uid: str,
+    path: Path,
+    plan: InferPlan,
+    scope: RunScope,
+    model: torch.nn.Module,
+    options: InferenceOptions,
+    tuners: TunerCache,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+) -> SeriesReport:
+    """Infer one series, write its volumes, then its record (last, atomically)."""
+    t0 = time.perf_counter()
+    ct = load_ct(path, series_uid=uid if path.is_dir() else None)
+    record_path(plan.out_dir, uid).unlink(missing_ok=True)  # untrusted until rewritten
+    result = run_inference(
+        ct, model, options, tuners=tuners, progress=progress, should_stop=should_stop
+    )
+    files = plan.outputs(uid)
+    t_written = time.perf_counter()
+    metrics = write_series_volumes(ct, result.prob, result.mask, files, scope.truth)
+    load_seconds = t_written - t0 - result.seconds
+    record = SeriesRecord(
+        series_uid=uid,
+        settings_key=plan.settings_key,
+        files=describe_files(plan.out_dir, files.existing()),
+        candidates=list(result.candidates),
+        n_slices=ct.shape_irc[0],
+        seconds=result.seconds,
+        model_seconds=result.model_seconds,
+        load_seconds=load_seconds,
+        write_seconds=time.perf_counter() - t_written,
+        execution=asdict(result.settings) if result.settings is not None else {},
+        voxel_metrics=metrics,
+        part=f"{plan.part.part_id + 1}/{plan.part.num_parts}",
+    )
+    write_record(plan.out_dir, record)
+    return SeriesReport(
+        series_uid=uid,
+        n_slices=ct.shape_irc[0],
+        seconds=result.seconds,
+        slices_per_second=result.slices_per_second,
+        settings=result.settings,
+        n_candidates=len(result.candidates),
+        outputs=files,
+        voxel_metrics=metrics,
+    )
 
 
 def infer_to_folder(
@@ -355,62 +385,131 @@ def infer_to_folder(
     should_stop: ShouldStop | None = None,
     on_start: Callable[[InferPlan], None] | None = None,
     on_series: Callable[[SeriesReport], None] | None = None,
+    on_event: EventCallback | None = None,
 ) -> InferRunSummary:
     """Run a model over series and write its outputs to a folder (see the module docstring).
 
-    Every output is checked before anything is written or the model is loaded: one that exists
-    raises :class:`OutputExistsError` unless ``options.overwrite``.
+    Everything is checked before anything is written (:func:`plan_run`); the model is loaded
+    only when this part has series left to compute.
 
     Args:
         data: a LUNA16-layout folder or one series (file or DICOM folder).
         out_dir: the output folder (created; a file there raises :class:`OutputExistsError`).
-        options: what to run (checkpoint, series, inference options, truth, overwrite).
+        options: what to run (checkpoint, series, part, inference options, truth, overwrite).
         progress: ``progress(slices_done, n_slices, message)`` within each series.
-        should_stop: polled between batches; a stop raises :class:`CancelledError` and leaves
-            the files of the series finished so far (``candidates.csv`` with their candidates;
-            no ``seriesuids.csv``).
-        on_start: called with the :class:`InferPlan` once the model is loaded.
+        should_stop: polled between batches and series; a stop raises
+            :class:`CancelledError`, keeping the series finished so far (a later run skips
+            them) and no tables.
+        on_start: called with the :class:`InferPlan` before the first series.
         on_series: called after each series is written, with its :class:`SeriesReport`.
+        on_event: called with an :class:`InferEvent` at the start, after each series (written
+            or failed) and at the end: progress over the data set, rate, time left.
     """
     opts = options or InferRunOptions()
     started = time.perf_counter()
-    plan, truth = plan_run(data, out_dir, opts)
-    model, config = load_model(plan.checkpoint, device=opts.inference.device)
-    plan = dataclasses.replace(plan, model_config=config)
+    plan, scope = plan_run(data, out_dir, opts)
+    part_name = f"{plan.part.part_id + 1}/{plan.part.num_parts}"
+    index = RecordIndex(plan.out_dir, plan.settings_key)
+    meter = RateMeter(total=plan.mine, done=len(plan.skipped))
+
+    def event(
+        kind: str, uid: str = "", seconds: float = 0.0, n: int = 0, message: str = ""
+    ) -> None:
+        if on_event is None:
+            return
+        run_done = len(scope.uids) - len(index.incomplete(scope.uids))
+        on_event(
+            InferEvent(
+                kind=kind,
+                series_uid=uid,
+                part=part_name,
+                done=meter.done,
+                total=meter.total,
+                skipped=len(plan.skipped),
+                failed=meter.failed,
+                run_done=run_done,
+                run_total=len(scope.uids),
+                series_per_minute=meter.series_per_minute,
+                eta_s=meter.eta_s,
+                seconds=seconds,
+                n_candidates=n,
+                message=message,
+            )
+        )
+
+    model: torch.nn.Module | None = None
+    inference = opts.inference
+    if plan.todo:
+        device = device_for_part(inference.device, plan.part, torch.cuda.is_available())
+        inference = dataclasses.replace(inference, device=device)
+        model, _config = load_model(plan.checkpoint, device=device)
     if on_start is not None:
         on_start(plan)
-    plan.candidates_csv.parent.mkdir(parents=True, exist_ok=True)
+    event("start", message=plan.describe())
     tuners = TunerCache()
-    found: list[CandidateNodule] = []
     reports: list[SeriesReport] = []
-    for (uid, path), files in zip(plan.series, plan.outputs, strict=True):
-        ct = load_ct(path, series_uid=uid if path.is_dir() else None)
-        result = run_inference(
-            ct, model, opts.inference, tuners=tuners, progress=progress, should_stop=should_stop
-        )
-        metrics = _write_series(ct, result.prob, result.mask, files, truth, opts.overwrite)
-        report = SeriesReport(
-            series_uid=uid,
-            n_slices=ct.shape_irc[0],
-            seconds=result.seconds,
-            slices_per_second=result.slices_per_second,
-            settings=result.settings,
-            n_candidates=len(result.candidates),
-            outputs=files,
-            voxel_metrics=metrics,
-        )
+    failures: list[SeriesFailure] = []
+    not_attempted: list[str] = []
+    for i, (uid, path) in enumerate(plan.todo):
+        check_stop(should_stop, "Inference")
+        assert model is not None  # loaded whenever there is work
+        try:
+            report = _run_series(
+                uid, path, plan, scope, model, inference, tuners, progress, should_stop
+            )
+        except _RUN_ERRORS:
+            raise
+        except Exception as exc:  # one bad series must not stop the others
+            reason = _failure_reason(exc)
+            log.error("series %s failed: %s", uid, reason, exc_info=log.isEnabledFor(logging.DEBUG))
+            _discard_series(plan, uid)
+            write_failure(plan.out_dir, uid, reason, part_name)
+            failures.append(SeriesFailure(uid, reason))
+            meter.series_failed()
+            event("failed", uid, message=reason)
+            if _is_disk_full(exc):
+                not_attempted = [u for u, _ in plan.todo[i + 1 :]]
+                log.error(
+                    "the disk is full: %d series of this part left untried", len(not_attempted)
+                )
+                break
+            continue
         reports.append(report)
+        meter.series_done()
         if on_series is not None:
             on_series(report)
-        found.extend(result.candidates)
-        write_candidates_csv(plan.candidates_csv, found, overwrite=True)
-        del ct, result
-    uids = [uid for uid, _ in plan.series]
-    write_series_list(plan.series_list, uids, overwrite=True)
-    return InferRunSummary(
+        event("series", uid, report.seconds, report.n_candidates, report.describe())
+
+    incomplete = index.incomplete(scope.uids)
+    found = None
+    if not incomplete:
+        found = assemble_tables(
+            plan.out_dir, scope.uids, plan.settings_key, plan.candidates_csv, plan.series_list
+        )
+        if found is None:  # a record vanished between the two looks (another --overwrite)
+            incomplete = index.incomplete(scope.uids)
+    froc = _score_run(scope.truth, scope.uids, found) if found is not None and scope.truth else None
+    summary = InferRunSummary(
         plan=plan,
         series=reports,
-        n_candidates=len(found),
-        froc=_score_run(truth, uids, found) if truth is not None else None,
+        failures=failures,
+        not_attempted=not_attempted,
+        incomplete=incomplete,
+        n_candidates=len(found) if found is not None else 0,
+        froc=froc,
         seconds=time.perf_counter() - started,
+    )
+    event("end", seconds=summary.seconds, n=summary.n_candidates, message=_end_line(summary))
+    return summary
+
+
+def _end_line(summary: InferRunSummary) -> str:
+    plan = summary.plan
+    if summary.complete:
+        tables = f"{plan.candidates_csv.name} and {plan.series_list.name}"
+        return f"all {len(plan.series)} series complete; wrote {tables}"
+    failed = read_failures(plan.out_dir, summary.incomplete)
+    return (
+        f"{len(summary.incomplete)} of {len(plan.series)} series not complete "
+        f"({len(failed)} failed, the others left to other parts or a later run)"
     )

@@ -11,8 +11,9 @@ Speed, on the CPU: batch norms are folded into the convolutions; bfloat16 autoca
 on CPUs with native bf16; CPU threads (all or one), memory format (channels-last or not) and
 batch size are chosen by measurement on the first batches of the series (the fastest per slice
 wins, not the biggest) by a :class:`~src_train.infer.tuner.Tuner` the caller may keep across
-series. In-plane, the model only runs on the box around the body
-(:func:`~src_train.anatomy.body_box`) widened by more than the network's receptive field, so
+series; on fp32 CPUs the model exported to an installed CPU runtime is one more option it
+measures (:mod:`~src_train.infer.backends`). In-plane, the model only runs on the box around the
+body (:func:`~src_train.anatomy.body_box`) widened by more than the network's receptive field, so
 voxels inside the box get the values a whole-slice pass would give; voxels outside it (air far
 from anything) get probability 0. On CUDA: float16 (or bfloat16) autocast, channels-last,
 larger batches, and an out-of-memory error halves the batch and retries.
@@ -42,6 +43,7 @@ from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
 from src_train.ct import CtVolume
 from src_train.devices import cpu_has_native_bf16, resolve_device
 from src_train.errors import ConfigError
+from src_train.infer.backends import ENGINE_CHOICES, candidate_engines, execution_options
 from src_train.infer.candidates import CandidateConfig, CandidateNodule, group_candidates
 from src_train.infer.tuner import CPU_BATCH_SIZES, CUDA_BATCH_SIZES, TunerCache
 from src_train.model import unwrap_model
@@ -92,6 +94,12 @@ class InferenceOptions:
         help="run on whole slices instead of the box around the body",
         flag="--no-crop",
     )
+    engine: str = option(  # fast CPU path, see backends.py
+        "auto",
+        help="fp32 CPU forward passes: auto = PyTorch or the installed runtime, the faster by "
+        "measurement; torch; openvino",
+        choices=ENGINE_CHOICES,
+    )
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
 
     def __post_init__(self) -> None:
@@ -128,6 +136,7 @@ class InferenceSettings:
         batch_size: slices per forward pass.
         crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends).
         tuned: whether this run measured configurations (threads, format, batch size).
+        engine: ``"torch"`` or the CPU runtime that ran the exported model (backends.py).
     """
 
     device: str
@@ -137,10 +146,12 @@ class InferenceSettings:
     batch_size: int
     crop_irc: tuple[int, int, int, int]
     tuned: bool = False
+    engine: str = "torch"
 
     def describe(self) -> str:
         """One line for logs and the CLI."""
         fmt = "channels-last" if self.channels_last else "NCHW"
+        fmt = fmt if self.engine == "torch" else self.engine
         r0, r1, c0, c1 = self.crop_irc
         return (
             f"{self.device} {self.precision} {self.threads} thread(s) {fmt} "
@@ -260,7 +271,9 @@ def iter_inference(
         threads = [original_threads, 1]
     else:
         threads = [original_threads]
-    formats = [opts.channels_last] if opts.channels_last is not None else [True, False]
+    formats: list[bool | str] = (
+        [opts.channels_last] if opts.channels_last is not None else [True, False]
+    )
     if opts.batch_size is not None:
         sizes = [opts.batch_size]
     else:
@@ -269,6 +282,11 @@ def iter_inference(
     area_class = round(math.log2((r1 - r0) * (c1 - c0)))
     key = (str(dev), prec, area_class, context, type(runner).__name__, *threads, *formats, *sizes)
     cache = tuners if tuners is not None else TunerCache()
+    # Fast CPU path (backends.py): exported graphs the tuner measures against eager PyTorch.
+    offered = candidate_engines(opts.engine, dev, prec, runner, opts.channels_last is not None)
+    engines = cache.engines.prepare(offered, runner, multiple)
+    formats = execution_options(formats, engines.names, opts.engine)
+    key = (*key, opts.engine, *engines.names)
     tuner = cache.get(key, threads, formats, sizes)
     measuring = not tuner.done
     autocast_dtype = _AUTOCAST_DTYPES.get(prec)
@@ -285,7 +303,7 @@ def iter_inference(
             n_threads, fmt, size = tuner.propose()
             if n_threads != torch.get_num_threads():
                 torch.set_num_threads(n_threads)
-            if fmt != current_format:
+            if fmt != current_format and not isinstance(fmt, str):
                 runner = runner.to(  # type: ignore[call-overload]
                     memory_format=torch.channels_last if fmt else torch.contiguous_format
                 )
@@ -296,7 +314,10 @@ def iter_inference(
             )
             t0 = time.perf_counter()
             try:
-                probs = _forward(runner, batch, dev, fmt, autocast_dtype)
+                if isinstance(fmt, str):  # a CPU runtime (backends.py)
+                    probs = engines.run(fmt, batch, n_threads)
+                else:
+                    probs = _forward(runner, batch, dev, fmt, autocast_dtype)
             except torch.cuda.OutOfMemoryError as exc:
                 if size == 1:
                     raise ConfigError(
@@ -332,7 +353,8 @@ def iter_inference(
         device=str(dev),
         precision=prec,
         threads=final_threads,
-        channels_last=bool(final_format),
+        channels_last=final_format is True,
+        engine=final_format if isinstance(final_format, str) else "torch",
         batch_size=int(final_size),
         crop_irc=(r0, r1, c0, c1),
         tuned=measuring,

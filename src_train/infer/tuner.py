@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+from src_train.infer.backends import EngineCache
+
 #: Batch sizes the CPU tuner may try, ascending; it stops at the first that is not faster.
 CPU_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8)
 
@@ -19,12 +21,17 @@ CUDA_BATCH_SIZES: tuple[int, ...] = (8, 16, 32, 64)
 #: A larger batch must be at least this much faster per slice to be preferred.
 TUNE_MIN_GAIN = 0.03
 
-#: A tuned configuration: ``(cpu threads, channels_last, batch_size)``.
-RunConfig = tuple[int, bool, int]
+#: How a batch runs: PyTorch with channels-last (True) or NCHW (False), or a CPU runtime's name
+#: (:mod:`.backends`).
+Execution = bool | str
+
+#: A tuned configuration: ``(cpu threads, execution, batch_size)``.
+RunConfig = tuple[int, Execution, int]
 
 
 class Tuner:
-    """Chooses CPU threads, memory format and batch size by timing real batches of the series.
+    """Chooses CPU threads, execution (memory format, or a CPU runtime) and batch size by
+    timing real batches of the series.
 
     A coordinate search over the three axes in that order: each option of an axis is tried with
     the best options found so far on the others; for batch sizes (ascending) the search stops
@@ -36,9 +43,13 @@ class Tuner:
     """
 
     def __init__(
-        self, threads: Sequence[int], formats: Sequence[bool], batch_sizes: Sequence[int]
+        self, threads: Sequence[int], formats: Sequence[Execution], batch_sizes: Sequence[int]
     ) -> None:
-        self._axes: list[list[int] | list[bool]] = [list(threads), list(formats), list(batch_sizes)]
+        self._axes: list[list[int] | list[Execution]] = [
+            list(threads),
+            list(formats),
+            list(batch_sizes),
+        ]
         self.best: RunConfig = (threads[0], formats[0], batch_sizes[0])
         self._seconds_per_slice: dict[RunConfig, float] = {}
         self._axis = 0
@@ -48,10 +59,13 @@ class Tuner:
         self.done = False
         self._step()
 
-    def _with(self, axis: int, value: int | bool) -> RunConfig:
-        config: list[int | bool] = list(self.best)
+    def _with(self, axis: int, value: int | Execution) -> RunConfig:
+        config: list[int | Execution] = list(self.best)
         config[axis] = value
-        return (int(config[0]), bool(config[1]), int(config[2]))
+        execution = config[1]
+        if not isinstance(execution, (bool, str)):
+            execution = bool(execution)
+        return (int(config[0]), execution, int(config[2]))
 
     def _step(self) -> None:
         """Move to the next configuration to measure; ``done`` when none is left."""
@@ -104,20 +118,19 @@ class Tuner:
         return dict(self._seconds_per_slice)
 
 
-#: Tuned configuration per (device, precision, slice-area class, context, model type), for this
-
-
 class TunerCache:
-    """The tuners of one caller, by key (device, precision, slice-area class, model...)."""
+    """The tuners of one caller, by key (device, precision, slice-area class, model...), and
+    the models it exported for CPU runtimes (:class:`~src_train.infer.backends.EngineCache`)."""
 
     def __init__(self) -> None:
         self._tuners: dict[Hashable, Tuner] = {}
+        self.engines = EngineCache()
 
     def get(
         self,
         key: Hashable,
         threads: Sequence[int],
-        formats: Sequence[bool],
+        formats: Sequence[Execution],
         batch_sizes: Sequence[int],
     ) -> Tuner:
         """The tuner for ``key``, made with these options on first use."""
