@@ -131,8 +131,8 @@ def _check_output_folder(
         )
     if not overwrite:
         raise OutputExistsError(
-            f"{dest} already holds {what} ({_names(entries)}); choose another folder or "
-            "replace it (--overwrite)."
+            f"{dest} already holds {what} ({len(entries)} file(s)); choose another folder or "
+            "replace it as a whole (--overwrite)."
         )
 
 

@@ -89,7 +89,7 @@ def test_a_used_or_foreign_folder_is_refused_before_anything_is_written(tmp_path
     out.mkdir()
     with staged_folder(out) as stage:  # an empty folder is used
         (stage / "r.csv").write_text("1")
-    used = pytest.raises(OutputExistsError, match=r"already holds.*r\.csv.*--overwrite")
+    used = pytest.raises(OutputExistsError, match=r"already holds the output \(1 file.*--overwrite")
     with used, staged_folder(out):
         pass
     (out / "thesis.docx").write_text("mine")
