@@ -487,8 +487,8 @@ class LunaFolder:
         self._nodules: dict[str, list[Nodule]] | None = None
         self._candidates: dict[str, list[Nodule]] | None = None
         self._truth: dict[str, list[TrueNodule]] | None = None
-        if not self._paths:
-            log.warning(
+        if not self._paths:  # every command that needs series says so in its error
+            log.debug(
                 "%s: no series found under subset*/ (expected subset0/<uid>.mhd, or another of "
                 "%s, or DICOM series folders)",
                 self.root,
@@ -607,6 +607,30 @@ class LunaFolder:
                 for nodule in read_true_nodules(table):
                     self._truth.setdefault(nodule.series_uid, []).append(nodule)
         return list(self._truth.get(uid, []))
+
+
+def check_annotated_folder(folder: LunaFolder) -> None:
+    """Raise unless ``folder`` has series on disk and an annotation file.
+
+    The rule of every command that makes masks from the annotations (``mask``, ``cache``,
+    ``train``): checked before anything is written, so a wrong folder fails in a second with
+    one line, not after hours of empty masks, and leaves no output behind.
+
+    Raises:
+        SeriesNotFoundError: no series under ``subset*/``.
+        AnnotationError: no ``annotations.csv`` (nor the malignancy file).
+    """
+    if not folder.series_uids:
+        raise SeriesNotFoundError(
+            f"{folder.root} holds no series (expected {folder.root}/subset0/<seriesuid>.mhd). "
+            "Point DATA_DIR at a LUNA16 folder or run 'lunaseg synth' to make one."
+        )
+    if folder.annotations_path is None:
+        raise AnnotationError(
+            f"{folder.root} has no {ANNOTATIONS_FILE}: without nodule annotations every mask "
+            f"is empty. Put the LUNA16 {ANNOTATIONS_FILE} (seriesuid,coordX,coordY,coordZ,"
+            "diameter_mm) in that folder."
+        )
 
 
 def find_luna_root(series_path: str | os.PathLike[str]) -> Path | None:

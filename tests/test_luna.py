@@ -14,6 +14,7 @@ from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
 from src_train.luna import (
     LISTED_UIDS,
     LunaFolder,
+    check_annotated_folder,
     find_luna_root,
     list_uids,
     read_annotations,
@@ -277,10 +278,18 @@ def test_malignancy_file_preferred(partial_luna: Path) -> None:
 def test_folder_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(SeriesNotFoundError, match="lunaseg synth"):
         LunaFolder(tmp_path / "absent")
-    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+    with caplog.at_level(logging.DEBUG, logger="src_train.luna"):
         folder = LunaFolder(tmp_path)
     assert folder.series_uids == [] and folder.nodules_by_series == {}
     assert any("no series found" in r.message for r in caplog.records)
+    with pytest.raises(SeriesNotFoundError, match=r"holds no series.*lunaseg synth"):
+        check_annotated_folder(folder)  # the error that commands raise instead of a warning
+    (tmp_path / "subset0").mkdir()
+    save_volume(
+        np.zeros((3, 8, 8), np.int16), SMALL_GEOMETRY, tmp_path / "subset0" / f"{UID_A}.mhd"
+    )
+    with pytest.raises(AnnotationError, match=r"no annotations.csv.*every mask is empty"):
+        check_annotated_folder(LunaFolder(tmp_path))
     (tmp_path / "annotations.csv").write_text(HEADER + f"{UID_A},x,2,3,4\n")
     with pytest.raises(AnnotationError, match="line 2"):
         LunaFolder(tmp_path)
