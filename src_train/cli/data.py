@@ -101,7 +101,12 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
         default=REFERENCE_METHOD,
         help=f"mask method (default: {REFERENCE_METHOD}, the SPEC's bounding-box growth)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing masks")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's output folder as a whole (masks of series not asked "
+        "for this time included)",
+    )
     p.add_argument(
         "--skip-outside",
         action="store_true",
@@ -110,13 +115,9 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_mask)
 
 
-#: Missing series ``lunaseg mask`` names before it says "and N more".
-MISSING_LISTED = 10
-
-
 def _run_mask(args: argparse.Namespace) -> int:
     from src_train.ct import CtVolume
-    from src_train.luna import LunaFolder, list_uids
+    from src_train.luna import LunaFolder
     from src_train.masks import (
         MASK_SUFFIX,
         MASK_TABLE,
@@ -126,14 +127,8 @@ def _run_mask(args: argparse.Namespace) -> int:
         write_masks,
     )
 
-    folder = LunaFolder(args.data_dir)
+    folder = LunaFolder(args.data_dir)  # logs the annotated series that are not on disk
     out = Path(args.out) if args.out else Path(args.data_dir) / "masks"
-    missing = folder.missing_series
-    if missing:
-        print(
-            f"{len(missing)} annotated series not on disk, skipped: "
-            f"{list_uids(missing, MISSING_LISTED)}"
-        )
     written: list[str] = []
     scores: list[NoduleScore] = []
 
@@ -216,22 +211,26 @@ def add_mask_report(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"methods to compare (default: all: {', '.join(available_methods())})",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report there")
     p.set_defaults(func=_run_mask_report)
 
 
 def _run_mask_report(args: argparse.Namespace) -> int:
     from src_train.luna import LunaFolder
-    from src_train.masks import mask_report, plot_mask_report, plot_report_case
+    from src_train.masks import write_mask_report
 
     folder = LunaFolder(args.data_dir)
     out = Path(args.out) if args.out else Path(args.data_dir) / "mask-report"
-    report = mask_report(folder, args.methods, args.threshold_hu, progress=_mask_progress)
+    report, paths = write_mask_report(
+        folder,
+        out,
+        args.methods,
+        args.threshold_hu,
+        overwrite=args.overwrite,
+        progress=_mask_progress,
+    )
     print(report.to_markdown())
     if report.unmatched:
         print(f"true nodules without an annotation (scored 0): {', '.join(report.unmatched)}")
-    paths = [*report.write_csv(out), plot_mask_report(report, out / "mask_report.png")]
-    case = plot_report_case(folder, report, out / "mask_report_case.png")
-    if case is not None:
-        paths.append(case)
     print(f"best method: {report.best_method()}; written: {', '.join(str(p) for p in paths)}")
     return 0
