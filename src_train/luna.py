@@ -494,7 +494,8 @@ class LunaFolder:
                 self.root,
                 ", ".join(SERIES_SUFFIXES),
             )
-        missing = self.missing_series
+        # without an annotation file nothing is missing (nodules() says there are none)
+        missing = self.missing_series if self.annotations_path is not None else []
         if missing:
             log.warning(
                 "%s: %d of %d annotated series are not on disk (partial download?); "
