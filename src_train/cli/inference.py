@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
@@ -53,13 +54,22 @@ def run_infer(args: argparse.Namespace) -> int:
         c = plan.model_config
         print(f"model {plan.checkpoint} ({c.arch}, depth {c.depth}, {c.filters} filters)")
 
-    summary = infer_to_folder(
-        args.data,
-        args.out,
-        options,
-        on_start=model_line,
-        on_series=lambda report: print(report.describe(), flush=True),
-    )
+    # The command prints one line per series (with its scores); the runner's own line about
+    # each series and its tuning stays in the log at --verbose only, so nothing shows twice.
+    runner_log = logging.getLogger("src_train.infer.runner")
+    level = runner_log.level
+    if not args.verbose:
+        runner_log.setLevel(logging.WARNING)
+    try:
+        summary = infer_to_folder(
+            args.data,
+            args.out,
+            options,
+            on_start=model_line,
+            on_series=lambda report: print(report.describe(), flush=True),
+        )
+    finally:
+        runner_log.setLevel(level)
     csv_path = summary.candidates_csv
     print(f"wrote {len(summary.series)} series and {csv_path} ({summary.n_candidates} candidates)")
     if summary.froc is not None:
