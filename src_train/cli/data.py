@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
+from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
 
 log = logging.getLogger("lunaseg")
 
@@ -26,10 +27,19 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         metavar="OUT_DIR",
         help=f"folder to write (default: {DEFAULT_DATA_DIR})",
     )
-    p.add_argument("--scans", type=int, default=8, help="number of scans (default: 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier synthetic data set there"
+        "--scans",
+        type=int,
+        default=DEFAULT_SCANS,
+        help=f"number of scans (default: {DEFAULT_SCANS})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default: {DEFAULT_SEED})"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synthetic data set there (the same one is kept as it is)",
     )
     p.add_argument(
         "--tiny",
@@ -49,7 +59,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     from collections import Counter
     from dataclasses import replace
 
-    from src_train.synth import SynthConfig, write_dataset
+    from src_train.synth import SynthConfig, same_dataset, write_dataset
 
     config = SynthConfig.tiny() if args.tiny else SynthConfig()
     if args.size is not None:
@@ -58,6 +68,12 @@ def _run_synth(args: argparse.Namespace) -> int:
         config = replace(config, slices_range=(args.slices, args.slices))
     if args.compress:
         config = replace(config, compress_ct=True)
+    if not args.overwrite and same_dataset(args.out_dir, args.scans, args.seed, config):
+        print(
+            f"{args.out_dir} already holds this synthetic data set ({args.scans} scans, seed "
+            f"{args.seed}); nothing to write (--overwrite writes it again)"
+        )
+        return 0
     started = time.perf_counter()
     folder = write_dataset(
         args.out_dir, n_scans=args.scans, seed=args.seed, config=config, overwrite=args.overwrite
