@@ -167,7 +167,7 @@ class _CsvTable:
             try:
                 header = next(reader, None)
             except csv.Error as exc:
-                raise AnnotationError(f"{path}, line 1: not valid CSV ({exc}).") from exc
+                raise RowError(path, 1, f"not valid CSV ({exc}).") from exc
             except UnicodeDecodeError as exc:
                 raise _not_text(path, exc) from exc
         if header is None:
@@ -177,9 +177,10 @@ class _CsvTable:
         self.header = [name.strip() for name in header]
         missing = [c for c in self.required if c not in self.header]
         if missing:
-            raise AnnotationError(
-                f"{path}, line 1: header lacks column(s) {', '.join(missing)} "
-                f"({_fix_hint(self.required)})."
+            raise RowError(
+                path,
+                1,
+                f"header lacks column(s) {', '.join(missing)} ({_fix_hint(self.required)}).",
             )
         self.index = {name: i for i, name in enumerate(self.header)}
         self._xyz = tuple(self.index[c] for c in _COORD_COLUMNS if c in self.index)

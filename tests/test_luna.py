@@ -639,5 +639,9 @@ def test_the_viewer_reads_around_a_malformed_row_and_commands_refuse_it(
 
     _write(path, "uid,x,y,z\n1,2,3,4\n")  # a file the viewer cannot use at all
     folder = LunaFolder(partial_luna, lenient=True)
+    assert folder.nodules(UID_A) == [] and folder.problems[0].line == 1
+    assert folder.problems[0].reason.startswith("header lacks column(s) seriesuid")
+    _write(path, "")
+    folder = LunaFolder(partial_luna, lenient=True)
     assert folder.nodules(UID_A) == [] and folder.problems[0].line is None
-    assert "header lacks column(s) seriesuid" in folder.problems[0].reason
+    assert "is empty" in folder.problems[0].reason
