@@ -760,12 +760,12 @@ def series_to_open(path: str | os.PathLike[str]) -> Path:
       annotation file: its first series). The folder's annotations come with it, since
       :func:`find_luna_root` finds them from the series. Malformed annotation rows do not
       stop the choice (they are counted out, as the viewer passes over them);
-    * anything else: :class:`SeriesNotFoundError` (a folder with no series) or
-      :class:`SeriesReadError` (a file of another type), one line saying what opens.
+    * anything else (a folder without series, a file of another type, a missing path):
+      :class:`SeriesReadError`, one line saying what opens.
     """
     target = Path(path)
     if not target.exists():
-        raise SeriesNotFoundError(f"{target} does not exist; give {_OPENS}.")
+        raise SeriesReadError(f"{target} does not exist; give {_OPENS}.")
     if is_series_path(target):
         return target
     if not target.is_dir():
@@ -784,7 +784,7 @@ def series_to_open(path: str | os.PathLike[str]) -> Path:
     if not uids:
         loose = _loose_series(target)
         hint = f" It holds series files: open one of them, e.g. {loose[0]}." if loose else ""
-        raise SeriesNotFoundError(f"{target} holds no CT series to open; give {_OPENS}.{hint}")
+        raise SeriesReadError(f"{target} holds no CT series to open; give {_OPENS}.{hint}")
     counts = {uid: len(folder.nodules(uid)) for uid in uids}
     best = max(uids, key=lambda uid: counts[uid])  # max keeps the first of equals
     log.info("%s: opening %s (%d annotated nodules)", target, best, counts[best])
