@@ -29,6 +29,8 @@ MIN_NODULE_VIEW_MM = 30.0
 WORLD_AXIS_LABELS = ("z", "y", "x")
 #: Font size of the canvas's text overlay (slice index, notices), points.
 OVERLAY_FONT_SIZE = 10
+#: Notices the overlay lists one by one before "and N more".
+OVERLAY_NOTICES = 5
 
 
 def find_layer(viewer: Any, role: str, series_uid: str) -> Layer | None:
@@ -159,7 +161,9 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
             return
         lines = [slice_index_text(viewer, layer)]
         if notices:
-            lines += ["", f"{len(notices)} annotation row(s) not shown:", *notices]
+            rest = len(notices) - OVERLAY_NOTICES
+            lines += ["", f"{len(notices)} annotation row(s) not shown:"]
+            lines += notices[:OVERLAY_NOTICES] + ([f"... and {rest} more"] if rest > 0 else [])
         overlay.text = "\n".join(lines)
 
     dims.events.range.connect(keep_slice_steps)

@@ -142,7 +142,7 @@ def _skip_or_raise(error: AnnotationError, skipped: list[CsvProblem] | None, pat
     if skipped is None:
         raise error
     problem = error.problem if isinstance(error, RowError) else CsvProblem(path, None, str(error))
-    log.warning("skipped: %s", problem)
+    log.debug("skipped: %s", problem)  # the caller reports its list (the viewer: a warning)
     skipped.append(problem)
 
 
