@@ -83,7 +83,9 @@ def bundle_layers(bundle: ScanBundle, *, with_mask: bool = True) -> list[LayerDa
             nodules=list(bundle.nodules),
             true_nodules=list(bundle.true_nodules),
             luna_root=str(bundle.luna_root) if bundle.luna_root else None,
-            problems=[str(problem) for problem in bundle.problems],
+            problems=[
+                {"path": str(p.path), "line": p.line, "reason": p.reason} for p in bundle.problems
+            ],
         )
     ]
     if bundle.truth is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,8 @@ WORLD_AXIS_LABELS = ("z", "y", "x")
 OVERLAY_FONT_SIZE = 10
 #: Notices the overlay lists one by one before "and N more".
 OVERLAY_NOTICES = 5
+#: Characters per line of the overlay's notices (the canvas's text overlay does not wrap).
+OVERLAY_LINE_CHARS = 80
 
 
 def find_layer(viewer: Any, role: str, series_uid: str) -> Layer | None:
@@ -116,6 +120,26 @@ def slice_index_text(viewer: Any, layer: Any) -> str:
     return f"slice {where} (z {point[0]:.1f} mm)"
 
 
+def notice_lines(problems: Sequence[dict[str, Any]]) -> list[str]:
+    """Overlay lines for annotation rows the reader passed over (``{"path", "line", "reason"}``
+    dicts of the CT layer's metadata): a title, each row's file, line and reason (wrapped, at
+    most :data:`OVERLAY_NOTICES`), then the files' full paths."""
+    if not problems:
+        return []
+    lines = ["", f"{len(problems)} annotation row(s) not shown (the commands refuse the file):"]
+    for problem in problems[:OVERLAY_NOTICES]:
+        name, line = Path(str(problem["path"])).name, problem.get("line")
+        where = f"{name}, line {line}" if line else name
+        lines += textwrap.wrap(
+            f"{where}: {problem['reason']}", OVERLAY_LINE_CHARS, subsequent_indent="    "
+        )
+    rest = len(problems) - OVERLAY_NOTICES
+    if rest > 0:
+        lines.append(f"... and {rest} more")
+    lines += [f"file: {path}" for path in sorted({str(p["path"]) for p in problems})]
+    return lines
+
+
 def _slice_range(layer: Any) -> tuple[float, float, float]:
     """World z ``(first, last, step)`` mm of the slice centers of a 3-D layer (lowest first)."""
     last = int(layer.data.shape[0]) - 1
@@ -141,7 +165,7 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
         return
     dims.axis_labels = WORLD_AXIS_LABELS
     slices = _slice_range(layer)
-    notices = [str(text) for text in layer_info(layer).get("problems", [])]
+    notices = notice_lines(layer_info(layer).get("problems", []))
     overlay = viewer.canvas.overlays.text
     overlay.visible = True
     overlay.position = "top_left"
@@ -160,10 +184,7 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
             dims.events.point.disconnect(update_text)
             return
         lines = [slice_index_text(viewer, layer)]
-        if notices:
-            rest = len(notices) - OVERLAY_NOTICES
-            lines += ["", f"{len(notices)} annotation row(s) not shown:"]
-            lines += notices[:OVERLAY_NOTICES] + ([f"... and {rest} more"] if rest > 0 else [])
+        lines += notices
         overlay.text = "\n".join(lines)
 
     dims.events.range.connect(keep_slice_steps)
