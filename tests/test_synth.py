@@ -339,7 +339,9 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "wrote 1 scans" in printed and str(out) in printed
     assert len(LunaFolder(out).series_uids) == 1
-    assert main(args) == 2  # refuses to overwrite
+    assert main(args) == 0  # the same data set again: nothing to write
+    assert "already holds this synthetic data set" in capsys.readouterr().out
+    assert main([*args, "--size", "64"]) == 2  # another one: refuses to overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--size", "64"]) == 0
     assert LunaFolder(out).load(LunaFolder(out).series_uids[0]).shape_irc == (16, 64, 64)
