@@ -60,11 +60,7 @@ def default_series(data_dir: Path, seed: int) -> Path:
 
     if not (data_dir / "annotations.csv").is_file():
         print(f"writing a synthetic data set ({DEFAULT_SCANS} scans, seed {seed}) to {data_dir}")
-
-        def progress(done: int, total: int, message: str) -> None:
-            print(f"  {message}", flush=True)
-
-        write_dataset(data_dir, DEFAULT_SCANS, seed, progress=progress)
+        write_dataset(data_dir, DEFAULT_SCANS, seed)  # logs a line per scan
     return series_to_open(data_dir)
 
 
