@@ -13,11 +13,8 @@ import sys
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
-from src_train.ct import SERIES_SUFFIXES
 from src_train.errors import LunaSegError
-
-#: Scans in the synthetic data set ``lunaseg view`` writes when given no PATH.
-VIEW_SYNTH_SCANS = 4
+from src_train.synth import DEFAULT_SEED
 
 #: Environment variables through which Qt finds a display (or is told to need none).
 DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
@@ -32,12 +29,16 @@ def add_view_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "path",
         nargs="?",
-        help="a CT series (.mhd, .nii, .nii.gz, .nrrd or a DICOM folder); default: the "
-        f"synthetic series with the most nodules in {DEFAULT_DATA_DIR}/ (written there if "
-        "missing)",
+        help="a CT series (.mhd, .nii, .nii.gz, .nrrd or a DICOM folder), or a LUNA16-layout "
+        "folder or subset folder (its series with the most annotated nodules opens); default: "
+        f"{DEFAULT_DATA_DIR}/, the synthetic data set 'lunaseg synth' writes (written there "
+        "if missing)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the synthetic data set (default: 0)"
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed of the synthetic data set (default: {DEFAULT_SEED})",
     )
     p.add_argument(
         "--data-dir",
@@ -48,25 +49,19 @@ def add_view_command(sub: argparse._SubParsersAction) -> None:
 
 
 def default_series(data_dir: Path, seed: int) -> Path:
-    """The series with the most nodules in ``data_dir`` (a synthetic data set is made if absent).
+    """The series ``lunaseg view`` opens without a PATH: the one with the most nodules in
+    ``data_dir`` (:func:`~src_train.luna.series_to_open`).
 
-    Ties go to the first series in UID order, so the choice is stable for a seed.
+    Without a data set there, it first writes the one ``lunaseg synth DATA_DIR --seed SEED``
+    writes (same scans, seed and settings), so the README's next command finds it done.
     """
-    from src_train.luna import LunaFolder
-    from src_train.synth import write_dataset
+    from src_train.luna import series_to_open
+    from src_train.synth import DEFAULT_SCANS, write_dataset
 
-    if (data_dir / "annotations.csv").is_file():
-        folder = LunaFolder(data_dir)
-    else:
-        print(f"writing a synthetic data set ({VIEW_SYNTH_SCANS} scans, seed {seed}) to {data_dir}")
-        folder = write_dataset(data_dir, n_scans=VIEW_SYNTH_SCANS, seed=seed)
-    counts = {uid: len(folder.nodules(uid)) for uid in folder.series_uids}
-    best = max(counts, key=lambda uid: counts[uid], default=None)
-    if best is not None and counts[best] > 0:
-        return folder.series_path(best)
-    raise LunaSegError(
-        f"{data_dir} holds no series with annotated nodules; remove it or pass a PATH."
-    )
+    if not (data_dir / "annotations.csv").is_file():
+        print(f"writing a synthetic data set ({DEFAULT_SCANS} scans, seed {seed}) to {data_dir}")
+        write_dataset(data_dir, DEFAULT_SCANS, seed)  # logs a line per scan
+    return series_to_open(data_dir)
 
 
 def check_display() -> None:
@@ -86,15 +81,13 @@ def check_display() -> None:
 
 def run_view(args: argparse.Namespace) -> int:
     """Open napari with the series (or the synthetic default) and the widgets docked; block."""
+    from src_train.luna import series_to_open
+
     check_display()
-    path = Path(args.path) if args.path else default_series(Path(args.data_dir), args.seed)
-    if not path.exists():
-        raise LunaSegError(f"{path} does not exist; give a CT series file or a DICOM folder.")
-    if path.is_file() and not path.name.lower().endswith(SERIES_SUFFIXES):
-        raise LunaSegError(
-            f"{path.name}: unsupported file type; 'lunaseg view' opens "
-            f"{', '.join(SERIES_SUFFIXES)} files and DICOM folders."
-        )
+    if args.path:
+        path = series_to_open(args.path)  # the reader's rule: a series, or a folder's best one
+    else:
+        path = default_series(Path(args.data_dir), args.seed)
     import napari
 
     from napari_lunaseg._launch import open_viewer

@@ -19,8 +19,10 @@ from napari_lunaseg._layers import lunaseg_meta, short_name
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     find_layer,
+    jump_to,
     keep_selection,
     make_wrapping_label,
+    nodule_view_mm,
     set_box_shapes,
 )
 from src_train.ct import CtVolume
@@ -103,6 +105,12 @@ class GrowthReplay(QGroupBox):
         if self.record is None:
             show_info("Select a nodule in the table first.")
             return
+        # the nodule's slice, zoomed so its growth is seen (the view may have moved since)
+        jump_to(
+            self.viewer,
+            self.record.center_xyz_mm,
+            zoom_mm=nodule_view_mm(self.record.nodule.diameter_mm),
+        )
         self.step.value = 0
         self.play_button.text = STOP_TEXT
         self._timer.start()

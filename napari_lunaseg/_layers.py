@@ -17,7 +17,7 @@ import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 
 from src_train.colors import ERROR_COLORS_RGB, LUNG_WINDOW_HU
-from src_train.ct import CtVolume, Geometry, xyz_to_zyx_mm
+from src_train.ct import CtVolume, Geometry
 from src_train.errors import GeometryError
 from src_train.luna import Nodule
 
@@ -155,8 +155,12 @@ def truth_layer_data(truth: np.ndarray, ct: CtVolume) -> LayerDataTuple:
 def nodule_points_data(
     nodules: Sequence[Nodule], ct: CtVolume, *, name: str | None = None
 ) -> LayerDataTuple:
-    """Annotated nodules as points in world ``(z, y, x)`` mm, sized by their diameter (mm)."""
-    centers = xyz_to_zyx_mm([n.center_xyz_mm for n in nodules])
+    """Annotated nodules as points sized by their diameter (mm): fractional ``(index, row,
+    col)`` placed by the CT's affine like every other layer, so no layer makes napari's slice
+    slider step finer than the CT's slices."""
+    centers = ct.geometry.xyz_to_irc(
+        np.asarray([n.center_xyz_mm for n in nodules], dtype=float).reshape(-1, 3)
+    )
     sizes = np.array(
         [n.diameter_mm if n.diameter_mm else DEFAULT_POINT_SIZE_MM for n in nodules], dtype=float
     )
@@ -172,6 +176,7 @@ def nodule_points_data(
         "border_color": "yellow",
         "border_width": 0.08,
         "projection_mode": "rescale_spherical",
+        "affine": ct.geometry.affine_irc_to_zyx(),
         "metadata": lunaseg_meta(ROLE_NODULES, ct.geometry, ct.series_uid),
     }
     return (centers, kwargs, "points")

@@ -353,7 +353,7 @@ class ReviewPanel(QWidget):
             self._show()
             return
         if self.folder is None or self.folder.root != view.luna_root:
-            self.folder = LunaFolder(view.luna_root)
+            self.folder = LunaFolder(view.luna_root, lenient=True)  # as the reader
             self.book = ReviewBook.for_folder(self.folder)
             if self.book.problems:
                 show_warning(

@@ -17,7 +17,7 @@ from napari_lunaseg._layers import (
     truth_layer_data,
 )
 from src_train.ct import CtVolume
-from src_train.luna import Nodule
+from src_train.luna import CsvProblem, Nodule
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class ScanBundle:
         truth: true nodule labels ``(index, row, col)`` (synthetic data), or None.
         true_nodules: records of the true nodules (``label`` = value in ``truth``).
         luna_root: the LUNA16-layout folder the series came from, if any.
+        problems: malformed annotation rows (or unusable files) passed over, with file, line
+            and reason; the scan is shown without them.
     """
 
     ct: CtVolume
@@ -40,21 +42,27 @@ class ScanBundle:
     truth: np.ndarray | None = None
     true_nodules: list = field(default_factory=list)
     luna_root: Path | None = None
+    problems: list[CsvProblem] = field(default_factory=list)
 
 
 def bundle_from_path(path: Path) -> ScanBundle:
-    """Load a series and, when it sits in a LUNA16 layout, its annotations and true shapes."""
+    """Load what ``path`` opens (:func:`~src_train.luna.series_to_open`: a series, or a LUNA16
+    or subset folder's most-annotated series) and, in a LUNA16 layout, its annotations and true
+    shapes. Annotations are read leniently: a malformed row is passed over and listed in
+    ``problems``, so one bad row never hides the scan."""
     from src_train.ct import load_ct
-    from src_train.luna import LunaFolder, find_luna_root
+    from src_train.luna import LunaFolder, find_luna_root, series_to_open
 
-    ct = load_ct(path)
+    series = series_to_open(path)
+    ct = load_ct(series)
     bundle = ScanBundle(ct=ct)
-    root = find_luna_root(path)
+    root = find_luna_root(series)
     if root is None:
         return bundle
-    folder = LunaFolder(root)
+    folder = LunaFolder(root, lenient=True)
     bundle.luna_root = root
     bundle.nodules = list(folder.nodules(ct.series_uid))
+    bundle.problems = folder.problems  # filled as the CSV files are read (truth below too)
     truth_path = folder.truth_path(ct.series_uid)
     if truth_path is not None:
         truth_ct = load_ct(truth_path)
@@ -75,6 +83,9 @@ def bundle_layers(bundle: ScanBundle, *, with_mask: bool = True) -> list[LayerDa
             nodules=list(bundle.nodules),
             true_nodules=list(bundle.true_nodules),
             luna_root=str(bundle.luna_root) if bundle.luna_root else None,
+            problems=[
+                {"path": str(p.path), "line": p.line, "reason": p.reason} for p in bundle.problems
+            ],
         )
     ]
     if bundle.truth is not None:

@@ -9,9 +9,14 @@ thread (no polling thread).
 Cancel sends SIGTERM: the trainer stops between batches, writes a loadable
 ``checkpoint_latest.pt`` and exits; Resume starts the same command with ``--resume``.
 
-Viewer close (documented behaviour): a running job is registered with napari's task manager, so
-closing the window first asks for confirmation; then the widget sends SIGTERM and waits (up to
-:data:`STOP_WAIT_MS`) for the child to save and exit. Closing only the Training dock keeps the
+The job stopped by Cancel exits with 143 (128 + SIGTERM, as any interrupted ``lunaseg train``):
+the widget reports it as cancelled, not failed; it exits 0 only when every epoch is done.
+
+Viewer close (documented behaviour): while a job runs, a napari worker watches it
+(:func:`lunaseg_training_is_running`, started with napari's public ``create_worker``); napari
+lists running workers as tasks, so closing the window first asks for confirmation; then napari
+quits the worker, which sends SIGTERM and waits (up to :data:`STOP_WAIT_MS`) for the child to
+save and exit. Closing only the Training dock keeps the
 job running in the background until the viewer closes; if the widget itself is destroyed, the
 same clean stop happens. Checkpoints are written to a temporary file and renamed into place, so
 nothing is ever half-written; the run can be resumed later from the CLI or here.
@@ -22,12 +27,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, SpinBox
+from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QProcess, QProcessEnvironment, Qt
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
@@ -55,6 +64,33 @@ STOP_WAIT_MS = 30_000
 #: Lines of the child's stderr kept for error messages.
 STDERR_TAIL_LINES = 20
 EPOCH_HEADERS = ("epoch", "loss", "recall", "val loss", "val recall", "samples/s")
+#: How often the job's watcher wakes up while the job runs, s.
+WATCH_INTERVAL_S = 0.5
+#: Exit status of a job stopped by a signal, after saving its checkpoint: 128 + the signal.
+STOPPED_EXIT_CODES = {128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGINT: "SIGINT"}
+
+
+def lunaseg_training_is_running(done: threading.Event) -> Iterator[None]:
+    """A napari worker that lives while a training job runs (until ``done`` is set).
+
+    napari lists running workers as tasks: closing the window then asks for confirmation and
+    quits them (:class:`TrainingTask` stops the job cleanly first).
+    """
+    while not done.wait(WATCH_INTERVAL_S):
+        yield
+
+
+class TrainingTask(GeneratorWorker):
+    """The watcher's worker; quitting it (napari does when the window closes) first stops the
+    job: SIGTERM, then up to :data:`STOP_WAIT_MS` for it to save its checkpoint and exit."""
+
+    stop_job: Callable[[], None] | None = None
+
+    def quit(self) -> None:
+        stop, self.stop_job = self.stop_job, None
+        if stop is not None:
+            stop()
+        super().quit()
 
 
 def _stop_orphan(process: QProcess, timeout_ms: int = STOP_WAIT_MS) -> None:
@@ -90,7 +126,8 @@ class TrainingWidget(QWidget):
         self.exit_code: int | None = None
         self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._buffer = b""
-        self._task_id: Any = None
+        self._task: TrainingTask | None = None
+        self._job_done = threading.Event()
         self._cancelled = False
 
         self.data_dir = FileEdit(label="data folder", mode="d", value=default_data_dir())
@@ -243,14 +280,15 @@ class TrainingWidget(QWidget):
         process.finished.connect(self._on_finished)
         process.errorOccurred.connect(self._on_process_error)
         self.process = process
-        self.destroyed.connect(lambda *_: _stop_orphan(process))
+        done = self._job_done = threading.Event()
+        self.destroyed.connect(lambda *_: (_stop_orphan(process), done.set()))
         run_dir = Path(str(self.run_dir.value))
         self.tensorboard.setText(f"TensorBoard: tensorboard --logdir {run_dir / TENSORBOARD_DIR}")
         self.status.setText(("resuming" if resume else "starting") + f" training in {run_dir}…")
         self.progress.setRange(0, 0)
         self._set_running(True)
         process.start(sys.executable, self.command(resume=resume))
-        self._register_task()
+        self._watch_job()
         return process
 
     def cancel(self) -> None:
@@ -275,30 +313,15 @@ class TrainingWidget(QWidget):
         self.resume_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
-    # -- napari task status (close confirmation + stop on close) -------------------------------
-    def _register_task(self) -> None:
-        window = getattr(self.viewer, "window", None)
-        register = getattr(window, "_register_task_status", None)
-        if register is None:
-            return
-        from napari.utils.task_status import Status
-
-        self._task_id = register(
-            "napari-lunaseg",
-            Status.BUSY,
-            f"training in {self.run_dir.value}",
-            cancel_callback=self.stop_and_wait,
+    # -- napari task (close confirmation + stop on close) -------------------------------------
+    def _watch_job(self) -> None:
+        """Start the job's watcher worker (napari's public worker API: a running task)."""
+        task = create_worker(
+            lunaseg_training_is_running, self._job_done, _worker_class=TrainingTask
         )
-
-    def _finish_task(self, ok: bool) -> None:
-        window = getattr(self.viewer, "window", None)
-        update = getattr(window, "_update_task_status", None)
-        if self._task_id is None or update is None:
-            return
-        from napari.utils.task_status import Status
-
-        update(self._task_id, Status.COMPLETED if ok else Status.FAILED, "training ended")
-        self._task_id = None
+        task.stop_job = self.stop_and_wait
+        self._task = task
+        task.start()
 
     # -- child output ------------------------------------------------------------------------
     def _read_stdout(self) -> None:
@@ -385,18 +408,28 @@ class TrainingWidget(QWidget):
     def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         self._read_stdout()
         self._read_stderr()
+        self._job_done.set()  # the watcher ends: napari no longer lists a running task
+        if self._task is not None:
+            self._task.stop_job = None
+            self._task = None
         self.exit_code = int(exit_code)
         crashed = exit_status == QProcess.ExitStatus.CrashExit
         self._set_running(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+        finished = not crashed and exit_code == 0
+        # stopped between batches by a signal (Cancel's SIGTERM), its checkpoint saved
+        stopped = not crashed and exit_code in STOPPED_EXIT_CODES
+        self._show_progress_end(finished)
         checkpoint = self._find_best_checkpoint()
-        ok = not crashed and exit_code == 0
         if checkpoint is not None:
             self.best_checkpoint = checkpoint
             session_for(self.viewer).set_checkpoint(checkpoint)
-        if ok or (self._cancelled and checkpoint is not None):
-            verb = "cancelled" if self._cancelled else "finished"
+        if finished or stopped or (self._cancelled and checkpoint is not None):
+            if finished:
+                verb = "finished"
+            elif self._cancelled:
+                verb = "cancelled"
+            else:
+                verb = f"stopped by {STOPPED_EXIT_CODES.get(exit_code, 'a signal')}"
             self.status.setText(
                 f"Training {verb}. Best checkpoint: {checkpoint or 'none yet'}"
                 + (" (now the inference widget's choice)." if checkpoint else ".")
@@ -408,7 +441,16 @@ class TrainingWidget(QWidget):
             self.status.setText(message)
             if not self._cancelled:
                 show_error(message)
-        self._finish_task(ok)
+
+    def _show_progress_end(self, finished: bool) -> None:
+        """Full when every epoch ran; otherwise the bar keeps what was done (a cancelled run
+        is not 100 %)."""
+        if finished:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+        elif self.progress.maximum() == 0:  # still busy-indicating: nothing was trained
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
 
     def _find_best_checkpoint(self) -> Path | None:
         """The run's best checkpoint, if this job wrote any checkpoint (else None).

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Layer
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QTableWidget,
@@ -21,6 +24,17 @@ from src_train.ct import CtVolume, xyz_to_zyx_mm
 
 #: Canvas size assumed when the viewer has no window (headless tests), pixels.
 DEFAULT_CANVAS_PX = 600
+#: Field of view around a selected nodule: this many times its diameter, at least the minimum.
+NODULE_VIEW_DIAMETERS = 4.0
+MIN_NODULE_VIEW_MM = 30.0
+#: napari's world axes, in order, as the dims sliders name them.
+WORLD_AXIS_LABELS = ("z", "y", "x")
+#: Font size of the canvas's text overlay (slice index, notices), points.
+OVERLAY_FONT_SIZE = 10
+#: Notices the overlay lists one by one before "and N more".
+OVERLAY_NOTICES = 5
+#: Characters per line of the overlay's notices (the canvas's text overlay does not wrap).
+OVERLAY_LINE_CHARS = 80
 
 
 def find_layer(viewer: Any, role: str, series_uid: str) -> Layer | None:
@@ -91,6 +105,94 @@ def jump_to(viewer: Any, center_xyz_mm: Sequence[float], *, zoom_mm: float | Non
         camera.zoom = size_px / zoom_mm
 
 
+def nodule_view_mm(diameter_mm: float | None) -> float:
+    """The field of view (mm) :func:`jump_to` zooms to for a nodule of this diameter (mm)."""
+    return max(NODULE_VIEW_DIAMETERS * (diameter_mm or 0.0), MIN_NODULE_VIEW_MM)
+
+
+def slice_index_text(viewer: Any, layer: Any) -> str:
+    """``"slice 45 of 0-128 (z -89.1 mm)"``: the slice shown, as the tables count it (array
+    index of ``layer``, a 3-D CT), next to the world position of the plane."""
+    point = np.asarray(viewer.dims.point, dtype=float)[-3:]
+    index = int(np.round(np.asarray(layer.world_to_data(point), dtype=float)[0]))
+    last = int(layer.data.shape[0]) - 1
+    where = "outside the scan" if not 0 <= index <= last else f"{index} of 0-{last}"
+    return f"slice {where} (z {point[0]:.1f} mm)"
+
+
+def notice_lines(problems: Sequence[dict[str, Any]]) -> list[str]:
+    """Overlay lines for annotation rows the reader passed over (``{"path", "line", "reason"}``
+    dicts of the CT layer's metadata): a title, each row's file, line and reason (wrapped, at
+    most :data:`OVERLAY_NOTICES`), then the files' full paths."""
+    if not problems:
+        return []
+    lines = ["", f"{len(problems)} annotation row(s) not shown (the commands refuse the file):"]
+    for problem in problems[:OVERLAY_NOTICES]:
+        name, line = Path(str(problem["path"])).name, problem.get("line")
+        where = f"{name}, line {line}" if line else name
+        lines += textwrap.wrap(
+            f"{where}: {problem['reason']}", OVERLAY_LINE_CHARS, subsequent_indent="    "
+        )
+    rest = len(problems) - OVERLAY_NOTICES
+    if rest > 0:
+        lines.append(f"... and {rest} more")
+    lines += [f"file: {path}" for path in sorted({str(p["path"]) for p in problems})]
+    return lines
+
+
+def _slice_range(layer: Any) -> tuple[float, float, float]:
+    """World z ``(first, last, step)`` mm of the slice centers of a 3-D layer (lowest first)."""
+    last = int(layer.data.shape[0]) - 1
+    z0 = float(layer.data_to_world((0.0, 0.0, 0.0))[0])
+    z1 = float(layer.data_to_world((float(last), 0.0, 0.0))[0])
+    step = abs(z1 - z0) / last if last > 0 else 1.0
+    return (min(z0, z1), max(z0, z1), step or 1.0)
+
+
+def follow_ct_slices(viewer: Any, layer: Any) -> None:
+    """Make the slice slider count the CT's slices, and say which one is shown.
+
+    The layers live in world millimetres (the CT's affine), so napari's slider would step by
+    the smallest spacing of any layer (1 mm for layers given in mm) and count steps from the
+    lowest world z. Here its range is the CT's slice centers with the slice spacing as step
+    (restored whenever napari recomputes it, e.g. when a layer is added), so a step is a slice;
+    the axes are named (z, y, x); and the canvas's text overlay gives the slice index as the
+    tables count it (exact also for a flipped or oblique scan), followed by the layer's notices
+    (``metadata["lunaseg"]["problems"]``: e.g. annotation rows the reader passed over).
+    """
+    dims = viewer.dims
+    if dims.ndim != len(WORLD_AXIS_LABELS) or layer.data.ndim != len(WORLD_AXIS_LABELS):
+        return
+    dims.axis_labels = WORLD_AXIS_LABELS
+    slices = _slice_range(layer)
+    notices = notice_lines(layer_info(layer).get("problems", []))
+    overlay = viewer.canvas.overlays.text
+    overlay.visible = True
+    overlay.position = "top_left"
+    overlay.font_size = OVERLAY_FONT_SIZE
+    overlay.color = "yellow" if notices else "white"
+
+    def keep_slice_steps(event: Any = None) -> None:
+        if layer not in viewer.layers:
+            dims.events.range.disconnect(keep_slice_steps)
+            return
+        if not np.allclose(tuple(dims.range[0]), slices):
+            dims.set_range(0, slices)
+
+    def update_text(event: Any = None) -> None:
+        if layer not in viewer.layers:
+            dims.events.point.disconnect(update_text)
+            return
+        lines = [slice_index_text(viewer, layer)]
+        lines += notices
+        overlay.text = "\n".join(lines)
+
+    dims.events.range.connect(keep_slice_steps)
+    dims.events.point.connect(update_text)
+    keep_slice_steps()
+    update_text()
+
+
 def make_progress_bar() -> QProgressBar:
     """A progress bar at rest: range 0..1 at 0 (a job sets its own range when it runs)."""
     bar = QProgressBar()
@@ -107,13 +209,17 @@ def make_wrapping_label(text: str = "") -> QLabel:
 
 
 def make_table(headers: Sequence[str]) -> QTableWidget:
-    """A read-only, row-selecting table with the given column headers."""
+    """A read-only, row-selecting table with the given column headers, each column as wide as
+    its header (or its widest cell, see :func:`fill_table`): no header is ever cut short."""
     table = QTableWidget(0, len(headers))
     table.setHorizontalHeaderLabels(list(headers))
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.verticalHeader().setVisible(False)
+    # Qt keeps each column as wide as its header and cells, also after napari's theme changes
+    # the font (a width set once at creation would cut the header short again).
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     return table
 
 

@@ -44,14 +44,12 @@ import SimpleITK as sitk
 
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import (
-    AnnotationError,
     CancelledError,
     LunaSegError,
     OutputWriteError,
-    SeriesNotFoundError,
     SeriesReadError,
 )
-from src_train.luna import ANNOTATIONS_FILE, LunaFolder, Nodule
+from src_train.luna import LunaFolder, Nodule, check_annotated_folder
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, method_info
 from src_train.packed import PackedMask, pack_mask, packed_bytes
 from src_train.progress import Progress, ShouldStop
@@ -185,22 +183,9 @@ def _to_int16(hu: np.ndarray, uid: str) -> np.ndarray:
 
 
 def check_training_folder(folder: LunaFolder) -> None:
-    """Raise unless ``folder`` has series on disk and an annotation file (a cache needs both).
-
-    Checked before any series is cached, so that a wrong folder fails in a second, not after
-    hours of caching empty masks.
-    """
-    if not folder.series_uids:
-        raise SeriesNotFoundError(
-            f"{folder.root} holds no series (expected {folder.root}/subset0/<seriesuid>.mhd). "
-            "Point DATA_DIR at a LUNA16 folder or run 'lunaseg synth' to make one."
-        )
-    if folder.annotations_path is None:
-        raise AnnotationError(
-            f"{folder.root} has no {ANNOTATIONS_FILE}: without nodule annotations every mask "
-            f"is empty. Put the LUNA16 {ANNOTATIONS_FILE} (seriesuid,coordX,coordY,coordZ,"
-            "diameter_mm) in that folder."
-        )
+    """Raise unless ``folder`` has series on disk and an annotation file (a cache needs both);
+    the rule is :func:`~src_train.luna.check_annotated_folder`, shared with ``lunaseg mask``."""
+    check_annotated_folder(folder)
 
 
 class SeriesCache:

@@ -28,10 +28,11 @@ from pathlib import Path
 from src_train.ct import (
     SERIES_SUFFIXES,
     CtVolume,
+    is_series_path,
     load_ct,
     series_uid_of,
 )
-from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
+from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError, SeriesReadError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,42 @@ def _not_text(path: Path, exc: UnicodeDecodeError) -> AnnotationError:
     )
 
 
+@dataclass(frozen=True)
+class CsvProblem:
+    """A malformed row (or a whole unreadable file) that lenient reading passed over.
+
+    Attributes:
+        path: the CSV file.
+        line: 1-based line of the row; None when the whole file was unusable.
+        reason: what is wrong and how to fix it (without the file and line).
+    """
+
+    path: Path
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}, line {self.line}" if self.line is not None else f"{self.path}"
+        return f"{where}: {self.reason}"
+
+
+class RowError(AnnotationError):
+    """A malformed CSV row; ``problem`` holds its file, line and reason apart."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        self.problem = CsvProblem(path, line, reason)
+        super().__init__(str(self.problem))
+
+
+def _skip_or_raise(error: AnnotationError, skipped: list[CsvProblem] | None, path: Path) -> None:
+    """Lenient reading (``skipped`` given) records the problem; strict reading raises it."""
+    if skipped is None:
+        raise error
+    problem = error.problem if isinstance(error, RowError) else CsvProblem(path, None, str(error))
+    log.debug("skipped: %s", problem)  # the caller reports its list (the viewer: a warning)
+    skipped.append(problem)
+
+
 class _CsvTable:
     """A CSV file with a header; iterating yields ``(line, fields)`` per non-blank row.
 
@@ -118,16 +155,19 @@ class _CsvTable:
     position, so they would shift).
     """
 
-    def __init__(self, path: Path, required: Sequence[str]) -> None:
+    def __init__(
+        self, path: Path, required: Sequence[str], skipped: list[CsvProblem] | None = None
+    ) -> None:
         self.path = path
         self.required = tuple(required)
+        self.skipped = skipped
         self._uids: dict[str, str] = {}
         with self._open() as handle:
             reader = csv.reader(handle, skipinitialspace=True)
             try:
                 header = next(reader, None)
             except csv.Error as exc:
-                raise AnnotationError(f"{path}, line 1: not valid CSV ({exc}).") from exc
+                raise RowError(path, 1, f"not valid CSV ({exc}).") from exc
             except UnicodeDecodeError as exc:
                 raise _not_text(path, exc) from exc
         if header is None:
@@ -137,9 +177,10 @@ class _CsvTable:
         self.header = [name.strip() for name in header]
         missing = [c for c in self.required if c not in self.header]
         if missing:
-            raise AnnotationError(
-                f"{path}, line 1: header lacks column(s) {', '.join(missing)} "
-                f"({_fix_hint(self.required)})."
+            raise RowError(
+                path,
+                1,
+                f"header lacks column(s) {', '.join(missing)} ({_fix_hint(self.required)}).",
             )
         self.index = {name: i for i, name in enumerate(self.header)}
         self._xyz = tuple(self.index[c] for c in _COORD_COLUMNS if c in self.index)
@@ -163,14 +204,17 @@ class _CsvTable:
                     if not fields or all(not f.strip() for f in fields):
                         continue
                     if len(fields) > len(self.header):
-                        self._check_extra(line, fields)
+                        try:
+                            self._check_extra(line, fields)
+                        except RowError as exc:
+                            _skip_or_raise(exc, self.skipped, self.path)
+                            continue
                     yield line, fields
-            except csv.Error as exc:
-                raise AnnotationError(
-                    f"{self.path}, line {reader.line_num}: not valid CSV ({exc})."
-                ) from exc
+            except csv.Error as exc:  # the rest of the file cannot be read
+                error = RowError(self.path, reader.line_num, f"not valid CSV ({exc}).")
+                _skip_or_raise(error, self.skipped, self.path)
             except UnicodeDecodeError as exc:
-                raise _not_text(self.path, exc) from exc
+                _skip_or_raise(_not_text(self.path, exc), self.skipped, self.path)
 
     def _check_extra(self, line: int, fields: list[str]) -> None:
         """Refuse a row with more values than the header has columns.
@@ -183,12 +227,14 @@ class _CsvTable:
         extra = [f.strip() for f in fields[len(self.header) :]]
         if not any(extra):
             return
-        raise AnnotationError(
-            f"{self.path}, line {line}: {len(fields)} values where the header has "
+        raise RowError(
+            self.path,
+            line,
+            f"{len(fields)} values where the header has "
             f"{len(self.header)} columns ({','.join(self.header)}); the extra value(s) "
             f"{','.join(repr(v) for v in extra if v)} would be lost or shift other columns. "
             "A decimal comma (8,4 for 8.4) or an unquoted comma inside a value splits it in two: "
-            "write decimals with a dot and put values holding commas in double quotes."
+            "write decimals with a dot and put values holding commas in double quotes.",
         )
 
     def get(self, line: int, fields: list[str], column: str) -> str | None:
@@ -197,9 +243,11 @@ class _CsvTable:
         if position is None:
             return None
         if position >= len(fields):
-            raise AnnotationError(
-                f"{self.path}, line {line}: {len(fields)} field(s) where the header has "
-                f"{len(self.header)}; column {column!r} is missing ({_fix_hint(self.required)})."
+            raise RowError(
+                self.path,
+                line,
+                f"{len(fields)} field(s) where the header has "
+                f"{len(self.header)}; column {column!r} is missing ({_fix_hint(self.required)}).",
             )
         return fields[position].strip()
 
@@ -211,9 +259,10 @@ class _CsvTable:
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise AnnotationError(
-                f"{self.path}, line {line}: {column} is {text!r}, not a finite number "
-                f"({_fix_hint(self.required)})."
+            raise RowError(
+                self.path,
+                line,
+                f"{column} is {text!r}, not a finite number ({_fix_hint(self.required)}).",
             )
         return value
 
@@ -221,9 +270,7 @@ class _CsvTable:
         """The row's series UID (one shared string object per UID)."""
         text = self.get(line, fields, "seriesuid") or ""
         if not text:
-            raise AnnotationError(
-                f"{self.path}, line {line}: empty seriesuid ({_fix_hint(self.required)})."
-            )
+            raise RowError(self.path, line, f"empty seriesuid ({_fix_hint(self.required)}).")
         return self._uids.setdefault(text, text)
 
     def center(self, line: int, fields: list[str]) -> tuple[float, float, float]:
@@ -250,9 +297,11 @@ def _optional_diameter(table: _CsvTable, line: int, fields: list[str]) -> float 
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise AnnotationError(
-            f"{table.path}, line {line}: diameter_mm is {text!r}; give a non-negative number "
-            "of millimetres or leave it empty."
+        raise RowError(
+            table.path,
+            line,
+            f"diameter_mm is {text!r}; give a non-negative number "
+            "of millimetres or leave it empty.",
         )
     return value if value > 0 else None
 
@@ -267,20 +316,29 @@ def _optional_bool(table: _CsvTable, line: int, fields: list[str], column: str) 
         return True
     if text in _FALSE_VALUES:
         return False
-    raise AnnotationError(f"{table.path}, line {line}: {column} is {text!r}; use True or False.")
+    raise RowError(table.path, line, f"{column} is {text!r}; use True or False.")
 
 
-def read_annotations(path: str | os.PathLike[str]) -> list[Nodule]:
+def read_annotations(
+    path: str | os.PathLike[str], *, skipped: list[CsvProblem] | None = None
+) -> list[Nodule]:
     """Parse ``annotations.csv`` or ``annotations_with_malignancy.csv``.
 
     Needs the columns ``seriesuid,coordX,coordY,coordZ`` (world ``(x, y, z)`` mm);
     ``diameter_mm`` (mm) and ``mal_bool`` are optional (missing or empty -> None). Extra
     columns (``mal_details``, bounding boxes) are ignored. Rows keep file order.
 
+    Args:
+        path: the CSV file.
+        skipped: lenient reading (the viewer's): a malformed row is passed over and its
+            :class:`CsvProblem` (file, line, reason) appended here. Without it (every
+            command), the first malformed row raises. A file without the needed header
+            raises either way.
+
     Raises:
         AnnotationError: naming the file and line of a malformed row.
     """
-    table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS))
+    table = _CsvTable(Path(path), ("seriesuid", *_COORD_COLUMNS), skipped)
     if "diameter_mm" not in table.index:
         log.warning(
             "%s has no diameter_mm column: every nodule's size is unknown, so the mask methods "
@@ -290,8 +348,8 @@ def read_annotations(path: str | os.PathLike[str]) -> list[Nodule]:
         )
     nodules = []
     for line, fields in table:
-        nodules.append(
-            Nodule(
+        try:
+            nodule = Nodule(
                 series_uid=table.uid(line, fields),
                 center_xyz_mm=table.center(line, fields),
                 diameter_mm=_optional_diameter(table, line, fields),
@@ -299,7 +357,10 @@ def read_annotations(path: str | os.PathLike[str]) -> list[Nodule]:
                 malignant=_optional_bool(table, line, fields, "mal_bool"),
                 row=line,
             )
-        )
+        except RowError as exc:
+            _skip_or_raise(exc, skipped, table.path)
+            continue
+        nodules.append(nodule)
     log.debug("read %d annotations from %s", len(nodules), path)
     return nodules
 
@@ -318,9 +379,7 @@ def read_candidates(path: str | os.PathLike[str]) -> list[Nodule]:
     for line, fields in table:
         label = table.get(line, fields, "class") or ""
         if label not in ("0", "1"):
-            raise AnnotationError(
-                f"{table.path}, line {line}: class is {label!r}; use 1 (nodule) or 0 (not)."
-            )
+            raise RowError(table.path, line, f"class is {label!r}; use 1 (nodule) or 0 (not).")
         candidates.append(
             Nodule(
                 series_uid=table.uid(line, fields),
@@ -346,9 +405,11 @@ def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
         label = table.number(line, fields, "label")
         kind = table.get(line, fields, "kind") or ""
         if label < 1 or label != int(label) or kind not in TRUE_NODULE_KINDS:
-            raise AnnotationError(
-                f"{table.path}, line {line}: label {label!r} / kind {kind!r} invalid; labels are "
-                f"1, 2, ... and kinds one of {', '.join(TRUE_NODULE_KINDS)}."
+            raise RowError(
+                table.path,
+                line,
+                f"label {label!r} / kind {kind!r} invalid; labels are "
+                f"1, 2, ... and kinds one of {', '.join(TRUE_NODULE_KINDS)}.",
             )
         out.append(
             TrueNodule(
@@ -473,11 +534,17 @@ class LunaFolder:
     Series are found by :func:`discover_series`: ``ROOT/subset*/<uid>.mhd`` and every other
     format LunaSeg reads, DICOM series folders included (also one ``subset*`` folder deeper, as
     some archives extract). CSV files are read on first use. Coordinates are world
-    ``(x, y, z)`` mm.
+    ``(x, y, z)`` mm. A malformed annotation row raises :class:`AnnotationError` (every
+    command refuses such a file) unless ``lenient`` (the viewer shows the scan and lists the
+    row in :attr:`problems`).
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, lenient: bool = False) -> None:
         self.root = Path(root)
+        #: Lenient (the viewer): malformed annotation rows, or an unusable annotation or truth
+        #: file, are passed over and listed in :attr:`problems` instead of raising.
+        self.lenient = lenient
+        self.problems: list[CsvProblem] = []
         if not self.root.is_dir():
             raise SeriesNotFoundError(
                 f"Data folder {self.root} does not exist. Download LUNA16 there or run "
@@ -487,14 +554,15 @@ class LunaFolder:
         self._nodules: dict[str, list[Nodule]] | None = None
         self._candidates: dict[str, list[Nodule]] | None = None
         self._truth: dict[str, list[TrueNodule]] | None = None
-        if not self._paths:
-            log.warning(
+        if not self._paths:  # every command that needs series says so in its error
+            log.debug(
                 "%s: no series found under subset*/ (expected subset0/<uid>.mhd, or another of "
                 "%s, or DICOM series folders)",
                 self.root,
                 ", ".join(SERIES_SUFFIXES),
             )
-        missing = self.missing_series
+        # without an annotation file nothing is missing (nodules() says there are none)
+        missing = self.missing_series if self.annotations_path is not None else []
         if missing:
             log.warning(
                 "%s: %d of %d annotated series are not on disk (partial download?); "
@@ -544,8 +612,14 @@ class LunaFolder:
             if path is None:
                 log.warning("%s has no %s: no nodules known", self.root, ANNOTATIONS_FILE)
                 self._nodules = {}
-            else:
+            elif not self.lenient:
                 self._nodules = _group(read_annotations(path))
+            else:
+                try:
+                    self._nodules = _group(read_annotations(path, skipped=self.problems))
+                except AnnotationError as exc:  # the whole file is unusable
+                    _skip_or_raise(exc, self.problems, path)
+                    self._nodules = {}
         return self._nodules
 
     def nodules(self, uid: str) -> list[Nodule]:
@@ -603,10 +677,40 @@ class LunaFolder:
         if self._truth is None:
             self._truth = {}
             table = self.truth_table_path
-            if table is not None:
-                for nodule in read_true_nodules(table):
-                    self._truth.setdefault(nodule.series_uid, []).append(nodule)
+            try:
+                true_nodules = read_true_nodules(table) if table is not None else []
+            except AnnotationError as exc:
+                if not self.lenient or table is None:
+                    raise
+                _skip_or_raise(exc, self.problems, table)  # no true shapes shown
+                true_nodules = []
+            for nodule in true_nodules:
+                self._truth.setdefault(nodule.series_uid, []).append(nodule)
         return list(self._truth.get(uid, []))
+
+
+def check_annotated_folder(folder: LunaFolder) -> None:
+    """Raise unless ``folder`` has series on disk and an annotation file.
+
+    The rule of every command that makes masks from the annotations (``mask``, ``cache``,
+    ``train``): checked before anything is written, so a wrong folder fails in a second with
+    one line, not after hours of empty masks, and leaves no output behind.
+
+    Raises:
+        SeriesNotFoundError: no series under ``subset*/``.
+        AnnotationError: no ``annotations.csv`` (nor the malignancy file).
+    """
+    if not folder.series_uids:
+        raise SeriesNotFoundError(
+            f"{folder.root} holds no series (expected {folder.root}/subset0/<seriesuid>.mhd). "
+            "Point DATA_DIR at a LUNA16 folder or run 'lunaseg synth' to make one."
+        )
+    if folder.annotations_path is None:
+        raise AnnotationError(
+            f"{folder.root} has no {ANNOTATIONS_FILE}: without nodule annotations every mask "
+            f"is empty. Put the LUNA16 {ANNOTATIONS_FILE} (seriesuid,coordX,coordY,coordZ,"
+            "diameter_mm) in that folder."
+        )
 
 
 def find_luna_root(series_path: str | os.PathLike[str]) -> Path | None:
@@ -626,6 +730,65 @@ def find_luna_root(series_path: str | os.PathLike[str]) -> Path | None:
         if any((root / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)):
             return root
     return None
+
+
+#: What :func:`series_to_open` opens, for its error messages.
+_OPENS = (
+    f"a CT series ({', '.join(SERIES_SUFFIXES)}), a DICOM series folder, or a LUNA16-layout "
+    f"folder (subset*/<seriesuid>.mhd beside {ANNOTATIONS_FILE}) or one of its subset folders"
+)
+
+
+def _has_annotations(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE))
+
+
+def _loose_series(folder: Path) -> list[Path]:
+    """Series files directly in ``folder`` (not in the LUNA16 layout), sorted."""
+    return [folder / e.name for e in _entries(folder) if e.is_file() and series_uid_of(e)]
+
+
+def series_to_open(path: str | os.PathLike[str]) -> Path:
+    """The series a path opens in the viewer (``lunaseg view PATH``, napari's File > Open).
+
+    The one rule:
+
+    * a series (a file with one of :data:`~src_train.ct.SERIES_SUFFIXES`, a DICOM series
+      folder): that series;
+    * a LUNA16-layout folder (series under ``subset*/``), or one of its ``subset*`` folders:
+      its series with the most annotated nodules (ties: the first UID; a folder without an
+      annotation file: its first series). The folder's annotations come with it, since
+      :func:`find_luna_root` finds them from the series. Malformed annotation rows do not
+      stop the choice (they are counted out, as the viewer passes over them);
+    * anything else (a folder without series, a file of another type, a missing path):
+      :class:`SeriesReadError`, one line saying what opens.
+    """
+    target = Path(path)
+    if not target.exists():
+        raise SeriesReadError(f"{target} does not exist; give {_OPENS}.")
+    if is_series_path(target):
+        return target
+    if not target.is_dir():
+        raise SeriesReadError(f"{target.name} is not a CT series LunaSeg reads; give {_OPENS}.")
+    if _is_subset_dir(target):
+        above = [target.parent, target.parent.parent] if _is_subset_dir(target.parent) else []
+        root = next((p for p in [*above, target.parent] if _has_annotations(p)), target.parent)
+        folder = LunaFolder(root, lenient=True)
+        inside = target.resolve()
+        uids = [
+            uid for uid in folder.series_uids if inside in folder.series_path(uid).resolve().parents
+        ]
+    else:
+        folder = LunaFolder(target, lenient=True)
+        uids = folder.series_uids
+    if not uids:
+        loose = _loose_series(target)
+        hint = f" It holds series files: open one of them, e.g. {loose[0]}." if loose else ""
+        raise SeriesReadError(f"{target} holds no CT series to open; give {_OPENS}.{hint}")
+    counts = {uid: len(folder.nodules(uid)) for uid in uids}
+    best = max(uids, key=lambda uid: counts[uid])  # max keeps the first of equals
+    log.info("%s: opening %s (%d annotated nodules)", target, best, counts[best])
+    return folder.series_path(best)
 
 
 def split_series(uids: Iterable[str], val_stride: int = 10) -> tuple[list[str], list[str]]:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,11 @@ UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 
 #: Marker file written by :func:`write_dataset` (the config and seed that made the folder).
 MARKER_FILE = "lunaseg-synth.json"
+
+#: Scans and seed of the synthetic default data set (``lunaseg synth`` and ``lunaseg view``
+#: write the same one, so either can follow the other).
+DEFAULT_SCANS = 8
+DEFAULT_SEED = 0
 
 CANDIDATES_FILE = "candidates.csv"
 
@@ -936,12 +942,68 @@ def _mm(value: float) -> str:
     return f"{value:.6f}"
 
 
+def _read_marker(out: Path) -> dict[str, Any] | None:
+    """The :data:`MARKER_FILE` of a folder, or None when absent or unreadable."""
+    try:
+        marker = json.loads((out / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _marker_identity(n_scans: int, seed: int, cfg: SynthConfig) -> dict[str, Any]:
+    """What makes a data set: the fields of the marker that :func:`same_dataset` compares
+    (as JSON reads them back: tuples become lists)."""
+    identity: dict[str, Any] = json.loads(
+        json.dumps({"seed": seed, "n_scans": n_scans, "config": asdict(cfg)})
+    )
+    return identity
+
+
+def same_dataset(
+    out_dir: str | os.PathLike[str],
+    n_scans: int = DEFAULT_SCANS,
+    seed: int = DEFAULT_SEED,
+    config: SynthConfig | None = None,
+) -> bool:
+    """True when ``out_dir`` already holds, complete, the data set :func:`write_dataset` would
+    write with these arguments (its marker says so and every scan, truth volume and CSV file is
+    there). Writing it again would change nothing."""
+    out = Path(out_dir)
+    marker = _read_marker(out)
+    if marker is None or not marker.get("complete"):
+        return False
+    wanted = _marker_identity(n_scans, seed, config or SynthConfig())
+    if any(marker.get(key) != value for key, value in wanted.items()):
+        return False
+    uids = [synthetic_series_uid(seed, index) for index in range(n_scans)]
+    files = [out / ANNOTATIONS_FILE, out / CANDIDATES_FILE, out / TRUTH_DIR / TRUTH_TABLE]
+    files += [out / "subset0" / f"{uid}.mhd" for uid in uids]
+    files += [out / TRUTH_DIR / f"{uid}.mhd" for uid in uids]
+    return all(path.is_file() for path in files)
+
+
+def describe_dataset(out_dir: str | os.PathLike[str]) -> str | None:
+    """``"8 scans, seed 0"`` for a folder :func:`write_dataset` wrote, else None."""
+    marker = _read_marker(Path(out_dir))
+    if marker is None:
+        return None
+    state = "" if marker.get("complete") else ", incomplete"
+    return f"{marker.get('n_scans')} scans, seed {marker.get('seed')}{state}"
+
+
 def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} is a file; choose a folder for the synthetic data set.")
     if not out.exists() or not any(out.iterdir()):
         return
     if not overwrite:
+        earlier = describe_dataset(out)
+        if earlier is not None:
+            raise OutputExistsError(
+                f"{out} holds another synthetic data set ({earlier}); replace it "
+                "(--overwrite) or choose another folder."
+            )
         raise OutputExistsError(
             f"{out} is not empty; choose another folder or overwrite it (--overwrite)."
         )
@@ -970,8 +1032,8 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
 
 def write_dataset(
     out_dir: str | os.PathLike[str],
-    n_scans: int = 8,
-    seed: int = 0,
+    n_scans: int = DEFAULT_SCANS,
+    seed: int = DEFAULT_SEED,
     config: SynthConfig | None = None,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
@@ -991,14 +1053,18 @@ def write_dataset(
         config: ranges (default :class:`SynthConfig`).
         progress: called as ``progress(done, total, message)`` after each scan.
         overwrite: replace an earlier synthetic data set in ``out_dir``. A non-empty folder is
-            otherwise refused with :class:`OutputExistsError`, and a LUNA16 folder not written
-            by this function is always refused.
+            otherwise refused with :class:`OutputExistsError` (unless it already holds this
+            very data set, see :func:`same_dataset`: then nothing is written), and a LUNA16
+            folder not written by this function is always refused.
         should_stop: checked between scans; when it returns True, :class:`CancelledError`.
     """
     if n_scans < 1:
         raise ConfigError(f"n_scans must be at least 1; got {n_scans}.")
     cfg = config or SynthConfig()
     out = Path(out_dir)
+    if not overwrite and same_dataset(out, n_scans, seed, cfg):
+        log.info("%s already holds this synthetic data set; nothing to write", out)
+        return LunaFolder(out)
     _prepare_output(out, overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,10 @@ def test_nodule_points_map_back_to_their_center_voxels(viewer, tiny_synth_dir: P
     assert len(points.data) == len(nodules)
     np.testing.assert_allclose(points.size, [n.diameter_mm for n in nodules])
     for point, nodule in zip(points.data, nodules, strict=True):
-        irc = image.world_to_data(point)
+        irc = image.world_to_data(points.data_to_world(point))  # the CT's voxel under the point
         np.testing.assert_allclose(irc, ct.geometry.xyz_to_irc(nodule.center_xyz_mm), atol=1e-6)
+    world_zyx = np.asarray(points.data_to_world(points.data[0]))  # world (z, y, x) mm
+    np.testing.assert_allclose(world_zyx[::-1], nodules[0].center_xyz_mm, atol=1e-6)
 
 
 def test_reader_adds_the_generated_mask_and_the_true_shapes(viewer, tiny_synth_dir: Path) -> None:

@@ -67,6 +67,28 @@ def test_cli_infer_then_eval_on_a_luna_folder(
     assert main(["eval", "--annotations", ann, "--candidates", str(out / "candidates.csv")]) == 2
 
 
+def test_cli_infer_says_each_series_and_each_missing_series_once(
+    tiny_synth_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    absent = "9.9.1"
+    with (data / "annotations.csv").open("a", encoding="utf-8") as handle:
+        handle.write(f"{absent},0,0,0,5\n")  # a partial download
+    args = ["infer", str(data), "--out", str(tmp_path / "out"), "--limit", "2"]
+    with caplog.at_level(logging.INFO):
+        assert main([*args, "--checkpoint", str(checkpoint_file(tmp_path))]) == 0
+    shown = capsys.readouterr().out.splitlines() + [r.getMessage() for r in caplog.records]
+    for uid in [*LunaFolder(data).series_uids[:2], absent]:
+        assert sum(uid in line for line in shown) == 1, (uid, shown)
+
+
 def test_cli_infer_single_series_and_bad_input(
     tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

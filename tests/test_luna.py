@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from src_train.ct import Geometry, save_volume
-from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError
+from src_train.errors import AnnotationError, ConfigError, SeriesNotFoundError, SeriesReadError
 from src_train.luna import (
     LISTED_UIDS,
     LunaFolder,
+    check_annotated_folder,
     find_luna_root,
     list_uids,
     read_annotations,
     read_candidates,
+    series_to_open,
     split_series,
 )
 
@@ -277,10 +279,18 @@ def test_malignancy_file_preferred(partial_luna: Path) -> None:
 def test_folder_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(SeriesNotFoundError, match="lunaseg synth"):
         LunaFolder(tmp_path / "absent")
-    with caplog.at_level(logging.WARNING, logger="src_train.luna"):
+    with caplog.at_level(logging.DEBUG, logger="src_train.luna"):
         folder = LunaFolder(tmp_path)
     assert folder.series_uids == [] and folder.nodules_by_series == {}
     assert any("no series found" in r.message for r in caplog.records)
+    with pytest.raises(SeriesNotFoundError, match=r"holds no series.*lunaseg synth"):
+        check_annotated_folder(folder)  # the error that commands raise instead of a warning
+    (tmp_path / "subset0").mkdir()
+    save_volume(
+        np.zeros((3, 8, 8), np.int16), SMALL_GEOMETRY, tmp_path / "subset0" / f"{UID_A}.mhd"
+    )
+    with pytest.raises(AnnotationError, match=r"no annotations.csv.*every mask is empty"):
+        check_annotated_folder(LunaFolder(tmp_path))
     (tmp_path / "annotations.csv").write_text(HEADER + f"{UID_A},x,2,3,4\n")
     with pytest.raises(AnnotationError, match="line 2"):
         LunaFolder(tmp_path)
@@ -582,3 +592,56 @@ def test_dicom_files_named_anyhow_are_found(tmp_path: Path) -> None:
         path.rename(folder / (f"1.2.840.113619.2.55.3.{k + 17}" if k else "SLICE.IMA"))
     (folder / "0000-damaged").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)  # sorts first
     assert series_uid_of(folder) == UID_DICOM
+
+
+def test_what_a_path_opens_in_the_viewer(partial_luna: Path, tmp_path: Path) -> None:
+    """One rule: a series -> itself; a LUNA16 folder or a subset folder -> its most-annotated
+    series; anything else -> one clear error naming what opens."""
+    series_a = partial_luna / "subset0" / f"{UID_A}.mhd"
+    assert series_to_open(series_a) == series_a
+    assert series_to_open(partial_luna) == series_a  # A has 2 nodules, B 1, 'unannotated' 0
+    assert series_to_open(partial_luna / "subset0") == series_a
+    nested = partial_luna / "subset1"  # holds subset1/<B>.mhd, as some archives extract
+    assert series_to_open(nested) == partial_luna / "subset1" / "subset1" / f"{UID_B}.mhd"
+    (partial_luna / "annotations.csv").unlink()  # no annotations: the first series in UID order
+    assert series_to_open(partial_luna).name == f"{UID_A}.mhd"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SeriesReadError, match=r"empty holds no CT series.*LUNA16-layout"):
+        series_to_open(empty)
+    _series(empty / "loose.mhd", 1)  # a series file, but not in the LUNA16 layout
+    with pytest.raises(SeriesReadError, match=r"open one of them, e\.g\. .*loose\.mhd"):
+        series_to_open(empty)
+    with pytest.raises(SeriesReadError, match=r"annotations\.txt is not a CT series"):
+        series_to_open(_write(tmp_path / "annotations.txt", "x"))
+    with pytest.raises(SeriesReadError, match="does not exist"):
+        series_to_open(tmp_path / "absent")
+
+
+def test_the_viewer_reads_around_a_malformed_row_and_commands_refuse_it(
+    partial_luna: Path,
+) -> None:
+    path = partial_luna / "annotations.csv"
+    _write(
+        path,
+        HEADER + f"{UID_A},1,2,3,4\n{UID_A},abc,6,7,8\n{UID_A},5,6,7,8,4\n{UID_B},1,1,1,6\n",
+    )
+    with pytest.raises(AnnotationError, match="line 3: coordX is 'abc'"):
+        LunaFolder(partial_luna)  # every command refuses the file
+    folder = LunaFolder(partial_luna, lenient=True)
+    assert [n.center_xyz_mm for n in folder.nodules(UID_A)] == [(1.0, 2.0, 3.0)]
+    assert len(folder.nodules(UID_B)) == 1  # rows after the bad ones are read
+    first, second = folder.problems
+    assert (first.path, first.line, second.line) == (path, 3, 4)
+    assert first.reason.startswith("coordX is 'abc', not a finite number")
+    assert "6 values where the header has 5 columns" in second.reason
+    assert str(path) not in first.reason and str(first) == f"{path}, line 3: {first.reason}"
+
+    _write(path, "uid,x,y,z\n1,2,3,4\n")  # a file the viewer cannot use at all
+    folder = LunaFolder(partial_luna, lenient=True)
+    assert folder.nodules(UID_A) == [] and folder.problems[0].line == 1
+    assert folder.problems[0].reason.startswith("header lacks column(s) seriesuid")
+    _write(path, "")
+    folder = LunaFolder(partial_luna, lenient=True)
+    assert folder.nodules(UID_A) == [] and folder.problems[0].line is None
+    assert "is empty" in folder.problems[0].reason

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -120,7 +124,7 @@ def test_cli_mask_unknown_series_is_a_one_line_error(tiny_synth_dir, tmp_path, c
 
 
 def test_cli_mask_lists_missing_series_and_scores_only_with_truth(
-    tiny_synth_dir, tmp_path, capsys
+    tiny_synth_dir, tmp_path, capsys, caplog
 ) -> None:
     import shutil
 
@@ -131,9 +135,104 @@ def test_cli_mask_lists_missing_series_and_scores_only_with_truth(
     absent = ["9.9.1", "9.9.2"]
     with (data / "annotations.csv").open("a", encoding="utf-8") as handle:
         handle.writelines(f"{uid},0,0,0,5\n" for uid in absent)
-    assert main(["mask", str(data)]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main(["mask", str(data)]) == 0
     printed = capsys.readouterr().out
-    assert "2 annotated series not on disk, skipped: 9.9.1, 9.9.2" in printed
+    # named once (the folder's warning), not a second time by the command
+    warned = [r.getMessage() for r in caplog.records if "9.9.1" in r.getMessage()]
+    assert len(warned) == 1 and "2 of " in warned[0] and "9.9.2" in warned[0]
+    assert "9.9.1" not in printed
     assert "Dice" not in printed  # no truth/ here
     assert (data / "masks" / masks.MASK_TABLE).is_file()  # the default --out
     assert not any("9.9." in p.name for p in (data / "masks").iterdir())
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"lunaseg {command}: error: ") and "Traceback" not in captured.err
+    return line
+
+
+def test_cli_mask_refuses_a_folder_without_series_or_annotations_and_creates_nothing(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["mask", str(empty)]) == 2
+    assert "holds no series" in _one_error_line(capsys, "mask")
+    assert list(empty.iterdir()) == []  # no masks/ left to trip up a later 'lunaseg synth'
+    unannotated = tmp_path / "unannotated"
+    shutil.copytree(tiny_synth_dir / "subset0", unannotated / "subset0")
+    assert main(["mask", str(unannotated)]) == 2
+    assert "no annotations.csv" in _one_error_line(capsys, "mask")
+    assert sorted(p.name for p in unannotated.iterdir()) == ["subset0"]
+    assert main(["synth", str(empty), "--tiny", "--scans", "1"]) == 0  # the folder is still free
+
+
+def test_cli_mask_overwrite_makes_the_folder_one_run(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.cli import main
+    from src_train.luna import LunaFolder
+
+    uids = LunaFolder(tiny_synth_dir).series_uids
+    out = tmp_path / "masks"
+    assert main(["mask", str(tiny_synth_dir), "--out", str(out), "--method", "grow"]) == 0
+    assert len(list(out.glob("*_mask.mhd"))) == len(uids)
+    argv = ["mask", str(tiny_synth_dir), "--out", str(out), "--series", uids[1], "--overwrite"]
+    assert main(argv) == 0
+    # the table and the masks beside it come from the same run: only uids[1]
+    assert [p.name for p in out.glob("*_mask.mhd")] == [masks.mask_file_name(uids[1])]
+    rows = (out / masks.MASK_TABLE).read_text().splitlines()[1:]
+    assert rows and all(row.startswith(f"{uids[1]},") for row in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks"]  # no temporary left
+    capsys.readouterr()
+
+
+def test_a_failed_mask_run_leaves_no_folder_and_keeps_the_earlier_run(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.cli import main
+    from src_train.luna import LunaFolder
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    last = LunaFolder(data).series_uids[-1]  # fails after the other series' masks are made
+    out = data / "masks"
+    assert main(["mask", str(data)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with (data / "annotations.csv").open("a", encoding="utf-8") as handle:
+        handle.write(f"{last},9000,9000,9000,5\n")  # a nodule outside its scan
+    assert main(["mask", str(data), "--overwrite"]) == 2
+    assert "outside" in _one_error_line(capsys, "mask")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier run, whole
+    fresh = tmp_path / "fresh"
+    assert main(["mask", str(data), "--out", str(fresh)]) == 2
+    capsys.readouterr()
+    assert not fresh.exists()  # no empty or half-written folder
+    assert not [p for p in [*tmp_path.iterdir(), *data.iterdir()] if p.name.startswith(".")]
+
+
+def test_cli_mask_report_refuses_to_replace_a_report_without_overwrite(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.cli import main
+
+    out = tmp_path / "report"
+    argv = ["mask-report", str(tiny_synth_dir), "--out", str(out), "--methods", "grow"]
+    assert main(argv) == 0
+    summary = (out / "mask_report_summary.csv").read_text()
+    assert main(argv) == 2
+    line = _one_error_line(capsys, "mask-report")
+    assert "already holds" in line and "--overwrite" in line
+    assert main([*argv, "--overwrite", "--threshold-hu", "-500"]) == 0
+    assert (out / "mask_report_summary.csv").read_text() != summary  # replaced, not kept
+    capsys.readouterr()
+    no_truth = tmp_path / "no_truth"
+    shutil.copytree(tiny_synth_dir, no_truth, ignore=shutil.ignore_patterns("truth"))
+    assert main(["mask-report", str(no_truth)]) == 2
+    assert "no series with a true shape" in _one_error_line(capsys, "mask-report")
+    assert not (no_truth / "mask-report").exists()

@@ -54,7 +54,7 @@ def test_cli_mask_and_report(tiny_synth_dir, tmp_path, capsys) -> None:
     assert len(lines) == 1 + sum(len(folder.nodules(u)) for u in folder.series_uids)
     assert "radius_irc" in lines[0] and ",region," in lines[1]
     assert main(["mask", str(tiny_synth_dir), "--out", str(out)]) == 2  # no --overwrite
-    assert "already exists" in capsys.readouterr().err
+    assert "already holds lunaseg mask's output" in capsys.readouterr().err
 
     report_dir = tmp_path / "report"
     assert main(["mask-report", str(tiny_synth_dir), "--out", str(report_dir)]) == 0

@@ -24,7 +24,12 @@ def test_get_reader_accepts_series_and_declines_others(tmp_path: Path) -> None:
     dicom.mkdir()
     assert get_reader(str(dicom)) is None  # empty folder: not a series
     (dicom / "IM0001.dcm").write_bytes(b"")
-    assert get_reader(str(dicom)) is not None
+    assert get_reader(str(dicom)) is None  # named like DICOM but no header: nothing to open
+    # a LUNA16-layout folder opens (its most-annotated series; the core's series_to_open)
+    luna = tmp_path / "luna"
+    geometry = Geometry((3, 8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 2.0))
+    save_volume(np.zeros((3, 8, 8), np.int16), geometry, luna / "subset0" / "1.2.mhd")
+    assert get_reader(str(luna)) is not None and get_reader(str(luna / "subset0")) is not None
 
 
 @pytest.mark.parametrize("direction", [IDENTITY, FLIPPED])

@@ -339,7 +339,9 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "wrote 1 scans" in printed and str(out) in printed
     assert len(LunaFolder(out).series_uids) == 1
-    assert main(args) == 2  # refuses to overwrite
+    assert main(args) == 0  # the same data set again: nothing to write
+    assert "already holds this synthetic data set" in capsys.readouterr().out
+    assert main([*args, "--size", "64"]) == 2  # another one: refuses to overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--size", "64"]) == 0
     assert LunaFolder(out).load(LunaFolder(out).series_uids[0]).shape_irc == (16, 64, 64)
@@ -366,3 +368,35 @@ def test_true_nodules_table_has_its_own_name_and_older_folders_still_read(
         assert expected and legacy.true_nodules(uid) == expected
     (old / TRUTH_DIR / LEGACY_TRUTH_TABLE).unlink()
     assert not LunaFolder(old).has_truth and LunaFolder(old).true_nodules(uid) == []
+
+
+def test_the_readme_order_view_then_synth_finds_the_data_set_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: 'lunaseg view' (writes lunaseg-data), then 'lunaseg synth lunaseg-data --scans 8
+    --seed 0'. The second finds the very data set written and says so; nothing is rewritten."""
+    import src_train.synth as synth
+    from napari_lunaseg._cli import default_series
+    from src_train.cli import main
+
+    tiny = SynthConfig.tiny(slices_range=(16, 16), nodules_per_scan_range=(1, 2))
+    monkeypatch.setattr(synth, "SynthConfig", lambda: tiny)  # the defaults, made small
+    data = tmp_path / "lunaseg-data"
+    opened = default_series(data, seed=0)  # what 'lunaseg view' does without a PATH
+    assert len(LunaFolder(data).series_uids) == synth.DEFAULT_SCANS
+    stamps = {p: p.stat().st_mtime_ns for p in data.rglob("*")}
+    capsys.readouterr()
+    assert main(["synth", str(data), "--scans", "8", "--seed", "0"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line == (
+        f"{data} already holds this synthetic data set (8 scans, seed 0); nothing to write "
+        "(--overwrite writes it again)"
+    )
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*")} == stamps
+    assert default_series(data, seed=0) == opened  # and 'lunaseg view' opens it again
+
+    assert main(["synth", str(data), "--scans", "3", "--seed", "0"]) == 2  # another data set
+    err = capsys.readouterr().err
+    assert "holds another synthetic data set (8 scans, seed 0)" in err and "--overwrite" in err
+    (data / "subset0" / opened.name).unlink()  # no longer complete: written again on request
+    assert not synth.same_dataset(data, 8, 0, tiny)

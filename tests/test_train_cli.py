@@ -38,6 +38,26 @@ def test_cli_cache_on_a_folder_without_annotations_says_so(
     assert not (data / "cache").exists()
 
 
+def test_a_train_that_fails_its_checks_leaves_no_run_folder_and_keeps_the_earlier_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "run"
+    assert main(["train", str(empty), "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no series" in err  # one line
+    assert not run.exists()  # no empty run folder, no 0-byte train.log
+    run.mkdir()
+    (run / LATEST).write_bytes(b"an earlier run's checkpoint")
+    assert main(["train", str(empty), "--run-dir", str(run), "--overwrite"]) == 2
+    capsys.readouterr()
+    assert (run / LATEST).read_bytes() == b"an earlier run's checkpoint"  # not cleared
+    assert sorted(p.name for p in run.iterdir()) == [LATEST]
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
@@ -74,9 +94,12 @@ def _cli_args(data: Path, cache: Path, run: Path, epochs: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_cli_progress_json_and_sigterm_stop(
-    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path, stop: signal.Signals, status: int
 ) -> None:
+    """Stopped by a signal: a loadable checkpoint, then the shells' exit status 128 + signal,
+    so a script tells an interrupted run (130 Ctrl-C, 143 SIGTERM) from a finished one (0)."""
     run = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -93,10 +116,10 @@ def test_cli_progress_json_and_sigterm_stop(
     for line in proc.stdout:
         events.append(json.loads(line))  # every stdout line is one JSON object
         if events[-1]["kind"] == "batch" and events[-1]["epoch"] == 2:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             break
     events += [json.loads(line) for line in proc.stdout]
-    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert proc.wait(timeout=60) == status, proc.stderr.read() if proc.stderr else ""
     assert events[-1]["kind"] == "end" and events[-2]["kind"] == "stopped"
     assert events[-1]["epoch"] == 1
     assert {"batch", "epoch", "checkpoint"} <= {e["kind"] for e in events}

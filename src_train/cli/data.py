@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
+from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
 
 log = logging.getLogger("lunaseg")
 
@@ -26,10 +27,19 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         metavar="OUT_DIR",
         help=f"folder to write (default: {DEFAULT_DATA_DIR})",
     )
-    p.add_argument("--scans", type=int, default=8, help="number of scans (default: 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier synthetic data set there"
+        "--scans",
+        type=int,
+        default=DEFAULT_SCANS,
+        help=f"number of scans (default: {DEFAULT_SCANS})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default: {DEFAULT_SEED})"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synthetic data set there (the same one is kept as it is)",
     )
     p.add_argument(
         "--tiny",
@@ -49,7 +59,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     from collections import Counter
     from dataclasses import replace
 
-    from src_train.synth import SynthConfig, write_dataset
+    from src_train.synth import SynthConfig, same_dataset, write_dataset
 
     config = SynthConfig.tiny() if args.tiny else SynthConfig()
     if args.size is not None:
@@ -58,6 +68,12 @@ def _run_synth(args: argparse.Namespace) -> int:
         config = replace(config, slices_range=(args.slices, args.slices))
     if args.compress:
         config = replace(config, compress_ct=True)
+    if not args.overwrite and same_dataset(args.out_dir, args.scans, args.seed, config):
+        print(
+            f"{args.out_dir} already holds this synthetic data set ({args.scans} scans, seed "
+            f"{args.seed}); nothing to write (--overwrite writes it again)"
+        )
+        return 0
     started = time.perf_counter()
     folder = write_dataset(
         args.out_dir, n_scans=args.scans, seed=args.seed, config=config, overwrite=args.overwrite
@@ -103,7 +119,12 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
         default=REFERENCE_METHOD,
         help=f"mask method (default: {REFERENCE_METHOD}, the SPEC's bounding-box growth)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing masks")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's output folder as a whole (masks of series not asked "
+        "for this time included)",
+    )
     p.add_argument(
         "--skip-outside",
         action="store_true",
@@ -118,26 +139,16 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_mask)
 
 
-#: Missing series ``lunaseg mask`` names before it says "and N more".
-MISSING_LISTED = 10
-
-
 def _run_mask(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from src_train.ct import CtVolume
-    from src_train.luna import LunaFolder, list_uids
+    from src_train.luna import LunaFolder
     from src_train.masks import MASK_SUFFIX, MASK_TABLE, NoduleScore, load_series_truth, write_masks
     from src_train.reviews import STATUSES, ReviewBook, ReviewedSeries, score_reviewed
 
-    folder = LunaFolder(args.data_dir)
+    folder = LunaFolder(args.data_dir)  # logs the annotated series that are not on disk
     out = Path(args.out) if args.out else Path(args.data_dir) / "masks"
-    missing = folder.missing_series
-    if missing:
-        print(
-            f"{len(missing)} annotated series not on disk, skipped: "
-            f"{list_uids(missing, MISSING_LISTED)}"
-        )
     book = ReviewBook.for_folder(folder) if args.use_reviews else None
     for problem in book.problems if book is not None else []:
         print(f"review row not applied: {problem}")
@@ -239,23 +250,27 @@ def add_mask_report(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"methods to compare (default: all: {', '.join(available_methods())})",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report there")
     p.set_defaults(func=_run_mask_report)
 
 
 def _run_mask_report(args: argparse.Namespace) -> int:
     from src_train.luna import LunaFolder
-    from src_train.masks import mask_report, plot_mask_report, plot_report_case
+    from src_train.masks import write_mask_report
 
     folder = LunaFolder(args.data_dir)
     out = Path(args.out) if args.out else Path(args.data_dir) / "mask-report"
-    report = mask_report(folder, args.methods, args.threshold_hu, progress=_mask_progress)
+    report, paths = write_mask_report(
+        folder,
+        out,
+        args.methods,
+        args.threshold_hu,
+        overwrite=args.overwrite,
+        progress=_mask_progress,
+    )
     print(report.to_markdown())
     if report.unmatched:
         print(f"true nodules without an annotation (scored 0): {', '.join(report.unmatched)}")
-    paths = [*report.write_csv(out), plot_mask_report(report, out / "mask_report.png")]
-    case = plot_report_case(folder, report, out / "mask_report_case.png")
-    if case is not None:
-        paths.append(case)
     print(f"best method: {report.best_method()}; written: {', '.join(str(p) for p in paths)}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -86,7 +87,16 @@ def run_infer(args: argparse.Namespace) -> int:
         elif e.kind == "failed":
             say(f"{e.progress_text()} FAILED {e.series_uid}: {e.message}")
 
-    summary = infer_to_folder(args.data, args.out, options, on_start=started, on_event=event)
+    # The command prints one line per series (with its scores); the runner's own line about
+    # each series and its tuning stays in the log at --verbose only, so nothing shows twice.
+    runner_log = logging.getLogger("src_train.infer.runner")
+    level = runner_log.level
+    if not args.verbose:
+        runner_log.setLevel(logging.WARNING)
+    try:
+        summary = infer_to_folder(args.data, args.out, options, on_start=started, on_event=event)
+    finally:
+        runner_log.setLevel(level)
     plan = summary.plan
     if summary.complete:
         say(

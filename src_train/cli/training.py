@@ -97,7 +97,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Train the 2-D U-Net (or SegNet) on nodule crops of a LUNA16-layout "
         "folder; the run folder gets config.json, train.log, metrics.jsonl, checkpoints and "
         "TensorBoard logs. SIGINT/SIGTERM stop cleanly after the current batch (checkpoint "
-        "saved). Multi-GPU: torchrun --nproc_per_node N -m src_train.train DATA_DIR ...",
+        "saved; exit status 130/143, as for any interrupted command). Multi-GPU: torchrun "
+        "--nproc_per_node N -m src_train.train DATA_DIR ...",
         epilog="The run's config.json records every value used.",
     )
     add_data_dir(p)
@@ -111,8 +112,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
 
+#: A command stopped by signal N exits with this + N (the shells' convention).
+SIGNAL_EXIT_BASE = 128
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Train; SIGINT/SIGTERM stop after the current batch with a checkpoint saved."""
+    """Train; SIGINT/SIGTERM stop after the current batch with a checkpoint saved, then the exit
+    status is 128 + the signal (130, 143); a finished run exits 0."""
     from src_train.options import options_from_args
     from src_train.train import ProgressEvent, TrainConfig, Trainer, install_stop_signals
 
@@ -125,13 +131,17 @@ def run_train(args: argparse.Namespace) -> int:
 
         callbacks.append(print_json)
     trainer = Trainer(config, callbacks=callbacks, command_line=["lunaseg", *sys.argv[1:]])
-    restore = install_stop_signals(trainer)
+    signals: list[int] = []
+    restore = install_stop_signals(trainer, on_signal=signals.append)
     try:
         result = trainer.fit()
     finally:
         restore()
+    # Stopped by a signal: the checkpoint is saved; exit as shells expect of an interrupted
+    # command (128 + signal: 130 for Ctrl-C, 143 for SIGTERM), so scripts can tell it apart.
+    code = SIGNAL_EXIT_BASE + signals[0] if result.stopped and signals else 0
     if int(os.environ.get("RANK", "0")) != 0:
-        return 0
+        return code
     out = sys.stderr if args.progress_json else sys.stdout
     state = "stopped on request" if result.stopped else "done"
     print(
@@ -146,4 +156,4 @@ def run_train(args: argparse.Namespace) -> int:
             f"precision {best['precision']:.3f}, F1 {best['f1']:.3f}",
             file=out,
         )
-    return 0
+    return code

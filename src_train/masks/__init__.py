@@ -55,6 +55,7 @@ from src_train.masks.report import (
     score_against_truth,
     score_series,
     size_band,
+    write_mask_report,
 )
 from src_train.masks.truth import (
     MATCH_MIN_DISTANCE_MM,
@@ -110,5 +111,6 @@ __all__ = [
     "score_against_truth",
     "score_series",
     "size_band",
+    "write_mask_report",
     "write_masks",
 ]

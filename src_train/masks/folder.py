@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from src_train.atomic import write_csv_atomic
+from src_train.atomic import staged_folder, write_csv_atomic
 from src_train.ct import CtVolume, save_volume
 from src_train.errors import OutputExistsError, SeriesNotFoundError
-from src_train.luna import TRUTH_DIR, LunaFolder
+from src_train.luna import TRUTH_DIR, LunaFolder, check_annotated_folder
 from src_train.masks.build import NoduleMask, OutsidePolicy
 from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold
 from src_train.masks.registry import REFERENCE_METHOD, method_info
@@ -39,6 +39,12 @@ MASK_SUFFIX = "_mask.mhd"
 def mask_file_name(series_uid: str) -> str:
     """File name of a series' mask in a :func:`write_masks` folder: ``<seriesuid>_mask.mhd``."""
     return f"{series_uid}{MASK_SUFFIX}"
+
+
+def _is_mask_output(name: str) -> bool:
+    """True for the files :func:`write_masks` writes (table, ``<uid>_mask.mhd`` + data file)."""
+    stem = name.removesuffix(".zraw").removesuffix(".raw").removesuffix(".mhd")
+    return name == MASK_TABLE or stem.endswith(MASK_SUFFIX.removesuffix(".mhd"))
 
 
 #: Its columns (also written when there is no nodule at all).
@@ -103,16 +109,23 @@ def write_masks(
     is written last; rejected nodules have a row with no voxel. ``reviews``: True applies the
     folder's reviews (``DATA/reviews/``), False ignores them, a :class:`ReviewBook` is used as
     given; ``on_reviewed(ct, reviewed)`` sees each series' verdicts applied and problems.
-    A UID of ``series`` that is not on disk raises :class:`SeriesNotFoundError`, and existing
-    outputs :class:`OutputExistsError` unless ``overwrite``, both before any work; a folder of
-    the data set itself (``subset*/``, ``truth/``) is always refused. ``on_series(ct,
-    records)`` is called after each series is written (e.g. to score it with
-    :func:`score_against_truth` while the CT is in memory). Stops between series when
-    ``should_stop()`` is true (:class:`CancelledError`; masks written so far are kept).
+    ``out_dir`` is always one consistent run: it is built beside the target and appears whole
+    at the end (:func:`~src_train.atomic.staged_folder`); with ``overwrite`` it replaces an
+    earlier run's folder as a whole (masks of series not asked for this time included); a
+    failure or a stop leaves no folder, or the earlier one untouched.
+
+    Refused before any work: a folder without series or without an annotation file
+    (:func:`~src_train.luna.check_annotated_folder`), a UID of ``series`` that is not on disk
+    (:class:`SeriesNotFoundError`), an ``out_dir`` holding outputs (unless ``overwrite``) or
+    other files (:class:`OutputExistsError`), and a folder of the data set itself
+    (``subset*/``, ``truth/``). ``on_series(ct, records)`` is called after each series is
+    built (e.g. to score it with :func:`score_against_truth` while the CT is in memory). Stops
+    between series when ``should_stop()`` is true (:class:`CancelledError`).
     """
     out = Path(out_dir)
     method_info(method)
     check_threshold(threshold_hu)
+    check_annotated_folder(folder)
     uids = folder.series_uids
     if series is not None:
         wanted, on_disk = list(dict.fromkeys(series)), set(uids)
@@ -125,42 +138,37 @@ def write_masks(
             )
         uids = wanted
     _refuse_data_folder(folder, out)
-    table = out / MASK_TABLE
-    if not overwrite:
-        targets = [table, *(out / mask_file_name(u) for u in uids)]
-        existing = [p for p in targets if p.exists()]
-        if existing:
-            raise OutputExistsError(
-                f"{existing[0]} already exists ({len(existing)} output file(s) in {out}); "
-                "choose another folder or ask to overwrite (--overwrite)."
-            )
     from src_train.reviews import ReviewBook, apply_book
 
     book = ReviewBook.for_folder(folder) if reviews is True else reviews if reviews else None
     records: list[NoduleMask] = []
     rows: list[dict[str, Any]] = []
-    for done, uid in enumerate(uids):
-        check_stop(should_stop, "Writing masks")
-        emit(progress, done, len(uids), f"masking {uid}")
-        ct = folder.load(uid)
-        reviewed = apply_book(
-            book, ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
-        )
-        mask, recs = reviewed.mask, reviewed.records
-        save_volume(
-            mask.astype(np.uint8),
-            ct.geometry,
-            out / mask_file_name(uid),
-            compress=True,
-            overwrite=True,
-        )
-        records.extend(recs)
-        rows.extend(reviewed.table_rows())
-        log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
-        if on_series is not None:
-            on_series(ct, recs)
-        if on_reviewed is not None:
-            on_reviewed(ct, reviewed)
-    write_csv_atomic(table, rows, list(_TABLE_COLUMNS))
+    staged = staged_folder(
+        out, overwrite=overwrite, owns=_is_mask_output, what="lunaseg mask's output"
+    )
+    with staged as stage:
+        for done, uid in enumerate(uids):
+            check_stop(should_stop, "Writing masks")
+            emit(progress, done, len(uids), f"masking {uid}")
+            ct = folder.load(uid)
+            reviewed = apply_book(
+                book, ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
+            )
+            mask, recs = reviewed.mask, reviewed.records
+            save_volume(
+                mask.astype(np.uint8),
+                ct.geometry,
+                stage / mask_file_name(uid),
+                compress=True,
+                overwrite=True,
+            )
+            records.extend(recs)
+            rows.extend(reviewed.table_rows())
+            log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
+            if on_series is not None:
+                on_series(ct, recs)
+            if on_reviewed is not None:
+                on_reviewed(ct, reviewed)
+        write_csv_atomic(stage / MASK_TABLE, rows, list(_TABLE_COLUMNS))
     emit(progress, len(uids), len(uids), "masks written")
     return records

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from src_train.atomic import write_csv_atomic
+from src_train.atomic import staged_folder, write_csv_atomic
 from src_train.ct import CtVolume
 from src_train.errors import SeriesNotFoundError
 from src_train.luna import LunaFolder
@@ -26,6 +26,11 @@ from src_train.masks.registry import NOTE_CENTER_BELOW, NOTE_OUTSIDE, available_
 from src_train.masks.truth import SeriesTruth, load_series_truth
 from src_train.metrics import dice
 from src_train.progress import Progress, ShouldStop, check_stop, emit
+
+#: Files of a report folder (:func:`write_mask_report`); every name starts with this.
+REPORT_PREFIX = "mask_report"
+REPORT_PLOT = f"{REPORT_PREFIX}.png"
+REPORT_CASE_PLOT = f"{REPORT_PREFIX}_case.png"
 
 #: Size bands of the report: (label, lower mm inclusive, upper mm exclusive).
 SIZE_BANDS_MM: tuple[tuple[str, float, float], ...] = (
@@ -165,10 +170,10 @@ class MaskReport:
             for s in self.nodules
         ]
         columns = list(nodule_rows[0]) if nodule_rows else ["seriesuid"]
-        a = write_csv_atomic(out / "mask_report_nodules.csv", nodule_rows, columns)
+        a = write_csv_atomic(out / f"{REPORT_PREFIX}_nodules.csv", nodule_rows, columns)
         summary = self.summary()
         b = write_csv_atomic(
-            out / "mask_report_summary.csv", summary, ["group", "n", *self.methods]
+            out / f"{REPORT_PREFIX}_summary.csv", summary, ["group", "n", *self.methods]
         )
         return a, b
 
@@ -265,3 +270,42 @@ def mask_report(
             nodule_scores += score_series(truth, name, recs)
     emit(progress, len(series), len(series), "report done")
     return MaskReport(threshold_hu, chosen, nodule_scores, scan_scores, unmatched)
+
+
+def write_mask_report(
+    folder: LunaFolder,
+    out_dir: str | os.PathLike[str],
+    methods: Sequence[str] | None = None,
+    threshold_hu: float = DEFAULT_THRESHOLD_HU,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> tuple[MaskReport, list[Path]]:
+    """:func:`mask_report` and its files in ``out_dir``: the two CSV tables
+    (:meth:`MaskReport.write_csv`), :data:`REPORT_PLOT` and :data:`REPORT_CASE_PLOT`.
+
+    ``out_dir`` is checked before any scoring and is always one complete report
+    (:func:`~src_train.atomic.staged_folder`): an earlier report there raises
+    :class:`~src_train.errors.OutputExistsError` unless ``overwrite`` (then it is replaced as a
+    whole), a folder holding other files is refused, and a failure or a stop leaves no folder
+    (or the earlier report untouched). Returns the report and the paths written.
+    """
+    from src_train.masks.plots import plot_mask_report, plot_report_case  # plots imports this
+
+    out = Path(out_dir)
+    staged = staged_folder(
+        out,
+        overwrite=overwrite,
+        owns=lambda name: name.startswith(REPORT_PREFIX),
+        what="lunaseg mask-report's output",
+    )
+    with staged as stage:
+        report = mask_report(
+            folder, methods, threshold_hu, progress=progress, should_stop=should_stop
+        )
+        written = [*report.write_csv(stage), plot_mask_report(report, stage / REPORT_PLOT)]
+        case = plot_report_case(folder, report, stage / REPORT_CASE_PLOT)
+        if case is not None:
+            written.append(case)
+    return report, [out / path.name for path in written]

@@ -85,7 +85,11 @@ class TrainConfig:
     seed: int = option(0, help="random seed")
     # -- device --------------------------------------------------------------------------------
     device: str = option("auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    threads: int = option(0, help="CPU threads for torch (0 = torch's default)")
+    threads: int = option(
+        1,
+        help="CPU threads for torch (0 = torch's default, one per core; 1 measured faster with "
+        "the data-loader workers beside it on a busy CPU: benchmarks/train_threads.py)",
+    )
     amp: str = option(
         "auto",
         help="mixed precision (auto: bf16/fp16 on GPUs; bf16 on CPUs with native bf16)",

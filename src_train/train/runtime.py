@@ -115,9 +115,12 @@ class Stoppable(Protocol):
     def request_stop(self) -> None: ...
 
 
-def install_stop_signals(trainer: Stoppable) -> Callable[[], None]:
+def install_stop_signals(
+    trainer: Stoppable, on_signal: Callable[[int], None] | None = None
+) -> Callable[[], None]:
     """Make SIGTERM and the first SIGINT a stop request (a second SIGINT interrupts at once).
 
+    ``on_signal(signum)`` is called for each stop request (the CLI exits with 128 + signum).
     Returns a function that restores the previous handlers. Main thread only.
     """
     previous: dict[int, Any] = {}
@@ -126,6 +129,8 @@ def install_stop_signals(trainer: Stoppable) -> Callable[[], None]:
         if signum == signal.SIGINT and trainer.stop_requested:
             raise KeyboardInterrupt
         log.warning("%s received: stopping after the current batch", signal.Signals(signum).name)
+        if on_signal is not None:
+            on_signal(signum)
         trainer.request_stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -180,8 +180,14 @@ class Trainer:
         cfg = self.config
         # Every process checks (same files), so none waits for a failed rank 0.
         self.run.check(resume=cfg.resume, overwrite=cfg.overwrite)
+
+    def _open_run_dir(self) -> None:
+        """Once every check has passed: clear an earlier run (--overwrite), open train.log.
+
+        A run that fails its checks leaves no run folder and an earlier run untouched.
+        """
         if self.dist.is_main:
-            if cfg.overwrite and not cfg.resume:
+            if self.config.overwrite and not self.config.resume:
                 self.run.clear()
             self._log_handler = self.run.open_log()
         self._barrier()
@@ -206,6 +212,7 @@ class Trainer:
                 f"training series of {folder.root} (series UIDs must match the .mhd file "
                 "names). Check the annotation file or the data folder."
             )
+        self._open_run_dir()
         # Each process builds its share of missing cache entries; then all read every meta.
         share = uids[self.dist.rank :: self.dist.world_size]
         cancelled = False
