@@ -74,7 +74,7 @@ from src_train.ct import CtVolume, load_ct
 from src_train.infer import DEMO_CHECKPOINT, run_inference
 from src_train.infer.runner import BODY_MARGIN_PX, fold_batch_norms
 from src_train.model import load_model
-from src_train.synth import SynthConfig, _scan_seed, generate_scan, synthetic_series_uid
+from src_train.synth import SynthConfig, generate_scan, scan_seed, synthetic_series_uid
 
 #: Tolerance for "equal outputs": largest |p - p_reference| over all voxels.
 TOL_MAX_ABS_DP = 1e-3
@@ -823,7 +823,7 @@ def make_series(size: int, slices: int) -> CtVolume:
     )
     # write_dataset seeds scan 0 this way; private, but the benchmark must make the same scan.
     uid = synthetic_series_uid(SYNTH_SEED, 0)
-    return generate_scan(uid, _scan_seed(SYNTH_SEED, 0), config, kind_offset=0).ct
+    return generate_scan(uid, scan_seed(SYNTH_SEED, 0), config, kind_offset=0).ct
 
 
 def lung_box(ct: CtVolume, multiple: int, margin_px: int) -> tuple[int, int, int, int]:
