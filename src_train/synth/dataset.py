@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from src_train.atomic import write_text_atomic
+from src_train.atomic import check_generated_folder, make_folder, write_text_atomic
 from src_train.ct import save_volume
-from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
+from src_train.errors import CancelledError, ConfigError
 from src_train.luna import (
     ANNOTATIONS_FILE,
     MALIGNANCY_FILE,
@@ -105,37 +105,26 @@ def describe_dataset(out_dir: str | os.PathLike[str]) -> str | None:
     return f"{marker.get('n_scans')} scans, seed {marker.get('seed')}{state}"
 
 
+def _luna_like(entry: Path) -> bool:
+    """True for an entry that looks like LUNA16 data (even a partial download without its CSV
+    files): a folder holding it is refused, its files would be mixed with synthetic ones."""
+    return entry.name in (ANNOTATIONS_FILE, MALIGNANCY_FILE, CANDIDATES_FILE, TRUTH_DIR) or (
+        entry.is_dir() and entry.name.startswith("subset")
+    )
+
+
 def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} is a file; choose a folder for the synthetic data set.")
-    if not out.exists() or not any(out.iterdir()):
+    replace = check_generated_folder(
+        out,
+        overwrite=overwrite,
+        marker=MARKER_FILE,
+        command="lunaseg synth",
+        what="synthetic data set",
+        foreign=_luna_like,
+        earlier=describe_dataset(out),
+    )
+    if not replace:
         return
-    if not overwrite:
-        earlier = describe_dataset(out)
-        if earlier is not None:
-            raise OutputExistsError(
-                f"{out} holds another synthetic data set ({earlier}); replace it "
-                "(--overwrite) or choose another folder."
-            )
-        raise OutputExistsError(
-            f"{out} is not empty; choose another folder or overwrite it (--overwrite)."
-        )
-    if not (out / MARKER_FILE).is_file():
-        # Anything that looks like LUNA16 data (even a partial download without its CSV files)
-        # is refused: this folder would be mixed with, or its files replaced by, synthetic ones.
-        data_like = [
-            child.name
-            for child in out.iterdir()
-            if child.name in (ANNOTATIONS_FILE, MALIGNANCY_FILE, CANDIDATES_FILE, TRUTH_DIR)
-            or (child.is_dir() and child.name.startswith("subset"))
-        ]
-        if data_like:
-            raise OutputExistsError(
-                f"{out} holds a data set that 'lunaseg synth' did not write (no {MARKER_FILE}; "
-                f"found {', '.join(sorted(data_like))}); it is left alone. Choose another folder."
-            )
-        return
-    log.info("replacing the synthetic data set in %s", out)
     for child in out.iterdir():
         if child.is_dir() and (child.name.startswith("subset") or child.name == TRUTH_DIR):
             shutil.rmtree(child)
@@ -179,12 +168,7 @@ def write_dataset(
         log.info("%s already holds this synthetic data set; nothing to write", out)
         return LunaFolder(out)
     _prepare_output(out, overwrite)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"Cannot create the data folder {out} ({exc.strerror}); choose a writable place."
-        ) from exc
+    make_folder(out, "the data folder")
     marker = {
         "generator": "lunaseg synth",
         "seed": seed,
