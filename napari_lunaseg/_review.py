@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lunaseg import PLUGIN
 from napari_lunaseg._layers import (
     labels_layer_data,
     layer_info,
@@ -45,7 +46,7 @@ from napari_lunaseg._layers import (
     short_name,
     single_label_colormap,
 )
-from napari_lunaseg._review_inbox import PLUGIN, inbox_for
+from napari_lunaseg._review_inbox import inbox_for
 from napari_lunaseg._review_inbox import send_to_review as send_to_review  # the Inference widget's
 from napari_lunaseg._review_table import HEADER_TIPS, TABLE_HEADERS, ReviewItem, table_rows
 from napari_lunaseg._reviewer import remember_reviewer, remembered_reviewer

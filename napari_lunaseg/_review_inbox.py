@@ -4,16 +4,14 @@ Mask QA takes from series by series."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from psygnal import Signal
 
+from napari_lunaseg import PLUGIN
+from napari_lunaseg._session import PerViewer
 from src_train.reviews import ReviewRequest
-
-#: The plugin's name in napari (napari.yaml), to open its Mask QA widget.
-PLUGIN = "napari-lunaseg"
 
 
 class ReviewInbox:
@@ -37,15 +35,12 @@ class ReviewInbox:
         return mine
 
 
-_INBOXES: weakref.WeakKeyDictionary[Any, ReviewInbox] = weakref.WeakKeyDictionary()
+_INBOXES = PerViewer(ReviewInbox)
 
 
 def inbox_for(viewer: Any) -> ReviewInbox:
     """The inbox of ``viewer`` (made on first use, dropped with the viewer)."""
-    inbox = _INBOXES.get(viewer)
-    if inbox is None:
-        inbox = _INBOXES[viewer] = ReviewInbox()
-    return inbox
+    return _INBOXES.get(viewer)
 
 
 def send_to_review(viewer: Any, requests: Sequence[ReviewRequest]) -> None:
