@@ -66,15 +66,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import REFERENCE_BATCH, cpu_model_and_flags, flags_text, load_1min, load_text
 from torch import nn
 
 from src_train.anatomy import body_box, lung_field
 from src_train.context import context_stack
 from src_train.ct import CtVolume, load_ct
+from src_train.devices import cpu_has_native_bf16
 from src_train.infer import DEMO_CHECKPOINT, run_inference
 from src_train.infer.runner import BODY_MARGIN_PX, fold_batch_norms
 from src_train.model import load_model
-from src_train.synth import SynthConfig, _scan_seed, generate_scan, synthetic_series_uid
+from src_train.synth import SynthConfig, generate_scan, scan_seed, synthetic_series_uid
 
 #: Tolerance for "equal outputs": largest |p - p_reference| over all voxels.
 TOL_MAX_ABS_DP = 1e-3
@@ -83,7 +85,6 @@ TOL_MAX_FLIPS = 10
 #: Mask threshold (as :data:`src_train.infer.DEFAULT_THRESHOLD`).
 THRESHOLD = 0.5
 
-REFERENCE_BATCH = 8
 SYNTH_SEED = 3
 SYNTH_SIZE_PX = 512
 SYNTH_SLICES = 130
@@ -98,36 +99,16 @@ DEFAULT_THREADS = torch.get_num_threads()
 # ---------------------------------------------------------------------------------------------
 # Machine facts
 # ---------------------------------------------------------------------------------------------
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively here (what run_inference's "auto" precision asks)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def cpu_description() -> str:
     """CPU model, core count and the flags that decide the fast paths."""
-    model, flags = "?", set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    model, flags = cpu_model_and_flags()
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "avx_vnni")
-    shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
-    bf16 = cpu_has_bf16()
+    shown = flags_text(flags, wanted)
+    bf16 = cpu_has_native_bf16()
     return (
         f"CPU: {model}, {os.cpu_count()} logical CPUs; {shown}; torch capability "
         f"{torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 {'yes' if bf16 else 'no'}"
     )
-
-
-def load_average() -> float:
-    """One-minute load average."""
-    return os.getloadavg()[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +173,7 @@ class Measurement:
         self.forward_s.append(forward_s * self.scale)
         self.loop_s.append(loop_s * self.scale)
         self.cpu_s.append(cpu_s * self.scale)
-        self.loads.append(load_average())
+        self.loads.append(load_1min())
 
     @property
     def equal(self) -> bool:
@@ -372,7 +353,7 @@ def eager_paths(s: Setup, threads: Sequence[int], batches: Sequence[int]) -> lis
                         note=f"BN folded, fp32, {fmt}, {n_threads} thread(s), batch {b}",
                     )
                 )
-    if cpu_has_bf16():
+    if cpu_has_native_bf16():
         for cl in (False, True):
             module = folded_cl if cl else s.folded
             fmt = "channels-last" if cl else "NCHW"
@@ -823,7 +804,7 @@ def make_series(size: int, slices: int) -> CtVolume:
     )
     # write_dataset seeds scan 0 this way; private, but the benchmark must make the same scan.
     uid = synthetic_series_uid(SYNTH_SEED, 0)
-    return generate_scan(uid, _scan_seed(SYNTH_SEED, 0), config, kind_offset=0).ct
+    return generate_scan(uid, scan_seed(SYNTH_SEED, 0), config, kind_offset=0).ct
 
 
 def lung_box(ct: CtVolume, multiple: int, margin_px: int) -> tuple[int, int, int, int]:
@@ -882,8 +863,7 @@ def main() -> None:
 
     print(cpu_description())
     print(
-        f"torch {torch.__version__}, default threads {DEFAULT_THREADS}, "
-        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+        f"torch {torch.__version__}, default threads {DEFAULT_THREADS}, load average {load_text()}"
     )
     for name in ("onnxruntime", "openvino", "onnx"):
         try:
@@ -972,7 +952,7 @@ def main() -> None:
                 print(f"    {m.path.name}: {fwd:.2f} s, load {m.loads[-1]:.1f}", flush=True)
                 if round_i == 0:
                     m.max_abs_dp, m.flips = compare(work[slab], ref_slab)
-            print(f"  sweep round {round_i + 1} done, load {load_average():.2f}", flush=True)
+            print(f"  sweep round {round_i + 1} done, load {load_1min():.2f}", flush=True)
 
         def best(
             family: str, keep: Callable[[ExecPath], bool] = lambda p: True, equal: bool = True
@@ -1033,7 +1013,7 @@ def main() -> None:
                 print(f"    {m.path.name}: {fwd:.1f} s, load {m.loads[-1]:.1f}", flush=True)
                 if round_i == 0 and m is not ref_m:
                     m.max_abs_dp, m.flips = compare(work, ref_prob)
-            print(f"  round {round_i + 1} done, load {load_average():.2f}", flush=True)
+            print(f"  round {round_i + 1} done, load {load_1min():.2f}", flush=True)
         ref_m.add(*run_slices(reference, hu, all_z, boxes, work, context))
 
     # ---------------- report ----------------

@@ -31,36 +31,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from _common import load_text, reference_forward
 
-from src_train.context import context_stack
 from src_train.ct import save_volume
 from src_train.infer import DEMO_CHECKPOINT, run_inference
 from src_train.model import load_model
 from src_train.synth import SynthConfig, generate_scan
 
-BASELINE_BATCH = 8
 SCAN_SEED = 20261124
-
-
-def _load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def baseline_seconds(model: torch.nn.Module, hu: np.ndarray, n_slices: int) -> float:
-    """Seconds of fp32 NCHW batch-8 forward passes over the first ``n_slices`` slices."""
-    model = model.eval().to(memory_format=torch.contiguous_format)
-    total = 0.0
-    with torch.inference_mode():
-        model(torch.from_numpy(context_stack(hu, np.arange(1))))  # warm-up, not timed
-        for start in range(0, n_slices, BASELINE_BATCH):
-            idx = np.arange(start, min(start + BASELINE_BATCH, n_slices))
-            x = torch.from_numpy(context_stack(hu, idx))
-            t0 = time.perf_counter()
-            model(x)
-            total += time.perf_counter() - t0
-    return total
 
 
 def run_command(series: Path, out_dir: Path, checkpoint: Path) -> tuple[float, float, str]:
@@ -98,7 +77,7 @@ def main() -> None:
         inplane_px_multiple=1,
         slices_range=(args.slices, args.slices),
     )
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {_load()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {load_text()}")
     t0 = time.perf_counter()
     scan = generate_scan("bench.512", SCAN_SEED, config)
     ct = scan.ct
@@ -112,21 +91,22 @@ def main() -> None:
 
         # 3. whole command first, in a fresh process (no warm caches from this one).
         cmd_s, cmd_rss, output = run_command(series, Path(tmp) / "out", args.checkpoint)
-        print(f"load {_load()}")
+        print(f"load {load_text()}")
 
         # 2. project settings, in this process.
         model, _ = load_model(args.checkpoint, device="cpu")
         res = run_inference(ct, model, device="cpu")
         s = res.settings
-        print(f"load {_load()}")
+        print(f"load {load_text()}")
 
         # 1. baseline forward passes.
         n_base = args.baseline_slices or ct.shape_irc[0]
-        base_part = baseline_seconds(model, ct.hu, n_base)
+        baseline = model.eval().to(memory_format=torch.contiguous_format)
+        base_part, _ = reference_forward(baseline, ct.hu, n_base)
         base_s = base_part * ct.shape_irc[0] / n_base
 
     n = ct.shape_irc[0]
-    print(f"load {_load()}")
+    print(f"load {load_text()}")
     print()
     print(f"{'run':<46} {'seconds':>8} {'slices/s':>9}")
     label = "baseline fp32 NCHW batch 8 (forward passes only)"

@@ -28,19 +28,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_kind, load_1min, reference_forward, run_timed
 
-from src_train.context import context_stack
 from src_train.ct import save_volume
 from src_train.devices import cpu_has_native_bf16
 from src_train.infer import DEMO_CHECKPOINT, InferenceOptions, TunerCache, run_inference
@@ -48,58 +45,14 @@ from src_train.infer.backends import ENGINE_CHOICES, is_installed
 from src_train.model import load_model
 from src_train.synth import SynthConfig, generate_scan
 
-REFERENCE_BATCH = 8
 SCAN_SEED = 3
 THRESHOLD = 0.5
-
-
-def cpu_kind() -> str:
-    model, flags = "?", set()
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    shown = " ".join(
-        f"{f}={'yes' if f in flags else 'no'}"
-        for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    )
-    return f"{model}, {os.cpu_count()} logical CPUs, {shown}, oneDNN bf16 {cpu_has_native_bf16()}"
-
-
-def load() -> float:
-    return os.getloadavg()[0]
-
-
-def reference(model: torch.nn.Module, hu: np.ndarray, n_slices: int) -> tuple[float, np.ndarray]:
-    """Forward seconds (inputs untimed) and probabilities of the first ``n_slices`` slices."""
-    model = model.eval()
-    probs = []
-    total = 0.0
-    with torch.inference_mode():
-        model(torch.from_numpy(context_stack(hu, np.arange(1))))  # warm-up, not timed
-        for start in range(0, n_slices, REFERENCE_BATCH):
-            x = torch.from_numpy(
-                context_stack(hu, np.arange(start, min(start + REFERENCE_BATCH, n_slices)))
-            )
-            t0 = time.perf_counter()
-            logits = model(x)
-            total += time.perf_counter() - t0
-            probs.append(torch.sigmoid(logits[:, 0]).numpy())
-    return total, np.concatenate(probs)
 
 
 def command_seconds(series: Path, out: Path, engine: str) -> float:
     cmd = [sys.executable, "-m", "src_train.cli", "infer", str(series), "--out", str(out)]
     cmd += ["--device", "cpu", "--engine", engine]
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"lunaseg infer failed:\n{done.stdout}\n{done.stderr}")
-    return time.perf_counter() - t0
+    return run_timed(cmd)
 
 
 def main() -> None:
@@ -112,8 +65,8 @@ def main() -> None:
     parser.add_argument("--no-command", action="store_true", help="skip the whole-command runs")
     args = parser.parse_args()
 
-    print(f"CPU: {cpu_kind()}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load {load():.2f}")
+    print(f"CPU: {cpu_kind()}, oneDNN bf16 {cpu_has_native_bf16()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load {load_1min():.2f}")
     config = replace(
         SynthConfig(),
         inplane_px_range=(args.size, args.size),
@@ -139,7 +92,7 @@ def main() -> None:
     results = {}
     loads = []
     for _round in range(args.repeats):
-        seconds, ref_prob = reference(model, ct.hu, n_ref)
+        seconds, ref_prob = reference_forward(model.eval(), ct.hu, n_ref, keep_probs=True)
         ref_s.append(seconds * ct.shape_irc[0] / n_ref)
         for engine in engines:
             opts = InferenceOptions(device="cpu", engine=engine)
@@ -147,7 +100,7 @@ def main() -> None:
             model_s[engine].append(result.model_seconds)
             total_s[engine].append(result.seconds)
             results[engine] = result
-        loads.append(load())
+        loads.append(load_1min())
 
     base = statistics.median(ref_s)
     print(f"\nmedian of {args.repeats} round(s); load average {min(loads):.1f}-{max(loads):.1f}")
@@ -187,7 +140,7 @@ def main() -> None:
                 seconds = command_seconds(series, Path(tmp) / f"out-{engine}", engine)
                 print(
                     f"  --engine {engine:6s} {seconds:6.1f} s  ({base / seconds:.2f}x the "
-                    f"reference forward passes); load {load():.2f}"
+                    f"reference forward passes); load {load_1min():.2f}"
                 )
 
 

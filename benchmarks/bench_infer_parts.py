@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import cpu_kind, load_text
 
 from src_train.devices import cpu_has_native_bf16
 from src_train.infer import DEMO_CHECKPOINT
@@ -46,31 +47,10 @@ DATA_SEED = 20261128
 KIB = 1024
 
 
-def cpu_kind() -> str:
-    """CPU model and the flags that decide the fast paths."""
-    model, flags = "?", set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    shown = " ".join(
-        f"{f}={'yes' if f in flags else 'no'}"
-        for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    )
-    return f"{model}, {os.cpu_count()} logical CPUs, {shown}, oneDNN bf16 {cpu_has_native_bf16()}"
-
-
 def device_line(device: str) -> str:
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return f"device {device}: {torch.cuda.get_device_name(0)}"
     return f"device {device}: CPU"
-
-
-def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def peak_rss_kib(pid: int) -> int | None:
@@ -152,11 +132,11 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the files in this folder")
     args = parser.parse_args()
 
-    print(f"CPU: {cpu_kind()}")
+    print(f"CPU: {cpu_kind()}, oneDNN bf16 {cpu_has_native_bf16()}")
     print(
         f"{device_line(args.device)}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    print(f"load average before: {load()}")
+    print(f"load average before: {load_text()}")
     with tempfile.TemporaryDirectory(prefix="bench-parts-") as tmp:
         root = args.keep or Path(tmp)
         data = root / "data"
@@ -221,7 +201,7 @@ def main() -> None:
         for done, hwm in samples:
             if done in marks:
                 print(f"  after {done:3d} series: {hwm / KIB:7.0f} MiB")
-    print(f"\nload average after: {load()}")
+    print(f"\nload average after: {load_text()}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_kind, load_text, reference_forward, run_timed
 
-from src_train.context import context_stack
 from src_train.infer import DEMO_CHECKPOINT
 from src_train.model import load_model
 from src_train.synth import SynthConfig, write_dataset
@@ -49,60 +47,9 @@ LUNA16_SCANS = 888
 LUNA16_BYTES = 120e9
 LUNA16_VOXELS = LUNA16_BYTES / 2
 MEAN_SLICES = round(LUNA16_VOXELS / LUNA16_SCANS / (512 * 512))
-REFERENCE_BATCH = 8
 DATA_SEED = 888
 HOUR_S = 3600.0
 GB = 1e9
-
-
-def cpu_kind() -> str:
-    model, flags = "?", set()
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    shown = " ".join(
-        f"{f}={'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16")
-    )
-    return f"{model}, {os.cpu_count()} logical CPUs, {shown}"
-
-
-def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def reference_seconds(checkpoint: Path, hu: np.ndarray, n_slices: int, device: str) -> float:
-    """Seconds of fp32 NCHW batch-8 forward passes over ``n_slices`` slices (inputs untimed)."""
-    model, _ = load_model(checkpoint, device=device)
-    dev = next(model.parameters()).device
-    total = 0.0
-    with torch.inference_mode():
-        model(torch.from_numpy(context_stack(hu, np.arange(1))).to(dev))  # warm-up
-        for start in range(0, n_slices, REFERENCE_BATCH):
-            x = torch.from_numpy(
-                context_stack(hu, np.arange(start, min(start + REFERENCE_BATCH, n_slices)))
-            )
-            x = x.to(dev)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            total += time.perf_counter() - t0
-    return total
-
-
-def timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -116,9 +63,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
     args = parser.parse_args()
 
-    print(f"CPU: {cpu_kind()}")
+    print(f"CPU: {cpu_kind(('avx2', 'avx512f', 'avx512_bf16'))}")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"device {args.device} (GPU: {gpu}); torch {torch.__version__}; load {load()}")
+    print(f"device {args.device} (GPU: {gpu}); torch {torch.__version__}; load {load_text()}")
     config = replace(
         SynthConfig(),
         inplane_px_range=(args.size, args.size),
@@ -138,15 +85,16 @@ def main() -> None:
 
         hu = folder.load(uids[0]).hu
         n_ref = min(args.baseline_slices, hu.shape[0])
-        ref_s = reference_seconds(args.checkpoint, hu, n_ref, args.device) * hu.shape[0] / n_ref
+        model, _ = load_model(args.checkpoint, device=args.device)
+        ref_s = reference_forward(model, hu, n_ref)[0] * hu.shape[0] / n_ref
         print(
             f"reference fp32 NCHW batch-8 forward passes: {ref_s:.1f} s per series ({n_ref} "
-            f"slices measured, scaled); load {load()}"
+            f"slices measured, scaled); load {load_text()}"
         )
 
         cmd = [sys.executable, "-m", "src_train.cli", "infer", str(data), "--out", str(out)]
         cmd += ["--checkpoint", str(args.checkpoint), "--device", args.device]
-        infer_s = timed(cmd)
+        infer_s = run_timed(cmd)
         records = [json.loads((out / f"{uid}.json").read_text()) for uid in uids]
         stages = {
             "reading": [r["load_seconds"] for r in records],
@@ -171,7 +119,7 @@ def main() -> None:
             f"execution: {records[-1]['execution']}"
         )
 
-        cache_s = timed(
+        cache_s = run_timed(
             [
                 sys.executable,
                 "-m",
@@ -189,7 +137,7 @@ def main() -> None:
             f"lunaseg cache (1 worker): {cache_s / args.series:.1f} s and "
             f"{cache_bytes / 2**20:.1f} MiB per series (start-up included)"
         )
-        print(f"load {load()}")
+        print(f"load {load_text()}")
 
     scale = LUNA16_VOXELS / (voxels * LUNA16_SCANS)  # LUNA16's mean scan vs the measured one
     one = per_series * scale * LUNA16_SCANS

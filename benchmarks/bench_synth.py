@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from src_train import synth
 from src_train.ct import load_ct, save_volume
-from src_train.synth import SynthConfig, generate_scan
+from src_train.synth import SynthConfig, SynthScan, generate_scan
+from src_train.synth.nodule_shape import draw_nodule, make_spec, nodule_radius_ratio
+from src_train.synth.primitives import box_offsets
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -58,7 +59,7 @@ def main() -> None:
         nodules_per_scan_range=(4, 4),
     )
     seconds, scan = _timed(lambda: generate_scan("bench", 0, config), args.repeats)
-    assert isinstance(scan, synth.SynthScan)
+    assert isinstance(scan, SynthScan)
     shape = scan.ct.shape_irc
     megavoxels = np.prod(shape) / 1e6
     print(f"scan {shape} (index, row, col) = {megavoxels:.1f} Mvoxel, {len(scan.nodules)} nodules")
@@ -84,13 +85,13 @@ def main() -> None:
     # Baseline: one nodule's shape evaluated over the whole volume vs inside its box.
     spacing = np.asarray(scan.ct.geometry.spacing_irc_mm)
     rng = np.random.default_rng(1)
-    spec = synth._make_spec(rng, config, "solid", 12.0, spacing)
+    spec = make_spec(rng, config, "solid", 12.0, spacing)
     spec.center_mm = (np.asarray(shape) - 1) / 2 * spacing
     whole = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
 
     def naive() -> int:
-        dz, dy, dx = synth._box_offsets(whole, spacing, spec.center_mm)
-        r, radius = synth._nodule_radius_ratio(spec, dz, dy, dx)
+        dz, dy, dx = box_offsets(whole, spacing, spec.center_mm)
+        r, radius = nodule_radius_ratio(spec, dz, dy, dx)
         return int(np.count_nonzero(r <= radius))
 
     # The volumes the local version draws into are allocated outside the timed call.
@@ -99,7 +100,7 @@ def main() -> None:
     lung = np.ones(shape, bool)
 
     def local() -> int:
-        _, count = synth._draw_nodule(hu, truth, lung, spec, 1, spacing, float(spacing[1]))
+        _, count = draw_nodule(hu, truth, lung, spec, 1, spacing, float(spacing[1]))
         return count
 
     naive_s, naive_count = _timed(naive, 1)

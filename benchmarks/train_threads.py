@@ -25,13 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import load_1min
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_SEED = 7
 
 
 def load_average() -> str:
     """The 1-minute load average and the CPU count, e.g. ``"load 5.9 on 2 CPUs"``."""
-    return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    return f"load {load_1min():.1f} on {os.cpu_count()} CPUs"
 
 
 def train_rate(data: Path, cache: Path, run: Path, threads: int, args: argparse.Namespace) -> float:

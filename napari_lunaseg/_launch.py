@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PLUGIN = "napari-lunaseg"
+from napari_lunaseg import PLUGIN
+
 #: Widgets docked on the right, as tabs; the first one is shown.
 DOCKED_WIDGETS = ("Mask QA", "Inference", "Training")
 

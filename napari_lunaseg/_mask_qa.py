@@ -35,7 +35,8 @@ from napari_lunaseg._layers import (
     mask_layer_data,
     short_name,
 )
-from napari_lunaseg._review import ReviewPanel, SeriesView
+from napari_lunaseg._review import ReviewPanel
+from napari_lunaseg._series_view import SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     ct_layers,

@@ -9,27 +9,24 @@ of them and for Correct / Add) are written at once to ``DATA/reviews/`` by the c
 review got and what each verdict did to the Dice against the true shapes. The panel keeps no
 rule of its own.
 
-The Inference widget sends false-positive candidates (proposed additions) and missed nodules
-(to check) through :func:`send_to_review`.
+Beside the panel: :mod:`napari_lunaseg._series_view` (what Mask QA hands over),
+:mod:`napari_lunaseg._review_table` (what each row of its table says),
+:mod:`napari_lunaseg._review_inbox` (nodules other widgets send to review: the Inference widget
+sends false-positive candidates as proposed additions and missed nodules to check, through
+:func:`~napari_lunaseg._review_inbox.send_to_review`) and :mod:`napari_lunaseg._reviewer` (the
+remembered reviewer's name).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import os
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
-from psygnal import Signal
-from qtpy.QtCore import QStandardPaths, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QGridLayout,
@@ -41,6 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lunaseg import PLUGIN
 from napari_lunaseg._layers import (
     labels_layer_data,
     layer_info,
@@ -48,6 +46,11 @@ from napari_lunaseg._layers import (
     short_name,
     single_label_colormap,
 )
+from napari_lunaseg._review_inbox import inbox_for
+from napari_lunaseg._review_inbox import send_to_review as send_to_review  # the Inference widget's
+from napari_lunaseg._review_table import HEADER_TIPS, TABLE_HEADERS, ReviewItem, table_rows
+from napari_lunaseg._reviewer import remember_reviewer, remembered_reviewer
+from napari_lunaseg._series_view import SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     fill_table,
@@ -58,18 +61,14 @@ from napari_lunaseg._viewer_utils import (
     set_box_shapes,
     upsert_layer,
 )
-from src_train.atomic import write_text_atomic
-from src_train.ct import CtVolume
 from src_train.errors import LunaSegError
 from src_train.luna import LunaFolder, Nodule
-from src_train.masks import NoduleMask, SeriesTruth
 from src_train.reviews import (
     ACCEPTED,
     ADDED,
     REJECTED,
     REQUEST_ADD,
     ReviewBook,
-    ReviewedNodule,
     ReviewedSeries,
     ReviewRequest,
     UndoEntry,
@@ -83,9 +82,6 @@ from src_train.reviews import (
     verdict_effects,
 )
 
-log = logging.getLogger(__name__)
-
-PLUGIN = "napari-lunaseg"
 #: Layer roles of review mode (``layer.metadata["lunaseg"]["role"]``).
 ROLE_REVIEWED = "reviewed"
 ROLE_REVIEW_BOX = "review box"
@@ -108,148 +104,10 @@ ADD_DIAMETER_RANGE_MM = (1.0, 60.0)
 #: Keys of review mode (napari key names) -> panel method.
 KEYS = {"A": "accept", "R": "reject", "N": "next", "Shift-N": "previous", "U": "undo"}
 KEYS_HELP = "keys: A accept · R reject · N next · Shift+N previous · U undo"
-TABLE_HEADERS = (
-    "#",
-    "nodule",
-    "verdict",
-    "by",
-    "Dice gen.",
-    "Dice rev.",
-    "Δ Dice",
-    "note",
-)
-#: What the Dice columns mean (header tooltips); synthetic data only.
-HEADER_TIPS = {
-    "Dice gen.": "Dice of the mask grown from the annotation against the true shape",
-    "Dice rev.": "Dice of the reviewed mask against the true shape (0 when rejected)",
-    "Δ Dice": "what the verdict did: positive = the review made the mask better",
-}
 NO_FOLDER = (
     "Review needs a series of a data folder (File > Open subset*/<uid>.mhd of a LUNA16 or "
     "'lunaseg synth' folder): verdicts are saved in DATA/reviews/."
 )
-#: Where the reviewer's name is remembered (a folder); default: the user's config folder.
-CONFIG_DIR_ENV = "LUNASEG_CONFIG_DIR"
-CONFIG_FILE = "review.json"
-
-
-def config_path() -> Path:
-    """The small JSON file that remembers the reviewer's name."""
-    folder = os.environ.get(CONFIG_DIR_ENV)
-    if not folder:
-        base = QStandardPaths.writableLocation(
-            QStandardPaths.StandardLocation.GenericConfigLocation
-        )
-        folder = str(Path(base) / "lunaseg")
-    return Path(folder) / CONFIG_FILE
-
-
-def remembered_reviewer() -> str:
-    """The reviewer's name saved last time ("" when none)."""
-    try:
-        return str(json.loads(config_path().read_text()).get("reviewer", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
-def remember_reviewer(name: str) -> None:
-    """Save the reviewer's name for the next session (a failure is only logged)."""
-    try:
-        write_text_atomic(config_path(), json.dumps({"reviewer": name}), overwrite=True)
-    except LunaSegError as exc:
-        log.warning("cannot remember the reviewer's name: %s", exc)
-
-
-# ---------------------------------------------------------------------------------------------
-# Requests from other widgets
-# ---------------------------------------------------------------------------------------------
-class ReviewInbox:
-    """Nodules sent to review in one viewer; the review panel takes them per series."""
-
-    received = Signal()
-
-    def __init__(self) -> None:
-        self.pending: list[ReviewRequest] = []
-        self.listening = 0
-
-    def send(self, requests: Sequence[ReviewRequest]) -> None:
-        """Queue ``requests`` and tell the panel."""
-        self.pending.extend(requests)
-        self.received.emit()
-
-    def take(self, series_uid: str) -> list[ReviewRequest]:
-        """Remove and return the requests of one series."""
-        mine = [r for r in self.pending if r.series_uid == series_uid]
-        self.pending = [r for r in self.pending if r.series_uid != series_uid]
-        return mine
-
-
-_INBOXES: weakref.WeakKeyDictionary[Any, ReviewInbox] = weakref.WeakKeyDictionary()
-
-
-def inbox_for(viewer: Any) -> ReviewInbox:
-    """The inbox of ``viewer`` (made on first use, dropped with the viewer)."""
-    inbox = _INBOXES.get(viewer)
-    if inbox is None:
-        inbox = _INBOXES[viewer] = ReviewInbox()
-    return inbox
-
-
-def send_to_review(viewer: Any, requests: Sequence[ReviewRequest]) -> None:
-    """Send nodules to the review panel of ``viewer`` (Mask QA is opened when it is not)."""
-    inbox = inbox_for(viewer)
-    inbox.send(requests)
-    if not inbox.listening:
-        viewer.window.add_plugin_dock_widget(PLUGIN, "Mask QA")
-
-
-# ---------------------------------------------------------------------------------------------
-# What the panel shows
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class SeriesView:
-    """The series Mask QA shows, as the review panel needs it.
-
-    Attributes:
-        ct: the CT (HU, ``(index, row, col)``, geometry).
-        ct_layer: its image layer.
-        annotations: its annotated nodules.
-        generated: their masks grown without review (Mask QA's records).
-        method, threshold_hu: how Mask QA grows masks now.
-        truth: the true shapes (synthetic data; Mask QA's, paired with the annotations) or
-            None.
-        luna_root: the data folder it came from (None: reviews cannot be saved).
-    """
-
-    ct: CtVolume
-    ct_layer: Image
-    annotations: list[Nodule]
-    generated: list[NoduleMask]
-    method: str
-    threshold_hu: float
-    truth: SeriesTruth | None = None
-    luna_root: Path | None = None
-
-
-@dataclass
-class ReviewItem:
-    """One row of the review table: a nodule of the reviewed series, or a proposed addition."""
-
-    nodule: Nodule
-    reviewed: ReviewedNodule | None = None
-    request: ReviewRequest | None = None
-    effect: VerdictEffect | None = None
-
-    @property
-    def proposal(self) -> bool:
-        """True for a spot proposed as a nodule (nothing recorded yet)."""
-        return self.reviewed is None
-
-
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return ""
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
 class ReviewPanel(QWidget):
@@ -798,30 +656,7 @@ class ReviewPanel(QWidget):
 
     def table_rows(self) -> list[list[Any]]:
         """The review table as rows of values."""
-        rows = []
-        for k, item in enumerate(self.items):
-            review = item.reviewed.review if item.reviewed is not None else None
-            if item.proposal:
-                kind, verdict = "proposed", "to add?"
-            else:
-                kind = "added" if item.reviewed and item.reviewed.added else "annotated"
-                verdict = item.reviewed.status if item.reviewed else ""
-                if not verdict and item.request is not None:
-                    verdict = "check: missed by the model"
-            effect = item.effect
-            rows.append(
-                [
-                    k + 1,
-                    kind,
-                    verdict or "—",
-                    review.reviewer if review and verdict else "",
-                    _fmt(effect.dice_generated if effect else None),
-                    _fmt(effect.dice_reviewed if effect else None),
-                    _fmt(effect.change if effect else None, signed=True),
-                    review.note if review and verdict else "",
-                ]
-            )
-        return rows
+        return table_rows(self.items)
 
     def _show(self) -> None:
         fill_table(self.table, self.table_rows())

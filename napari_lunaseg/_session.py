@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from psygnal import Signal
+
+T = TypeVar("T")
+
+
+class PerViewer(Generic[T]):
+    """One object per viewer, made by ``make()`` on first use and dropped with the viewer."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._objects: weakref.WeakKeyDictionary[Any, T] = weakref.WeakKeyDictionary()
+
+    def get(self, viewer: Any) -> T:
+        """The object of ``viewer`` (made now if it has none)."""
+        found = self._objects.get(viewer)
+        if found is None:
+            found = self._objects[viewer] = self._make()
+        return found
 
 
 class Session:
@@ -23,12 +41,9 @@ class Session:
         self.checkpoint_changed.emit(self.best_checkpoint)
 
 
-_SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+_SESSIONS = PerViewer(Session)
 
 
 def session_for(viewer: Any) -> Session:
     """The session of ``viewer`` (created on first use, dropped with the viewer)."""
-    session = _SESSIONS.get(viewer)
-    if session is None:
-        session = _SESSIONS[viewer] = Session()
-    return session
+    return _SESSIONS.get(viewer)

@@ -224,3 +224,81 @@ def staged_folder(
                 break
         raise
     log.debug("published %s", dest)
+
+
+def make_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """Create the folder ``path`` (and its parents) unless it exists.
+
+    Raises:
+        OutputWriteError: it cannot be created; the message names ``what`` and ``path``.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(
+            f"Cannot create {what} {folder} ({exc.strerror}); choose a writable place."
+        ) from exc
+    return folder
+
+
+def _any_entry(entry: Path) -> bool:
+    return True
+
+
+def check_generated_folder(
+    out: Path,
+    *,
+    overwrite: bool,
+    marker: str,
+    command: str,
+    what: str,
+    foreign: Callable[[Path], bool] = _any_entry,
+    earlier: str | None = None,
+) -> bool:
+    """May ``out`` receive what ``command`` generates? (A generator that writes its folder in
+    place and leaves the file ``marker`` in it, e.g. ``lunaseg synth``.)
+
+    Returns False when ``out`` is missing or empty, or, with ``overwrite``, holds no marker and
+    no entry that ``foreign`` refuses: the caller writes into it. Returns True when it holds an
+    earlier output of ``command`` (its marker) and ``overwrite``: the caller removes what that
+    output wrote, then writes.
+
+    Args:
+        out: the folder.
+        overwrite: replace an earlier output (``--overwrite``).
+        marker: the name of the file ``command`` leaves in every folder it writes.
+        command: the command, for messages (``"lunaseg synth"``).
+        what: what the folder holds, for messages (``"synthetic data set"``).
+        foreign: True for an entry of an unmarked folder that ``command`` must never mix with
+            or replace (default: any entry).
+        earlier: a description of the earlier output in ``out``, named in the refusal.
+
+    Raises:
+        OutputExistsError: ``out`` is a file; it has entries and ``overwrite`` is False; it has
+            no marker and entries that ``foreign`` refuses (even with ``overwrite``: a folder
+            that ``command`` did not write is never replaced).
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file; choose a folder for the {what}.")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not overwrite:
+        if earlier is not None:
+            raise OutputExistsError(
+                f"{out} holds another {what} ({earlier}); replace it (--overwrite) or choose "
+                "another folder."
+            )
+        raise OutputExistsError(
+            f"{out} is not empty; choose another folder or overwrite it (--overwrite)."
+        )
+    if not (out / marker).is_file():
+        refused = sorted(child.name for child in out.iterdir() if foreign(child))
+        if refused:
+            raise OutputExistsError(
+                f"{out} holds files that '{command}' did not write (no {marker}; found "
+                f"{_names(refused)}); it is left alone. Choose another folder."
+            )
+        return False
+    log.info("replacing the %s in %s", what, out)
+    return True

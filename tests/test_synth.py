@@ -1,4 +1,4 @@
-"""Synthetic chest CT in LUNA16 layout (src_train/synth.py)."""
+"""Synthetic chest CT in LUNA16 layout (src_train/synth/)."""
 
 from __future__ import annotations
 
@@ -376,11 +376,13 @@ def test_the_readme_order_view_then_synth_finds_the_data_set_done(
     """README: 'lunaseg view' (writes lunaseg-data), then 'lunaseg synth lunaseg-data --scans 8
     --seed 0'. The second finds the very data set written and says so; nothing is rewritten."""
     import src_train.synth as synth
+    import src_train.synth.dataset as synth_dataset
     from napari_lunaseg._cli import default_series
     from src_train.cli import main
 
     tiny = SynthConfig.tiny(slices_range=(16, 16), nodules_per_scan_range=(1, 2))
-    monkeypatch.setattr(synth, "SynthConfig", lambda: tiny)  # the defaults, made small
+    for module in (synth, synth_dataset):  # the defaults of the CLI and of write_dataset
+        monkeypatch.setattr(module, "SynthConfig", lambda: tiny)  # made small
     data = tmp_path / "lunaseg-data"
     opened = default_series(data, seed=0)  # what 'lunaseg view' does without a PATH
     assert len(LunaFolder(data).series_uids) == synth.DEFAULT_SCANS

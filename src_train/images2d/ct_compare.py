@@ -25,29 +25,25 @@ their latest checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from src_train.atomic import write_text_atomic
 from src_train.augment import COLOR_AUGMENTATIONS
 from src_train.errors import ConfigError, LunaSegError
 from src_train.images2d.options import RUNS_DIR, CompareOptions, RunPlan
+from src_train.images2d.results import RESULT_FILE, load_record, save_record
 from src_train.model import build_model, count_parameters
 from src_train.train import LATEST, ProgressEvent, RunFolder, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
-
-#: A run's record, in its run folder.
-CT_RESULT_FILE = "result.json"
 
 #: The metrics a CT comparison reports, from the validation rows (``val/<name>``).
 CT_METRICS = ("dice", "iou", "precision", "recall", "loss")
@@ -106,20 +102,12 @@ class CtRunRecord:
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write ``result.json`` into ``run_dir`` (atomically)."""
-        path = Path(run_dir) / CT_RESULT_FILE
-        write_text_atomic(path, json.dumps(asdict(self), indent=1), overwrite=True)
-        return path
+        return save_record(self, run_dir)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> CtRunRecord:
         """Read ``result.json`` of ``run_dir``."""
-        path = Path(run_dir) / CT_RESULT_FILE
-        try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
-            raise LunaSegError(
-                f"{path} is unreadable or damaged ({exc}); delete it to run that combination again."
-            ) from exc
+        return load_record(cls, run_dir)
 
 
 def ct_augment(names: str) -> str:
@@ -217,7 +205,7 @@ def run_ct_comparison(
     for i, (plan, config) in enumerate(zip(plans, configs, strict=True), start=1):
         run_dir = Path(config.run_dir)
         where = {"run": plan.name, "run_index": i, "runs": len(plans)}
-        if (run_dir / CT_RESULT_FILE).is_file():
+        if (run_dir / RESULT_FILE).is_file():
             records.append(CtRunRecord.load(run_dir))
             emit("skip", message=f"{plan.name}: already done", **where)
             continue

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -63,7 +63,28 @@ RUN_COLUMNS = (
     "epochs",
 )
 
+#: The record of one finished run, in its run folder (2-D and CT runs alike).
 RESULT_FILE = "result.json"
+
+Record = TypeVar("Record")
+
+
+def save_record(record: Any, run_dir: str | os.PathLike[str]) -> Path:
+    """Write a run's record (a dataclass) as ``result.json`` into ``run_dir`` (atomically)."""
+    path = Path(run_dir) / RESULT_FILE
+    write_text_atomic(path, json.dumps(asdict(record), indent=1), overwrite=True)
+    return path
+
+
+def load_record(cls: type[Record], run_dir: str | os.PathLike[str]) -> Record:
+    """Read ``result.json`` of ``run_dir`` as a ``cls`` (:class:`LunaSegError` when damaged)."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise LunaSegError(
+            f"{path} is unreadable or damaged ({exc}); delete it to run that combination again."
+        ) from exc
 
 
 @dataclass
@@ -115,20 +136,12 @@ class RunRecord:
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write ``result.json`` into ``run_dir`` (atomically)."""
-        path = Path(run_dir) / RESULT_FILE
-        write_text_atomic(path, json.dumps(asdict(self), indent=1), overwrite=True)
-        return path
+        return save_record(self, run_dir)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> RunRecord:
         """Read ``result.json`` of ``run_dir``."""
-        path = Path(run_dir) / RESULT_FILE
-        try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as exc:
-            raise LunaSegError(
-                f"{path} is unreadable or damaged ({exc}); delete it to run that combination again."
-            ) from exc
+        return load_record(cls, run_dir)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from src_train.atomic import atomic_write, write_text_atomic
-from src_train.errors import CancelledError, ConfigError, OutputExistsError, OutputWriteError
+from src_train.atomic import (
+    atomic_write,
+    check_generated_folder,
+    make_folder,
+    write_text_atomic,
+)
+from src_train.errors import CancelledError, ConfigError
 from src_train.images2d.folder import PH2_IMAGE_FOLDER, PH2_MASK_FOLDER, PairedFolder, find_pairs
 from src_train.options import option
 
@@ -328,20 +333,15 @@ def _paths(out: Path, key: str, layout: str) -> tuple[Path, Path]:
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} is a file; choose a folder for the synthetic image set.")
-    if not out.exists() or not any(out.iterdir()):
+    replace = check_generated_folder(
+        out,
+        overwrite=overwrite,
+        marker=MARKER_FILE,
+        command="lunaseg synth2d",
+        what="synthetic image set",
+    )
+    if not replace:
         return
-    if not overwrite:
-        raise OutputExistsError(
-            f"{out} is not empty; choose another folder or overwrite it (--overwrite)."
-        )
-    if not (out / MARKER_FILE).is_file():
-        raise OutputExistsError(
-            f"{out} holds files that 'lunaseg synth2d' did not write (no {MARKER_FILE}); it is "
-            "left alone. Choose another folder."
-        )
-    log.info("replacing the synthetic image set in %s", out)
     for child in out.iterdir():
         if child.is_dir():
             shutil.rmtree(child)
@@ -380,12 +380,7 @@ def write_image_set(
     cfg = config or SynthImageConfig()
     out = Path(out_dir)
     _prepare_output(out, overwrite)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"Cannot create the folder {out} ({exc.strerror}); choose a writable place."
-        ) from exc
+    make_folder(out, "the folder")
     marker: dict[str, object] = {
         "generator": "lunaseg synth2d",
         "seed": seed,

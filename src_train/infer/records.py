@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src_train.atomic import write_text_atomic
+from src_train.atomic import make_folder, write_text_atomic
 from src_train.errors import OutputExistsError, OutputWriteError
 from src_train.infer.candidates import CandidateNodule, write_candidates_csv
 from src_train.model import file_sha1
@@ -184,12 +184,7 @@ def open_run(
         raise OutputExistsError(f"--out {out} is a file; give a folder.")
     path = out / RUN_FILE
     notes: list[str] = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"Cannot create {out} ({exc.strerror}); choose a writable folder."
-        ) from exc
+    make_folder(out, "the output folder")
     if overwrite:
         write_text_atomic(path, manifest.to_json(), overwrite=True)
         return manifest, notes

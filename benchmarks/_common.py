@@ -1,0 +1,99 @@
+"""Helpers the benchmark scripts share: what CPU and load a figure was measured on, the
+reference forward passes every speed-up is compared with, and a timed command.
+
+The scripts run as ``python benchmarks/NAME.py`` (this folder is on ``sys.path`` then) and
+import these as ``from _common import ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from src_train.context import context_stack
+
+#: Batch of the reference forward passes (fp32, NCHW, whole slices).
+REFERENCE_BATCH = 8
+#: The CPU flags that decide the fast paths (AVX2 / AVX-512 kernels, bf16 support).
+FAST_PATH_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The CPU's model name and flags from ``/proc/cpuinfo`` (``"?"`` and none elsewhere)."""
+    model, flags = "?", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return model, flags
+
+
+def flags_text(flags: set[str], names: Sequence[str]) -> str:
+    """``"avx2=yes avx512f=no ..."`` for ``names``."""
+    return " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in names)
+
+
+def cpu_kind(names: Sequence[str] = FAST_PATH_FLAGS) -> str:
+    """``"<model>, <n> logical CPUs, avx2=yes ..."``: the CPU a figure was measured on."""
+    model, flags = cpu_model_and_flags()
+    return f"{model}, {os.cpu_count()} logical CPUs, {flags_text(flags, names)}"
+
+
+def load_1min() -> float:
+    """The one-minute load average."""
+    return os.getloadavg()[0]
+
+
+def load_text() -> str:
+    """The 1-, 5- and 15-minute load averages, ``"5.90 4.20 3.10"``."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_forward(
+    model: torch.nn.Module, hu: np.ndarray, n_slices: int, *, keep_probs: bool = False
+) -> tuple[float, np.ndarray | None]:
+    """The reference: seconds of the model's forward passes alone over the first ``n_slices``
+    slices of ``hu`` ``(index, row, col)``, batch :data:`REFERENCE_BATCH`, on the model's
+    device, after one untimed warm-up pass (the inputs are stacked outside the timed region);
+    and, with ``keep_probs``, the probabilities ``(n_slices, row, col)``."""
+    device = next(model.parameters()).device
+    total = 0.0
+    probs = []
+    with torch.inference_mode():
+        model(torch.from_numpy(context_stack(hu, np.arange(1))).to(device))  # warm-up
+        for start in range(0, n_slices, REFERENCE_BATCH):
+            batch = np.arange(start, min(start + REFERENCE_BATCH, n_slices))
+            x = torch.from_numpy(context_stack(hu, batch)).to(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            logits = model(x)
+            _sync(device)
+            total += time.perf_counter() - t0
+            if keep_probs:
+                probs.append(torch.sigmoid(logits[:, 0]).cpu().numpy())
+    return total, (np.concatenate(probs) if keep_probs else None)
+
+
+def run_timed(cmd: list[str]) -> float:
+    """Wall seconds of ``cmd`` in a fresh process (this checkout first on ``PYTHONPATH``);
+    exits with its output when it fails."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+    return time.perf_counter() - t0

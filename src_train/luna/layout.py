@@ -1,0 +1,29 @@
+"""The names of the LUNA16 layout's files and folders (the picture: :mod:`src_train.luna`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ANNOTATIONS_FILE = "annotations.csv"
+MALIGNANCY_FILE = "annotations_with_malignancy.csv"
+CANDIDATES_FILES = ("candidates.csv", "candidates_V2.csv")
+TRUTH_DIR = "truth"
+#: The true nodules' table in ``truth/`` (not to be confused with ``masks/nodules.csv``, the
+#: table ``lunaseg mask`` writes beside generated masks).
+TRUTH_TABLE = "true_nodules.csv"
+#: The same table's name in folders written before it was renamed; still read.
+LEGACY_TRUTH_TABLE = "nodules.csv"
+
+
+#: Folders that hold series start with this, in any letter case (LUNA16: subset0..subset9).
+SUBSET_PREFIX = "subset"
+
+
+def is_subset_dir(path: Path) -> bool:
+    """True for a folder named ``subset*`` (any letter case), where series are looked for."""
+    return path.name.lower().startswith(SUBSET_PREFIX)
+
+
+def has_annotations(folder: Path) -> bool:
+    """True when ``folder`` holds ``annotations.csv`` or the malignancy file."""
+    return any((folder / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE))
