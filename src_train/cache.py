@@ -2,7 +2,7 @@
 
 Cache layout (default ``DATA_DIR/cache/``)::
 
-    cache/<seriesuid>/ct.npy      int16 HU, (index, row, col)
+    cache/<seriesuid>/ct.npy      int16 HU, (index, row, col) in the canonical frame
     cache/<seriesuid>/mask.npy    uint8 0/1 ground truth from masks.build_masks, same shape
     cache/<seriesuid>/meta.json   geometry, mask method/threshold, nodule centers (IRC),
                                   slices holding mask voxels, source fingerprint
@@ -41,8 +41,8 @@ from src_train.progress import Progress, ShouldStop
 
 log = logging.getLogger(__name__)
 
-#: Bump when the cache layout or the meaning of its contents changes.
-CACHE_VERSION = 1
+#: Bump when the cache layout or the meaning of its contents changes (2: canonical frame).
+CACHE_VERSION = 2
 CACHE_DIRNAME = "cache"
 CT_FILE = "ct.npy"
 MASK_FILE = "mask.npy"
@@ -229,7 +229,7 @@ class SeriesCache:
     # -- building -------------------------------------------------------------------------------
     def build(self, uid: str) -> CacheMeta:
         """(Re)build one series' entry: load the CT, build its mask, write atomically."""
-        ct = self.folder.load(uid)
+        ct, _turn = self.folder.load(uid).canonical()  # models see the canonical frame only
         nodules = self._nodules(uid)
         mask, records = build_masks(
             ct, nodules, self.threshold_hu, self.mask_method, on_outside="skip"
