@@ -21,6 +21,8 @@ from src_train.losses import LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
 from src_train.model import ARCHITECTURES, ModelConfig
 from src_train.options import option
+from src_train.train.contract import CONTRACT_POLICIES
+from src_train.train.validation import DEFAULT_BEST_MIN_PRECISION
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 ON_OFF_AUTO = ("auto", "on", "off")
@@ -53,12 +55,24 @@ class TrainConfig:
         DEFAULT_CONTEXT_SLICES, help="neighbouring slices each side (channels 2N+1)"
     )
     val_stride: int = option(10, help="every N-th series is held out for validation")
+    negative_fraction: float = option(
+        SampleConfig.negative_fraction,
+        help="share of training crops not centered on a nodule (body crops, hard negatives)",
+    )
+    hard_fraction: float = option(
+        SampleConfig.hard_fraction,
+        help="share of those negatives taken where the model fired without a nodule",
+    )
     # -- schedule ------------------------------------------------------------------------------
     epochs: int = option(10, help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
     batch_size: int = option(16, help="training batch size per process")
-    val_batch_size: int = option(4, help="validation slices per batch")
+    val_batch_size: int = option(4, help="validation slices per model pass")
     val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
+    best_min_precision: float = option(
+        DEFAULT_BEST_MIN_PRECISION,
+        help="an epoch whose voxel precision on the validation series is lower is never 'best'",
+    )
     num_workers: int = option(
         2, help="data-loader worker processes (0 = in the main process)", flag="--workers"
     )
@@ -98,6 +112,12 @@ class TrainConfig:
     )
     # -- run folder ----------------------------------------------------------------------------
     resume: bool = option(False, help="continue from RUN_DIR/checkpoint_latest.pt")
+    contract: str = option(
+        "check",
+        help="on --resume: check = refuse any change of split, data or data options; stored = "
+        "continue with the run's stored ones; current = adopt today's (older runs without one)",
+        choices=CONTRACT_POLICIES,
+    )
     overwrite: bool = option(False, help="start over in a run folder that holds a run")
     tensorboard: bool = option(True, help="do not write TensorBoard logs", flag="--no-tensorboard")
     tb_images: int = option(4, help="validation slices drawn to TensorBoard per validation")
@@ -137,6 +157,14 @@ class TrainConfig:
                 "resume (continue the run) and overwrite (start it over) contradict each other; "
                 "choose one."
             )
+        if not 0.0 <= self.best_min_precision <= 1.0:
+            raise ConfigError(
+                f"best_min_precision must lie in [0, 1]; got {self.best_min_precision}."
+            )
+        if self.contract not in CONTRACT_POLICIES:
+            raise ConfigError(
+                f"contract must be one of {', '.join(CONTRACT_POLICIES)}; got {self.contract!r}."
+            )
         if self.lr <= 0:
             raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
         # Validate the parts other modules own now, not after the cache is built.
@@ -164,7 +192,13 @@ class TrainConfig:
 
     def sample_config(self) -> SampleConfig:
         """Crop shapes."""
-        return SampleConfig(self.crop_size, self.window_size, self.context_slices)
+        return SampleConfig(
+            self.crop_size,
+            self.window_size,
+            self.context_slices,
+            self.negative_fraction,
+            self.hard_fraction,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
