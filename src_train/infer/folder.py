@@ -34,12 +34,19 @@ from src_train.errors import OutputExistsError, SeriesNotFoundError, SeriesReadE
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
 from src_train.infer.candidates import CandidateNodule, write_candidates_csv
-from src_train.infer.runner import InferenceOptions, InferenceSettings, run_inference
+from src_train.infer.detector import Detector, load_detector, run_detection
+from src_train.infer.runner import InferenceOptions, InferenceSettings
+from src_train.infer.truth import (
+    SPLITS,
+    TruthDefinition,
+    ground_truth_mask,
+    scoring_truth,
+    select_split,
+)
 from src_train.infer.tuner import TunerCache
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
-from src_train.masks import build_masks
 from src_train.metrics import error_volume, voxel_metrics
-from src_train.model import ModelConfig, load_model
+from src_train.model import ModelConfig
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop
 
@@ -71,6 +78,12 @@ class InferRunOptions:
     series: tuple[str, ...] | None = option(None, help="only these series", metavar="UID")
     limit: int | None = option(None, help="only the first N series", metavar="N")
     with_truth: bool = option(True, help="skip the ground-truth comparison", flag="--no-truth")
+    split: str = option(
+        "all",
+        help="series of the checkpoint's run to process: val (held out), train, or all (warns "
+        "when training series are included)",
+        choices=SPLITS,
+    )
     overwrite: bool = option(False, help="replace existing outputs")
     inference: InferenceOptions = field(default_factory=InferenceOptions)
 
@@ -254,8 +267,10 @@ class InferRunSummary:
         series: one report per series, in processing order.
         n_candidates: candidates written to ``plan.candidates_csv``, all series together.
         froc: nodule recall, FROC and CPM of those candidates against the annotated nodules
-            (with a diameter) of the processed series; None without truth.
+            (with a diameter) of the processed series, LUNA16's way (``annotations.csv``, and
+            ``annotations_excluded.csv`` when present); None without truth.
         seconds: wall time of the whole call.
+        notes: lines for the user: the series split, what the results are scored against.
     """
 
     plan: InferPlan
@@ -263,6 +278,7 @@ class InferRunSummary:
     n_candidates: int
     froc: FrocResult | None
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
     @property
     def candidates_csv(self) -> Path:
@@ -294,13 +310,17 @@ def _write_series(
     files: SeriesOutputs,
     truth: LunaFolder | None,
     overwrite: bool,
+    definition: TruthDefinition | None = None,
 ) -> dict[str, float] | None:
-    """Write one series' volumes; with ``truth``, its error volume and voxel metrics."""
+    """Write one series' volumes; with ``truth``, its error volume and voxel metrics against
+    masks made the checkpoint's way (``definition``)."""
     save_volume(prob_to_uint8(prob), ct.geometry, files.prob, compress=True, overwrite=overwrite)
     save_volume(mask.view(np.uint8), ct.geometry, files.pred, compress=True, overwrite=overwrite)
     if truth is None:
         return None
-    truth_mask, _records = build_masks(ct, truth.nodules(ct.series_uid), on_outside="skip")
+    truth_mask = ground_truth_mask(
+        ct, truth.nodules(ct.series_uid), definition or TruthDefinition()
+    )
     errors = error_volume(mask, truth_mask)
     save_volume(errors, ct.geometry, files.error, compress=True, overwrite=overwrite)
     return voxel_metrics(mask, truth_mask)
@@ -309,10 +329,12 @@ def _write_series(
 def _score_run(
     truth: LunaFolder, uids: Sequence[str], found: Sequence[CandidateNodule]
 ) -> FrocResult:
-    """Nodule recall, FROC and CPM of a run's candidates against the annotated nodules."""
-    nodules = [n for uid in uids for n in truth.nodules(uid) if n.diameter_mm]
+    """Nodule recall, FROC and CPM of a run's candidates, as ``lunaseg eval`` scores them."""
+    scoring = scoring_truth(truth)
     marks = [FrocCandidate(c.series_uid, c.center_xyz_mm, c.probability) for c in found]
-    return evaluate_froc(nodules, marks, series_uids=uids)
+    wanted = set(uids)
+    excluded = [f for f in scoring.excluded if f.series_uid in wanted]
+    return evaluate_froc(scoring.nodules_of(uids), marks, excluded=excluded, series_uids=uids)
 
 
 def plan_run(
@@ -339,6 +361,39 @@ def plan_run(
     )
     _check_outputs(plan, options.overwrite)
     return plan, truth
+
+
+def scoring_plan(
+    plan: InferPlan, truth: LunaFolder | None, detector: Detector, split: str
+) -> tuple[InferPlan, list[str]]:
+    """The series of ``split`` (from the checkpoint's run) and what results are scored against.
+
+    Returns the plan narrowed to those series (with the model's configuration) and the lines
+    to tell the user (a warning when training series are included, the ground truth used).
+    """
+    uids = [uid for uid, _ in plan.series]
+    chosen = select_split(uids, detector.contract, split, plan.checkpoint)
+    keep = set(chosen.series)
+    pairs = [(pair, out) for pair, out in zip(plan.series, plan.outputs, strict=True)]
+    kept = [(pair, out) for pair, out in pairs if pair[0] in keep]
+    plan = dataclasses.replace(
+        plan,
+        series=[pair for pair, _ in kept],
+        outputs=[out for _, out in kept],
+        model_config=detector.model_config,
+    )
+    notes = [chosen.warning] if chosen.warning else []
+    if split != "all":
+        notes.append(f"--split {split}: {len(kept)} of {len(uids)} series")
+    if truth is not None:
+        scoring = scoring_truth(truth)
+        excluded = scoring.excluded_path.name if scoring.excluded_path else "none"
+        path = scoring.annotations_path
+        notes.append(
+            f"scored against {path.name if path else 'no annotations'} (excluded findings: "
+            f"{excluded}); voxel truth: {detector.truth.describe()} (the checkpoint's)"
+        )
+    return plan, notes
 
 
 def infer_to_folder(
@@ -370,8 +425,8 @@ def infer_to_folder(
     opts = options or InferRunOptions()
     started = time.perf_counter()
     plan, truth = plan_run(data, out_dir, opts)
-    model, config = load_model(plan.checkpoint, device=opts.inference.device)
-    plan = dataclasses.replace(plan, model_config=config)
+    detector = load_detector(plan.checkpoint, device=opts.inference.device)
+    plan, notes = scoring_plan(plan, truth, detector, opts.split)
     if on_start is not None:
         on_start(plan)
     plan.candidates_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -382,10 +437,12 @@ def infer_to_folder(
         ct = load_ct(path)
         if ct.series_uid != uid:  # a DICOM folder or renamed file: keep the name asked for
             ct.series_uid = uid
-        result = run_inference(
-            ct, model, opts.inference, tuners=tuners, progress=progress, should_stop=should_stop
+        result = run_detection(
+            ct, detector, opts.inference, tuners=tuners, progress=progress, should_stop=should_stop
         )
-        metrics = _write_series(ct, result.prob, result.mask, files, truth, opts.overwrite)
+        metrics = _write_series(
+            ct, result.prob, result.mask, files, truth, opts.overwrite, detector.truth
+        )
         report = SeriesReport(
             series_uid=uid,
             n_slices=ct.shape_irc[0],
@@ -410,4 +467,5 @@ def infer_to_folder(
         n_candidates=len(found),
         froc=_score_run(truth, uids, found) if truth is not None else None,
         seconds=time.perf_counter() - started,
+        notes=notes,
     )
