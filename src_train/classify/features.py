@@ -13,12 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from src_train.errors import ConfigError
-from src_train.infer.candidates import CandidateNodule
+
+# Types only: importing src_train.infer at run time would load its package, whose detector
+# imports this package (a cycle).
+if TYPE_CHECKING:
+    from src_train.infer.candidates import CandidateNodule
 
 #: Feature order of :func:`candidate_features`.
 FEATURE_NAMES: tuple[str, ...] = (

@@ -22,6 +22,7 @@ from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_me
 from src_train.model import ARCHITECTURES, ModelConfig
 from src_train.options import option
 from src_train.train.contract import CONTRACT_POLICIES
+from src_train.train.second_stage import RANKER_CHOICES
 from src_train.train.validation import DEFAULT_BEST_MIN_PRECISION
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -69,6 +70,13 @@ class TrainConfig:
     batch_size: int = option(16, help="training batch size per process")
     val_batch_size: int = option(4, help="validation slices per model pass")
     val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
+    ranker: str = option(
+        "none",
+        help="second stage fitted after the last epoch on training series' candidates: "
+        "features (size, shape, confidence), classifier (3-D CNN on CT patches), combined",
+        choices=RANKER_CHOICES,
+    )
+    ranker_series: int = option(8, help="training series the second stage learns from (0: all)")
     best_min_precision: float = option(
         DEFAULT_BEST_MIN_PRECISION,
         help="an epoch whose voxel precision on the validation series is lower is never 'best'",
@@ -161,6 +169,12 @@ class TrainConfig:
             raise ConfigError(
                 f"best_min_precision must lie in [0, 1]; got {self.best_min_precision}."
             )
+        if self.ranker not in RANKER_CHOICES:
+            raise ConfigError(
+                f"ranker must be one of {', '.join(RANKER_CHOICES)}; got {self.ranker!r}."
+            )
+        if self.ranker_series < 0:
+            raise ConfigError(f"ranker_series must not be negative; got {self.ranker_series}.")
         if self.contract not in CONTRACT_POLICIES:
             raise ConfigError(
                 f"contract must be one of {', '.join(CONTRACT_POLICIES)}; got {self.contract!r}."

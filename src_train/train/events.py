@@ -17,7 +17,8 @@ class ProgressEvent:
     Attributes:
         kind: ``"cache"`` (preparing series), ``"batch"``, ``"validation"`` (a validation
             batch), ``"epoch"`` (an epoch ended: ``metrics`` has ``train/...`` and maybe
-            ``val/...``), ``"checkpoint"`` (``path``, ``sha1``), ``"stopped"``, ``"end"``.
+            ``val/...``), ``"checkpoint"`` (``path``, ``sha1``), ``"ranker"`` (fitting the
+            second stage after the last epoch), ``"stopped"``, ``"end"``.
         epoch, epochs: current epoch (1-based) and the last one.
         batch, batches: position within the epoch (or validation, or cache build).
         samples_seen: training samples seen so far (all processes).

@@ -33,7 +33,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,16 +44,18 @@ from torch.utils.data import DataLoader
 
 from src_train.augment import BatchAugment
 from src_train.cache import SeriesCache, check_training_folder
+from src_train.classify import ClassifierConfig, Ranker, RankerExamples, fit_ranker
+from src_train.classify.ranker import RANKER_KEY
 from src_train.datasets import NODULE, TrainingDataset
 from src_train.errors import AnnotationError, CancelledError, ConfigError
 from src_train.infer.candidates import CandidateConfig
-from src_train.infer.runner import InferenceOptions
+from src_train.infer.runner import InferenceOptions, InferenceProgress
 from src_train.infer.truth import scoring_truth
 from src_train.infer.tuner import TunerCache
 from src_train.losses import SegmentationLoss, SegmentationMetrics
 from src_train.luna import LunaFolder, split_series
 from src_train.metrics import error_overlay_rgb, window_to_grey
-from src_train.model import Checkpoint, build_model, save_checkpoint
+from src_train.model import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from src_train.train.config import TrainConfig
 from src_train.train.contract import (
     CONTRACT_KEY,
@@ -72,9 +74,11 @@ from src_train.train.runtime import (
     step_settings,
 )
 from src_train.train.sampling import EpochSampler, HardNegativePool
+from src_train.train.second_stage import iter_mine, mining_series
 from src_train.train.validation import (
     SeriesValidation,
     best_key,
+    cached_volume,
     iter_validate_series,
     score_validation,
 )
@@ -142,6 +146,11 @@ class Trainer:
         self.hard_pool = HardNegativePool()
         #: Inference tuning shared by this run's validations.
         self.tuners = TunerCache()
+        #: The second stage fitted after the last epoch (``--ranker``), and how it did.
+        self.ranker: Ranker | None = None
+        self.ranked_metrics: dict[str, float] = {}
+        self._last_val: list[SeriesValidation] = []
+        self._best_val: list[SeriesValidation] | None = None
         self._partial: dict[str, Any] | None = None
         self._resume_metrics: list[float] | None = None
         self._pending_validation: int | None = None
@@ -369,6 +378,9 @@ class Trainer:
             self.best_metrics = dict(extra.get("best_metrics") or {})
         self.history = list(extra.get("history") or [])
         self.hard_pool = HardNegativePool.from_state(extra.get("hard_pool"))
+        if isinstance(extra.get(RANKER_KEY), dict):
+            self.ranker = Ranker.from_state(extra[RANKER_KEY], str(ckpt.path))
+            self.ranked_metrics = dict(extra.get("ranked_metrics") or {})
         partial = extra.get(PARTIAL_KEY)
         if partial and int(partial["epoch"]) == self.start_epoch:
             self.start_batch = int(partial["batches_done"])
@@ -572,8 +584,8 @@ class Trainer:
             if outcome.pictures and self._writer is not None:
                 self._log_pictures("val", epoch, outcome.pictures)
         gathered = self._gather([dataclasses.replace(o, pictures=[]) for o in outcomes])
-        everything = [o for part in gathered for o in part]
-        return score_validation(everything, self.truth, self.val_uids)
+        self._last_val = [o for part in gathered for o in part]
+        return score_validation(self._last_val, self.truth, self.val_uids)
 
     def _should_validate(self, epoch: int) -> bool:
         cfg = self.config
@@ -627,6 +639,7 @@ class Trainer:
             key = best_key(val, self.config.best_min_precision)
             if key is not None and (self.best_key is None or key > self.best_key):
                 self.best_key, self.best_epoch, self.best_metrics = key, epoch, dict(val)
+                self._best_val = list(self._last_val)
                 improved = True
         self._save(LATEST, epoch, row)
         if improved:
@@ -655,6 +668,110 @@ class Trainer:
         self._record_validation(epoch, row, val)
         return True
 
+    def _best_model(self) -> nn.Module:
+        """The best epoch's model (the current one when no epoch was best), eval mode."""
+        model = build_model(self.model_config)
+        if self.run.best.is_file():
+            model.load_state_dict(load_checkpoint(self.run.best).model_state)
+        else:
+            model.load_state_dict(self.model_plain.state_dict())
+        return model.to(self.device).eval()
+
+    def _drive(self, steps: Generator[InferenceProgress, None, Any], kind: str) -> Any:
+        """Run a generator of inference progress, emitting ``kind`` events; returns its value,
+        or raises :class:`CancelledError` on a stop request (agreed between processes only
+        between generators when distributed)."""
+        try:
+            while True:
+                step = next(steps)
+                if not self.dist.active and self.stop_requested:
+                    steps.close()
+                    raise CancelledError(f"stopped during {kind}")
+                self.emit(kind, batch=step.done, batches=step.total, message=step.message)
+        except StopIteration as finished:
+            return finished.value
+
+    def fit_second_stage(self) -> bool:
+        """Fit ``--ranker`` on training series' candidates of the best epoch's segmenter, rank
+        the best epoch's validation candidates with it, store it in the checkpoints.
+
+        Returns False when a stop request interrupted it (a resumed run fits it again).
+        """
+        cfg = self.config
+        model = self._best_model()
+        uids = mining_series(self.train_uids, cfg.ranker_series)[
+            self.dist.rank :: self.dist.world_size
+        ]
+        try:
+            mined = self._drive(
+                iter_mine(
+                    self.cache,
+                    self.folder,
+                    self.truth,
+                    uids,
+                    model,
+                    self.val_options,
+                    self.tuners,
+                    with_patches=cfg.ranker != "features",
+                ),
+                "ranker",
+            )
+            examples = RankerExamples()
+            for part in self._gather(mined):
+                examples.extend(part)
+            ranker = fit_ranker(
+                cfg.ranker,
+                examples,
+                ClassifierConfig(seed=cfg.seed),
+                progress=lambda done, total, message: self.emit(
+                    "ranker", batch=done, batches=total, message=message
+                ),
+                should_stop=self.stop_requested_fn,
+            )
+            outcomes = self._best_val
+            if outcomes is None:  # e.g. resumed after the last validation: validate again
+                outcomes = []
+                for uid in self.val_uids[self.dist.rank :: self.dist.world_size]:
+                    steps = iter_validate_series(
+                        self.cache, uid, model, self.val_options, self.tuners
+                    )
+                    outcomes.append(self._drive(steps, "validation"))
+                outcomes = [o for part in self._gather(outcomes) for o in part]
+        except CancelledError as exc:
+            log.warning("second stage not fitted: %s", exc)
+            return False
+        ranked = [
+            dataclasses.replace(
+                o, candidates=ranker.rank(o.candidates, cached_volume(self.cache, o.uid))
+            )
+            for o in outcomes
+        ]
+        self.ranker = ranker
+        self.ranked_metrics = score_validation(ranked, self.truth, self.val_uids)
+        if self.dist.is_main:
+            m = self.ranked_metrics
+            log.info(
+                "second stage (%s, %s): validation nodule recall %.3f, %.1f FP/scan, CPM %.3f "
+                "(segmenter alone: CPM %.3f)",
+                cfg.ranker,
+                examples.summary(),
+                m["nodule_recall"],
+                m["fp_per_scan"],
+                m["cpm"],
+                self.best_metrics.get("cpm", math.nan),
+            )
+            if self.history:
+                row = next(
+                    (r for r in self.history if r["epoch"] == self.best_epoch), self.history[-1]
+                )
+                row.update({f"ranked/{k}": v for k, v in self.ranked_metrics.items()})
+                self.run.write_metrics(self.history)
+            if self.run.best.is_file():
+                self.run.add_to_checkpoint(BEST, RANKER_KEY, ranker.state())
+                self.run.add_to_checkpoint(BEST, "ranked_metrics", self.ranked_metrics)
+            self.emit("ranker", message="second stage fitted", metrics=self.ranked_metrics)
+        return True
+
     def _save(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
         path = self.run_dir / name
         extra: dict[str, Any] = {
@@ -666,6 +783,9 @@ class Trainer:
             "grad_scaler": self.scaler.state_dict(),
             CONTRACT_KEY: self.contract.to_dict() if self.contract else None,
         }
+        if self.ranker is not None:
+            extra[RANKER_KEY] = self.ranker.state()
+            extra["ranked_metrics"] = self.ranked_metrics
         if name == LATEST and self._partial is not None:
             extra[PARTIAL_KEY] = self._partial
         if name == LATEST and self._pending_validation is not None:
@@ -770,6 +890,8 @@ class Trainer:
                 if epoch < cfg.epochs and self._agreed_stop():
                     stopped = True
                     break
+            if not stopped and epoch >= cfg.epochs and cfg.ranker != "none" and not self.ranker:
+                stopped = not self.fit_second_stage()
             self.on_train_end(epoch, stopped)
             result = TrainResult(
                 run_dir=self.run_dir,
