@@ -56,6 +56,7 @@ CANDIDATE_COLUMNS: tuple[str, ...] = (
     "diameter_mm",
     "voxel_count",
     "mean_probability",
+    "segmenter_probability",
     "index",
     "row",
     "col",
@@ -386,6 +387,29 @@ def _component_stats(
 _UNIFORM_WEIGHT = 1e-12
 
 
+def candidate_components(
+    mask: np.ndarray,
+    candidates: Sequence[CandidateNodule],
+    connectivity: int = DEFAULT_CONNECTIVITY,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of ``mask`` and the one each candidate was grouped from.
+
+    ``mask`` bool ``(index, row, col)`` and candidates in the same array frame (their
+    ``peak_irc`` lies inside their component). Returns the label volume (0 = background) and,
+    per candidate, its label (0 when its peak is unknown or outside the mask), so that
+    ``np.isin(labels, chosen)`` gives the voxels of chosen candidates.
+    """
+    structure = ndimage.generate_binary_structure(3, 3 if connectivity == 26 else 1)
+    labels, _n = ndimage.label(mask, structure=structure)
+    own = np.zeros(len(candidates), dtype=np.int64)
+    for k, c in enumerate(candidates):
+        if np.all(np.isfinite(c.peak_irc)):
+            voxel = tuple(int(v) for v in c.peak_irc)
+            if all(0 <= v < n for v, n in zip(voxel, mask.shape, strict=True)):
+                own[k] = labels[voxel]
+    return labels, own
+
+
 def write_candidates_csv(
     path: str | os.PathLike[str],
     candidates: Sequence[CandidateNodule],
@@ -399,6 +423,7 @@ def write_candidates_csv(
         i, r, col = c.center_irc
         lines.append(
             f"{c.series_uid},{x:.3f},{y:.3f},{z:.3f},{c.probability:.6f},{c.diameter_mm:.2f},"
-            f"{c.voxel_count},{c.mean_probability:.6f},{i:.2f},{r:.2f},{col:.2f}"
+            f"{c.voxel_count},{c.mean_probability:.6f},{c.segmenter_probability:.6f},"
+            f"{i:.2f},{r:.2f},{col:.2f}"
         )
     return write_text_atomic(path, "\n".join(lines) + "\n", overwrite=overwrite)
