@@ -90,10 +90,12 @@ def main() -> None:
     detector = load_detector(args.checkpoint)
     work = Path(args.work) / file_sha1(args.checkpoint)[:12]
     work.mkdir(parents=True, exist_ok=True)
-    if detector.contract is None:
-        raise SystemExit(f"{args.checkpoint} carries no run information (training series)")
     train_folder = LunaFolder(args.train_data)
-    train_uids = list(detector.contract.train_series)
+    if detector.contract is not None:
+        train_uids = list(detector.contract.train_series)
+    else:  # a checkpoint without run information: every series of the folder it was trained on
+        print(f"{args.checkpoint} carries no split: mining every series of {args.train_data}")
+        train_uids = train_folder.series_uids
     if args.mine:
         train_uids = train_uids[: args.mine]
     print(f"checkpoint {args.checkpoint}: mining {len(train_uids)} training series")

@@ -4,6 +4,8 @@
   generator of progress; :func:`run_inference` drives it);
 * :mod:`.tuner` -- threads / memory format / batch size picked by timing real batches;
 * :mod:`.candidates` -- connected components of the mask as candidate nodules, their CSV;
+* :mod:`.detector` -- a checkpoint as a detector: segmenter, candidate ranker, its run's split;
+* :mod:`.truth` -- what results are scored against, and on which series (``--split``);
 * :mod:`.folder` -- :func:`infer_to_folder`, what ``lunaseg infer`` does.
 """
 
@@ -14,6 +16,7 @@ from src_train.infer.candidates import (
     group_candidates,
     write_candidates_csv,
 )
+from src_train.infer.detector import Detector, iter_detection, load_detector, run_detection
 from src_train.infer.folder import (
     DEMO_CHECKPOINT,
     InferPlan,
@@ -44,6 +47,7 @@ __all__ = [
     "DEMO_CHECKPOINT",
     "CandidateConfig",
     "CandidateNodule",
+    "Detector",
     "InferPlan",
     "InferRunOptions",
     "InferRunSummary",
@@ -58,9 +62,12 @@ __all__ = [
     "find_series",
     "group_candidates",
     "infer_to_folder",
+    "iter_detection",
     "iter_inference",
+    "load_detector",
     "plan_run",
     "prob_to_uint8",
+    "run_detection",
     "run_inference",
     "write_candidates_csv",
     "write_series_list",
