@@ -565,20 +565,11 @@ class Trainer:
                 self.cache, uid, self.model_plain, self.val_options, self.tuners, pictures
             )
             try:
-                while True:
-                    step = next(steps)
-                    if not self.dist.active and self.stop_requested:
-                        steps.close()
-                        return None
-                    self.emit(
-                        "validation",
-                        epoch=epoch,
-                        batch=done + step.done,
-                        batches=total,
-                        message=f"validating {uid}",
-                    )
-            except StopIteration as finished:
-                outcome: SeriesValidation = finished.value
+                outcome: SeriesValidation = self._drive(
+                    steps, "validation", epoch=epoch, offset=done, total=total
+                )
+            except CancelledError:
+                return None
             done += self.cache.meta(uid).shape_irc[0]
             outcomes.append(outcome)
             if outcome.pictures and self._writer is not None:
@@ -677,17 +668,32 @@ class Trainer:
             model.load_state_dict(self.model_plain.state_dict())
         return model.to(self.device).eval()
 
-    def _drive(self, steps: Generator[InferenceProgress, None, Any], kind: str) -> Any:
-        """Run a generator of inference progress, emitting ``kind`` events; returns its value,
-        or raises :class:`CancelledError` on a stop request (agreed between processes only
-        between generators when distributed)."""
+    def _drive(
+        self,
+        steps: Generator[InferenceProgress, None, Any],
+        kind: str,
+        *,
+        epoch: int = 0,
+        offset: int = 0,
+        total: int | None = None,
+    ) -> Any:
+        """Run a generator of inference progress, emitting ``kind`` events (``offset`` +
+        slices done of ``total``, default the generator's own); returns its value. A stop
+        request raises :class:`CancelledError` (checked between batches when not distributed;
+        distributed runs agree on stops between generators)."""
         try:
             while True:
                 step = next(steps)
                 if not self.dist.active and self.stop_requested:
                     steps.close()
                     raise CancelledError(f"stopped during {kind}")
-                self.emit(kind, batch=step.done, batches=step.total, message=step.message)
+                self.emit(
+                    kind,
+                    epoch=epoch,
+                    batch=offset + step.done,
+                    batches=step.total if total is None else total,
+                    message=step.message,
+                )
         except StopIteration as finished:
             return finished.value
 
