@@ -71,3 +71,14 @@ def test_hard_negative_pool_merges_decays_and_round_trips() -> None:
     assert copy.spots == pool.spots and copy.found == pool.found
     pool.end_epoch()
     assert pool.locations == [(3, 3, 3, 3), (0, 5, 12, 14)]
+
+
+def test_cosine_learning_rate_falls_to_zero_over_the_epochs() -> None:
+    from src_train.train import TrainConfig
+
+    constant = TrainConfig(lr=0.01, epochs=4)
+    assert [constant.lr_at(e) for e in (1, 4)] == [0.01, 0.01]
+    cosine = TrainConfig(lr=0.01, epochs=4, lr_schedule="cosine")
+    # epoch e starts at progress (e - 1) / epochs: 1, cos 45 deg, half, cos 135 deg
+    expected = [0.01, 0.005 * (1 + 2**-0.5), 0.005, 0.005 * (1 - 2**-0.5)]
+    assert [cosine.lr_at(e) for e in (1, 2, 3, 4)] == pytest.approx(expected)

@@ -9,6 +9,7 @@ modules, so each default is written once.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from src_train.train.second_stage import RANKER_CHOICES
 from src_train.train.validation import DEFAULT_BEST_MIN_PRECISION
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+LR_SCHEDULES = ("constant", "cosine")
 ON_OFF_AUTO = ("auto", "on", "off")
 
 #: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
@@ -99,6 +101,12 @@ class TrainConfig:
     )
     focal_gamma: float = option(LossConfig.focal_gamma, help="focusing exponent of the focal loss")
     lr: float = option(1e-3, help="Adam learning rate")
+    lr_schedule: str = option(
+        "constant",
+        help="constant, or cosine: the rate falls from --lr to 0 along a half cosine over the "
+        "epochs (set at each epoch's start)",
+        choices=LR_SCHEDULES,
+    )
     augment: str = option(
         ",".join(AUGMENTATIONS),
         help=f"comma list of {','.join(AUGMENTATIONS)}; 'all' or 'none'",
@@ -179,6 +187,10 @@ class TrainConfig:
             raise ConfigError(
                 f"contract must be one of {', '.join(CONTRACT_POLICIES)}; got {self.contract!r}."
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}."
+            )
         if self.lr <= 0:
             raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
         # Validate the parts other modules own now, not after the cache is built.
@@ -186,6 +198,12 @@ class TrainConfig:
         self.loss_config()
         self.augment_config()
         self.sample_config()
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based) under :attr:`lr_schedule`."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
     def model_config(self) -> ModelConfig:
         """The model these options describe."""

@@ -364,7 +364,8 @@ class Trainer:
         self.model_plain.load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
-            # Adam's moments continue; the learning rate is the one asked for now
+            # Adam's moments continue; the learning rate is the one asked for now (set per
+            # epoch by train_epoch from --lr and --lr-schedule)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.lr
         extra = ckpt.extra
@@ -483,6 +484,8 @@ class Trainer:
         metrics, or None when a stop request ended it (:attr:`_partial` then says where)."""
         cfg = self.config
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(epoch)
         self.train_set.set_epoch(epoch)
         self.train_set.set_hard_negatives(self.hard_pool.locations)
         first = self.start_batch if epoch == self.start_epoch else 0
@@ -522,6 +525,7 @@ class Trainer:
         metrics.reduce()
         result = metrics.compute()
         result["samples_per_s"] = _per_second(epoch_samples, started)
+        result["lr"] = cfg.lr_at(epoch)
         result["hard_pool"] = float(len(self.hard_pool.spots))
         found = self._gather(self.hard_pool.found)
         self.hard_pool.found = []
