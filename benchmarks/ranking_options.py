@@ -30,7 +30,7 @@ from src_train.classify import RANKERS, ClassifierConfig, Ranker, RankerExamples
 from src_train.classify.patches import extract_patches
 from src_train.classify.training import series_examples
 from src_train.evaluate import Candidate, evaluate_froc
-from src_train.infer import InferenceOptions, TunerCache, run_inference
+from src_train.infer import CandidateConfig, InferenceOptions, TunerCache, run_inference
 from src_train.infer.candidates import CandidateNodule
 from src_train.infer.detector import load_detector
 from src_train.infer.truth import scoring_truth
@@ -41,12 +41,16 @@ OPTIONS = ("segmenter-mean", "segmenter-max", *RANKERS[1:])
 
 
 def collect(
-    folder: LunaFolder, uids: list[str], detector, work: Path, label: str
+    folder: LunaFolder,
+    uids: list[str],
+    detector,  # type: ignore[no-untyped-def]
+    work: Path,
+    label: str,
+    options: InferenceOptions,
 ) -> dict[str, tuple[list[CandidateNodule], np.ndarray]]:
     """Candidates and their patches per series (cached in ``work``)."""
     out = {}
     tuners = TunerCache()
-    options = InferenceOptions(device="cpu")
     for k, uid in enumerate(uids):
         path = work / f"{label}-{uid}.pkl"
         if path.is_file():
@@ -85,10 +89,23 @@ def main() -> None:
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--classifier-epochs", type=int, default=ClassifierConfig.epochs)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, default=0.5, help="mask probability")
+    parser.add_argument(
+        "--min-diameter", type=float, default=CandidateConfig.min_diameter_mm, help="mm"
+    )
     args = parser.parse_args()
+    options = InferenceOptions(
+        device="cpu",
+        threshold=args.threshold,
+        candidates=CandidateConfig(min_diameter_mm=args.min_diameter),
+    )
     torch.manual_seed(args.seed)
     detector = load_detector(args.checkpoint)
-    work = Path(args.work) / file_sha1(args.checkpoint)[:12]
+    setting = "" if args.threshold == 0.5 else f"-t{args.threshold:g}"
+    setting += (
+        "" if args.min_diameter == CandidateConfig.min_diameter_mm else f"-d{args.min_diameter:g}"
+    )
+    work = Path(args.work) / (file_sha1(args.checkpoint)[:12] + setting)
     work.mkdir(parents=True, exist_ok=True)
     train_folder = LunaFolder(args.train_data)
     if detector.contract is not None:
@@ -99,7 +116,7 @@ def main() -> None:
     if args.mine:
         train_uids = train_uids[: args.mine]
     print(f"checkpoint {args.checkpoint}: mining {len(train_uids)} training series")
-    mined = collect(train_folder, train_uids, detector, work, "train")
+    mined = collect(train_folder, train_uids, detector, work, "train", options)
     truth_train = scoring_truth(train_folder)
     examples = RankerExamples()
     for uid, (cands, _patches) in mined.items():
@@ -119,7 +136,7 @@ def main() -> None:
     eval_folder = LunaFolder(args.eval_data)
     eval_uids = eval_folder.series_uids
     print(f"scoring on {args.eval_data}: {len(eval_uids)} series")
-    scored = collect(eval_folder, eval_uids, detector, work, "eval")
+    scored = collect(eval_folder, eval_uids, detector, work, "eval", options)
     truth = scoring_truth(eval_folder)
     config = dataclasses.replace(ClassifierConfig(), epochs=args.classifier_epochs, seed=args.seed)
     print(
