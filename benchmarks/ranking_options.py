@@ -28,7 +28,7 @@ import torch
 
 from src_train.classify import RANKERS, ClassifierConfig, Ranker, RankerExamples, fit_ranker
 from src_train.classify.patches import extract_patches
-from src_train.classify.training import series_examples
+from src_train.classify.training import candidate_examples, label_candidates, point_examples
 from src_train.evaluate import Candidate, evaluate_froc
 from src_train.infer import CandidateConfig, InferenceOptions, TunerCache, run_inference
 from src_train.infer.candidates import CandidateNodule
@@ -119,17 +119,21 @@ def main() -> None:
     mined = collect(train_folder, train_uids, detector, work, "train", options)
     truth_train = scoring_truth(train_folder)
     examples = RankerExamples()
-    for uid, (cands, _patches) in mined.items():
+    for uid, (cands, patches) in mined.items():
+        excluded = [f for f in truth_train.excluded if f.series_uid == uid]
+        part = candidate_examples(
+            train_folder.load(uid), cands, truth_train.nodules.get(uid, []), excluded, False
+        )
+        keep = label_candidates(cands, truth_train.nodules.get(uid, []), excluded) >= 0
+        part.patches = patches[keep]
+        examples.extend(part)
+    all_train = (
+        list(detector.contract.train_series) if detector.contract else train_folder.series_uids
+    )
+    for uid in all_train:  # every training series' nodule centers and candidate points
         points = train_folder.candidates(uid) if train_folder.candidates_path else []
-        ct = train_folder.load(uid)
         examples.extend(
-            series_examples(
-                ct,
-                cands,
-                truth_train.nodules.get(uid, []),
-                [f for f in truth_train.excluded if f.series_uid == uid],
-                points,
-            )
+            point_examples(train_folder.load(uid), truth_train.nodules.get(uid, []), points)
         )
     print(f"examples: {examples.summary()}")
 

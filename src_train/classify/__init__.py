@@ -11,7 +11,13 @@ from src_train.classify.features import FEATURE_NAMES, LogisticModel, candidate_
 from src_train.classify.network import ClassifierConfig, NoduleClassifier
 from src_train.classify.patches import extract_patches
 from src_train.classify.ranker import RANKER_KEY, RANKERS, Ranker
-from src_train.classify.training import RankerExamples, fit_ranker, label_candidates
+from src_train.classify.training import (
+    RankerExamples,
+    candidate_examples,
+    fit_ranker,
+    label_candidates,
+    point_examples,
+)
 
 __all__ = [
     "FEATURE_NAMES",
@@ -22,8 +28,10 @@ __all__ = [
     "NoduleClassifier",
     "Ranker",
     "RankerExamples",
+    "candidate_examples",
     "candidate_features",
     "extract_patches",
     "fit_ranker",
     "label_candidates",
+    "point_examples",
 ]

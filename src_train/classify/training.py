@@ -95,28 +95,37 @@ def label_candidates(
     return np.where(on_nodule, 1, np.where(on_excluded, -1, 0)).astype(np.int64)
 
 
-def series_examples(
+def candidate_examples(
     ct: CtVolume,
     candidates: Sequence[CandidateNodule],
     nodules: Sequence[Nodule],
     excluded: Sequence[Nodule] = (),
-    points: Sequence[Nodule] = (),
     with_patches: bool = True,
 ) -> RankerExamples:
-    """The examples of one training series: its candidates (labelled) and, for the classifier,
-    its nodule centers and candidate ``points`` (``is_nodule`` = class 1)."""
+    """A training series' segmenter candidates, labelled (excluded-finding hits left out),
+    with their patches when ``with_patches`` (the classifier needs them)."""
     labels = label_candidates(candidates, nodules, excluded)
     keep = labels >= 0
     kept = [c for c, k in zip(candidates, keep, strict=True) if k]
     out = RankerExamples(kept, labels[keep])
     if with_patches:
         out.patches = extract_patches(ct, [c.center_xyz_mm for c in kept])
-        extra = [*(n.center_xyz_mm for n in nodules), *(p.center_xyz_mm for p in points)]
-        out.extra_labels = np.asarray(
-            [1] * len(nodules) + [int(p.is_nodule) for p in points], dtype=np.int64
-        )
-        out.extra_patches = extract_patches(ct, extra)
     return out
+
+
+def point_examples(
+    ct: CtVolume, nodules: Sequence[Nodule], points: Sequence[Nodule] = ()
+) -> RankerExamples:
+    """Patches of a training series' annotated nodule centers (nodules) and of its candidate
+    ``points`` (``candidates.csv``: class 1 nodules, class 0 look-alikes), for the classifier.
+    Cheap: no model runs, so every training series can contribute."""
+    centers = [*(n.center_xyz_mm for n in nodules), *(p.center_xyz_mm for p in points)]
+    return RankerExamples(
+        extra_patches=extract_patches(ct, centers),
+        extra_labels=np.asarray(
+            [1] * len(nodules) + [int(p.is_nodule) for p in points], dtype=np.int64
+        ),
+    )
 
 
 def fit_ranker(

@@ -118,6 +118,14 @@ def run_train(args: argparse.Namespace) -> int:
             f"{best['voxel_recall']:.3f}",
             file=out,
         )
+        if result.ranked_metrics:
+            ranked = result.ranked_metrics
+            print(
+                f"re-ranked by --ranker {config.ranker}: nodule recall "
+                f"{ranked['nodule_recall']:.3f}, {ranked['fp_per_scan']:.1f} FP/scan, CPM "
+                f"{ranked['cpm']:.3f}",
+                file=out,
+            )
     else:
         print(
             f"no checkpoint_best.pt: no validated epoch reached voxel precision "

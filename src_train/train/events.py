@@ -64,6 +64,8 @@ class TrainResult:
         best_epoch, best_metrics: the validation epoch kept as ``checkpoint_best.pt``.
         last_metrics: metrics of the last completed epoch (``train/...``, ``val/...``).
         history: every epoch's metrics, in order.
+        ranked_metrics: validation metrics of the best epoch's candidates re-ranked by the
+            second stage (``--ranker``); empty without one.
     """
 
     run_dir: Path
@@ -74,3 +76,4 @@ class TrainResult:
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    ranked_metrics: dict[str, float] = field(default_factory=dict)

@@ -723,6 +723,7 @@ class Trainer:
                     self.val_options,
                     self.tuners,
                     with_patches=cfg.ranker != "features",
+                    pointed=self.train_uids[self.dist.rank :: self.dist.world_size],
                 ),
                 "ranker",
             )
@@ -750,6 +751,9 @@ class Trainer:
         except CancelledError as exc:
             log.warning("second stage not fitted: %s", exc)
             return False
+        except ConfigError as exc:  # e.g. no candidate on a nodule: keep the segmenter's order
+            log.warning("second stage not fitted (candidates keep the segmenter's order): %s", exc)
+            return True
         ranked = [
             dataclasses.replace(
                 o, candidates=ranker.rank(o.candidates, cached_volume(self.cache, o.uid))
@@ -912,6 +916,7 @@ class Trainer:
                 best_metrics=self.best_metrics,
                 last_metrics=self.history[-1] if self.history else {},
                 history=list(self.history),
+                ranked_metrics=dict(self.ranked_metrics),
             )
             self.emit(
                 "end",
