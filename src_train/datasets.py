@@ -7,7 +7,8 @@ cache's (canonical) frame, ``(index, row, col)``.
 Three kinds of crops (:class:`SampleSpec`), mixed per :class:`SampleConfig`:
 
 * ``nodule``: a crop at a random offset inside a window centered on a true nodule, so positives
-  are not drowned by background (the SPEC's sampling);
+  are not drowned by background (the SPEC's sampling); some are shown as if the scan ended
+  beside the nodule (``edge_fraction``), as nodules cut by the first or last slice are;
 * ``body``: a crop centered on a random voxel of the body (lungs included) of a random training
   series, on a random slice: the background the model meets on whole series;
 * ``hard``: a crop near one of the places where the model fired without a nodule during earlier
@@ -54,6 +55,10 @@ class SampleConfig:
         negative_fraction: share of crops that are not drawn around a nodule (body or hard).
         hard_fraction: share of those negatives drawn from the hard-negative pool, once it
             holds entries.
+        edge_fraction: share of nodule crops shown as if the scan ended next to the nodule
+            (0 to ``context_slices - 1`` slices beyond it, on a random side; the context then
+            repeats the last slice, as at a real first or last slice): nodules cut by the
+            first or last slice are rare, yet must be found.
     """
 
     crop_size: int = 64
@@ -61,6 +66,7 @@ class SampleConfig:
     context_slices: int = DEFAULT_CONTEXT_SLICES
     negative_fraction: float = 0.0
     hard_fraction: float = 0.5
+    edge_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.window_size < self.crop_size:
@@ -68,7 +74,7 @@ class SampleConfig:
                 f"Need 1 <= crop size <= window size; got crop {self.crop_size}, window "
                 f"{self.window_size}."
             )
-        for name in ("negative_fraction", "hard_fraction"):
+        for name in ("negative_fraction", "hard_fraction", "edge_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1]; got {value}.")
@@ -89,6 +95,8 @@ class SampleSpec:
         index: the center slice.
         row0, col0: the crop's first row and column (it may reach past the slice, then it is
             padded).
+        first, last: slices the context is limited to, as if the scan began / ended there
+            (None: the scan's own ends).
     """
 
     kind: str
@@ -96,6 +104,8 @@ class SampleSpec:
     index: int
     row0: int
     col0: int
+    first: int | None = None
+    last: int | None = None
 
 
 #: A hard-negative spot: ``(series, index, row0, col0)`` of a crop where the model fired.
@@ -193,12 +203,21 @@ class TrainingDataset(Dataset):
             return self._body_spec(rng)
         series, (z, r, c) = self.nodules[int(self._order[index % len(self.nodules)])]
         shape = self.cache.meta(self.uids[series]).shape_irc
+        first = last = None
+        if s.edge_fraction > 0 and rng.random() < s.edge_fraction:
+            beyond = int(rng.integers(max(s.context_slices, 1)))
+            if rng.random() < 0.5:
+                last = min(z + beyond, shape[0] - 1)
+            else:
+                first = max(z - beyond, 0)
         return SampleSpec(
             NODULE,
             series,
             z,
             _crop_start(r, shape[1], s, offset_r),
             _crop_start(c, shape[2], s, offset_c),
+            first,
+            last,
         )
 
     def _body_spec(self, rng: np.random.Generator) -> SampleSpec:
@@ -237,7 +256,12 @@ class TrainingDataset(Dataset):
         hu, mask = self.cache.arrays(self.uids[spec.series])
         size = self.sample.crop_size
         rows, cols = slice(spec.row0, spec.row0 + size), slice(spec.col0, spec.col0 + size)
-        image = context_stack(hu, np.array([spec.index]), self.sample.context_slices, rows, cols)
+        # a scan cut at first/last: the context repeats its end slice, as at a real scan end
+        lo = 0 if spec.first is None else spec.first
+        hi = hu.shape[0] if spec.last is None else spec.last + 1
+        image = context_stack(
+            hu[lo:hi], np.array([spec.index - lo]), self.sample.context_slices, rows, cols
+        )
         label = np.asarray(mask[spec.index, rows, cols], dtype=bool)[None]
         image = _pad_to(image[0], size, HU_CLAMP[0])
         label = _pad_to(label, size, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,30 @@ def test_an_annotated_nodule_with_an_empty_mask_gives_empty_labels(tmp_path: Pat
     assert meta.mask_voxels == 0 and meta.mask_slices == []
     image, label = TrainingDataset(cache, ["6.1"], epoch_samples=2)[0]
     assert image.shape == (7, 64, 64) and not label.any()
+
+
+def test_edge_crops_show_the_nodule_as_if_the_scan_ended_beside_it(luna: Path) -> None:
+    cache = SeriesCache(luna)
+    sample = SampleConfig(edge_fraction=1.0)
+    ds = TrainingDataset(cache, ["1.3"], epoch_samples=40, sample=sample)  # nodule on slice 4
+    plain = TrainingDataset(cache, ["1.3"], epoch_samples=40)
+    cuts = set()
+    for i in range(len(ds)):
+        spec = ds.spec(i)
+        assert (spec.first is None) != (spec.last is None), "one scan end, on one side"
+        image, label = ds[i]
+        reference, ref_label = plain.crop(replace(spec, first=None, last=None))
+        assert torch.equal(label, ref_label) and label.any(), "the nodule and its mask stay"
+        if spec.last is not None:
+            beyond = spec.last - spec.index  # slices kept after the nodule's
+            cuts.add(("after", beyond))
+            kept = 3 + beyond + 1
+            assert torch.equal(image[:kept], reference[:kept])
+            assert all(torch.equal(image[k], reference[kept - 1]) for k in range(kept, 7))
+        else:
+            beyond = spec.index - spec.first
+            cuts.add(("before", beyond))
+            first_kept = 3 - beyond
+            assert torch.equal(image[first_kept:], reference[first_kept:])
+            assert all(torch.equal(image[k], reference[first_kept]) for k in range(first_kept))
+    assert cuts == {(side, k) for side in ("after", "before") for k in range(3)}

@@ -66,6 +66,10 @@ class TrainConfig:
         SampleConfig.hard_fraction,
         help="share of those negatives taken where the model fired without a nodule",
     )
+    edge_fraction: float = option(
+        SampleConfig.edge_fraction,
+        help="share of nodule crops shown as if the scan ended beside the nodule",
+    )
     # -- schedule ------------------------------------------------------------------------------
     epochs: int = option(10, help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
@@ -230,6 +234,7 @@ class TrainConfig:
             self.context_slices,
             self.negative_fraction,
             self.hard_fraction,
+            self.edge_fraction,
         )
 
     def to_dict(self) -> dict[str, Any]:

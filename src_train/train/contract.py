@@ -51,6 +51,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "context_slices",
     "negative_fraction",
     "hard_fraction",
+    "edge_fraction",
     "epoch_samples",
     "batch_size",
     "augment",
