@@ -104,6 +104,10 @@ class TrainConfig:
         LossConfig.fn_weight, help="weight of the false-negative Dice in dice-fn"
     )
     focal_gamma: float = option(LossConfig.focal_gamma, help="focusing exponent of the focal loss")
+    focal_alpha: float | None = option(
+        LossConfig.focal_alpha,
+        help="weight of nodule voxels in the focal loss (1 - it for the rest); none by default",
+    )
     lr: float = option(1e-3, help="Adam learning rate")
     lr_schedule: str = option(
         "constant",
@@ -220,7 +224,12 @@ class TrainConfig:
 
     def loss_config(self) -> LossConfig:
         """The loss these options describe."""
-        return LossConfig(name=self.loss, fn_weight=self.fn_weight, focal_gamma=self.focal_gamma)
+        return LossConfig(
+            name=self.loss,
+            fn_weight=self.fn_weight,
+            focal_gamma=self.focal_gamma,
+            focal_alpha=self.focal_alpha,
+        )
 
     def augment_config(self) -> AugmentConfig:
         """The augmentation these options describe."""

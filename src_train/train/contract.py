@@ -46,6 +46,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "loss",
     "fn_weight",
     "focal_gamma",
+    "focal_alpha",
     "crop_size",
     "window_size",
     "context_slices",
