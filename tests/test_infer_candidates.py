@@ -82,6 +82,23 @@ def test_connectivity_and_filters() -> None:
         CandidateConfig(connectivity=18)
 
 
+def test_slabs_without_components_are_skipped() -> None:
+    """A scan taller than one slab whose components all lie in the last slab (the first slab
+    has none): grouping works, the peak is that slab's own voxel."""
+    from src_train.anatomy import SCAN_CHUNK_SLICES
+
+    depth = SCAN_CHUNK_SLICES + 3
+    geometry = Geometry((depth, 5, 5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    mask = np.zeros(geometry.shape_irc, dtype=bool)
+    mask[depth - 2 :, 1:3, 1:3] = True
+    prob = mask.astype(np.float32) * 0.6
+    prob[depth - 1, 2, 2] = 0.9
+    every = CandidateConfig(min_diameter_mm=0.0, score="max")
+    (cand,) = group_candidates(prob, mask, geometry, "s", every)
+    assert cand.voxel_count == 8
+    assert cand.probability == pytest.approx(0.9, abs=1e-3)
+
+
 def test_candidates_found_in_a_run_point_at_the_blob() -> None:
     """A model that fires on dense voxels: the candidate lands on the blob, in world mm."""
 

@@ -342,6 +342,8 @@ def _component_stats(
     for z0 in range(0, labels.shape[0], SCAN_CHUNK_SLICES):
         lab_slab = labels[z0 : z0 + SCAN_CHUNK_SLICES]
         zz, yy, xx = np.nonzero(lab_slab)
+        if zz.size == 0:  # a slab without components (the peak bookkeeping needs one voxel)
+            continue
         lab = lab_slab[zz, yy, xx]
         w = prob[z0 : z0 + SCAN_CHUNK_SLICES][zz, yy, xx].astype(np.float64)
         w_c = w + _UNIFORM_WEIGHT
