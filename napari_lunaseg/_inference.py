@@ -1,6 +1,7 @@
 """Inference widget: run a checkpoint over the loaded series, off the GUI thread.
 
-The job is the core's generator (:func:`src_train.infer.iter_inference`) run by a napari
+The job is the core's generator (:func:`src_train.infer.detector.iter_detection`: the segmenter,
+then the checkpoint's candidate ranker) run by a napari
 ``thread_worker`` (stardist-napari's pattern, plus the cancel it lacks): each yielded progress
 step reaches the GUI thread through the worker's ``yielded`` signal; Cancel asks the worker to
 quit, which stops iterating at the next batch (nothing is written and no layer is touched).
@@ -8,6 +9,11 @@ quit, which stops iterating at the next batch (nothing is written and no layer i
 Closing the viewer while a job runs: napari asks its workers to quit and the widget's
 destruction sets a flag; the job ends at the next batch. Nothing is written to disk by
 inference, and results that arrive after the widget is gone are dropped.
+
+Candidates are listed most probable first (the ranker's score when the checkpoint has one); the
+score threshold picks the candidates shown as points and as predicted voxels in the error
+layer (TP green / FN orange / FP red), so moving it shows what a reviewer would see at that
+operating point. The result line says when the series was in the checkpoint's training set.
 """
 
 from __future__ import annotations
@@ -67,16 +73,18 @@ from src_train.infer import (
     InferenceProgress,
     InferenceResult,
     TunerCache,
-    iter_inference,
 )
+from src_train.infer.candidates import candidate_components
+from src_train.infer.detector import Detector, iter_detection, load_detector
 from src_train.metrics import error_volume, voxel_metrics
-from src_train.model import load_model
 from src_train.reviews import false_positive_requests, missed_nodule_requests
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
-CANDIDATE_HEADERS = ("#", "center x,y,z (mm)", "diameter (mm)", "probability", "voxels")
+CANDIDATE_HEADERS = ("#", "center x,y,z (mm)", "diameter (mm)", "score", "segmenter p", "voxels")
+#: Default of the score threshold (a nodule probability; the ranker's decision boundary).
+DEFAULT_SCORE_THRESHOLD = 0.5
 #: Field of view when jumping to a candidate: this many times its diameter (at least the minimum).
 ZOOM_DIAMETERS = 4.0
 MIN_ZOOM_MM = 30.0
@@ -84,11 +92,12 @@ MIN_ZOOM_MM = 30.0
 
 def inference_job(
     ct: CtVolume, checkpoint: Path, options: InferenceOptions, tuners: TunerCache
-) -> Generator[InferenceProgress, None, InferenceResult]:
-    """Load the model and run it over the series (runs in the worker thread)."""
+) -> Generator[InferenceProgress, None, tuple[Detector, InferenceResult]]:
+    """Load the detector and run it over the series (runs in the worker thread)."""
     yield InferenceProgress(0, ct.shape_irc[0], f"loading {checkpoint.name}")
-    model, _config = load_model(checkpoint, device=options.device)
-    return (yield from iter_inference(ct, model, options, tuners=tuners))
+    detector = load_detector(checkpoint, device=options.device)
+    result = yield from iter_detection(ct, detector, options, tuners=tuners)
+    return detector, result
 
 
 class InferenceWidget(QWidget):
@@ -100,8 +109,12 @@ class InferenceWidget(QWidget):
         self.worker: Any = None
         self.result: InferenceResult | None = None
         self.metrics: dict[str, Any] = {}
+        self.detector: Detector | None = None
         self._ct: CtVolume | None = None
         self._candidates: list[Any] = []
+        self._labels: np.ndarray | None = None
+        self._candidate_labels: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._truth: np.ndarray | None = None
         self._cancelled = False
         #: Measured thread/format/batch choices, shared by this widget's runs.
         self.tuners = TunerCache()
@@ -118,8 +131,24 @@ class InferenceWidget(QWidget):
         self.threshold = FloatSpinBox(
             label="probability threshold", min=0.01, max=0.99, step=0.05, value=DEFAULT_THRESHOLD
         )
+        self.score_threshold = FloatSpinBox(
+            label="score threshold",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=DEFAULT_SCORE_THRESHOLD,
+            tooltip="candidates at or above this score are shown; the error layer follows",
+        )
         self.run_button = PushButton(text="Run")
-        form = Container(widgets=[self.image, self.checkpoint, self.device, self.threshold])
+        form = Container(
+            widgets=[
+                self.image,
+                self.checkpoint,
+                self.device,
+                self.threshold,
+                self.score_threshold,
+            ]
+        )
         self.progress = make_progress_bar()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -150,6 +179,7 @@ class InferenceWidget(QWidget):
         self.send_fp_button.clicked.connect(self.review_selected_candidate)
         self.send_fn_button.clicked.connect(self.review_missed_nodules)
         self.run_button.changed.connect(self.run)
+        self.score_threshold.changed.connect(self._apply_score_threshold)
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
@@ -274,10 +304,11 @@ class InferenceWidget(QWidget):
         show_error(message)
 
     # -- results -----------------------------------------------------------------------------
-    def _on_returned(self, result: InferenceResult) -> None:
+    def _on_returned(self, outcome: tuple[Detector, InferenceResult]) -> None:
         if self._gone.is_set() or self._ct is None:
             return
         ct = self._ct
+        self.detector, result = outcome
         self.result = result
         uid = ct.series_uid
         name = short_name(uid)
@@ -311,24 +342,59 @@ class InferenceWidget(QWidget):
             ),
         )
         mask_layer = find_layer(self.viewer, ROLE_MASK, uid)
-        self.metrics = {}
+        self._truth = None
         if mask_layer is not None and tuple(mask_layer.data.shape) == ct.shape_irc:
-            truth = np.asarray(mask_layer.data).astype(bool)
-            errors = error_volume(pred, truth)
+            self._truth = np.asarray(mask_layer.data).astype(bool)
+        self._labels, self._candidate_labels = candidate_components(pred, result.candidates)
+        self._candidates = list(result.candidates)
+        fill_table(self.table, [self._candidate_row(k, c) for k, c in enumerate(self._candidates)])
+        self._apply_score_threshold()
+
+    @staticmethod
+    def _candidate_row(k: int, c: Any) -> list[Any]:
+        segmenter = c.segmenter_probability
+        return [
+            k + 1,
+            ", ".join(f"{v:.1f}" for v in c.center_xyz_mm),
+            f"{c.diameter_mm:.1f}",
+            f"{c.probability:.3f}",
+            "" if segmenter != segmenter else f"{segmenter:.3f}",  # NaN: no ranker
+            c.voxel_count,
+        ]
+
+    def shown_candidates(self) -> list[Any]:
+        """Candidates at or above the score threshold, most probable first."""
+        cut = float(self.score_threshold.value)
+        return [c for c in self._candidates if c.probability >= cut]
+
+    def _apply_score_threshold(self, _value: Any = None) -> None:
+        """Points, error layer, metrics and result line for the current score threshold."""
+        ct, result = self._ct, self.result
+        if ct is None or result is None or self._labels is None:
+            return
+        cut = float(self.score_threshold.value)
+        shown = [k for k, c in enumerate(self._candidates) if c.probability >= cut]
+        self._show_points(ct, [self._candidates[k] for k in shown])
+        kept = self._candidate_labels[shown]
+        predicted = np.isin(self._labels, kept[kept > 0])
+        self.metrics = {}
+        if self._truth is not None:
+            errors = error_volume(predicted, self._truth)
             layer = upsert_layer(
                 self.viewer,
                 labels_layer_data(
-                    errors, ct, role=ROLE_ERROR, name=f"{name} errors", colormap=error_colormap()
+                    errors,
+                    ct,
+                    role=ROLE_ERROR,
+                    name=f"{short_name(ct.series_uid)} errors",
+                    colormap=error_colormap(),
                 ),
             )
             layer.colormap = error_colormap()
-            self.metrics = dict(voxel_metrics(pred, truth))
-        self._show_candidates(ct, list(result.candidates))
-        self.status.setText(
-            f"done in {result.seconds:.1f} s: {len(result.candidates)} candidate(s)"
-        )
+            self.metrics = dict(voxel_metrics(predicted, self._truth))
+        self._show_metrics(ct, [self._candidates[k] for k in shown], cut)
 
-    def _show_candidates(self, ct: CtVolume, candidates: list[Any]) -> None:
+    def _show_points(self, ct: CtVolume, candidates: list[Any]) -> None:
         uid = ct.series_uid
         centers = xyz_to_zyx_mm([c.center_xyz_mm for c in candidates])
         sizes = np.array([max(float(c.diameter_mm), 1.0) for c in candidates], dtype=float)
@@ -349,18 +415,9 @@ class InferenceWidget(QWidget):
                 "points",
             ),
         )
-        self._candidates = candidates
-        rows = [
-            [
-                k + 1,
-                ", ".join(f"{v:.1f}" for v in c.center_xyz_mm),
-                f"{c.diameter_mm:.1f}",
-                f"{c.probability:.3f}",
-                c.voxel_count,
-            ]
-            for k, c in enumerate(candidates)
-        ]
-        fill_table(self.table, rows)
+
+    def _show_metrics(self, ct: CtVolume, shown: list[Any], cut: float) -> None:
+        assert self.result is not None
         ct_layer = self.image.value
         nodules = list(layer_info(ct_layer).get("nodules") or []) if ct_layer else []
         parts = []
@@ -370,14 +427,27 @@ class InferenceWidget(QWidget):
         text = ("voxel " + ", ".join(parts)) if parts else "no generated mask: no voxel metrics"
         if nodules:
             sized = [n for n in nodules if n.diameter_mm]
-            found, total = nodule_recall(sized, [c.center_xyz_mm for c in candidates])
+            found, total = nodule_recall(sized, [c.center_xyz_mm for c in shown])
             self.metrics["nodule_recall"] = found / total if total else float("nan")
-            text += f"; nodule recall {found}/{total}"
+            text += f"; nodule recall {found}/{total} at score >= {cut:g}"
         self.metrics_label.setText(text)
+        line = (
+            f"done in {self.result.seconds:.1f} s: {len(shown)} of {len(self._candidates)} "
+            f"candidate(s) at score >= {cut:g}"
+        )
+        split = self.detector.split_of(ct.series_uid) if self.detector else None
+        if split == "train":
+            line += (
+                "; this series was in the checkpoint's TRAINING set: its recall and "
+                "precision are inflated"
+            )
+        elif split == "val":
+            line += "; a validation series of the checkpoint's run (held out)"
+        self.status.setText(line)
 
     def _on_row_selected(self) -> None:
         row = self.table.currentRow()
-        if 0 <= row < len(self._candidates):
+        if 0 <= row < len(self._candidates):  # the table lists every candidate
             candidate = self._candidates[row]
             zoom = max(ZOOM_DIAMETERS * candidate.diameter_mm, MIN_ZOOM_MM)
             jump_to(self.viewer, candidate.center_xyz_mm, zoom_mm=zoom)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QProcess, QProcessEnvironment, Qt
@@ -56,6 +56,7 @@ from src_train.losses import LOSSES
 from src_train.luna import ANNOTATIONS_FILE, MALIGNANCY_FILE
 from src_train.model import ARCHITECTURES
 from src_train.train import BEST, TENSORBOARD_DIR, TrainConfig
+from src_train.train.second_stage import RANKER_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,17 @@ log = logging.getLogger(__name__)
 STOP_WAIT_MS = 30_000
 #: Lines of the child's stderr kept for error messages.
 STDERR_TAIL_LINES = 20
-EPOCH_HEADERS = ("epoch", "loss", "recall", "val loss", "val recall", "samples/s")
+EPOCH_HEADERS = (
+    "epoch",
+    "loss",
+    "val CPM",
+    "val nodule recall",
+    "val FP/scan",
+    "val voxel precision",
+    "samples/s",
+)
+#: Metrics of the epoch table after its first two columns (``metrics.jsonl`` names).
+_VAL_COLUMNS = ("val/cpm", "val/nodule_recall", "val/fp_per_scan", "val/voxel_precision")
 #: How often the job's watcher wakes up while the job runs, s.
 WATCH_INTERVAL_S = 0.5
 #: Exit status of a job stopped by a signal, after saving its checkpoint: 128 + the signal.
@@ -143,6 +154,24 @@ class TrainingWidget(QWidget):
         )
         self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults.batch_size)
         self.workers = SpinBox(label="loader workers", min=0, max=64, value=defaults.num_workers)
+        self.negative_fraction = FloatSpinBox(
+            label="negative crops",
+            min=0.0,
+            max=0.9,
+            step=0.05,
+            value=defaults.negative_fraction,
+            tooltip="share of training crops without a nodule (body crops, hard negatives)",
+        )
+        self.ranker = ComboBox(label="ranker", choices=list(RANKER_CHOICES), value=defaults.ranker)
+        self.best_min_precision = FloatSpinBox(
+            label="best: min voxel precision",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=defaults.best_min_precision,
+            tooltip="a validated epoch whose voxel precision is lower is never 'best' (it marks "
+            "too much of the body), whatever its recall",
+        )
         self.overwrite = CheckBox(text="start over if the run folder holds a run", value=False)
         enabled = set(defaults.augment_config().enabled)
         self.augment = {name: CheckBox(text=name, value=name in enabled) for name in AUGMENTATIONS}
@@ -158,6 +187,9 @@ class TrainingWidget(QWidget):
                 self.epochs,
                 self.epoch_samples,
                 self.batch_size,
+                self.negative_fraction,
+                self.ranker,
+                self.best_min_precision,
                 augment_row,
                 self.device,
                 self.workers,
@@ -213,6 +245,12 @@ class TrainingWidget(QWidget):
             str(int(self.epoch_samples.value)),
             "--batch-size",
             str(int(self.batch_size.value)),
+            "--negative-fraction",
+            str(float(self.negative_fraction.value)),
+            "--ranker",
+            str(self.ranker.value),
+            "--best-min-precision",
+            str(float(self.best_min_precision.value)),
             "--augment",
             ",".join(augment) if augment else "none",
             "--device",
@@ -364,8 +402,12 @@ class TrainingWidget(QWidget):
                 self.status.setText(
                     f"epoch {epoch}/{epochs}, batch {batch}/{batches}: loss {loss:.4f}"
                 )
-        elif kind in ("cache", "validation") and batches:
-            what = "preparing the cache" if kind == "cache" else f"validating epoch {epoch}"
+        elif kind in ("cache", "validation", "ranker") and batches:
+            what = {
+                "cache": "preparing the cache",
+                "validation": f"validating epoch {epoch} (whole series)",
+                "ranker": "fitting the candidate ranker",
+            }[kind]
             self.status.setText(f"{what}: {batch}/{batches}")
         elif kind == "checkpoint" and event.get("path"):
             path = Path(str(event["path"]))
@@ -385,17 +427,15 @@ class TrainingWidget(QWidget):
         return [
             str(event.get("epoch", "")),
             self._fmt(metrics.get("train/loss")),
-            self._fmt(metrics.get("train/recall")),
-            self._fmt(metrics.get("val/loss")),
-            self._fmt(metrics.get("val/recall")),
+            *(self._fmt(metrics.get(name)) for name in _VAL_COLUMNS),
             self._fmt(event.get("samples_per_s")),
         ]
 
     def _epoch_text(self, event: dict[str, Any]) -> str:
         row = self._epoch_row(event)
-        text = f"epoch {row[0]}/{event.get('epochs', '?')}: loss {row[1]}, recall {row[2]}"
-        if row[4]:
-            text += f", val recall {row[4]}"
+        text = f"epoch {row[0]}/{event.get('epochs', '?')}: loss {row[1]}"
+        if row[2]:
+            text += f", val CPM {row[2]}, nodule recall {row[3]}, {row[4]} FP/scan"
         return text
 
     # -- end of the job ----------------------------------------------------------------------
@@ -423,24 +463,30 @@ class TrainingWidget(QWidget):
         if checkpoint is not None:
             self.best_checkpoint = checkpoint
             session_for(self.viewer).set_checkpoint(checkpoint)
-        if finished or stopped or (self._cancelled and checkpoint is not None):
+        if finished or stopped or self._cancelled:
             if finished:
                 verb = "finished"
             elif self._cancelled:
                 verb = "cancelled"
             else:
                 verb = f"stopped by {STOPPED_EXIT_CODES.get(exit_code, 'a signal')}"
-            self.status.setText(
-                f"Training {verb}. Best checkpoint: {checkpoint or 'none yet'}"
-                + (" (now the inference widget's choice)." if checkpoint else ".")
-            )
+            if checkpoint is not None:
+                self.status.setText(
+                    f"Training {verb}. Best validated checkpoint: {checkpoint} (now the "
+                    "inference widget's choice)."
+                )
+            else:
+                self.status.setText(
+                    f"Training {verb} without a validated best checkpoint (none yet, or no "
+                    "validated epoch marked few enough voxels): the inference widget keeps its "
+                    "checkpoint. Resume to train on."
+                )
         else:
             tail = "\n".join(list(self._stderr)[-3:])
             reason = "crashed" if crashed else f"exited with code {exit_code}"
             message = f"Training {reason}. {tail}".strip()
             self.status.setText(message)
-            if not self._cancelled:
-                show_error(message)
+            show_error(message)
 
     def _show_progress_end(self, finished: bool) -> None:
         """Full when every epoch ran; otherwise the bar keeps what was done (a cancelled run
@@ -453,18 +499,16 @@ class TrainingWidget(QWidget):
             self.progress.setValue(0)
 
     def _find_best_checkpoint(self) -> Path | None:
-        """The run's best checkpoint, if this job wrote any checkpoint (else None).
+        """The run's validated best checkpoint when this job wrote one, else None.
 
-        A failed start (bad folder, a run already there) publishes nothing, even when an
-        older run left checkpoints in the folder.
+        Only ``checkpoint_best.pt`` is ever published: it holds a validated epoch that passed
+        the run's detection criterion. ``checkpoint_latest.pt`` (written on cancel, possibly
+        mid-epoch and unvalidated) never replaces the inference widget's checkpoint, nor does
+        a best checkpoint an older run left in the folder.
         """
-        written = [
-            Path(str(e["path"]))
-            for e in self.events
-            if e.get("kind") == "checkpoint" and e.get("path")
-        ]
-        if not written:
-            return None
-        best_written = [path for path in written if path.name == BEST]  # a compare run's too
-        best = best_written[-1] if best_written else Path(str(self.run_dir.value)) / BEST
-        return best if best.is_file() else written[-1]
+        for event in reversed(self.events):
+            if event.get("kind") == "checkpoint" and event.get("path"):
+                path = Path(str(event["path"]))
+                if path.name == BEST and path.is_file():
+                    return path
+        return None

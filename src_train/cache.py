@@ -2,7 +2,7 @@
 
 Cache layout (default ``DATA_DIR/cache/``)::
 
-    cache/<seriesuid>/ct.npy         int16 HU, (index, row, col)
+    cache/<seriesuid>/ct.npy         int16 HU, (index, row, col) in the canonical frame
     cache/<seriesuid>/mask_bits.npy  ground truth from masks.build_masks, packed 8 voxels per
                                      byte along col: uint8 (index, row, ceil(col / 8))
     cache/<seriesuid>/meta.json      geometry, mask method/threshold, nodule centers (IRC),
@@ -57,8 +57,9 @@ from src_train.reviews import ReviewBook, apply_book
 
 log = logging.getLogger(__name__)
 
-#: Bump when the cache layout or the meaning of its contents changes (2: masks packed as bits).
-CACHE_VERSION = 2
+#: Bump when the cache layout or the meaning of its contents changes (2: masks packed as bits;
+#: 3: series stored in the canonical frame, CtVolume.canonical).
+CACHE_VERSION = 3
 CACHE_DIRNAME = "cache"
 CT_FILE = "ct.npy"
 MASK_FILE = "mask_bits.npy"
@@ -294,10 +295,16 @@ class SeriesCache:
     # -- building -------------------------------------------------------------------------------
     def build(self, uid: str) -> CacheMeta:
         """(Re)build one series' entry: load the CT, build its mask, write atomically."""
-        ct = self.folder.load(uid)
+        ct, turn = self.folder.load(uid).canonical()  # models see the canonical frame only
         nodules = self._nodules(uid)
         reviewed = apply_book(
-            self.book, ct, nodules, self.threshold_hu, self.mask_method, on_outside="skip"
+            self.book,
+            ct,
+            nodules,
+            self.threshold_hu,
+            self.mask_method,
+            on_outside="skip",
+            turn=turn,  # corrected voxels are stored in the file's order
         )
         mask, records = reviewed.mask, reviewed.records
         kept = [r for r in records if not r.skipped]

@@ -2,8 +2,9 @@
 
 Arrays are indexed ``(index, row, col)`` -- "IRC", i.e. ``(z, y, x)`` in array order -- while
 world coordinates are ``(x, y, z)`` in millimetres, as in LUNA16's CSV files and in SimpleITK.
-This module is the only place where the axis order is reversed: everything else asks a
-:class:`Geometry` to convert.
+This module is the only place where the axis order is reversed or axes are reordered: everything
+else asks a :class:`Geometry` to convert, and :func:`reorientation` / :meth:`CtVolume.canonical`
+to bring a volume to the canonical frame models see (array col/row/index along world +x/+y/+z).
 
 SimpleITK's convention, used throughout::
 
@@ -15,6 +16,7 @@ world directions of the array's x, y and z axes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -224,6 +226,99 @@ class Geometry:
         )
 
 
+#: The canonical frame every volume is brought to before it meets a model: the array's
+#: x (col), y (row) and z (index) axes point along world +x, +y, +z (LPS in LUNA16's files, whose
+#: directions are mostly the identity), i.e. the direction matrix closest to the identity.
+CANONICAL_DIRECTION_NAME = "identity (array col/row/index along world +x/+y/+z)"
+
+#: All orders of the three array axes (x, y, z = col, row, index), for the canonical search.
+_AXIS_PERMUTATIONS = tuple(itertools.permutations(range(3)))
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """How a volume's array is reordered into the canonical frame (and back).
+
+    The canonical array's axis ``k`` (0 = x/col, 1 = y/row, 2 = z/index) is the file array's
+    axis ``source_axis_xyz[k]`` (same lettering), reversed where ``flip_xyz[k]``. Transposes
+    and reversals are views: nothing is copied. World coordinates of every voxel are unchanged:
+    the canonical :class:`Geometry` describes the same voxels in the new order.
+
+    Attributes:
+        source_axis_xyz: for each canonical axis x, y, z, the file axis it comes from.
+        flip_xyz: for each canonical axis, whether the file axis runs against it.
+        file_geometry: the geometry of the file's array.
+        geometry: the geometry of the canonical array.
+    """
+
+    source_axis_xyz: tuple[int, int, int]
+    flip_xyz: tuple[bool, bool, bool]
+    file_geometry: Geometry
+    geometry: Geometry
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the file already stores the canonical order (views are the arrays)."""
+        return self.source_axis_xyz == (0, 1, 2) and not any(self.flip_xyz)
+
+    @property
+    def _irc_axes(self) -> tuple[int, ...]:
+        # canonical IRC axis j = xyz axis 2 - j, coming from file xyz axis p, = file IRC 2 - p
+        return tuple(2 - self.source_axis_xyz[2 - j] for j in range(3))
+
+    def to_canonical(self, array: np.ndarray) -> np.ndarray:
+        """A view of a file-order array ``(index, row, col)`` in the canonical order."""
+        view = np.transpose(array, self._irc_axes) if self._irc_axes != (0, 1, 2) else array
+        flips = tuple(
+            slice(None, None, -1) if self.flip_xyz[2 - j] else slice(None) for j in range(3)
+        )
+        return view[flips] if any(self.flip_xyz) else view
+
+    def to_file(self, array: np.ndarray) -> np.ndarray:
+        """A view of a canonical-order array in the file's order (inverse of
+        :meth:`to_canonical`), e.g. a probability volume computed on the canonical CT."""
+        flips = tuple(
+            slice(None, None, -1) if self.flip_xyz[2 - j] else slice(None) for j in range(3)
+        )
+        view = array[flips] if any(self.flip_xyz) else array
+        return np.transpose(view, np.argsort(self._irc_axes)) if not self.is_identity else view
+
+
+def reorientation(geometry: Geometry) -> Reorientation:
+    """The :class:`Reorientation` that brings ``geometry``'s array to the canonical frame.
+
+    Chooses the axis order whose direction matrix is closest to the identity (largest summed
+    absolute diagonal; every direction LunaSeg reads is a rotation/reflection) and reverses the
+    axes that then point against world +x, +y, +z. An oblique scan keeps its small rotation.
+    """
+    direction = geometry.direction_matrix
+    source = max(
+        _AXIS_PERMUTATIONS,
+        key=lambda perm: sum(abs(direction[k, perm[k]]) for k in range(3)),
+    )
+    flips = tuple(bool(direction[k, source[k]] < 0) for k in range(3))
+    size_xyz = geometry.shape_irc[::-1]
+    spacing = np.asarray(geometry.spacing_xyz_mm)
+    columns = np.empty((3, 3))
+    origin = np.asarray(geometry.origin_xyz_mm, dtype=np.float64).copy()
+    for k, (axis, flip) in enumerate(zip(source, flips, strict=True)):
+        columns[:, k] = direction[:, axis] * (-1.0 if flip else 1.0)
+        if flip:  # the canonical first voxel is the file's last along that axis
+            origin += direction[:, axis] * spacing[axis] * (size_xyz[axis] - 1)
+    canonical = Geometry(
+        shape_irc=tuple(size_xyz[source[k]] for k in (2, 1, 0)),  # type: ignore[arg-type]
+        origin_xyz_mm=tuple(origin),  # type: ignore[arg-type]
+        spacing_xyz_mm=tuple(spacing[list(source)]),  # type: ignore[arg-type]
+        direction=tuple(columns.ravel()),
+    )
+    return Reorientation(
+        source_axis_xyz=tuple(int(a) for a in source),  # type: ignore[arg-type]
+        flip_xyz=flips,  # type: ignore[arg-type]
+        file_geometry=geometry,
+        geometry=canonical,
+    )
+
+
 def xyz_to_zyx_mm(points_xyz_mm: Sequence[float] | np.ndarray) -> np.ndarray:
     """World points ``(..., 3)`` in ``(x, y, z)`` mm reordered to ``(z, y, x)`` mm (napari's order).
 
@@ -265,6 +360,24 @@ class CtVolume:
     def shape_irc(self) -> tuple[int, int, int]:
         """Array shape ``(index, row, col)``."""
         return self.geometry.shape_irc
+
+    def canonical(self) -> tuple[CtVolume, Reorientation]:
+        """This series in the canonical frame (see :func:`reorientation`) and the mapping.
+
+        The returned volume's ``hu`` is a view (no copy) of this one's; its geometry places
+        every voxel at the same world position. Models always see canonical volumes, so a scan
+        stored head-to-feet or feet-to-head, with swapped rows and columns, gives the same input.
+        """
+        turn = reorientation(self.geometry)
+        if turn.is_identity:
+            return self, turn
+        view = CtVolume(
+            hu=turn.to_canonical(self.hu),
+            geometry=turn.geometry,
+            series_uid=self.series_uid,
+            path=self.path,
+        )
+        return view, turn
 
 
 _LONGEST_SUFFIX_FIRST = sorted(SERIES_SUFFIXES, key=len, reverse=True)

@@ -1,9 +1,22 @@
-"""Training and validation samples read from the cache (see :mod:`src_train.cache`).
+"""Training samples read from the cache (see :mod:`src_train.cache`).
 
 Samples are ``(image, label)``: image float32 ``(C, H, W)`` = the slice and its context
-slices in HU, clamped (:mod:`src_train.context`); label bool ``(1, H, W)``. Randomness
-depends only on ``(seed, epoch, index)``, so a run draws the same samples with any number of
-loader workers, and a resumed run draws what the uninterrupted run would have.
+slices in HU, clamped (:mod:`src_train.context`); label bool ``(1, H, W)``. Arrays are in the
+cache's (canonical) frame, ``(index, row, col)``.
+
+Three kinds of crops (:class:`SampleSpec`), mixed per :class:`SampleConfig`:
+
+* ``nodule``: a crop at a random offset inside a window centered on a true nodule, so positives
+  are not drowned by background (the SPEC's sampling); some are shown as if the scan ended
+  beside the nodule (``edge_fraction``), as nodules cut by the first or last slice are;
+* ``body``: a crop centered on a random voxel of the body (lungs included) of a random training
+  series, on a random slice: the background the model meets on whole series;
+* ``hard``: a crop near one of the places where the model fired without a nodule during earlier
+  epochs (the trainer keeps that pool, see :meth:`TrainingDataset.set_hard_negatives`).
+
+Randomness depends only on ``(seed, epoch, index)`` and the pool given for the epoch, so a run
+draws the same samples with any number of loader workers, and a resumed run draws what the
+uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -15,24 +28,45 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src_train.anatomy import body_box
 from src_train.cache import SeriesCache
 from src_train.context import DEFAULT_CONTEXT_SLICES, HU_CLAMP, context_stack
 from src_train.errors import ConfigError
 
+#: Sample kinds (:attr:`SampleSpec.kind`).
+NODULE, BODY, HARD = "nodule", "body", "hard"
+SAMPLE_KINDS = (NODULE, BODY, HARD)
+
+#: A body crop is centered on a voxel denser than this (body and lungs, not air or padding), HU.
+BODY_CENTER_MIN_HU = -900
+#: Tries to find such a voxel before a body crop keeps the last draw.
+BODY_CENTER_TRIES = 8
+
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Shapes of training and validation samples.
+    """Shapes and mix of training samples.
 
     Attributes:
         crop_size: training crop height = width, pixels.
-        window_size: side of the window centered on a nodule inside which the crop is taken.
+        window_size: side of the window centered on a nodule inside which the crop is taken;
+            hard negatives move by up to half of ``window_size - crop_size`` around their spot.
         context_slices: neighbouring slices on each side (channels = ``2 * context + 1``).
+        negative_fraction: share of crops that are not drawn around a nodule (body or hard).
+        hard_fraction: share of those negatives drawn from the hard-negative pool, once it
+            holds entries.
+        edge_fraction: share of nodule crops shown as if the scan ended next to the nodule
+            (0 to ``context_slices - 1`` slices beyond it, on a random side; the context then
+            repeats the last slice, as at a real first or last slice): nodules cut by the
+            first or last slice are rare, yet must be found.
     """
 
     crop_size: int = 64
     window_size: int = 96
     context_slices: int = DEFAULT_CONTEXT_SLICES
+    negative_fraction: float = 0.0
+    hard_fraction: float = 0.5
+    edge_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.window_size < self.crop_size:
@@ -40,6 +74,42 @@ class SampleConfig:
                 f"Need 1 <= crop size <= window size; got crop {self.crop_size}, window "
                 f"{self.window_size}."
             )
+        for name in ("negative_fraction", "hard_fraction", "edge_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1]; got {value}.")
+        if self.negative_fraction >= 1.0:
+            raise ConfigError(
+                "negative_fraction must be below 1: some crops must show a nodule; got "
+                f"{self.negative_fraction}."
+            )
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Where a training crop comes from (the cache's frame).
+
+    Attributes:
+        kind: :data:`NODULE`, :data:`BODY` or :data:`HARD`.
+        series: index of the series in the dataset's ``uids``.
+        index: the center slice.
+        row0, col0: the crop's first row and column (it may reach past the slice, then it is
+            padded).
+        first, last: slices the context is limited to, as if the scan began / ended there
+            (None: the scan's own ends).
+    """
+
+    kind: str
+    series: int
+    index: int
+    row0: int
+    col0: int
+    first: int | None = None
+    last: int | None = None
+
+
+#: A hard-negative spot: ``(series, index, row0, col0)`` of a crop where the model fired.
+HardNegative = tuple[int, int, int, int]
 
 
 def _crop_start(center: int, size: int, sample: SampleConfig, offset: int) -> int:
@@ -59,13 +129,14 @@ def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
 
 
 class TrainingDataset(Dataset):
-    """Nodule-centered training crops from the cache.
+    """Training crops from the cache: around nodules, and negatives (see the module docstring).
 
-    Item ``i`` of epoch ``e`` is a nodule from a per-epoch shuffled cycle over all nodules of
-    the given series, cropped at a random offset (``crop_size``) inside a ``window_size``
-    window centered on it, on its center slice with ``context_slices`` neighbours each side.
-    Returns ``(image float32 (C, crop, crop) HU clamped, mask bool (1, crop, crop))``.
-    Randomness depends only on ``(seed, epoch, i)``, so it is the same with any worker count.
+    Item ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``: a negative with probability
+    ``negative_fraction`` (from the hard pool with probability ``hard_fraction`` when it has
+    entries, else a body crop), else the next nodule of a per-epoch shuffled cycle over all
+    nodules of the given series, cropped at a random offset inside a ``window_size`` window
+    centered on it. Returns ``(image float32 (C, crop, crop) HU clamped, mask bool (1, crop,
+    crop))``; :meth:`spec` says where it came from.
     """
 
     def __init__(
@@ -77,11 +148,14 @@ class TrainingDataset(Dataset):
         seed: int = 0,
     ) -> None:
         self.cache = cache
+        self.uids = list(uids)
         self.sample = sample or SampleConfig()
         self.epoch_samples = int(epoch_samples)
         self.seed = int(seed)
-        self.nodules: list[tuple[str, tuple[int, int, int]]] = [
-            (uid, center) for uid in uids for center in cache.meta(uid).nodule_centers_irc
+        self.nodules: list[tuple[int, tuple[int, int, int]]] = [
+            (k, center)
+            for k, uid in enumerate(self.uids)
+            for center in cache.meta(uid).nodule_centers_irc
         ]
         if not self.nodules:
             raise ConfigError(
@@ -90,6 +164,13 @@ class TrainingDataset(Dataset):
             )
         if self.epoch_samples < 1:
             raise ConfigError(f"epoch_samples must be positive; got {epoch_samples}.")
+        # In-plane body boxes, for body crops (read once, in the process that builds the set).
+        self._body_boxes: list[tuple[int, int, int, int]] = (
+            [body_box(cache.arrays(uid)[0], 1, 0) for uid in self.uids]
+            if self.sample.negative_fraction > 0
+            else []
+        )
+        self._hard: list[HardNegative] = []
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -98,64 +179,93 @@ class TrainingDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch))
         self._order = rng.permutation(len(self.nodules))
 
+    def set_hard_negatives(self, spots: Sequence[HardNegative]) -> None:
+        """The pool hard negatives are drawn from (set before an epoch's loader starts)."""
+        self._hard = [tuple(int(v) for v in spot) for spot in spots]  # type: ignore[misc]
+
+    @property
+    def hard_negatives(self) -> list[HardNegative]:
+        """The current pool."""
+        return list(self._hard)
+
     def __len__(self) -> int:
         return self.epoch_samples
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        uid, (z, r, c) = self.nodules[int(self._order[index % len(self.nodules)])]
+    def spec(self, index: int) -> SampleSpec:
+        """Where item ``index`` of the current epoch comes from (deterministic)."""
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
-        hu, mask = self.cache.arrays(uid)
         s = self.sample
         span = s.window_size - s.crop_size + 1
-        r0 = _crop_start(r, hu.shape[1], s, int(rng.integers(span)))
-        c0 = _crop_start(c, hu.shape[2], s, int(rng.integers(span)))
-        rows, cols = slice(r0, r0 + s.crop_size), slice(c0, c0 + s.crop_size)
-        image = context_stack(hu, np.array([z]), s.context_slices, rows, cols)[0]
-        label = np.asarray(mask[z, rows, cols], dtype=bool)[None]
-        image = _pad_to(image, s.crop_size, HU_CLAMP[0])
-        label = _pad_to(label, s.crop_size, False)
+        offset_r, offset_c = int(rng.integers(span)), int(rng.integers(span))
+        if s.negative_fraction > 0 and rng.random() < s.negative_fraction:
+            if self._hard and rng.random() < s.hard_fraction:
+                return self._hard_spec(rng, offset_r - span // 2, offset_c - span // 2)
+            return self._body_spec(rng)
+        series, (z, r, c) = self.nodules[int(self._order[index % len(self.nodules)])]
+        shape = self.cache.meta(self.uids[series]).shape_irc
+        first = last = None
+        if s.edge_fraction > 0 and rng.random() < s.edge_fraction:
+            beyond = int(rng.integers(max(s.context_slices, 1)))
+            if rng.random() < 0.5:
+                last = min(z + beyond, shape[0] - 1)
+            else:
+                first = max(z - beyond, 0)
+        return SampleSpec(
+            NODULE,
+            series,
+            z,
+            _crop_start(r, shape[1], s, offset_r),
+            _crop_start(c, shape[2], s, offset_c),
+            first,
+            last,
+        )
+
+    def _body_spec(self, rng: np.random.Generator) -> SampleSpec:
+        series = int(rng.integers(len(self.uids)))
+        hu, _ = self.cache.arrays(self.uids[series])
+        r0, r1, c0, c1 = self._body_boxes[series]
+        z = int(rng.integers(hu.shape[0]))
+        r, c = r0, c0
+        for _ in range(BODY_CENTER_TRIES):
+            r, c = int(rng.integers(r0, r1)), int(rng.integers(c0, c1))
+            if hu[z, r, c] > BODY_CENTER_MIN_HU:
+                break
+        half = self.sample.crop_size // 2
+        return SampleSpec(
+            BODY,
+            series,
+            z,
+            int(np.clip(r - half, 0, max(hu.shape[1] - self.sample.crop_size, 0))),
+            int(np.clip(c - half, 0, max(hu.shape[2] - self.sample.crop_size, 0))),
+        )
+
+    def _hard_spec(self, rng: np.random.Generator, shift_r: int, shift_c: int) -> SampleSpec:
+        series, z, r0, c0 = self._hard[int(rng.integers(len(self._hard)))]
+        shape = self.cache.meta(self.uids[series]).shape_irc
+        crop = self.sample.crop_size
+        return SampleSpec(
+            HARD,
+            series,
+            z,
+            int(np.clip(r0 + shift_r, 0, max(shape[1] - crop, 0))),
+            int(np.clip(c0 + shift_c, 0, max(shape[2] - crop, 0))),
+        )
+
+    def crop(self, spec: SampleSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and label of ``spec`` (padded to the crop size at small slices)."""
+        hu, mask = self.cache.arrays(self.uids[spec.series])
+        size = self.sample.crop_size
+        rows, cols = slice(spec.row0, spec.row0 + size), slice(spec.col0, spec.col0 + size)
+        # a scan cut at first/last: the context repeats its end slice, as at a real scan end
+        lo = 0 if spec.first is None else spec.first
+        hi = hu.shape[0] if spec.last is None else spec.last + 1
+        image = context_stack(
+            hu[lo:hi], np.array([spec.index - lo]), self.sample.context_slices, rows, cols
+        )
+        label = np.asarray(mask[spec.index, rows, cols], dtype=bool)[None]
+        image = _pad_to(image[0], size, HU_CLAMP[0])
+        label = _pad_to(label, size, False)
         return torch.from_numpy(image), torch.from_numpy(label)
-
-
-class ValidationDataset(Dataset):
-    """Whole slices that contain mask voxels, from the given (held-out) series.
-
-    Returns ``(image float32 (C, H, W) HU clamped, mask bool (1, H, W))``; slices of different
-    series may differ in size, so batch them with :meth:`batches` (one series per batch).
-    """
-
-    def __init__(
-        self,
-        cache: SeriesCache,
-        uids: Sequence[str],
-        context_slices: int = DEFAULT_CONTEXT_SLICES,
-    ) -> None:
-        self.cache = cache
-        self.context_slices = context_slices
-        self.items: list[tuple[str, int]] = [
-            (uid, z) for uid in uids for z in cache.meta(uid).mask_slices
-        ]
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        uid, z = self.items[index]
-        hu, mask = self.cache.arrays(uid)
-        image = context_stack(hu, np.array([z]), self.context_slices)[0]
-        label = np.asarray(mask[z], dtype=bool)[None]
-        return torch.from_numpy(image), torch.from_numpy(label)
-
-    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
-        """Index batches of at most ``batch_size`` slices, never mixing series; this rank's
-        share (every ``world_size``-th batch starting at ``rank``)."""
-        out: list[list[int]] = []
-        current: list[int] = []
-        for i, (uid, _) in enumerate(self.items):
-            if current and (len(current) == batch_size or self.items[current[0]][0] != uid):
-                out.append(current)
-                current = []
-            current.append(i)
-        if current:
-            out.append(current)
-        return out[rank::world_size]
+        return self.crop(self.spec(index))

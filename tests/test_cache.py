@@ -36,13 +36,17 @@ def test_cache_layout_types_and_meta(luna: Path) -> None:
         assert ct.shape == meta.shape_irc
         assert bits.shape == (*meta.shape_irc[:2], -(-meta.shape_irc[2] // 8))  # 8 voxels/byte
         mask = np.unpackbits(bits, axis=-1, count=meta.shape_irc[2])
-        source = cache.folder.load(meta.series_uid)
+        source, _ = cache.folder.load(meta.series_uid).canonical()  # the frame models see
         expected, _ = build_masks(source, cache.folder.nodules(meta.series_uid))
         assert np.array_equal(mask.astype(bool), expected)
         assert np.array_equal(ct, source.hu)
         assert meta.mask_slices == np.flatnonzero(expected.any(axis=(1, 2))).tolist()
         assert meta.mask_voxels == int(expected.sum())
-    assert metas[0].nodule_centers_irc == [(5, 20, 22), (1, 6, 38)]
+    # 1.1 runs against world x and y: canonical rows and columns are reversed
+    assert metas[0].nodule_centers_irc == [
+        (5, 40 - 1 - 20, 44 - 1 - 22),
+        (1, 40 - 1 - 6, 44 - 1 - 38),
+    ]
     assert metas[0].threshold_hu == -700 and metas[0].mask_method == "grow"
 
 

@@ -1,7 +1,8 @@
-"""Training crops and validation slices read from the cache: what each sample holds."""
+"""Training crops read from the cache: what each sample holds, and the mix of negatives."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,14 @@ import torch
 from tiny_luna import BONE_HU, FLIPPED, NODULE_HU, SPECS, write_tiny_luna
 
 from src_train.cache import CT_FILE, SeriesCache
-from src_train.datasets import SampleConfig, TrainingDataset, ValidationDataset
+from src_train.ct import load_ct, save_volume
+from src_train.datasets import (
+    BODY,
+    HARD,
+    NODULE,
+    SampleConfig,
+    TrainingDataset,
+)
 from src_train.errors import ConfigError
 
 
@@ -51,9 +59,13 @@ def test_training_crop_offset_is_random_inside_the_window(luna: Path) -> None:
 
 def test_context_repeats_edge_slices(luna: Path) -> None:
     cache = SeriesCache(luna)
-    ds = TrainingDataset(cache, ["1.2"], epoch_samples=1)  # nodule on slice 8 of 10
+    # the nodule is on file slice 8 of 10; the file runs against world +z, so the cache (the
+    # canonical frame) holds it on slice 1: the context repeats slice 0 three times
+    ds = TrainingDataset(cache, ["1.2"], epoch_samples=1)
+    assert ds.spec(0).index == 1
     image, _ = ds[0]
-    assert torch.equal(image[4], image[5]) and torch.equal(image[5], image[6])  # slice 9 x3
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    assert not torch.equal(image[2], image[3])
 
 
 def test_training_is_deterministic_per_seed_epoch_index(luna: Path) -> None:
@@ -79,22 +91,51 @@ def test_training_without_nodules_raises(tmp_path: Path) -> None:
         TrainingDataset(SeriesCache(root), ["2.1"], epoch_samples=4)
 
 
-def test_validation_covers_exactly_the_mask_slices(luna: Path) -> None:
+def test_negative_crops_mix_body_and_hard_negatives(luna: Path) -> None:
     cache = SeriesCache(luna)
-    ds = ValidationDataset(cache, ["1.1", "1.3"])
-    expected = [("1.1", z) for z in cache.meta("1.1").mask_slices] + [
-        ("1.3", z) for z in cache.meta("1.3").mask_slices
-    ]
-    assert ds.items == expected
-    image, label = ds[0]
-    assert image.shape == (7, 40, 44) and label.shape == (1, 40, 44) and label.any()
-    batches = ds.batches(batch_size=3)
-    assert sorted(i for b in batches for i in b) == list(range(len(ds)))
-    for batch in batches:
-        assert len(batch) <= 3 and len({ds.items[i][0] for i in batch}) == 1
-    share0, share1 = ds.batches(3, rank=0, world_size=2), ds.batches(3, rank=1, world_size=2)
-    assert sorted(map(tuple, share0 + share1)) == sorted(map(tuple, batches))
-    assert not set(map(tuple, share0)) & set(map(tuple, share1))
+    sample = SampleConfig(negative_fraction=0.5, hard_fraction=1.0)
+    ds = TrainingDataset(cache, ["1.1", "1.3"], epoch_samples=400, sample=sample)
+    specs = [ds.spec(i) for i in range(len(ds))]
+    kinds = [s.kind for s in specs]
+    assert kinds.count(HARD) == 0, "no hard negative before the pool has a spot"
+    assert 0.4 < kinds.count(BODY) / len(specs) < 0.6
+    nodules = [s for s in specs if s.kind == NODULE]
+    assert all(ds[i][1].any() for i in range(20) if specs[i].kind == NODULE)
+    assert len(nodules) + kinds.count(BODY) == len(specs)
+    ds.set_hard_negatives([(1, 3, 10, 12)])
+    hard = [ds.spec(i) for i in range(len(ds))]
+    assert {s.kind for s in hard} == {NODULE, HARD}
+    for spec in hard:
+        if spec.kind == HARD:  # near the spot: same series and slice, moved inside the window
+            assert (spec.series, spec.index) == (1, 3)
+            assert abs(spec.row0 - 10) <= 16 or spec.row0 == 0
+    assert [s.kind for s in hard] == kinds_with_pool(kinds)
+
+
+def test_body_crops_are_centered_on_dense_voxels(tmp_path: Path) -> None:
+    """A lung-dark slice with one dense 24 x 24 block (3.5 % of it) and dense corners (so the
+    body box is the whole slice): body crops are centered in the block far more often than a
+    uniform draw would be (each crop tries a few centers)."""
+    root = tmp_path / "block"
+    write_tiny_luna(root, [("7.1", (8, 128, 128), [(4, 64, 64)], FLIPPED)])
+    path = root / "subset0" / "7.1.mhd"
+    ct = load_ct(path)
+    hu = np.full(ct.shape_irc, -1000, dtype=np.int16)
+    hu[:, 52:76, 52:76] = 40  # symmetric: the same place in the canonical (flipped) cache
+    hu[:, [0, -1], :] = hu[:, :, [0, -1]] = 40
+    save_volume(hu, ct.geometry, path, overwrite=True)
+    sample = SampleConfig(negative_fraction=0.9)
+    ds = TrainingDataset(SeriesCache(root), ["7.1"], epoch_samples=300, sample=sample)
+    centers = np.array(
+        [(s.row0 + 32, s.col0 + 32) for s in map(ds.spec, range(len(ds))) if s.kind == BODY]
+    )
+    in_block = ((centers >= 52) & (centers < 76)).all(axis=1).mean()
+    assert in_block > 4 * (24 * 24) / (128 * 128)
+
+
+def kinds_with_pool(kinds: list[str]) -> list[str]:
+    """A pool turns every negative into a hard one (hard_fraction 1), positives stay."""
+    return [HARD if k == BODY else k for k in kinds]
 
 
 @pytest.mark.parametrize(
@@ -131,4 +172,30 @@ def test_an_annotated_nodule_with_an_empty_mask_gives_empty_labels(tmp_path: Pat
     assert meta.mask_voxels == 0 and meta.mask_slices == []
     image, label = TrainingDataset(cache, ["6.1"], epoch_samples=2)[0]
     assert image.shape == (7, 64, 64) and not label.any()
-    assert len(ValidationDataset(cache, ["6.1"])) == 0
+
+
+def test_edge_crops_show_the_nodule_as_if_the_scan_ended_beside_it(luna: Path) -> None:
+    cache = SeriesCache(luna)
+    sample = SampleConfig(edge_fraction=1.0)
+    ds = TrainingDataset(cache, ["1.3"], epoch_samples=40, sample=sample)  # nodule on slice 4
+    plain = TrainingDataset(cache, ["1.3"], epoch_samples=40)
+    cuts = set()
+    for i in range(len(ds)):
+        spec = ds.spec(i)
+        assert (spec.first is None) != (spec.last is None), "one scan end, on one side"
+        image, label = ds[i]
+        reference, ref_label = plain.crop(replace(spec, first=None, last=None))
+        assert torch.equal(label, ref_label) and label.any(), "the nodule and its mask stay"
+        if spec.last is not None:
+            beyond = spec.last - spec.index  # slices kept after the nodule's
+            cuts.add(("after", beyond))
+            kept = 3 + beyond + 1
+            assert torch.equal(image[:kept], reference[:kept])
+            assert all(torch.equal(image[k], reference[kept - 1]) for k in range(kept, 7))
+        else:
+            beyond = spec.index - spec.first
+            cuts.add(("before", beyond))
+            first_kept = 3 - beyond
+            assert torch.equal(image[first_kept:], reference[first_kept:])
+            assert all(torch.equal(image[k], reference[first_kept]) for k in range(first_kept))
+    assert cuts == {(side, k) for side in ("after", "before") for k in range(3)}

@@ -134,3 +134,56 @@ def test_closing_viewer_stops_the_job(
     viewer.close()
     qtbot.waitUntil(lambda: bool(finished), timeout=JOB_TIMEOUT_MS)
     assert worker.abort_requested
+
+
+def _demo_as_run_checkpoint(path: Path, train: list[str]) -> Path:
+    """The demo weights in a checkpoint whose run trained on ``train``."""
+    from src_train.model import build_model, load_checkpoint, save_checkpoint
+    from src_train.train.contract import CONTRACT_KEY, DataContract
+
+    demo = load_checkpoint(DEMO_CHECKPOINT)
+    model = build_model(demo.model_config)
+    model.load_state_dict(demo.model_state)
+    contract = DataContract(tuple(train), (), {"mask_method": "grow", "threshold_hu": -700}, {})
+    extra = {**demo.extra, CONTRACT_KEY: contract.to_dict()}
+    save_checkpoint(path, model, demo.model_config, train_config=demo.train_config, extra=extra)
+    return path
+
+
+def test_score_threshold_drives_points_and_errors_and_training_series_are_flagged(
+    viewer, widget, qtbot, tmp_path: Path, tiny_synth_dir: Path
+) -> None:
+    from src_train.luna import LunaFolder
+
+    series = first_annotated_series(tiny_synth_dir)
+    uid = series.name[: -len(".mhd")]
+    others = [u for u in LunaFolder(tiny_synth_dir).series_uids if u != uid]
+    _open_first(viewer, tiny_synth_dir)
+    widget.checkpoint.value = str(_demo_as_run_checkpoint(tmp_path / "run.pt", [uid, *others]))
+    widget.device.value = "cpu"
+    widget.score_threshold.value = 0.0
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
+    assert "TRAINING set" in widget.status.text()
+    scores = [c.probability for c in widget.result.candidates]
+    assert scores == sorted(scores, reverse=True) and len(scores) >= 2
+    assert widget.table.rowCount() == len(scores)
+    assert float(widget.table.item(0, 3).text()) == pytest.approx(scores[0], abs=1e-3)
+    points = _role(viewer, "candidates")
+    assert len(points.data) == len(scores)
+    errors = _role(viewer, "error")
+    assert (errors.data == ERROR_FP).any() or (errors.data == ERROR_TP).any()
+
+    # only the top candidate: the points and the predicted voxels of the error layer follow
+    widget.score_threshold.value = (scores[0] + scores[1]) / 2 if scores[1] < scores[0] else 1.0
+    shown = widget.shown_candidates()
+    assert len(_role(viewer, "candidates").data) == len(shown) < len(scores)
+    errors = _role(viewer, "error").data
+    predicted = (errors == ERROR_TP) | (errors == ERROR_FP)
+    assert predicted.sum() <= sum(c.voxel_count for c in shown)
+    if scores[0] < 1.0:  # above every score: nothing predicted, every nodule voxel missed
+        widget.score_threshold.value = 1.0
+        assert not widget.shown_candidates()
+        errors = _role(viewer, "error").data
+        assert not ((errors == ERROR_TP) | (errors == ERROR_FP)).any()
+        assert (errors == ERROR_FN).any() and "nodule recall 0/" in widget.metrics_label.text()

@@ -13,6 +13,8 @@ from conftest import dock
 pytestmark = pytest.mark.gui
 
 JOB_TIMEOUT_MS = 120_000
+#: A job run to its end on a busy 2-core machine.
+WHOLE_JOB_TIMEOUT_MS = 480_000
 
 
 @pytest.fixture
@@ -38,10 +40,13 @@ def test_folder_without_annotations_is_refused(widget, tmp_path: Path) -> None:
     assert "annotations.csv" in widget.status.text()
 
 
-def test_start_shows_progress_and_cancel_keeps_a_loadable_checkpoint(
+def test_cancel_keeps_a_loadable_checkpoint_but_publishes_only_a_validated_best(
     widget, viewer, qtbot, tmp_path, tiny_synth_dir
 ):
+    """Cancelled before any validated epoch passed the precision floor: checkpoint_latest.pt
+    is kept for --resume, but the inference widget keeps the demo model."""
     from napari_lunaseg._session import session_for
+    from src_train.infer import DEMO_CHECKPOINT
     from src_train.model import load_model
 
     inference = dock(viewer, "Inference")
@@ -49,6 +54,7 @@ def test_start_shows_progress_and_cancel_keeps_a_loadable_checkpoint(
     shutil.copytree(tiny_synth_dir, data)  # training writes its cache into the data folder
     run = tmp_path / "run"
     _tiny_job(widget, data, run)
+    widget.best_min_precision.value = 1.0  # no epoch of a tiny model marks voxels that well
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         widget.start_button.click()
@@ -62,6 +68,7 @@ def test_start_shows_progress_and_cancel_keeps_a_loadable_checkpoint(
     # Live progress: wait for the first finished epoch, then cancel between batches.
     qtbot.waitUntil(lambda: bool(widget.epochs_seen), timeout=JOB_TIMEOUT_MS)
     assert widget.table.rowCount() >= 1 and widget.table.item(0, 1).text()
+    assert widget.table.item(0, 2).text(), "epoch 1 is validated: its CPM is shown"
     assert "tensorboard" in widget.tensorboard.text()
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
@@ -72,10 +79,31 @@ def test_start_shows_progress_and_cancel_keeps_a_loadable_checkpoint(
     qtbot.waitUntil(lambda: not tasks.get_status(), timeout=JOB_TIMEOUT_MS)  # no task left
     assert any(e.get("kind") == "stopped" for e in widget.events)
     load_model(run / "checkpoint_latest.pt")  # a loadable checkpoint was kept
-    # Its best checkpoint became the inference widget's choice.
-    assert widget.best_checkpoint is not None and widget.best_checkpoint.is_file()
-    assert session_for(viewer).best_checkpoint == widget.best_checkpoint
-    assert Path(str(inference.checkpoint.value)) == widget.best_checkpoint
+    assert not (run / "checkpoint_best.pt").exists()
+    assert widget.best_checkpoint is None and session_for(viewer).best_checkpoint is None
+    assert Path(str(inference.checkpoint.value)) == Path(DEMO_CHECKPOINT)
+    assert "keeps its checkpoint" in widget.status.text()
+
+
+def test_a_validated_best_checkpoint_is_published(widget, viewer, qtbot, tmp_path, tiny_synth_dir):
+    from napari_lunaseg._session import session_for
+    from src_train.model import load_checkpoint
+
+    inference = dock(viewer, "Inference")
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    run = tmp_path / "run"
+    _tiny_job(widget, data, run)
+    widget.epochs.value = 1
+    widget.best_min_precision.value = 0.0
+    widget.start_button.click()
+    # a whole (one-epoch) job: cache, training, validation on a whole series
+    qtbot.waitUntil(lambda: not widget.running, timeout=WHOLE_JOB_TIMEOUT_MS)
+    assert widget.exit_code == 0, widget.status.text()
+    best = run / "checkpoint_best.pt"
+    assert widget.best_checkpoint == best and "val/cpm" in load_checkpoint(best).metrics
+    assert session_for(viewer).best_checkpoint == best
+    assert Path(str(inference.checkpoint.value)) == best
 
 
 def test_resume_continues_and_closing_napari_stops_the_job_cleanly(

@@ -82,6 +82,23 @@ def test_connectivity_and_filters() -> None:
         CandidateConfig(connectivity=18)
 
 
+def test_slabs_without_components_are_skipped() -> None:
+    """Two components more than a slab apart, so a slab between them holds no labelled voxel:
+    grouping still works (it raised IndexError) and each keeps its own peak."""
+    from src_train.anatomy import SCAN_CHUNK_SLICES
+
+    depth = 3 * SCAN_CHUNK_SLICES
+    geometry = Geometry((depth, 5, 5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    mask = np.zeros(geometry.shape_irc, dtype=bool)
+    mask[:2, 1:3, 1:3] = mask[depth - 2 :, 1:3, 1:3] = True
+    prob = mask.astype(np.float32) * 0.6
+    prob[depth - 1, 2, 2] = 0.9
+    every = CandidateConfig(min_diameter_mm=0.0, score="max")
+    found = group_candidates(prob, mask, geometry, "s", every)
+    assert [c.voxel_count for c in found] == [8, 8]
+    assert [round(c.probability, 3) for c in found] == [0.9, 0.6]
+
+
 def test_candidates_found_in_a_run_point_at_the_blob() -> None:
     """A model that fires on dense voxels: the candidate lands on the blob, in world mm."""
 

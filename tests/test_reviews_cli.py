@@ -161,8 +161,10 @@ def test_a_changed_review_invalidates_exactly_its_series_in_the_cache(luna: Luna
     assert [fresh.is_valid(u) for u in ("1.1", "1.2", "1.3")] == [False, True, True]
     meta = fresh.meta("1.1")
     ct = luna.load("1.1")
+    _canonical, turn = ct.canonical()  # 1.1 is stored flipped; the cache keeps the canonical
+    assert not turn.is_identity
     np.testing.assert_array_equal(
-        fresh.arrays("1.1")[1].unpack(), _own(mask_nodule(ct, a), ct.shape_irc)
+        fresh.arrays("1.1")[1].unpack(), turn.to_canonical(_own(mask_nodule(ct, a), ct.shape_irc))
     )
     assert len(meta.nodule_centers_irc) == 1  # training crops no longer visit the rejected one
     assert not SeriesCache(luna.root, reviews=False).is_valid("1.1")
@@ -172,7 +174,8 @@ def test_a_changed_review_invalidates_exactly_its_series_in_the_cache(luna: Luna
     fresh = SeriesCache(luna.root)
     assert [fresh.is_valid(u) for u in ("1.1", "1.2", "1.3")] == [False, True, True]
     fresh.meta("1.1")
-    np.testing.assert_array_equal(fresh.arrays("1.1")[1].unpack(), painted)
+    # the painted voxels (file order, as the viewer saves them) in the cache's canonical order
+    np.testing.assert_array_equal(fresh.arrays("1.1")[1].unpack(), turn.to_canonical(painted))
     assert SeriesCache(luna.root).is_valid("1.1")
 
 

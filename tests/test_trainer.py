@@ -14,7 +14,7 @@ from training import config_for, fit_stopping_when, weights_of
 
 from src_train.errors import AnnotationError, CheckpointError, ConfigError, OutputExistsError
 from src_train.masks import DEFAULT_THRESHOLD_HU
-from src_train.model import load_checkpoint, load_model
+from src_train.model import build_model, load_checkpoint, load_model, save_checkpoint
 from src_train.train import (
     BEST,
     CONFIG_FILE,
@@ -27,6 +27,7 @@ from src_train.train import (
     TrainConfig,
     Trainer,
 )
+from src_train.train.validation import choose_best
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -77,13 +78,17 @@ def test_loss_falls_and_checkpoints_reload_identically(
     with torch.no_grad():
         assert torch.equal(model(x), trainer.model_plain(x))
 
-    # validation on epochs 1 and 4 (the last); the best is kept by recall
-    assert "val/recall" in result.history[0] and "val/recall" not in result.history[1]
-    assert "val/recall" in result.history[3]
-    validated = [row for row in result.history if "val/recall" in row]
-    best = max(validated, key=lambda row: (row["val/recall"], row["val/f1"]))
-    assert result.best_epoch == best["epoch"]
+    # validation on epochs 1 and 4 (the last), by detection on the whole validation series;
+    # the best is kept by CPM (then nodule recall, voxel F1)
+    assert "val/cpm" in result.history[0] and "val/cpm" not in result.history[1]
+    assert "val/cpm" in result.history[3]
+    for key in ("nodule_recall", "fp_per_scan", "voxel_precision", "voxel_recall"):
+        assert key in result.best_metrics
+    assert result.best_epoch == choose_best(result.history, cfg.best_min_precision)
     assert load_checkpoint(run / BEST).epoch == result.best_epoch
+    contract = json.loads((run / CONFIG_FILE).read_text())["contract"]
+    assert contract["val_series"] == config["val_series"]
+    assert load_checkpoint(run / BEST).extra["contract"] == contract, "the split travels"
 
     kinds = {e.kind for e in events}
     assert {"cache", "batch", "validation", "epoch", "checkpoint", "end"} <= kinds
@@ -110,26 +115,111 @@ def test_resume_continues_numbering_and_matches_an_uninterrupted_run(
     )
 
 
-@pytest.mark.slow
-def test_stop_request_mid_epoch_leaves_a_loadable_checkpoint(
+def test_resume_refuses_another_split_or_data_option_naming_each_difference(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
+    Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
+    stored = json.loads((run / CONFIG_FILE).read_text())["contract"]
+    fresh_cache = tmp_path / "fresh-cache"
+    changed = config_for(
+        tiny_synth_dir,
+        fresh_cache,
+        run,
+        epochs=2,
+        epoch_samples=8,
+        resume=True,
+        val_stride=2,
+        threshold_hu=-600.0,
+    )
+    with pytest.raises(ConfigError) as info:
+        Trainer(changed).fit()
+    lines = str(info.value).splitlines()
+    assert any(line.strip() == "--val-stride: the run used 10, now 2" for line in lines)
+    assert any(line.strip() == "--threshold-hu: the run used -700, now -600.0" for line in lines)
+    moved = [line for line in lines if "series the run trained on would now validate" in line]
+    assert len(moved) == 1 and "split: 1 series" in moved[0]
+    assert "--contract stored" in str(info.value)
+    assert not fresh_cache.exists(), "refused before caching"
+    assert load_checkpoint(run / LATEST).epoch == 1
+
+    # accepting the stored contract explicitly continues on the stored split and options
+    keep = dataclasses.replace(changed, contract="stored", cache_dir=str(cache_dir))
+    trainer = Trainer(keep)
+    result = trainer.fit()
+    assert result.epoch == 2 and trainer.config.val_stride == 10
+    assert trainer.config.threshold_hu == -700.0
+    assert json.loads((run / CONFIG_FILE).read_text())["contract"] == stored
+
+
+def test_resume_of_a_run_without_a_contract_says_how_to_continue(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg = config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)
+    Trainer(cfg).fit()
+    old = load_checkpoint(run / LATEST)  # as an older LunaSeg wrote it: no contract
+    model = build_model(old.model_config)
+    model.load_state_dict(old.model_state)
+    extra = {k: v for k, v in old.extra.items() if k != "contract"}
+    save_checkpoint(run / LATEST, model, old.model_config, epoch=1, samples_seen=8, extra=extra)
+    resume = dataclasses.replace(cfg, epochs=2, resume=True)
+    with pytest.raises(ConfigError, match=r"older LunaSeg.*--overwrite.*--contract current"):
+        Trainer(resume).fit()
+    result = Trainer(dataclasses.replace(resume, contract="current")).fit()
+    assert result.epoch == 2
+    assert load_checkpoint(run / FINAL).extra["contract"]["val_series"]
+
+
+def test_resume_after_the_data_folder_grew_is_refused(tiny_synth_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data, ignore=shutil.ignore_patterns("cache"))
+    run = tmp_path / "run"
+    cfg = config_for(data, tmp_path / "cache", run, epochs=1, epoch_samples=8)
+    Trainer(cfg).fit()
+    first = sorted((data / "subset0").glob("*.mhd"))[0]
+    (data / "subset1").mkdir()
+    for src in (first, first.with_suffix(".raw")):  # a later download adds a series
+        shutil.copyfile(src, data / "subset1" / src.name.replace(first.stem, "0.9"))
+    with pytest.raises(ConfigError, match=r"data folder: the run saw 4 series, it now holds 5"):
+        Trainer(dataclasses.replace(cfg, epochs=2, resume=True)).fit()
+
+
+@pytest.mark.slow
+def test_stop_mid_epoch_then_resume_equals_an_uninterrupted_run_bit_for_bit(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Negative crops and the hard-negative pool included: the resumed run continues at the
+    next sample, with the partial epoch's counters, and ends with identical weights."""
+    options = {"epochs": 3, "epoch_samples": 24, "negative_fraction": 0.5, "val_every": 2}
+    whole = Trainer(config_for(tiny_synth_dir, cache_dir, tmp_path / "whole", **options)).fit()
+
+    run = tmp_path / "run"
     _, result, _ = fit_stopping_when(
-        config_for(tiny_synth_dir, cache_dir, run, epochs=5),
+        config_for(tiny_synth_dir, cache_dir, run, **options),
         lambda e: e.kind == "batch" and e.epoch == 2 and e.batch == 1,
     )
     assert result.stopped and result.epoch == 1
-    assert result.samples_seen == 16 + 8, "stopped between batches, right after batch 1"
+    assert result.samples_seen == 24 + 8, "stopped between batches, right after batch 1"
     assert not (run / FINAL).exists()
     ckpt = load_checkpoint(run / LATEST)
-    assert ckpt.epoch == 1 and ckpt.samples_seen == 24
+    assert ckpt.epoch == 1 and ckpt.samples_seen == 32, "labelled with the last whole epoch"
+    assert ckpt.extra["partial_epoch"]["epoch"] == 2
+    assert ckpt.extra["partial_epoch"]["batches_done"] == 1
     load_model(run / LATEST)
 
-    # resuming redoes the interrupted epoch and finishes the run
-    done = Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=2, resume=True)).fit()
-    assert not done.stopped and done.epoch == 2 and (run / FINAL).is_file()
-    assert done.samples_seen == 24 + 16
+    resumed = Trainer(config_for(tiny_synth_dir, cache_dir, run, resume=True, **options))
+    done = resumed.fit()
+    assert resumed.start_epoch == 2 and resumed.start_batch == 1
+    assert not done.stopped and done.epoch == 3 and done.samples_seen == 72
+    a, b = weights_of(tmp_path / "whole" / FINAL), weights_of(run / FINAL)
+    assert all(torch.equal(a[k], b[k]) for k in a), "the same samples, augmentations and steps"
+    assert _without_rates(done.history) == _without_rates(whole.history)
+
+
+def _without_rates(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Metrics rows without the throughput columns (which depend on the machine's load)."""
+    return [{k: v for k, v in row.items() if "samples_per_s" not in k} for row in history]
 
 
 def test_stop_request_during_validation_keeps_the_trained_epoch(
@@ -137,11 +227,18 @@ def test_stop_request_during_validation_keeps_the_trained_epoch(
 ) -> None:
     run = tmp_path / "run"
     cfg = config_for(tiny_synth_dir, cache_dir, run, epochs=3, epoch_samples=8, val_batch_size=1)
-    trainer, result, events = fit_stopping_when(cfg, lambda e: e.kind == "validation")
-    assert trainer.val_steps > 1, "the validation set must span several batches"
-    assert [e.kind for e in events].count("validation") == 1, "stopped after one batch"
-    assert result.stopped and result.epoch == 1 and "val/recall" not in result.history[0]
-    assert load_checkpoint(run / LATEST).epoch == 1 and not (run / BEST).exists()
+    _, result, events = fit_stopping_when(cfg, lambda e: e.kind == "validation")
+    steps = [e for e in events if e.kind == "validation"]
+    assert len(steps) == 1 and steps[0].batches > 1, "stopped after one of several passes"
+    assert result.stopped and result.epoch == 1 and "val/cpm" not in result.history[0]
+    latest = load_checkpoint(run / LATEST)
+    assert latest.epoch == 1 and latest.extra["pending_validation"] == 1
+    assert not (run / BEST).exists(), "an unvalidated epoch is never best"
+
+    # resuming validates the interrupted epoch first, then trains on
+    resumed = Trainer(dataclasses.replace(cfg, epochs=2, resume=True)).fit()
+    assert "val/cpm" in resumed.history[0] and resumed.epoch == 2
+    assert load_checkpoint(run / BEST).epoch in (1, 2)
 
 
 def test_should_stop_callable_and_request_stop() -> None:
@@ -160,7 +257,9 @@ def test_resume_takes_the_new_learning_rate_and_drops_stray_metric_rows(
     Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8)).fit()
     with open(run / METRICS_FILE, "a") as fh:  # a row written just before a crash
         fh.write(json.dumps({"epoch": 2.0}) + "\n")
-    resumed = Trainer(config_for(tiny_synth_dir, cache_dir, run, epochs=1, lr=0.005, resume=True))
+    resumed = Trainer(
+        config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, lr=0.005, resume=True)
+    )
     resumed.setup()
     try:
         assert all(g["lr"] == 0.005 for g in resumed.optimizer.param_groups)
@@ -259,8 +358,9 @@ def test_validation_series_with_an_empty_mask_is_a_warning_not_a_crash(
     run = tmp_path / "run"
     with caplog.at_level("WARNING", logger="src_train"):
         result = Trainer(config_for(data, tmp_path / "cache", run, epochs=1, epoch_samples=8)).fit()
-    assert "hold no mask voxels" in caplog.text
-    assert result.last_metrics["val/recall"] == 0.0
+    assert "hold no annotated nodule" in caplog.text
+    assert result.last_metrics["val/nodule_recall"] == 0.0
+    assert result.last_metrics["val/voxel_recall"] == 0.0
     assert np.isfinite(result.last_metrics["train/loss"])
     assert (run / BEST).is_file() and (run / FINAL).is_file()
 
@@ -372,8 +472,7 @@ def test_tensorboard_images_show_what_the_model_saw(
     # voxels exactly, so the augmented CT keeps its values)
     assert (center[label[:, 0]] > DEFAULT_THRESHOLD_HU - 1).all()
     val_tags = [t for t, _ in writer.images if t.startswith("val/")]
-    expected = min(cfg.tb_images, len(trainer.val_set))
-    assert val_tags == [f"val/{i}" for i in range(expected)]
+    assert val_tags == [f"val/{i}" for i in range(cfg.tb_images)]
     assert [t for t, _ in writer.images if t.startswith("train/")] == [
         f"train/{i}" for i in range(cfg.tb_images)
     ]

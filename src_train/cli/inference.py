@@ -111,9 +111,14 @@ def run_infer(args: argparse.Namespace) -> int:
         )
     if summary.froc is not None:
         froc = summary.froc
+        fps = [froc.fps_per_scan_at(s) for s in (0.9, 0.95)]
+        reads = ", ".join(
+            f"{f:.2f} FP/scan at {s:.0%}" if f != float("inf") else f"{s:.0%} not reached"
+            for s, f in zip((0.9, 0.95), fps, strict=True)
+        )
         say(
             f"nodule recall {froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules}), "
-            f"{froc.candidates_per_scan:.1f} candidates per scan, CPM {froc.cpm:.3f}"
+            f"{froc.candidates_per_scan:.1f} candidates per scan, {reads}, CPM {froc.cpm:.3f}"
         )
         say(
             f"full report: lunaseg eval --annotations {plan.annotations_path} "

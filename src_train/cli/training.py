@@ -152,8 +152,24 @@ def run_train(args: argparse.Namespace) -> int:
     if result.best_epoch is not None:
         best = result.best_metrics
         print(
-            f"best validation (epoch {result.best_epoch}): recall {best['recall']:.3f}, "
-            f"precision {best['precision']:.3f}, F1 {best['f1']:.3f}",
+            f"best validation (epoch {result.best_epoch}): nodule recall "
+            f"{best['nodule_recall']:.3f}, {best['fp_per_scan']:.1f} FP/scan, CPM "
+            f"{best['cpm']:.3f}; voxel precision {best['voxel_precision']:.3f}, recall "
+            f"{best['voxel_recall']:.3f}",
+            file=out,
+        )
+        if result.ranked_metrics:
+            ranked = result.ranked_metrics
+            print(
+                f"re-ranked by --ranker {config.ranker}: nodule recall "
+                f"{ranked['nodule_recall']:.3f}, {ranked['fp_per_scan']:.1f} FP/scan, CPM "
+                f"{ranked['cpm']:.3f}",
+                file=out,
+            )
+    else:
+        print(
+            f"no checkpoint_best.pt: no validated epoch reached voxel precision "
+            f"{config.best_min_precision:g} (--best-min-precision)",
             file=out,
         )
     return code

@@ -8,11 +8,13 @@ the numbers, so the CLI only prints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from src_train.errors import ConfigError, OutputExistsError
 from src_train.evaluate.files import (
+    Candidate,
     find_excluded,
     find_series_list,
     read_excluded,
@@ -21,9 +23,12 @@ from src_train.evaluate.files import (
 )
 from src_train.evaluate.froc import BOOTSTRAP_CONFIDENCE
 from src_train.evaluate.scoring import MAX_MARKS_PER_SCAN, FrocResult, evaluate_froc
+from src_train.infer.truth import SPLITS, select_split
 from src_train.luna import Nodule, read_annotations
+from src_train.model import load_checkpoint
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop
+from src_train.train.contract import contract_of_checkpoint
 
 #: File names ``lunaseg eval`` writes.
 FROC_CSV = "froc.csv"
@@ -53,6 +58,15 @@ class EvalOptions:
         None,
         help="series to score, one UID per line (default: seriesuids.csv beside the "
         "candidates, else the series named in the annotations or candidates)",
+    )
+    checkpoint: str | None = option(
+        None, help="the checkpoint that made the candidates (for --split)", metavar="PT"
+    )
+    split: str = option(
+        "all",
+        help="score the checkpoint run's val (held-out) or train series only, or all (warns "
+        "when training series are included)",
+        choices=SPLITS,
     )
     out: str | None = option(
         None, help="folder for froc.csv and froc.png (default: the candidates')"
@@ -137,11 +151,17 @@ def evaluate_run(
     if options.reviewed:
         nodules, line = _reviewed(nodules, Path(options.annotations))
         notes.append(line)
+    candidates = read_submission(options.candidates)
+    uids = read_series_list(series_path) if series_path else None
+    if options.checkpoint is not None or options.split != "all":
+        uids, note = _split_series(options, uids, nodules, candidates)
+        if note:
+            notes.append(note)
     result = evaluate_froc(
         nodules,
-        read_submission(options.candidates),
+        candidates,
         excluded=read_excluded(excluded_path) if excluded_path else (),
-        series_uids=read_series_list(series_path) if series_path else None,
+        series_uids=uids,
         max_marks_per_scan=options.max_marks if options.cap else None,
         bootstrap=options.bootstrap,
         seed=options.seed,
@@ -171,3 +191,22 @@ def _reviewed(nodules: list[Nodule], annotations: Path) -> tuple[list[Nodule], s
         else f"--reviewed: no reviews in {book.dir}; the annotations are scored as they are"
     )
     return out, note
+
+
+def _split_series(
+    options: EvalOptions,
+    uids: list[str] | None,
+    nodules: Sequence[Nodule],
+    candidates: Sequence[Candidate],
+) -> tuple[list[str], str | None]:
+    """The series of ``options.split`` of the checkpoint's run, and a line about them."""
+    if options.checkpoint is None:
+        raise ConfigError(
+            f"--split {options.split} needs --checkpoint: the checkpoint that made the "
+            "candidates knows its run's training and validation series."
+        )
+    ckpt = load_checkpoint(options.checkpoint)
+    if uids is None:
+        uids = sorted({n.series_uid for n in nodules} | {c.series_uid for c in candidates})
+    chosen = select_split(uids, contract_of_checkpoint(ckpt), options.split, options.checkpoint)
+    return chosen.series, chosen.warning

@@ -4,6 +4,8 @@
   generator of progress; :func:`run_inference` drives it);
 * :mod:`.tuner` -- threads / memory format / batch size picked by timing real batches;
 * :mod:`.candidates` -- connected components of the mask as candidate nodules, their CSV;
+* :mod:`.detector` -- a checkpoint as a detector: segmenter, candidate ranker, its run's split;
+* :mod:`.truth` -- what results are scored against, and on which series (``--split``);
 * :mod:`.folder` -- :func:`infer_to_folder`, what ``lunaseg infer`` does: which series,
   against what truth, the loop over them;
 * :mod:`.parts` -- which series one process takes (``--num-parts/--part-id``, torchrun);
@@ -20,6 +22,7 @@ from src_train.infer.candidates import (
     group_candidates,
     write_candidates_csv,
 )
+from src_train.infer.detector import Detector, iter_detection, load_detector, run_detection
 from src_train.infer.events import (
     InferEvent,
     InferPlan,
@@ -57,6 +60,7 @@ __all__ = [
     "DEMO_CHECKPOINT",
     "CandidateConfig",
     "CandidateNodule",
+    "Detector",
     "InferEvent",
     "InferPlan",
     "InferRunOptions",
@@ -76,10 +80,13 @@ __all__ = [
     "find_series",
     "group_candidates",
     "infer_to_folder",
+    "iter_detection",
     "iter_inference",
+    "load_detector",
     "plan_run",
     "prob_to_uint8",
     "resolve_part",
+    "run_detection",
     "run_inference",
     "run_settings",
     "write_candidates_csv",

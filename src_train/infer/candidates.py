@@ -8,6 +8,8 @@ mean probability; components under 2 mm are dropped, see :class:`CandidateConfig
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -24,6 +26,8 @@ from src_train.errors import ConfigError, GeometryError
 from src_train.metrics import check_same_shape
 from src_train.options import option
 
+log = logging.getLogger(__name__)
+
 #: How a candidate's probability is computed from its voxels (:class:`CandidateConfig`).
 CANDIDATE_SCORES = ("max", "mean")
 
@@ -34,6 +38,10 @@ DEFAULT_SCORE = "mean"
 #: Components of a smaller equivalent diameter (mm) are dropped by default: LUNA16 nodules are
 #: at least 3 mm, and specks below 2 mm were a fifth of the demo model's candidates.
 DEFAULT_MIN_DIAMETER_MM = 2.0
+
+#: Components of a larger equivalent diameter (mm) are dropped by default: they are not nodules
+#: (LUNA16's largest is 32 mm) but merged tissue, e.g. a blob of mediastinum.
+DEFAULT_MAX_DIAMETER_MM = 40.0
 
 #: Connectivity of candidate components: 26 (faces, edges, corners) or 6 (faces only).
 DEFAULT_CONNECTIVITY = 26
@@ -48,10 +56,14 @@ CANDIDATE_COLUMNS: tuple[str, ...] = (
     "diameter_mm",
     "voxel_count",
     "mean_probability",
+    "segmenter_probability",
     "index",
     "row",
     "col",
 )
+
+
+_NAN3 = (math.nan, math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -64,10 +76,17 @@ class CandidateNodule:
         center_irc: the same center in fractional array coordinates ``(index, row, col)``.
         diameter_mm: diameter of the sphere with the component's volume, mm.
         voxel_count: voxels in the component.
-        probability: the candidate's score, as :attr:`CandidateConfig.score` chose it (the
-            highest or the mean voxel probability inside it).
+        probability: the candidate's score, higher = more likely a nodule: as
+            :attr:`CandidateConfig.score` chose it (the highest or the mean voxel probability
+            inside it), or a ranker's score (:mod:`src_train.infer.ranking`).
         mean_probability: mean voxel probability inside it.
         max_probability: highest voxel probability inside it.
+        peak_irc: the voxel ``(index, row, col)`` of the highest probability (inside the
+            component, unlike the center of a curved one).
+        peak_xyz_mm: the same voxel in world ``(x, y, z)`` mm.
+        axes_mm: full axis lengths (mm, longest first) of the ellipsoid with the component's
+            second moments: a sphere has three equal axes, a vessel one long axis.
+        segmenter_probability: the segmenter's score before a ranker replaced ``probability``.
     """
 
     series_uid: str
@@ -78,6 +97,49 @@ class CandidateNodule:
     probability: float
     mean_probability: float = math.nan
     max_probability: float = math.nan
+    peak_irc: tuple[float, float, float] = _NAN3
+    peak_xyz_mm: tuple[float, float, float] = _NAN3
+    axes_mm: tuple[float, float, float] = _NAN3
+    segmenter_probability: float = math.nan
+
+    @property
+    def elongation(self) -> float:
+        """Longest over shortest axis of :attr:`axes_mm` (1 for a ball; NaN when unknown)."""
+        longest, _, shortest = self.axes_mm
+        return longest / max(shortest, _MIN_AXIS_MM)
+
+
+#: Shortest axis (mm) an elongation is divided by (a one-voxel-thin component has axis 0).
+_MIN_AXIS_MM = 0.5
+
+#: A uniform solid ellipsoid of semi-axis a has variance a^2 / 5 along that axis.
+_ELLIPSOID_VARIANCE_FACTOR = 5.0
+
+
+def candidates_in_frame(
+    candidates: Sequence[CandidateNodule], geometry: Geometry
+) -> list[CandidateNodule]:
+    """The candidates with ``center_irc`` and ``peak_irc`` in ``geometry``'s array frame.
+
+    Grouping runs on the canonical frame (:meth:`~src_train.ct.CtVolume.canonical`); this
+    maps the array coordinates to the file's frame (world coordinates are the same in both).
+    """
+    if not candidates:
+        return []
+    centers = geometry.xyz_to_irc(np.array([c.center_xyz_mm for c in candidates]))
+    peaks = np.rint(geometry.xyz_to_irc(np.array([c.peak_xyz_mm for c in candidates])))
+    return [
+        dataclasses.replace(
+            cand,
+            center_irc=_triple(center),
+            peak_irc=_triple(peak) if np.all(np.isfinite(peak)) else _NAN3,
+        )
+        for cand, center, peak in zip(candidates, centers, peaks, strict=True)
+    ]
+
+
+def _triple(values: np.ndarray) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 @dataclass(frozen=True)
@@ -97,6 +159,8 @@ class CandidateConfig:
             from the lung field (see :func:`lung_field`) are left out before grouping; None
             keeps every voxel. Nodules sit in the lungs or on their wall; what the model marks
             in the mediastinum or the body wall would otherwise merge into huge components.
+        max_diameter_mm: components whose equivalent diameter is larger are not nodules (the
+            largest LUNA16 nodule is 32 mm) and are dropped; None keeps them.
     """
 
     min_voxels: int = option(1, help="drop candidates with fewer voxels", cli=False)
@@ -120,6 +184,10 @@ class CandidateConfig:
     )
     lung_margin_mm: float | None = option(
         None, help="leave out voxels farther than this (mm, in-plane) from the lung field"
+    )
+    max_diameter_mm: float | None = option(
+        DEFAULT_MAX_DIAMETER_MM,
+        help="drop candidates of a larger equivalent diameter (mm): not nodules",
     )
 
     def __post_init__(self) -> None:
@@ -193,52 +261,155 @@ def group_candidates(
         labels, n = ndimage.label(sub_mask, structure=structure)
     if n == 0:
         return []
-    sub_prob = prob[box]
-    # Per-component sums, accumulated slab by slab so temporaries stay small.
-    count = np.zeros(n + 1, dtype=np.int64)
-    weight = np.zeros(n + 1)
-    moments = np.zeros((3, n + 1))
-    peak = np.zeros(n + 1)
-    for z0 in range(0, labels.shape[0], SCAN_CHUNK_SLICES):
-        lab_slab = labels[z0 : z0 + SCAN_CHUNK_SLICES]
-        zz, yy, xx = np.nonzero(lab_slab)
-        lab = lab_slab[zz, yy, xx]
-        w = sub_prob[z0 : z0 + SCAN_CHUNK_SLICES][zz, yy, xx].astype(np.float64)
-        # A component of zero probability (a mask not made from prob) is weighted uniformly.
-        w_center = w + 1e-12
-        count += np.bincount(lab, minlength=n + 1)
-        weight += np.bincount(lab, w_center, minlength=n + 1)
-        for axis, coord in enumerate((zz + z0, yy, xx)):
-            moments[axis] += np.bincount(lab, w_center * coord, minlength=n + 1)
-        np.maximum.at(peak, lab, w)
-    count, weight, moments, peak = count[1:], weight[1:], moments[:, 1:], peak[1:]
+    stats = _component_stats(labels, n, prob[box], geometry.spacing_irc_mm)
+    count, weight, peak = stats.count, stats.weight, stats.peak
     offset = np.array([s.start for s in box], dtype=np.float64)
-    center_irc = (moments / weight).T + offset
-    voxel_mm3 = geometry.voxel_volume_mm3
-    diameter = np.cbrt(6.0 * count * voxel_mm3 / math.pi)
-    mean_prob = (weight - 1e-12 * count) / count
+    center_irc = stats.center_irc + offset
+    peak_irc = stats.peak_irc + offset
+    diameter = np.cbrt(6.0 * count * geometry.voxel_volume_mm3 / math.pi)
+    mean_prob = weight / count
     keep = (
         (count >= cfg.min_voxels)
         & (diameter >= cfg.min_diameter_mm)
         & (peak >= cfg.min_probability)
     )
+    if cfg.max_diameter_mm is not None:
+        too_big = keep & (diameter > cfg.max_diameter_mm)
+        if too_big.any():
+            log.info(
+                "%s: %d component(s) larger than %g mm (up to %.0f mm) dropped: not nodules",
+                series_uid,
+                int(too_big.sum()),
+                cfg.max_diameter_mm,
+                float(diameter[too_big].max()),
+            )
+        keep &= ~too_big
     idx = np.flatnonzero(keep)
     score = peak if cfg.score == "max" else mean_prob
     idx = idx[np.lexsort((-count[idx], -score[idx]))]
     center_xyz = geometry.irc_to_xyz(center_irc[idx]).reshape(-1, 3)
+    peak_xyz = geometry.irc_to_xyz(peak_irc[idx]).reshape(-1, 3)
     return [
         CandidateNodule(
             series_uid=series_uid,
-            center_xyz_mm=(float(xyz[0]), float(xyz[1]), float(xyz[2])),
-            center_irc=(float(c[0]), float(c[1]), float(c[2])),
+            center_xyz_mm=_triple(xyz),
+            center_irc=_triple(center_irc[i]),
             diameter_mm=float(diameter[i]),
             voxel_count=int(count[i]),
             probability=float(score[i]),
             mean_probability=float(mean_prob[i]),
             max_probability=float(peak[i]),
+            peak_irc=_triple(peak_irc[i]),
+            peak_xyz_mm=_triple(pxyz),
+            axes_mm=_triple(stats.axes_mm[i]),
+            segmenter_probability=float(score[i]),
         )
-        for i, xyz, c in zip(idx, center_xyz, center_irc[idx], strict=True)
+        for i, xyz, pxyz in zip(idx, center_xyz, peak_xyz, strict=True)
     ]
+
+
+@dataclass
+class _ComponentStats:
+    """Per-component sums of :func:`_component_stats` (component ``k`` at index ``k - 1``)."""
+
+    count: np.ndarray
+    weight: np.ndarray
+    peak: np.ndarray
+    center_irc: np.ndarray
+    peak_irc: np.ndarray
+    axes_mm: np.ndarray
+
+
+def _component_stats(
+    labels: np.ndarray,
+    n: int,
+    prob: np.ndarray,
+    spacing_irc_mm: tuple[float, float, float],
+) -> _ComponentStats:
+    """Voxel count, summed and peak probability, weighted center, peak voxel and ellipsoid axes
+    of components ``1..n`` of ``labels`` (``(index, row, col)``), accumulated slab by slab so
+    temporaries stay small. Centers are probability-weighted (uniform where the probability is
+    0, e.g. a mask not made from ``prob``); axes come from the unweighted second moments in mm."""
+    count = np.zeros(n + 1, dtype=np.int64)
+    weight = np.zeros(n + 1)
+    w_center = np.zeros(n + 1)
+    first = np.zeros((3, n + 1))
+    second = np.zeros((3, 3, n + 1))  # unweighted sums of coordinate products, mm^2
+    moments = np.zeros((3, n + 1))
+    peak = np.full(n + 1, -np.inf)
+    peak_pos = np.zeros((3, n + 1))
+    spacing = np.asarray(spacing_irc_mm, dtype=np.float64)
+    for z0 in range(0, labels.shape[0], SCAN_CHUNK_SLICES):
+        lab_slab = labels[z0 : z0 + SCAN_CHUNK_SLICES]
+        zz, yy, xx = np.nonzero(lab_slab)
+        if zz.size == 0:  # a slab without components (the peak bookkeeping needs one voxel)
+            continue
+        lab = lab_slab[zz, yy, xx]
+        w = prob[z0 : z0 + SCAN_CHUNK_SLICES][zz, yy, xx].astype(np.float64)
+        w_c = w + _UNIFORM_WEIGHT
+        count += np.bincount(lab, minlength=n + 1)
+        weight += np.bincount(lab, w, minlength=n + 1)
+        w_center += np.bincount(lab, w_c, minlength=n + 1)
+        coords = (zz + z0, yy, xx)
+        mm = [coords[a] * spacing[a] for a in range(3)]
+        for a in range(3):
+            moments[a] += np.bincount(lab, w_c * coords[a], minlength=n + 1)
+            first[a] += np.bincount(lab, mm[a], minlength=n + 1)
+            for b in range(a, 3):
+                second[a, b] += np.bincount(lab, mm[a] * mm[b], minlength=n + 1)
+        # the slab's most probable voxel per component (first in raster order on ties)
+        order = np.lexsort((-w, lab))
+        starts = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
+        better = w[starts] > peak[lab[starts]]
+        winners = starts[better]
+        peak[lab[winners]] = w[winners]
+        for a in range(3):
+            peak_pos[a, lab[winners]] = coords[a][winners]
+    peak_irc = peak_pos[:, 1:].T
+    count1 = count[1:].astype(np.float64)
+    mean_mm = first[:, 1:] / count1
+    cov = second[:, :, 1:] / count1 - mean_mm[:, None, :] * mean_mm[None, :, :]
+    cov = np.moveaxis(cov, -1, 0)  # (n, 3, 3), upper triangle filled
+    cov = np.triu(cov) + np.transpose(np.triu(cov, 1), (0, 2, 1))
+    # a one-voxel-thick axis has variance 0 but a voxel's extent: add a voxel's own variance
+    cov += np.diag(spacing**2 / 12.0)[None]
+    eig = np.clip(np.linalg.eigvalsh(cov)[:, ::-1], 0.0, None)
+    axes = 2.0 * np.sqrt(_ELLIPSOID_VARIANCE_FACTOR * eig)
+    return _ComponentStats(
+        count=count[1:],
+        weight=weight[1:],
+        peak=peak[1:],
+        center_irc=(moments[:, 1:] / w_center[1:]).T,
+        peak_irc=peak_irc,
+        axes_mm=axes,
+    )
+
+
+#: Added to every voxel's weight for the center, so a zero-probability component has one.
+_UNIFORM_WEIGHT = 1e-12
+
+
+def candidate_components(
+    mask: np.ndarray,
+    candidates: Sequence[CandidateNodule],
+    connectivity: int = DEFAULT_CONNECTIVITY,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of ``mask`` and the one each candidate was grouped from.
+
+    ``mask`` bool ``(index, row, col)`` and candidates in the same array frame (their
+    ``peak_irc`` lies inside their component). Returns the label volume (0 = background) and,
+    per candidate, its label (0 when its peak is unknown or outside the mask), so that
+    ``np.isin(labels, chosen)`` gives the voxels of chosen candidates.
+    """
+    structure = ndimage.generate_binary_structure(3, 3 if connectivity == 26 else 1)
+    labels, _n = ndimage.label(mask, structure=structure)
+    own = np.zeros(len(candidates), dtype=np.int64)
+    for k, c in enumerate(candidates):
+        if np.all(np.isfinite(c.peak_irc)):
+            voxel = tuple(int(v) for v in c.peak_irc)
+            if all(0 <= v < n for v, n in zip(voxel, mask.shape, strict=True)):
+                own[k] = labels[voxel]
+    return labels, own
 
 
 def write_candidates_csv(
@@ -254,6 +425,7 @@ def write_candidates_csv(
         i, r, col = c.center_irc
         lines.append(
             f"{c.series_uid},{x:.3f},{y:.3f},{z:.3f},{c.probability:.6f},{c.diameter_mm:.2f},"
-            f"{c.voxel_count},{c.mean_probability:.6f},{i:.2f},{r:.2f},{col:.2f}"
+            f"{c.voxel_count},{c.mean_probability:.6f},{c.segmenter_probability:.6f},"
+            f"{i:.2f},{r:.2f},{col:.2f}"
         )
     return write_text_atomic(path, "\n".join(lines) + "\n", overwrite=overwrite)

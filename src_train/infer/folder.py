@@ -43,6 +43,7 @@ from src_train.errors import (
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
 from src_train.infer.candidates import CandidateNodule
+from src_train.infer.detector import Detector, load_detector, run_detection
 from src_train.infer.events import (
     EventCallback,
     InferEvent,
@@ -67,14 +68,15 @@ from src_train.infer.records import (
     write_failure,
     write_record,  # re-exported: lunaseg eval's series list, written by .records
 )
-from src_train.infer.runner import InferenceOptions, run_inference
+from src_train.infer.runner import InferenceOptions
+from src_train.infer.truth import SPLITS, TruthDefinition, scoring_truth, select_split
 from src_train.infer.tuner import TunerCache
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
-from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
-from src_train.model import file_sha1, load_checkpoint, load_model
+from src_train.model import Checkpoint, file_sha1, load_checkpoint
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop, check_stop
 from src_train.reviews import ReviewedFolder
+from src_train.train.contract import contract_of_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,12 @@ class InferRunOptions:
     limit: int | None = option(None, help="only the first N series", metavar="N")
     with_truth: bool = option(True, help="skip the ground-truth comparison", flag="--no-truth")
     reviewed: bool = option(False, help="compare with the reviewed nodules (DATA/reviews/)")
+    split: str = option(
+        "all",
+        help="series of the checkpoint's run to process: val (held out), train, or all (warns "
+        "when training series are included)",
+        choices=SPLITS,
+    )
     overwrite: bool = option(
         False, help="recompute series already complete in OUT_DIR and replace its settings"
     )
@@ -190,11 +198,16 @@ class RunScope:
         series: ``(uid, path)`` of every series of the run (all parts), sorted.
         folder: the LUNA16 folder the series come from; None for a lone series.
         truth: the folder whose annotations define the ground truth; None: no comparison.
+        definition: how voxel ground truth is made from the annotations (the checkpoint's
+            mask method and threshold).
+        notes: lines for the user: training series included, what results are scored against.
     """
 
     series: list[tuple[str, Path]]
     folder: LunaFolder | None
     truth: LunaFolder | None
+    definition: TruthDefinition = field(default_factory=TruthDefinition)
+    notes: tuple[str, ...] = ()
 
     @property
     def uids(self) -> list[str]:
@@ -202,17 +215,48 @@ class RunScope:
         return [uid for uid, _ in self.series]
 
 
-def choose_scope(data: str | os.PathLike[str], options: InferRunOptions) -> RunScope:
-    """The run's series (``--series``, ``--limit``) and its ground truth (annotations).
+def choose_scope(
+    data: str | os.PathLike[str], options: InferRunOptions, checkpoint: Checkpoint | None = None
+) -> RunScope:
+    """The run's series (``--series``, ``--split`` of ``checkpoint``'s run, then ``--limit``),
+    its ground truth (annotations, or the reviewed nodules) and how voxel truth is made
+    (``checkpoint``'s way; the defaults without one).
 
     Decided once per run, before anything else: every part computes the same scope.
     """
-    folder, pairs = find_series(Path(data), options.series, options.limit)
+    folder, pairs = find_series(Path(data), options.series)
     has_truth = folder is not None and folder.annotations_path is not None
     truth = folder if options.with_truth and has_truth else None
     if options.reviewed and truth is not None:
         truth = ReviewedFolder(truth.root)  # its nodules(uid) are the reviewed ones
-    return RunScope(series=pairs, folder=folder, truth=truth)
+    notes: list[str] = []
+    definition = TruthDefinition()
+    if checkpoint is not None:
+        uids = [uid for uid, _ in pairs]
+        chosen = select_split(
+            uids, contract_of_checkpoint(checkpoint), options.split, options.checkpoint_path
+        )
+        keep = set(chosen.series)
+        pairs = [pair for pair in pairs if pair[0] in keep]
+        definition = TruthDefinition.of_train_config(checkpoint.train_config)
+        if chosen.warning:
+            notes.append(chosen.warning)
+        if options.split != "all":
+            notes.append(f"--split {options.split}: {len(pairs)} of {len(uids)} series")
+    if options.limit is not None:
+        pairs = pairs[: max(options.limit, 0)]
+        if not pairs:
+            raise SeriesNotFoundError(f"--limit {options.limit}: no series to process in {data}.")
+    if truth is not None and checkpoint is not None:
+        scoring = scoring_truth(truth)
+        path = scoring.annotations_path
+        excluded = scoring.excluded_path.name if scoring.excluded_path else "none"
+        reviewed = " (reviewed nodules)" if options.reviewed else ""
+        notes.append(
+            f"scored against {path.name if path else 'no annotations'}{reviewed} (excluded "
+            f"findings: {excluded}); voxel truth: {definition.describe()} (the checkpoint's)"
+        )
+    return RunScope(pairs, folder, truth, definition, tuple(notes))
 
 
 def run_settings(options: InferRunOptions, checkpoint_sha1: str, scope: RunScope) -> dict[str, Any]:
@@ -227,8 +271,8 @@ def run_settings(options: InferRunOptions, checkpoint_sha1: str, scope: RunScope
     if scope.truth is not None and scope.truth.annotations_path is not None:
         truth = {
             "annotations_sha1": file_sha1(scope.truth.annotations_path),
-            "mask_method": REFERENCE_METHOD,
-            "threshold_hu": DEFAULT_THRESHOLD_HU,
+            "mask_method": scope.definition.mask_method,
+            "threshold_hu": scope.definition.threshold_hu,
             "reviewed": options.reviewed,
         }
     return {"checkpoint_sha1": checkpoint_sha1, "inference": inference, "truth": truth}
@@ -240,10 +284,15 @@ def run_settings(options: InferRunOptions, checkpoint_sha1: str, scope: RunScope
 def _score_run(
     truth: LunaFolder, uids: Sequence[str], found: Sequence[CandidateNodule]
 ) -> FrocResult:
-    """Nodule recall, FROC and CPM of a run's candidates against the annotated nodules."""
-    nodules = [n for uid in uids for n in truth.nodules(uid) if n.diameter_mm]
+    """Nodule recall, FROC and CPM of a run's candidates, as ``lunaseg eval`` scores them."""
+    scoring = scoring_truth(truth)
+    nodules = scoring.nodules_of(uids)
+    if isinstance(truth, ReviewedFolder):  # --reviewed: the reviewed nodules are the included set
+        nodules = [n for uid in uids for n in truth.nodules(uid) if n.is_nodule and n.diameter_mm]
     marks = [FrocCandidate(c.series_uid, c.center_xyz_mm, c.probability) for c in found]
-    return evaluate_froc(nodules, marks, series_uids=uids)
+    wanted = set(uids)
+    excluded = [f for f in scoring.excluded if f.series_uid in wanted]
+    return evaluate_froc(nodules, marks, excluded=excluded, series_uids=uids)
 
 
 def plan_run(
@@ -257,9 +306,9 @@ def plan_run(
     unless ``options.overwrite``). This part's complete series are skipped; with ``overwrite``
     their records are removed, so they count as incomplete until recomputed.
     """
-    scope = choose_scope(data, options)
-    part = resolve_part(options.num_parts, options.part_id)
     checkpoint = load_checkpoint(options.checkpoint_path)
+    scope = choose_scope(data, options, checkpoint)
+    part = resolve_part(options.num_parts, options.part_id)
     out = Path(out_dir)
     manifest = RunManifest(
         settings=run_settings(options, checkpoint.sha1, scope),
@@ -267,7 +316,8 @@ def plan_run(
         checkpoint=str(options.checkpoint_path),
         data=str(data),
     )
-    manifest, notes = open_run(out, manifest, overwrite=options.overwrite, split=part.is_split)
+    manifest, run_notes = open_run(out, manifest, overwrite=options.overwrite, split=part.is_split)
+    notes = [*scope.notes, *run_notes]
     candidates_csv, series_list = out / CANDIDATES_CSV, out / SERIES_LIST_NAME
     mine = part.take(scope.series)
     index = RecordIndex(out, manifest.key)
@@ -332,7 +382,7 @@ def _run_series(
     path: Path,
     plan: InferPlan,
     scope: RunScope,
-    model: torch.nn.Module,
+    detector: Detector,
     options: InferenceOptions,
     tuners: TunerCache,
     progress: Progress | None,
@@ -342,12 +392,14 @@ def _run_series(
     t0 = time.perf_counter()
     ct = load_ct(path, series_uid=uid if path.is_dir() else None)
     record_path(plan.out_dir, uid).unlink(missing_ok=True)  # untrusted until rewritten
-    result = run_inference(
-        ct, model, options, tuners=tuners, progress=progress, should_stop=should_stop
+    result = run_detection(
+        ct, detector, options, tuners=tuners, progress=progress, should_stop=should_stop
     )
     files = plan.outputs(uid)
     t_written = time.perf_counter()
-    metrics = write_series_volumes(ct, result.prob, result.mask, files, scope.truth)
+    metrics = write_series_volumes(
+        ct, result.prob, result.mask, files, scope.truth, scope.definition
+    )
     load_seconds = t_written - t0 - result.seconds
     record = SeriesRecord(
         series_uid=uid,
@@ -437,12 +489,12 @@ def infer_to_folder(
             )
         )
 
-    model: torch.nn.Module | None = None
+    detector: Detector | None = None
     inference = opts.inference
     if plan.todo:
         device = device_for_part(inference.device, plan.part, torch.cuda.is_available())
         inference = dataclasses.replace(inference, device=device)
-        model, _config = load_model(plan.checkpoint, device=device)
+        detector = load_detector(plan.checkpoint, device=device)
     if on_start is not None:
         on_start(plan)
     event("start", message=plan.describe())
@@ -452,10 +504,10 @@ def infer_to_folder(
     not_attempted: list[str] = []
     for i, (uid, path) in enumerate(plan.todo):
         check_stop(should_stop, "Inference")
-        assert model is not None  # loaded whenever there is work
+        assert detector is not None  # loaded whenever there is work
         try:
             report = _run_series(
-                uid, path, plan, scope, model, inference, tuners, progress, should_stop
+                uid, path, plan, scope, detector, inference, tuners, progress, should_stop
             )
         except _RUN_ERRORS:
             raise

@@ -15,8 +15,8 @@ import numpy as np
 
 from src_train.anatomy import SCAN_CHUNK_SLICES
 from src_train.ct import CtVolume, save_volume
+from src_train.infer.truth import TruthDefinition, ground_truth_mask
 from src_train.luna import LunaFolder
-from src_train.masks import build_masks
 from src_train.metrics import error_volume, voxel_metrics
 
 #: Probability volumes are written as uint8: ``round(prob * PROB_FILE_SCALE)``.
@@ -63,14 +63,23 @@ class SeriesOutputs:
 
 
 def write_series_volumes(
-    ct: CtVolume, prob: np.ndarray, mask: np.ndarray, files: SeriesOutputs, truth: LunaFolder | None
+    ct: CtVolume,
+    prob: np.ndarray,
+    mask: np.ndarray,
+    files: SeriesOutputs,
+    truth: LunaFolder | None,
+    definition: TruthDefinition | None = None,
 ) -> dict[str, float] | None:
-    """Write one series' volumes (replacing leftovers); with ``truth``, its error volume."""
+    """Write one series' volumes (replacing leftovers); with ``truth``, its error volume and
+    voxel metrics against masks made ``definition``'s way (the checkpoint's; default: the
+    reference method at -700 HU)."""
     save_volume(prob_to_uint8(prob), ct.geometry, files.prob, compress=True, overwrite=True)
     save_volume(mask.view(np.uint8), ct.geometry, files.pred, compress=True, overwrite=True)
     if truth is None:
         return None
-    truth_mask, _records = build_masks(ct, truth.nodules(ct.series_uid), on_outside="skip")
+    truth_mask = ground_truth_mask(
+        ct, truth.nodules(ct.series_uid), definition or TruthDefinition()
+    )
     errors = error_volume(mask, truth_mask)
     save_volume(errors, ct.geometry, files.error, compress=True, overwrite=True)
     return voxel_metrics(mask, truth_mask)

@@ -4,8 +4,12 @@
 its context slices, see :mod:`src_train.context`), yielding :class:`InferenceProgress` after
 each batch and returning an :class:`InferenceResult` (probability volume, thresholded mask and
 candidate nodules, all in the CT's geometry: arrays ``(index, row, col)``, world ``(x, y, z)``
-mm). The viewer runs the generator in a worker thread (Cancel = stop iterating); the CLI and
-Python callers use :func:`run_inference`, which drives it with ``progress``/``should_stop``.
+mm). Every series meets the model in the canonical frame
+(:meth:`~src_train.ct.CtVolume.canonical`: array col/row/index along world +x/+y/+z), so the
+way a file orders its slices and axes does not change the result; probabilities and masks are
+written back in the file's array order, through views, without copies. The viewer runs the
+generator in a worker thread (Cancel = stop iterating); the CLI and Python callers use
+:func:`run_inference`, which drives it with ``progress``/``should_stop``.
 
 Speed, on the CPU: batch norms are folded into the convolutions; bfloat16 autocast is used only
 on CPUs with native bf16; CPU threads (all or one), memory format (channels-last or not) and
@@ -44,7 +48,12 @@ from src_train.ct import CtVolume
 from src_train.devices import cpu_has_native_bf16, resolve_device
 from src_train.errors import ConfigError
 from src_train.infer.backends import ENGINE_CHOICES, candidate_engines, execution_options
-from src_train.infer.candidates import CandidateConfig, CandidateNodule, group_candidates
+from src_train.infer.candidates import (
+    CandidateConfig,
+    CandidateNodule,
+    candidates_in_frame,
+    group_candidates,
+)
 from src_train.infer.tuner import CPU_BATCH_SIZES, CUDA_BATCH_SIZES, TunerCache
 from src_train.model import unwrap_model
 from src_train.options import option
@@ -134,7 +143,8 @@ class InferenceSettings:
         threads: CPU threads the model ran with.
         channels_last: the memory format of inputs and weights.
         batch_size: slices per forward pass.
-        crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends).
+        crop_irc: in-plane box the model ran on, ``(row0, row1, col0, col1)`` (exclusive ends),
+            in the canonical frame (:meth:`CtVolume.canonical`).
         tuned: whether this run measured configurations (threads, format, batch size).
         engine: ``"torch"`` or the CPU runtime that ran the exported model (backends.py).
     """
@@ -254,7 +264,9 @@ def iter_inference(
     dev = resolve_device(opts.device)
     prec = _resolve_precision(opts.precision, dev)
     context, multiple, _depth = _model_facts(model)
-    hu = ct.hu
+    # The model sees the canonical frame (views, no copy); results land in the file's order.
+    canonical, turn = ct.canonical()
+    hu = canonical.hu
     n_z, n_rows, n_cols = hu.shape
     if opts.crop_to_body:
         r0, r1, c0, c1 = body_box(hu, multiple, BODY_MARGIN_PX)
@@ -291,8 +303,9 @@ def iter_inference(
     measuring = not tuner.done
     autocast_dtype = _AUTOCAST_DTYPES.get(prec)
 
-    prob = np.zeros(hu.shape, dtype=np.float16)
-    mask = np.zeros(hu.shape, dtype=bool)
+    prob_file = np.zeros(ct.shape_irc, dtype=np.float16)
+    mask_file = np.zeros(ct.shape_irc, dtype=bool)
+    prob, mask = turn.to_canonical(prob_file), turn.to_canonical(mask_file)  # views into them
     thr16 = np.float16(opts.threshold)
     model_seconds = 0.0
     current_format: bool | None = None
@@ -359,7 +372,8 @@ def iter_inference(
         crop_irc=(r0, r1, c0, c1),
         tuned=measuring,
     )
-    found = group_candidates(prob, mask, ct.geometry, ct.series_uid, opts.candidates, hu=hu)
+    found = group_candidates(prob, mask, canonical.geometry, ct.series_uid, opts.candidates, hu=hu)
+    found = candidates_in_frame(found, ct.geometry)
     total = time.perf_counter() - start
     log.info(
         "%s: %d slices in %.1f s (model %.1f s, %.1f slices/s; %s), %d candidates",
@@ -372,8 +386,8 @@ def iter_inference(
         len(found),
     )
     return InferenceResult(
-        prob=prob,
-        mask=mask,
+        prob=prob_file,
+        mask=mask_file,
         candidates=found,
         seconds=total,
         threshold=float(opts.threshold),

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from src_train.ct import CtVolume
+from src_train.ct import CtVolume, Reorientation
 from src_train.errors import GeometryError, SeriesReadError
 from src_train.luna import Nodule
 from src_train.masks.build import NoduleMask, OutsidePolicy, build_masks, mask_nodule
@@ -279,13 +279,16 @@ def apply_book(
     method: str = REFERENCE_METHOD,
     *,
     on_outside: OutsidePolicy = "raise",
+    turn: Reorientation | None = None,
     **params: Any,
 ) -> ReviewedSeries:
     """:func:`apply_reviews` with a series' rows and label volume from ``book``.
 
     Without a book (``None``: reviews ignored) the masks are the plain ones. A label volume
     that does not match the CT's geometry (or cannot be read) is refused: nothing of that
-    series' reviews is applied and ``problems`` says why.
+    series' reviews is applied and ``problems`` says why. With ``turn``, ``ct`` is the series
+    in the canonical frame (:meth:`CtVolume.canonical`): the label volume, stored in the file's
+    geometry, is checked against that and brought to the canonical order.
     """
     histories = [] if book is None else book.histories(ct.series_uid)
     csv_name = "reviews.csv" if book is None else str(book.csv_path)
@@ -293,7 +296,10 @@ def apply_book(
     problems: list[str] = []
     if histories and book is not None and any(h.label for h in histories):
         try:
-            labels = book.labels(ct.series_uid, ct.geometry)
+            geometry = turn.file_geometry if turn is not None else ct.geometry
+            labels = book.labels(ct.series_uid, geometry)
+            if labels is not None and turn is not None:
+                labels = np.ascontiguousarray(turn.to_canonical(labels))
         except (GeometryError, SeriesReadError) as exc:
             log.warning("%s", exc)
             problems.append(str(exc))

@@ -9,6 +9,7 @@ modules, so each default is written once.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,8 +22,12 @@ from src_train.losses import LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
 from src_train.model import ARCHITECTURES, ModelConfig
 from src_train.options import option
+from src_train.train.contract import CONTRACT_POLICIES
+from src_train.train.second_stage import RANKER_CHOICES
+from src_train.train.validation import DEFAULT_BEST_MIN_PRECISION
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+LR_SCHEDULES = ("constant", "cosine")
 ON_OFF_AUTO = ("auto", "on", "off")
 
 #: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
@@ -53,12 +58,35 @@ class TrainConfig:
         DEFAULT_CONTEXT_SLICES, help="neighbouring slices each side (channels 2N+1)"
     )
     val_stride: int = option(10, help="every N-th series is held out for validation")
+    negative_fraction: float = option(
+        SampleConfig.negative_fraction,
+        help="share of training crops not centered on a nodule (body crops, hard negatives)",
+    )
+    hard_fraction: float = option(
+        SampleConfig.hard_fraction,
+        help="share of those negatives taken where the model fired without a nodule",
+    )
+    edge_fraction: float = option(
+        SampleConfig.edge_fraction,
+        help="share of nodule crops shown as if the scan ended beside the nodule",
+    )
     # -- schedule ------------------------------------------------------------------------------
     epochs: int = option(10, help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
     batch_size: int = option(16, help="training batch size per process")
-    val_batch_size: int = option(4, help="validation slices per batch")
+    val_batch_size: int = option(4, help="validation slices per model pass")
     val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
+    ranker: str = option(
+        "none",
+        help="second stage fitted after the last epoch on training series' candidates: "
+        "features (size, shape, confidence), classifier (3-D CNN on CT patches), combined",
+        choices=RANKER_CHOICES,
+    )
+    ranker_series: int = option(8, help="training series the second stage learns from (0: all)")
+    best_min_precision: float = option(
+        DEFAULT_BEST_MIN_PRECISION,
+        help="an epoch whose voxel precision on the validation series is lower is never 'best'",
+    )
     num_workers: int = option(
         2, help="data-loader worker processes (0 = in the main process)", flag="--workers"
     )
@@ -76,7 +104,17 @@ class TrainConfig:
         LossConfig.fn_weight, help="weight of the false-negative Dice in dice-fn"
     )
     focal_gamma: float = option(LossConfig.focal_gamma, help="focusing exponent of the focal loss")
+    focal_alpha: float | None = option(
+        LossConfig.focal_alpha,
+        help="weight of nodule voxels in the focal loss (1 - it for the rest); none by default",
+    )
     lr: float = option(1e-3, help="Adam learning rate")
+    lr_schedule: str = option(
+        "constant",
+        help="constant, or cosine: the rate falls from --lr to 0 along a half cosine over the "
+        "epochs (set at each epoch's start)",
+        choices=LR_SCHEDULES,
+    )
     augment: str = option(
         ",".join(AUGMENTATIONS),
         help=f"comma list of {','.join(AUGMENTATIONS)}; 'all' or 'none'",
@@ -102,6 +140,12 @@ class TrainConfig:
     )
     # -- run folder ----------------------------------------------------------------------------
     resume: bool = option(False, help="continue from RUN_DIR/checkpoint_latest.pt")
+    contract: str = option(
+        "check",
+        help="on --resume: check = refuse any change of split, data or data options; stored = "
+        "continue with the run's stored ones; current = adopt today's (older runs without one)",
+        choices=CONTRACT_POLICIES,
+    )
     overwrite: bool = option(False, help="start over in a run folder that holds a run")
     tensorboard: bool = option(True, help="do not write TensorBoard logs", flag="--no-tensorboard")
     tb_images: int = option(4, help="validation slices drawn to TensorBoard per validation")
@@ -141,6 +185,24 @@ class TrainConfig:
                 "resume (continue the run) and overwrite (start it over) contradict each other; "
                 "choose one."
             )
+        if not 0.0 <= self.best_min_precision <= 1.0:
+            raise ConfigError(
+                f"best_min_precision must lie in [0, 1]; got {self.best_min_precision}."
+            )
+        if self.ranker not in RANKER_CHOICES:
+            raise ConfigError(
+                f"ranker must be one of {', '.join(RANKER_CHOICES)}; got {self.ranker!r}."
+            )
+        if self.ranker_series < 0:
+            raise ConfigError(f"ranker_series must not be negative; got {self.ranker_series}.")
+        if self.contract not in CONTRACT_POLICIES:
+            raise ConfigError(
+                f"contract must be one of {', '.join(CONTRACT_POLICIES)}; got {self.contract!r}."
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}."
+            )
         if self.lr <= 0:
             raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
         # Validate the parts other modules own now, not after the cache is built.
@@ -148,6 +210,12 @@ class TrainConfig:
         self.loss_config()
         self.augment_config()
         self.sample_config()
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based) under :attr:`lr_schedule`."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
     def model_config(self) -> ModelConfig:
         """The model these options describe."""
@@ -160,7 +228,12 @@ class TrainConfig:
 
     def loss_config(self) -> LossConfig:
         """The loss these options describe."""
-        return LossConfig(name=self.loss, fn_weight=self.fn_weight, focal_gamma=self.focal_gamma)
+        return LossConfig(
+            name=self.loss,
+            fn_weight=self.fn_weight,
+            focal_gamma=self.focal_gamma,
+            focal_alpha=self.focal_alpha,
+        )
 
     def augment_config(self) -> AugmentConfig:
         """The augmentation these options describe."""
@@ -168,7 +241,14 @@ class TrainConfig:
 
     def sample_config(self) -> SampleConfig:
         """Crop shapes."""
-        return SampleConfig(self.crop_size, self.window_size, self.context_slices)
+        return SampleConfig(
+            self.crop_size,
+            self.window_size,
+            self.context_slices,
+            self.negative_fraction,
+            self.hard_fraction,
+            self.edge_fraction,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""

@@ -17,7 +17,8 @@ class ProgressEvent:
     Attributes:
         kind: ``"cache"`` (preparing series), ``"batch"``, ``"validation"`` (a validation
             batch), ``"epoch"`` (an epoch ended: ``metrics`` has ``train/...`` and maybe
-            ``val/...``), ``"checkpoint"`` (``path``, ``sha1``), ``"stopped"``, ``"end"``.
+            ``val/...``), ``"checkpoint"`` (``path``, ``sha1``), ``"ranker"`` (fitting the
+            second stage after the last epoch), ``"stopped"``, ``"end"``.
         epoch, epochs: current epoch (1-based) and the last one.
         batch, batches: position within the epoch (or validation, or cache build).
         samples_seen: training samples seen so far (all processes).
@@ -63,6 +64,8 @@ class TrainResult:
         best_epoch, best_metrics: the validation epoch kept as ``checkpoint_best.pt``.
         last_metrics: metrics of the last completed epoch (``train/...``, ``val/...``).
         history: every epoch's metrics, in order.
+        ranked_metrics: validation metrics of the best epoch's candidates re-ranked by the
+            second stage (``--ranker``); empty without one.
     """
 
     run_dir: Path
@@ -73,3 +76,4 @@ class TrainResult:
     best_metrics: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    ranked_metrics: dict[str, float] = field(default_factory=dict)

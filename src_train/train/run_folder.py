@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src_train.atomic import write_text_atomic
+import torch
+
+from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import CheckpointError, ConfigError, OutputExistsError
 from src_train.model import Checkpoint, ModelConfig, load_checkpoint
 
@@ -138,6 +140,15 @@ class RunFolder:
             f"To resume from an earlier state of this run, copy {' or '.join(usable)} in "
             f"{self.path} to {LATEST}; or use --overwrite to start the run over."
         )
+
+    def add_to_checkpoint(self, name: str, key: str, value: Any) -> None:
+        """Store ``value`` under ``extra[key]`` of the run's checkpoint ``name`` (atomically;
+        weights and everything else unchanged), e.g. the ranker fitted after training."""
+        path = self.path / name
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload.setdefault("extra", {})[key] = value
+        with atomic_write(path, "wb") as fh:
+            torch.save(payload, fh)
 
     def write_config(self, data: dict[str, Any]) -> None:
         """``config.json``, atomically."""

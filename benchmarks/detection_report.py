@@ -1,0 +1,158 @@
+"""The issue's goals table for one ``lunaseg infer`` run on a synthetic folder.
+
+Reads the run's ``candidates.csv`` and ``seriesuids.csv`` and the folder's ``annotations.csv``
+(+ ``annotations_excluded.csv``) and ``truth/nodules.csv`` (each nodule's kind), scores them with
+the official LUNA16 rules (:func:`src_train.evaluate.evaluate_froc`, bootstrap over scans for
+the CPM interval) and prints, in Markdown:
+
+* nodule recall with every candidate, candidates per scan, FP per scan at 90 % and 95 %
+  sensitivity, the sensitivities at 1/8..8 FP per scan, CPM with its 95 % interval;
+* the operating point at ``--fp-per-scan`` (default 4): the score threshold that keeps at most
+  that many false positives per scan, and recall there per nodule kind and per size band.
+
+Example::
+
+    lunaseg infer /tmp/q/eval8128 --out /tmp/q/out --checkpoint demo.pt
+    python benchmarks/detection_report.py /tmp/q/eval8128 /tmp/q/out/candidates.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from src_train.evaluate import (
+    EXCLUDED_FALLBACK_DIAMETER_MM,
+    counted_marks,
+    evaluate_froc,
+    find_series_list,
+    nodule_hits,
+    read_series_list,
+    read_submission,
+)
+from src_train.infer.truth import scoring_truth
+from src_train.luna import LunaFolder
+
+#: Size bands (mm, lower bound inclusive) of the per-size table.
+SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
+
+
+def _band(diameter: float) -> str:
+    for lo, hi in SIZE_BANDS_MM:
+        if lo <= diameter < hi:
+            return f"{lo:g}-{hi:g} mm" if math.isfinite(hi) else f">= {lo:g} mm"
+    return "?"
+
+
+def _key(uid: str, center: tuple[float, float, float]) -> tuple[str, tuple[float, ...]]:
+    return uid, tuple(round(v, 2) for v in center)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="the synthetic folder (annotations, truth/nodules.csv)")
+    parser.add_argument("candidates", help="candidates.csv of a lunaseg infer run")
+    parser.add_argument("--fp-per-scan", type=float, default=4.0)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    folder = LunaFolder(args.data)
+    truth = scoring_truth(folder)
+    series_path = find_series_list(args.candidates)
+    uids = read_series_list(series_path) if series_path else folder.series_uids
+    wanted = set(uids)
+    marks = read_submission(args.candidates)
+    froc = evaluate_froc(
+        truth.nodules_of(uids),
+        marks,
+        excluded=[f for f in truth.excluded if f.series_uid in wanted],
+        series_uids=uids,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    boot = froc.bootstrap
+    interval = f" (95% CI {boot.cpm_lower:.3f}-{boot.cpm_upper:.3f})" if boot else ""
+    sens = ", ".join(f"{v:.3f}" for v in froc.sensitivity_at_rates)
+    print(f"{froc.n_scans} scans, {froc.n_nodules} nodules, {froc.n_excluded} excluded findings\n")
+    print("| figure | value |\n|---|---|")
+    found_all = f"{froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules})"
+    print(f"| nodule recall (every candidate) | {found_all} |")
+    print(f"| candidates per scan | {froc.candidates_per_scan:.1f} |")
+    for target in (0.9, 0.95):
+        fps = froc.fps_per_scan_at(target)
+        print(
+            f"| FP/scan at {target:.0%} sensitivity | "
+            + (f"{fps:.2f} |" if math.isfinite(fps) else "not reached |")
+        )
+    print(f"| sensitivity at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP/scan | {sens} |")
+    print(f"| CPM | **{froc.cpm:.3f}**{interval} |")
+
+    # Operating point: the threshold above which at most fp_per_scan false positives per scan.
+    fp_probs = np.sort(_false_positive_probabilities(marks, truth, uids))[::-1]
+    allowed = math.floor(args.fp_per_scan * froc.n_scans)
+    cut = fp_probs[allowed] if allowed < len(fp_probs) else -math.inf
+    n_fp = int((fp_probs > cut).sum())
+    found = np.nan_to_num(froc.nodule_probability, nan=-math.inf) > cut
+    kinds = {
+        _key(n.series_uid, n.center_xyz_mm): n.kind
+        for uid in uids
+        for n in folder.true_nodules(uid)
+    }
+    by_kind: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    by_size: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for nodule, hit, anywhere in zip(froc.nodules, found, froc.nodule_found, strict=True):
+        pair = (bool(hit), bool(anywhere))
+        by_kind[kinds.get(_key(nodule.series_uid, nodule.center_xyz_mm), "?")].append(pair)
+        by_size[_band(float(nodule.diameter_mm or 0.0))].append(pair)
+    print(
+        f"\nAt <= {args.fp_per_scan:g} FP/scan (score > {cut:.4f}: "
+        f"{n_fp / froc.n_scans:.2f} FP/scan): "
+        f"recall {found.mean():.3f} ({int(found.sum())}/{len(found)})\n"
+    )
+    head = f"recall at <= {args.fp_per_scan:g} FP/scan | recall, every candidate |"
+    print(f"| nodule kind | {head}\n|---|---|---|")
+    for kind in sorted(by_kind):
+        print(f"| {kind} | {_recall(by_kind[kind])} |")
+    print(f"\n| size band | {head}\n|---|---|---|")
+    for lo, _hi in SIZE_BANDS_MM:
+        name = _band(lo)
+        if by_size.get(name):
+            print(f"| {name} | {_recall(by_size[name])} |")
+
+
+def _recall(pairs: list[tuple[bool, bool]]) -> str:
+    """``recall at the operating point | recall with every candidate`` as table cells."""
+    cells = []
+    for k in (0, 1):
+        hits = sum(p[k] for p in pairs)
+        cells.append(f"{hits / len(pairs):.3f} ({hits}/{len(pairs)})")
+    return " | ".join(cells)
+
+
+def _false_positive_probabilities(marks, truth, uids) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Probabilities of the marks LUNA16 counts as false positives (per-scan cap, excluded
+    findings ignored), all scans together."""
+    by_scan = defaultdict(list)
+    for mark in marks:
+        by_scan[mark.series_uid].append(mark)
+    out = []
+    for uid in uids:
+        scan = by_scan.get(uid, [])
+        probs = np.asarray([m.probability for m in scan], dtype=np.float64)
+        keep = counted_marks(probs)
+        centers = np.asarray([m.center_xyz_mm for m in scan], dtype=np.float64).reshape(-1, 3)
+        centers, probs = centers[keep], probs[keep]
+        on_nodule = nodule_hits(centers, truth.nodules.get(uid, [])).any(axis=1)
+        excluded = [f for f in truth.excluded if f.series_uid == uid]
+        on_excluded = nodule_hits(
+            centers, excluded, missing_diameter_mm=EXCLUDED_FALLBACK_DIAMETER_MM
+        ).any(axis=1)
+        out.extend(probs[~on_nodule & ~on_excluded].tolist())
+    return np.asarray(out, dtype=np.float64)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A checkpoint as a detector: the segmenter, its candidate ranker and the run it came from.
+
+:func:`load_detector` reads what a checkpoint carries beyond the weights: the ranker (second
+stage, :mod:`src_train.classify`), the run's data contract (training / validation series, for
+``--split`` and the viewer's warning) and its ground-truth definition (mask method and
+threshold). :func:`iter_detection` is :func:`~src_train.infer.runner.iter_inference` followed by
+the ranker, so every front end (``lunaseg infer``, the viewer, validation) ranks alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from src_train.classify.ranker import RANKER_KEY, Ranker
+from src_train.ct import CtVolume
+from src_train.devices import resolve_device
+from src_train.errors import CheckpointError
+from src_train.infer.runner import (
+    InferenceOptions,
+    InferenceProgress,
+    InferenceResult,
+    iter_inference,
+)
+from src_train.infer.truth import TruthDefinition
+from src_train.infer.tuner import TunerCache
+from src_train.model import ModelConfig, build_model, load_checkpoint
+from src_train.progress import Progress, ShouldStop, run_steps
+from src_train.train.contract import DataContract, contract_of_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detector:
+    """A loaded checkpoint ready to run (see the module docstring).
+
+    Attributes:
+        model: the segmentation model (eval mode, on the asked device).
+        model_config: its hyper-parameters.
+        path: the checkpoint file.
+        contract: the run's data contract; None for a checkpoint without run information.
+        truth: how the run built its ground truth from points.
+        ranker: the second stage; None ranks by the segmenter's score.
+        epoch: the checkpoint's epoch.
+    """
+
+    model: nn.Module
+    model_config: ModelConfig
+    path: Path
+    contract: DataContract | None = None
+    truth: TruthDefinition = dataclasses.field(default_factory=TruthDefinition)
+    ranker: Ranker | None = None
+    epoch: int = 0
+
+    def split_of(self, series_uid: str) -> str | None:
+        """``"train"``, ``"val"`` or None (unknown to the run, or no run information)."""
+        return self.contract.split_of(series_uid) if self.contract is not None else None
+
+    def describe(self) -> str:
+        """One line: the model, its epoch and how candidates are ranked."""
+        c = self.model_config
+        rank = self.ranker.describe() if self.ranker else "ranked by the segmenter's score"
+        return (
+            f"{self.path.name}: {c.arch} depth {c.depth}, {c.filters} filters, epoch "
+            f"{self.epoch}; {rank}"
+        )
+
+
+def load_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detector:
+    """Read a checkpoint as a :class:`Detector` (:class:`CheckpointError` for a bad file)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = build_model(ckpt.model_config)
+    try:
+        model.load_state_dict(ckpt.model_state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not load into the model: {exc}") from exc
+    model.to(resolve_device(device)).eval()
+    state: Any = ckpt.extra.get(RANKER_KEY)
+    ranker = Ranker.from_state(state, str(path)) if isinstance(state, dict) else None
+    detector = Detector(
+        model=model,
+        model_config=ckpt.model_config,
+        path=Path(path),
+        contract=contract_of_checkpoint(ckpt),
+        truth=TruthDefinition.of_train_config(ckpt.train_config),
+        ranker=ranker,
+        epoch=ckpt.epoch,
+    )
+    log.info("loaded %s (sha1 %s)", detector.describe(), ckpt.sha1)
+    return detector
+
+
+def iter_detection(
+    ct: CtVolume,
+    detector: Detector,
+    options: InferenceOptions | None = None,
+    *,
+    tuners: TunerCache | None = None,
+) -> Generator[InferenceProgress, None, InferenceResult]:
+    """:func:`iter_inference` with ``detector``'s model, then its ranker over the candidates."""
+    result = yield from iter_inference(ct, detector.model, options, tuners=tuners)
+    if detector.ranker is not None and result.candidates:
+        yield InferenceProgress(
+            ct.shape_irc[0], ct.shape_irc[0], f"{ct.series_uid}: ranking candidates"
+        )
+        result.candidates = detector.ranker.rank(result.candidates, ct)
+    return result
+
+
+def run_detection(
+    ct: CtVolume,
+    detector: Detector,
+    options: InferenceOptions | None = None,
+    *,
+    tuners: TunerCache | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> InferenceResult:
+    """:func:`iter_detection` driven to its end (``progress``/``should_stop`` as in
+    :func:`~src_train.infer.runner.run_inference`)."""
+    return run_steps(
+        iter_detection(ct, detector, options, tuners=tuners),
+        progress,
+        should_stop,
+        f"Detection on {ct.series_uid}",
+        "slices",
+    )
