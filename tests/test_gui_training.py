@@ -74,7 +74,7 @@ def test_cancel_keeps_a_loadable_checkpoint_but_publishes_only_a_validated_best(
     qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
     # stopped by Cancel's SIGTERM after saving: 143 as the shells expect, and a clean cancel
     assert widget.exit_code == 143, widget.status.text()
-    assert widget.status.text().startswith("Training cancelled.")
+    assert widget.status.text().startswith("Training cancelled")
     assert widget.progress.value() < widget.progress.maximum()  # not 100 % after Cancel
     qtbot.waitUntil(lambda: not tasks.get_status(), timeout=JOB_TIMEOUT_MS)  # no task left
     assert any(e.get("kind") == "stopped" for e in widget.events)

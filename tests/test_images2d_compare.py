@@ -263,8 +263,8 @@ def test_a_ct_folder_is_compared_with_the_ct_pipeline(tiny_synth_dir: Path, tmp_
         assert (config["model"], config["loss"], config["epochs"]) == (record.arch, "dice", 1)
         assert config["augment"] == "flip", "the RGB-only jitter is dropped for CT"
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert record.val["dice"] == pytest.approx(rows[-1]["val/f1"])
-        assert record.val["iou"] == pytest.approx(rows[-1]["val/iou"])
+        assert record.val["dice"] == pytest.approx(rows[-1]["val/voxel_f1"])
+        assert record.val["iou"] == pytest.approx(rows[-1]["val/voxel_iou"])
         assert record.val_series >= 1 and record.train_series >= 1
     assert result.ranking[0][1] == max(r.val["dice"] for r in result.records)
     with open(out / "results.csv", newline="") as fh:

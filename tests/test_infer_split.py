@@ -60,15 +60,15 @@ def test_the_checkpoint_s_split_and_ground_truth_are_used(
         tiny_synth_dir, tmp_path / "val", run_options(checkpoint=str(ckpt), split="val")
     )
     assert [uid for uid, _ in held_out.plan.series] == uids[:1]
-    assert not any("warning" in note for note in held_out.notes)
-    assert any("ball masks at -650 HU (the checkpoint's)" in note for note in held_out.notes)
+    assert not any("warning" in note for note in held_out.plan.notes)
+    assert any("ball masks at -650 HU (the checkpoint's)" in note for note in held_out.plan.notes)
     assert held_out.froc is not None and held_out.froc.series_uids == uids[:1]
 
     everything = infer_to_folder(
         tiny_synth_dir, tmp_path / "all", run_options(checkpoint=str(ckpt), limit=2)
     )
     assert len(everything.plan.series) == 2
-    warning = [note for note in everything.notes if note.startswith("warning")]
+    warning = [note for note in everything.plan.notes if note.startswith("warning")]
     assert len(warning) == 1 and "1 of the 2 series were in the training set" in warning[0]
 
     # lunaseg eval reads the same split from the checkpoint

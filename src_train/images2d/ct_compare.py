@@ -46,7 +46,7 @@ from src_train.train import LATEST, ProgressEvent, RunFolder, TrainConfig, Train
 log = logging.getLogger(__name__)
 
 #: The metrics a CT comparison reports, from the validation rows (``val/<name>``).
-CT_METRICS = ("dice", "iou", "precision", "recall", "loss")
+CT_METRICS = ("dice", "iou", "precision", "recall", "cpm")
 
 #: What the ranking is called in the report and the CLI.
 CT_RANK_NAME = "validation Dice (last validated epoch, voxels of whole validation slices)"
@@ -147,9 +147,10 @@ def ct_train_config(plan: RunPlan, options: CompareOptions, out: Path, **extra: 
 
 
 def _val_metrics(row: dict[str, float]) -> dict[str, float]:
-    """``dice``, ``iou``... of a ``metrics.jsonl`` row (the CT Trainer's F1 is the Dice)."""
-    names = {"dice": "val/f1", "iou": "val/iou", "precision": "val/precision"}
-    names.update({"recall": "val/recall", "loss": "val/loss"})
+    """``dice``, ``iou``... of a ``metrics.jsonl`` row: the CT Trainer's voxel metrics over
+    whole validation series (its F1 is the Dice) and its detection CPM."""
+    names = {"dice": "val/voxel_f1", "iou": "val/voxel_iou", "precision": "val/voxel_precision"}
+    names.update({"recall": "val/voxel_recall", "cpm": "val/cpm"})
     return {name: float(row.get(key, math.nan)) for name, key in names.items()}
 
 
@@ -157,7 +158,7 @@ def ct_record(
     plan: RunPlan, config: TrainConfig, trainer: Trainer, epoch_seconds: list[float]
 ) -> CtRunRecord:
     """The record of a finished CT run (its metrics from ``trainer.history``)."""
-    validated = [row for row in trainer.history if "val/f1" in row]
+    validated = [row for row in trainer.history if "val/voxel_f1" in row]
     if not validated:
         raise LunaSegError(f"{plan.name} finished without a validated epoch; nothing to rank.")
     last = validated[-1]

@@ -231,22 +231,23 @@ def choose_scope(
         truth = ReviewedFolder(truth.root)  # its nodules(uid) are the reviewed ones
     notes: list[str] = []
     definition = TruthDefinition()
+    contract = contract_of_checkpoint(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         uids = [uid for uid, _ in pairs]
-        chosen = select_split(
-            uids, contract_of_checkpoint(checkpoint), options.split, options.checkpoint_path
-        )
+        chosen = select_split(uids, contract, options.split, options.checkpoint_path)
         keep = set(chosen.series)
         pairs = [pair for pair in pairs if pair[0] in keep]
         definition = TruthDefinition.of_train_config(checkpoint.train_config)
-        if chosen.warning:
-            notes.append(chosen.warning)
         if options.split != "all":
             notes.append(f"--split {options.split}: {len(pairs)} of {len(uids)} series")
     if options.limit is not None:
         pairs = pairs[: max(options.limit, 0)]
         if not pairs:
             raise SeriesNotFoundError(f"--limit {options.limit}: no series to process in {data}.")
+    if checkpoint is not None:  # the warning counts the series that will run
+        ran = select_split([uid for uid, _ in pairs], contract, "all", options.checkpoint_path)
+        if ran.warning and options.split != "val":
+            notes.insert(0, ran.warning)
     if truth is not None and checkpoint is not None:
         scoring = scoring_truth(truth)
         path = scoring.annotations_path
