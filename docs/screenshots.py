@@ -33,6 +33,10 @@ JOB_TIMEOUT_S = 600.0
 TRAIN_EPOCHS_SHOWN = 3
 #: 3-D view of the CT as a maximum intensity projection of bone, HU.
 BONE_WINDOW_HU = (100, 800)
+#: Camera zoom of the 3-D view (the volume fills the canvas's width).
+MIP_ZOOM = 1.8
+#: Field of view around the nodule in the inference screenshot, mm.
+ERROR_VIEW_MM = 160.0
 
 log = logging.getLogger("screenshots")
 
@@ -76,11 +80,13 @@ def shot_view() -> None:
     from napari_lunaseg._launch import open_viewer
     from src_train import DEFAULT_DATA_DIR
 
-    path = default_series(ROOT / DEFAULT_DATA_DIR, seed=0)
-    viewer = open_viewer(path)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
-    _save(viewer, "view")
-    viewer.close()
+    with tempfile.TemporaryDirectory(prefix="lunaseg-shots-") as tmp:
+        # the folder `lunaseg view` would write, kept out of the repository
+        path = default_series(Path(tmp) / DEFAULT_DATA_DIR, seed=0)
+        viewer = open_viewer(path)
+        viewer.window._qt_window.resize(*WINDOW_SIZE)
+        _save(viewer, "view")
+        viewer.close()
 
 
 def shot_mask_qa() -> None:
@@ -91,14 +97,14 @@ def shot_mask_qa() -> None:
     _open_sample(viewer)
     widget = MaskQAWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Mask QA", area="right")
-    widget.select_nodule(0)
-    widget.step.value = widget.step.max
-    viewer.scene.camera.zoom = 4.0
+    widget.select_nodule(0)  # jumps to the nodule, zoomed, and loads its growth steps
+    replay = widget.replay
+    replay.step.value = replay.step.max  # the last step: the box the growth reached
     _save(viewer, "mask_qa")
 
     viewer.dims.ndisplay = 3
     viewer.scene.camera.angles = (10, -30, 75)
-    viewer.scene.camera.zoom = 1.2
+    viewer.scene.camera.zoom = MIP_ZOOM
     for layer in viewer.layers:
         if layer.name.endswith(("growth", "growth probes", "boxes")):
             layer.visible = False
@@ -111,11 +117,11 @@ def shot_mask_qa() -> None:
 
 def shot_inference() -> None:
     """The demo checkpoint run on the sample: probability, TP/FN/FP colours, candidates."""
-    from napari_lunaseg._inference import InferenceWidget, demo_checkpoint
+    from napari_lunaseg._inference import InferenceWidget
+    from src_train.infer import DEMO_CHECKPOINT
 
-    checkpoint = demo_checkpoint()
-    if checkpoint is None or not checkpoint.is_file():
-        raise SystemExit(f"the demo checkpoint {checkpoint} is missing")
+    if not DEMO_CHECKPOINT.is_file():
+        raise SystemExit(f"the demo checkpoint {DEMO_CHECKPOINT} is missing")
     viewer = _viewer()
     _open_sample(viewer)
     widget = InferenceWidget(viewer)
@@ -128,14 +134,14 @@ def shot_inference() -> None:
         if layer.name.endswith(("mask", "prediction", "true shapes", "nodules")):
             layer.visible = False
     if widget.table.rowCount():
-        widget.table.selectRow(_candidate_on_a_nodule(viewer, widget))
-    viewer.scene.camera.zoom = 3.0
+        widget.table.selectRow(_candidate_on_a_nodule(viewer, widget))  # jumps to it
+    _show_error_slice(viewer)
     _save(viewer, "inference")
     viewer.close()
 
 
 def _candidate_on_a_nodule(viewer: napari.Viewer, widget) -> int:
-    """Row of the candidate nearest to an annotated nodule (shows TP green / FN orange)."""
+    """Row of the candidate nearest to an annotated nodule (the table lists every candidate)."""
     from napari_lunaseg._layers import layer_info
 
     nodules = layer_info(viewer.layers[0]).get("nodules") or []
@@ -146,6 +152,36 @@ def _candidate_on_a_nodule(viewer: napari.Viewer, widget) -> int:
     cand = np.array([c.center_xyz_mm for c in candidates])
     dist = np.linalg.norm(cand[:, None, :] - ref[None, :, :], axis=-1).min(axis=1)
     return int(np.argmin(dist))
+
+
+def _show_error_slice(viewer: napari.Viewer) -> None:
+    """Go to the axial slice showing most kinds of error voxels (TP, FN, FP), each the largest.
+
+    Centers the camera on that slice's nodule voxels (TP + FN) with :data:`ERROR_VIEW_MM` of
+    context, so the colours are visible whatever checkpoint produced them.
+    """
+    from napari_lunaseg._viewer_utils import jump_to
+    from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
+
+    layer = next((ly for ly in viewer.layers if ly.name.endswith(" errors")), None)
+    if layer is None:
+        log.warning("no error layer (no generated mask?): the view is left as is")
+        return
+    errors = np.asarray(layer.data)
+    codes = (ERROR_TP, ERROR_FN, ERROR_FP)
+    counts = np.stack([(errors == code).sum(axis=(1, 2)) for code in codes])
+    kinds = (counts > 0).sum(axis=0)
+    if not (counts[0] + counts[1]).any():
+        log.warning("no annotated voxel in the error layer: the view is left as is")
+        return
+    # most kinds shown, then the rarest of them as large as possible
+    rarest = np.where(counts > 0, counts, counts.max() + 1).min(axis=0)
+    index = int(np.lexsort((rarest, kinds))[-1])
+    rows, cols = np.nonzero(np.isin(errors[index], (ERROR_TP, ERROR_FN)))
+    center_irc = np.array([index, rows.mean(), cols.mean()])
+    center_zyx_mm = np.asarray(layer.data_to_world(center_irc))
+    jump_to(viewer, center_zyx_mm[::-1], zoom_mm=ERROR_VIEW_MM)
+    viewer.layers.selection.active = layer  # its controls, not the hidden nodules'
 
 
 def shot_training() -> None:
