@@ -185,15 +185,15 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
 
 
 def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
-    """The demo U-Net on a CPU finds the nodules of small synthetic scans it never saw."""
+    """The demo detector (segmenter + ranker) on a CPU finds the nodules of small synthetic
+    scans it never saw, with a short candidate list whose top entries are nodules."""
     from src_train.evaluate import Candidate
-    from src_train.infer import DEMO_CHECKPOINT
+    from src_train.infer import DEMO_CHECKPOINT, load_detector, run_detection
     from src_train.luna import Nodule
-    from src_train.model import load_model
     from src_train.synth import SynthConfig, generate_scan
 
-    model, config = load_model(DEMO_CHECKPOINT, device="cpu")
-    assert config == ModelConfig()
+    detector = load_detector(DEMO_CHECKPOINT, device="cpu")
+    assert detector.model_config == ModelConfig() and detector.ranker is not None
     small = replace(
         SynthConfig(),
         inplane_px_range=(256, 256),
@@ -205,8 +205,8 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     nodules, marks, uids = [], [], []
     for seed in (11, 12, 13):
         scan = generate_scan(f"fresh.{seed}", seed, small)
-        result = run_inference(scan.ct, model, device="cpu")
-        assert len(result.candidates) < 100  # a short list, not thousands
+        result = run_detection(scan.ct, detector, InferenceOptions(device="cpu"))
+        assert len(result.candidates) < 40  # a short list (the old segmenter alone: ~100)
         uids.append(scan.ct.series_uid)
         nodules += [Nodule(n.series_uid, n.center_xyz_mm, n.diameter_mm) for n in scan.nodules]
         marks += [
@@ -215,6 +215,7 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     froc = evaluate_froc(nodules, marks, series_uids=uids)
     assert froc.n_nodules >= 9
     assert froc.recall >= 0.7, froc.summary()
+    assert froc.cpm >= 0.5, froc.summary()  # ranked: nodules come before the false positives
 
 
 def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:
