@@ -558,14 +558,19 @@ def load_model(
     Raises :class:`CheckpointError` as :func:`load_checkpoint` does.
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    model = build_model(ckpt.model_config)
-    try:
-        model.load_state_dict(ckpt.model_state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not load into the model: {exc}") from exc
-    model.to(resolve_device(device))
-    model.eval()
+    model = model_of_checkpoint(ckpt, device)
     log.info(
         "loaded %s (%s, epoch %d, sha1 %s)", path, ckpt.model_config.arch, ckpt.epoch, ckpt.sha1
     )
     return model, ckpt.model_config
+
+
+def model_of_checkpoint(ckpt: Checkpoint, device: str | torch.device = "cpu") -> nn.Module:
+    """The model ``ckpt`` describes with its weights, on ``device`` (``"auto"`` allowed), in
+    eval mode; :class:`CheckpointError` naming the file when the weights do not fit."""
+    model = build_model(ckpt.model_config)
+    try:
+        model.load_state_dict(ckpt.model_state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ckpt.path}: weights do not load into the model: {exc}") from exc
+    return model.to(resolve_device(device)).eval()

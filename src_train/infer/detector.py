@@ -21,8 +21,6 @@ from torch import nn
 
 from src_train.classify.ranker import RANKER_KEY, Ranker
 from src_train.ct import CtVolume
-from src_train.devices import resolve_device
-from src_train.errors import CheckpointError
 from src_train.infer.runner import (
     InferenceOptions,
     InferenceProgress,
@@ -31,7 +29,7 @@ from src_train.infer.runner import (
 )
 from src_train.infer.truth import TruthDefinition
 from src_train.infer.tuner import TunerCache
-from src_train.model import ModelConfig, build_model, load_checkpoint
+from src_train.model import ModelConfig, load_checkpoint, model_of_checkpoint
 from src_train.progress import Progress, ShouldStop, run_steps
 from src_train.train.contract import DataContract, contract_of_checkpoint
 
@@ -77,12 +75,7 @@ class Detector:
 def load_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detector:
     """Read a checkpoint as a :class:`Detector` (:class:`CheckpointError` for a bad file)."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    model = build_model(ckpt.model_config)
-    try:
-        model.load_state_dict(ckpt.model_state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not load into the model: {exc}") from exc
-    model.to(resolve_device(device)).eval()
+    model = model_of_checkpoint(ckpt, device)
     state: Any = ckpt.extra.get(RANKER_KEY)
     ranker = Ranker.from_state(state, str(path)) if isinstance(state, dict) else None
     detector = Detector(
