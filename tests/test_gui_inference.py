@@ -67,9 +67,12 @@ def test_demo_checkpoint_colours_errors(viewer, widget, qtbot, tiny_synth_dir: P
     mask = _role(viewer, "mask").data.astype(bool)
     predicted = pred.data.astype(bool)
     np.testing.assert_array_equal(predicted, prob.data >= widget.threshold.value)
-    tp = np.argwhere(mask & predicted)
-    assert len(tp), "the demo checkpoint should find some nodule voxels"
-    voxel = tuple(tp[len(tp) // 2])
+    inside = mask & predicted
+    assert inside.any(), "the demo checkpoint should find some nodule voxels"
+    # every candidate shown: the most probable nodule voxel is a true positive
+    widget.score_threshold.value = widget.score_threshold.min
+    errors = _role(viewer, "error")
+    voxel = np.unravel_index(np.argmax(np.where(inside, prob.data, -1)), inside.shape)
     assert errors.data[voxel] == ERROR_TP
     expected = {ERROR_TP: TP_RGB, ERROR_FN: FN_RGB, ERROR_FP: FP_RGB}
     for value, rgb in expected.items():
@@ -79,6 +82,10 @@ def test_demo_checkpoint_colours_errors(viewer, widget, qtbot, tiny_synth_dir: P
     assert tp_rgba[1] > 0.7 and tp_rgba[0] < 0.1  # a TP voxel is green
     assert "recall" in widget.metrics_label.text()
     assert widget.table.rowCount() == len(widget.result.candidates)
+    if max(c.probability for c in widget.result.candidates) < widget.score_threshold.max:
+        widget.score_threshold.value = widget.score_threshold.max  # no candidate shown
+        assert _role(viewer, "error").data[voxel] == ERROR_FN  # the error layer follows
+        widget.score_threshold.value = widget.score_threshold.min
     if widget.table.rowCount():
         widget.table.selectRow(0)
         z_mm = widget.result.candidates[0].center_xyz_mm[2]

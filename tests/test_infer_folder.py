@@ -21,7 +21,6 @@ from src_train.infer import (
     InferRunOptions,
     SeriesReport,
     infer_to_folder,
-    run_inference,
 )
 from src_train.luna import LunaFolder
 from src_train.model import ModelConfig
