@@ -182,15 +182,7 @@ class Measurement:
 
 def torch_batch_fn(module: Callable[[torch.Tensor], torch.Tensor], channels_last: bool) -> BatchFn:
     """A batch function for a PyTorch module (eager, scripted or compiled) returning logits."""
-
-    def run(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x)
-        if channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return torch.sigmoid(module(t)[:, 0]).numpy()
-
-    return run
+    return core_batch_fn(lambda t: torch.sigmoid(module(t)[:, 0]), channels_last)
 
 
 def core_batch_fn(module: Callable[[torch.Tensor], torch.Tensor], channels_last: bool) -> BatchFn:

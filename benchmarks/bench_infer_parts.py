@@ -152,34 +152,19 @@ def main() -> None:
             [infer_cmd(data, root / "out1", args, "--progress-json")], env, watch_first=True
         )
         rows.append(("infer, 1 part (baseline)", base_s, f"peak RSS {base_peak[0] / KIB:.0f} MiB"))
-        two_s, two_peaks, _ = run_parts(
-            [
-                infer_cmd(data, root / "out2", args, "--num-parts", "2", "--part-id", str(i))
-                for i in (0, 1)
-            ],
-            env,
-        )
-        rows.append(
-            (
-                "infer, 2 parts at once",
-                two_s,
-                "peak RSS " + ", ".join(f"{p / KIB:.0f}" for p in two_peaks) + " MiB",
+        for label, out, part_env in (
+            ("infer, 2 parts at once", "out2", env),
+            ("infer, 2 parts, 1 thread each", "out3", one_thread),
+        ):
+            part_s, part_peaks, _ = run_parts(
+                [
+                    infer_cmd(data, root / out, args, "--num-parts", "2", "--part-id", str(i))
+                    for i in (0, 1)
+                ],
+                part_env,
             )
-        )
-        two1_s, two1_peaks, _ = run_parts(
-            [
-                infer_cmd(data, root / "out3", args, "--num-parts", "2", "--part-id", str(i))
-                for i in (0, 1)
-            ],
-            one_thread,
-        )
-        rows.append(
-            (
-                "infer, 2 parts, 1 thread each",
-                two1_s,
-                "peak RSS " + ", ".join(f"{p / KIB:.0f}" for p in two1_peaks) + " MiB",
-            )
-        )
+            peaks = ", ".join(f"{p / KIB:.0f}" for p in part_peaks)
+            rows.append((label, part_s, f"peak RSS {peaks} MiB"))
         rerun_s, _, _ = run_parts([infer_cmd(data, root / "out1", args)], env)
         rows.append(("infer rerun, all complete", rerun_s, "every series skipped"))
         for workers in (1, 2):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_luna import SPECS, sphere, write_tiny_luna
+from tiny_luna import SPECS, record_mask, sphere, write_tiny_luna
 
 from src_train.ct import Geometry, save_volume
 from src_train.luna import LunaFolder, Nodule, TrueNodule
@@ -39,12 +39,6 @@ def luna(tmp_path: Path) -> LunaFolder:
     return LunaFolder(tmp_path / "luna")
 
 
-def _own(record, shape) -> np.ndarray:  # type: ignore[no-untyped-def]
-    out = np.zeros(shape, dtype=bool)
-    out[record.box_slices] = record.local_mask
-    return out
-
-
 def test_each_verdict_changes_the_mask_as_defined(luna: LunaFolder) -> None:
     uid = "1.1"  # flipped direction matrix: world and array axes disagree
     ct = luna.load(uid)
@@ -58,7 +52,7 @@ def test_each_verdict_changes_the_mask_as_defined(luna: LunaFolder) -> None:
 
     reviewed = apply_book(ReviewBook.for_folder(luna), ct, luna.nodules(uid))
     added = Nodule(uid, added_xyz, 5.0)  # type: ignore[arg-type]
-    expected = _own(mask_nodule(ct, first), ct.shape_irc) | _own(
+    expected = record_mask(mask_nodule(ct, first), ct.shape_irc) | record_mask(
         mask_nodule(ct, added), ct.shape_irc
     )
     np.testing.assert_array_equal(reviewed.mask, expected)
@@ -223,7 +217,7 @@ def test_verdict_effects_say_whether_the_review_helped(luna: LunaFolder) -> None
     reviewed = apply_book(ReviewBook.for_folder(luna), ct, [nodule])
     truth = SeriesTruth.from_labels(uid, truth_labels, [nodule], [true_nodule])
     (effect,) = verdict_effects(reviewed, generated, truth)
-    own = _own(before, ct.shape_irc)
+    own = record_mask(before, ct.shape_irc)
     expected_before = 2 * (own & true_shape).sum() / (own.sum() + true_shape.sum())
     assert effect.true_label == 1 and effect.dice_reviewed == pytest.approx(1.0)
     assert effect.dice_generated == pytest.approx(expected_before) and effect.change > 0  # type: ignore[operator]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_luna import SPECS, sphere, write_tiny_luna
+from tiny_luna import SPECS, record_mask, sphere, write_tiny_luna
 
 from src_train.cache import SeriesCache
 from src_train.cli import main
@@ -30,12 +30,6 @@ def luna(tmp_path: Path) -> LunaFolder:
     return LunaFolder(tmp_path / "luna")
 
 
-def _own(record, shape) -> np.ndarray:  # type: ignore[no-untyped-def]
-    out = np.zeros(shape, dtype=bool)
-    out[record.box_slices] = record.local_mask
-    return out
-
-
 def _review_all(luna: LunaFolder) -> dict[str, np.ndarray]:
     """One verdict of each kind; returns the masks they define, computed by hand."""
     folder = reviews_dir(luna.root)
@@ -51,7 +45,7 @@ def _review_all(luna: LunaFolder) -> dict[str, np.ndarray]:
     record_verdict(folder, "1.2", c.center_xyz_mm, 6.0, "accepted", "bob")
     spot = tuple(float(v) for v in ct.geometry.irc_to_xyz((3, 50, 20)))
     record_verdict(folder, "1.2", spot, 4.0, "added", "bob")
-    expected["1.2"] = _own(mask_nodule(ct, c), ct.shape_irc) | _own(
+    expected["1.2"] = record_mask(mask_nodule(ct, c), ct.shape_irc) | record_mask(
         mask_nodule(ct, Nodule("1.2", spot, 4.0)),  # type: ignore[arg-type]
         ct.shape_irc,
     )
@@ -164,7 +158,8 @@ def test_a_changed_review_invalidates_exactly_its_series_in_the_cache(luna: Luna
     _canonical, turn = ct.canonical()  # 1.1 is stored flipped; the cache keeps the canonical
     assert not turn.is_identity
     np.testing.assert_array_equal(
-        fresh.arrays("1.1")[1].unpack(), turn.to_canonical(_own(mask_nodule(ct, a), ct.shape_irc))
+        fresh.arrays("1.1")[1].unpack(),
+        turn.to_canonical(record_mask(mask_nodule(ct, a), ct.shape_irc)),
     )
     assert len(meta.nodule_centers_irc) == 1  # training crops no longer visit the rejected one
     assert not SeriesCache(luna.root, reviews=False).is_valid("1.1")

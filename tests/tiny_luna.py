@@ -53,3 +53,10 @@ SPECS = [
     ("1.2", (10, 70, 66), [(8, 35, 30)], (1.0, 0, 0, 0, 1.0, 0, 0, 0, -1.0)),
     ("1.3", (9, 48, 48), [(4, 24, 24)], (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)),
 ]
+
+
+def record_mask(record, shape: tuple[int, int, int]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """A nodule record's own voxels (its box's local mask) as a whole-volume bool array."""
+    out = np.zeros(shape, dtype=bool)
+    out[record.box_slices] = record.local_mask
+    return out
