@@ -21,6 +21,7 @@ once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -178,8 +179,14 @@ class Engines:
         return np.asarray(probs)[:, :height, :width].astype(np.float16)
 
 
+#: Distinct model weights an :class:`EngineCache` keeps exported: a trainer validates new
+#: weights every few epochs, and older graphs and sessions would only hold memory.
+ENGINE_CACHE_MODELS = 2
+
+
 class EngineCache:
-    """Exported graphs and runtime sessions of one caller, by model weights and threads."""
+    """Exported graphs and runtime sessions of one caller, by model weights and threads (the
+    :data:`ENGINE_CACHE_MODELS` most recently exported weights)."""
 
     def __init__(self) -> None:
         self._graphs: dict[str, bytes | None] = {}
@@ -190,6 +197,7 @@ class EngineCache:
         logged once and leaves eager PyTorch (no runtime usable)."""
         key = _weights_key(module)
         if runtimes and key not in self._graphs:
+            self._forget_oldest(ENGINE_CACHE_MODELS - 1)
             channels = int(getattr(getattr(module, "config", None), "in_channels", 1))
             example = torch.zeros(1, channels, 2 * multiple, 2 * multiple)
             try:
@@ -199,6 +207,13 @@ class EngineCache:
                 self._graphs[key] = None
         usable = runtimes if self._graphs.get(key) is not None else []
         return Engines(self, key, usable, multiple)
+
+    def _forget_oldest(self, keep: int) -> None:
+        """Drop the graphs (and their sessions) of all but the ``keep`` newest weights."""
+        for old in list(self._graphs)[: max(len(self._graphs) - keep, 0)]:
+            del self._graphs[old]
+            for session_key in [k for k in self._sessions if k[1] == old]:
+                del self._sessions[session_key]
 
     def session(self, runtime: str, key: str, threads: int) -> Any:
         """The runtime's session for a graph and a thread count (made on first use)."""
@@ -211,12 +226,19 @@ class EngineCache:
         return session
 
 
+@functools.cache
+def _openvino_core() -> Any:
+    """The process's one OpenVINO ``Core`` (a Core per compiled model crashed the process at
+    exit once a few dozen had been made, as a trainer validating every few epochs makes)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def _compile_openvino(graph: bytes, threads: int) -> Any:
     """The ONNX graph compiled by OpenVINO for the CPU: fp32 (never its bf16 default on CPUs
     that have bf16), a latency hint, ``threads`` inference threads. Called with a batch."""
-    import openvino as ov
-
-    core = ov.Core()
+    core = _openvino_core()
     config = {
         "INFERENCE_NUM_THREADS": threads,
         "INFERENCE_PRECISION_HINT": "f32",
