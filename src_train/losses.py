@@ -33,20 +33,31 @@ class LossConfig:
         fn_weight: weight of the false-negative Dice term in ``"dice-fn"`` (the SPEC's 8).
         focal_gamma: focusing exponent of the focal loss (0 = plain BCE).
         focal_alpha: weight of the positive class in the focal loss, or None for none.
+        small_nodule_px: in ``"bce"`` and ``"focal"``, the label voxels of a sample that has
+            fewer than this many are weighted ``small_nodule_px / count``, so a small nodule
+            weighs as much as a nodule of that many voxels (0 = every voxel weighs 1). A
+            training crop shows one nodule's center slice, where a 3 mm nodule has ~15 voxels
+            and a 20 mm one ~600: unweighted, the small ones hardly count.
     """
 
     name: str = "dice-fn"
     fn_weight: float = 8.0
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
+    small_nodule_px: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
             raise ConfigError(f"Unknown loss {self.name!r}; choose one of {', '.join(LOSSES)}.")
-        if self.fn_weight < 0 or self.focal_gamma < 0:
+        if self.fn_weight < 0 or self.focal_gamma < 0 or self.small_nodule_px < 0:
             raise ConfigError(
-                f"fn_weight and focal_gamma must not be negative; got {self.fn_weight}, "
-                f"{self.focal_gamma}."
+                "fn_weight, focal_gamma and small_nodule_px must not be negative; got "
+                f"{self.fn_weight}, {self.focal_gamma}, {self.small_nodule_px}."
+            )
+        if self.small_nodule_px > 0 and self.name not in ("bce", "focal"):
+            raise ConfigError(
+                f"small_nodule_px weights voxels of the bce and focal losses; the {self.name} "
+                "loss has no voxel weights (use --loss bce or focal, or leave it at 0)."
             )
 
 
@@ -84,9 +95,22 @@ def dice_fn_loss(
     return dice_loss(logits, labels) + fn_weight * false_negative_dice_loss(logits, labels)
 
 
-def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy on logits, mean over voxels."""
-    return F.binary_cross_entropy_with_logits(logits.float(), _as_float(labels))
+def small_nodule_weights(labels: torch.Tensor, small_nodule_px: float) -> torch.Tensor:
+    """Voxel weights ``(N, ...)``: 1, except label voxels of a sample with ``count`` <
+    ``small_nodule_px`` of them, which weigh ``small_nodule_px / count``."""
+    lab = _as_float(labels)
+    count = lab.sum(dim=tuple(range(1, lab.ndim)), keepdim=True)
+    boost = (small_nodule_px / count.clamp(min=1.0)).clamp(min=1.0)
+    return 1.0 + lab * (boost - 1.0)
+
+
+def bce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, small_nodule_px: float = 0.0
+) -> torch.Tensor:
+    """Binary cross-entropy on logits, mean over voxels (small nodules weighted up when
+    ``small_nodule_px`` > 0, see :func:`small_nodule_weights`)."""
+    weight = small_nodule_weights(labels, small_nodule_px) if small_nodule_px > 0 else None
+    return F.binary_cross_entropy_with_logits(logits.float(), _as_float(labels), weight=weight)
 
 
 def focal_loss(
@@ -94,6 +118,7 @@ def focal_loss(
     labels: torch.Tensor,
     gamma: float = LossConfig.focal_gamma,
     alpha: float | None = LossConfig.focal_alpha,
+    small_nodule_px: float = 0.0,
 ) -> torch.Tensor:
     """Focal loss ``-(1 - p_t)**gamma * log(p_t)``, mean over voxels (``gamma=0`` is BCE)."""
     x = logits.float()
@@ -103,6 +128,8 @@ def focal_loss(
     loss = (1 - p_t).pow(gamma) * ce
     if alpha is not None:
         loss = loss * (alpha * lab + (1 - alpha) * (1 - lab))
+    if small_nodule_px > 0:
+        loss = loss * small_nodule_weights(lab, small_nodule_px)
     return loss.mean()
 
 
@@ -124,8 +151,8 @@ class SegmentationLoss(nn.Module):
         if cfg.name == "dice":
             return dice_loss(logits, labels)
         if cfg.name == "bce":
-            return bce_loss(logits, labels)
-        return focal_loss(logits, labels, cfg.focal_gamma, cfg.focal_alpha)
+            return bce_loss(logits, labels, cfg.small_nodule_px)
+        return focal_loss(logits, labels, cfg.focal_gamma, cfg.focal_alpha, cfg.small_nodule_px)
 
 
 def build_loss(name: str = "dice-fn", **params: float) -> SegmentationLoss:

@@ -17,6 +17,7 @@ from src_train.losses import (
     dice_loss,
     false_negative_dice_loss,
     focal_loss,
+    small_nodule_weights,
 )
 
 BIG = 30.0  # a logit large enough that sigmoid is 0 or 1 in float32
@@ -108,6 +109,41 @@ def test_losses_are_float32_under_bf16_logits_and_have_gradients() -> None:
         assert loss.dtype == torch.float32
         loss.backward()
         assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_small_nodule_weights_by_hand() -> None:
+    lab = torch.zeros(3, 1, 8, 8, dtype=torch.bool)
+    lab[0, 0, 0, :2] = True  # 2 label voxels: each weighs 12 / 2 = 6
+    lab[1, 0, :4, :4] = True  # 16 voxels, more than 12: weight 1
+    weights = small_nodule_weights(lab, 12.0)
+    assert weights[0][lab[0]].tolist() == [6.0, 6.0]
+    assert weights[0][~lab[0]].unique().tolist() == [1.0]
+    assert weights[1].unique().tolist() == [1.0]
+    assert weights[2].unique().tolist() == [1.0]  # no label: background weighs 1
+
+
+def test_small_nodule_px_weights_small_nodules_in_bce_and_focal() -> None:
+    lab = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    lab[0, 0, 3, 3] = True  # a 1-voxel nodule
+    lab[1, 0, :5, :5] = True  # a 25-voxel one
+    logits = torch.randn(lab.shape)
+    ce = F.binary_cross_entropy_with_logits(logits, lab.float(), reduction="none")
+    weights = torch.ones_like(ce)
+    weights[0, 0, 3, 3] = 10.0  # 10 / 1; the big nodule stays at 1
+    expected = (ce * weights).mean().item()
+    assert build_loss("bce", small_nodule_px=10.0)(logits, lab).item() == pytest.approx(expected)
+    focal = build_loss("focal", focal_gamma=0.0, small_nodule_px=10.0)(logits, lab)
+    assert focal.item() == pytest.approx(expected)
+    assert build_loss("bce", small_nodule_px=0.0)(logits, lab).item() == pytest.approx(
+        ce.mean().item()
+    )
+
+
+def test_small_nodule_px_needs_a_voxel_loss() -> None:
+    with pytest.raises(ConfigError, match="no voxel weights"):
+        build_loss("dice-fn", small_nodule_px=20.0)
+    with pytest.raises(ConfigError, match="must not be negative"):
+        build_loss("bce", small_nodule_px=-1.0)
 
 
 @pytest.mark.parametrize("name", ["hinge", ""])
