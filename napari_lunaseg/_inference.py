@@ -75,8 +75,14 @@ from src_train.infer import (
     TunerCache,
 )
 from src_train.infer.candidates import candidate_components
-from src_train.infer.detector import Detector, iter_detection, load_detector
+from src_train.infer.detector import (
+    Detector,
+    checkpoint_threshold,
+    iter_detection,
+    load_detector,
+)
 from src_train.metrics import error_volume, voxel_metrics
+from src_train.model import load_checkpoint
 from src_train.reviews import false_positive_requests, missed_nodule_requests
 
 log = logging.getLogger(__name__)
@@ -129,7 +135,12 @@ class InferenceWidget(QWidget):
         )
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.threshold = FloatSpinBox(
-            label="probability threshold", min=0.01, max=0.99, step=0.05, value=DEFAULT_THRESHOLD
+            label="probability threshold",
+            min=0.01,
+            max=0.99,
+            step=0.05,
+            value=DEFAULT_THRESHOLD,
+            tooltip="mask threshold; set to the detection threshold of a checkpoint when chosen",
         )
         self.score_threshold = FloatSpinBox(
             label="score threshold",
@@ -179,6 +190,8 @@ class InferenceWidget(QWidget):
         self.send_fp_button.clicked.connect(self.review_selected_candidate)
         self.send_fn_button.clicked.connect(self.review_missed_nodules)
         self.run_button.changed.connect(self.run)
+        self.checkpoint.changed.connect(self._take_checkpoint_threshold)
+        self._take_checkpoint_threshold(self.checkpoint.value)
         self.score_threshold.changed.connect(self._apply_score_threshold)
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._reset_choices)
@@ -200,6 +213,18 @@ class InferenceWidget(QWidget):
         """Use ``path`` as the checkpoint (called when a training run publishes its best one)."""
         self.checkpoint.value = str(path)
         self.status.setText(f"checkpoint: {path}")
+
+    def _take_checkpoint_threshold(self, value: Any) -> None:
+        """Set the probability threshold to the chosen checkpoint's detection threshold (the
+        one its run validated with); an unreadable file leaves it (Run says why)."""
+        path = Path(str(value)) if value else None
+        if path is None or not path.is_file():
+            return
+        try:
+            threshold = checkpoint_threshold(load_checkpoint(path))
+        except LunaSegError:
+            return
+        self.threshold.value = threshold
 
     @property
     def running(self) -> bool:

@@ -128,6 +128,23 @@ def test_foreign_checkpoint_is_reported(viewer, widget, qtbot, tmp_path, tiny_sy
     assert _role(viewer, "probability") is None
 
 
+def test_the_probability_threshold_follows_the_chosen_checkpoint(widget, tmp_path) -> None:
+    from src_train.infer.detector import checkpoint_threshold
+    from src_train.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+
+    demo = checkpoint_threshold(load_checkpoint(DEMO_CHECKPOINT))
+    assert widget.threshold.value == pytest.approx(demo)
+    config = ModelConfig()
+    low = tmp_path / "low.pt"
+    save_checkpoint(low, build_model(config), config, train_config={"detection_threshold": 0.35})
+    widget.checkpoint.value = str(low)
+    assert widget.threshold.value == pytest.approx(0.35)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    widget.checkpoint.value = str(broken)  # unreadable: the value stays, Run will say why
+    assert widget.threshold.value == pytest.approx(0.35)
+
+
 def test_closing_viewer_stops_the_job(
     make_napari_viewer, qtbot, tiny_synth_dir: Path, untrained_checkpoint: Path
 ) -> None:

@@ -87,3 +87,32 @@ def test_the_checkpoint_s_split_and_ground_truth_are_used(
             tmp_path / "none",
             run_options(checkpoint=str(ckpt), series=(uids[0],), split="train"),
         )
+
+
+def test_the_checkpoint_s_detection_threshold_is_the_default_mask_threshold(
+    tiny_synth_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    import numpy as np
+    from models import chest
+
+    from src_train.infer import InferenceOptions
+    from src_train.infer.detector import load_detector, run_detection
+
+    path = tmp_path / "low.pt"
+    save_checkpoint(path, random_model(), ModelConfig(), train_config={"detection_threshold": 0.3})
+    detector = load_detector(path)
+    assert detector.threshold == 0.3 and "detection threshold 0.3" in detector.describe()
+    ct = chest((9, 64, 64))
+    result = run_detection(ct, detector, InferenceOptions(device="cpu"))
+    assert result.threshold == 0.3
+    assert np.array_equal(result.mask, result.prob >= np.float16(0.3))
+    asked = run_detection(ct, detector, InferenceOptions(device="cpu", threshold=0.6))
+    assert asked.threshold == 0.6 and asked.mask.sum() <= result.mask.sum()
+    assert load_detector(checkpoint_file(tmp_path)).threshold == 0.5  # a run without one
+
+    # the output folder records the threshold that applied
+    infer_to_folder(tiny_synth_dir, tmp_path / "out", run_options(checkpoint=str(path), limit=1))
+    settings = json.loads((tmp_path / "out" / "run.json").read_text())["settings"]
+    assert settings["inference"]["threshold"] == 0.3

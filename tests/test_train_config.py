@@ -25,6 +25,9 @@ from src_train.train import (
         {"channels_last": "yes"},
         {"seed": -1},
         {"val_stride": 1},
+        {"detection_threshold": 0.0},
+        {"detection_threshold": 1.0},
+        {"small_nodule_px": -5.0},
         {"resume": True, "overwrite": True},
     ],
 )
@@ -43,3 +46,18 @@ def test_config_round_trips() -> None:
 def test_validation_cadence() -> None:
     trainer = Trainer(TrainConfig(epochs=12, val_every=5))
     assert [e for e in range(1, 13) if trainer._should_validate(e)] == [1, 5, 10, 12]
+
+
+def test_a_contract_stored_before_an_option_existed_reads_it_as_its_default() -> None:
+    from src_train.train.contract import CONTRACT_OPTIONS, OPTION_DEFAULTS, DataContract
+
+    today = TrainConfig(data_dir="d")
+    options = {name: getattr(today, name) for name in CONTRACT_OPTIONS}
+    older = {k: v for k, v in options.items() if k not in OPTION_DEFAULTS}
+    record = DataContract(("a",), ("b",), older, {}).to_dict()
+    stored = DataContract.from_dict(record)
+    assert stored.options["small_nodule_px"] == 0.0
+    assert stored.options["detection_threshold"] == today.detection_threshold == 0.5
+    assert stored.differences(DataContract(("a",), ("b",), options, {})) == []
+    boosted = DataContract(("a",), ("b",), {**options, "small_nodule_px": 30.0}, {})
+    assert stored.differences(boosted) == ["--small-nodule-px: the run used 0.0, now 30.0"]

@@ -494,3 +494,25 @@ def test_data_folder_without_annotations_fails_before_caching(
     with pytest.raises(AnnotationError, match="training series"):
         Trainer(config_for(data, cache, tmp_path / "run")).fit()
     assert not cache.exists(), "nothing was cached"
+
+
+def test_the_detection_threshold_shapes_validation_and_travels_with_the_checkpoint(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Validation's masks use --detection-threshold, and inference takes it from the
+    checkpoint: a lower threshold never marks fewer validation voxels."""
+    from src_train.infer.detector import load_detector
+
+    marked = {}
+    for threshold in (0.5, 0.2):
+        run = tmp_path / f"run{threshold}"
+        cfg = config_for(
+            tiny_synth_dir, cache_dir, run, epochs=1, augment="none", detection_threshold=threshold
+        )
+        trainer = Trainer(cfg)
+        result = trainer.fit()
+        assert trainer.val_options.threshold == threshold
+        row = result.history[-1]
+        marked[threshold] = row["val/voxel_tp"] + row["val/voxel_fp"]
+        assert load_detector(run / FINAL).threshold == threshold
+    assert marked[0.2] >= marked[0.5]

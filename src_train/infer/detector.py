@@ -22,6 +22,7 @@ from torch import nn
 from src_train.classify.ranker import RANKER_KEY, Ranker
 from src_train.ct import CtVolume
 from src_train.infer.runner import (
+    DEFAULT_THRESHOLD,
     InferenceOptions,
     InferenceProgress,
     InferenceResult,
@@ -29,7 +30,7 @@ from src_train.infer.runner import (
 )
 from src_train.infer.truth import TruthDefinition
 from src_train.infer.tuner import TunerCache
-from src_train.model import ModelConfig, load_checkpoint, model_of_checkpoint
+from src_train.model import Checkpoint, ModelConfig, load_checkpoint, model_of_checkpoint
 from src_train.progress import Progress, ShouldStop, run_steps
 from src_train.train.contract import DataContract, contract_of_checkpoint
 
@@ -48,6 +49,9 @@ class Detector:
         truth: how the run built its ground truth from points.
         ranker: the second stage; None ranks by the segmenter's score.
         epoch: the checkpoint's epoch.
+        threshold: the probability threshold its run validated and fitted the second stage
+            with (``--detection-threshold``): the mask threshold of inference unless the
+            options name another.
     """
 
     model: nn.Module
@@ -57,6 +61,7 @@ class Detector:
     truth: TruthDefinition = dataclasses.field(default_factory=TruthDefinition)
     ranker: Ranker | None = None
     epoch: int = 0
+    threshold: float = DEFAULT_THRESHOLD
 
     def split_of(self, series_uid: str) -> str | None:
         """``"train"``, ``"val"`` or None (unknown to the run, or no run information)."""
@@ -68,8 +73,22 @@ class Detector:
         rank = self.ranker.describe() if self.ranker else "ranked by the segmenter's score"
         return (
             f"{self.path.name}: {c.arch} depth {c.depth}, {c.filters} filters, epoch "
-            f"{self.epoch}; {rank}"
+            f"{self.epoch}; detection threshold {self.threshold:g}; {rank}"
         )
+
+    def options_for(self, options: InferenceOptions | None) -> InferenceOptions:
+        """``options`` (default ones when None) with this checkpoint's threshold where they
+        name none."""
+        options = options or InferenceOptions()
+        if options.threshold is None:
+            options = dataclasses.replace(options, threshold=self.threshold)
+        return options
+
+
+def checkpoint_threshold(ckpt: Checkpoint) -> float:
+    """The detection threshold a checkpoint's run used (``--detection-threshold``;
+    :data:`DEFAULT_THRESHOLD` for a checkpoint written without one)."""
+    return float(ckpt.train_config.get("detection_threshold", DEFAULT_THRESHOLD))
 
 
 def load_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detector:
@@ -86,6 +105,7 @@ def load_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detector
         truth=TruthDefinition.of_train_config(ckpt.train_config),
         ranker=ranker,
         epoch=ckpt.epoch,
+        threshold=checkpoint_threshold(ckpt),
     )
     log.info("loaded %s (sha1 %s)", detector.describe(), ckpt.sha1)
     return detector
@@ -99,6 +119,7 @@ def iter_detection(
     tuners: TunerCache | None = None,
 ) -> Generator[InferenceProgress, None, InferenceResult]:
     """:func:`iter_inference` with ``detector``'s model, then its ranker over the candidates."""
+    options = detector.options_for(options)
     result = yield from iter_inference(ct, detector.model, options, tuners=tuners)
     if detector.ranker is not None and result.candidates:
         yield InferenceProgress(

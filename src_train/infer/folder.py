@@ -43,7 +43,12 @@ from src_train.errors import (
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
 from src_train.infer.candidates import CandidateNodule
-from src_train.infer.detector import Detector, load_detector, run_detection
+from src_train.infer.detector import (
+    Detector,
+    checkpoint_threshold,
+    load_detector,
+    run_detection,
+)
 from src_train.infer.events import (
     EventCallback,
     InferEvent,
@@ -260,14 +265,19 @@ def choose_scope(
     return RunScope(pairs, folder, truth, definition, tuple(notes))
 
 
-def run_settings(options: InferRunOptions, checkpoint_sha1: str, scope: RunScope) -> dict[str, Any]:
+def run_settings(
+    options: InferRunOptions, checkpoint: Checkpoint, scope: RunScope
+) -> dict[str, Any]:
     """Everything that shapes a series' outputs, as recorded in ``OUT/run.json``.
 
     The checkpoint's SHA-1, the inference options but those that only choose how the model
-    runs (:data:`EXECUTION_FIELDS`), and the truth definition (the annotation file's SHA-1 and
-    how masks are made from it) or None. Two runs into one output folder must agree on it.
+    runs (:data:`EXECUTION_FIELDS`; the threshold as it applies: the checkpoint's when none
+    is asked), and the truth definition (the annotation file's SHA-1 and how masks are made
+    from it) or None. Two runs into one output folder must agree on it.
     """
     inference = {k: v for k, v in asdict(options.inference).items() if k not in EXECUTION_FIELDS}
+    if inference["threshold"] is None:
+        inference["threshold"] = checkpoint_threshold(checkpoint)
     truth = None
     if scope.truth is not None and scope.truth.annotations_path is not None:
         truth = {
@@ -276,7 +286,7 @@ def run_settings(options: InferRunOptions, checkpoint_sha1: str, scope: RunScope
             "threshold_hu": scope.definition.threshold_hu,
             "reviewed": options.reviewed,
         }
-    return {"checkpoint_sha1": checkpoint_sha1, "inference": inference, "truth": truth}
+    return {"checkpoint_sha1": checkpoint.sha1, "inference": inference, "truth": truth}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +322,7 @@ def plan_run(
     part = resolve_part(options.num_parts, options.part_id)
     out = Path(out_dir)
     manifest = RunManifest(
-        settings=run_settings(options, checkpoint.sha1, scope),
+        settings=run_settings(options, checkpoint, scope),
         series_uids=scope.uids,
         checkpoint=str(options.checkpoint_path),
         data=str(data),

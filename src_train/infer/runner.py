@@ -78,7 +78,9 @@ class InferenceOptions:
     Attributes:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:N"``.
         batch_size: slices per forward pass; None = the fastest measured.
-        threshold: probability at or above which a voxel is in the mask.
+        threshold: probability at or above which a voxel is in the mask; None = the
+            checkpoint's detection threshold where a detector runs
+            (:func:`~src_train.infer.detector.iter_detection`), else :data:`DEFAULT_THRESHOLD`.
         precision: ``"auto"`` (bf16 on a CPU that supports it natively, fp16/bf16 on CUDA),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
         channels_last: memory format; None = the fastest measured.
@@ -90,7 +92,11 @@ class InferenceOptions:
 
     device: str = option("auto", help="auto (CUDA when present), cpu or cuda[:N]")
     batch_size: int | None = option(None, help="slices per pass (default: fastest measured)")
-    threshold: float = option(DEFAULT_THRESHOLD, help="probability threshold of the mask")
+    threshold: float | None = option(
+        None,
+        help=f"probability threshold of the mask (default: the checkpoint's detection "
+        f"threshold, {DEFAULT_THRESHOLD:g} for a checkpoint without one)",
+    )
     precision: str = option(
         "auto",
         help="autocast dtype: auto = bf16 on CPUs with native bf16, fp16/bf16 on CUDA",
@@ -112,7 +118,7 @@ class InferenceOptions:
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(
                 f"The probability threshold must lie in (0, 1); got {self.threshold}."
             )
@@ -306,7 +312,8 @@ def iter_inference(
     prob_file = np.zeros(ct.shape_irc, dtype=np.float16)
     mask_file = np.zeros(ct.shape_irc, dtype=bool)
     prob, mask = turn.to_canonical(prob_file), turn.to_canonical(mask_file)  # views into them
-    thr16 = np.float16(opts.threshold)
+    threshold = DEFAULT_THRESHOLD if opts.threshold is None else opts.threshold
+    thr16 = np.float16(threshold)
     model_seconds = 0.0
     current_format: bool | None = None
     done = 0
@@ -390,7 +397,7 @@ def iter_inference(
         mask=mask_file,
         candidates=found,
         seconds=total,
-        threshold=float(opts.threshold),
+        threshold=float(threshold),
         settings=settings,
         model_seconds=model_seconds,
     )

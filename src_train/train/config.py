@@ -18,6 +18,7 @@ from src_train.augment import AUGMENTATIONS, AugmentConfig
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.datasets import SampleConfig
 from src_train.errors import ConfigError
+from src_train.infer.runner import DEFAULT_THRESHOLD
 from src_train.losses import LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
 from src_train.model import ARCHITECTURES, ModelConfig
@@ -74,7 +75,14 @@ class TrainConfig:
     epochs: int = option(10, help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
     batch_size: int = option(16, help="training batch size per process")
-    val_batch_size: int = option(4, help="validation slices per model pass")
+    detection_threshold: float = option(
+        DEFAULT_THRESHOLD,
+        help="probability threshold of validation's masks and candidates and of the second "
+        "stage's; stored in the checkpoints as their default for lunaseg infer and the viewer",
+    )
+    val_batch_size: int | None = option(
+        None, help="validation slices per model pass (default: the fastest measured)"
+    )
     val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
     ranker: str = option(
         "none",
@@ -107,6 +115,11 @@ class TrainConfig:
     focal_alpha: float | None = option(
         LossConfig.focal_alpha,
         help="weight of nodule voxels in the focal loss (1 - it for the rest); none by default",
+    )
+    small_nodule_px: float = option(
+        LossConfig.small_nodule_px,
+        help="bce/focal: nodule voxels of a crop with fewer than N of them weigh N / count, so "
+        "small nodules count as much as one of N voxels (0 = off)",
     )
     lr: float = option(1e-3, help="Adam learning rate")
     lr_schedule: str = option(
@@ -162,11 +175,15 @@ class TrainConfig:
             "window_size",
         )
         for name in positive:
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}.")
         if min(self.num_workers, self.context_slices, self.tb_images, self.threads, self.seed) < 0:
             raise ConfigError(
                 "num_workers, context_slices, tb_images, threads and seed must not be negative."
+            )
+        if not 0.0 < self.detection_threshold < 1.0:
+            raise ConfigError(
+                f"detection_threshold must lie in (0, 1); got {self.detection_threshold}."
             )
         if self.val_stride < MIN_VAL_STRIDE:
             raise ConfigError(
@@ -233,6 +250,7 @@ class TrainConfig:
             fn_weight=self.fn_weight,
             focal_gamma=self.focal_gamma,
             focal_alpha=self.focal_alpha,
+            small_nodule_px=self.small_nodule_px,
         )
 
     def augment_config(self) -> AugmentConfig:

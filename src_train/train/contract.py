@@ -47,6 +47,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "fn_weight",
     "focal_gamma",
     "focal_alpha",
+    "small_nodule_px",
     "crop_size",
     "window_size",
     "context_slices",
@@ -57,7 +58,12 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "batch_size",
     "augment",
     "best_min_precision",
+    "detection_threshold",
 )
+
+#: Options added to the contract later, with the value every run stored before them had: a
+#: stored contract without one still resumes when today's value is that one.
+OPTION_DEFAULTS: dict[str, Any] = {"small_nodule_px": 0.0, "detection_threshold": 0.5}
 
 #: How ``--resume`` treats the stored contract (:func:`resolve_contract`).
 CONTRACT_POLICIES = ("check", "stored", "current")
@@ -157,7 +163,7 @@ class DataContract:
             contract = cls(
                 train_series=tuple(str(u) for u in data["train_series"]),
                 val_series=tuple(str(u) for u in data["val_series"]),
-                options=dict(data["options"]),
+                options={**OPTION_DEFAULTS, **data["options"]},
                 data=dict(data["data"]),
                 version=version,
             )

@@ -198,6 +198,10 @@ class Trainer:
             self.device if self.dist.active and self.device.type == "cuda" else torch.device("cpu")
         )
         self.amp_dtype, self.channels_last = step_settings(cfg.amp, cfg.channels_last, self.device)
+        # whole-series passes (validation, the second stage) run while the data-loader
+        # workers are idle: there the runner may use every core (one process on a CPU)
+        cpu_alone = self.device.type == "cpu" and not self.dist.active
+        self._pass_threads = torch.get_num_threads() if cpu_alone else None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
@@ -314,11 +318,16 @@ class Trainer:
                 "--val-stride",
                 len(self.val_uids),
             )
+        # On the CPU, memory format and threads are left to the tuner, as `lunaseg infer`
+        # leaves them, so validation and the second stage's pass over training series (most
+        # of a CPU run's time) may run on an installed runtime such as OpenVINO.
+        on_cpu = self.device.type == "cpu"
         self.val_options = InferenceOptions(
             device=str(self.device),
             batch_size=cfg.val_batch_size,
-            channels_last=self.channels_last,
-            num_threads=torch.get_num_threads(),
+            threshold=cfg.detection_threshold,
+            channels_last=None if on_cpu else self.channels_last,
+            num_threads=None if on_cpu else torch.get_num_threads(),
             candidates=CandidateConfig(),
         )
 
@@ -692,6 +701,9 @@ class Trainer:
         slices done of ``total``, default the generator's own); returns its value. A stop
         request raises :class:`CancelledError` (checked between batches when not distributed;
         distributed runs agree on stops between generators)."""
+        threads = torch.get_num_threads()
+        if self._pass_threads:
+            torch.set_num_threads(self._pass_threads)  # the runner measures these and one
         try:
             while True:
                 step = next(steps)
@@ -707,6 +719,8 @@ class Trainer:
                 )
         except StopIteration as finished:
             return finished.value
+        finally:
+            torch.set_num_threads(threads)
 
     def fit_second_stage(self) -> bool:
         """Fit ``--ranker`` on training series' candidates of the best epoch's segmenter, rank
