@@ -22,8 +22,9 @@ from src_train.infer import (
     SeriesReport,
     infer_to_folder,
 )
+from src_train.infer.detector import checkpoint_threshold
 from src_train.luna import LunaFolder
-from src_train.model import ModelConfig
+from src_train.model import ModelConfig, load_checkpoint
 
 
 def test_cli_infer_then_eval_on_a_luna_folder(
@@ -162,7 +163,9 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
     # Every output is checked before anything is written: other settings are refused.
     before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     started: list[InferPlan] = []
-    with pytest.raises(OutputExistsError, match=r"inference\.threshold: recorded 0\.5, now 0\.6"):
+    applied = checkpoint_threshold(load_checkpoint(DEMO_CHECKPOINT))  # none was asked for
+    refused = rf"inference\.threshold: recorded {applied:g}, now 0\.6"
+    with pytest.raises(OutputExistsError, match=refused):
         infer_to_folder(
             tiny_synth_dir,
             out,
