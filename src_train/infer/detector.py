@@ -79,10 +79,14 @@ class Detector:
     def options_for(self, options: InferenceOptions | None) -> InferenceOptions:
         """``options`` (default ones when None) with this checkpoint's threshold where they
         name none."""
-        options = options or InferenceOptions()
-        if options.threshold is None:
-            options = dataclasses.replace(options, threshold=self.threshold)
-        return options
+        return with_threshold(options or InferenceOptions(), self.threshold)
+
+
+def with_threshold(options: InferenceOptions, threshold: float) -> InferenceOptions:
+    """``options`` with ``threshold`` as the mask threshold where they name none."""
+    if options.threshold is None:
+        return dataclasses.replace(options, threshold=threshold)
+    return options
 
 
 def checkpoint_threshold(ckpt: Checkpoint) -> float:

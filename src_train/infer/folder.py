@@ -48,6 +48,7 @@ from src_train.infer.detector import (
     checkpoint_threshold,
     load_detector,
     run_detection,
+    with_threshold,
 )
 from src_train.infer.events import (
     EventCallback,
@@ -275,9 +276,8 @@ def run_settings(
     is asked), and the truth definition (the annotation file's SHA-1 and how masks are made
     from it) or None. Two runs into one output folder must agree on it.
     """
-    inference = {k: v for k, v in asdict(options.inference).items() if k not in EXECUTION_FIELDS}
-    if inference["threshold"] is None:
-        inference["threshold"] = checkpoint_threshold(checkpoint)
+    applied = with_threshold(options.inference, checkpoint_threshold(checkpoint))
+    inference = {k: v for k, v in asdict(applied).items() if k not in EXECUTION_FIELDS}
     truth = None
     if scope.truth is not None and scope.truth.annotations_path is not None:
         truth = {
