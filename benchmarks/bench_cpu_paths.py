@@ -70,10 +70,11 @@ from _common import REFERENCE_BATCH, cpu_model_and_flags, flags_text, load_1min,
 from torch import nn
 
 from src_train.anatomy import body_box, lung_field
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.context import context_stack
 from src_train.ct import CtVolume, load_ct
 from src_train.devices import cpu_has_native_bf16
-from src_train.infer import DEMO_CHECKPOINT, run_inference
+from src_train.infer import run_inference
 from src_train.infer.runner import BODY_MARGIN_PX, fold_batch_norms
 from src_train.model import load_model
 from src_train.synth import SynthConfig, generate_scan, scan_seed, synthetic_series_uid
@@ -82,7 +83,7 @@ from src_train.synth import SynthConfig, generate_scan, scan_seed, synthetic_ser
 TOL_MAX_ABS_DP = 1e-3
 #: Tolerance for "equal outputs": mask voxels (p >= 0.5) that may flip.
 TOL_MAX_FLIPS = 10
-#: Mask threshold (as :data:`src_train.infer.DEFAULT_THRESHOLD`).
+#: Mask threshold (as :data:`src_train.records.threshold.DEFAULT_THRESHOLD`).
 THRESHOLD = 0.5
 
 SYNTH_SEED = 3

@@ -104,7 +104,7 @@ def bench_threshold(viewer, widget) -> None:
 
 def _checkpoint(tmp: Path) -> Path:
     """The demo checkpoint, or an untrained U-Net (latency does not depend on the weights)."""
-    from src_train.infer import DEMO_CHECKPOINT
+    from src_train.commands.infer_folder import DEMO_CHECKPOINT
     from src_train.model import ModelConfig, build_model, save_checkpoint
 
     if Path(DEMO_CHECKPOINT).is_file():

@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 from _common import load_text, reference_forward
 
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.ct import save_volume
-from src_train.infer import DEMO_CHECKPOINT, run_inference
+from src_train.infer import run_inference
 from src_train.model import load_model
 from src_train.synth import SynthConfig, generate_scan
 

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from _common import cpu_kind, load_1min, reference_forward, run_timed
 
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.ct import save_volume
 from src_train.devices import cpu_has_native_bf16
-from src_train.infer import DEMO_CHECKPOINT, InferenceOptions, TunerCache, run_inference
+from src_train.infer import InferenceOptions, TunerCache, run_inference
 from src_train.infer.backends import ENGINE_CHOICES, is_installed
 from src_train.model import load_model
 from src_train.synth import SynthConfig, generate_scan

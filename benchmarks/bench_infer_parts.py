@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from _common import cpu_kind, load_text
 
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.devices import cpu_has_native_bf16
-from src_train.infer import DEMO_CHECKPOINT
 from src_train.synth import SynthConfig, write_dataset
 
 DATA_SEED = 20261128

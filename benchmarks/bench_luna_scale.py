@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from _common import cpu_kind, load_text, reference_forward, run_timed
 
-from src_train.infer import DEMO_CHECKPOINT
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.model import load_model
 from src_train.synth import SynthConfig, write_dataset
 

@@ -33,8 +33,8 @@ from src_train.evaluate import (
     read_series_list,
     read_submission,
 )
-from src_train.infer.truth import scoring_truth
 from src_train.luna import LunaFolder
+from src_train.records.truth import scoring_truth
 
 #: Size bands (mm, lower bound inclusive) of the per-size table.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))

@@ -31,11 +31,11 @@ from src_train.classify.patches import extract_patches
 from src_train.classify.training import candidate_examples, label_candidates, point_examples
 from src_train.evaluate import Candidate, evaluate_froc
 from src_train.infer import CandidateConfig, InferenceOptions, TunerCache, run_inference
-from src_train.infer.candidates import CandidateNodule
 from src_train.infer.detector import load_detector
-from src_train.infer.truth import scoring_truth
 from src_train.luna import LunaFolder
 from src_train.model import file_sha1
+from src_train.records.candidate import CandidateNodule
+from src_train.records.truth import scoring_truth
 
 OPTIONS = ("segmenter-mean", "segmenter-max", *RANKERS[1:])
 

@@ -38,8 +38,8 @@ from src_train.cache import SeriesCache
 from src_train.datasets import TrainingDataset
 from src_train.devices import resolve_device
 from src_train.losses import build_loss
-from src_train.luna import split_series
 from src_train.model import ModelConfig, build_model, count_parameters
+from src_train.records.split import split_series
 from src_train.synth import write_dataset
 from src_train.train import ProgressEvent, TrainConfig, Trainer, step_settings
 

@@ -63,27 +63,17 @@ from napari_lunaseg._viewer_utils import (
     make_wrapping_label,
     upsert_layer,
 )
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.ct import CtVolume, xyz_to_zyx_mm
 from src_train.errors import LunaSegError
 from src_train.evaluate import nodule_recall
-from src_train.infer import (
-    DEFAULT_THRESHOLD,
-    DEMO_CHECKPOINT,
-    InferenceOptions,
-    InferenceProgress,
-    InferenceResult,
-    TunerCache,
-)
+from src_train.evaluate.review_requests import false_positive_requests, missed_nodule_requests
+from src_train.infer import InferenceOptions, InferenceProgress, InferenceResult, TunerCache
 from src_train.infer.candidates import candidate_components
-from src_train.infer.detector import (
-    Detector,
-    checkpoint_threshold,
-    iter_detection,
-    load_detector,
-)
+from src_train.infer.detector import Detector, iter_detection, load_detector
 from src_train.metrics import error_volume, voxel_metrics
 from src_train.model import load_checkpoint
-from src_train.reviews import false_positive_requests, missed_nodule_requests
+from src_train.records.threshold import DEFAULT_THRESHOLD, checkpoint_threshold
 
 log = logging.getLogger(__name__)
 

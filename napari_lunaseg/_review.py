@@ -62,15 +62,14 @@ from napari_lunaseg._viewer_utils import (
     upsert_layer,
 )
 from src_train.errors import LunaSegError
+from src_train.evaluate.review_requests import REQUEST_ADD, ReviewRequest
 from src_train.luna import LunaFolder, Nodule
 from src_train.reviews import (
     ACCEPTED,
     ADDED,
     REJECTED,
-    REQUEST_ADD,
     ReviewBook,
     ReviewedSeries,
-    ReviewRequest,
     UndoEntry,
     VerdictEffect,
     apply_book,

@@ -11,7 +11,7 @@ from psygnal import Signal
 
 from napari_lunaseg import PLUGIN
 from napari_lunaseg._session import PerViewer
-from src_train.reviews import ReviewRequest
+from src_train.evaluate.review_requests import ReviewRequest
 
 
 class ReviewInbox:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from src_train.evaluate.review_requests import ReviewRequest
 from src_train.luna import Nodule
-from src_train.reviews import ReviewedNodule, ReviewRequest, VerdictEffect
+from src_train.reviews import ReviewedNodule, VerdictEffect
 
 #: Columns of the review table.
 TABLE_HEADERS = (

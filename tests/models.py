@@ -9,12 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from src_train.commands.infer_folder import InferRunOptions
 from src_train.context import context_stack
 from src_train.ct import CtVolume, Geometry
-from src_train.infer import (
-    InferenceOptions,
-    InferRunOptions,
-)
+from src_train.infer import InferenceOptions
 from src_train.model import ModelConfig, build_model, save_checkpoint
 
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)

@@ -24,8 +24,8 @@ from src_train.classify.patches import PATCH_HU_RANGE
 from src_train.ct import CtVolume, Geometry
 from src_train.errors import CheckpointError, ConfigError
 from src_train.infer import CandidateConfig, group_candidates
-from src_train.infer.candidates import CandidateNodule
 from src_train.luna import Nodule
+from src_train.records.candidate import CandidateNodule
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -21,17 +21,15 @@ from src_train.evaluate import (
     Candidate,
     counted_marks,
     evaluate_froc,
-    find_excluded,
     find_series_list,
     nodule_hits,
     nodule_recall,
     plot_froc,
-    read_excluded,
     read_series_list,
     read_submission,
     write_froc_csv,
 )
-from src_train.luna import Nodule
+from src_train.luna import Nodule, find_excluded, read_excluded
 
 FAR = (500.0, 500.0, 500.0)
 

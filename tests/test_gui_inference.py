@@ -10,7 +10,7 @@ from conftest import PLUGIN, dock, first_annotated_series
 from conftest import layer_with_role as _role
 
 from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP, FN_RGB, FP_RGB, TP_RGB
-from src_train.infer import DEMO_CHECKPOINT
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 
 pytestmark = pytest.mark.gui
 
@@ -129,8 +129,8 @@ def test_foreign_checkpoint_is_reported(viewer, widget, qtbot, tmp_path, tiny_sy
 
 
 def test_the_probability_threshold_follows_the_chosen_checkpoint(widget, tmp_path) -> None:
-    from src_train.infer.detector import checkpoint_threshold
     from src_train.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+    from src_train.records.threshold import checkpoint_threshold
 
     demo = checkpoint_threshold(load_checkpoint(DEMO_CHECKPOINT))
     assert widget.threshold.value == pytest.approx(demo)
@@ -163,7 +163,7 @@ def test_closing_viewer_stops_the_job(
 def _demo_as_run_checkpoint(path: Path, train: list[str]) -> Path:
     """The demo weights in a checkpoint whose run trained on ``train``."""
     from src_train.model import build_model, load_checkpoint, save_checkpoint
-    from src_train.train.contract import CONTRACT_KEY, DataContract
+    from src_train.records.contract import CONTRACT_KEY, DataContract
 
     demo = load_checkpoint(DEMO_CHECKPOINT)
     model = build_model(demo.model_config)

@@ -209,7 +209,7 @@ def test_inference_sends_false_positives_and_missed_nodules_to_review(
     qtbot.waitUntil(lambda: not inference.running, timeout=JOB_TIMEOUT_MS)
     assert inference.result is not None
 
-    from src_train.reviews import false_positive_requests
+    from src_train.evaluate.review_requests import false_positive_requests
 
     candidates = inference.result.candidates
     requests = false_positive_requests(

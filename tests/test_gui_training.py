@@ -46,7 +46,7 @@ def test_cancel_keeps_a_loadable_checkpoint_but_publishes_only_a_validated_best(
     """Cancelled before any validated epoch passed the precision floor: checkpoint_latest.pt
     is kept for --resume, but the inference widget keeps the demo model."""
     from napari_lunaseg._session import session_for
-    from src_train.infer import DEMO_CHECKPOINT
+    from src_train.commands.infer_folder import DEMO_CHECKPOINT
     from src_train.model import load_model
 
     inference = dock(viewer, "Inference")

@@ -17,12 +17,12 @@ from src_train.errors import ConfigError, OutputExistsError
 from src_train.evaluate import read_submission
 from src_train.infer import (
     CandidateConfig,
-    CandidateNodule,
     group_candidates,
     prob_to_uint8,
     run_inference,
     write_candidates_csv,
 )
+from src_train.records.candidate import CandidateNodule
 
 
 # ---------------------------------------------------------------------------------------------

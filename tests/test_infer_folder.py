@@ -11,20 +11,14 @@ import torch
 from models import as_if_saved_on_a_gpu, checkpoint_file, chest, run_options
 
 from src_train.cli import main
+from src_train.commands.infer_folder import DEMO_CHECKPOINT, InferRunOptions, infer_to_folder
 from src_train.ct import load_ct, save_volume
 from src_train.errors import CancelledError, OutputExistsError
 from src_train.evaluate import evaluate_froc, read_series_list, read_submission
-from src_train.infer import (
-    DEMO_CHECKPOINT,
-    InferenceOptions,
-    InferPlan,
-    InferRunOptions,
-    SeriesReport,
-    infer_to_folder,
-)
-from src_train.infer.detector import checkpoint_threshold
+from src_train.infer import InferenceOptions, InferPlan, SeriesReport
 from src_train.luna import LunaFolder
 from src_train.model import ModelConfig, load_checkpoint
+from src_train.records.threshold import checkpoint_threshold
 
 
 def test_cli_infer_then_eval_on_a_luna_folder(
@@ -189,8 +183,9 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
 def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     """The demo detector (segmenter + ranker) on a CPU finds the nodules of small synthetic
     scans it never saw, with a short candidate list whose top entries are nodules."""
+    from src_train.commands.infer_folder import DEMO_CHECKPOINT
     from src_train.evaluate import Candidate
-    from src_train.infer import DEMO_CHECKPOINT, load_detector, run_detection
+    from src_train.infer import load_detector, run_detection
     from src_train.luna import Nodule
     from src_train.synth import SynthConfig, generate_scan
 

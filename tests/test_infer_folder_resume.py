@@ -26,13 +26,9 @@ from models import checkpoint_file
 
 from src_train.atomic import atomic_write
 from src_train.cli import main
+from src_train.commands.infer_folder import InferRunOptions, infer_to_folder
 from src_train.errors import ConfigError, OutputExistsError
-from src_train.infer import (
-    InferenceOptions,
-    InferEvent,
-    InferRunOptions,
-    infer_to_folder,
-)
+from src_train.infer import InferenceOptions, InferEvent
 from src_train.infer import outputs as outputs_module
 from src_train.infer import records as records_module
 from src_train.infer.records import RUN_FILE, complete_record, record_path

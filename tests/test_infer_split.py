@@ -8,11 +8,11 @@ import pytest
 from models import checkpoint_file, random_model, run_options
 
 from src_train.cli import main
+from src_train.commands.infer_folder import infer_to_folder
 from src_train.errors import ConfigError
-from src_train.infer import infer_to_folder
 from src_train.luna import LunaFolder
 from src_train.model import ModelConfig, save_checkpoint
-from src_train.train.contract import CONTRACT_KEY, DataContract
+from src_train.records.contract import CONTRACT_KEY, DataContract
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

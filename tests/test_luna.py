@@ -20,8 +20,8 @@ from src_train.luna import (
     read_annotations,
     read_candidates,
     series_to_open,
-    split_series,
 )
+from src_train.records.split import split_series
 
 REAL = Path("/work/shared/data/luna16")
 needs_real = pytest.mark.skipif(

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src_train import masks
-from src_train.masks import (
-    build_masks,
-)
+from src_train.commands import mask_folder
+from src_train.masks import build_masks
 from src_train.metrics import dice
 
 
@@ -35,7 +33,7 @@ def test_write_masks_never_writes_into_the_data_folders(tiny_synth_dir, tmp_path
         data / "subset0" / "m",
     ):
         with pytest.raises(OutputExistsError, match="Choose another folder"):
-            masks.write_masks(folder, target, overwrite=True)
+            mask_folder.write_masks(folder, target, overwrite=True)
     assert (data / "subset0" / f"{uid}.raw").read_bytes() == ct_bytes
     assert (data / TRUTH_DIR / TRUTH_TABLE).read_text() == table
 
@@ -83,14 +81,14 @@ def test_cli_mask_series_and_dice_against_truth(tiny_synth_dir, tmp_path, capsys
 
     # --series: only that series' mask and rows; the mask is the CT's geometry, uint8 0/1.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{uid}_mask.mhd", f"{uid}_mask.zraw", masks.MASK_TABLE]
+        [f"{uid}_mask.mhd", f"{uid}_mask.zraw", mask_folder.MASK_TABLE]
     )
     ct = folder.load(uid)
     written = load_ct(out / f"{uid}_mask.mhd")
     assert written.geometry == ct.geometry
     assert "ElementType = MET_UCHAR" in (out / f"{uid}_mask.mhd").read_text()  # uint8
     assert set(np.unique(written.hu).tolist()) <= {0, 1}
-    rows = (out / masks.MASK_TABLE).read_text().splitlines()[1:]
+    rows = (out / mask_folder.MASK_TABLE).read_text().splitlines()[1:]
     assert len(rows) == len(folder.nodules(uid)) and all(r.startswith(f"{uid},") for r in rows)
 
     # The printed Dice of each true nodule is dice of its own mask vs its true label.
@@ -143,7 +141,7 @@ def test_cli_mask_lists_missing_series_and_scores_only_with_truth(
     assert len(warned) == 1 and "2 of " in warned[0] and "9.9.2" in warned[0]
     assert "9.9.1" not in printed
     assert "Dice" not in printed  # no truth/ here
-    assert (data / "masks" / masks.MASK_TABLE).is_file()  # the default --out
+    assert (data / "masks" / mask_folder.MASK_TABLE).is_file()  # the default --out
     assert not any("9.9." in p.name for p in (data / "masks").iterdir())
 
 
@@ -185,8 +183,8 @@ def test_cli_mask_overwrite_makes_the_folder_one_run(
     argv = ["mask", str(tiny_synth_dir), "--out", str(out), "--series", uids[1], "--overwrite"]
     assert main(argv) == 0
     # the table and the masks beside it come from the same run: only uids[1]
-    assert [p.name for p in out.glob("*_mask.mhd")] == [masks.mask_file_name(uids[1])]
-    rows = (out / masks.MASK_TABLE).read_text().splitlines()[1:]
+    assert [p.name for p in out.glob("*_mask.mhd")] == [mask_folder.mask_file_name(uids[1])]
+    rows = (out / mask_folder.MASK_TABLE).read_text().splitlines()[1:]
     assert rows and all(row.startswith(f"{uids[1]},") for row in rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks"]  # no temporary left
     capsys.readouterr()

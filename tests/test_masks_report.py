@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from src_train import masks
-from src_train.masks import (
-    available_methods,
-    build_masks,
-)
+from src_train.commands import mask_folder
+from src_train.masks import available_methods, build_masks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,11 +44,11 @@ def test_cli_mask_and_report(tiny_synth_dir, tmp_path, capsys) -> None:
     assert written.geometry == ct.geometry
     assert "ElementType = MET_UCHAR" in (out / f"{uid}_mask.mhd").read_text()  # uint8
     assert sorted(p.name for p in out.glob("*.mhd")) == [
-        masks.mask_file_name(u) for u in folder.series_uids
+        mask_folder.mask_file_name(u) for u in folder.series_uids
     ]
     expected, _ = build_masks(ct, folder.nodules(uid), method="region")
     assert np.array_equal(written.hu > 0, expected)
-    lines = (out / masks.MASK_TABLE).read_text().splitlines()
+    lines = (out / mask_folder.MASK_TABLE).read_text().splitlines()
     assert len(lines) == 1 + sum(len(folder.nodules(u)) for u in folder.series_uids)
     assert "radius_irc" in lines[0] and ",region," in lines[1]
     assert main(["mask", str(tiny_synth_dir), "--out", str(out)]) == 2  # no --overwrite

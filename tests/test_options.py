@@ -10,7 +10,7 @@ import pytest
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS
 from src_train.cli import build_parser
-from src_train.infer import InferRunOptions
+from src_train.commands.infer_folder import InferRunOptions
 from src_train.losses import LOSSES
 from src_train.masks import available_methods
 from src_train.model import ARCHITECTURES

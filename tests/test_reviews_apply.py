@@ -10,16 +10,15 @@ import pytest
 from tiny_luna import SPECS, record_mask, sphere, write_tiny_luna
 
 from src_train.ct import Geometry, save_volume
+from src_train.evaluate.review_requests import false_positive_requests, missed_nodule_requests
 from src_train.luna import LunaFolder, Nodule, TrueNodule
 from src_train.masks import SeriesTruth, build_masks, mask_nodule
 from src_train.reviews import (
     REVIEWS_CSV,
     ReviewBook,
     apply_book,
-    false_positive_requests,
     labels_file_name,
     load_labels,
-    missed_nodule_requests,
     read_reviews,
     record_correction,
     record_verdict,

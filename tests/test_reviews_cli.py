@@ -177,8 +177,8 @@ def test_a_changed_review_invalidates_exactly_its_series_in_the_cache(luna: Luna
 def test_eval_and_infer_can_score_against_reviewed_nodules(
     luna: LunaFolder, tmp_path: Path
 ) -> None:
-    from src_train.evaluate.run import EvalOptions, evaluate_run
-    from src_train.infer import InferRunOptions
+    from src_train.commands.eval_run import EvalOptions, evaluate_run
+    from src_train.commands.infer_folder import InferRunOptions
 
     folder = reviews_dir(luna.root)
     a, b = luna.nodules("1.1")
@@ -198,7 +198,7 @@ def test_eval_and_infer_can_score_against_reviewed_nodules(
     assert b.center_xyz_mm not in [n.center_xyz_mm for n in reviewed.result.nodules]
     assert any("reviewed nodules" in note for note in reviewed.notes)
 
-    from src_train.infer.folder import choose_scope
+    from src_train.commands.infer_folder import choose_scope
 
     truth = choose_scope(luna.root, InferRunOptions(reviewed=True)).truth
     assert truth is not None and truth.nodules("1.1") == [a]

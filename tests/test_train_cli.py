@@ -104,7 +104,8 @@ def test_cli_progress_json_and_sigterm_stop(
     cmd = [
         sys.executable,
         "-m",
-        "src_train.train",
+        "src_train.cli",
+        "train",
         *_cli_args(tiny_synth_dir, cache_dir, run, epochs=50),
         "--progress-json",
     ]
@@ -142,7 +143,8 @@ def test_ddp_two_cpu_processes_gloo(tiny_synth_dir: Path, cache_dir: Path, tmp_p
         "--nproc_per_node",
         "2",
         "-m",
-        "src_train.train",
+        "src_train.cli",
+        "train",
         *_cli_args(tiny_synth_dir, cache_dir, run, epochs=2),
     ]
     started = time.perf_counter()

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 
 from src_train.errors import ConfigError
-from src_train.train import (
-    TrainConfig,
-    Trainer,
-)
+from src_train.train import TrainConfig, Trainer
 
 
 @pytest.mark.parametrize(
@@ -49,7 +46,7 @@ def test_validation_cadence() -> None:
 
 
 def test_a_contract_stored_before_an_option_existed_reads_it_as_its_default() -> None:
-    from src_train.train.contract import CONTRACT_OPTIONS, OPTION_DEFAULTS, DataContract
+    from src_train.records.contract import CONTRACT_OPTIONS, OPTION_DEFAULTS, DataContract
 
     today = TrainConfig(data_dir="d")
     options = {name: getattr(today, name) for name in CONTRACT_OPTIONS}

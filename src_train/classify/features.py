@@ -13,17 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from src_train.errors import ConfigError
-
-# Types only: importing src_train.infer at run time would load its package, whose detector
-# imports this package (a cycle).
-if TYPE_CHECKING:
-    from src_train.infer.candidates import CandidateNodule
+from src_train.records.candidate import CandidateNodule
 
 #: Feature order of :func:`candidate_features`.
 FEATURE_NAMES: tuple[str, ...] = (

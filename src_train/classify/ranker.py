@@ -20,7 +20,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +30,7 @@ from src_train.classify.network import ClassifierConfig, NoduleClassifier, class
 from src_train.classify.patches import extract_patches
 from src_train.ct import CtVolume
 from src_train.errors import CheckpointError
-
-# Types only: importing src_train.infer at run time would load its package, whose detector
-# imports this package (a cycle).
-if TYPE_CHECKING:
-    from src_train.infer.candidates import CandidateNodule
+from src_train.records.candidate import CandidateNodule
 
 #: How candidates can be ranked (``segmenter`` = as grouped, no second stage).
 RANKERS = ("segmenter", "features", "classifier", "combined")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,11 +27,7 @@ from src_train.ct import CtVolume
 from src_train.errors import ConfigError
 from src_train.evaluate import EXCLUDED_FALLBACK_DIAMETER_MM, nodule_hits
 from src_train.luna import Nodule
-
-# Types only: importing src_train.infer at run time would load its package, whose detector
-# imports this package (a cycle).
-if TYPE_CHECKING:
-    from src_train.infer.candidates import CandidateNodule
+from src_train.records.candidate import CandidateNodule
 
 log = logging.getLogger(__name__)
 

@@ -142,9 +142,10 @@ def add_mask(sub: argparse._SubParsersAction) -> None:
 def _run_mask(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from src_train.commands.mask_folder import MASK_SUFFIX, MASK_TABLE, write_masks
     from src_train.ct import CtVolume
     from src_train.luna import LunaFolder
-    from src_train.masks import MASK_SUFFIX, MASK_TABLE, NoduleScore, load_series_truth, write_masks
+    from src_train.masks import NoduleScore, load_series_truth
     from src_train.reviews import STATUSES, ReviewBook, ReviewedSeries, score_reviewed
 
     folder = LunaFolder(args.data_dir)  # logs the annotated series that are not on disk
@@ -255,8 +256,8 @@ def add_mask_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_mask_report(args: argparse.Namespace) -> int:
+    from src_train.commands.mask_report import write_mask_report
     from src_train.luna import LunaFolder
-    from src_train.masks import write_mask_report
 
     folder = LunaFolder(args.data_dir)
     out = Path(args.out) if args.out else Path(args.data_dir) / "mask-report"

@@ -12,8 +12,9 @@ from src_train.errors import LunaSegError
 
 
 def add_infer(sub: argparse._SubParsersAction) -> None:
-    """``lunaseg infer``: one option per :class:`~src_train.infer.InferRunOptions` field."""
-    from src_train.infer import InferRunOptions
+    """``lunaseg infer``: one option per field of
+    :class:`~src_train.commands.infer_folder.InferRunOptions`."""
+    from src_train.commands.infer_folder import InferRunOptions
     from src_train.options import add_options
 
     p = sub.add_parser(
@@ -55,8 +56,10 @@ EXIT_SERIES_FAILED = 1
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    """Run :func:`~src_train.infer.infer_to_folder`; one line per series, failures at the end."""
-    from src_train.infer import InferEvent, InferPlan, InferRunOptions, infer_to_folder
+    """Run :func:`~src_train.commands.infer_folder.infer_to_folder`; one line per series,
+    failures at the end."""
+    from src_train.commands.infer_folder import InferRunOptions, infer_to_folder
+    from src_train.infer import InferEvent, InferPlan
     from src_train.options import options_from_args
 
     if args.data == DEFAULT_DATA_DIR and not Path(args.data).exists():
@@ -147,8 +150,8 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    """``lunaseg eval``: one option per :class:`~src_train.evaluate.run.EvalOptions` field."""
-    from src_train.evaluate.run import EvalOptions
+    """``lunaseg eval``: one option per :class:`~src_train.commands.eval_run.EvalOptions` field."""
+    from src_train.commands.eval_run import EvalOptions
     from src_train.options import add_options
 
     p = sub.add_parser(
@@ -167,8 +170,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Score, print the summary, write the FROC curve and its plot."""
+    from src_train.commands.eval_run import FROC_CSV, FROC_PNG, EvalOptions, evaluate_run
     from src_train.evaluate import plot_froc, write_froc_csv
-    from src_train.evaluate.run import FROC_CSV, FROC_PNG, EvalOptions, evaluate_run
     from src_train.options import options_from_args
 
     options = options_from_args(EvalOptions, args)

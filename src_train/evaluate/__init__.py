@@ -2,20 +2,18 @@
 
 * :mod:`.scoring` -- the hit rule, the per-scan cap, :func:`evaluate_froc`, :class:`FrocResult`;
 * :mod:`.froc` -- the FROC curve as the official script computes it, its reading, the bootstrap;
-* :mod:`.files` -- submission / series list / excluded findings files, the FROC CSV and plot.
+* :mod:`.files` -- submission and series list files, the FROC CSV and plot;
+* :mod:`.review_requests` -- requests for review from model results (hit rule applied).
 
 Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays.
 """
 
 from src_train.evaluate.files import (
-    EXCLUDED_NAME,
     SERIES_LIST_NAME,
     SUBMISSION_COLUMNS,
     Candidate,
-    find_excluded,
     find_series_list,
     plot_froc,
-    read_excluded,
     read_series_list,
     read_submission,
     write_froc_csv,
@@ -34,7 +32,6 @@ from src_train.evaluate.scoring import (
 
 __all__ = [
     "EXCLUDED_FALLBACK_DIAMETER_MM",
-    "EXCLUDED_NAME",
     "FROC_FP_RATES",
     "MAX_MARKS_PER_SCAN",
     "SENSITIVITY_TARGETS",
@@ -45,12 +42,10 @@ __all__ = [
     "FrocResult",
     "counted_marks",
     "evaluate_froc",
-    "find_excluded",
     "find_series_list",
     "nodule_hits",
     "nodule_recall",
     "plot_froc",
-    "read_excluded",
     "read_series_list",
     "read_submission",
     "write_froc_csv",

@@ -1,5 +1,5 @@
-"""LUNA16's files for scoring: read submissions, excluded findings and series lists; write the
-FROC curve (CSV) and its plot (PNG).
+"""LUNA16's files for scoring: read submissions and series lists; write the FROC curve (CSV)
+and its plot (PNG). Excluded findings are read by :func:`src_train.luna.read_excluded`.
 
 Every center is in world ``(x, y, z)`` millimetres. Bad rows raise :class:`AnnotationError`
 naming the file, the line and the column. Scoring itself is :mod:`src_train.evaluate`, which
@@ -27,7 +27,6 @@ from src_train.evaluate.froc import (
     FrocCurve,
     sensitivity_at,
 )
-from src_train.luna import Nodule
 
 if TYPE_CHECKING:
     from src_train.evaluate import FrocResult
@@ -39,9 +38,6 @@ SUBMISSION_COLUMNS: tuple[str, ...] = ("seriesuid", "coordX", "coordY", "coordZ"
 
 #: Name of the per-run series list ``lunaseg infer`` writes beside ``candidates.csv``.
 SERIES_LIST_NAME = "seriesuids.csv"
-
-#: Name of LUNA16's excluded-findings file (shipped beside ``annotations.csv``).
-EXCLUDED_NAME = "annotations_excluded.csv"
 
 
 @dataclass(frozen=True)
@@ -139,52 +135,6 @@ def read_series_list(path: str | os.PathLike[str]) -> list[str]:
             len(uids) - len(set(uids)),
         )
     return uids
-
-
-def read_excluded(path: str | os.PathLike[str]) -> list[Nodule]:
-    """Read ``annotations_excluded.csv`` (``seriesuid,coordX,coordY,coordZ,diameter_mm``).
-
-    A negative diameter (LUNA16 writes ``-1``) or an empty one becomes None, which scoring
-    treats as 10 mm (:data:`src_train.evaluate.EXCLUDED_FALLBACK_DIAMETER_MM`; the official
-    script does so for negative diameters and cannot read empty ones, so a warning counts
-    them). A diameter of 0 stays 0 (hit by nothing, as in the script).
-    """
-    src = Path(path)
-    if not src.is_file():
-        raise AnnotationError(f"{src} does not exist; pass LUNA16's annotations_excluded.csv.")
-    out: list[Nodule] = []
-    n_empty = 0
-    with src.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"seriesuid", "coordX", "coordY", "coordZ"} - set(reader.fieldnames or [])
-        if missing:
-            raise AnnotationError(f"{src}: missing column(s) {', '.join(sorted(missing))}.")
-        for line_no, row in enumerate(reader, start=2):
-            xyz = tuple(
-                _number(src, line_no, row[c] or "", c) for c in ("coordX", "coordY", "coordZ")
-            )
-            text = (row.get("diameter_mm") or "").strip()
-            diameter = _number(src, line_no, text, "diameter_mm") if text else None
-            n_empty += text == ""
-            if diameter is not None and diameter < 0:
-                diameter = None
-            uid = (row["seriesuid"] or "").strip()
-            out.append(
-                Nodule(uid, (xyz[0], xyz[1], xyz[2]), diameter, is_nodule=False, row=line_no)
-            )
-    if n_empty:
-        log.warning(
-            "%s: %d excluded findings have no diameter; scored like LUNA16's -1 (10 mm)",
-            src,
-            n_empty,
-        )
-    return out
-
-
-def find_excluded(annotations_path: str | os.PathLike[str]) -> Path | None:
-    """``annotations_excluded.csv`` beside ``annotations_path`` (LUNA16 ships them together)."""
-    path = Path(annotations_path).parent / EXCLUDED_NAME
-    return path if path.is_file() else None
 
 
 def find_series_list(candidates_path: str | os.PathLike[str]) -> Path | None:

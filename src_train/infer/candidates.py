@@ -25,6 +25,7 @@ from src_train.ct import Geometry
 from src_train.errors import ConfigError, GeometryError
 from src_train.metrics import check_same_shape
 from src_train.options import option
+from src_train.records.candidate import UNKNOWN_TRIPLE, CandidateNodule
 
 log = logging.getLogger(__name__)
 
@@ -63,55 +64,6 @@ CANDIDATE_COLUMNS: tuple[str, ...] = (
 )
 
 
-_NAN3 = (math.nan, math.nan, math.nan)
-
-
-@dataclass(frozen=True)
-class CandidateNodule:
-    """One connected component of the predicted mask.
-
-    Attributes:
-        series_uid: the series it was found in.
-        center_xyz_mm: probability-weighted center of mass, world ``(x, y, z)`` mm.
-        center_irc: the same center in fractional array coordinates ``(index, row, col)``.
-        diameter_mm: diameter of the sphere with the component's volume, mm.
-        voxel_count: voxels in the component.
-        probability: the candidate's score, higher = more likely a nodule: as
-            :attr:`CandidateConfig.score` chose it (the highest or the mean voxel probability
-            inside it), or a ranker's score (:mod:`src_train.infer.ranking`).
-        mean_probability: mean voxel probability inside it.
-        max_probability: highest voxel probability inside it.
-        peak_irc: the voxel ``(index, row, col)`` of the highest probability (inside the
-            component, unlike the center of a curved one).
-        peak_xyz_mm: the same voxel in world ``(x, y, z)`` mm.
-        axes_mm: full axis lengths (mm, longest first) of the ellipsoid with the component's
-            second moments: a sphere has three equal axes, a vessel one long axis.
-        segmenter_probability: the segmenter's score before a ranker replaced ``probability``.
-    """
-
-    series_uid: str
-    center_xyz_mm: tuple[float, float, float]
-    center_irc: tuple[float, float, float]
-    diameter_mm: float
-    voxel_count: int
-    probability: float
-    mean_probability: float = math.nan
-    max_probability: float = math.nan
-    peak_irc: tuple[float, float, float] = _NAN3
-    peak_xyz_mm: tuple[float, float, float] = _NAN3
-    axes_mm: tuple[float, float, float] = _NAN3
-    segmenter_probability: float = math.nan
-
-    @property
-    def elongation(self) -> float:
-        """Longest over shortest axis of :attr:`axes_mm` (1 for a ball; NaN when unknown)."""
-        longest, _, shortest = self.axes_mm
-        return longest / max(shortest, _MIN_AXIS_MM)
-
-
-#: Shortest axis (mm) an elongation is divided by (a one-voxel-thin component has axis 0).
-_MIN_AXIS_MM = 0.5
-
 #: A uniform solid ellipsoid of semi-axis a has variance a^2 / 5 along that axis.
 _ELLIPSOID_VARIANCE_FACTOR = 5.0
 
@@ -132,7 +84,7 @@ def candidates_in_frame(
         dataclasses.replace(
             cand,
             center_irc=_triple(center),
-            peak_irc=_triple(peak) if np.all(np.isfinite(peak)) else _NAN3,
+            peak_irc=_triple(peak) if np.all(np.isfinite(peak)) else UNKNOWN_TRIPLE,
         )
         for cand, center, peak in zip(candidates, centers, peaks, strict=True)
     ]

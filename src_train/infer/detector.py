@@ -21,18 +21,18 @@ from torch import nn
 
 from src_train.classify.ranker import RANKER_KEY, Ranker
 from src_train.ct import CtVolume
+from src_train.infer.ground_truth import TruthDefinition
 from src_train.infer.runner import (
-    DEFAULT_THRESHOLD,
     InferenceOptions,
     InferenceProgress,
     InferenceResult,
     iter_inference,
 )
-from src_train.infer.truth import TruthDefinition
 from src_train.infer.tuner import TunerCache
-from src_train.model import Checkpoint, ModelConfig, load_checkpoint, model_of_checkpoint
+from src_train.model import ModelConfig, load_checkpoint, model_of_checkpoint
 from src_train.progress import Progress, ShouldStop, run_steps
-from src_train.train.contract import DataContract, contract_of_checkpoint
+from src_train.records.contract import DataContract, contract_of_checkpoint
+from src_train.records.threshold import DEFAULT_THRESHOLD, checkpoint_threshold
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,6 @@ def with_threshold(options: InferenceOptions, threshold: float) -> InferenceOpti
     if options.threshold is None:
         return dataclasses.replace(options, threshold=threshold)
     return options
-
-
-def checkpoint_threshold(ckpt: Checkpoint) -> float:
-    """The detection threshold a checkpoint's run used (``--detection-threshold``;
-    :data:`DEFAULT_THRESHOLD` for a checkpoint written without one)."""
-    return float(ckpt.train_config.get("detection_threshold", DEFAULT_THRESHOLD))
 
 
 def load_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detector:

@@ -153,7 +153,8 @@ class RateMeter:
 
 @dataclass(frozen=True)
 class InferPlan:
-    """What :func:`~src_train.infer.folder.infer_to_folder` is about to do (before any series).
+    """What :func:`~src_train.commands.infer_folder.infer_to_folder` is about to do (before any
+    series).
 
     Attributes:
         series: ``(uid, path)`` of every series of the run (all parts), in order.
@@ -204,7 +205,7 @@ class InferPlan:
 
 @dataclass(frozen=True)
 class SeriesReport:
-    """One processed series of :func:`~src_train.infer.folder.infer_to_folder`.
+    """One processed series of :func:`~src_train.commands.infer_folder.infer_to_folder`.
 
     Attributes:
         series_uid: the series.
@@ -258,7 +259,7 @@ class SeriesFailure:
 
 @dataclass(frozen=True)
 class InferRunSummary:
-    """Outcome of :func:`~src_train.infer.folder.infer_to_folder`.
+    """Outcome of :func:`~src_train.commands.infer_folder.infer_to_folder`.
 
     Attributes:
         plan: what was run (series, part, files, model, annotations).

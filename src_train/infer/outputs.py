@@ -15,7 +15,7 @@ import numpy as np
 
 from src_train.anatomy import SCAN_CHUNK_SLICES
 from src_train.ct import CtVolume, save_volume
-from src_train.infer.truth import TruthDefinition, ground_truth_mask
+from src_train.infer.ground_truth import TruthDefinition, ground_truth_mask
 from src_train.luna import LunaFolder
 from src_train.metrics import error_volume, voxel_metrics
 

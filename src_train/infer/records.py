@@ -32,8 +32,9 @@ from typing import Any
 
 from src_train.atomic import make_folder, write_text_atomic
 from src_train.errors import OutputExistsError, OutputWriteError
-from src_train.infer.candidates import CandidateNodule, write_candidates_csv
+from src_train.infer.candidates import write_candidates_csv
 from src_train.model import file_sha1
+from src_train.records.candidate import CandidateNodule
 
 log = logging.getLogger(__name__)
 

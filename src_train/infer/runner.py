@@ -48,21 +48,15 @@ from src_train.ct import CtVolume
 from src_train.devices import cpu_has_native_bf16, resolve_device
 from src_train.errors import ConfigError
 from src_train.infer.backends import ENGINE_CHOICES, candidate_engines, execution_options
-from src_train.infer.candidates import (
-    CandidateConfig,
-    CandidateNodule,
-    candidates_in_frame,
-    group_candidates,
-)
+from src_train.infer.candidates import CandidateConfig, candidates_in_frame, group_candidates
 from src_train.infer.tuner import CPU_BATCH_SIZES, CUDA_BATCH_SIZES, TunerCache
 from src_train.model import unwrap_model
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop, run_steps
+from src_train.records.candidate import CandidateNodule
+from src_train.records.threshold import DEFAULT_THRESHOLD, PRE_OPTION_THRESHOLD
 
 log = logging.getLogger(__name__)
-
-#: Probability at or above which a voxel is in the mask.
-DEFAULT_THRESHOLD = 0.5
 
 #: Pixels kept around the body box; must exceed the network's receptive-field radius
 #: (about 26 px for the depth-3 U-Net), so cropping does not change any value inside the box.
@@ -95,7 +89,7 @@ class InferenceOptions:
     threshold: float | None = option(
         None,
         help=f"probability threshold of the mask (default: the checkpoint's detection "
-        f"threshold, {DEFAULT_THRESHOLD:g} for a checkpoint without one)",
+        f"threshold, {PRE_OPTION_THRESHOLD:g} for a checkpoint without one)",
     )
     precision: str = option(
         "auto",

@@ -18,11 +18,13 @@ Modules:
 * :mod:`.records` -- :class:`Nodule` (an annotation or candidate), :class:`TrueNodule`;
 * :mod:`.layout` -- the names of the files and folders above;
 * :mod:`.table` -- a CSV file read row by row, strictly or leniently (:class:`CsvProblem`);
-* :mod:`.readers` -- ``read_annotations``, ``read_candidates``, ``read_true_nodules``;
+* :mod:`.readers` -- ``read_annotations``, ``read_excluded``, ``read_candidates``,
+  ``read_true_nodules``;
 * :mod:`.discovery` -- the series of a folder, whatever their format (``discover_series``);
 * :mod:`.folder` -- :class:`LunaFolder`, ``check_annotated_folder``;
-* :mod:`.opening` -- what a path opens in the viewer (``series_to_open``, ``find_luna_root``);
-* :mod:`.split` -- training and validation series (``split_series``).
+* :mod:`.opening` -- what a path opens in the viewer (``series_to_open``, ``find_luna_root``).
+
+The split into training and validation series is :mod:`src_train.records.split`.
 
 The names below are the package's public API.
 """
@@ -32,21 +34,28 @@ from src_train.luna.folder import LunaFolder, check_annotated_folder
 from src_train.luna.layout import (
     ANNOTATIONS_FILE,
     CANDIDATES_FILES,
+    EXCLUDED_FILE,
     LEGACY_TRUTH_TABLE,
     MALIGNANCY_FILE,
     SUBSET_PREFIX,
     TRUTH_DIR,
     TRUTH_TABLE,
+    find_excluded,
 )
 from src_train.luna.opening import find_luna_root, series_to_open
-from src_train.luna.readers import read_annotations, read_candidates, read_true_nodules
+from src_train.luna.readers import (
+    read_annotations,
+    read_candidates,
+    read_excluded,
+    read_true_nodules,
+)
 from src_train.luna.records import TRUE_NODULE_KINDS, Nodule, TrueNodule
-from src_train.luna.split import split_series
 from src_train.luna.table import CsvProblem, RowError
 
 __all__ = [
     "ANNOTATIONS_FILE",
     "CANDIDATES_FILES",
+    "EXCLUDED_FILE",
     "LEGACY_TRUTH_TABLE",
     "LISTED_UIDS",
     "MALIGNANCY_FILE",
@@ -61,11 +70,12 @@ __all__ = [
     "TrueNodule",
     "check_annotated_folder",
     "discover_series",
+    "find_excluded",
     "find_luna_root",
     "list_uids",
     "read_annotations",
     "read_candidates",
+    "read_excluded",
     "read_true_nodules",
     "series_to_open",
-    "split_series",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ANNOTATIONS_FILE = "annotations.csv"
 MALIGNANCY_FILE = "annotations_with_malignancy.csv"
+#: LUNA16's excluded findings (hits on them count neither way), shipped beside ``annotations.csv``.
+EXCLUDED_FILE = "annotations_excluded.csv"
 CANDIDATES_FILES = ("candidates.csv", "candidates_V2.csv")
 TRUTH_DIR = "truth"
 #: The true nodules' table in ``truth/`` (not to be confused with ``masks/nodules.csv``, the
@@ -27,3 +30,10 @@ def is_subset_dir(path: Path) -> bool:
 def has_annotations(folder: Path) -> bool:
     """True when ``folder`` holds ``annotations.csv`` or the malignancy file."""
     return any((folder / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE))
+
+
+def find_excluded(annotations_path: str | os.PathLike[str]) -> Path | None:
+    """:data:`EXCLUDED_FILE` beside ``annotations_path`` when present (LUNA16 ships them
+    together), else None."""
+    path = Path(annotations_path).parent / EXCLUDED_FILE
+    return path if path.is_file() else None

@@ -1,5 +1,6 @@
 """The LUNA16 CSV files as records: ``annotations.csv`` (or the malignancy file),
-``candidates.csv`` and a synthetic data set's ``truth/true_nodules.csv``."""
+``annotations_excluded.csv``, ``candidates.csv`` and a synthetic data set's
+``truth/true_nodules.csv``."""
 
 from __future__ import annotations
 
@@ -153,5 +154,42 @@ def read_true_nodules(path: str | os.PathLike[str]) -> list[TrueNodule]:
                 kind=kind,
                 volume_mm3=table.number(line, fields, "volume_mm3"),
             )
+        )
+    return out
+
+
+def read_excluded(path: str | os.PathLike[str]) -> list[Nodule]:
+    """Parse ``annotations_excluded.csv`` (``seriesuid,coordX,coordY,coordZ[,diameter_mm]``;
+    world mm) as findings with ``is_nodule=False``.
+
+    A negative diameter (LUNA16 writes ``-1``) or an empty one becomes None, which scoring
+    treats as 10 mm (:data:`src_train.evaluate.EXCLUDED_FALLBACK_DIAMETER_MM`; the official
+    script does so for negative diameters and cannot read empty ones, so a warning counts
+    them). A diameter of 0 stays 0 (hit by nothing, as in the script).
+
+    Raises:
+        AnnotationError: naming the file and line of a malformed row.
+    """
+    table = CsvTable(Path(path), ("seriesuid", *COORD_COLUMNS))
+    out: list[Nodule] = []
+    n_empty = 0
+    for line, fields in table:
+        text = table.get(line, fields, "diameter_mm") or ""
+        diameter = table.number(line, fields, "diameter_mm") if text else None
+        n_empty += text == ""
+        out.append(
+            Nodule(
+                series_uid=table.uid(line, fields),
+                center_xyz_mm=table.center(line, fields),
+                diameter_mm=None if diameter is None or diameter < 0 else diameter,
+                is_nodule=False,
+                row=line,
+            )
+        )
+    if n_empty:
+        log.warning(
+            "%s: %d excluded findings have no diameter; scored like LUNA16's -1 (10 mm)",
+            table.path,
+            n_empty,
         )
     return out

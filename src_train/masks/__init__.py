@@ -10,25 +10,20 @@ Modules, in the order data flows through them:
 * :mod:`.grow` -- the SPEC's reference rule (bounding-box growth), method ``"grow"``;
 * :mod:`.diameter` -- methods that use the annotated diameter, ``"ball"`` and ``"region"``;
 * :mod:`.build` -- one record per nodule, the volume mask, :class:`MaskState` for sliders;
-* :mod:`.folder` -- ``<uid>_mask.mhd`` and ``nodules.csv`` for a data folder;
 * :mod:`.truth` -- pairing annotations with true shapes and the Dice against them;
 * :mod:`.report` / :mod:`.plots` -- every method against the true shapes, as tables and PNGs.
+
+Writing masks for a whole folder (``lunaseg mask``) and the report folder (``lunaseg
+mask-report``) are commands: :mod:`src_train.commands`.
 
 The names below are the package's public API.
 """
 
 from src_train.masks import diameter, grow  # noqa: F401  (importing registers the methods)
 from src_train.masks.boxes import Slices3, box_around
-from src_train.masks.build import (
-    MaskState,
-    NoduleMask,
-    OutsidePolicy,
-    build_masks,
-    mask_nodule,
-)
+from src_train.masks.build import MaskState, NoduleMask, OutsidePolicy, build_masks, mask_nodule
 from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold, dense
 from src_train.masks.diameter import method_ball, method_region
-from src_train.masks.folder import MASK_SUFFIX, MASK_TABLE, mask_file_name, write_masks
 from src_train.masks.grow import AXIS_NAMES, GROW_START_RADIUS, grow_radius, method_grow
 from src_train.masks.plots import plot_mask_report, plot_report_case
 from src_train.masks.registry import (
@@ -55,21 +50,13 @@ from src_train.masks.report import (
     score_against_truth,
     score_series,
     size_band,
-    write_mask_report,
 )
-from src_train.masks.truth import (
-    MATCH_MIN_DISTANCE_MM,
-    SeriesTruth,
-    load_series_truth,
-    match_true,
-)
+from src_train.masks.truth import MATCH_MIN_DISTANCE_MM, SeriesTruth, load_series_truth, match_true
 
 __all__ = [
     "AXIS_NAMES",
     "DEFAULT_THRESHOLD_HU",
     "GROW_START_RADIUS",
-    "MASK_SUFFIX",
-    "MASK_TABLE",
     "MATCH_MIN_DISTANCE_MM",
     "NOTE_CENTER_BELOW",
     "NOTE_EDGE",
@@ -97,7 +84,6 @@ __all__ = [
     "dense",
     "grow_radius",
     "load_series_truth",
-    "mask_file_name",
     "mask_nodule",
     "mask_report",
     "match_true",
@@ -111,6 +97,4 @@ __all__ = [
     "score_against_truth",
     "score_series",
     "size_band",
-    "write_mask_report",
-    "write_masks",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from src_train.atomic import staged_folder, write_csv_atomic
+from src_train.atomic import write_csv_atomic
 from src_train.ct import CtVolume
 from src_train.errors import SeriesNotFoundError
 from src_train.luna import LunaFolder
@@ -220,8 +220,8 @@ def score_against_truth(
     folder: LunaFolder, ct: CtVolume, records: Sequence[NoduleMask], method: str
 ) -> list[NoduleScore]:
     """Per-true-nodule Dice of ``records`` (made by ``method`` from ``folder``'s annotations of
-    ``ct``, e.g. by :func:`~src_train.masks.folder.write_masks`) against the series' true shapes;
-    ``[]`` without truth. The same scoring as :func:`mask_report`."""
+    ``ct``, e.g. by :func:`~src_train.commands.mask_folder.write_masks`) against the series'
+    true shapes; ``[]`` without truth. The same scoring as :func:`mask_report`."""
     truth = load_series_truth(folder, ct)
     return [] if truth is None else score_series(truth, method, records)
 
@@ -270,42 +270,3 @@ def mask_report(
             nodule_scores += score_series(truth, name, recs)
     emit(progress, len(series), len(series), "report done")
     return MaskReport(threshold_hu, chosen, nodule_scores, scan_scores, unmatched)
-
-
-def write_mask_report(
-    folder: LunaFolder,
-    out_dir: str | os.PathLike[str],
-    methods: Sequence[str] | None = None,
-    threshold_hu: float = DEFAULT_THRESHOLD_HU,
-    *,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-) -> tuple[MaskReport, list[Path]]:
-    """:func:`mask_report` and its files in ``out_dir``: the two CSV tables
-    (:meth:`MaskReport.write_csv`), :data:`REPORT_PLOT` and :data:`REPORT_CASE_PLOT`.
-
-    ``out_dir`` is checked before any scoring and is always one complete report
-    (:func:`~src_train.atomic.staged_folder`): an earlier report there raises
-    :class:`~src_train.errors.OutputExistsError` unless ``overwrite`` (then it is replaced as a
-    whole), a folder holding other files is refused, and a failure or a stop leaves no folder
-    (or the earlier report untouched). Returns the report and the paths written.
-    """
-    from src_train.masks.plots import plot_mask_report, plot_report_case  # plots imports this
-
-    out = Path(out_dir)
-    staged = staged_folder(
-        out,
-        overwrite=overwrite,
-        owns=lambda name: name.startswith(REPORT_PREFIX),
-        what="lunaseg mask-report's output",
-    )
-    with staged as stage:
-        report = mask_report(
-            folder, methods, threshold_hu, progress=progress, should_stop=should_stop
-        )
-        written = [*report.write_csv(stage), plot_mask_report(report, stage / REPORT_PLOT)]
-        case = plot_report_case(folder, report, stage / REPORT_CASE_PLOT)
-        if case is not None:
-            written.append(case)
-    return report, [out / path.name for path in written]

@@ -18,8 +18,10 @@ the order data flows through them:
 * :mod:`.apply` -- the reviewed ground truth of a series (masks, nodules, counts);
 * :mod:`.record` -- recording a verdict or a correction, and undo;
 * :mod:`.summary` / :mod:`.export` -- progress per status and reviewer; the LUNA16-style CSV;
-* :mod:`.effects` -- each verdict's effect on Dice against true shapes (synthetic data);
-* :mod:`.requests` -- false positives and missed nodules of a model sent to review.
+* :mod:`.effects` -- each verdict's effect on Dice against true shapes (synthetic data).
+
+Requests for review from a model's results (false positives, missed nodules) apply the
+LUNA16 hit rule: :mod:`src_train.evaluate.review_requests`.
 """
 
 from src_train.reviews.apply import (
@@ -53,13 +55,6 @@ from src_train.reviews.files import (
 from src_train.reviews.folder import ReviewedFolder
 from src_train.reviews.labels import LabelPatch, load_labels
 from src_train.reviews.record import UndoEntry, record_correction, record_verdict, undo
-from src_train.reviews.requests import (
-    REQUEST_ADD,
-    REQUEST_CHECK,
-    ReviewRequest,
-    false_positive_requests,
-    missed_nodule_requests,
-)
 from src_train.reviews.rows import (
     ACCEPTED,
     ADDED,
@@ -89,8 +84,6 @@ __all__ = [
     "KEPT_STATUSES",
     "LABELS_SUFFIX",
     "REJECTED",
-    "REQUEST_ADD",
-    "REQUEST_CHECK",
     "REVIEWS_CSV",
     "REVIEWS_DIR",
     "REVIEW_COLUMNS",
@@ -104,7 +97,6 @@ __all__ = [
     "Review",
     "ReviewBook",
     "ReviewProgress",
-    "ReviewRequest",
     "ReviewedFolder",
     "ReviewedNodule",
     "ReviewedSeries",
@@ -116,12 +108,10 @@ __all__ = [
     "apply_book",
     "apply_reviews",
     "export_reviewed_annotations",
-    "false_positive_requests",
     "find_history",
     "labels_file_name",
     "load_labels",
     "match_histories",
-    "missed_nodule_requests",
     "nodule_histories",
     "pair_reviews",
     "read_reviews",

@@ -18,12 +18,12 @@ from src_train.augment import AUGMENTATIONS, AugmentConfig
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.datasets import SampleConfig
 from src_train.errors import ConfigError
-from src_train.infer.runner import DEFAULT_THRESHOLD
 from src_train.losses import LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
 from src_train.model import ARCHITECTURES, ModelConfig
 from src_train.options import option
-from src_train.train.contract import CONTRACT_POLICIES
+from src_train.records.contract import CONTRACT_POLICIES
+from src_train.records.threshold import DEFAULT_THRESHOLD
 from src_train.train.second_stage import RANKER_CHOICES
 from src_train.train.validation import DEFAULT_BEST_MIN_PRECISION
 

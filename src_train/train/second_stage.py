@@ -19,9 +19,9 @@ from torch import nn
 from src_train.cache import SeriesCache
 from src_train.classify.training import RankerExamples, candidate_examples, point_examples
 from src_train.infer.runner import InferenceOptions, InferenceProgress, iter_inference
-from src_train.infer.truth import ScoringTruth
 from src_train.infer.tuner import TunerCache
 from src_train.luna import LunaFolder
+from src_train.records.truth import ScoringTruth
 from src_train.train.validation import cached_volume
 
 #: Rankers ``lunaseg train --ranker`` fits (``none``: rank by the segmenter's score).

@@ -50,20 +50,21 @@ from src_train.datasets import NODULE, TrainingDataset
 from src_train.errors import AnnotationError, CancelledError, ConfigError
 from src_train.infer.candidates import CandidateConfig
 from src_train.infer.runner import InferenceOptions, InferenceProgress
-from src_train.infer.truth import scoring_truth
 from src_train.infer.tuner import TunerCache
 from src_train.losses import SegmentationLoss, SegmentationMetrics
-from src_train.luna import LunaFolder, split_series
+from src_train.luna import LunaFolder
 from src_train.metrics import error_overlay_rgb, window_to_grey
 from src_train.model import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from src_train.train.config import TrainConfig
-from src_train.train.contract import (
+from src_train.records.contract import (
     CONTRACT_KEY,
     DataContract,
     contract_of_checkpoint,
     folder_fingerprint,
     resolve_contract,
 )
+from src_train.records.split import split_series
+from src_train.records.truth import scoring_truth
+from src_train.train.config import TrainConfig
 from src_train.train.events import Callback, ProgressEvent, TrainResult
 from src_train.train.run_folder import BEST, FINAL, LATEST, RunFolder
 from src_train.train.runtime import (

@@ -28,10 +28,10 @@ from torch import nn
 from src_train.cache import SeriesCache
 from src_train.ct import CtVolume, Geometry
 from src_train.evaluate import Candidate, evaluate_froc
-from src_train.infer.candidates import CandidateNodule
 from src_train.infer.runner import InferenceOptions, InferenceProgress, iter_inference
-from src_train.infer.truth import ScoringTruth
 from src_train.infer.tuner import TunerCache
+from src_train.records.candidate import CandidateNodule
+from src_train.records.truth import ScoringTruth
 
 #: Sensitivities at which validation reports the false positives per scan needed.
 FP_READ_SENSITIVITIES = (0.9, 0.95)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from src_train.errors import ConfigError
-from src_train.evaluate import find_excluded
-from src_train.luna import LunaFolder
+from src_train.luna import LunaFolder, find_excluded
 from src_train.model import Checkpoint
+from src_train.records.threshold import PRE_OPTION_THRESHOLD, THRESHOLD_KEY
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
 
 #: Options added to the contract later, with the value every run stored before them had: a
 #: stored contract without one still resumes when today's value is that one.
-OPTION_DEFAULTS: dict[str, Any] = {"small_nodule_px": 0.0, "detection_threshold": 0.5}
+OPTION_DEFAULTS: dict[str, Any] = {"small_nodule_px": 0.0, THRESHOLD_KEY: PRE_OPTION_THRESHOLD}
 
 #: How ``--resume`` treats the stored contract (:func:`resolve_contract`).
 CONTRACT_POLICIES = ("check", "stored", "current")

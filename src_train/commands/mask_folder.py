@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +23,7 @@ from src_train.masks.build import NoduleMask, OutsidePolicy
 from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold
 from src_train.masks.registry import REFERENCE_METHOD, method_info
 from src_train.progress import Progress, ShouldStop, check_stop, emit
-
-if TYPE_CHECKING:  # reviews build on masks: imported where used, so masks load first
-    from src_train.reviews import ReviewBook, ReviewedSeries
+from src_train.reviews import ReviewBook, ReviewedSeries, apply_book
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +136,6 @@ def write_masks(
             )
         uids = wanted
     _refuse_data_folder(folder, out)
-    from src_train.reviews import ReviewBook, apply_book
-
     book = ReviewBook.for_folder(folder) if reviews is True else reviews if reviews else None
     records: list[NoduleMask] = []
     rows: list[dict[str, Any]] = []

@@ -5,9 +5,7 @@ One answer for ``lunaseg infer``, ``lunaseg eval``, the trainer's validation and
 * **Nodules to find**: ``annotations.csv`` (the included set of LUNA16's evaluation), else the
   folder's annotation file; **findings to ignore**: ``annotations_excluded.csv`` beside it
   when present (:func:`scoring_truth`).
-* **Voxel ground truth**: masks built the way the checkpoint's run built them (its mask
-  method and threshold, :class:`TruthDefinition`), in the canonical frame like the training
-  cache, mapped back to the file's array order (:func:`ground_truth_mask`).
+* **Voxel ground truth** (built from these nodules) is :mod:`src_train.infer.ground_truth`.
 * **Which series**: ``--split val|train|all`` read from the checkpoint's data contract
   (:func:`select_split`): ``all`` warns when training series are included, since recall and
   CPM on series a model was trained on are inflated.
@@ -16,63 +14,25 @@ One answer for ``lunaseg infer``, ``lunaseg eval``, the trainer's validation and
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from src_train.ct import CtVolume
 from src_train.errors import ConfigError
-from src_train.evaluate import find_excluded, read_excluded
-from src_train.luna import ANNOTATIONS_FILE, LunaFolder, Nodule, read_annotations
-from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
-
-if TYPE_CHECKING:
-    from src_train.train.contract import DataContract
+from src_train.luna import (
+    ANNOTATIONS_FILE,
+    LunaFolder,
+    Nodule,
+    find_excluded,
+    read_annotations,
+    read_excluded,
+)
+from src_train.records.contract import DataContract
 
 log = logging.getLogger(__name__)
 
 #: ``--split`` choices: every series, the checkpoint's validation or training series.
 SPLITS = ("all", "val", "train")
-
-
-@dataclass(frozen=True)
-class TruthDefinition:
-    """How voxel ground truth is made from points (a run's mask method and threshold)."""
-
-    mask_method: str = REFERENCE_METHOD
-    threshold_hu: float = DEFAULT_THRESHOLD_HU
-
-    @classmethod
-    def of_train_config(cls, train_config: Mapping[str, Any]) -> TruthDefinition:
-        """The definition a checkpoint's ``train_config`` used (the defaults for a checkpoint
-        written without one)."""
-        return cls(
-            mask_method=str(train_config.get("mask_method", REFERENCE_METHOD)),
-            threshold_hu=float(train_config.get("threshold_hu", DEFAULT_THRESHOLD_HU)),
-        )
-
-    def describe(self) -> str:
-        """E.g. ``grow masks at -700 HU``."""
-        return f"{self.mask_method} masks at {self.threshold_hu:g} HU"
-
-
-def ground_truth_mask(
-    ct: CtVolume, nodules: Sequence[Nodule], definition: TruthDefinition
-) -> np.ndarray:
-    """Bool ``(index, row, col)`` mask of ``nodules`` in ``ct``'s array order, built in the
-    canonical frame as the training cache builds it (nodules outside the volume skipped)."""
-    canonical, turn = ct.canonical()
-    mask, _records = build_masks(
-        canonical,
-        [n for n in nodules if n.is_nodule],
-        definition.threshold_hu,
-        definition.mask_method,
-        on_outside="skip",
-    )
-    return np.ascontiguousarray(turn.to_file(mask), dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,7 @@ from src_train.errors import (
 )
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
-from src_train.infer.candidates import CandidateNodule
-from src_train.infer.detector import (
-    Detector,
-    checkpoint_threshold,
-    load_detector,
-    run_detection,
-    with_threshold,
-)
+from src_train.infer.detector import Detector, load_detector, run_detection, with_threshold
 from src_train.infer.events import (
     EventCallback,
     InferEvent,
@@ -59,6 +52,7 @@ from src_train.infer.events import (
     SeriesFailure,
     SeriesReport,
 )
+from src_train.infer.ground_truth import TruthDefinition
 from src_train.infer.outputs import discard_volumes, write_series_volumes
 from src_train.infer.parts import device_for_part, resolve_part
 from src_train.infer.records import (
@@ -75,14 +69,16 @@ from src_train.infer.records import (
     write_record,  # re-exported: lunaseg eval's series list, written by .records
 )
 from src_train.infer.runner import InferenceOptions
-from src_train.infer.truth import SPLITS, TruthDefinition, scoring_truth, select_split
 from src_train.infer.tuner import TunerCache
 from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
 from src_train.model import Checkpoint, file_sha1, load_checkpoint
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop, check_stop
+from src_train.records.candidate import CandidateNodule
+from src_train.records.contract import contract_of_checkpoint
+from src_train.records.threshold import checkpoint_threshold
+from src_train.records.truth import SPLITS, scoring_truth, select_split
 from src_train.reviews import ReviewedFolder
-from src_train.train.contract import contract_of_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -13,22 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src_train.errors import ConfigError, OutputExistsError
-from src_train.evaluate.files import (
-    Candidate,
-    find_excluded,
-    find_series_list,
-    read_excluded,
-    read_series_list,
-    read_submission,
-)
+from src_train.evaluate.files import Candidate, find_series_list, read_series_list, read_submission
 from src_train.evaluate.froc import BOOTSTRAP_CONFIDENCE
 from src_train.evaluate.scoring import MAX_MARKS_PER_SCAN, FrocResult, evaluate_froc
-from src_train.infer.truth import SPLITS, select_split
-from src_train.luna import Nodule, read_annotations
+from src_train.luna import Nodule, find_excluded, read_annotations, read_excluded
 from src_train.model import load_checkpoint
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop
-from src_train.train.contract import contract_of_checkpoint
+from src_train.records.contract import contract_of_checkpoint
+from src_train.records.truth import SPLITS, select_split
 
 #: File names ``lunaseg eval`` writes.
 FROC_CSV = "froc.csv"
