@@ -1,10 +1,12 @@
-"""The headless core must never pull in Qt or napari."""
+"""The headless core must never pull in Qt or napari, and its imports point down the layers
+(the contracts in pyproject.toml's ``[tool.importlinter]``)."""
 
 from __future__ import annotations
 
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import src_train
 
@@ -46,3 +48,16 @@ def test_view_command_arrives_through_the_entry_point() -> None:
     parser = build_parser()
     args = parser.parse_args(["view", "--seed", "3"])
     assert args.func.__module__ == "napari_lunaseg._cli" and args.seed == 3
+
+
+def test_import_contracts_are_kept() -> None:
+    """``lint-imports`` (import-linter, a dev extra) checks pyproject.toml's contracts: the
+    layers of STYLE.md's picture and no Qt/napari/magicgui below napari_lunaseg."""
+    repo = Path(__file__).resolve().parents[1]
+    lint = Path(sys.executable).parent / "lint-imports"
+    assert lint.is_file(), f"{lint} is missing: install the dev extras (pip install -e .[dev])"
+    out = subprocess.run(
+        [str(lint), "--no-cache"], capture_output=True, text=True, cwd=repo, timeout=120
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
