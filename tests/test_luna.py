@@ -645,3 +645,34 @@ def test_the_viewer_reads_around_a_malformed_row_and_commands_refuse_it(
     folder = LunaFolder(partial_luna, lenient=True)
     assert folder.nodules(UID_A) == [] and folder.problems[0].line is None
     assert "is empty" in folder.problems[0].reason
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        (["subset0/"], True),
+        (["SUBSET3/"], True),  # subset folders in any letter case, as discovery reads them
+        (["annotations.csv"], True),
+        (["annotations_with_malignancy.csv"], True),
+        (["images/a.png", "masks/a.png"], False),  # a 2-D image set
+        (["subset0"], False),  # a file named like a subset folder
+        ([], False),
+    ],
+)
+def test_one_answer_to_is_this_a_luna16_folder(
+    tmp_path: Path, entries: list[str], expected: bool
+) -> None:
+    from src_train.commands.infer_folder import find_series
+    from src_train.luna import is_luna_folder
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for entry in entries:
+        path = root / entry.rstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if entry.endswith("/") else path.write_text("x\n")
+    assert is_luna_folder(root) is expected
+    assert is_luna_folder(root / "missing") is False
+    if not expected:  # lunaseg infer asks the same question
+        with pytest.raises(SeriesReadError, match="neither a LUNA16 folder"):
+            find_series(root)

@@ -70,7 +70,7 @@ from src_train.infer.records import (
 )
 from src_train.infer.runner import InferenceOptions
 from src_train.infer.tuner import TunerCache
-from src_train.luna import ANNOTATIONS_FILE, LunaFolder, find_luna_root
+from src_train.luna import LunaFolder, find_luna_root, is_luna_folder
 from src_train.model import Checkpoint, file_sha1, load_checkpoint
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop, check_stop
@@ -155,7 +155,7 @@ def find_series(
         raise SeriesReadError(f"{data} does not exist; check the path.")
     wanted = list(series or [])
     folder: LunaFolder | None
-    if data.is_dir() and (any(data.glob("subset*")) or (data / ANNOTATIONS_FILE).is_file()):
+    if is_luna_folder(data):
         folder = LunaFolder(data)
         uids = folder.series_uids
         unknown = sorted(set(wanted) - set(uids))

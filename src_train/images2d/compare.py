@@ -34,13 +34,13 @@ import numpy as np
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import ConfigError, LunaSegError, OutputExistsError
 from src_train.images2d.conclusion import RANK_METRICS
-from src_train.images2d.ct_compare import is_ct_folder
 from src_train.images2d.dataset import ImageSet, Split, SplitConfig, load_image_set, split_keys
 from src_train.images2d.metrics import score_images
 from src_train.images2d.options import RUNS_DIR, SAME_ON_RESUME, CompareOptions, RunPlan
 from src_train.images2d.predict import predict_masks
 from src_train.images2d.results import RESULT_FILE, RunRecord, aggregate
 from src_train.images2d.trainer import BEST, LATEST, ImageTrainer
+from src_train.luna import is_luna_folder
 from src_train.model import load_model
 from src_train.train.events import ProgressEvent
 
@@ -234,7 +234,7 @@ def run_comparison(
         return lambda event: emit("train", train=event, **where)
 
     data_dir = Path(options.data)
-    if is_ct_folder(data_dir):
+    if is_luna_folder(data_dir):
         return _run_on_ct(options, emit, should_stop, command_line)
     saved = _prepare_out(options)
     out = Path(options.out)

@@ -52,12 +52,6 @@ CT_METRICS = ("dice", "iou", "precision", "recall", "cpm")
 CT_RANK_NAME = "validation Dice (last validated epoch, voxels of whole validation slices)"
 
 
-def is_ct_folder(folder: str | os.PathLike[str]) -> bool:
-    """True for a LUNA16-layout folder (``annotations.csv`` or ``subset*/*.mhd``)."""
-    root = Path(folder)
-    return (root / "annotations.csv").is_file() or any(root.glob("subset*/*.mhd"))
-
-
 @dataclass
 class CtRunRecord:
     """One finished CT run (saved as ``result.json`` in its run folder).

@@ -41,6 +41,8 @@ from src_train.luna.layout import (
     TRUTH_DIR,
     TRUTH_TABLE,
     find_excluded,
+    has_annotations,
+    is_luna_folder,
 )
 from src_train.luna.opening import find_luna_root, series_to_open
 from src_train.luna.readers import (
@@ -72,6 +74,8 @@ __all__ = [
     "discover_series",
     "find_excluded",
     "find_luna_root",
+    "has_annotations",
+    "is_luna_folder",
     "list_uids",
     "read_annotations",
     "read_candidates",

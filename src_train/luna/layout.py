@@ -32,6 +32,16 @@ def has_annotations(folder: Path) -> bool:
     return any((folder / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE))
 
 
+def is_luna_folder(folder: str | os.PathLike[str]) -> bool:
+    """True for a LUNA16-layout folder: a folder holding ``subset*`` folders (any letter case)
+    or an annotation file (:func:`has_annotations`). The one answer to "is this a LUNA16
+    folder?" for ``lunaseg infer``, ``lunaseg compare`` and the viewer."""
+    root = Path(folder)
+    if not root.is_dir():
+        return False
+    return has_annotations(root) or any(p.is_dir() and is_subset_dir(p) for p in root.iterdir())
+
+
 def find_excluded(annotations_path: str | os.PathLike[str]) -> Path | None:
     """:data:`EXCLUDED_FILE` beside ``annotations_path`` when present (LUNA16 ships them
     together), else None."""
