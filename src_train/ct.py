@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 #: File endings LunaSeg reads as single series (a folder is read as a DICOM series).
 SERIES_SUFFIXES = (".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha")
 
+#: Endings of the other files a CT series is stored in: MetaImage data files beside their
+#: ``.mhd`` header and DICOM slices.
+SERIES_DATA_SUFFIXES = (".raw", ".zraw", ".dcm")
+
+#: Every file ending that belongs to a CT series (what tells a CT folder from an image set).
+CT_FILE_SUFFIXES = SERIES_SUFFIXES + SERIES_DATA_SUFFIXES
+
 #: Endings that SimpleITK writes and LunaSeg can write volumes to.
 WRITABLE_SUFFIXES = (".mhd", ".nii", ".nii.gz", ".nrrd", ".mha")
 

@@ -161,6 +161,10 @@ def test_pairing_by_suffix_and_mask_folder(
             ],
             "holds CT series",
         ),
+        (  # every ending a CT series is read from counts, NRRD's detached header included
+            lambda root: (root / "chest.nhdr").write_text("NRRD0004\n"),
+            "holds CT series",
+        ),
         (
             lambda root: _save(root / "a.png", np.zeros((4, 4, 3), np.uint8)),
             "but no masks",
@@ -181,7 +185,7 @@ def test_pairing_by_suffix_and_mask_folder(
             "more than once",
         ),
     ],
-    ids=["empty", "no-images", "ct", "no-masks", "no-pairs", "duplicates"],
+    ids=["empty", "no-images", "ct", "ct-nhdr", "no-masks", "no-pairs", "duplicates"],
 )
 def test_bad_folders_raise_one_line_messages(tmp_path: Path, make, message: str) -> None:
     root = tmp_path / "data"

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from src_train.ct import CT_FILE_SUFFIXES
 from src_train.errors import ImageSetError
 from src_train.images2d.imageio import IMAGE_SUFFIXES
 
@@ -64,9 +65,6 @@ MASK_FOLDERS = frozenset(
 #: PH2 folder-name endings of an image's dermoscopic picture and of its lesion mask.
 PH2_IMAGE_FOLDER = "_Dermoscopic_Image"
 PH2_MASK_FOLDER = "_lesion"
-
-#: File endings of CT series (a folder of these is not an image set).
-CT_SUFFIXES = (".mhd", ".mha", ".raw", ".zraw", ".nii", ".nii.gz", ".nrrd", ".dcm")
 
 #: How many names an error or warning lists before "and N more".
 NAMES_SHOWN = 5
@@ -185,7 +183,7 @@ def _name_entries(
 
 def _refuse_non_image_folder(root: Path) -> None:
     """Raise the right one-line :class:`ImageSetError` for a folder with no image files."""
-    ct_files = _files(root, CT_SUFFIXES)
+    ct_files = _files(root, CT_FILE_SUFFIXES)  # a folder of these is not an image set
     if ct_files:
         raise ImageSetError(
             f"{root} holds CT series ({name_list(ct_files[:2], root)}...), not 2-D images. "
