@@ -324,7 +324,7 @@ def test_read_submission_and_series_list(tmp_path: Path) -> None:
     assert cands[1].row == 4
     wrong_header = tmp_path / "hdr.csv"
     wrong_header.write_text("seriesuid,coordX,coordY,coordZ,class\ns1,1,2,3,1\n")
-    with pytest.raises(AnnotationError, match=r"header.*probability missing"):
+    with pytest.raises(AnnotationError, match=r"header lacks column\(s\) probability"):
         read_submission(wrong_header)
     with pytest.raises(AnnotationError, match="does not exist"):
         read_submission(tmp_path / "missing.csv")
@@ -343,7 +343,8 @@ def test_read_submission_and_series_list(tmp_path: Path) -> None:
         ("s1,1,2,x,0.5", r"line 3: coordZ is 'x'"),
         ("s1,1,,3,0.5", r"line 3: coordY is empty"),
         ("s1,inf,2,3,0.5", r"line 3: coordX is 'inf'"),
-        ("s1,1,2,3", r"line 3: expected 5 columns"),
+        ("s1,1,2,3", r"line 3: 4 field\(s\) where the header has 5"),
+        ("s1,1,2,3,0.5,0.9", r"line 3: 6 values where the header has 5"),
         (",1,2,3,0.5", r"line 3: empty seriesuid"),
     ],
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from src_train.evaluate.froc import (
     FrocCurve,
     sensitivity_at,
 )
+from src_train.luna.table import CsvTable
 
 if TYPE_CHECKING:
     from src_train.evaluate import FrocResult
@@ -65,57 +65,24 @@ def read_submission(path: str | os.PathLike[str]) -> list[Candidate]:
 
     Columns are found by header name, in any order, as the official script does; extra columns
     are ignored. A missing, empty or non-finite coordinate or probability raises
-    :class:`AnnotationError` naming the file, the line and the column.
+    :class:`AnnotationError` naming the file, the line and the column
+    (:class:`~src_train.luna.table.CsvTable`, as every LUNA16 CSV is read).
     """
     src = Path(path)
     if not src.is_file():
         raise AnnotationError(
             f"{src} does not exist; pass the candidates CSV 'lunaseg infer' wrote."
         )
-    out: list[Candidate] = []
-    with src.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, None) or []]
-        missing = [c for c in SUBMISSION_COLUMNS if c not in header]
-        if missing:
-            raise AnnotationError(
-                f"{src}: the header must name {','.join(SUBMISSION_COLUMNS)}; "
-                f"{', '.join(missing)} missing in {','.join(header)!r}."
-            )
-        uid_col, *value_cols = (header.index(c) for c in SUBMISSION_COLUMNS)
-        for line_no, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < len(header):
-                raise AnnotationError(
-                    f"{src}, line {line_no}: expected {len(header)} columns as in the header, "
-                    f"got {len(row)} in {row!r}."
-                )
-            uid = row[uid_col].strip()
-            if not uid:
-                raise AnnotationError(f"{src}, line {line_no}: empty seriesuid in {row!r}.")
-            values = [_number(src, line_no, row[col], header[col]) for col in value_cols]
-            out.append(Candidate(uid, (values[0], values[1], values[2]), values[3], line_no))
-    return out
-
-
-def _number(src: Path, line_no: int, text: str, column: str) -> float:
-    """A finite float from a CSV field, or an AnnotationError naming file, line and column."""
-    text = text.strip()
-    if not text:
-        raise AnnotationError(
-            f"{src}, line {line_no}: {column} is empty; every candidate needs a finite number."
+    table = CsvTable(src, SUBMISSION_COLUMNS)
+    return [
+        Candidate(
+            table.uid(line, fields),
+            table.center(line, fields),
+            table.number(line, fields, "probability"),
+            line,
         )
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise AnnotationError(
-            f"{src}, line {line_no}: {column} is {text!r}; give a finite number "
-            "(remove the row or fix the value)."
-        )
-    return value
+        for line, fields in table
+    ]
 
 
 def read_series_list(path: str | os.PathLike[str]) -> list[str]:

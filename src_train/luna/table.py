@@ -173,8 +173,16 @@ class CsvTable:
         return fields[position].strip()
 
     def number(self, line: int, fields: list[str], column: str) -> float:
-        """A finite float from a required column."""
+        """A finite float from a required column: the one way LunaSeg reads a number from a
+        CSV file (an empty, non-numeric or non-finite field is a :class:`RowError` naming the
+        file, the line and the column)."""
         text = self.get(line, fields, column) or ""
+        if not text:
+            raise RowError(
+                self.path,
+                line,
+                f"{column} is empty; give a finite number ({_fix_hint(self.required)}).",
+            )
         try:
             value = float(text)
         except ValueError:
