@@ -31,8 +31,9 @@ from src_train.errors import ConfigError, OutputExistsError
 from src_train.infer import InferenceOptions, InferEvent
 from src_train.infer import outputs as outputs_module
 from src_train.infer import records as records_module
-from src_train.infer.records import RUN_FILE, complete_record, record_path
+from src_train.infer.records import complete_record, record_path
 from src_train.luna import LunaFolder
+from src_train.records.infer_files import RUN_FILE
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -40,8 +40,8 @@ from src_train.errors import (
     SeriesNotFoundError,
     SeriesReadError,
 )
-from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
+from src_train.evaluate import FrocResult, evaluate_froc
 from src_train.infer.detector import Detector, load_detector, run_detection, with_threshold
 from src_train.infer.events import (
     EventCallback,
@@ -76,6 +76,7 @@ from src_train.options import option
 from src_train.progress import Progress, ShouldStop, check_stop
 from src_train.records.candidate import CandidateNodule
 from src_train.records.contract import contract_of_checkpoint
+from src_train.records.infer_files import CANDIDATES_CSV, SERIES_LIST_NAME
 from src_train.records.threshold import checkpoint_threshold
 from src_train.records.truth import SPLITS, scoring_truth, select_split
 from src_train.reviews import ReviewedFolder
@@ -84,9 +85,6 @@ log = logging.getLogger(__name__)
 
 #: The demo checkpoint shipped in the package (default of ``lunaseg infer`` and the viewer).
 DEMO_CHECKPOINT: Path = Path(__file__).resolve().parent.parent / "assets" / "demo_unet.pt"
-
-#: File names of a run's tables in its output folder.
-CANDIDATES_CSV = "candidates.csv"
 
 #: Fields of :class:`InferenceOptions` that choose how the model runs, not what it outputs
 #: (beyond float rounding): parts of one run may differ in them (CPU here, GPU there).

@@ -9,7 +9,6 @@ Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel a
 """
 
 from src_train.evaluate.files import (
-    SERIES_LIST_NAME,
     SUBMISSION_COLUMNS,
     Candidate,
     find_series_list,
@@ -35,7 +34,6 @@ __all__ = [
     "FROC_FP_RATES",
     "MAX_MARKS_PER_SCAN",
     "SENSITIVITY_TARGETS",
-    "SERIES_LIST_NAME",
     "SUBMISSION_COLUMNS",
     "Candidate",
     "FrocBootstrap",

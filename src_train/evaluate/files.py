@@ -27,6 +27,7 @@ from src_train.evaluate.froc import (
     sensitivity_at,
 )
 from src_train.luna.table import CsvTable
+from src_train.records.infer_files import SERIES_LIST_NAME
 
 if TYPE_CHECKING:
     from src_train.evaluate import FrocResult
@@ -35,9 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Columns a LUNA16 submission file must name (in any order; more columns may follow).
 SUBMISSION_COLUMNS: tuple[str, ...] = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
-
-#: Name of the per-run series list ``lunaseg infer`` writes beside ``candidates.csv``.
-SERIES_LIST_NAME = "seriesuids.csv"
 
 
 @dataclass(frozen=True)

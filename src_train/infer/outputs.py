@@ -18,6 +18,12 @@ from src_train.ct import CtVolume, save_volume
 from src_train.infer.ground_truth import TruthDefinition, ground_truth_mask
 from src_train.luna import LunaFolder
 from src_train.metrics import error_volume, voxel_metrics
+from src_train.records.infer_files import (
+    ERROR_SUFFIX,
+    PRED_SUFFIX,
+    PROB_SUFFIX,
+    series_file_name,
+)
 
 #: Probability volumes are written as uint8: ``round(prob * PROB_FILE_SCALE)``.
 PROB_FILE_SCALE = 255
@@ -46,9 +52,9 @@ class SeriesOutputs:
     def for_series(cls, out_dir: Path, series_uid: str) -> SeriesOutputs:
         """``<uid>_prob.mhd``, ``<uid>_pred.mhd``, ``<uid>_error.mhd`` in ``out_dir``."""
         return cls(
-            prob=out_dir / f"{series_uid}_prob.mhd",
-            pred=out_dir / f"{series_uid}_pred.mhd",
-            error=out_dir / f"{series_uid}_error.mhd",
+            prob=out_dir / series_file_name(series_uid, PROB_SUFFIX),
+            pred=out_dir / series_file_name(series_uid, PRED_SUFFIX),
+            error=out_dir / series_file_name(series_uid, ERROR_SUFFIX),
         )
 
     def existing(self) -> list[Path]:

@@ -35,11 +35,17 @@ from src_train.errors import OutputExistsError, OutputWriteError
 from src_train.infer.candidates import write_candidates_csv
 from src_train.model import file_sha1
 from src_train.records.candidate import CandidateNodule
+from src_train.records.infer_files import (
+    CANDIDATES_CSV,
+    PRED_SUFFIX,
+    PROB_SUFFIX,
+    RUN_FILE,
+    SERIES_LIST_NAME,
+)
 
 log = logging.getLogger(__name__)
 
 #: The run's settings file in its output folder.
-RUN_FILE = "run.json"
 #: Version of run.json and the series records; bump when their meaning changes.
 RECORD_FORMAT = 1
 #: A series' record: ``<uid>.json``; a failed series' note: ``<uid>.failed.json``.
@@ -163,8 +169,8 @@ def _create_exclusive(path: Path, text: str) -> bool:
 
 def _looks_like_outputs(out: Path) -> list[Path]:
     """Files of an earlier run in ``out`` (volumes, tables) when it has no run.json."""
-    found = [p for p in out.glob("*_pred.mhd")] + [p for p in out.glob("*_prob.mhd")]
-    found += [out / n for n in ("candidates.csv", "seriesuids.csv") if (out / n).exists()]
+    found = [*out.glob(f"*{PRED_SUFFIX}"), *out.glob(f"*{PROB_SUFFIX}")]
+    found += [out / n for n in (CANDIDATES_CSV, SERIES_LIST_NAME) if (out / n).exists()]
     return sorted(found)
 
 
