@@ -55,6 +55,7 @@ from src_train.images2d.folder import looks_like_image_set
 from src_train.losses import LOSSES
 from src_train.luna import has_annotations
 from src_train.model import ARCHITECTURES
+from src_train.records import metric_keys
 from src_train.train import BEST, TENSORBOARD_DIR, TrainConfig
 from src_train.train.second_stage import RANKER_CHOICES
 
@@ -74,7 +75,15 @@ EPOCH_HEADERS = (
     "samples/s",
 )
 #: Metrics of the epoch table after its first two columns (``metrics.jsonl`` names).
-_VAL_COLUMNS = ("val/cpm", "val/nodule_recall", "val/fp_per_scan", "val/voxel_precision")
+_VAL_COLUMNS = tuple(
+    metric_keys.val_key(name)
+    for name in (
+        metric_keys.CPM,
+        metric_keys.NODULE_RECALL,
+        metric_keys.FP_PER_SCAN,
+        metric_keys.VOXEL_PRECISION,
+    )
+)
 #: How often the job's watcher wakes up while the job runs, s.
 WATCH_INTERVAL_S = 0.5
 #: Exit status of a job stopped by a signal, after saving its checkpoint: 128 + the signal.
@@ -424,7 +433,7 @@ class TrainingWidget(QWidget):
         metrics = event.get("metrics") or {}
         return [
             str(event.get("epoch", "")),
-            self._fmt(metrics.get("train/loss")),
+            self._fmt(metrics.get(metric_keys.train_key(metric_keys.LOSS))),
             *(self._fmt(metrics.get(name)) for name in _VAL_COLUMNS),
             self._fmt(event.get("samples_per_s")),
         ]

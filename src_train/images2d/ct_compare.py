@@ -41,6 +41,7 @@ from src_train.errors import ConfigError, LunaSegError
 from src_train.images2d.options import RUNS_DIR, CompareOptions, RunPlan
 from src_train.images2d.results import RESULT_FILE, load_record, save_record
 from src_train.model import build_model, count_parameters
+from src_train.records import metric_keys as keys
 from src_train.train import LATEST, ProgressEvent, RunFolder, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -143,21 +144,21 @@ def ct_train_config(plan: RunPlan, options: CompareOptions, out: Path, **extra: 
 def _val_metrics(row: dict[str, float]) -> dict[str, float]:
     """``dice``, ``iou``... of a ``metrics.jsonl`` row: the CT Trainer's voxel metrics over
     whole validation series (its F1 is the Dice) and its detection CPM."""
-    names = {"dice": "val/voxel_f1", "iou": "val/voxel_iou", "precision": "val/voxel_precision"}
-    names.update({"recall": "val/voxel_recall", "cpm": "val/cpm"})
-    return {name: float(row.get(key, math.nan)) for name, key in names.items()}
+    names = {"dice": keys.VOXEL_F1, "iou": keys.VOXEL_IOU, "precision": keys.VOXEL_PRECISION}
+    names.update({"recall": keys.VOXEL_RECALL, "cpm": keys.CPM})
+    return {name: float(row.get(keys.val_key(key), math.nan)) for name, key in names.items()}
 
 
 def ct_record(
     plan: RunPlan, config: TrainConfig, trainer: Trainer, epoch_seconds: list[float]
 ) -> CtRunRecord:
     """The record of a finished CT run (its metrics from ``trainer.history``)."""
-    validated = [row for row in trainer.history if "val/voxel_f1" in row]
+    validated = [row for row in trainer.history if keys.val_key(keys.VOXEL_F1) in row]
     if not validated:
         raise LunaSegError(f"{plan.name} finished without a validated epoch; nothing to rank.")
     last = validated[-1]
     saved = RunFolder(config.run_dir).read_config() or {}
-    best = {f"val/{k}": v for k, v in trainer.best_metrics.items()}
+    best = {keys.val_key(k): v for k, v in trainer.best_metrics.items()}
     return CtRunRecord(
         name=plan.name,
         model=plan.spec.label,

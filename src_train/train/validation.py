@@ -32,6 +32,7 @@ from src_train.evaluate import Candidate, evaluate_froc
 from src_train.infer.runner import InferenceOptions, InferenceProgress, iter_inference
 from src_train.infer.tuner import TunerCache
 from src_train.metrics import overlap_scores
+from src_train.records import metric_keys as keys
 from src_train.records.candidate import CandidateNodule
 from src_train.records.truth import ScoringTruth
 
@@ -125,18 +126,18 @@ def score_validation(
     tp, fp, fn = (sum(o.voxels[k] for o in outcomes) for k in range(3))
     voxels = overlap_scores(tp, fp, fn)
     row: dict[str, float] = {
-        "nodule_recall": froc.recall if froc.n_nodules else 0.0,
-        "nodules": float(froc.n_nodules),
-        "cpm": froc.cpm if froc.n_nodules else 0.0,
-        "fp_per_scan": _ratio(froc.n_false_positives, froc.n_scans),
-        "candidates_per_scan": froc.candidates_per_scan if froc.n_scans else 0.0,
-        "voxel_precision": float(voxels["precision"]),
-        "voxel_recall": float(voxels["recall"]),
-        "voxel_f1": float(voxels["dice"]),
-        "voxel_iou": float(voxels["iou"]),
-        "voxel_tp": float(tp),
-        "voxel_fp": float(fp),
-        "voxel_fn": float(fn),
+        keys.NODULE_RECALL: froc.recall if froc.n_nodules else 0.0,
+        keys.NODULES: float(froc.n_nodules),
+        keys.CPM: froc.cpm if froc.n_nodules else 0.0,
+        keys.FP_PER_SCAN: _ratio(froc.n_false_positives, froc.n_scans),
+        keys.CANDIDATES_PER_SCAN: froc.candidates_per_scan if froc.n_scans else 0.0,
+        keys.VOXEL_PRECISION: float(voxels["precision"]),
+        keys.VOXEL_RECALL: float(voxels["recall"]),
+        keys.VOXEL_F1: float(voxels["dice"]),
+        keys.VOXEL_IOU: float(voxels["iou"]),
+        keys.VOXEL_TP: float(tp),
+        keys.VOXEL_FP: float(fp),
+        keys.VOXEL_FN: float(fn),
     }
     for target in FP_READ_SENSITIVITIES:
         fps = froc.fps_per_scan_at(target) if froc.n_nodules else math.inf
@@ -148,17 +149,17 @@ def score_validation(
 def best_key(metrics: dict[str, Any], min_precision: float) -> tuple[float, float, float] | None:
     """How good a validated epoch is for "best" (greater is better); None when its voxel
     precision is under ``min_precision`` (it marks too much to be kept, whatever its recall)."""
-    if float(metrics.get("voxel_precision", 0.0)) < min_precision:
+    if float(metrics.get(keys.VOXEL_PRECISION, 0.0)) < min_precision:
         return None
     return (
-        float(metrics.get("cpm", 0.0)),
-        float(metrics.get("nodule_recall", 0.0)),
-        float(metrics.get("voxel_f1", 0.0)),
+        float(metrics.get(keys.CPM, 0.0)),
+        float(metrics.get(keys.NODULE_RECALL, 0.0)),
+        float(metrics.get(keys.VOXEL_F1, 0.0)),
     )
 
 
 def choose_best(
-    history: Sequence[dict[str, Any]], min_precision: float, prefix: str = "val/"
+    history: Sequence[dict[str, Any]], min_precision: float, prefix: str = keys.VAL_PREFIX
 ) -> int | None:
     """The epoch :func:`best_key` ranks highest among validated rows of ``history`` (each a
     ``metrics.jsonl`` row: ``epoch`` and ``val/...`` keys); the earliest on ties; None when no
