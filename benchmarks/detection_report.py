@@ -25,7 +25,6 @@ from collections import defaultdict
 import numpy as np
 
 from src_train.evaluate import (
-    EXCLUDED_FALLBACK_DIAMETER_MM,
     counted_marks,
     evaluate_froc,
     find_series_list,
@@ -147,9 +146,7 @@ def _false_positive_probabilities(marks, truth, uids) -> np.ndarray:  # type: ig
         centers, probs = centers[keep], probs[keep]
         on_nodule = nodule_hits(centers, truth.nodules.get(uid, [])).any(axis=1)
         excluded = [f for f in truth.excluded if f.series_uid == uid]
-        on_excluded = nodule_hits(
-            centers, excluded, missing_diameter_mm=EXCLUDED_FALLBACK_DIAMETER_MM
-        ).any(axis=1)
+        on_excluded = nodule_hits(centers, excluded).any(axis=1)
         out.extend(probs[~on_nodule & ~on_excluded].tolist())
     return np.asarray(out, dtype=np.float64)
 

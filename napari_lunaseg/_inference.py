@@ -441,8 +441,7 @@ class InferenceWidget(QWidget):
                 parts.append(f"{label} {float(self.metrics[key]):.3f}")
         text = ("voxel " + ", ".join(parts)) if parts else "no generated mask: no voxel metrics"
         if nodules:
-            sized = [n for n in nodules if n.diameter_mm]
-            found, total = nodule_recall(sized, [c.center_xyz_mm for c in shown])
+            found, total = nodule_recall(nodules, [c.center_xyz_mm for c in shown])
             self.metrics["nodule_recall"] = found / total if total else float("nan")
             text += f"; nodule recall {found}/{total} at score >= {cut:g}"
         self.metrics_label.setText(text)

@@ -16,7 +16,6 @@ import pytest
 from src_train.atomic import write_text_atomic
 from src_train.errors import AnnotationError, ConfigError, OutputExistsError
 from src_train.evaluate import (
-    EXCLUDED_FALLBACK_DIAMETER_MM,
     FROC_FP_RATES,
     Candidate,
     counted_marks,
@@ -29,7 +28,7 @@ from src_train.evaluate import (
     read_submission,
     write_froc_csv,
 )
-from src_train.luna import Nodule, find_excluded, read_excluded
+from src_train.luna import UNKNOWN_DIAMETER_MM, Nodule, find_excluded, read_excluded
 
 FAR = (500.0, 500.0, 500.0)
 
@@ -78,11 +77,11 @@ def test_nodule_hits_radius_rules() -> None:
     )
     np.testing.assert_array_equal(nodule_hits(marks, findings), expected)
     assert nodule_hits(np.zeros((0, 3)), findings).shape == (0, 3)
-    with pytest.raises(AnnotationError, match="no diameter"):
-        nodule_hits(marks, [nod("a", (0.0, 0.0, 0.0), None)])
-    # A caller that knows no size may choose one.
-    hits = nodule_hits(marks, [nod("a", (0.0, 0.0, 0.0), None)], missing_diameter_mm=8.0)
-    np.testing.assert_array_equal(hits[:, 0], expected[:, 0])
+    # An unknown size (empty or LUNA16's -1) is one rule: 10 mm, for nodules and excluded alike.
+    edge = np.array([[UNKNOWN_DIAMETER_MM / 2 - 0.01, 0, 0], [UNKNOWN_DIAMETER_MM / 2, 0, 0]])
+    for diameter in (None, -1.0):
+        hits = nodule_hits(edge, [nod("a", (0.0, 0.0, 0.0), diameter)])
+        assert hits[:, 0].tolist() == [True, False]
 
 
 def test_nodule_recall_counts_nodules_hit_by_any_candidate() -> None:
@@ -129,7 +128,7 @@ def test_marks_on_excluded_findings_are_ignored() -> None:
     ]
     cands = [
         cand("a", (101.0, 0.0, 0.0), 0.99),  # inside excluded (r = 2): ignored
-        cand("a", (200.0 + EXCLUDED_FALLBACK_DIAMETER_MM / 2 - 0.1, 0.0, 0.0), 0.98),  # ignored
+        cand("a", (200.0 + UNKNOWN_DIAMETER_MM / 2 - 0.1, 0.0, 0.0), 0.98),  # ignored
         cand("a", (103.0, 0.0, 0.0), 0.97),  # outside the excluded radius: false positive
         cand("a", (300.0, 0.0, 0.0), 0.3),  # diameter 0 is hit by nothing: false positive
         cand("a", (0.5, 0.0, 0.0), 0.5),  # on the nodule and the excluded: a true positive
@@ -304,8 +303,10 @@ def test_bad_options_and_probabilities_are_errors() -> None:
         evaluate_froc(nodules, [], bootstrap=-1)
     with pytest.raises(AnnotationError, match="probability nan"):
         evaluate_froc(nodules, [cand("a", (0.0, 0.0, 0.0), math.nan)])
-    with pytest.raises(AnnotationError, match="diameter"):
-        evaluate_froc([nod("a", (0.0, 0.0, 0.0), None)], [cand("a", (0.0, 0.0, 0.0), 0.5)])
+    unknown_size = evaluate_froc(
+        [nod("a", (0.0, 0.0, 0.0), None)], [cand("a", (4.9, 0.0, 0.0), 0.5)]
+    )  # scored as 10 mm, not an error
+    assert unknown_size.n_nodules == 1 and unknown_size.recall == 1.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from src_train.classify.patches import extract_patches
 from src_train.classify.ranker import RANKERS, Ranker
 from src_train.ct import CtVolume
 from src_train.errors import ConfigError
-from src_train.evaluate import EXCLUDED_FALLBACK_DIAMETER_MM, nodule_hits
+from src_train.evaluate import nodule_hits
 from src_train.luna import Nodule
 from src_train.records.candidate import CandidateNodule
 
@@ -84,9 +84,7 @@ def label_candidates(
     finding (LUNA16's hit rule, :func:`src_train.evaluate.nodule_hits`)."""
     centers = np.asarray([c.center_xyz_mm for c in candidates], dtype=np.float64).reshape(-1, 3)
     on_nodule = nodule_hits(centers, nodules).any(axis=1)
-    on_excluded = nodule_hits(
-        centers, excluded, missing_diameter_mm=EXCLUDED_FALLBACK_DIAMETER_MM
-    ).any(axis=1)
+    on_excluded = nodule_hits(centers, excluded).any(axis=1)
     return np.where(on_nodule, 1, np.where(on_excluded, -1, 0)).astype(np.int64)
 
 

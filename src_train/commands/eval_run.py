@@ -140,7 +140,7 @@ def evaluate_run(
         )
     else:
         notes.append(f"series list: {series_path}")
-    nodules = read_annotations(options.annotations)
+    nodules = read_annotations(options.annotations, require_diameter=True)
     if options.reviewed:
         nodules, line = _reviewed(nodules, Path(options.annotations))
         notes.append(line)

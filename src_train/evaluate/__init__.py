@@ -19,7 +19,6 @@ from src_train.evaluate.files import (
 )
 from src_train.evaluate.froc import FROC_FP_RATES, FrocBootstrap
 from src_train.evaluate.scoring import (
-    EXCLUDED_FALLBACK_DIAMETER_MM,
     MAX_MARKS_PER_SCAN,
     SENSITIVITY_TARGETS,
     FrocResult,
@@ -30,7 +29,6 @@ from src_train.evaluate.scoring import (
 )
 
 __all__ = [
-    "EXCLUDED_FALLBACK_DIAMETER_MM",
     "FROC_FP_RATES",
     "MAX_MARKS_PER_SCAN",
     "SENSITIVITY_TARGETS",

@@ -41,10 +41,6 @@ class ReviewRequest:
     reason: str = ""
 
 
-def _sized(nodules: Sequence[Nodule]) -> list[Nodule]:
-    return [n for n in nodules if n.diameter_mm]
-
-
 def false_positive_requests(
     series_uid: str,
     centers_xyz_mm: Sequence[Sequence[float]],
@@ -52,8 +48,9 @@ def false_positive_requests(
     nodules: Sequence[Nodule],
 ) -> list[ReviewRequest | None]:
     """For each candidate (world mm centers, equivalent diameters in mm): an addition request
-    when it hits none of ``nodules`` (those with a diameter), else None."""
-    hits = nodule_hits(np.asarray(centers_xyz_mm, dtype=np.float64), _sized(nodules))
+    when it hits none of ``nodules`` (an unknown diameter as in :func:`nodule_hits`), else
+    None."""
+    hits = nodule_hits(np.asarray(centers_xyz_mm, dtype=np.float64), nodules)
     out: list[ReviewRequest | None] = []
     for k, (center, diameter) in enumerate(zip(centers_xyz_mm, diameters_mm, strict=True)):
         if hits[k].any():
@@ -74,10 +71,9 @@ def false_positive_requests(
 def missed_nodule_requests(
     series_uid: str, centers_xyz_mm: Sequence[Sequence[float]], nodules: Sequence[Nodule]
 ) -> list[ReviewRequest]:
-    """A check request for each nodule of ``nodules`` (with a diameter) that no candidate
-    (world mm centers) hits, in annotation order."""
-    sized = _sized(nodules)
-    hits = nodule_hits(np.asarray(centers_xyz_mm, dtype=np.float64).reshape(-1, 3), sized)
+    """A check request for each nodule of ``nodules`` that no candidate (world mm centers) hits
+    (an unknown diameter as in :func:`nodule_hits`), in annotation order."""
+    hits = nodule_hits(np.asarray(centers_xyz_mm, dtype=np.float64).reshape(-1, 3), nodules)
     return [
         ReviewRequest(
             REQUEST_CHECK,
@@ -86,6 +82,6 @@ def missed_nodule_requests(
             nodule.diameter_mm,
             "missed by the model (false negative): is the annotation right?",
         )
-        for k, nodule in enumerate(sized)
+        for k, nodule in enumerate(nodules)
         if not hits[:, k].any()
     ]

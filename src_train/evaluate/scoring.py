@@ -7,8 +7,9 @@ reference is the challenge's ``noduleCADEvaluationLUNA16.py``; its rules, all re
   whose probability is strictly above the 101st highest, so ties at the cut are all dropped (150
   marks at 1.0 keep none).
 * **Hit.** A mark hits a finding when the squared distance of the centers is strictly less than
-  the squared radius (``diameter_mm / 2``). A negative diameter (LUNA16 writes ``-1``) means
-  :data:`EXCLUDED_FALLBACK_DIAMETER_MM`; a diameter of 0 is hit by nothing.
+  the squared radius (``diameter_mm / 2``). An unknown diameter (empty, or negative: LUNA16
+  writes ``-1``) means :data:`~src_train.luna.UNKNOWN_DIAMETER_MM` (10 mm) for included nodules
+  and excluded findings alike; a diameter of 0 is hit by nothing.
 * **Included nodules** (``annotations.csv``): a mark hitting two counts for both; of several marks
   on one nodule the most probable counts and the others are neither true nor false positives.
 * **Excluded findings** (``annotations_excluded.csv``): a mark that hits no included nodule but
@@ -53,16 +54,13 @@ from src_train.evaluate.froc import (
     reading_points,
     sensitivity_at,
 )
-from src_train.luna import Nodule
+from src_train.luna import UNKNOWN_DIAMETER_MM, Nodule
 
 log = logging.getLogger(__name__)
 
 
 #: LUNA16 counts at most this many marks per scan (see :func:`counted_marks` for ties).
 MAX_MARKS_PER_SCAN = 100
-
-#: Diameter (mm) LUNA16 gives a finding whose diameter is negative (``-1`` in its files).
-EXCLUDED_FALLBACK_DIAMETER_MM = 10.0
 
 #: Sensitivities at which the summary gives the FP per scan needed (a LunaSeg addition).
 SENSITIVITY_TARGETS: tuple[float, ...] = (0.9, 0.95)
@@ -226,40 +224,29 @@ def _per(count: int, n_scans: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # The hit rule
 # ---------------------------------------------------------------------------------------------
-def _radii_sq_mm2(findings: Sequence[Nodule], missing_diameter_mm: float | None) -> np.ndarray:
-    """Squared radii (mm^2): negative diameter -> 10 mm, None -> ``missing_diameter_mm``."""
-    radii = np.empty(len(findings))
-    for i, f in enumerate(findings):
-        diameter = f.diameter_mm
-        if diameter is None:
-            if missing_diameter_mm is None:
-                raise AnnotationError(
-                    f"Nodule of series {f.series_uid} (line {f.row}) has no diameter; LUNA16 "
-                    "scoring needs one for every annotated nodule (fix annotations.csv)."
-                )
-            diameter = missing_diameter_mm
-        if diameter < 0:
-            diameter = EXCLUDED_FALLBACK_DIAMETER_MM
-        radii[i] = diameter / 2.0
-    return radii**2
+def _radii_sq_mm2(findings: Sequence[Nodule]) -> np.ndarray:
+    """Squared radii (mm^2); an unknown diameter (None or negative) is UNKNOWN_DIAMETER_MM."""
+    diameters = np.array(
+        [-1.0 if f.diameter_mm is None else f.diameter_mm for f in findings], dtype=np.float64
+    )
+    diameters = np.where(diameters < 0, UNKNOWN_DIAMETER_MM, diameters)
+    return (diameters / 2.0) ** 2
 
 
 def nodule_hits(
     centers_xyz_mm: np.ndarray | Sequence[Sequence[float]],
     nodules: Sequence[Nodule],
-    *,
-    missing_diameter_mm: float | None = None,
 ) -> np.ndarray:
     """LUNA16's hit test: boolean ``(n_marks, n_nodules)``, True where a mark hits a nodule.
 
     ``centers_xyz_mm`` is ``(n_marks, 3)`` world ``(x, y, z)`` mm, all on the nodules' scan (the
     series UID is not checked). A mark hits when its squared distance to the nodule's center is
-    strictly less than the squared radius ``(diameter_mm / 2) ** 2``. A negative diameter means
-    :data:`EXCLUDED_FALLBACK_DIAMETER_MM`, 0 is hit by nothing; a nodule without a diameter
-    takes ``missing_diameter_mm``, or raises :class:`AnnotationError` when that is None.
+    strictly less than the squared radius ``(diameter_mm / 2) ** 2``. An unknown diameter (None
+    or negative) is :data:`~src_train.luna.UNKNOWN_DIAMETER_MM`, the one rule for unknown
+    sizes; 0 is hit by nothing.
     """
     centers = np.asarray(centers_xyz_mm, dtype=np.float64).reshape(-1, 3)
-    radii_sq = _radii_sq_mm2(nodules, missing_diameter_mm)
+    radii_sq = _radii_sq_mm2(nodules)
     if not len(nodules) or not len(centers):
         return np.zeros((len(centers), len(nodules)), dtype=bool)
     ref = np.asarray([n.center_xyz_mm for n in nodules], dtype=np.float64)
@@ -272,15 +259,13 @@ def nodule_hits(
 def nodule_recall(
     nodules: Sequence[Nodule],
     candidate_centers_xyz_mm: np.ndarray | Sequence[Sequence[float]],
-    *,
-    missing_diameter_mm: float | None = None,
 ) -> tuple[int, int]:
     """``(found, total)``: nodules hit (:func:`nodule_hits`) by any candidate, and all nodules.
 
     One scan's nodules and candidate centers (world ``(x, y, z)`` mm); every candidate counts,
     no cap and no probability. Diameters as in :func:`nodule_hits`.
     """
-    hits = nodule_hits(candidate_centers_xyz_mm, nodules, missing_diameter_mm=missing_diameter_mm)
+    hits = nodule_hits(candidate_centers_xyz_mm, nodules)
     return int(np.count_nonzero(hits.any(axis=0))), len(nodules)
 
 
@@ -342,7 +327,8 @@ def evaluate_froc(
     """Score ``candidates`` against ``nodules`` with LUNA16's rules (see the module docstring).
 
     Args:
-        nodules: annotated nodules (world mm centers, diameters in mm; each needs a diameter).
+        nodules: annotated nodules (world mm centers, diameters in mm; an unknown one is
+            :data:`~src_train.luna.UNKNOWN_DIAMETER_MM`, see :func:`nodule_hits`).
         candidates: the submission (finite probabilities).
         excluded: findings whose hits are ignored (neither true nor false positives).
         series_uids: the scans to score, including scans without candidates or nodules; by
@@ -390,11 +376,7 @@ def evaluate_froc(
         found.append(np.asarray(hits_all.any(axis=0)))
         keep = counted_marks(probs, max_marks_per_scan)
         probs, centers, hit_nod = probs[keep], centers[keep], hits_all[keep]
-        hit_exc = nodule_hits(
-            centers,
-            by_scan_exc.get(uid, []),
-            missing_diameter_mm=EXCLUDED_FALLBACK_DIAMETER_MM,
-        )
+        hit_exc = nodule_hits(centers, by_scan_exc.get(uid, []))
         on_nodule = hit_nod.any(axis=1)
         on_excluded = ~on_nodule & hit_exc.any(axis=1)
         false_pos = ~on_nodule & ~on_excluded

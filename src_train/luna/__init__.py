@@ -51,7 +51,7 @@ from src_train.luna.readers import (
     read_excluded,
     read_true_nodules,
 )
-from src_train.luna.records import TRUE_NODULE_KINDS, Nodule, TrueNodule
+from src_train.luna.records import TRUE_NODULE_KINDS, UNKNOWN_DIAMETER_MM, Nodule, TrueNodule
 from src_train.luna.table import CsvProblem, RowError
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "TRUE_NODULE_KINDS",
     "TRUTH_DIR",
     "TRUTH_TABLE",
+    "UNKNOWN_DIAMETER_MM",
     "CsvProblem",
     "LunaFolder",
     "Nodule",

@@ -9,7 +9,8 @@ import math
 import os
 from pathlib import Path
 
-from src_train.luna.records import TRUE_NODULE_KINDS, Nodule, TrueNodule
+from src_train.errors import AnnotationError
+from src_train.luna.records import TRUE_NODULE_KINDS, UNKNOWN_DIAMETER_MM, Nodule, TrueNodule
 from src_train.luna.table import COORD_COLUMNS, CsvProblem, CsvTable, RowError, skip_or_raise
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ def _optional_bool(table: CsvTable, line: int, fields: list[str], column: str) -
 
 
 def read_annotations(
-    path: str | os.PathLike[str], *, skipped: list[CsvProblem] | None = None
+    path: str | os.PathLike[str],
+    *,
+    skipped: list[CsvProblem] | None = None,
+    require_diameter: bool = False,
 ) -> list[Nodule]:
     """Parse ``annotations.csv`` or ``annotations_with_malignancy.csv``.
 
@@ -68,11 +72,21 @@ def read_annotations(
             :class:`CsvProblem` (file, line, reason) appended here. Without it (every
             command), the first malformed row raises. A file without the needed header
             raises either way.
+        require_diameter: reading for scoring: a file without a ``diameter_mm`` column is
+            refused (every nodule's hit radius would be a guess); an empty field in the
+            column is a nodule of unknown size (:data:`UNKNOWN_DIAMETER_MM`, counted in a
+            warning).
 
     Raises:
         AnnotationError: naming the file and line of a malformed row.
     """
     table = CsvTable(Path(path), ("seriesuid", *COORD_COLUMNS), skipped)
+    if require_diameter and "diameter_mm" not in table.index:
+        raise AnnotationError(
+            f"{table.path} has no diameter_mm column, which scoring needs: a mark hits a "
+            "nodule within its radius. Add the column (mm); a nodule whose field is empty is "
+            f"scored as {UNKNOWN_DIAMETER_MM:g} mm, as LUNA16 scores an unknown size."
+        )
     if "diameter_mm" not in table.index:
         log.warning(
             "%s has no diameter_mm column: every nodule's size is unknown, so the mask methods "
@@ -95,6 +109,15 @@ def read_annotations(
             skip_or_raise(exc, skipped, table.path)
             continue
         nodules.append(nodule)
+    unknown = sum(n.diameter_mm is None for n in nodules)
+    if require_diameter and unknown:
+        log.warning(
+            "%s: %d of %d nodules have no diameter; scored as %g mm (LUNA16's rule)",
+            table.path,
+            unknown,
+            len(nodules),
+            UNKNOWN_DIAMETER_MM,
+        )
     log.debug("read %d annotations from %s", len(nodules), path)
     return nodules
 
@@ -163,9 +186,9 @@ def read_excluded(path: str | os.PathLike[str]) -> list[Nodule]:
     world mm) as findings with ``is_nodule=False``.
 
     A negative diameter (LUNA16 writes ``-1``) or an empty one becomes None, which scoring
-    treats as 10 mm (:data:`src_train.evaluate.EXCLUDED_FALLBACK_DIAMETER_MM`; the official
-    script does so for negative diameters and cannot read empty ones, so a warning counts
-    them). A diameter of 0 stays 0 (hit by nothing, as in the script).
+    treats as :data:`UNKNOWN_DIAMETER_MM` (the official script does so for negative
+    diameters and cannot read empty ones, so a warning counts them). A diameter of 0 stays 0
+    (hit by nothing, as in the script).
 
     Raises:
         AnnotationError: naming the file and line of a malformed row.

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The diameter (mm) scoring gives a finding whose size is unknown: an empty ``diameter_mm``
+#: field, or a negative one (LUNA16 writes ``-1`` in ``annotations_excluded.csv`` and its
+#: evaluation script scores those as 10 mm). The one rule for unknown diameters in LunaSeg:
+#: ``lunaseg eval``, ``lunaseg infer``, validation and the viewer all apply it through
+#: :func:`src_train.evaluate.nodule_hits`; a file without a ``diameter_mm`` column at all is
+#: refused for scoring (:func:`src_train.luna.read_annotations` with ``require_diameter``).
+UNKNOWN_DIAMETER_MM = 10.0
+
 
 @dataclass(frozen=True)
 class Nodule:
@@ -15,7 +23,8 @@ class Nodule:
     Attributes:
         series_uid: the series it belongs to.
         center_xyz_mm: center in world ``(x, y, z)`` mm.
-        diameter_mm: annotated diameter in mm; ``None`` when the file gives none (candidates).
+        diameter_mm: annotated diameter in mm; ``None`` when the file gives none (candidates;
+            scoring takes :data:`UNKNOWN_DIAMETER_MM`, mask methods fall back to ``grow``).
         is_nodule: True for annotations and class-1 candidates.
         malignant: the malignancy flag when the malignancy file provides one.
         row: 1-based line number in its CSV file (for error messages and stable ordering).

@@ -40,7 +40,8 @@ class ScoringTruth:
     """The nodules a run is scored against.
 
     Attributes:
-        nodules: series UID -> included nodules with a diameter (LUNA16's ``annotations.csv``).
+        nodules: series UID -> included nodules (LUNA16's ``annotations.csv``; an unknown
+            diameter is scored as :data:`~src_train.luna.UNKNOWN_DIAMETER_MM`).
         excluded: findings whose hits are neither true nor false positives.
         annotations_path: the file the nodules come from.
         excluded_path: the excluded findings' file; None without one.
@@ -58,14 +59,17 @@ class ScoringTruth:
 
 def scoring_truth(folder: LunaFolder) -> ScoringTruth:
     """``annotations.csv`` of ``folder`` as the included set (else the folder's annotation
-    file) and ``annotations_excluded.csv`` beside it, as LUNA16's evaluation reads them."""
+    file) and ``annotations_excluded.csv`` beside it, as LUNA16's evaluation reads them.
+
+    Raises :class:`~src_train.errors.AnnotationError` for an annotation file without a
+    ``diameter_mm`` column (scoring would have to guess every nodule's size)."""
     plain = folder.root / ANNOTATIONS_FILE
     path = plain if plain.is_file() else folder.annotations_path
     if path is None:
         return ScoringTruth()
     nodules: dict[str, list[Nodule]] = {}
-    for nodule in read_annotations(path):
-        if nodule.is_nodule and nodule.diameter_mm:
+    for nodule in read_annotations(path, require_diameter=True):
+        if nodule.is_nodule:
             nodules.setdefault(nodule.series_uid, []).append(nodule)
     excluded_path = find_excluded(path)
     excluded = read_excluded(excluded_path) if excluded_path is not None else []
