@@ -22,6 +22,7 @@ from src_train.options import option
 from src_train.progress import Progress, ShouldStop
 from src_train.records.contract import contract_of_checkpoint
 from src_train.records.truth import SPLITS, select_split
+from src_train.reviews import ReviewBook, reviewed_nodules, reviews_dir
 
 #: File names ``lunaseg eval`` writes.
 FROC_CSV = "froc.csv"
@@ -167,8 +168,6 @@ def evaluate_run(
 
 def _reviewed(nodules: list[Nodule], annotations: Path) -> tuple[list[Nodule], str]:
     """The reviewed nodules (``reviews/`` beside the annotation file) and a note saying so."""
-    from src_train.reviews import ReviewBook, reviewed_nodules, reviews_dir
-
     book = ReviewBook(reviews_dir(annotations.parent))
     by_series: dict[str, list[Nodule]] = {}
     for nodule in nodules:
