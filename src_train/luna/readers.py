@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -27,11 +26,8 @@ def _optional_diameter(table: CsvTable, line: int, fields: list[str]) -> float |
     text = table.get(line, fields, "diameter_mm") or ""
     if text.lower() in _MISSING_VALUES:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
+    value = table.number(line, fields, "diameter_mm")
+    if value < 0:
         raise RowError(
             table.path,
             line,
