@@ -2,7 +2,8 @@
 
 * :mod:`.scoring` -- the hit rule, the per-scan cap, :func:`evaluate_froc`, :class:`FrocResult`;
 * :mod:`.froc` -- the FROC curve as the official script computes it, its reading, the bootstrap;
-* :mod:`.files` -- submission and series list files, the FROC CSV and plot;
+* :mod:`.files` -- submission and series list files;
+* :mod:`.report` -- the FROC CSV and plot;
 * :mod:`.review_requests` -- requests for review from model results (hit rule applied).
 
 Every center here is in world ``(x, y, z)`` millimetres; nothing touches voxel arrays.
@@ -12,12 +13,11 @@ from src_train.evaluate.files import (
     SUBMISSION_COLUMNS,
     Candidate,
     find_series_list,
-    plot_froc,
     read_series_list,
     read_submission,
-    write_froc_csv,
 )
 from src_train.evaluate.froc import FROC_FP_RATES, FrocBootstrap
+from src_train.evaluate.report import plot_froc, write_froc_csv
 from src_train.evaluate.scoring import (
     MAX_MARKS_PER_SCAN,
     SENSITIVITY_TARGETS,

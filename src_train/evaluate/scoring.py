@@ -35,9 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src_train.errors import AnnotationError, ConfigError
-from src_train.evaluate.files import (
-    Candidate,
-)
+from src_train.evaluate.files import Candidate
 from src_train.evaluate.froc import (
     BOOTSTRAP_CONFIDENCE,
     FROC_FP_RATES,
