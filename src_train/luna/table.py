@@ -19,6 +19,16 @@ log = logging.getLogger(__name__)
 COORD_COLUMNS = ("coordX", "coordY", "coordZ")
 
 
+def finite_number(text: str) -> float | None:
+    """The finite float a CSV field spells, or None (empty, not a number, NaN or infinite):
+    the one number rule of LunaSeg's CSV files (:meth:`CsvTable.number`, ``reviews.csv``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _fix_hint(columns: Sequence[str]) -> str:
     return f"expected columns {','.join(columns)}; fix or delete that row"
 
@@ -183,11 +193,8 @@ class CsvTable:
                 line,
                 f"{column} is empty; give a finite number ({_fix_hint(self.required)}).",
             )
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+        value = finite_number(text)
+        if value is None:
             raise RowError(
                 self.path,
                 line,

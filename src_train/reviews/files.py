@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from src_train.atomic import atomic_write
 from src_train.errors import AnnotationError, OutputWriteError
+from src_train.luna.table import finite_number
 from src_train.reviews.rows import CORRECTED, REVIEW_COLUMNS, STATUSES, Review
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,8 @@ class _RowError(ValueError):
 
 
 def _number(text: str, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    value = finite_number(text)
+    if value is None:
         raise _RowError(f"{column} is {text!r}, not a finite number of mm")
     return value
 
