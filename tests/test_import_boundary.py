@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import subprocess
 import sys
@@ -56,8 +57,15 @@ def test_import_contracts_are_kept() -> None:
     repo = Path(__file__).resolve().parents[1]
     lint = Path(sys.executable).parent / "lint-imports"
     assert lint.is_file(), f"{lint} is missing: install the dev extras (pip install -e .[dev])"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # its banner is not ASCII
     out = subprocess.run(
-        [str(lint), "--no-cache"], capture_output=True, text=True, cwd=repo, timeout=120
+        [str(lint), "--no-cache"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=repo,
+        env=env,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
