@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src_train.errors import ConfigError
+from src_train.metrics import overlap_scores
 
 #: Loss names :func:`build_loss` accepts; the first is the SPEC's default.
 LOSSES = ("dice-fn", "dice", "bce", "focal")
@@ -212,19 +213,20 @@ class SegmentationMetrics:
         loss_sum, batches, tp, fn, fp, tn = (float(v) for v in self.totals.cpu())
         labelled = tp + fn
 
-        # Ratios with an empty denominator are reported as 0 (nothing found / nothing to find).
+        # Loss and shares of label voxels: 0 without batches or label voxels.
         def ratio(num: float, den: float) -> float:
             return num / den if den > 0 else 0.0
 
+        scores = overlap_scores(tp, fp, fn)  # the one convention for empty masks
         return {
             "loss": ratio(loss_sum, batches),
             "tp_pct": 100.0 * ratio(tp, labelled),
             "fn_pct": 100.0 * ratio(fn, labelled),
             "fp_pct": 100.0 * ratio(fp, labelled),
-            "precision": ratio(tp, tp + fp),
-            "recall": ratio(tp, labelled),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "iou": ratio(tp, tp + fp + fn),
+            "precision": float(scores["precision"]),
+            "recall": float(scores["recall"]),
+            "f1": float(scores["dice"]),
+            "iou": float(scores["iou"]),
             "tp": tp,
             "fn": fn,
             "fp": fp,

@@ -1,18 +1,18 @@
 """Voxel metrics and the TP/FN/FP colour code, in one place.
 
-Every comparison of a predicted mask with a ground-truth mask goes through here: the Dice the
-mask report and Mask QA show, the voxel precision/recall ``lunaseg infer`` prints, the error
-volume (1 TP, 2 FN, 3 FP; see :mod:`src_train.colors`) the viewer colours, and the RGB overlay
-TensorBoard and the reports draw over a grey CT slice or an RGB image. Arrays may have any
-shape, as long as both inputs share it (volumes are ``(index, row, col)``, slices
-``(row, col)``).
+Every comparison of a predicted mask with a ground-truth mask goes through here: precision,
+recall, Dice and IoU from counts with one convention for empty masks (:func:`overlap_scores`),
+the Dice the mask report and Mask QA show, the voxel precision/recall ``lunaseg infer``
+prints, the error volume (1 TP, 2 FN, 3 FP; see :mod:`src_train.colors`) the viewer colours,
+and the RGB overlay TensorBoard and the reports draw over a grey CT slice or an RGB image.
+Arrays may have any shape, as long as both inputs share it (volumes are ``(index, row, col)``,
+slices ``(row, col)``).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from numpy.typing import ArrayLike
 
 from src_train.colors import (
     ERROR_BACKGROUND,
@@ -46,41 +46,68 @@ def check_same_shape(pred: np.ndarray, truth: np.ndarray) -> None:
         )
 
 
+def overlap_scores(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> dict[str, np.ndarray]:
+    """``precision``, ``recall``, ``dice`` and ``iou`` from true-positive, false-positive and
+    false-negative counts (voxels or pixels; scalars or arrays of one shape, one score per
+    element, float64):
+
+    * precision = TP / (TP + FP), recall = TP / (TP + FN),
+    * Dice = 2 TP / (2 TP + FP + FN), IoU = TP / (TP + FP + FN).
+
+    **Empty denominators, the one convention of LunaSeg.** A ratio whose denominator is 0 is
+    1.0 when prediction and truth are both empty (nothing to find, nothing marked: a perfect
+    answer, so an image or nodule-free series predicted empty is not punished, and a mean over
+    images keeps every image) and 0.0 otherwise (no prediction against some truth has
+    precision 0; a prediction where there is nothing to find has recall 0). In particular the
+    Dice and IoU of two empty masks are 1.0, never NaN. Every Dice and IoU from counts (voxel
+    metrics, the mask report, training metrics, validation, 2-D image scores) comes from here.
+    """
+    tp_, fp_, fn_ = (np.asarray(c, dtype=np.float64) for c in (tp, fp, fn))
+    both_empty = (tp_ + fp_ + fn_) == 0
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        out = np.where(both_empty, 1.0, 0.0)
+        np.divide(num, den, out=out, where=den > 0)
+        return out
+
+    return {
+        "precision": ratio(tp_, tp_ + fp_),
+        "recall": ratio(tp_, tp_ + fn_),
+        "dice": ratio(2 * tp_, 2 * tp_ + fp_ + fn_),
+        "iou": ratio(tp_, tp_ + fp_ + fn_),
+    }
+
+
+def _counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """``(tp, fp, fn)`` voxel counts of two bool arrays of one shape."""
+    check_same_shape(pred, truth)
+    p = np.asarray(pred, dtype=bool)
+    t = np.asarray(truth, dtype=bool)
+    tp = int(np.count_nonzero(p & t))
+    return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice ``2|a & b| / (|a| + |b|)`` of two bool arrays of one shape; 1.0 when both are empty."""
-    check_same_shape(a, b)
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(a & b)) / total
+    """Dice ``2|a & b| / (|a| + |b|)`` of two bool arrays of one shape (1.0 when both are
+    empty: :func:`overlap_scores`)."""
+    return float(overlap_scores(*_counts(a, b))["dice"])
 
 
 def voxel_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Voxel counts and scores of ``pred`` against ``truth`` (bool arrays, same shape).
 
     Returns ``tp``, ``fn``, ``fp`` (voxel counts) and ``precision``, ``recall``, ``dice``
-    (NaN where the denominator is zero, e.g. recall without truth voxels; unlike :func:`dice`,
-    which calls two empty masks a perfect match, a run with nothing to find has no recall).
+    (:func:`overlap_scores`, whose convention gives every score a value).
     """
-    check_same_shape(pred, truth)
-    p = np.asarray(pred, dtype=bool)
-    t = np.asarray(truth, dtype=bool)
-    tp = int(np.count_nonzero(p & t))
-    n_pred = int(np.count_nonzero(p))
-    n_true = int(np.count_nonzero(t))
-
-    def ratio(num: int, den: int) -> float:
-        return num / den if den else math.nan
-
+    tp, fp, fn = _counts(pred, truth)
+    scores = overlap_scores(tp, fp, fn)
     return {
         "tp": float(tp),
-        "fn": float(n_true - tp),
-        "fp": float(n_pred - tp),
-        "precision": ratio(tp, n_pred),
-        "recall": ratio(tp, n_true),
-        "dice": ratio(2 * tp, n_pred + n_true),
+        "fn": float(fn),
+        "fp": float(fp),
+        "precision": float(scores["precision"]),
+        "recall": float(scores["recall"]),
+        "dice": float(scores["dice"]),
     }
 
 

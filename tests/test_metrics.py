@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP, FN_RGB, FP_RGB, TP_RGB
 from src_train.errors import ConfigError, GeometryError
-from src_train.metrics import dice, error_overlay_rgb, error_volume, voxel_metrics, window_to_grey
+from src_train.metrics import (
+    dice,
+    error_overlay_rgb,
+    error_volume,
+    overlap_scores,
+    voxel_metrics,
+    window_to_grey,
+)
 
 
 def test_dice() -> None:
@@ -19,6 +24,65 @@ def test_dice() -> None:
     a[0, 0, :2] = True
     b[0, 0, 1:3] = True
     assert dice(a, b) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("tp", "fp", "fn", "precision", "recall", "dice_", "iou"),
+    [
+        (0, 0, 0, 1.0, 1.0, 1.0, 1.0),  # nothing to find, nothing marked: perfect
+        (0, 0, 5, 0.0, 0.0, 0.0, 0.0),  # nothing marked, something to find
+        (0, 3, 0, 0.0, 0.0, 0.0, 0.0),  # marks where there is nothing to find
+        (2, 1, 1, 2 / 3, 2 / 3, 2 / 3, 0.5),
+    ],
+)
+def test_overlap_scores_one_convention_for_empty_denominators(
+    tp: int, fp: int, fn: int, precision: float, recall: float, dice_: float, iou: float
+) -> None:
+    got = overlap_scores(tp, fp, fn)
+    want = {"precision": precision, "recall": recall, "dice": dice_, "iou": iou}
+    assert {k: float(v) for k, v in got.items()} == pytest.approx(want)
+    many = overlap_scores(np.array([tp, 0]), np.array([fp, 0]), np.array([fn, 0]))
+    assert many["dice"].tolist() == pytest.approx([dice_, 1.0])  # element by element
+
+
+@pytest.mark.parametrize("case", ["both empty", "nothing marked", "overlap"])
+def test_every_dice_and_iou_from_counts_agrees(case: str) -> None:
+    """Voxel metrics, the training metrics, validation and the 2-D image scores give the same
+    Dice and IoU for the same masks, the case of two empty masks included."""
+    import torch
+
+    from src_train.images2d.metrics import score_images
+    from src_train.losses import SegmentationMetrics
+    from src_train.records.truth import ScoringTruth
+    from src_train.train.validation import SeriesValidation, score_validation
+
+    truth = np.zeros((1, 6, 6), bool)
+    pred = np.zeros_like(truth)
+    if case != "both empty":
+        truth[0, 1:4, 1:4] = True
+    if case == "overlap":
+        pred[0, 2:5, 2:5] = True
+    tp, fp, fn = (int(np.count_nonzero(m)) for m in (pred & truth, pred & ~truth, ~pred & truth))
+    expected = overlap_scores(tp, fp, fn)
+
+    voxels = voxel_metrics(pred, truth)
+    training = SegmentationMetrics()
+    logits = torch.from_numpy(np.where(pred, 30.0, -30.0)).float()[:, None]
+    training.update(logits, torch.from_numpy(truth)[:, None])
+    trained = training.compute()
+    images = score_images(pred, truth)
+    outcome = SeriesValidation("s", [], (tp, fp, fn, pred.size - tp - fp - fn))
+    validated = score_validation([outcome], ScoringTruth(), ["s"])
+
+    dice_ = float(expected["dice"])
+    iou = float(expected["iou"])
+    assert dice(pred, truth) == pytest.approx(dice_)
+    assert voxels["dice"] == pytest.approx(dice_)
+    assert (trained["f1"], trained["iou"]) == pytest.approx((dice_, iou))
+    assert (images.dice[0], images.iou[0]) == pytest.approx((dice_, iou))
+    assert (validated["voxel_f1"], validated["voxel_iou"]) == pytest.approx((dice_, iou))
+    if case == "both empty":
+        assert dice_ == 1.0 and iou == 1.0
 
 
 def test_error_volume_and_metrics() -> None:
@@ -35,7 +99,7 @@ def test_error_volume_and_metrics() -> None:
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["dice"] == pytest.approx(2 / 3)
     empty = voxel_metrics(np.zeros_like(pred), np.zeros_like(pred))
-    assert math.isnan(empty["recall"]) and math.isnan(empty["dice"])
+    assert (empty["precision"], empty["recall"], empty["dice"]) == (1.0, 1.0, 1.0)
     with pytest.raises(GeometryError):
         error_volume(pred, truth[:1])
 

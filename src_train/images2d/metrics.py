@@ -5,8 +5,9 @@ computed per image and then averaged over images (so a small lesion counts as mu
 one), as dermoscopy studies report them:
 
 - IoU = TP / (TP + FP + FN), Dice = 2 TP / (2 TP + FP + FN), precision = TP / (TP + FP),
-  recall = TP / (TP + FN). A ratio whose denominator is empty is 1 when prediction and truth
-  are both empty (nothing to find, nothing claimed) and 0 otherwise.
+  recall = TP / (TP + FN), by :func:`src_train.metrics.overlap_scores` (its convention: a
+  ratio whose denominator is empty is 1 when prediction and truth are both empty and 0
+  otherwise).
 - IoU score (the thresholded IoU of the Kaggle segmentation challenges the study follows): per
   image, the fraction of the thresholds 0.50, 0.55, ..., 0.95 that its IoU is strictly above.
   An IoU of 0.8 scores 0.6 (six thresholds from 0.50 to 0.75 lie below it); 0.5 scores 0.
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from src_train.errors import ImageSetError
+from src_train.metrics import overlap_scores
 
 #: Thresholds of the IoU score: 0.50 to 0.95 in steps of 0.05 (exact: k / 20).
 IOU_SCORE_THRESHOLDS = np.arange(10, 20) / 20
@@ -65,13 +67,6 @@ def count_errors(pred: Mask, truth: Mask) -> tuple[np.ndarray, np.ndarray, np.nd
     return tp, fp, fn
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, both_empty: np.ndarray) -> np.ndarray:
-    """``num / den``; where ``den`` is 0: 1 if ``both_empty`` else 0."""
-    out = np.where(both_empty, 1.0, 0.0)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
 def iou_score(iou: np.ndarray) -> np.ndarray:
     """Per-image fraction of :data:`IOU_SCORE_THRESHOLDS` that ``iou`` ``(N,)`` is above."""
     values = np.asarray(iou, dtype=np.float64)
@@ -105,17 +100,16 @@ class ImageScores:
 def scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> ImageScores:
     """Per-image scores (see the module docstring) from pixel counts ``(N,)``."""
     tp, fp, fn = (np.asarray(c, dtype=np.int64) for c in (tp, fp, fn))
-    both_empty = (tp + fp + fn) == 0
-    iou = _ratio(tp, tp + fp + fn, both_empty)
+    scores = overlap_scores(tp, fp, fn)
     return ImageScores(
         tp=tp,
         fp=fp,
         fn=fn,
-        iou=iou,
-        iou_score=iou_score(iou),
-        dice=_ratio(2 * tp, 2 * tp + fp + fn, both_empty),
-        precision=_ratio(tp, tp + fp, both_empty),
-        recall=_ratio(tp, tp + fn, both_empty),
+        iou=scores["iou"],
+        iou_score=iou_score(scores["iou"]),
+        dice=scores["dice"],
+        precision=scores["precision"],
+        recall=scores["recall"],
     )
 
 

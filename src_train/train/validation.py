@@ -8,7 +8,8 @@ context, candidate grouping), and compared with
   findings ignored): nodule recall, false positives and candidates per scan, FP per scan at
   90 % / 95 % sensitivity, and CPM;
 * the cached ground-truth mask, voxel by voxel over the whole series (false positives
-  anywhere count): voxel precision, recall, F1 (= Dice), IoU.
+  anywhere count): voxel precision, recall, F1 (= Dice), IoU
+  (:func:`src_train.metrics.overlap_scores`).
 
 :func:`choose_best` keeps the best epoch by a detection criterion (CPM, then nodule recall,
 then voxel F1) among epochs whose voxel precision reaches a floor, so an epoch that marks
@@ -30,6 +31,7 @@ from src_train.ct import CtVolume, Geometry
 from src_train.evaluate import Candidate, evaluate_froc
 from src_train.infer.runner import InferenceOptions, InferenceProgress, iter_inference
 from src_train.infer.tuner import TunerCache
+from src_train.metrics import overlap_scores
 from src_train.records.candidate import CandidateNodule
 from src_train.records.truth import ScoringTruth
 
@@ -121,16 +123,17 @@ def score_validation(
         series_uids=uids,
     )
     tp, fp, fn = (sum(o.voxels[k] for o in outcomes) for k in range(3))
+    voxels = overlap_scores(tp, fp, fn)
     row: dict[str, float] = {
         "nodule_recall": froc.recall if froc.n_nodules else 0.0,
         "nodules": float(froc.n_nodules),
         "cpm": froc.cpm if froc.n_nodules else 0.0,
         "fp_per_scan": _ratio(froc.n_false_positives, froc.n_scans),
         "candidates_per_scan": froc.candidates_per_scan if froc.n_scans else 0.0,
-        "voxel_precision": _ratio(tp, tp + fp),
-        "voxel_recall": _ratio(tp, tp + fn),
-        "voxel_f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "voxel_iou": _ratio(tp, tp + fp + fn),
+        "voxel_precision": float(voxels["precision"]),
+        "voxel_recall": float(voxels["recall"]),
+        "voxel_f1": float(voxels["dice"]),
+        "voxel_iou": float(voxels["iou"]),
         "voxel_tp": float(tp),
         "voxel_fp": float(fp),
         "voxel_fn": float(fn),
