@@ -16,9 +16,10 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch.utils.data import Sampler
 
-from src_train.datasets import HardNegative
+from src_train.datasets import NODULE, HardNegative, TrainingDataset
 
 #: Most spots the pool keeps (the ones the model fired on most).
 HARD_POOL_SIZE = 512
@@ -95,6 +96,23 @@ class HardNegativePool:
         """Note a negative crop (no nodule voxel) on which the model marked pixels."""
         if fired_pixels >= HARD_MIN_PIXELS:
             self.found.append((tuple(int(v) for v in spot), float(fired_pixels)))  # type: ignore[arg-type]
+
+    def note_batch(
+        self,
+        dataset: TrainingDataset,
+        indices: Sequence[int],
+        logits: torch.Tensor,
+        label: torch.Tensor,
+    ) -> None:
+        """Record the batch's negative crops (drawn without a nodule, and showing no nodule
+        voxel) on which the model fired: ``logits`` and ``label`` ``(N, 1, H, W)``, crop
+        ``i`` being ``dataset``'s sample ``indices[i]``."""
+        fired = ((logits > 0) & ~(label > 0.5)).sum(dim=(1, 2, 3)).cpu().tolist()
+        has_nodule = (label > 0.5).any(dim=3).any(dim=2).any(dim=1).cpu().tolist()
+        for index, count, nodule in zip(indices, fired, has_nodule, strict=True):
+            spec = dataset.spec(index)
+            if spec.kind != NODULE and not nodule:
+                self.record((spec.series, spec.index, spec.row0, spec.col0), count)
 
     def end_epoch(self, found_elsewhere: Sequence[WeightedSpot] = ()) -> None:
         """Merge this epoch's spots (and other processes' ``found_elsewhere``) into the pool:
