@@ -299,9 +299,9 @@ class ImageTrainer(TrainingLoop):
         super().restore(ckpt)
         log.info("resumed %s at epoch %d", ckpt.path, self.start_epoch)
 
-    def checkpoint_extra(self, name: str) -> dict[str, Any]:
+    def checkpoint_extra(self, name: str, epoch: int) -> dict[str, Any]:
         """The loop's extra plus the split and the image size."""
-        extra = super().checkpoint_extra(name)
+        extra = super().checkpoint_extra(name, epoch)
         extra.update(split=self.split.to_dict(), image_size=self.image_size)
         return extra
 
@@ -386,6 +386,10 @@ class ImageTrainer(TrainingLoop):
     def best_key_of(self, val: dict[str, float]) -> tuple[float, ...] | None:
         """Highest mean validation IoU, ties: lower loss (None when the IoU is not finite)."""
         return (val["iou"], -val["loss"]) if math.isfinite(val["iou"]) else None
+
+    def no_best_reason(self) -> str:
+        """Only a finite validation IoU ranks."""
+        return "no validation IoU was finite"
 
     def log_epoch(self, epoch: int, row: dict[str, float], val: dict[str, float] | None) -> None:
         """Training loss and IoU, validation loss and IoU, seconds."""

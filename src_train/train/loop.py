@@ -59,6 +59,10 @@ MIN_SECONDS = 1e-9
 #: Key of a checkpoint's ``extra`` for an epoch whose validation a stop interrupted.
 PENDING_VALIDATION_KEY = "pending_validation"
 
+#: Key of ``checkpoint_best.pt``'s ``extra`` saying why it holds the last epoch (no validated
+#: epoch qualified as best); absent when an epoch did.
+BEST_FALLBACK_KEY = "best_fallback"
+
 
 def per_second(count: int, started: float) -> float:
     """``count`` per second since ``started`` (a ``time.perf_counter()`` value)."""
@@ -110,6 +114,7 @@ class TrainingLoop:
         self.best_metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self._pending_validation: int | None = None
+        self._best_fallback: str | None = None
         self._log_handler: logging.Handler | None = None
         self._ready = False
 
@@ -138,6 +143,10 @@ class TrainingLoop:
         """What :meth:`fit` returns."""
         raise NotImplementedError
 
+    def no_best_reason(self) -> str:
+        """Why no validated epoch could be "best" (see :meth:`best_key_of`), one phrase."""
+        raise NotImplementedError
+
     # -- hooks with a default ------------------------------------------------------------------
     @property
     def is_main(self) -> bool:
@@ -159,9 +168,10 @@ class TrainingLoop:
     def on_new_best(self) -> None:
         """Called when the epoch just validated became "best" (before it is saved)."""
 
-    def checkpoint_extra(self, name: str) -> dict[str, Any]:
-        """What a checkpoint holds beside the weights: best-so-far and the history, plus for
-        ``checkpoint_latest.pt`` an epoch whose validation a stop interrupted."""
+    def checkpoint_extra(self, name: str, epoch: int) -> dict[str, Any]:
+        """What checkpoint ``name`` of ``epoch`` holds beside the weights: best-so-far and the
+        history, plus for ``checkpoint_latest.pt`` an epoch whose validation a stop
+        interrupted."""
         extra: dict[str, Any] = {
             "best_key": list(self.best_key) if self.best_key else None,
             "best_epoch": self.best_epoch,
@@ -170,6 +180,8 @@ class TrainingLoop:
         }
         if name == LATEST and self._pending_validation is not None:
             extra[PENDING_VALIDATION_KEY] = self._pending_validation
+        if name == BEST and self._best_fallback is not None:
+            extra[BEST_FALLBACK_KEY] = self._best_fallback
         return extra
 
     def after_last_epoch(self) -> bool:
@@ -293,7 +305,7 @@ class TrainingLoop:
             train_config=self.config.to_dict(),
             command_line=self.command_line,
             metrics=metrics,
-            extra=self.checkpoint_extra(name),
+            extra=self.checkpoint_extra(name, epoch),
         )
         self.emit(
             "checkpoint", epoch=epoch, path=str(path), sha1=sha1, message=f"{name} sha1 {sha1}"
@@ -396,6 +408,23 @@ class TrainingLoop:
         self.record_epoch(epoch, row, val)
         return True
 
+    def write_fallback_best(self, epoch: int) -> None:
+        """A finished run always leaves ``checkpoint_best.pt``, so that every command quoting
+        it works: when no validated epoch qualified (:meth:`no_best_reason`), it holds the
+        last epoch (validated, as the last epoch always is), with :data:`BEST_FALLBACK_KEY`
+        saying why, and a warning in the log. :attr:`best_epoch` stays None."""
+        if self.best_epoch is not None or not self.history:
+            return
+        reason = (
+            f"no validated epoch qualified as best ({self.no_best_reason()}); {BEST} holds "
+            f"the last epoch ({epoch}) instead"
+        )
+        log.warning("%s", reason)
+        self._best_fallback = reason
+        if self.is_main:
+            self.save(BEST, epoch, self.history[-1])
+        self.barrier()
+
     def on_train_end(self, epoch: int, stopped: bool) -> None:
         """The final checkpoint; on a stop, the stop's (when :attr:`resumes_mid_epoch`)."""
         if self.is_main:
@@ -431,6 +460,7 @@ class TrainingLoop:
                 # after the last epoch the run is done, whatever was requested meanwhile
                 stopped = epoch < self.config.epochs and self.stop_between_epochs()
             if not stopped and epoch >= self.config.epochs:
+                self.write_fallback_best(epoch)
                 stopped = not self.after_last_epoch()
             self.on_train_end(epoch, stopped)
             result = self.result(epoch, stopped)

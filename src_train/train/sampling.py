@@ -17,9 +17,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from src_train.datasets import NODULE, HardNegative, TrainingDataset
+from src_train.train.runtime import DistInfo, ignore_stop_signals
 
 #: Most spots the pool keeps (the ones the model fired on most).
 HARD_POOL_SIZE = 512
@@ -154,3 +155,29 @@ class HardNegativePool:
 
 def _spot(row: Sequence[float]) -> HardNegative:
     return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+def epoch_loader(
+    dataset: TrainingDataset,
+    batch_size: int,
+    num_workers: int,
+    dist: DistInfo,
+    start_batch: int = 0,
+    *,
+    pin_memory: bool = False,
+) -> tuple[DataLoader, EpochSampler]:
+    """One epoch's loader for this process from batch ``start_batch`` on (the dataset's epoch
+    and hard negatives set first), and its sampler; workers leave stop signals to the main
+    process."""
+    sampler = EpochSampler(len(dataset), batch_size, dist.rank, dist.world_size, start_batch)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        worker_init_fn=ignore_stop_signals,
+    )
+    return loader, sampler

@@ -14,23 +14,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from src_train.cache import SeriesCache
 from src_train.classify import ClassifierConfig, Ranker, fit_ranker
+from src_train.classify.ranker import RANKER_KEY
 from src_train.classify.training import RankerExamples, candidate_examples, point_examples
 from src_train.errors import ConfigError
 from src_train.infer.runner import InferenceOptions, InferenceProgress, iter_inference
 from src_train.infer.tuner import TunerCache
 from src_train.luna import LunaFolder
+from src_train.model import load_checkpoint
 from src_train.records.truth import ScoringTruth
 from src_train.train.passes import SeriesPasses
+from src_train.train.run_folder import BEST, LATEST, RunFolder
 from src_train.train.validation import SeriesValidation, cached_volume, score_validation
 
 log = logging.getLogger(__name__)
+
+#: Key of a checkpoint's ``extra`` recording the run's second stage (:class:`SecondStageRecord`).
+SECOND_STAGE_KEY = "second_stage"
 
 #: Rankers ``lunaseg train --ranker`` fits (``none``: rank by the segmenter's score).
 RANKER_CHOICES = ("none", "features", "classifier", "combined")
@@ -170,3 +177,77 @@ def second_stage_line(kind: str, fitted: SecondStage, segmenter_cpm: float) -> s
         f"{m['nodule_recall']:.3f}, {m['fp_per_scan']:.1f} FP/scan, CPM {m['cpm']:.3f} "
         f"(segmenter alone: CPM {segmenter_cpm:.3f})"
     )
+
+
+@dataclass
+class SecondStageRecord:
+    """What a run's second stage became, and which checkpoint it belongs to.
+
+    Attributes:
+        kind: the ``--ranker`` asked for.
+        fitted_for_epoch: the epoch of the segmenter it was fitted for (``checkpoint_best.pt``'s);
+            None when none could be fitted.
+        ranker: the ranker (None: none could be fitted, :attr:`reason` says why).
+        metrics: validation metrics of that segmenter's candidates re-ranked by it.
+        reason: why there is no ranker (empty when there is one).
+    """
+
+    kind: str
+    fitted_for_epoch: int | None
+    ranker: Ranker | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def checkpoint_fields(self, name: str, epoch: int) -> tuple[dict[str, Any], str | None]:
+        """The ``extra`` fields of checkpoint ``name`` of ``epoch``: the ranker only when it
+        was fitted for this checkpoint's segmenter, else a note saying why there is none (also
+        returned, for the log)."""
+        record: dict[str, Any] = {"kind": self.kind, "fitted_for_epoch": self.fitted_for_epoch}
+        if self.ranker is not None and epoch == self.fitted_for_epoch:
+            record["ranker"] = "fitted for this checkpoint's segmenter"
+            fields = {RANKER_KEY: self.ranker.state(), "ranked_metrics": self.metrics}
+            return {SECOND_STAGE_KEY: record, **fields}, None
+        why = self.reason or (
+            f"the {self.kind} ranker was fitted for the segmenter of epoch "
+            f"{self.fitted_for_epoch} (checkpoint_best.pt), not for this one (epoch {epoch}); "
+            "candidates keep the segmenter's order, use checkpoint_best.pt for both stages"
+        )
+        note = f"{name} carries no ranker: {why}"
+        record.update(ranker=None, note=note)
+        return {SECOND_STAGE_KEY: record}, note
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any], epoch: int, source: str) -> SecondStageRecord | None:
+        """The record a checkpoint of ``epoch`` carries (None: the second stage has not run).
+        A checkpoint of an older LunaSeg with a ranker but no record counts it as fitted for
+        its own segmenter."""
+        record = extra.get(SECOND_STAGE_KEY)
+        ranker_state = extra.get(RANKER_KEY)
+        ranker = Ranker.from_state(ranker_state, source) if isinstance(ranker_state, dict) else None
+        metrics = dict(extra.get("ranked_metrics") or {})
+        if isinstance(record, dict):
+            fitted = record.get("fitted_for_epoch")
+            return cls(
+                str(record.get("kind", "")),
+                None if fitted is None else int(fitted),
+                ranker,
+                metrics,
+                "" if ranker is not None or fitted is not None else str(record.get("note", "")),
+            )
+        if ranker is None:
+            return None
+        return cls(ranker.kind, epoch, ranker, metrics)
+
+
+def store_second_stage(run: RunFolder, record: SecondStageRecord) -> None:
+    """Add ``record``'s fields to the run's best and latest checkpoints (each gets the ranker
+    only when it holds the segmenter it was fitted for, else the note, also logged)."""
+    for name in (BEST, LATEST):
+        path = run / name
+        if not path.is_file():
+            continue
+        fields, note = record.checkpoint_fields(name, load_checkpoint(path).epoch)
+        if note:
+            log.info("%s", note)
+        for key, value in fields.items():
+            run.add_to_checkpoint(name, key, value)

@@ -1,14 +1,17 @@
 """The Trainer: a small class whose steps read top to bottom (nnU-Net's manner).
 
-``Trainer(config).fit()`` prepares the cache (every series in the canonical frame), fixes the
-run's data contract (series split, ground truth, sampling; :mod:`.contract`), trains on nodule
+``Trainer(config).fit()`` fixes the run's data contract (training / validation / test series,
+ground truth, sampling; :mod:`.run_data`), prepares the cache (the training and validation
+series in the canonical frame, reviews applied), trains on nodule
 crops mixed with negative crops (random body crops and hard negatives where the model fired
 without a nodule; :mod:`src_train.datasets`, :mod:`.sampling`) with batch augmentation on the
 device, validates on epoch 1, every ``val_every``-th epoch and the last by **detection on whole
 validation series** (:mod:`.validation`: nodule recall, FP per scan, CPM as ``lunaseg eval``
 computes them, plus voxel metrics), and keeps a run folder (:mod:`.run_folder`). "best" is the
 validated epoch with the highest CPM among those whose voxel precision reaches
-``best_min_precision``.
+``best_min_precision`` (the last epoch when none does, said so). Validation and the second
+stage score against the run's one ground truth: the reviewed nodules of the annotation file
+the cache reads (:func:`.run_data.run_truth`). The test series are never looked at here.
 
 Progress leaves through callbacks receiving :class:`ProgressEvent` objects (one per batch,
 validation step, epoch, checkpoint, end); a stop request (:meth:`Trainer.request_stop`, a
@@ -36,11 +39,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 
 from src_train.cache import SeriesCache
-from src_train.classify import Ranker
-from src_train.classify.ranker import RANKER_KEY
 from src_train.datasets import TrainingDataset
 from src_train.errors import AnnotationError, CancelledError
 from src_train.infer.tuner import TunerCache
@@ -50,23 +50,27 @@ from src_train.records.contract import (
     CONTRACT_KEY,
     DataContract,
 )
-from src_train.records.truth import scoring_truth
 from src_train.train.config import TrainConfig
 from src_train.train.events import Callback, TrainResult
 from src_train.train.loop import TrainingLoop, per_second
 from src_train.train.passes import SeriesPasses
 from src_train.train.pictures import batch_pictures, log_pictures
-from src_train.train.run_data import pass_options, prepare_contract
-from src_train.train.run_folder import BEST, LATEST
+from src_train.train.run_data import config_record, pass_options, prepare_contract, run_truth
+from src_train.train.run_folder import LATEST
 from src_train.train.runtime import (
     DistInfo,
     choose_device,
-    ignore_stop_signals,
     init_distributed,
     step_settings,
 )
-from src_train.train.sampling import EpochSampler, HardNegativePool
-from src_train.train.second_stage import fit_second_stage, second_stage_line
+from src_train.train.sampling import HardNegativePool, epoch_loader
+from src_train.train.second_stage import (
+    SecondStage,
+    SecondStageRecord,
+    fit_second_stage,
+    second_stage_line,
+    store_second_stage,
+)
 from src_train.train.validation import (
     SeriesValidation,
     best_key,
@@ -118,9 +122,9 @@ class Trainer(TrainingLoop):
         self.hard_pool = HardNegativePool()
         #: Inference tuning shared by this run's validations.
         self.tuners = TunerCache()
-        #: The second stage fitted after the last epoch (``--ranker``), and how it did.
-        self.ranker: Ranker | None = None
-        self.ranked_metrics: dict[str, float] = {}
+        #: The second stage fitted after the last epoch (``--ranker``): for which segmenter,
+        #: and how it did; None until it ran.
+        self.second: SecondStageRecord | None = None
         self._last_val: list[SeriesValidation] = []
         self._best_val: list[SeriesValidation] | None = None
         self._partial: dict[str, Any] | None = None
@@ -188,7 +192,7 @@ class Trainer(TrainingLoop):
                 self._writer = SummaryWriter(str(self.run.tensorboard))
         log.info(
             "training %s on %s (amp %s, channels_last %s, %d process(es)): %d train / %d "
-            "validation series, %d nodules; %.0f %% negative crops",
+            "validation (selection) / %d test series, %d nodules; %.0f %% negative crops",
             cfg.model,
             self.device,
             self.amp_dtype,
@@ -196,6 +200,7 @@ class Trainer(TrainingLoop):
             self.dist.world_size,
             len(self.train_uids),
             len(self.val_uids),
+            len(self.test_uids),
             len(self.train_set.nodules),
             100 * cfg.negative_fraction,
         )
@@ -219,6 +224,7 @@ class Trainer(TrainingLoop):
         )
         self.contract = contract
         self.train_uids, self.val_uids = list(contract.train_series), list(contract.val_series)
+        self.test_uids = list(contract.test_series)  # never looked at here
 
     def _prepare_data(self) -> None:
         cfg = self.config
@@ -252,14 +258,7 @@ class Trainer(TrainingLoop):
         self.train_set = TrainingDataset(
             self.cache, self.train_uids, cfg.epoch_samples, cfg.sample_config(), cfg.seed
         )
-        self.truth = scoring_truth(folder)
-        if not self.truth.nodules_of(self.val_uids):
-            log.warning(
-                "the %d validation series hold no annotated nodule: nodule recall and CPM stay "
-                "0 and checkpoint_best is chosen by voxel F1 only; use more series or another "
-                "--val-stride",
-                len(self.val_uids),
-            )
+        self.truth = run_truth(folder, self.contract)
         self.val_options = pass_options(cfg, self.device, self.channels_last)
         self.passes = SeriesPasses(
             self.cache,
@@ -270,24 +269,6 @@ class Trainer(TrainingLoop):
             self.stop_requested_fn,
             self._pass_threads,
         )
-
-    def _loader(self, start_batch: int) -> tuple[DataLoader, EpochSampler]:
-        """This epoch's loader from batch ``start_batch`` on (the dataset is set up first)."""
-        cfg = self.config
-        sampler = EpochSampler(
-            len(self.train_set), cfg.batch_size, self.dist.rank, self.dist.world_size, start_batch
-        )
-        loader = DataLoader(
-            self.train_set,
-            batch_size=cfg.batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=False,
-            worker_init_fn=ignore_stop_signals,
-        )
-        return loader, sampler
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         """DistributedDataParallel around ``model`` when the run has several processes."""
@@ -310,9 +291,7 @@ class Trainer(TrainingLoop):
         if extra.get("grad_scaler"):
             self.scaler.load_state_dict(extra["grad_scaler"])
         self.hard_pool = HardNegativePool.from_state(extra.get("hard_pool"))
-        if isinstance(extra.get(RANKER_KEY), dict):
-            self.ranker = Ranker.from_state(extra[RANKER_KEY], str(ckpt.path))
-            self.ranked_metrics = dict(extra.get("ranked_metrics") or {})
+        self.second = SecondStageRecord.from_extra(extra, ckpt.epoch, str(ckpt.path))
         partial = extra.get(PARTIAL_KEY)
         if partial and int(partial["epoch"]) == self.start_epoch:
             self.start_batch = int(partial["batches_done"])
@@ -329,34 +308,25 @@ class Trainer(TrainingLoop):
 
     def _write_config(self) -> None:
         assert self.contract is not None
-        self.run.write_config(
-            {
-                "train_config": self.config.to_dict(),
-                "model_config": self.model_config.to_dict(),
-                "device": str(self.device),
-                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
-                "channels_last": self.channels_last,
-                "world_size": self.dist.world_size,
-                "train_series": self.train_uids,
-                "val_series": self.val_uids,
-                CONTRACT_KEY: self.contract.to_dict(),
-                "torch": torch.__version__,
-                "command_line": self.command_line,
-            }
-        )
+        record = config_record(self.config, self.contract, self.model_config, self.dist)
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"
+        record.update(device=str(self.device), amp=amp, channels_last=self.channels_last)
+        self.run.write_config({**record, "command_line": self.command_line})
 
-    def checkpoint_extra(self, name: str) -> dict[str, Any]:
+    def checkpoint_extra(self, name: str, epoch: int) -> dict[str, Any]:
         """The loop's extra plus the hard-negative pool, GradScaler, data contract, second stage
         and (latest) the position inside an unfinished epoch."""
-        extra = super().checkpoint_extra(name)
+        extra = super().checkpoint_extra(name, epoch)
         extra.update(
             hard_pool=self.hard_pool.state(),
             grad_scaler=self.scaler.state_dict(),
             **{CONTRACT_KEY: self.contract.to_dict() if self.contract else None},
         )
-        if self.ranker is not None:
-            extra[RANKER_KEY] = self.ranker.state()
-            extra["ranked_metrics"] = self.ranked_metrics
+        if self.second is not None:
+            fields, note = self.second.checkpoint_fields(name, epoch)
+            extra.update(fields)
+            if note:
+                log.info("%s", note)
         if name == LATEST and self._partial is not None:
             extra[PARTIAL_KEY] = self._partial
         return extra
@@ -377,7 +347,14 @@ class Trainer(TrainingLoop):
         self.train_set.set_epoch(epoch)
         self.train_set.set_hard_negatives(self.hard_pool.locations)
         first = self.start_batch if epoch == self.start_epoch else 0
-        loader, sampler = self._loader(first)
+        loader, sampler = epoch_loader(
+            self.train_set,
+            cfg.batch_size,
+            cfg.num_workers,
+            self.dist,
+            first,
+            pin_memory=self.device.type == "cuda",
+        )
         metrics = SegmentationMetrics(self.device)
         if first and self._resume_metrics is not None:
             metrics.totals += torch.tensor(self._resume_metrics, dtype=torch.float64).to(
@@ -514,13 +491,23 @@ class Trainer(TrainingLoop):
             f"{val['voxel_precision']:.3f} recall {val['voxel_recall']:.3f}",
         )
 
+    def no_best_reason(self) -> str:
+        """Only epochs reaching the voxel precision floor rank."""
+        return (
+            f"none reached voxel precision {self.config.best_min_precision} (--best-min-precision)"
+        )
+
     def after_last_epoch(self) -> bool:
         """Fit ``--ranker`` (:func:`~src_train.train.second_stage.fit_second_stage`) for the
-        best epoch's segmenter and store it in ``checkpoint_best.pt``; False when a stop
-        request interrupted it (a resumed run fits it again)."""
+        segmenter of ``checkpoint_best.pt`` and store it there; the latest and final
+        checkpoints carry it only when they hold that segmenter, else a note saying why not
+        (:class:`~src_train.train.second_stage.SecondStageRecord`). False when a stop request
+        interrupted it (a resumed run fits it again)."""
         cfg = self.config
-        if cfg.ranker == "none" or self.ranker is not None:
+        if cfg.ranker == "none" or self.second is not None:
             return True
+        # checkpoint_best.pt's epoch (the last one when none qualified: write_fallback_best)
+        fitted_for = self.best_epoch or int(self.history[-1]["epoch"]) if self.history else 0
         try:
             fitted = fit_second_stage(
                 self.passes,
@@ -538,22 +525,31 @@ class Trainer(TrainingLoop):
             log.warning("second stage not fitted: %s", exc)
             return False
         if fitted is None:
-            return True
-        self.ranker, self.ranked_metrics = fitted.ranker, fitted.metrics
+            self.second = SecondStageRecord(
+                cfg.ranker, None, reason="no ranker could be fitted (see train.log)"
+            )
+        else:
+            self.second = SecondStageRecord(cfg.ranker, fitted_for, fitted.ranker, fitted.metrics)
         if self.dist.is_main:
+            self._record_second_stage(fitted)
+        return True
+
+    def _record_second_stage(self, fitted: SecondStage | None) -> None:
+        """Log the second stage, add its metrics to the best epoch's row, store it (or the note
+        saying why not) in the run's best and latest checkpoints."""
+        assert self.second is not None
+        if fitted is not None:
             segmenter_cpm = self.best_metrics.get("cpm", math.nan)
-            log.info("%s", second_stage_line(cfg.ranker, fitted, segmenter_cpm))
+            log.info("%s", second_stage_line(self.config.ranker, fitted, segmenter_cpm))
             if self.history:
                 row = next(
                     (r for r in self.history if r["epoch"] == self.best_epoch), self.history[-1]
                 )
-                row.update({f"ranked/{k}": v for k, v in self.ranked_metrics.items()})
+                row.update({f"ranked/{k}": v for k, v in fitted.metrics.items()})
                 self.run.write_metrics(self.history)
-            if self.run.best.is_file():
-                self.run.add_to_checkpoint(BEST, RANKER_KEY, self.ranker.state())
-                self.run.add_to_checkpoint(BEST, "ranked_metrics", self.ranked_metrics)
-            self.emit("ranker", message="second stage fitted", metrics=self.ranked_metrics)
-        return True
+        store_second_stage(self.run, self.second)
+        if fitted is not None:
+            self.emit("ranker", message="second stage fitted", metrics=fitted.metrics)
 
     def _log_images(
         self,
@@ -585,7 +581,7 @@ class Trainer(TrainingLoop):
             best_metrics=self.best_metrics,
             last_metrics=self.history[-1] if self.history else {},
             history=list(self.history),
-            ranked_metrics=dict(self.ranked_metrics),
+            ranked_metrics=dict(self.second.metrics) if self.second else {},
         )
 
     def close(self) -> None:
