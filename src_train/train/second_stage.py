@@ -1,12 +1,22 @@
 """The detector's second stage, fitted at the end of a run (``lunaseg train --ranker KIND``).
 
-The best checkpoint's segmenter runs over some training series (never validation ones) from the
-cache; its candidates, labelled by LUNA16's hit rule, and for the patch classifier also the
-annotated nodules and the data set's candidate points of every training series (cheap: no
-model runs for those), are the examples a
-:class:`~src_train.classify.Ranker` is fitted on (:mod:`src_train.classify.training`). The
-validation candidates of the best epoch are then re-ranked, so the run reports what the whole
-detector does on held-out series.
+The segmenter of ``checkpoint_best.pt`` runs over some training series from the cache; its
+candidates, labelled by LUNA16's hit rule against the run's reviewed truth, and for the patch
+classifier also the annotated nodules and the data set's candidate points of every training
+series (cheap: no model runs for those), are the examples a :class:`~src_train.classify.Ranker`
+is fitted on (:mod:`src_train.classify.training`; the combined ranker's stacked layer on
+cross-fitted logits). That segmenter's validation candidates are then re-ranked, so the run
+reports what the whole detector does on the selection set.
+
+Where the examples come from, and why: the only series the segmenter did not train on are the
+validation series (the selection set) and the test series (never looked at). Mining the
+validation series would make the re-ranked validation figures in-sample for the ranker, and
+mining the test series would break the test split, so the examples come from training series,
+whose candidates are fewer and more confident than on unseen series; the stacked layer's
+cross-fitting is where out-of-sample inputs matter most (it learns how far to trust the CNN).
+
+Each checkpoint file carries the ranker only when it holds the segmenter the ranker was fitted
+for; the others carry a note saying why they have none (:class:`SecondStageRecord`).
 """
 
 from __future__ import annotations
