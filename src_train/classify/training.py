@@ -206,7 +206,7 @@ def out_of_fold_logits(
             keep = extra_fold != k
             patches = np.concatenate([patches, extra[keep]])
             labels = np.concatenate([labels, examples.extra_labels[keep]])
-        log.info("stacking fold %d: classifier without %d candidates", k + 1, int(held.sum()))
+        log.info("stacking fold %d: classifier without %d candidates", int(k) + 1, int(held.sum()))
         network = train_classifier(
             patches, labels, classifier, progress=progress, should_stop=should_stop
         )
