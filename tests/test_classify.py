@@ -156,3 +156,44 @@ def test_every_ranker_puts_nodules_first_and_survives_a_checkpoint(kind: str) ->
     )
     with pytest.raises(CheckpointError, match="ranker cannot be read"):
         Ranker.from_state({**state, "kind": "oracle"}, "x.pt")
+
+
+def test_the_stacked_layer_sees_out_of_fold_classifier_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A candidate's logit for the combined ranker's logistic layer comes from a classifier
+    that never saw its series: changing the labels of one series' candidates leaves their
+    logits as they were, and ``fit_ranker("combined")`` fits on those logits."""
+    from src_train.classify import training
+
+    rng = np.random.default_rng(3)
+    examples = _toy_examples(rng)
+    examples.candidates = [
+        dataclasses.replace(c, series_uid=f"s{k % 3}") for k, c in enumerate(examples.candidates)
+    ]
+    config = dataclasses.replace(ClassifierConfig(), epochs=1, seed=2)
+    folds = training.stacking_folds([c.series_uid for c in examples.candidates])
+    assert sorted(set(folds.tolist())) == [0, 1, 2]
+    assert all(  # whole series per fold
+        len({f for c, f in zip(examples.candidates, folds, strict=True) if c.series_uid == uid})
+        == 1
+        for uid in ("s0", "s1", "s2")
+    )
+    logits = training.out_of_fold_logits(examples, config)
+    held = folds == 0
+    labels = np.where(held, 1 - examples.labels, examples.labels)
+    flipped = dataclasses.replace(examples, labels=labels)
+    again = training.out_of_fold_logits(flipped, config)
+    assert np.array_equal(logits[held], again[held]), "fold 0's logits ignore fold 0's labels"
+    assert not np.array_equal(logits[~held], again[~held]), "other folds trained on them"
+
+    seen: list[np.ndarray] = []
+    original = training.out_of_fold_logits
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(original(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(training, "out_of_fold_logits", spy)
+    ranker = fit_ranker("combined", examples, config)
+    assert len(seen) == 1 and ranker.logistic is not None and ranker.classifier is not None

@@ -286,6 +286,14 @@ def test_bootstrap_option_is_seeded_and_summarised() -> None:
     assert evaluate_froc(nodules, cands).bootstrap is None  # off by default
 
 
+def test_a_bootstrap_over_fewer_than_five_scans_is_not_printed_as_an_interval() -> None:
+    nodules = [nod(f"s{s}", (0.0, 0.0, 0.0)) for s in range(4)]
+    cands = [cand("s0", (1.0, 0.0, 0.0), 0.9), cand("s1", (0.0, 300.0, 0.0), 0.8)]
+    text = evaluate_froc(nodules, cands, bootstrap=50, seed=1).summary()
+    assert "bootstrap interval" not in text
+    assert "no interval from 4 scan(s) (fewer than 5)" in text
+
+
 def test_summary_separates_official_figures_from_lunaseg_additions() -> None:
     res = evaluate_froc([nod("a", (0.0, 0.0, 0.0))], [cand("a", (0.0, 0.0, 0.0), 0.8)])
     official, additions = res.summary().split("LunaSeg additions")

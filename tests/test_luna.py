@@ -320,18 +320,28 @@ def test_synthetic_folder_has_truth(tiny_synth_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------------------------
-def test_split_series() -> None:
-    uids = [f"1.2.{i:03d}" for i in range(25)]
-    train, val = split_series(reversed(uids), val_stride=10)
-    assert val == ["1.2.000", "1.2.010", "1.2.020"]
-    assert not set(train) & set(val)
-    assert sorted(train + val) == uids
-    assert split_series(uids + uids[:3]) == (train, val)  # order and duplicates do not matter
-    train5, val5 = split_series(uids, val_stride=5)
-    assert len(val5) == 5 and not set(train5) & set(val5)
-    assert split_series([]) == ([], [])
+@pytest.mark.parametrize("stride", [2, 3, 5, 10])
+@pytest.mark.parametrize("count", [0, 2, 3, 4, 7, 25])
+def test_split_series_makes_three_disjoint_sets_covering_the_folder(
+    stride: int, count: int
+) -> None:
+    uids = [f"1.2.{i:03d}" for i in range(count)]
+    split = split_series(reversed(uids), val_stride=stride)
+    sets = [set(split.train), set(split.val), set(split.test)]
+    assert sorted(split.train + split.val + split.test) == uids
+    assert sum(len(s) for s in sets) == count  # disjoint
+    if count >= 3:
+        assert all(sets), split
+    elif count == 2:
+        assert split.val == ("1.2.000",) and not split.test
+    assert split_series(uids + uids[:3], val_stride=stride) == split  # order, duplicates
+    if count and stride != 2:
+        assert split.val == tuple(uids[::stride])  # the validation rule is unchanged
+
+
+def test_split_series_refuses_a_stride_of_one() -> None:
     with pytest.raises(ConfigError, match="val_stride"):
-        split_series(uids, val_stride=1)
+        split_series(["a", "b"], val_stride=1)
 
 
 # ---------------------------------------------------------------------------------------------

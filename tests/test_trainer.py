@@ -360,7 +360,7 @@ def test_validation_series_with_an_empty_mask_is_a_warning_not_a_crash(
         result = Trainer(config_for(data, tmp_path / "cache", run, epochs=1, epoch_samples=8)).fit()
     assert "hold no annotated nodule" in caplog.text
     assert result.last_metrics["val/nodule_recall"] == 0.0
-    # nothing to find: recall 1 if nothing was marked, else 0 (metrics.overlap_scores)
+    # no true voxel: recall is 1 when nothing was marked either, else 0 (metrics.overlap_scores)
     marked = result.last_metrics["val/voxel_fp"] > 0
     assert result.last_metrics["val/voxel_recall"] == (0.0 if marked else 1.0)
     assert np.isfinite(result.last_metrics["train/loss"])

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from src_train.cli import main
+from src_train.ct import Geometry, save_volume
 from src_train.errors import AnnotationError
 from src_train.luna import UNKNOWN_DIAMETER_MM, LunaFolder
 from src_train.records.candidate import CandidateNodule
@@ -20,8 +22,11 @@ HEADER = "seriesuid,coordX,coordY,coordZ"
 
 
 def _folder(tmp_path: Path, annotations: str) -> Path:
+    """A LUNA16 folder with one small series on disk (UID) and ``annotations``."""
     root = tmp_path / "data"
     (root / "subset0").mkdir(parents=True)
+    geometry = Geometry((8, 8, 8), (-100.0, -100.0, -100.0), (1.0, 1.0, 1.0))
+    save_volume(np.full((8, 8, 8), -1000, np.int16), geometry, root / "subset0" / f"{UID}.mhd")
     (root / "annotations.csv").write_text(annotations)
     return root
 

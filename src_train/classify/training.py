@@ -31,6 +31,9 @@ from src_train.records.candidate import CandidateNodule
 
 log = logging.getLogger(__name__)
 
+#: Folds of the cross-fitting that feeds the combined ranker's logistic layer.
+STACK_FOLDS = 3
+
 
 @dataclass
 class RankerExamples:
@@ -42,6 +45,7 @@ class RankerExamples:
         patches: CT patches of ``candidates`` (None when not read).
         extra_patches, extra_labels: patches of annotated centers and candidate points, for
             the classifier only.
+        extra_series: the series of each extra patch (aligned with ``extra_labels``).
     """
 
     candidates: list[CandidateNodule] = field(default_factory=list)
@@ -49,6 +53,7 @@ class RankerExamples:
     patches: np.ndarray | None = None
     extra_patches: np.ndarray | None = None
     extra_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    extra_series: list[str] = field(default_factory=list)
 
     def extend(self, other: RankerExamples) -> None:
         """Append another series' examples."""
@@ -57,6 +62,7 @@ class RankerExamples:
         self.patches = _cat(self.patches, other.patches)
         self.extra_patches = _cat(self.extra_patches, other.extra_patches)
         self.extra_labels = np.concatenate([self.extra_labels, other.extra_labels])
+        self.extra_series += other.extra_series
 
     def summary(self) -> str:
         """One line: how many examples of each kind."""
@@ -118,6 +124,7 @@ def point_examples(
         extra_labels=np.asarray(
             [1] * len(nodules) + [int(p.is_nodule) for p in points], dtype=np.int64
         ),
+        extra_series=[ct.series_uid] * len(centers),
     )
 
 
@@ -131,8 +138,10 @@ def fit_ranker(
 ) -> Ranker:
     """Fit a ranker of ``kind`` (:data:`RANKERS`, not ``segmenter``) on ``examples``.
 
-    ``combined`` fits the classifier first, then a logistic model over the features and the
-    classifier's logit on the candidates.
+    ``combined`` fits the classifier on every example, and a logistic model over the features
+    and the classifier's logit on the candidates, where each candidate's logit comes from a
+    classifier fitted without its series (:func:`out_of_fold_logits`): the logistic layer
+    learns how far to trust the classifier on candidates it has not seen, as at inference.
     """
     if kind not in RANKERS[1:]:
         raise ConfigError(f"Unknown ranker {kind!r}; choose one of {', '.join(RANKERS[1:])}.")
@@ -152,6 +161,52 @@ def fit_ranker(
     )
     if kind == "classifier":
         return Ranker(kind, classifier=network)
-    logit = classifier_logits(network, examples.patches).astype(np.float64)
+    logit = out_of_fold_logits(examples, classifier, progress=progress, should_stop=should_stop)
     logistic = fit_logistic(np.column_stack([features, logit]), examples.labels)
     return Ranker(kind, logistic=logistic, classifier=network)
+
+
+def stacking_folds(series: Sequence[str], folds: int = STACK_FOLDS) -> np.ndarray:
+    """Fold number per candidate: whole series per fold (series sorted, dealt round-robin into
+    ``min(folds, series count)`` folds); by position when all come from one series."""
+    groups = sorted(set(series))
+    if len(groups) < 2:
+        return np.arange(len(series)) % folds
+    fold_of = {uid: i % min(folds, len(groups)) for i, uid in enumerate(groups)}
+    return np.asarray([fold_of[uid] for uid in series], dtype=np.int64)
+
+
+def out_of_fold_logits(
+    examples: RankerExamples,
+    classifier: ClassifierConfig | None = None,
+    folds: int = STACK_FOLDS,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """The classifier's logit ``(N,)`` for each candidate of ``examples``, from a classifier
+    trained on the other folds only (:func:`stacking_folds`; the extra patches of a held-out
+    fold's series are left out too): cross-fitted inputs for a stacked layer."""
+    assert examples.patches is not None
+    series = [c.series_uid for c in examples.candidates]
+    extra = examples.extra_patches
+    if len(set(series)) >= 2:  # one deal of series into folds, for candidates and extras
+        dealt = stacking_folds(series + examples.extra_series, folds)
+        fold, extra_fold = dealt[: len(series)], dealt[len(series) :]
+    else:
+        fold = stacking_folds(series, folds)
+        extra_fold = np.full(len(examples.extra_labels), -1)
+    logits = np.zeros(len(series), dtype=np.float64)
+    for k in np.unique(fold):
+        held = fold == k
+        patches, labels = examples.patches[~held], examples.labels[~held]
+        if extra is not None and len(extra):
+            keep = extra_fold != k
+            patches = np.concatenate([patches, extra[keep]])
+            labels = np.concatenate([labels, examples.extra_labels[keep]])
+        log.info("stacking fold %d: classifier without %d candidates", int(k) + 1, int(held.sum()))
+        network = train_classifier(
+            patches, labels, classifier, progress=progress, should_stop=should_stop
+        )
+        logits[held] = classifier_logits(network, examples.patches[held])
+    return logits

@@ -152,7 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
     if result.best_epoch is not None:
         best = result.best_metrics
         print(
-            f"best validation (epoch {result.best_epoch}): nodule recall "
+            f"best on the selection set (epoch {result.best_epoch}): nodule recall "
             f"{best['nodule_recall']:.3f}, {best['fp_per_scan']:.1f} FP/scan, CPM "
             f"{best['cpm']:.3f}; voxel precision {best['voxel_precision']:.3f}, recall "
             f"{best['voxel_recall']:.3f}",
@@ -167,8 +167,9 @@ def run_train(args: argparse.Namespace) -> int:
                 file=out,
             )
     else:
+        held = "no checkpoint_best.pt" if result.stopped else "checkpoint_best.pt = last epoch"
         print(
-            f"no checkpoint_best.pt: no validated epoch reached voxel precision "
+            f"{held}: no validated epoch reached voxel precision "
             f"{config.best_min_precision:g} (--best-min-precision)",
             file=out,
         )

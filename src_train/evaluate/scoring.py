@@ -64,6 +64,10 @@ MAX_MARKS_PER_SCAN = 100
 SENSITIVITY_TARGETS: tuple[float, ...] = (0.9, 0.95)
 
 
+#: Fewest scans whose bootstrap the summary prints as an interval (fewer: said so instead).
+MIN_BOOTSTRAP_SCANS = 5
+
+
 @dataclass
 class FrocResult:
     """Outcome of :func:`evaluate_froc`.
@@ -200,7 +204,12 @@ class FrocResult:
                 f"{target:.0%}: " + (f"{fps:.3f}" if math.isfinite(fps) else "not reached")
             )
         lines.append("  FP per scan to reach a sensitivity (same curve): " + "; ".join(reads))
-        if boot is not None:
+        if boot is not None and self.n_scans < MIN_BOOTSTRAP_SCANS:
+            lines.append(
+                f"  CPM bootstrap: no interval from {self.n_scans} scan(s) (fewer than "
+                f"{MIN_BOOTSTRAP_SCANS}): resampling so few scans cannot show the spread"
+            )
+        elif boot is not None:
             lines.append(
                 f"  CPM {boot.confidence:.0%} bootstrap interval: {boot.cpm_lower:.3f}-"
                 f"{boot.cpm_upper:.3f} (mean {boot.cpm_mean:.3f}; {boot.n_used} of "

@@ -21,10 +21,12 @@ batches; ``checkpoint_latest.pt`` then holds the last complete epoch, and ``resu
 continues from it with the same split, drawing the same batches and augmentations as an
 uninterrupted run.
 
-Shared with the CT :class:`~src_train.train.Trainer`: models and checkpoints
-(:mod:`src_train.model`), losses, device augmentation, the run folder, the progress event, the
-mixed-precision and memory-format choice (:func:`~src_train.train.runtime.step_settings`) and
-the device rule (:mod:`src_train.devices`). What still differs, and why:
+The loop itself is the CT :class:`~src_train.train.Trainer`'s
+(:class:`~src_train.train.loop.TrainingLoop`: stop requests, events, the optimisation step,
+checkpoints, "best", resume); so are models and checkpoints (:mod:`src_train.model`), losses,
+device augmentation, the run folder, the mixed-precision and memory-format choice
+(:func:`~src_train.train.runtime.step_settings`) and the device rule (:mod:`src_train.devices`).
+What this subclass sets differently, and why:
 
 - Data: the whole image set lives on the device as uint8 and batches are index slices of it
   (an epoch is every training image once); the CT Trainer streams nodule crops of
@@ -34,9 +36,9 @@ the device rule (:mod:`src_train.devices`). What still differs, and why:
   (ties: lower loss), as dermoscopy studies rank; the CT Trainer validates on epoch 1 and every
   5th (whole slices of held-out series are costly) and keeps the best by recall, then F1 (the
   SPEC's detection-first rule).
-- Stop: an interrupted epoch is dropped (``checkpoint_latest.pt`` keeps the last complete one)
-  so that a resumed run equals an uninterrupted one bit for bit; the CT Trainer saves the
-  interrupted epoch's weights, trading exact replay for not losing an epoch of a long run.
+- Stop (``resumes_mid_epoch`` False): an interrupted epoch is dropped (``checkpoint_latest.pt``
+  keeps the last complete one) so that a resumed run equals an uninterrupted one bit for bit;
+  the CT Trainer saves the interrupted epoch's position, not to lose an epoch of a long run.
 - Random streams: batch order and augmentation draw from per-epoch seeds made by
   ``numpy.random.SeedSequence``; the CT Trainer's data set draws crops from (seed, epoch,
   index) and its augmentation from a hash of (seed, epoch, rank). Both replay after a resume.
@@ -49,32 +51,29 @@ the device rule (:mod:`src_train.devices`). What still differs, and why:
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import math
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from src_train.augment import AugmentConfig, BatchAugment
+from src_train.augment import AugmentConfig
 from src_train.devices import resolve_device
 from src_train.errors import ConfigError
 from src_train.images2d.dataset import ImageSet, Split
 from src_train.images2d.metrics import count_errors, scores_from_counts
 from src_train.images2d.predict import images_to_tensor, to_model_input
-from src_train.losses import LossConfig, SegmentationLoss
-from src_train.model import Checkpoint, ModelConfig, build_model, count_parameters, save_checkpoint
-from src_train.train.config import AMP_MODES, ON_OFF_AUTO
-from src_train.train.events import Callback, ProgressEvent
-from src_train.train.run_folder import BEST, FINAL, LATEST, METRICS_FILE, RunFolder
+from src_train.losses import LossConfig
+from src_train.model import Checkpoint, ModelConfig, count_parameters
+from src_train.train.config import AMP_MODES, ON_OFF_AUTO, OptionsRecord
+from src_train.train.events import Callback
+from src_train.train.loop import TrainingLoop, per_second
+from src_train.train.run_folder import BEST, FINAL, LATEST, METRICS_FILE
 from src_train.train.runtime import step_settings
 
 log = logging.getLogger(__name__)
@@ -83,9 +82,6 @@ __all__ = ["BEST", "FINAL", "LATEST", "METRICS_FILE", "ImageTrainConfig", "Image
 
 #: Input channels of RGB images.
 RGB_CHANNELS = 3
-
-#: Shortest time a rate is divided by, seconds (avoids a division by zero).
-_MIN_SECONDS = 1e-9
 
 #: Streams of random numbers drawn per epoch (see :func:`epoch_seed`).
 _BATCH_ORDER, _AUGMENTATION = 0, 1
@@ -98,7 +94,7 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 
 @dataclass
-class ImageTrainConfig:
+class ImageTrainConfig(OptionsRecord):
     """Options of one 2-D training run (saved as ``config.json`` and in every checkpoint).
 
     Model: ``model`` (unet|segnet), ``up`` (U-Net upsampling: transpose|bilinear), ``depth``
@@ -169,19 +165,6 @@ class ImageTrainConfig:
         """The augmentation these options describe (RGB modality)."""
         return AugmentConfig.from_names(self.augment, modality="rgb")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ImageTrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"Unknown training option(s) {unknown}.")
-        return cls(**data)
-
 
 @dataclass
 class ImageTrainResult:
@@ -211,7 +194,7 @@ class ImageTrainResult:
         return float(np.median(times)) if times else float("nan")
 
 
-class ImageTrainer:
+class ImageTrainer(TrainingLoop):
     """Train a segmentation model on a 2-D image set; see the module docstring.
 
     Args:
@@ -223,6 +206,8 @@ class ImageTrainer:
         command_line: stored in checkpoints (default ``sys.argv``).
     """
 
+    config: ImageTrainConfig
+
     def __init__(
         self,
         config: ImageTrainConfig,
@@ -232,41 +217,10 @@ class ImageTrainer:
         should_stop: Callable[[], bool] | None = None,
         command_line: Sequence[str] | None = None,
     ) -> None:
-        self.config = config
+        super().__init__(config, callbacks, should_stop, command_line)
         self.data = data
         self.split = split
-        self.callbacks = list(callbacks)
-        self.should_stop = should_stop
-        self.command_line = list(command_line if command_line is not None else sys.argv)
-        self.run = RunFolder(config.run_dir)
-        self.run_dir = self.run.path
         self.model_config = config.model_config()
-        self._log_handler: logging.Handler | None = None
-        self._stop = threading.Event()
-        self.start_epoch = 1
-        self.samples_seen = 0
-        self.best_key: tuple[float, float] | None = None
-        self.best_epoch: int | None = None
-        self.best_metrics: dict[str, float] = {}
-        self.history: list[dict[str, float]] = []
-
-    # -- stop requests and events --------------------------------------------------------------
-    def request_stop(self) -> None:
-        """Ask the run to stop after the current batch (thread-safe)."""
-        self._stop.set()
-
-    @property
-    def stop_requested(self) -> bool:
-        """True once a stop was requested."""
-        return self._stop.is_set() or bool(self.should_stop and self.should_stop())
-
-    def emit(self, kind: str, **fields: Any) -> None:
-        """Send a :class:`~src_train.train.events.ProgressEvent` to every callback."""
-        event = ProgressEvent(
-            kind=kind, epochs=self.config.epochs, samples_seen=self.samples_seen, **fields
-        )
-        for callback in self.callbacks:
-            callback(event)
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -283,22 +237,12 @@ class ImageTrainer:
         # read the checkpoint to resume before the data moves to the device: a bad one fails fast
         resume_from = self.run.load_latest(self.model_config) if cfg.resume else None
         torch.manual_seed(cfg.seed)
-        model = build_model(self.model_config).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model = model
+        self.build_training_parts(self.model_config, cfg.loss_config(), cfg.augment_config())
         self.parameters = count_parameters(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_dtype == torch.float16
-        )
-        self.loss_fn = SegmentationLoss(cfg.loss_config())
-        self.augment = BatchAugment(cfg.augment_config()).to(self.device)
-        self.generator = torch.Generator(device=self.device)
         self.train_images, self.train_masks = self._on_device(self.split.train)
         self.val_images, self.val_masks = self._on_device(self.split.val)
         if resume_from is not None:
-            self._resume(resume_from)
+            self.restore(resume_from)
         self.run.write_config(self._config_record())
         if cfg.resume:  # metrics.jsonl = the resumed history (drops rows the checkpoint lacks)
             self.run.write_metrics(self.history)
@@ -343,57 +287,28 @@ class ImageTrainer:
             "command_line": self.command_line,
         }
 
-    def _resume(self, ckpt: Checkpoint) -> None:
-        """Weights, Adam state, epoch numbering, best-so-far and history of ``ckpt`` (the
-        latest checkpoint, read by :meth:`RunFolder.load_latest`); its split must be this
-        run's."""
+    def restore(self, ckpt: Checkpoint) -> None:
+        """The loop's resume state from ``ckpt`` (see :meth:`TrainingLoop.restore`); its split
+        must be this run's."""
         saved_split = ckpt.extra.get("split")
         if saved_split is not None and Split.from_dict(saved_split) != self.split:
             raise ConfigError(
                 f"{self.run.latest} was trained on another train/val/test split; resume "
                 "with the same data, size and split seed, or start over."
             )
-        self.model.load_state_dict(ckpt.model_state)
-        if ckpt.optimizer_state is not None:
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
-        self.start_epoch = ckpt.epoch + 1
-        self.samples_seen = ckpt.samples_seen
-        extra = ckpt.extra
-        if extra.get("best_key") is not None:
-            self.best_key = (float(extra["best_key"][0]), float(extra["best_key"][1]))
-            self.best_epoch = extra.get("best_epoch")
-            self.best_metrics = dict(extra.get("best_metrics") or {})
-        self.history = list(extra.get("history") or [])
+        super().restore(ckpt)
         log.info("resumed %s at epoch %d", ckpt.path, self.start_epoch)
 
+    def checkpoint_extra(self, name: str, epoch: int) -> dict[str, Any]:
+        """The loop's extra plus the split and the image size."""
+        extra = super().checkpoint_extra(name, epoch)
+        extra.update(split=self.split.to_dict(), image_size=self.image_size)
+        return extra
+
     # -- steps ---------------------------------------------------------------------------------
-    def train_step(
-        self, images: torch.Tensor, masks: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimisation step on a device batch (uint8 images, augmented here).
-
-        Returns ``(loss, logits, augmented masks)``, detached.
-        """
-        with torch.no_grad():
-            inputs, labels = self.augment(to_model_input(images), masks, self.generator)
-        with self._autocast():
-            logits = self.model(self._layout(inputs))
-        loss = self.loss_fn(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach(), logits.detach(), labels
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def _layout(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            return inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB ``(N, 3, row, col)`` as the model's float input."""
+        return to_model_input(images)
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """Shuffled index batches of the training images for ``epoch`` (depends on the seed and
@@ -413,7 +328,7 @@ class ImageTrainer:
         training images) and ``samples_per_s``, or None when a stop request ended it."""
         cfg = self.config
         self.model.train()
-        self.generator.manual_seed(epoch_seed(cfg.seed, epoch, _AUGMENTATION))
+        self.aug_generator.manual_seed(epoch_seed(cfg.seed, epoch, _AUGMENTATION))
         batches = self._batches(epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         counts: list[tuple[np.ndarray, ...]] = []
@@ -423,7 +338,7 @@ class ImageTrainer:
             if self.stop_requested:
                 return None
             index = index.to(self.device)
-            loss, logits, labels = self.train_step(
+            loss, logits, _, labels = self.train_step(
                 self.train_images[index], self.train_masks[index]
             )
             loss_sum += loss.double() * len(index)
@@ -431,13 +346,12 @@ class ImageTrainer:
             seen += len(index)
             self.samples_seen += len(index)
             if i % cfg.progress_every == 0 or i == len(batches):
-                rate = seen / max(time.perf_counter() - started, _MIN_SECONDS)
                 self.emit(
                     "batch",
                     epoch=epoch,
                     batch=i,
                     batches=len(batches),
-                    samples_per_s=rate,
+                    samples_per_s=per_second(seen, started),
                     metrics={"loss": float(loss)},
                 )
         tp, fp, fn = (np.concatenate(parts) for parts in zip(*counts, strict=True))
@@ -446,7 +360,7 @@ class ImageTrainer:
             "loss": float(loss_sum) / seen,
             "iou": float(scores.iou.mean()),
             "recall": float(scores.recall.mean()),
-            "samples_per_s": seen / max(time.perf_counter() - started, _MIN_SECONDS),
+            "samples_per_s": per_second(seen, started),
         }
 
     @torch.no_grad()
@@ -469,99 +383,28 @@ class ImageTrainer:
         tp, fp, fn = (np.concatenate(parts) for parts in zip(*counts, strict=True))
         return {"loss": loss_sum / n, **scores_from_counts(tp, fp, fn).mean()}
 
-    def _should_validate(self, epoch: int) -> bool:
-        return epoch % self.config.val_every == 0 or epoch == self.config.epochs or epoch == 1
+    def best_key_of(self, val: dict[str, float]) -> tuple[float, ...] | None:
+        """Highest mean validation IoU, ties: lower loss (None when the IoU is not finite)."""
+        return (val["iou"], -val["loss"]) if math.isfinite(val["iou"]) else None
 
-    def on_epoch_end(
-        self, epoch: int, train: dict[str, float], val: dict[str, float] | None, seconds: float
-    ) -> None:
-        """Log, append to ``metrics.jsonl``, save latest/best checkpoints, emit ``epoch``."""
-        row = {"epoch": float(epoch), "seconds": seconds}
-        row.update({f"train/{k}": v for k, v in train.items()})
-        if val is not None:
-            row.update({f"val/{k}": v for k, v in val.items()})
-        self.history.append(row)
+    def no_best_reason(self) -> str:
+        """Only a finite validation IoU ranks."""
+        return "no validation IoU was finite"
+
+    def log_epoch(self, epoch: int, row: dict[str, float], val: dict[str, float] | None) -> None:
+        """Training loss and IoU, validation loss and IoU, seconds."""
         log.info(
             "epoch %d/%d: train loss %.4f IoU %.3f%s (%.1f s)",
             epoch,
             self.config.epochs,
-            train["loss"],
-            train["iou"],
+            row["train/loss"],
+            row["train/iou"],
             "" if val is None else f"; val loss {val['loss']:.4f} IoU {val['iou']:.3f}",
-            seconds,
-        )
-        self.run.append_metrics(row)
-        improved = False
-        if val is not None and math.isfinite(val["iou"]):
-            key = (val["iou"], -val["loss"])
-            if self.best_key is None or key > self.best_key:
-                self.best_key, self.best_epoch, self.best_metrics = key, epoch, dict(val)
-                improved = True
-        self._save(LATEST, epoch, row)
-        if improved:
-            self._save(BEST, epoch, row)
-        self.emit(
-            "epoch",
-            epoch=epoch,
-            metrics=row,
-            samples_per_s=train["samples_per_s"],
-            message=f"epoch {epoch} done" + (" (new best)" if improved else ""),
+            row["seconds"],
         )
 
-    def _save(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
-        path = self.run_dir / name
-        sha1 = save_checkpoint(
-            path,
-            self.model,
-            self.model_config,
-            optimizer=self.optimizer,
-            epoch=epoch,
-            samples_seen=self.samples_seen,
-            train_config=self.config.to_dict(),
-            command_line=self.command_line,
-            metrics=metrics,
-            extra={
-                "best_key": list(self.best_key) if self.best_key else None,
-                "best_epoch": self.best_epoch,
-                "best_metrics": self.best_metrics,
-                "history": self.history,
-                "split": self.split.to_dict(),
-                "image_size": self.image_size,
-            },
-        )
-        self.emit("checkpoint", epoch=epoch, path=str(path), sha1=sha1, message=f"{name} {sha1}")
-
-    def on_train_end(self, epoch: int, stopped: bool) -> None:
-        """The final checkpoint. A stopped run keeps the latest checkpoint of its last complete
-        epoch (the interrupted epoch's partial updates are dropped), so that a resumed run
-        trains exactly as an uninterrupted one would."""
-        if stopped:
-            self.emit("stopped", epoch=epoch, message="stopped on request")
-        elif epoch >= self.config.epochs:
-            self._save(FINAL, epoch, self.history[-1] if self.history else {})
-
-    # -- the loop ------------------------------------------------------------------------------
-    def fit(self) -> ImageTrainResult:
-        """:meth:`setup` and every remaining epoch; see the module docstring."""
-        try:
-            self.setup()
-            epoch, stopped = self.start_epoch - 1, False
-            for epoch in range(self.start_epoch, self.config.epochs + 1):
-                started = time.perf_counter()
-                train = self.train_epoch(epoch)
-                due = self._should_validate(epoch)
-                val = self.validate(epoch) if train is not None and due else None
-                if train is None or (val is None and due):
-                    stopped, epoch = True, epoch - 1
-                    break
-                self.on_epoch_end(epoch, train, val, time.perf_counter() - started)
-                if epoch < self.config.epochs and self.stop_requested:
-                    stopped = True
-                    break
-            self.on_train_end(epoch, stopped)
-            self.emit("end", epoch=epoch, message="stopped" if stopped else "done")
-        finally:
-            self.close()
+    def result(self, epoch: int, stopped: bool) -> ImageTrainResult:
+        """The run's :class:`ImageTrainResult`."""
         return ImageTrainResult(
             run_dir=self.run_dir,
             epoch=epoch,
@@ -571,10 +414,3 @@ class ImageTrainer:
             history=list(self.history),
             parameters=self.parameters,
         )
-
-    def close(self) -> None:
-        """Stop writing ``train.log``."""
-        if self._log_handler is not None:
-            logging.getLogger("src_train").removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None

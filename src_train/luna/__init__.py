@@ -50,6 +50,8 @@ from src_train.luna.readers import (
     read_candidates,
     read_excluded,
     read_true_nodules,
+    require_diameter_column,
+    warn_unknown_diameters,
 )
 from src_train.luna.records import TRUE_NODULE_KINDS, UNKNOWN_DIAMETER_MM, Nodule, TrueNodule
 from src_train.luna.table import CsvProblem, RowError
@@ -82,5 +84,7 @@ __all__ = [
     "read_candidates",
     "read_excluded",
     "read_true_nodules",
+    "require_diameter_column",
     "series_to_open",
+    "warn_unknown_diameters",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from src_train.errors import AnnotationError
@@ -50,6 +51,34 @@ def _optional_bool(table: CsvTable, line: int, fields: list[str], column: str) -
     raise RowError(table.path, line, f"{column} is {text!r}; use True or False.")
 
 
+def _refuse_without_diameter(table: CsvTable) -> None:
+    if "diameter_mm" not in table.index:
+        raise AnnotationError(
+            f"{table.path} has no diameter_mm column, which scoring needs: a mark hits a "
+            "nodule within its radius. Add the column (mm); a nodule whose field is empty is "
+            f"scored as {UNKNOWN_DIAMETER_MM:g} mm, as LUNA16 scores an unknown size."
+        )
+
+
+def require_diameter_column(path: str | os.PathLike[str]) -> None:
+    """Refuse (:class:`AnnotationError`) an annotation file without a ``diameter_mm`` column,
+    reading its header only: scoring needs every nodule's size or LUNA16's unknown-size rule."""
+    _refuse_without_diameter(CsvTable(Path(path), ("seriesuid", *COORD_COLUMNS)))
+
+
+def warn_unknown_diameters(path: Path, nodules: Sequence[Nodule]) -> None:
+    """One warning line counting the nodules of ``path`` scored at the unknown-size rule."""
+    unknown = sum(n.diameter_mm is None for n in nodules)
+    if unknown:
+        log.warning(
+            "%s: %d of %d nodules have no diameter; scored as %g mm (LUNA16's rule)",
+            path,
+            unknown,
+            len(nodules),
+            UNKNOWN_DIAMETER_MM,
+        )
+
+
 def read_annotations(
     path: str | os.PathLike[str],
     *,
@@ -77,12 +106,8 @@ def read_annotations(
         AnnotationError: naming the file and line of a malformed row.
     """
     table = CsvTable(Path(path), ("seriesuid", *COORD_COLUMNS), skipped)
-    if require_diameter and "diameter_mm" not in table.index:
-        raise AnnotationError(
-            f"{table.path} has no diameter_mm column, which scoring needs: a mark hits a "
-            "nodule within its radius. Add the column (mm); a nodule whose field is empty is "
-            f"scored as {UNKNOWN_DIAMETER_MM:g} mm, as LUNA16 scores an unknown size."
-        )
+    if require_diameter:
+        _refuse_without_diameter(table)
     if "diameter_mm" not in table.index:
         log.warning(
             "%s has no diameter_mm column: every nodule's size is unknown, so the mask methods "
@@ -105,15 +130,8 @@ def read_annotations(
             skip_or_raise(exc, skipped, table.path)
             continue
         nodules.append(nodule)
-    unknown = sum(n.diameter_mm is None for n in nodules)
-    if require_diameter and unknown:
-        log.warning(
-            "%s: %d of %d nodules have no diameter; scored as %g mm (LUNA16's rule)",
-            table.path,
-            unknown,
-            len(nodules),
-            UNKNOWN_DIAMETER_MM,
-        )
+    if require_diameter:
+        warn_unknown_diameters(table.path, nodules)
     log.debug("read %d annotations from %s", len(nodules), path)
     return nodules
 

@@ -1,9 +1,10 @@
 """A run's data contract: what it trains and validates on, fixed for the life of the run.
 
-The contract holds the series split (training / validation series UIDs), the options that
-decide what a sample and its ground truth are (mask method and threshold, loss, seed, crops,
-sampling, schedule) and a fingerprint of the data folder (its series and annotation files). It
-is stored in ``config.json`` and in every checkpoint, so that
+The contract holds the series split (training / validation / test series UIDs,
+:mod:`src_train.records.split`), the options that decide what a sample and its ground truth are
+(mask method and threshold, loss, seed, crops, sampling, schedule) and a fingerprint of the data
+folder (its series, annotation files and reviews). It is stored in ``config.json`` and in every
+checkpoint, so that
 
 * ``--resume`` continues on exactly the same data: any difference between the stored contract
   and today's options or folder is refused with one line per difference
@@ -11,12 +12,17 @@ is stored in ``config.json`` and in every checkpoint, so that
   (``--contract stored``); a run folder from an older LunaSeg without a contract is refused
   with a line saying how to continue (``--contract current`` adopts today's split);
 * a checkpoint carries its ground-truth definition and split to ``lunaseg infer`` / ``eval``
-  (``--split val|train|all``) and to the viewer (:func:`contract_of_checkpoint`).
+  (``--split test|val|train|all``) and to the viewer (:func:`contract_of_checkpoint`).
+
+Contracts of version 1 (before the test split) still load: their test set is empty
+(:attr:`DataContract.has_test_split` False), and a run of theirs resumes on its two-way split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,12 +32,16 @@ from typing import Any
 from src_train.errors import ConfigError
 from src_train.luna import LunaFolder, find_excluded
 from src_train.model import Checkpoint
+from src_train.records.split import SeriesSplit
 from src_train.records.threshold import PRE_OPTION_THRESHOLD, THRESHOLD_KEY
 
 log = logging.getLogger(__name__)
 
-#: Bump when the meaning of a stored contract changes.
-CONTRACT_VERSION = 1
+#: Bump when the meaning of a stored contract changes (2: the test split).
+CONTRACT_VERSION = 2
+
+#: Versions this code reads (1: training and validation series only).
+READABLE_VERSIONS = (1, 2)
 
 #: Key of the contract in a checkpoint's ``extra`` and in ``config.json``.
 CONTRACT_KEY = "contract"
@@ -80,9 +90,13 @@ def _sha1_file(path: Path | None) -> str | None:
     return hashlib.sha1(path.read_bytes()).hexdigest() if path is not None else None
 
 
-def folder_fingerprint(folder: LunaFolder, uids: Sequence[str]) -> dict[str, Any]:
-    """What a run's data folder holds: its series (count and a hash of the sorted UIDs) and
-    the annotation files the ground truth comes from (name and SHA-1 of their bytes)."""
+def folder_fingerprint(
+    folder: LunaFolder, uids: Sequence[str], reviews: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a run's data folder holds: its series (count and a hash of the sorted UIDs), the
+    annotation files the ground truth comes from (name and SHA-1 of their bytes) and the
+    review state (``reviews``: per series what its reviewed ground truth depends on; None or
+    empty when nothing is reviewed, hashed)."""
     annotations = folder.annotations_path
     excluded = find_excluded(annotations) if annotations is not None else None
     return {
@@ -91,6 +105,7 @@ def folder_fingerprint(folder: LunaFolder, uids: Sequence[str]) -> dict[str, Any
         "annotations": annotations.name if annotations is not None else None,
         "annotations_sha1": _sha1_file(annotations),
         "excluded_sha1": _sha1_file(excluded),
+        "reviews_sha1": _sha1_text(json.dumps(reviews, sort_keys=True)) if reviews else None,
     }
 
 
@@ -99,7 +114,8 @@ class DataContract:
     """The data a run trains and validates on (see the module docstring).
 
     Attributes:
-        train_series, val_series: the split, series UIDs.
+        train_series, val_series, test_series: the split, series UIDs (validation = the
+            selection set; test: never looked at by a choice).
         options: the values of :data:`CONTRACT_OPTIONS`.
         data: :func:`folder_fingerprint` of the data folder.
         version: :data:`CONTRACT_VERSION` at writing time.
@@ -110,22 +126,36 @@ class DataContract:
     options: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     version: int = CONTRACT_VERSION
+    test_series: tuple[str, ...] = ()
 
     @classmethod
     def build(
-        cls,
-        config_values: dict[str, Any],
-        train_series: Sequence[str],
-        val_series: Sequence[str],
-        fingerprint: dict[str, Any],
+        cls, config_values: dict[str, Any], split: SeriesSplit, fingerprint: dict[str, Any]
     ) -> DataContract:
         """A contract from a TrainConfig's ``to_dict()``, a split and a fingerprint."""
         return cls(
-            train_series=tuple(train_series),
-            val_series=tuple(val_series),
+            train_series=split.train,
+            val_series=split.val,
+            test_series=split.test,
             options={name: config_values[name] for name in CONTRACT_OPTIONS},
             data=dict(fingerprint),
         )
+
+    @property
+    def has_test_split(self) -> bool:
+        """False for a contract written before the test split (version 1)."""
+        return self.version >= 2
+
+    def as_two_way(self) -> DataContract:
+        """This contract as a version-1 run had it: the test series train (to compare with a
+        stored version-1 contract on resume)."""
+        train = tuple(sorted(self.train_series + self.test_series))
+        return dataclasses.replace(self, train_series=train, test_series=(), version=1)
+
+    @property
+    def all_series(self) -> tuple[str, ...]:
+        """Every series of the run, sorted."""
+        return tuple(sorted(self.train_series + self.val_series + self.test_series))
 
     @property
     def mask_method(self) -> str:
@@ -138,11 +168,13 @@ class DataContract:
         return float(self.options["threshold_hu"])
 
     def split_of(self, uid: str) -> str | None:
-        """``"train"``, ``"val"`` or None (a series the run never saw)."""
+        """``"train"``, ``"val"``, ``"test"`` or None (a series the run never saw)."""
         if uid in self.train_series:
             return "train"
         if uid in self.val_series:
             return "val"
+        if uid in self.test_series:
+            return "test"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +183,7 @@ class DataContract:
             "version": self.version,
             "train_series": list(self.train_series),
             "val_series": list(self.val_series),
+            "test_series": list(self.test_series),
             "options": dict(self.options),
             "data": dict(self.data),
         }
@@ -163,6 +196,7 @@ class DataContract:
             contract = cls(
                 train_series=tuple(str(u) for u in data["train_series"]),
                 val_series=tuple(str(u) for u in data["val_series"]),
+                test_series=tuple(str(u) for u in data.get("test_series") or ()),
                 options={**OPTION_DEFAULTS, **data["options"]},
                 data=dict(data["data"]),
                 version=version,
@@ -171,10 +205,10 @@ class DataContract:
             raise ConfigError(
                 f"Damaged data contract record ({type(exc).__name__}: {exc})."
             ) from exc
-        if version != CONTRACT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ConfigError(
-                f"The stored data contract has version {version}; this LunaSeg reads version "
-                f"{CONTRACT_VERSION}."
+                f"The stored data contract has version {version}; this LunaSeg reads versions "
+                f"{', '.join(str(v) for v in READABLE_VERSIONS)}."
             )
         return contract
 
@@ -203,6 +237,11 @@ class DataContract:
             )
         if old_data.get("excluded_sha1") != new_data.get("excluded_sha1"):
             lines.append("excluded findings (annotations_excluded.csv): changed since the run")
+        if old_data.get("reviews_sha1") != new_data.get("reviews_sha1"):
+            lines.append(
+                "reviews (reviews/reviews.csv or its label volumes): changed since the run "
+                "started, so its reviewed ground truth would differ"
+            )
         return lines
 
 
@@ -212,26 +251,32 @@ def _uids_text(uids: Sequence[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+_SET_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
 def _split_differences(old: DataContract, new: DataContract) -> list[str]:
+    """One line per (old set, new set) move of series, and for series new or missing."""
     lines = []
-    to_val = sorted(set(old.train_series) & set(new.val_series))
-    to_train = sorted(set(old.val_series) & set(new.train_series))
-    if to_val:
-        lines.append(
-            f"split: {len(to_val)} series the run trained on would now validate "
-            f"({_uids_text(to_val)})"
-        )
-    if to_train:
-        lines.append(
-            f"split: {len(to_train)} validation series would now be trained on "
-            f"({_uids_text(to_train)})"
-        )
-    added = sorted(set(new.train_series + new.val_series) - set(old.train_series + old.val_series))
-    gone = sorted(set(old.train_series + old.val_series) - set(new.train_series + new.val_series))
-    if added:
-        lines.append(f"split: {len(added)} series are new to the run ({_uids_text(added)})")
-    if gone:
-        lines.append(f"split: {len(gone)} series of the run are missing ({_uids_text(gone)})")
+    moves: dict[tuple[str | None, str | None], list[str]] = {}
+    for uid in sorted(set(old.all_series) | set(new.all_series)):
+        was, now = old.split_of(uid), new.split_of(uid)
+        if was != now:
+            moves.setdefault((was, now), []).append(uid)
+    for (was, now), uids in sorted(moves.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        named = f"({_uids_text(uids)})"
+        if was is None:
+            lines.append(f"split: {len(uids)} series are new to the run {named}")
+        elif now is None:
+            lines.append(f"split: {len(uids)} series of the run are missing {named}")
+        elif (was, now) == ("train", "val"):
+            lines.append(f"split: {len(uids)} series the run trained on would now validate {named}")
+        elif (was, now) == ("val", "train"):
+            lines.append(f"split: {len(uids)} validation series would now be trained on {named}")
+        else:
+            lines.append(
+                f"split: {len(uids)} {_SET_NAMES[was]} series would now be in the "
+                f"{_SET_NAMES[now]} set {named}"
+            )
     return lines
 
 
@@ -277,7 +322,7 @@ def resolve_contract(
             "older LunaSeg. Resume with its stored contract (--contract stored) or start a new "
             "run."
         )
-    missing = sorted(set(stored.train_series + stored.val_series) - set(available))
+    missing = sorted(set(stored.all_series) - set(available))
     differences = stored.differences(current)
     if policy == "stored":
         if missing:

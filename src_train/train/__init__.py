@@ -1,7 +1,9 @@
 """Training: options, the Trainer, its run folder, events, and where it runs (DDP, AMP).
 
 * :mod:`.config` -- :class:`TrainConfig`, every option (the CLI is generated from it);
-* :mod:`.trainer` -- :class:`Trainer` (setup, train_epoch/train_step, validate, on_epoch_end);
+* :mod:`.loop` -- :class:`~.loop.TrainingLoop`, the one loop with hooks every trainer subclasses;
+* :mod:`.trainer` -- :class:`Trainer`, the CT run (setup, train_epoch, validate, second stage);
+* :mod:`.run_data` -- the run's contract (train/validation/test series) and its one truth;
 * :mod:`.run_folder` -- the run folder's files, resume and guards;
 * :mod:`.events` -- :class:`ProgressEvent` and :class:`TrainResult`;
 * :mod:`.runtime` -- distributed processes, device, mixed precision, stop signals.

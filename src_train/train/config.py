@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS, AugmentConfig
@@ -31,12 +31,32 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 LR_SCHEDULES = ("constant", "cosine")
 ON_OFF_AUTO = ("auto", "on", "off")
 
+_Record = TypeVar("_Record", bound="OptionsRecord")
+
+
+class OptionsRecord:
+    """A run's options dataclass as plain JSON and back (``config.json``, checkpoints)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_Record], data: dict[str, Any]) -> _Record:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"Unknown training option(s) {unknown}.")
+        return cls(**data)
+
+
 #: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
 MIN_VAL_STRIDE = 2
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(OptionsRecord):
     """Everything a training run needs (see each field's help for its meaning and unit)."""
 
     # -- data ----------------------------------------------------------------------------------
@@ -267,16 +287,3 @@ class TrainConfig:
             self.hard_fraction,
             self.edge_fraction,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"Unknown training option(s) {unknown}.")
-        return cls(**data)

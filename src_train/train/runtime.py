@@ -10,10 +10,10 @@ import datetime
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,8 @@ import torch.distributed as dist
 from src_train.devices import cpu_has_native_bf16, resolve_device
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How long processes of a distributed run wait for each other (e.g. while caching series).
 DIST_TIMEOUT = datetime.timedelta(hours=2)
@@ -42,6 +44,32 @@ class DistInfo:
     @property
     def active(self) -> bool:
         return self.world_size > 1
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This process's share of ``items`` (every ``world_size``-th from its rank)."""
+        return list(items[self.rank :: self.world_size])
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True when ``flag`` is true in any process (all processes must call this; one
+        all-reduce on ``device`` when distributed)."""
+        if not self.active:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def gather(self, item: T) -> list[T]:
+        """``item`` of every process, in rank order (``[item]`` when not distributed)."""
+        if not self.active:
+            return [item]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, item)
+        return out
+
+    def barrier(self) -> None:
+        """Wait for every process (nothing when not distributed)."""
+        if self.active:
+            dist.barrier()
 
 
 def init_distributed(device_name: str) -> DistInfo:

@@ -16,9 +16,11 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import DataLoader, Sampler
 
-from src_train.datasets import HardNegative
+from src_train.datasets import NODULE, HardNegative, TrainingDataset
+from src_train.train.runtime import DistInfo, ignore_stop_signals
 
 #: Most spots the pool keeps (the ones the model fired on most).
 HARD_POOL_SIZE = 512
@@ -96,6 +98,23 @@ class HardNegativePool:
         if fired_pixels >= HARD_MIN_PIXELS:
             self.found.append((tuple(int(v) for v in spot), float(fired_pixels)))  # type: ignore[arg-type]
 
+    def note_batch(
+        self,
+        dataset: TrainingDataset,
+        indices: Sequence[int],
+        logits: torch.Tensor,
+        label: torch.Tensor,
+    ) -> None:
+        """Record the batch's negative crops (drawn without a nodule, and showing no nodule
+        voxel) on which the model fired: ``logits`` and ``label`` ``(N, 1, H, W)``, crop
+        ``i`` being ``dataset``'s sample ``indices[i]``."""
+        fired = ((logits > 0) & ~(label > 0.5)).sum(dim=(1, 2, 3)).cpu().tolist()
+        has_nodule = (label > 0.5).any(dim=3).any(dim=2).any(dim=1).cpu().tolist()
+        for index, count, nodule in zip(indices, fired, has_nodule, strict=True):
+            spec = dataset.spec(index)
+            if spec.kind != NODULE and not nodule:
+                self.record((spec.series, spec.index, spec.row0, spec.col0), count)
+
     def end_epoch(self, found_elsewhere: Sequence[WeightedSpot] = ()) -> None:
         """Merge this epoch's spots (and other processes' ``found_elsewhere``) into the pool:
         old weights decay, nearby spots merge, the heaviest :attr:`size` stay."""
@@ -136,3 +155,29 @@ class HardNegativePool:
 
 def _spot(row: Sequence[float]) -> HardNegative:
     return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+def epoch_loader(
+    dataset: TrainingDataset,
+    batch_size: int,
+    num_workers: int,
+    dist: DistInfo,
+    start_batch: int = 0,
+    *,
+    pin_memory: bool = False,
+) -> tuple[DataLoader, EpochSampler]:
+    """One epoch's loader for this process from batch ``start_batch`` on (the dataset's epoch
+    and hard negatives set first), and its sampler; workers leave stop signals to the main
+    process."""
+    sampler = EpochSampler(len(dataset), batch_size, dist.rank, dist.world_size, start_batch)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        worker_init_fn=ignore_stop_signals,
+    )
+    return loader, sampler
