@@ -8,7 +8,7 @@
   the image names (``keys``) and the folder, which plays the part a series UID plays for CT
   layers (layers of one set share it).
 - Inference: when the Inference widget's chosen layer is such a stack, its Run starts
-  :func:`start_image_set_inference` (a napari worker over :func:`image_set_job`, which needs a
+  a worker from :func:`image_set_worker` (over :func:`image_set_job`, which needs a
   2-D checkpoint: 3 input channels); results are a probability image, a prediction labels
   layer and, where the set's masks are open, the TP/FN/FP error layer in the colour code of
   CT, with the mean per-image IoU, Dice, precision and recall.
@@ -35,6 +35,7 @@ from napari_lunaseg._layers import (
     MASK_RGBA,
     META_KEY,
     PRED_RGBA,
+    PROBABILITY_COLORMAP,
     ROLE_ERROR,
     ROLE_PRED,
     ROLE_PROB,
@@ -167,39 +168,37 @@ def image_set_job(
     return ImageSetPrediction(prob, prob >= threshold, checkpoint, time.perf_counter() - started)
 
 
-def start_image_set_inference(widget: Any, layer: Image, checkpoint: Path) -> Any:
-    """Start :func:`image_set_job` for the Inference ``widget`` on ``layer``; returns the
-    worker. Progress, cancel, errors and the end use the widget's own handlers."""
-    info = layer_info(layer)
-    worker = create_worker(
+def image_set_worker(layer: Image, checkpoint: Path, device: str, threshold: float) -> Any:
+    """A napari worker (not started) running :func:`image_set_job` on ``layer``'s images; it
+    yields :class:`InferenceProgress` and returns an :class:`ImageSetPrediction`."""
+    return create_worker(
         image_set_job,
         np.asarray(layer.data),
         checkpoint,
-        str(widget.device.value),
-        float(widget.threshold.value),
+        device,
+        threshold,
         _ignore_errors=True,
         _start_thread=False,
     )
-    worker.yielded.connect(widget._on_progress)
-    worker.returned.connect(lambda result: _on_returned(widget, info, result))
-    worker.errored.connect(widget._on_errored)
-    worker.aborted.connect(widget._on_aborted)
-    worker.finished.connect(widget._on_finished)
-    widget.result = None
-    widget.worker = worker
-    widget.run_button.enabled = False
-    widget.cancel_button.setEnabled(True)
-    widget.progress.setRange(0, 0)
-    widget.status.setText(f"running {checkpoint.name} on {layer.name}…")
-    worker.start()
-    return worker
 
 
 def show_image_set_prediction(
     viewer: Any, info: dict[str, Any], result: ImageSetPrediction
-) -> dict[str, float]:
+) -> tuple[dict[str, float], str, str]:
     """Add (or update) the probability, prediction and error layers of an image set; returns
-    the mean per-image scores against the set's masks (empty when they are not open)."""
+    the mean per-image scores against the set's masks (empty when they are not open), a
+    result line and a line of scores."""
+    scores = _show_layers(viewer, info, result)
+    n = len(result.mask)
+    status = f"done in {result.seconds:.1f} s: {n} images"
+    if not scores:
+        return scores, status, "masks not open: no scores"
+    labels = {"iou": "IoU", "dice": "Dice", "precision": "precision", "recall": "recall"}
+    text = ", ".join(f"{label} {scores[key]:.3f}" for key, label in labels.items())
+    return scores, status, f"mean over {n} images: {text}"
+
+
+def _show_layers(viewer: Any, info: dict[str, Any], result: ImageSetPrediction) -> dict[str, float]:
     set_id, keys = str(info.get("series_uid", "")), list(info.get("keys") or [])
     name = Path(set_id).name
     upsert_layer(
@@ -209,7 +208,7 @@ def show_image_set_prediction(
             {
                 "name": f"{name} probability",
                 "axis_labels": AXIS_LABELS,
-                "colormap": "inferno",
+                "colormap": PROBABILITY_COLORMAP,
                 "contrast_limits": [0.0, 1.0],
                 "blending": "additive",
                 "opacity": OVERLAY_OPACITY,
@@ -251,21 +250,6 @@ def show_image_set_prediction(
     )
     errors.colormap = error_colormap()
     return score_images(result.mask, truth).mean()
-
-
-def _on_returned(widget: Any, info: dict[str, Any], result: ImageSetPrediction) -> None:
-    if widget._gone.is_set():
-        return
-    widget.result = result
-    widget.metrics = show_image_set_prediction(widget.viewer, info, result)
-    n = len(result.mask)
-    widget.status.setText(f"done in {result.seconds:.1f} s: {n} images")
-    if widget.metrics:
-        labels = {"iou": "IoU", "dice": "Dice", "precision": "precision", "recall": "recall"}
-        scores = ", ".join(f"{label} {widget.metrics[key]:.3f}" for key, label in labels.items())
-        widget.metrics_label.setText(f"mean over {n} images: {scores}")
-    else:
-        widget.metrics_label.setText("masks not open: no scores")
 
 
 # -- training ----------------------------------------------------------------------------------

@@ -31,24 +31,27 @@ from napari_lunaseg._layers import (
     ROLE_MASK,
     ROLE_TRUTH,
     ct_from_layer,
+    hex_color,
     layer_info,
     mask_layer_data,
     short_name,
 )
 from napari_lunaseg._review import ReviewPanel
+from napari_lunaseg._screen import MASK_QA, show_task
 from napari_lunaseg._series_view import SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     ct_layers,
     fill_table,
     find_layer,
-    jump_to,
     make_table,
     refresh_labels_boxes,
     set_box_shapes,
     upsert_layer,
+    zoom_to_nodule,
 )
 from src_train.atomic import atomic_write
+from src_train.colors import ANNOTATION_RGB
 from src_train.ct import CtVolume, save_volume
 from src_train.errors import LunaSegError
 from src_train.masks import (
@@ -59,6 +62,7 @@ from src_train.masks import (
     available_methods,
     build_masks,
 )
+from src_train.reviews import same_nodule_index
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,7 @@ DETAIL_DELAY_MS = 150
 MIN_WIDTH_PX = 430
 #: Outline width (screen pixels) of the true shapes, so the mask shows through.
 TRUTH_CONTOUR_PX = 1
-BOX_COLOR = "yellow"
-#: Field of view when jumping to a nodule: this many times its diameter (at least the minimum).
-ZOOM_DIAMETERS = 4.0
-MIN_ZOOM_MM = 30.0
+BOX_COLOR = hex_color(ANNOTATION_RGB)
 
 
 #: Nodule table columns before the per-method Dice columns (the rest follow them).
@@ -246,6 +247,7 @@ class MaskQAWidget(QWidget):
             return
         self._attach_mask_layer()
         self.update_details()
+        show_task(self.viewer, MASK_QA)
 
     def _attach_mask_layer(self) -> None:
         """Show the state's mask (a uint8 view, no copy) in the series' mask layer."""
@@ -394,11 +396,26 @@ class MaskQAWidget(QWidget):
         record = self.state.records[index]
         if self.table.currentRow() != index:
             self.table.selectRow(index)
-        diameter = record.nodule.diameter_mm or 0.0
-        jump_to(
-            self.viewer, record.center_xyz_mm, zoom_mm=max(ZOOM_DIAMETERS * diameter, MIN_ZOOM_MM)
-        )
+        zoom_to_nodule(self.viewer, record.center_xyz_mm, record.nodule.diameter_mm)
         self.replay.load(self.ct, record, index + 1)
+        show_task(self.viewer, MASK_QA)
+
+    def follow_nodule(self, center_xyz_mm: Any) -> None:
+        """Highlight the row of the nodule at ``center_xyz_mm`` (world mm) without moving the
+        view, or no row when it is none of the table's (e.g. an addition in review): the
+        table follows the review as it moves on."""
+        if self.state is None or self.ct is None:
+            return
+        centers = [rec.nodule.center_xyz_mm for rec in self.state.records]
+        index = same_nodule_index(centers, center_xyz_mm)
+        self.table.blockSignals(True)
+        if index is None:
+            self.table.clearSelection()
+            self.table.setCurrentCell(-1, -1)
+        else:
+            self.table.selectRow(index)
+            self.replay.load(self.ct, self.state.records[index], index + 1)
+        self.table.blockSignals(False)
 
     # -- export ------------------------------------------------------------------------------
     def export_mask(self, path: str | os.PathLike[str]) -> Path:

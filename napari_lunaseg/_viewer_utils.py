@@ -24,9 +24,8 @@ from src_train.ct import CtVolume, xyz_to_zyx_mm
 
 #: Canvas size assumed when the viewer has no window (headless tests), pixels.
 DEFAULT_CANVAS_PX = 600
-#: Field of view around a selected nodule: this many times its diameter, at least the minimum.
-NODULE_VIEW_DIAMETERS = 4.0
-MIN_NODULE_VIEW_MM = 30.0
+#: Tissue shown on each side of a nodule the view zooms to (:func:`zoom_to_nodule`), mm.
+NODULE_CONTEXT_MM = 25.0
 #: napari's world axes, in order, as the dims sliders name them.
 WORLD_AXIS_LABELS = ("z", "y", "x")
 #: Font size of the canvas's text overlay (slice index, notices), points.
@@ -106,8 +105,16 @@ def jump_to(viewer: Any, center_xyz_mm: Sequence[float], *, zoom_mm: float | Non
 
 
 def nodule_view_mm(diameter_mm: float | None) -> float:
-    """The field of view (mm) :func:`jump_to` zooms to for a nodule of this diameter (mm)."""
-    return max(NODULE_VIEW_DIAMETERS * (diameter_mm or 0.0), MIN_NODULE_VIEW_MM)
+    """The field of view (mm) around a nodule of this diameter (mm): the nodule and
+    :data:`NODULE_CONTEXT_MM` of tissue on each side."""
+    return float(diameter_mm or 0.0) + 2.0 * NODULE_CONTEXT_MM
+
+
+def zoom_to_nodule(viewer: Any, center_xyz_mm: Sequence[float], diameter_mm: float | None) -> None:
+    """Show the slice through a nodule (world ``(x, y, z)`` mm), centred, with
+    :func:`nodule_view_mm` millimetres across the canvas's shorter side. Every widget zooms
+    to a nodule this way."""
+    jump_to(viewer, center_xyz_mm, zoom_mm=nodule_view_mm(diameter_mm))
 
 
 def slice_index_text(viewer: Any, layer: Any) -> str:
@@ -156,21 +163,24 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
     the smallest spacing of any layer (1 mm for layers given in mm) and count steps from the
     lowest world z. Here its range is the CT's slice centers with the slice spacing as step
     (restored whenever napari recomputes it, e.g. when a layer is added), so a step is a slice;
-    the axes are named (z, y, x); and the canvas's text overlay gives the slice index as the
-    tables count it (exact also for a flipped or oblique scan), followed by the layer's notices
-    (``metadata["lunaseg"]["problems"]``: e.g. annotation rows the reader passed over).
+    the axes are named (z, y, x); and the canvas's text overlay (:mod:`._screen`) gives the
+    slice index as the tables count it in 2-D (exact also for a flipped or oblique scan), the
+    legend, then the layer's notices (``metadata["lunaseg"]["problems"]``: e.g. annotation
+    rows the reader passed over).
     """
+    from napari_lunaseg._screen import screen_for
+
     dims = viewer.dims
     if dims.ndim != len(WORLD_AXIS_LABELS) or layer.data.ndim != len(WORLD_AXIS_LABELS):
         return
     dims.axis_labels = WORLD_AXIS_LABELS
     slices = _slice_range(layer)
-    notices = notice_lines(layer_info(layer).get("problems", []))
+    screen = screen_for(viewer)
+    screen.notices = notice_lines(layer_info(layer).get("problems", []))
     overlay = viewer.canvas.overlays.text
-    overlay.visible = True
     overlay.position = "top_left"
     overlay.font_size = OVERLAY_FONT_SIZE
-    overlay.color = "yellow" if notices else "white"
+    overlay.color = "yellow" if screen.notices else "white"
 
     def keep_slice_steps(event: Any = None) -> None:
         if layer not in viewer.layers:
@@ -179,18 +189,13 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
         if not np.allclose(tuple(dims.range[0]), slices):
             dims.set_range(0, slices)
 
-    def update_text(event: Any = None) -> None:
-        if layer not in viewer.layers:
-            dims.events.point.disconnect(update_text)
-            return
-        lines = [slice_index_text(viewer, layer)]
-        lines += notices
-        overlay.text = "\n".join(lines)
+    def caption() -> list[str]:
+        return [slice_index_text(viewer, layer)] if layer in viewer.layers else []
 
     dims.events.range.connect(keep_slice_steps)
-    dims.events.point.connect(update_text)
     keep_slice_steps()
-    update_text()
+    screen.caption = caption
+    screen.update_text()
 
 
 def make_progress_bar() -> QProgressBar:
