@@ -71,6 +71,7 @@ from napari_lunaseg._review import send_to_review
 from napari_lunaseg._screen import INFERENCE, show_task
 from napari_lunaseg._session import session_for
 from napari_lunaseg._viewer_utils import (
+    camera_of,
     ct_layers,
     fill_table,
     find_layer,
@@ -217,7 +218,7 @@ class InferenceWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
         self.viewer.dims.events.point.connect(self._follow_view)
-        self.viewer.camera.events.center.connect(self._follow_view)
+        camera_of(self.viewer).events.center.connect(self._follow_view)
         session = session_for(self.viewer)
         session.checkpoint_changed.connect(self.set_checkpoint)
         if session.best_checkpoint is not None:
@@ -525,7 +526,7 @@ class InferenceWidget(QWidget):
         if not self.model.candidates or self.viewer.dims.ndisplay != 2:
             return
         z = float(self.viewer.dims.point[-3])
-        y, x = (float(v) for v in tuple(self.viewer.camera.center)[-2:])
+        y, x = (float(v) for v in tuple(camera_of(self.viewer).center)[-2:])
         k = self.model.candidate_at((x, y, z))
         if k is None or k == self.table.currentRow():
             return

@@ -96,12 +96,17 @@ def jump_to(viewer: Any, center_xyz_mm: Sequence[float], *, zoom_mm: float | Non
         point = list(viewer.dims.point)
         point[-3:] = center
         viewer.dims.point = point
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera = camera_of(viewer)
     camera.center = tuple(center[-viewer.dims.ndisplay :])
     if zoom_mm is not None and zoom_mm > 0:
         size = getattr(getattr(viewer, "canvas", None), "size", None)
         size_px = min(size) if size else DEFAULT_CANVAS_PX
         camera.zoom = size_px / zoom_mm
+
+
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
 
 
 def nodule_view_mm(diameter_mm: float | None) -> float:

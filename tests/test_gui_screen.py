@@ -159,11 +159,11 @@ def test_candidate_table_greys_rows_below_the_threshold_and_follows_the_view(
 
     table.selectRow(0)  # a row jumps to its candidate with the nodule zoom
     canvas = min(viewer.canvas.size)
-    assert viewer.camera.zoom == pytest.approx(canvas / nodule_view_mm(candidates[0].diameter_mm))
+    assert viewer.scene.camera.zoom == pytest.approx(canvas / nodule_view_mm(candidates[0].diameter_mm))
     # the user moves the view onto another candidate: its row follows
     other = candidates[-1]
     x, y, z = other.center_xyz_mm
-    viewer.camera.center = (y, x)
+    viewer.scene.camera.center = (y, x)
     point = list(viewer.dims.point)
     point[0] = z
     viewer.dims.point = point
@@ -241,10 +241,10 @@ def test_mask_qa_table_follows_the_review_and_zooms_alike(
     record = mask_qa.state.records[1]
     canvas = min(viewer.canvas.size)
     expected = canvas / nodule_view_mm(record.nodule.diameter_mm)
-    assert viewer.camera.zoom == pytest.approx(expected)
+    assert viewer.scene.camera.zoom == pytest.approx(expected)
     mask_qa.select_nodule(2)  # Mask QA zooms the same way
     expected = canvas / nodule_view_mm(mask_qa.state.records[2].nodule.diameter_mm)
-    assert viewer.camera.zoom == pytest.approx(expected)
+    assert viewer.scene.camera.zoom == pytest.approx(expected)
     panel.set_active(False)
 
 
@@ -259,11 +259,11 @@ def test_3d_view_drops_the_slice_caption_and_shows_the_whole_volume_unsaturated(
     mask_qa = dock(viewer, "Mask QA")
     mask_qa.select_nodule(0)  # zoomed on one nodule
     assert viewer.canvas.overlays.text.text.startswith("slice ")
-    nodule_zoom = viewer.camera.zoom
+    nodule_zoom = viewer.scene.camera.zoom
     viewer.dims.ndisplay = 3
     assert "slice" not in viewer.canvas.overlays.text.text
     assert ct.rendering == "mip" and tuple(ct.contrast_limits) == MIP_WINDOW_HU
-    assert viewer.camera.zoom < nodule_zoom / 2  # the whole volume, not the close-up
+    assert viewer.scene.camera.zoom < nodule_zoom / 2  # the whole volume, not the close-up
     viewer.dims.ndisplay = 2
     assert tuple(ct.contrast_limits) == LUNG_WINDOW_HU
     assert viewer.canvas.overlays.text.text.startswith("slice ")
