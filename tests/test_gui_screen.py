@@ -159,7 +159,8 @@ def test_candidate_table_greys_rows_below_the_threshold_and_follows_the_view(
 
     table.selectRow(0)  # a row jumps to its candidate with the nodule zoom
     canvas = min(viewer.canvas.size)
-    assert viewer.scene.camera.zoom == pytest.approx(canvas / nodule_view_mm(candidates[0].diameter_mm))
+    expected = canvas / nodule_view_mm(candidates[0].diameter_mm)
+    assert viewer.scene.camera.zoom == pytest.approx(expected)
     # the user moves the view onto another candidate: its row follows
     other = candidates[-1]
     x, y, z = other.center_xyz_mm
