@@ -20,9 +20,7 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +43,13 @@ from napari_lunaseg._layers import (
     single_label_colormap,
 )
 from napari_lunaseg._viewer_utils import find_layer, upsert_layer
-from src_train.errors import CheckpointError, LunaSegError
+from src_train.errors import LunaSegError
+from src_train.images2d.checkpoint_run import ImageSetPrediction, iter_image_set_prediction
 from src_train.images2d.dataset import DEFAULT_SIZE, load_image_set
 from src_train.images2d.folder import looks_like_image_set
 from src_train.images2d.metrics import score_images
-from src_train.images2d.predict import iter_probabilities
-from src_train.images2d.trainer import RGB_CHANNELS
 from src_train.infer import InferenceProgress
 from src_train.metrics import error_volume
-from src_train.model import load_checkpoint, load_model
 
 log = logging.getLogger(__name__)
 
@@ -129,43 +125,20 @@ def image_set_layers(viewer: Any) -> list[Image]:
 
 
 # -- inference ---------------------------------------------------------------------------------
-@dataclass
-class ImageSetPrediction:
-    """What :func:`image_set_job` returns: probability float32 ``(image, row, col)``, the mask
-    above the threshold, the checkpoint and the seconds it took."""
-
-    prob: np.ndarray
-    mask: np.ndarray
-    checkpoint: Path
-    seconds: float
-
-
 def image_set_job(
     images: np.ndarray, checkpoint: Path, device: str, threshold: float
 ) -> Generator[InferenceProgress, None, ImageSetPrediction]:
-    """Run a 2-D checkpoint over uint8 RGB images ``(N, row, col, 3)`` (in the worker thread),
-    at the size it was trained at; yields progress after each batch."""
+    """The core's 2-D run (:func:`~src_train.images2d.checkpoint_run.iter_image_set_prediction`)
+    over uint8 RGB images ``(N, row, col, 3)`` in the worker thread, as progress steps."""
     n = len(images)
     yield InferenceProgress(0, n, f"loading {checkpoint.name}")
-    saved = load_checkpoint(checkpoint, map_location="cpu")
-    channels = saved.model_config.in_channels
-    if channels != RGB_CHANNELS:
-        raise CheckpointError(
-            f"{checkpoint.name} is a CT model ({channels} input channels); an image set needs "
-            "a 2-D checkpoint (3 channels, RGB) written by 'lunaseg compare'."
-        )
-    model, _config = load_model(checkpoint, device=device)
-    size = saved.extra.get("image_size")
-    started = time.perf_counter()
-    steps = iter_probabilities(model, images, int(size) if size else None)
+    steps = iter_image_set_prediction(images, checkpoint, device, threshold)
     while True:
         try:
             done = next(steps)
         except StopIteration as end:
-            prob = end.value
-            break
+            return end.value
         yield InferenceProgress(done, n, f"{done}/{n} images")
-    return ImageSetPrediction(prob, prob >= threshold, checkpoint, time.perf_counter() - started)
 
 
 def image_set_worker(layer: Image, checkpoint: Path, device: str, threshold: float) -> Any:
