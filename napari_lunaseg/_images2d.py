@@ -48,8 +48,10 @@ from src_train.images2d.checkpoint_run import ImageSetPrediction, iter_image_set
 from src_train.images2d.dataset import DEFAULT_SIZE, load_image_set
 from src_train.images2d.folder import looks_like_image_set
 from src_train.images2d.metrics import score_images
+from src_train.images2d.options import CompareOptions
 from src_train.infer import InferenceProgress
 from src_train.metrics import error_volume
+from src_train.options import option_args
 
 log = logging.getLogger(__name__)
 
@@ -230,29 +232,17 @@ def image_set_command(widget: Any, *, resume: bool = False) -> list[str]:
     """The Training widget's child-process arguments for an image-set data folder:
     ``lunaseg compare`` of its model and loss into its run folder (``OUT``)."""
     augment = [name for name, box in widget.augment.items() if box.value]
-    args = [
-        "-m",
-        "src_train.cli",
-        "compare",
-        str(widget.data_dir.value),
-        "--out",
-        str(widget.run_dir.value),
-        "--models",
-        str(widget.model.value),
-        "--losses",
-        str(widget.loss.value),
-        "--epochs",
-        str(int(widget.epochs.value)),
-        "--batch-size",
-        str(int(widget.batch_size.value)),
-        "--augment",
-        ",".join(augment) if augment else "none",
-        "--device",
-        str(widget.device.value),
-        "--progress-json",
-    ]
-    if resume:
-        args.append("--resume")
-    elif widget.overwrite.value:
-        args.append("--overwrite")
-    return args
+    values: dict[str, Any] = {
+        "out": str(widget.run_dir.value),
+        "models": (str(widget.model.value),),
+        "losses": (str(widget.loss.value),),
+        "epochs": int(widget.epochs.value),
+        "batch_size": int(widget.batch_size.value),
+        "augment": ",".join(augment) if augment else "none",
+        "device": str(widget.device.value),
+        "resume": resume,
+        "overwrite": bool(widget.overwrite.value) and not resume,
+    }
+    # the flags come from CompareOptions' option metadata, as the CLI's parser does
+    compare = ["-m", "src_train.cli", "compare", str(widget.data_dir.value)]
+    return [*compare, *option_args(CompareOptions, values), "--progress-json"]
