@@ -272,8 +272,10 @@ class MaskQAWidget(QWidget):
         elif changed:
             layer.metadata["lunaseg"]["threshold_hu"] = float(threshold_hu)
             # 2-D: a refresh re-slices one plane (ms). 3-D: only the boxes are re-uploaded.
-            if self.viewer.dims.ndisplay == 2 or not refresh_labels_boxes(layer, boxes):
+            if self.viewer.dims.ndisplay == 2:
                 layer.refresh()
+            else:
+                refresh_labels_boxes(layer, boxes)
         self.last_update_ms = (time.perf_counter() - start) * 1000.0
         self._set_status(
             f"threshold {threshold_hu:.0f} HU: mask updated in {self.last_update_ms:.1f} ms"

@@ -253,13 +253,26 @@ def fill_table(table: QTableWidget, rows: Sequence[Sequence[Any]]) -> None:
 
 
 def refresh_labels_boxes(layer: Any, boxes: Sequence[tuple[slice, slice, slice]]) -> bool:
-    """Update only ``boxes`` (IRC slices) of a labels layer shown in 3-D; False if not possible.
+    """Show the current voxels of ``boxes`` (IRC slices) of a labels layer whose data changed
+    in place; True when only the boxes were re-uploaded, False when the layer was refreshed
+    whole (napari's public ``refresh``).
 
-    ``layer.refresh()`` re-colours and re-uploads the whole volume in 3-D (seconds for a
-    512x512x300 scan). This re-colours the boxes and sends each as a sub-texture, the way
-    napari's own painting does; it relies on napari internals, so any mismatch (other napari
-    version, transposed axes, contours, 2-D display) returns False and the caller refreshes.
+    In 3-D ``layer.refresh()`` re-colours and re-uploads the whole volume (seconds for a
+    512x512x300 scan); :func:`_upload_boxes` sends only the boxes, the way napari's own painting
+    does. That needs napari internals, so it is the one place that touches them and any
+    mismatch falls back to the public refresh (``tests/test_gui_mask_qa.py`` fails when a napari
+    release takes the fast path away).
     """
+    if _upload_boxes(layer, boxes):
+        return True
+    layer.refresh()
+    return False
+
+
+def _upload_boxes(layer: Any, boxes: Sequence[tuple[slice, slice, slice]]) -> bool:
+    """Re-colour ``boxes`` of a 3-D labels layer and send each as a sub-texture (napari
+    internals: ``_slice_input``, ``_slice``, ``_data_to_texture``, ``_accumulate_updated_slice``,
+    ``_partial_labels_refresh``); False when that is not possible here."""
     try:
         displayed = tuple(layer._slice_input.displayed)
         if layer.ndim != 3 or displayed != (0, 1, 2) or layer.contour or not layer.loaded:
