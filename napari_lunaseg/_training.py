@@ -139,6 +139,36 @@ class TrainingWidget(QWidget):
         self._job_done = threading.Event()
         self._cancelled = False
 
+        form = self._make_form()
+
+        self.start_button = QPushButton("Start")
+        self.resume_button = QPushButton("Resume")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = make_progress_bar()
+        self.status = make_wrapping_label()
+        self.tensorboard = make_wrapping_label()
+        self.tensorboard.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.table = make_table(EPOCH_HEADERS)
+
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.resume_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(form.native)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.tensorboard)
+        layout.addWidget(self.table, stretch=1)
+
+        self.start_button.clicked.connect(lambda: self.start(resume=False))
+        self.resume_button.clicked.connect(lambda: self.start(resume=True))
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def _make_form(self) -> Container:
+        """The form: one widget per ``lunaseg train`` option it offers, TrainConfig's
+        defaults, choices and help texts (as tooltips)."""
         self.data_dir = FileEdit(label="data folder", mode="d", value=default_data_dir())
         self.run_dir = FileEdit(
             label="run folder", mode="d", value=str(Path.cwd() / "runs" / "napari")
@@ -216,31 +246,7 @@ class TrainingWidget(QWidget):
                 self.overwrite,
             ]
         )
-
-        self.start_button = QPushButton("Start")
-        self.resume_button = QPushButton("Resume")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = make_progress_bar()
-        self.status = make_wrapping_label()
-        self.tensorboard = make_wrapping_label()
-        self.tensorboard.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table = make_table(EPOCH_HEADERS)
-
-        buttons = QHBoxLayout()
-        for button in (self.start_button, self.resume_button, self.cancel_button):
-            buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(form.native)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(self.tensorboard)
-        layout.addWidget(self.table, stretch=1)
-
-        self.start_button.clicked.connect(lambda: self.start(resume=False))
-        self.resume_button.clicked.connect(lambda: self.start(resume=True))
-        self.cancel_button.clicked.connect(self.cancel)
+        return form
 
     # -- command -----------------------------------------------------------------------------
     def command(self, *, resume: bool = False) -> list[str]:
