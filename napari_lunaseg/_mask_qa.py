@@ -240,7 +240,8 @@ class MaskQAWidget(QWidget):
             return
         self._attach_mask_layer()
         self.update_details()
-        show_task(self.viewer, MASK_QA)
+        if not self.review.active:  # a review moving on to this series stays a review
+            show_task(self.viewer, MASK_QA)
 
     def _attach_mask_layer(self) -> None:
         """Show the state's mask (a uint8 view, no copy) in the series' mask layer."""

@@ -52,7 +52,7 @@ from napari_lunaseg._viewer_utils import (
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS
 from src_train.images2d.folder import looks_like_image_set
-from src_train.luna import ANNOTATIONS_FILE, MALIGNANCY_FILE
+from src_train.luna.layout import has_annotations
 from src_train.options import option_args, option_choices, option_help
 from src_train.train import BEST, TENSORBOARD_DIR, TrainConfig
 
@@ -283,9 +283,7 @@ class TrainingWidget(QWidget):
         data = Path(str(self.data_dir.value)) if str(self.data_dir.value) else None
         if data is None or not data.is_dir():
             return f"Data folder {data} does not exist: choose a LUNA16-layout folder."
-        if not looks_like_image_set(data) and not any(
-            (data / name).is_file() for name in (ANNOTATIONS_FILE, MALIGNANCY_FILE)
-        ):
+        if not looks_like_image_set(data) and not has_annotations(data):
             return (
                 f"{data} has no annotations.csv: training needs a LUNA16-layout folder with "
                 "annotations (run 'lunaseg synth' for a synthetic one)."
