@@ -54,6 +54,7 @@ from napari_lunaseg._inference_model import (
 from napari_lunaseg._layers import (
     PRED_RGBA,
     PROBABILITY_COLORMAP,
+    RING_WIDTH,
     ROLE_CANDIDATES,
     ROLE_ERROR,
     ROLE_PRED,
@@ -484,7 +485,7 @@ class InferenceWidget(QWidget):
                     "size": sizes if len(candidates) else 5.0,
                     "face_color": "transparent",
                     "border_color": hex_color(PREDICTION_RGB),
-                    "border_width": 0.08,
+                    "border_width": RING_WIDTH,
                     "projection_mode": "rescale_spherical",
                     "features": {"probability": [float(c.probability) for c in candidates]},
                     "metadata": lunaseg_meta(ROLE_CANDIDATES, ct.geometry, uid),

@@ -50,6 +50,9 @@ ROLE_REVIEW_ADD = "review add"
 
 #: napari colour map of the probability layer (no green, orange or red: see ``colors``).
 PROBABILITY_COLORMAP = "bop purple"
+#: Ring width of nodule and candidate points, as a fraction of the point's size (thin enough
+#: to leave the voxels under the ring's edge readable).
+RING_WIDTH = 0.04
 #: Point size (mm) used for a nodule without an annotated diameter.
 DEFAULT_POINT_SIZE_MM = 6.0
 
@@ -202,7 +205,7 @@ def nodule_points_data(
         "features": features,
         "face_color": "transparent",
         "border_color": hex_color(ANNOTATION_RGB),
-        "border_width": 0.08,
+        "border_width": RING_WIDTH,
         "projection_mode": "rescale_spherical",
         "affine": ct.geometry.affine_irc_to_zyx(),
         "metadata": lunaseg_meta(ROLE_NODULES, ct.geometry, ct.series_uid),

@@ -142,6 +142,9 @@ class Screen:
             lines += wrap_entries(legend)
         lines += self.notices
         overlay = viewer.canvas.overlays.text
+        overlay.position = "top_left"
+        overlay.font_size = OVERLAY_FONT_SIZE
+        overlay.color = "yellow" if self.notices else "white"
         overlay.text = "\n".join(lines)
         overlay.visible = bool(lines)
 
@@ -164,6 +167,8 @@ class Screen:
         self.update_text()
 
 
+#: Font size of the canvas's text overlay, points.
+OVERLAY_FONT_SIZE = 10
 #: Characters per legend line.
 LEGEND_LINE_CHARS = 90
 

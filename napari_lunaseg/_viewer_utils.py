@@ -28,8 +28,6 @@ DEFAULT_CANVAS_PX = 600
 NODULE_CONTEXT_MM = 25.0
 #: napari's world axes, in order, as the dims sliders name them.
 WORLD_AXIS_LABELS = ("z", "y", "x")
-#: Font size of the canvas's text overlay (slice index, notices), points.
-OVERLAY_FONT_SIZE = 10
 #: Notices the overlay lists one by one before "and N more".
 OVERLAY_NOTICES = 5
 #: Characters per line of the overlay's notices (the canvas's text overlay does not wrap).
@@ -182,10 +180,6 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
     slices = _slice_range(layer)
     screen = screen_for(viewer)
     screen.notices = notice_lines(layer_info(layer).get("problems", []))
-    overlay = viewer.canvas.overlays.text
-    overlay.position = "top_left"
-    overlay.font_size = OVERLAY_FONT_SIZE
-    overlay.color = "yellow" if screen.notices else "white"
 
     def keep_slice_steps(event: Any = None) -> None:
         if layer not in viewer.layers:
