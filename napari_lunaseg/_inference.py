@@ -537,6 +537,10 @@ class InferenceWidget(QWidget):
 
     # -- review ------------------------------------------------------------------------------
     def _truth_nodules(self) -> list[Any]:
+        """The nodules the table's TP/FP column is scored against (the run's reviewed ones),
+        else the layer's annotations."""
+        if self.model.truth is not None:
+            return list(self.model.truth.nodules)
         layer = self.image.value
         return list(layer_info(layer).get("nodules") or []) if layer is not None else []
 
