@@ -69,7 +69,7 @@ from napari_lunaseg._layers import (
     single_label_colormap,
 )
 from napari_lunaseg._review import send_to_review
-from napari_lunaseg._screen import INFERENCE, show_task
+from napari_lunaseg._screen import INFERENCE, screen_for, show_task
 from napari_lunaseg._session import session_for
 from napari_lunaseg._viewer_utils import (
     camera_of,
@@ -220,6 +220,7 @@ class InferenceWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._reset_choices)
         self.viewer.dims.events.point.connect(self._follow_view)
         camera_of(self.viewer).events.center.connect(self._follow_view)
+        screen_for(self.viewer)  # the legend, the 3-D view
         session = session_for(self.viewer)
         session.checkpoint_changed.connect(self.set_checkpoint)
         if session.best_checkpoint is not None:

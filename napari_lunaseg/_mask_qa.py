@@ -37,7 +37,7 @@ from napari_lunaseg._layers import (
 )
 from napari_lunaseg._mask_qa_model import TABLE_HEADERS_FIRST, TABLE_HEADERS_LAST, MaskQAModel
 from napari_lunaseg._review import ReviewPanel
-from napari_lunaseg._screen import MASK_QA, show_task
+from napari_lunaseg._screen import MASK_QA, screen_for, show_task
 from napari_lunaseg._series_view import SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
@@ -135,6 +135,7 @@ class MaskQAWidget(QWidget):
         self._choices_timer.timeout.connect(self._reset_choices)
         self.viewer.layers.events.inserted.connect(self._schedule_reset_choices)
         self.viewer.layers.events.removed.connect(self._schedule_reset_choices)
+        screen_for(self.viewer)  # the legend, the 3-D view
         self._reset_choices()
 
     @property
