@@ -1,11 +1,16 @@
 """Render the README's screenshots from a real napari viewer (run it under Xvfb in CI).
 
-    xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python docs/screenshots.py [--only NAME]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots.py [--only NAME]
 
 Writes PNGs into ``docs/img/``: the Mask QA widget on the synthetic sample (2-D and 3-D), the
 inference widget after a run of the shipped demo checkpoint, the training widget following
 a tiny run, and review mode (a correction being painted, then the review table with verdicts).
 Everything is generated from fixed seeds, so the pictures are reproducible.
+
+Each picture is the state a user gets by the same clicks: the window fills the screen as
+``lunaseg view`` makes it, widgets are driven through what a user presses (a table row, a
+slider, Run, the 2-D/3-D toggle, a camera turn), and no layer is hidden or restyled by this
+script: what is shown is what each task shows (:mod:`napari_lunaseg._screen`).
 """
 
 from __future__ import annotations
@@ -24,19 +29,15 @@ import numpy as np
 from qtpy.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's napari_lunaseg and src_train, not an installed copy
 IMG_DIR = ROOT / "docs" / "img"
-WINDOW_SIZE = (1500, 950)
 PLUGIN = "napari-lunaseg"
 #: Longest wait for a background job, s.
 JOB_TIMEOUT_S = 600.0
 #: Epochs the training screenshot waits for.
 TRAIN_EPOCHS_SHOWN = 3
-#: 3-D view of the CT as a maximum intensity projection of bone, HU.
-BONE_WINDOW_HU = (100, 800)
-#: Camera zoom of the 3-D view (the volume fills the canvas's width).
-MIP_ZOOM = 1.8
-#: Field of view around the nodule in the inference screenshot, mm.
-ERROR_VIEW_MM = 160.0
+#: Camera angles of the 3-D picture (a turn a user makes with the mouse), degrees.
+CAMERA_ANGLES_3D = (10, -30, 75)
 
 log = logging.getLogger("screenshots")
 
@@ -57,8 +58,10 @@ def _settle(seconds: float = 0.5) -> None:
 
 
 def _viewer() -> napari.Viewer:
+    from napari_lunaseg._launch import fit_to_screen
+
     viewer = napari.Viewer(title="LunaSeg", show=True)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
+    fit_to_screen(viewer)  # as `lunaseg view` opens it
     return viewer
 
 
@@ -84,41 +87,33 @@ def shot_view() -> None:
         # the folder `lunaseg view` would write, kept out of the repository
         path = default_series(Path(tmp) / DEFAULT_DATA_DIR, seed=0)
         viewer = open_viewer(path)
-        viewer.window._qt_window.resize(*WINDOW_SIZE)
         _save(viewer, "view")
         viewer.close()
 
 
 def shot_mask_qa() -> None:
-    """Mask QA on the synthetic sample: table, boxes, growth replay of a nodule."""
+    """Mask QA on the synthetic sample: a nodule's row clicked (its mask, box and true shape,
+    Dice per method), then the 2-D/3-D toggle and a camera turn."""
     from napari_lunaseg._mask_qa import MaskQAWidget
 
     viewer = _viewer()
     _open_sample(viewer)
     widget = MaskQAWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Mask QA", area="right")
-    widget.select_nodule(0)  # jumps to the nodule, zoomed, and loads its growth steps
-    replay = widget.replay
-    replay.step.value = replay.step.max  # the last step: the box the growth reached
+    _settle()  # the dock takes its place, as it has by the time a user clicks
+    widget.table.selectRow(0)  # a click on the first row: its slice, zoomed, its growth loaded
     _save(viewer, "mask_qa")
 
-    viewer.dims.ndisplay = 3
-    viewer.scene.camera.angles = (10, -30, 75)
-    viewer.scene.camera.zoom = MIP_ZOOM
-    for layer in viewer.layers:
-        if layer.name.endswith(("growth", "growth probes", "boxes")):
-            layer.visible = False
-    image = viewer.layers[0]
-    image.rendering = "mip"
-    image.contrast_limits = BONE_WINDOW_HU
+    viewer.dims.ndisplay = 3  # the toggle: a projection of the whole volume
+    viewer.scene.camera.angles = CAMERA_ANGLES_3D
     _save(viewer, "mask_qa_3d")
     viewer.close()
 
 
 def shot_inference() -> None:
-    """The demo checkpoint run on the sample: probability, TP/FN/FP colours, candidates."""
+    """The demo checkpoint run on the sample, then a click on the candidate on a nodule."""
     from napari_lunaseg._inference import InferenceWidget
-    from src_train.infer import DEMO_CHECKPOINT
+    from src_train.commands.infer_folder import DEMO_CHECKPOINT
 
     if not DEMO_CHECKPOINT.is_file():
         raise SystemExit(f"the demo checkpoint {DEMO_CHECKPOINT} is missing")
@@ -126,16 +121,12 @@ def shot_inference() -> None:
     _open_sample(viewer)
     widget = InferenceWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Inference", area="right")
-    widget.device.value = "auto"
-    widget.run()
+    _settle()
+    widget.run()  # Run, with the widget's defaults
     if not _wait(lambda: not widget.running, JOB_TIMEOUT_S):
         raise SystemExit("inference did not finish in time")
-    for layer in viewer.layers:
-        if layer.name.endswith(("mask", "prediction", "true shapes", "nodules")):
-            layer.visible = False
     if widget.table.rowCount():
         widget.table.selectRow(_candidate_on_a_nodule(viewer, widget))  # jumps to it
-    _show_error_slice(viewer)
     _save(viewer, "inference")
     viewer.close()
 
@@ -152,36 +143,6 @@ def _candidate_on_a_nodule(viewer: napari.Viewer, widget) -> int:
     cand = np.array([c.center_xyz_mm for c in candidates])
     dist = np.linalg.norm(cand[:, None, :] - ref[None, :, :], axis=-1).min(axis=1)
     return int(np.argmin(dist))
-
-
-def _show_error_slice(viewer: napari.Viewer) -> None:
-    """Go to the axial slice showing most kinds of error voxels (TP, FN, FP), each the largest.
-
-    Centers the camera on that slice's nodule voxels (TP + FN) with :data:`ERROR_VIEW_MM` of
-    context, so the colours are visible whatever checkpoint produced them.
-    """
-    from napari_lunaseg._viewer_utils import jump_to
-    from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
-
-    layer = next((ly for ly in viewer.layers if ly.name.endswith(" errors")), None)
-    if layer is None:
-        log.warning("no error layer (no generated mask?): the view is left as is")
-        return
-    errors = np.asarray(layer.data)
-    codes = (ERROR_TP, ERROR_FN, ERROR_FP)
-    counts = np.stack([(errors == code).sum(axis=(1, 2)) for code in codes])
-    kinds = (counts > 0).sum(axis=0)
-    if not (counts[0] + counts[1]).any():
-        log.warning("no annotated voxel in the error layer: the view is left as is")
-        return
-    # most kinds shown, then the rarest of them as large as possible
-    rarest = np.where(counts > 0, counts, counts.max() + 1).min(axis=0)
-    index = int(np.lexsort((rarest, kinds))[-1])
-    rows, cols = np.nonzero(np.isin(errors[index], (ERROR_TP, ERROR_FN)))
-    center_irc = np.array([index, rows.mean(), cols.mean()])
-    center_zyx_mm = np.asarray(layer.data_to_world(center_irc))
-    jump_to(viewer, center_zyx_mm[::-1], zoom_mm=ERROR_VIEW_MM)
-    viewer.layers.selection.active = layer  # its controls, not the hidden nodules'
 
 
 def shot_training() -> None:
@@ -222,7 +183,7 @@ REVIEW_NODULES = 5
 
 def shot_review() -> None:
     """Review mode on a synthetic folder: painting a correction, then the verdicts' table."""
-    from napari_lunaseg._viewer_utils import jump_to
+    from napari_lunaseg._viewer_utils import zoom_to_nodule
     from src_train.synth import SynthConfig, write_dataset
 
     with tempfile.TemporaryDirectory(prefix="lunaseg-shots-") as tmp:
@@ -252,7 +213,7 @@ def shot_review() -> None:
         edit.paint(tuple(center + np.array((0, 2, 2))), 0)
         _save(viewer, "review_correct")
         panel.save_correction()
-        jump_to(viewer, missed.center_xyz_mm, zoom_mm=40.0)
+        zoom_to_nodule(viewer, missed.center_xyz_mm, missed.diameter_mm)  # scrolled to it
         panel.diameter.setValue(round(missed.diameter_mm or 6.0, 1))
         panel.start_add()
         click_irc = widget.ct.geometry.xyz_to_irc(missed.center_xyz_mm)

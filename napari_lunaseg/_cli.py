@@ -56,9 +56,10 @@ def default_series(data_dir: Path, seed: int) -> Path:
     writes (same scans, seed and settings), so the README's next command finds it done.
     """
     from src_train.luna import series_to_open
+    from src_train.luna.layout import has_annotations
     from src_train.synth import DEFAULT_SCANS, write_dataset
 
-    if not (data_dir / "annotations.csv").is_file():
+    if not has_annotations(data_dir):
         print(f"writing a synthetic data set ({DEFAULT_SCANS} scans, seed {seed}) to {data_dir}")
         write_dataset(data_dir, DEFAULT_SCANS, seed)  # logs a line per scan
     return series_to_open(data_dir)

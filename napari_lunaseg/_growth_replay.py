@@ -2,7 +2,9 @@
 
 For the selected nodule the panel walks through its :class:`~src_train.masks.GrowthStep`
 records: the box reached so far (a shapes layer) and the two voxels tested at ``center +- r``
-(a points layer, green when dense, red when not), with a line naming the side that stopped it.
+(a points layer, cyan when dense, yellow when not), with a line naming the side that stopped
+it. The slider counts steps as the text does, from 1. Playing or moving the slider starts the
+growth-replay task (:mod:`._screen`): its layers shown, the other tasks' hidden.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from napari_lunaseg._layers import lunaseg_meta, short_name
+from napari_lunaseg._layers import ROLE_GROWTH, ROLE_PROBES, hex_color, lunaseg_meta, short_name
+from napari_lunaseg._screen import GROWTH, show_task
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     find_layer,
-    jump_to,
     keep_selection,
     make_wrapping_label,
-    nodule_view_mm,
     set_box_shapes,
+    zoom_to_nodule,
 )
+from src_train.colors import GROWTH_BOX_RGB, PROBE_DENSE_RGB, PROBE_STOP_RGB
 from src_train.ct import CtVolume
 from src_train.masks import AXIS_NAMES, GrowthStep, NoduleMask
 
@@ -37,11 +40,9 @@ STOP_REASONS = {
     "both": "both sides",
     "edge": "the volume edge",
 }
-GROWTH_COLOR = "magenta"
-PROBE_DENSE_COLOR = "lime"
-PROBE_FAIL_COLOR = "red"
-ROLE_GROWTH = "growth"
-ROLE_PROBES = "probes"
+GROWTH_COLOR = hex_color(GROWTH_BOX_RGB)
+PROBE_DENSE_COLOR = hex_color(PROBE_DENSE_RGB)
+PROBE_FAIL_COLOR = hex_color(PROBE_STOP_RGB)
 PLAY_TEXT = "▶ Replay growth"
 STOP_TEXT = "■ Stop"
 
@@ -55,7 +56,8 @@ class GrowthReplay(QGroupBox):
         self.ct: CtVolume | None = None
         self.record: NoduleMask | None = None
         self.number = 0
-        self.step = Slider(label="step", min=0, max=0, value=0)
+        self._loading = False
+        self.step = Slider(label="step", min=1, max=1, value=1)
         self.play_button = PushButton(text=PLAY_TEXT)
         self.text = make_wrapping_label("Select a nodule in the table to replay its box growth.")
         layout = QVBoxLayout(self)
@@ -64,7 +66,7 @@ class GrowthReplay(QGroupBox):
         self._timer = QTimer(self)
         self._timer.setInterval(REPLAY_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
-        self.step.changed.connect(self.show_step)
+        self.step.changed.connect(self._on_step_moved)
         self.play_button.changed.connect(self.toggle)
 
     @property
@@ -87,10 +89,20 @@ class GrowthReplay(QGroupBox):
         if record is None:
             self.stop()
             return
-        self.step.max = max(len(record.steps) - 1, 0)
-        if self.step.value > self.step.max:
-            self.step.value = self.step.max
+        self._loading = True
+        try:
+            self.step.max = max(len(record.steps), 1)
+            if self.step.value > self.step.max:
+                self.step.value = self.step.max
+        finally:
+            self._loading = False
         self.show_step(self.step.value)
+
+    def _on_step_moved(self, step: int) -> None:
+        if self._loading:
+            return
+        self.show_step(step)
+        show_task(self.viewer, GROWTH)
 
     def stop(self) -> None:
         """Stop playing."""
@@ -106,12 +118,9 @@ class GrowthReplay(QGroupBox):
             show_info("Select a nodule in the table first.")
             return
         # the nodule's slice, zoomed so its growth is seen (the view may have moved since)
-        jump_to(
-            self.viewer,
-            self.record.center_xyz_mm,
-            zoom_mm=nodule_view_mm(self.record.nodule.diameter_mm),
-        )
-        self.step.value = 0
+        zoom_to_nodule(self.viewer, self.record.center_xyz_mm, self.record.nodule.diameter_mm)
+        self.step.value = self.step.min
+        show_task(self.viewer, GROWTH)
         self.play_button.text = STOP_TEXT
         self._timer.start()
 
@@ -121,8 +130,9 @@ class GrowthReplay(QGroupBox):
             return
         self.step.value = self.step.value + 1
 
-    def show_step(self, step_index: int) -> None:
-        """Show growth step ``step_index``: the box so far, the probes and what they found."""
+    def show_step(self, step_number: int) -> None:
+        """Show growth step ``step_number`` (1-based, as the slider and the text count):
+        the box so far, the probes and what they found."""
         record, ct = self.record, self.ct
         if record is None or ct is None:
             return
@@ -131,7 +141,8 @@ class GrowthReplay(QGroupBox):
                 f"Nodule {self.number}: method {record.method!r} has no growth steps."
             )
             return
-        step = record.steps[min(step_index, len(record.steps) - 1)]
+        number = int(np.clip(step_number, 1, len(record.steps)))
+        step = record.steps[number - 1]
         radii = [0, 0, 0]
         for axis in range(step.axis):
             radii[axis] = record.radius_irc[axis]
@@ -149,7 +160,7 @@ class GrowthReplay(QGroupBox):
         )
         self._show_probes(ct, record, step)
         self.text.setText(
-            f"Nodule {self.number}, step {step_index + 1}/{len(record.steps)}: "
+            f"Nodule {self.number}, step {number}/{len(record.steps)}: "
             f"{describe_step(step, record.threshold_hu)}. "
             f"Final radius i,r,c = {', '.join(map(str, record.radius_irc))}."
         )

@@ -8,7 +8,7 @@
   the image names (``keys``) and the folder, which plays the part a series UID plays for CT
   layers (layers of one set share it).
 - Inference: when the Inference widget's chosen layer is such a stack, its Run starts
-  :func:`start_image_set_inference` (a napari worker over :func:`image_set_job`, which needs a
+  a worker from :func:`image_set_worker` (over :func:`image_set_job`, which needs a
   2-D checkpoint: 3 input channels); results are a probability image, a prediction labels
   layer and, where the set's masks are open, the TP/FN/FP error layer in the colour code of
   CT, with the mean per-image IoU, Dice, precision and recall.
@@ -20,9 +20,7 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from napari_lunaseg._layers import (
     MASK_RGBA,
     META_KEY,
     PRED_RGBA,
+    PROBABILITY_COLORMAP,
     ROLE_ERROR,
     ROLE_PRED,
     ROLE_PROB,
@@ -44,15 +43,15 @@ from napari_lunaseg._layers import (
     single_label_colormap,
 )
 from napari_lunaseg._viewer_utils import find_layer, upsert_layer
-from src_train.errors import CheckpointError, LunaSegError
+from src_train.errors import LunaSegError
+from src_train.images2d.checkpoint_run import ImageSetPrediction, iter_image_set_prediction
 from src_train.images2d.dataset import DEFAULT_SIZE, load_image_set
 from src_train.images2d.folder import looks_like_image_set
 from src_train.images2d.metrics import score_images
-from src_train.images2d.predict import iter_probabilities
-from src_train.images2d.trainer import RGB_CHANNELS
+from src_train.images2d.options import CompareOptions
 from src_train.infer import InferenceProgress
 from src_train.metrics import error_volume
-from src_train.model import load_checkpoint, load_model
+from src_train.options import option_args
 
 log = logging.getLogger(__name__)
 
@@ -128,78 +127,53 @@ def image_set_layers(viewer: Any) -> list[Image]:
 
 
 # -- inference ---------------------------------------------------------------------------------
-@dataclass
-class ImageSetPrediction:
-    """What :func:`image_set_job` returns: probability float32 ``(image, row, col)``, the mask
-    above the threshold, the checkpoint and the seconds it took."""
-
-    prob: np.ndarray
-    mask: np.ndarray
-    checkpoint: Path
-    seconds: float
-
-
 def image_set_job(
     images: np.ndarray, checkpoint: Path, device: str, threshold: float
 ) -> Generator[InferenceProgress, None, ImageSetPrediction]:
-    """Run a 2-D checkpoint over uint8 RGB images ``(N, row, col, 3)`` (in the worker thread),
-    at the size it was trained at; yields progress after each batch."""
+    """The core's 2-D run (:func:`~src_train.images2d.checkpoint_run.iter_image_set_prediction`)
+    over uint8 RGB images ``(N, row, col, 3)`` in the worker thread, as progress steps."""
     n = len(images)
     yield InferenceProgress(0, n, f"loading {checkpoint.name}")
-    saved = load_checkpoint(checkpoint, map_location="cpu")
-    channels = saved.model_config.in_channels
-    if channels != RGB_CHANNELS:
-        raise CheckpointError(
-            f"{checkpoint.name} is a CT model ({channels} input channels); an image set needs "
-            "a 2-D checkpoint (3 channels, RGB) written by 'lunaseg compare'."
-        )
-    model, _config = load_model(checkpoint, device=device)
-    size = saved.extra.get("image_size")
-    started = time.perf_counter()
-    steps = iter_probabilities(model, images, int(size) if size else None)
+    steps = iter_image_set_prediction(images, checkpoint, device, threshold)
     while True:
         try:
             done = next(steps)
         except StopIteration as end:
-            prob = end.value
-            break
+            return end.value
         yield InferenceProgress(done, n, f"{done}/{n} images")
-    return ImageSetPrediction(prob, prob >= threshold, checkpoint, time.perf_counter() - started)
 
 
-def start_image_set_inference(widget: Any, layer: Image, checkpoint: Path) -> Any:
-    """Start :func:`image_set_job` for the Inference ``widget`` on ``layer``; returns the
-    worker. Progress, cancel, errors and the end use the widget's own handlers."""
-    info = layer_info(layer)
-    worker = create_worker(
+def image_set_worker(layer: Image, checkpoint: Path, device: str, threshold: float) -> Any:
+    """A napari worker (not started) running :func:`image_set_job` on ``layer``'s images; it
+    yields :class:`InferenceProgress` and returns an :class:`ImageSetPrediction`."""
+    return create_worker(
         image_set_job,
         np.asarray(layer.data),
         checkpoint,
-        str(widget.device.value),
-        float(widget.threshold.value),
+        device,
+        threshold,
         _ignore_errors=True,
         _start_thread=False,
     )
-    worker.yielded.connect(widget._on_progress)
-    worker.returned.connect(lambda result: _on_returned(widget, info, result))
-    worker.errored.connect(widget._on_errored)
-    worker.aborted.connect(widget._on_aborted)
-    worker.finished.connect(widget._on_finished)
-    widget.result = None
-    widget.worker = worker
-    widget.run_button.enabled = False
-    widget.cancel_button.setEnabled(True)
-    widget.progress.setRange(0, 0)
-    widget.status.setText(f"running {checkpoint.name} on {layer.name}…")
-    worker.start()
-    return worker
 
 
 def show_image_set_prediction(
     viewer: Any, info: dict[str, Any], result: ImageSetPrediction
-) -> dict[str, float]:
+) -> tuple[dict[str, float], str, str]:
     """Add (or update) the probability, prediction and error layers of an image set; returns
-    the mean per-image scores against the set's masks (empty when they are not open)."""
+    the mean per-image scores against the set's masks (empty when they are not open), a
+    result line and a line of scores."""
+    scores = _show_layers(viewer, info, result)
+    n = len(result.mask)
+    status = f"done in {result.seconds:.1f} s: {n} images"
+    if not scores:
+        return scores, status, "masks not open: no scores"
+    labels = {"iou": "IoU", "dice": "Dice", "precision": "precision", "recall": "recall"}
+    text = ", ".join(f"{label} {scores[key]:.3f}" for key, label in labels.items())
+    return scores, status, f"mean over {n} images: {text}"
+
+
+def _show_layers(viewer: Any, info: dict[str, Any], result: ImageSetPrediction) -> dict[str, float]:
     set_id, keys = str(info.get("series_uid", "")), list(info.get("keys") or [])
     name = Path(set_id).name
     upsert_layer(
@@ -209,7 +183,7 @@ def show_image_set_prediction(
             {
                 "name": f"{name} probability",
                 "axis_labels": AXIS_LABELS,
-                "colormap": "inferno",
+                "colormap": PROBABILITY_COLORMAP,
                 "contrast_limits": [0.0, 1.0],
                 "blending": "additive",
                 "opacity": OVERLAY_OPACITY,
@@ -253,49 +227,22 @@ def show_image_set_prediction(
     return score_images(result.mask, truth).mean()
 
 
-def _on_returned(widget: Any, info: dict[str, Any], result: ImageSetPrediction) -> None:
-    if widget._gone.is_set():
-        return
-    widget.result = result
-    widget.metrics = show_image_set_prediction(widget.viewer, info, result)
-    n = len(result.mask)
-    widget.status.setText(f"done in {result.seconds:.1f} s: {n} images")
-    if widget.metrics:
-        labels = {"iou": "IoU", "dice": "Dice", "precision": "precision", "recall": "recall"}
-        scores = ", ".join(f"{label} {widget.metrics[key]:.3f}" for key, label in labels.items())
-        widget.metrics_label.setText(f"mean over {n} images: {scores}")
-    else:
-        widget.metrics_label.setText("masks not open: no scores")
-
-
 # -- training ----------------------------------------------------------------------------------
 def image_set_command(widget: Any, *, resume: bool = False) -> list[str]:
     """The Training widget's child-process arguments for an image-set data folder:
     ``lunaseg compare`` of its model and loss into its run folder (``OUT``)."""
     augment = [name for name, box in widget.augment.items() if box.value]
-    args = [
-        "-m",
-        "src_train.cli",
-        "compare",
-        str(widget.data_dir.value),
-        "--out",
-        str(widget.run_dir.value),
-        "--models",
-        str(widget.model.value),
-        "--losses",
-        str(widget.loss.value),
-        "--epochs",
-        str(int(widget.epochs.value)),
-        "--batch-size",
-        str(int(widget.batch_size.value)),
-        "--augment",
-        ",".join(augment) if augment else "none",
-        "--device",
-        str(widget.device.value),
-        "--progress-json",
-    ]
-    if resume:
-        args.append("--resume")
-    elif widget.overwrite.value:
-        args.append("--overwrite")
-    return args
+    values: dict[str, Any] = {
+        "out": str(widget.run_dir.value),
+        "models": (str(widget.model.value),),
+        "losses": (str(widget.loss.value),),
+        "epochs": int(widget.epochs.value),
+        "batch_size": int(widget.batch_size.value),
+        "augment": ",".join(augment) if augment else "none",
+        "device": str(widget.device.value),
+        "resume": resume,
+        "overwrite": bool(widget.overwrite.value) and not resume,
+    }
+    # the flags come from CompareOptions' option metadata, as the CLI's parser does
+    compare = ["-m", "src_train.cli", "compare", str(widget.data_dir.value)]
+    return [*compare, *option_args(CompareOptions, values), "--progress-json"]

@@ -5,22 +5,28 @@ then the checkpoint's candidate ranker) run by a napari
 ``thread_worker`` (stardist-napari's pattern, plus the cancel it lacks): each yielded progress
 step reaches the GUI thread through the worker's ``yielded`` signal; Cancel asks the worker to
 quit, which stops iterating at the next batch (nothing is written and no layer is touched).
+The job also builds the run's ground truth for the series (the reviewed nodules and voxels,
+grown as the checkpoint's run grew them: :func:`~napari_lunaseg._inference_model.series_truth`).
 
 Closing the viewer while a job runs: napari asks its workers to quit and the widget's
 destruction sets a flag; the job ends at the next batch. Nothing is written to disk by
 inference, and results that arrive after the widget is gone are dropped.
 
-Candidates are listed most probable first (the ranker's score when the checkpoint has one); the
-score threshold picks the candidates shown as points and as predicted voxels in the error
-layer (TP green / FN orange / FP red), so moving it shows what a reviewer would see at that
-operating point. The result line says when the series was in the checkpoint's training set.
+State and rules live in a Qt-free :class:`~napari_lunaseg._inference_model.InferenceModel`;
+this widget turns them into layers and table cells. Candidates are listed most probable first
+(the ranker's score when the checkpoint has one) with their slice and, where there is a ground
+truth, TP/FP/unscored; rows below the score threshold are greyed. The score threshold picks the
+candidates shown as points and as predicted voxels in the error layer (TP green / FN orange /
+FP red); a finished run starts the Inference task (:mod:`._screen`): its error layer and
+candidates shown, the other tasks' layers hidden. Moving the view onto a candidate selects its
+row. The result line says when the series was in the checkpoint's training set.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +35,33 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushBu
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from napari_lunaseg._images2d import (
     image_set_layers,
+    image_set_worker,
     is_image_set_layer,
-    start_image_set_inference,
+    show_image_set_prediction,
+)
+from napari_lunaseg._inference_model import (
+    CANDIDATE_HEADERS,
+    TRUTH_COLUMN,
+    InferenceModel,
+    SeriesTruth,
+    series_truth,
 )
 from napari_lunaseg._layers import (
     PRED_RGBA,
+    PROBABILITY_COLORMAP,
+    RING_WIDTH,
     ROLE_CANDIDATES,
     ROLE_ERROR,
-    ROLE_MASK,
     ROLE_PRED,
     ROLE_PROB,
     ct_from_layer,
     error_colormap,
+    hex_color,
     labels_layer_data,
     layer_info,
     lunaseg_meta,
@@ -52,48 +69,55 @@ from napari_lunaseg._layers import (
     single_label_colormap,
 )
 from napari_lunaseg._review import send_to_review
+from napari_lunaseg._screen import INFERENCE, screen_for, show_task
 from napari_lunaseg._session import session_for
 from napari_lunaseg._viewer_utils import (
+    camera_of,
     ct_layers,
     fill_table,
     find_layer,
-    jump_to,
     make_progress_bar,
     make_table,
     make_wrapping_label,
     upsert_layer,
+    zoom_to_nodule,
 )
+from src_train.colors import PREDICTION_RGB
 from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.ct import CtVolume, xyz_to_zyx_mm
 from src_train.errors import LunaSegError
-from src_train.evaluate import nodule_recall
 from src_train.evaluate.review_requests import false_positive_requests, missed_nodule_requests
 from src_train.infer import InferenceOptions, InferenceProgress, InferenceResult, TunerCache
-from src_train.infer.candidates import candidate_components
 from src_train.infer.detector import Detector, iter_detection, load_detector
-from src_train.metrics import error_volume, voxel_metrics
+from src_train.infer.operating_point import DEFAULT_SCORE_THRESHOLD
+from src_train.luna import Nodule
 from src_train.model import load_checkpoint
 from src_train.records.threshold import DEFAULT_THRESHOLD, checkpoint_threshold
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")
-CANDIDATE_HEADERS = ("#", "center x,y,z (mm)", "diameter (mm)", "score", "segmenter p", "voxels")
-#: Default of the score threshold (a nodule probability; the ranker's decision boundary).
-DEFAULT_SCORE_THRESHOLD = 0.5
-#: Field of view when jumping to a candidate: this many times its diameter (at least the minimum).
-ZOOM_DIAMETERS = 4.0
-MIN_ZOOM_MM = 30.0
+#: Text colour of candidate rows below the score threshold.
+BELOW_THRESHOLD_GREY = (150, 150, 150)
+
+JobOutcome = tuple[Detector, InferenceResult, SeriesTruth | None]
 
 
 def inference_job(
-    ct: CtVolume, checkpoint: Path, options: InferenceOptions, tuners: TunerCache
-) -> Generator[InferenceProgress, None, tuple[Detector, InferenceResult]]:
-    """Load the detector and run it over the series (runs in the worker thread)."""
+    ct: CtVolume,
+    checkpoint: Path,
+    options: InferenceOptions,
+    tuners: TunerCache,
+    annotations: list[Nodule] | None = None,
+    luna_root: Path | None = None,
+) -> Generator[InferenceProgress, None, JobOutcome]:
+    """Load the detector, run it over the series and build the run's ground truth for it
+    (runs in the worker thread)."""
     yield InferenceProgress(0, ct.shape_irc[0], f"loading {checkpoint.name}")
     detector = load_detector(checkpoint, device=options.device)
     result = yield from iter_detection(ct, detector, options, tuners=tuners)
-    return detector, result
+    truth = series_truth(ct, annotations or [], luna_root, detector.truth)
+    return detector, result, truth
 
 
 class InferenceWidget(QWidget):
@@ -103,14 +127,11 @@ class InferenceWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
-        self.result: InferenceResult | None = None
+        #: The last job's result (an ``InferenceResult``, or an image set's prediction).
+        self.result: Any = None
         self.metrics: dict[str, Any] = {}
-        self.detector: Detector | None = None
+        self.model = InferenceModel(DEFAULT_SCORE_THRESHOLD)
         self._ct: CtVolume | None = None
-        self._candidates: list[Any] = []
-        self._labels: np.ndarray | None = None
-        self._candidate_labels: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._truth: np.ndarray | None = None
         self._cancelled = False
         #: Measured thread/format/batch choices, shared by this widget's runs.
         self.tuners = TunerCache()
@@ -156,6 +177,7 @@ class InferenceWidget(QWidget):
         self.status = make_wrapping_label()
         self.metrics_label = make_wrapping_label()
         self.table = make_table(CANDIDATE_HEADERS)
+        self.table.setColumnHidden(TRUTH_COLUMN, True)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
         run_row = QHBoxLayout()
@@ -186,6 +208,9 @@ class InferenceWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._reset_choices)
         self.viewer.layers.events.removed.connect(self._reset_choices)
+        self.viewer.dims.events.point.connect(self._follow_view)
+        camera_of(self.viewer).events.center.connect(self._follow_view)
+        screen_for(self.viewer)  # the legend, the 3-D view
         session = session_for(self.viewer)
         session.checkpoint_changed.connect(self.set_checkpoint)
         if session.best_checkpoint is not None:
@@ -238,29 +263,45 @@ class InferenceWidget(QWidget):
                 "'lunaseg train' (or the shipped demo checkpoint)."
             )
             return None
-        if is_image_set_layer(layer):  # a 2-D image set: the job lives in _images2d
-            return start_image_set_inference(self, layer, checkpoint)
+        device, threshold = str(self.device.value), float(self.threshold.value)
+        if is_image_set_layer(layer):  # a 2-D image set: its job lives in _images2d
+            info = layer_info(layer)
+            worker = image_set_worker(layer, checkpoint, device, threshold)
+            return self.start_job(
+                worker,
+                f"running {checkpoint.name} on {layer.name}…",
+                lambda result: self._on_image_set_returned(info, result),
+            )
         try:
             self._ct = ct_from_layer(layer)
-            options = InferenceOptions(
-                device=str(self.device.value), threshold=float(self.threshold.value)
-            )
+            options = InferenceOptions(device=device, threshold=threshold)
         except LunaSegError as exc:
             self._fail(str(exc))
             return None
-        self.result = None
-        self._cancelled = False
+        info = layer_info(layer)
+        root = info.get("luna_root")
         worker = create_worker(
             inference_job,
             self._ct,
             checkpoint,
             options,
             self.tuners,
+            list(info.get("nodules") or []),
+            Path(root) if root else None,
             _ignore_errors=True,
             _start_thread=False,
         )
+        text = f"running {checkpoint.name} on {self._ct.series_uid}…"
+        return self.start_job(worker, text, self._on_returned)
+
+    def start_job(self, worker: Any, text: str, on_returned: Callable[[Any], None]) -> Any:
+        """Start ``worker`` (a napari worker yielding :class:`InferenceProgress`) as this
+        widget's job: progress, cancel, errors and the end are handled here, its return value
+        goes to ``on_returned``. Returns the worker."""
+        self.result = None
+        self._cancelled = False
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
+        worker.returned.connect(on_returned)
         worker.errored.connect(self._on_errored)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
@@ -268,7 +309,7 @@ class InferenceWidget(QWidget):
         self.run_button.enabled = False
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
-        self.status.setText(f"running {checkpoint.name} on {self._ct.series_uid}…")
+        self.status.setText(text)
         worker.start()
         return worker
 
@@ -319,12 +360,39 @@ class InferenceWidget(QWidget):
         show_error(message)
 
     # -- results -----------------------------------------------------------------------------
-    def _on_returned(self, outcome: tuple[Detector, InferenceResult]) -> None:
+    @property
+    def detector(self) -> Detector | None:
+        """The detector of the last run on a CT."""
+        return self.model.detector
+
+    def _on_image_set_returned(self, info: dict[str, Any], result: Any) -> None:
+        if self._gone.is_set():
+            return
+        self.result = result
+        self.metrics, status, scores = show_image_set_prediction(self.viewer, info, result)
+        self.status.setText(status)
+        self.metrics_label.setText(scores)
+
+    def _on_returned(self, outcome: JobOutcome) -> None:
         if self._gone.is_set() or self._ct is None:
             return
         ct = self._ct
-        self.detector, result = outcome
+        detector, result, truth = outcome
         self.result = result
+        self.model.set_result(ct, detector, result, truth)
+        self._show_volumes(ct, result)
+        self.table.setColumnHidden(TRUTH_COLUMN, truth is None)
+        fill_table(self.table, self.model.rows())
+        self._apply_score_threshold()
+        show_task(self.viewer, INFERENCE)
+        # the error layer carries the prediction at the score threshold: the raw prediction
+        # and the probability stay a click away
+        for role in (ROLE_PROB, ROLE_PRED) if truth is not None else (ROLE_PROB,):
+            layer = find_layer(self.viewer, role, ct.series_uid)
+            if layer is not None:
+                layer.visible = False
+
+    def _show_volumes(self, ct: CtVolume, result: InferenceResult) -> None:
         uid = ct.series_uid
         name = short_name(uid)
         prob = np.asarray(result.prob)  # float16: napari shows it as is, half the memory
@@ -335,7 +403,7 @@ class InferenceWidget(QWidget):
                 {
                     "name": f"{name} probability",
                     "affine": ct.geometry.affine_irc_to_zyx(),
-                    "colormap": "inferno",
+                    "colormap": PROBABILITY_COLORMAP,
                     "contrast_limits": [0.0, 1.0],
                     "blending": "additive",
                     "opacity": 0.5,
@@ -356,45 +424,20 @@ class InferenceWidget(QWidget):
                 opacity=0.5,
             ),
         )
-        mask_layer = find_layer(self.viewer, ROLE_MASK, uid)
-        self._truth = None
-        if mask_layer is not None and tuple(mask_layer.data.shape) == ct.shape_irc:
-            self._truth = np.asarray(mask_layer.data).astype(bool)
-        self._labels, self._candidate_labels = candidate_components(pred, result.candidates)
-        self._candidates = list(result.candidates)
-        fill_table(self.table, [self._candidate_row(k, c) for k, c in enumerate(self._candidates)])
-        self._apply_score_threshold()
-
-    @staticmethod
-    def _candidate_row(k: int, c: Any) -> list[Any]:
-        segmenter = c.segmenter_probability
-        return [
-            k + 1,
-            ", ".join(f"{v:.1f}" for v in c.center_xyz_mm),
-            f"{c.diameter_mm:.1f}",
-            f"{c.probability:.3f}",
-            "" if segmenter != segmenter else f"{segmenter:.3f}",  # NaN: no ranker
-            c.voxel_count,
-        ]
 
     def shown_candidates(self) -> list[Any]:
         """Candidates at or above the score threshold, most probable first."""
-        cut = float(self.score_threshold.value)
-        return [c for c in self._candidates if c.probability >= cut]
+        return self.model.kept_candidates()
 
     def _apply_score_threshold(self, _value: Any = None) -> None:
-        """Points, error layer, metrics and result line for the current score threshold."""
-        ct, result = self._ct, self.result
-        if ct is None or result is None or self._labels is None:
+        """Points, error layer, greyed rows, metrics and result line for the score threshold."""
+        self.model.set_score_threshold(float(self.score_threshold.value))
+        ct = self.model.ct
+        if ct is None or self.model.result is None:
             return
-        cut = float(self.score_threshold.value)
-        shown = [k for k, c in enumerate(self._candidates) if c.probability >= cut]
-        self._show_points(ct, [self._candidates[k] for k in shown])
-        kept = self._candidate_labels[shown]
-        predicted = np.isin(self._labels, kept[kept > 0])
-        self.metrics = {}
-        if self._truth is not None:
-            errors = error_volume(predicted, self._truth)
+        self._show_points(ct, self.model.kept_candidates())
+        errors = self.model.errors()
+        if errors is not None:
             layer = upsert_layer(
                 self.viewer,
                 labels_layer_data(
@@ -406,8 +449,19 @@ class InferenceWidget(QWidget):
                 ),
             )
             layer.colormap = error_colormap()
-            self.metrics = dict(voxel_metrics(predicted, self._truth))
-        self._show_metrics(ct, [self._candidates[k] for k in shown], cut)
+        self.metrics = self.model.metrics()
+        self._grey_rows()
+        self._show_metrics()
+
+    def _grey_rows(self) -> None:
+        grey = QBrush(QColor(*BELOW_THRESHOLD_GREY))
+        normal = self.table.palette().text()
+        for row, kept in enumerate(self.model.kept):
+            for column in range(self.table.columnCount()):
+                item = self.table.item(row, column)
+                if item is not None:
+                    item.setForeground(normal if kept else grey)
+                    item.setToolTip("" if kept else "below the score threshold: not shown")
 
     def _show_points(self, ct: CtVolume, candidates: list[Any]) -> None:
         uid = ct.series_uid
@@ -421,8 +475,8 @@ class InferenceWidget(QWidget):
                     "name": f"{short_name(uid)} candidates",
                     "size": sizes if len(candidates) else 5.0,
                     "face_color": "transparent",
-                    "border_color": "cyan",
-                    "border_width": 0.08,
+                    "border_color": hex_color(PREDICTION_RGB),
+                    "border_width": RING_WIDTH,
                     "projection_mode": "rescale_spherical",
                     "features": {"probability": [float(c.probability) for c in candidates]},
                     "metadata": lunaseg_meta(ROLE_CANDIDATES, ct.geometry, uid),
@@ -431,43 +485,53 @@ class InferenceWidget(QWidget):
             ),
         )
 
-    def _show_metrics(self, ct: CtVolume, shown: list[Any], cut: float) -> None:
-        assert self.result is not None
-        ct_layer = self.image.value
-        nodules = list(layer_info(ct_layer).get("nodules") or []) if ct_layer else []
+    def _show_metrics(self) -> None:
+        cut = self.model.score_threshold
         parts = []
         for key, label in (("precision", "precision"), ("recall", "recall"), ("dice", "Dice")):
             if key in self.metrics:
                 parts.append(f"{label} {float(self.metrics[key]):.3f}")
-        text = ("voxel " + ", ".join(parts)) if parts else "no generated mask: no voxel metrics"
-        if nodules:
-            found, total = nodule_recall(nodules, [c.center_xyz_mm for c in shown])
-            self.metrics["nodule_recall"] = found / total if total else float("nan")
+        if self.model.truth is None:
+            text = "no annotations: no ground truth to compare with"
+        else:
+            found, total = self.model.nodule_recall()
+            text = "voxel " + ", ".join(parts)
             text += f"; nodule recall {found}/{total} at score >= {cut:g}"
+            text += f" (truth: {self.model.truth.source})"
         self.metrics_label.setText(text)
+        n_kept = int(np.count_nonzero(self.model.kept))
         line = (
-            f"done in {self.result.seconds:.1f} s: {len(shown)} of {len(self._candidates)} "
-            f"candidate(s) at score >= {cut:g}"
+            f"done in {self.model.result.seconds:.1f} s: {n_kept} of "  # type: ignore[union-attr]
+            f"{len(self.model.candidates)} candidate(s) at score >= {cut:g}"
         )
-        split = self.detector.split_of(ct.series_uid) if self.detector else None
-        if split == "train":
-            line += (
-                "; this series was in the checkpoint's TRAINING set: its recall and "
-                "precision are inflated"
-            )
-        elif split == "val":
-            line += "; a validation series of the checkpoint's run (held out)"
-        self.status.setText(line)
+        split = self.model.split_line()
+        self.status.setText(f"{line}; {split}" if split else line)
 
     def _on_row_selected(self) -> None:
         row = self.table.currentRow()
-        if 0 <= row < len(self._candidates):  # the table lists every candidate
-            candidate = self._candidates[row]
-            zoom = max(ZOOM_DIAMETERS * candidate.diameter_mm, MIN_ZOOM_MM)
-            jump_to(self.viewer, candidate.center_xyz_mm, zoom_mm=zoom)
+        if 0 <= row < len(self.model.candidates):  # the table lists every candidate
+            candidate = self.model.candidates[row]
+            zoom_to_nodule(self.viewer, candidate.center_xyz_mm, candidate.diameter_mm)
+
+    def _follow_view(self, _event: Any = None) -> None:
+        """Select the row of the candidate the view is on (slice and canvas centre), if any."""
+        if not self.model.candidates or self.viewer.dims.ndisplay != 2:
+            return
+        z = float(self.viewer.dims.point[-3])
+        y, x = (float(v) for v in tuple(camera_of(self.viewer).center)[-2:])
+        k = self.model.candidate_at((x, y, z))
+        if k is None or k == self.table.currentRow():
+            return
+        self.table.blockSignals(True)
+        self.table.selectRow(k)
+        self.table.blockSignals(False)
 
     # -- review ------------------------------------------------------------------------------
     def _truth_nodules(self) -> list[Any]:
+        """The nodules the table's TP/FP column is scored against (the run's reviewed ones),
+        else the layer's annotations."""
+        if self.model.truth is not None:
+            return list(self.model.truth.nodules)
         layer = self.image.value
         return list(layer_info(layer).get("nodules") or []) if layer is not None else []
 
@@ -475,10 +539,10 @@ class InferenceWidget(QWidget):
         """Send the selected candidate to review as a proposed addition, if it is a false
         positive (hits no annotated nodule)."""
         row = self.table.currentRow()
-        if self._ct is None or not 0 <= row < len(self._candidates):
+        if self._ct is None or not 0 <= row < len(self.model.candidates):
             show_info("Select a candidate in the table first.")
             return
-        c = self._candidates[row]
+        c = self.model.candidates[row]
         uid = self._ct.series_uid
         (request,) = false_positive_requests(
             uid, [c.center_xyz_mm], [c.diameter_mm], self._truth_nodules()
@@ -490,10 +554,10 @@ class InferenceWidget(QWidget):
 
     def review_missed_nodules(self) -> None:
         """Send the annotated nodules no candidate hit (false negatives) to review, to check."""
-        if self._ct is None or self.result is None:
+        if self._ct is None or self.model.result is None:
             show_info("Run inference first.")
             return
-        centers = [c.center_xyz_mm for c in self._candidates]
+        centers = [c.center_xyz_mm for c in self.model.candidates]
         requests = missed_nodule_requests(self._ct.series_uid, centers, self._truth_nodules())
         if not requests:
             show_info("No annotated nodule was missed.")

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 
-from src_train.colors import ERROR_COLORS_RGB, LUNG_WINDOW_HU
+from src_train.colors import (
+    ANNOTATION_RGB,
+    ERROR_COLORS_RGB,
+    LUNG_WINDOW_HU,
+    MASK_RGB,
+    PREDICTION_RGB,
+    TRUE_SHAPE_RGB,
+)
 from src_train.ct import CtVolume, Geometry
 from src_train.errors import GeometryError
 from src_train.luna import Nodule
@@ -34,10 +41,18 @@ ROLE_PROB = "probability"
 ROLE_PRED = "prediction"
 ROLE_ERROR = "error"
 ROLE_CANDIDATES = "candidates"
+ROLE_GROWTH = "growth"
+ROLE_PROBES = "probes"
+ROLE_REVIEWED = "reviewed"
+ROLE_REVIEW_BOX = "review box"
+ROLE_REVIEW_EDIT = "review edit"
+ROLE_REVIEW_ADD = "review add"
 
-#: Display colours (RGBA, 0-1) of the generated mask and the prediction.
-MASK_RGBA = (0.15, 0.65, 1.0, 1.0)
-PRED_RGBA = (1.0, 0.85, 0.1, 1.0)
+#: napari colour map of the probability layer (no green, orange or red: see ``colors``).
+PROBABILITY_COLORMAP = "bop purple"
+#: Ring width of nodule and candidate points, as a fraction of the point's size (thin enough
+#: to leave the voxels under the ring's edge readable).
+RING_WIDTH = 0.04
 #: Point size (mm) used for a nodule without an annotated diameter.
 DEFAULT_POINT_SIZE_MM = 6.0
 
@@ -55,9 +70,24 @@ def rgba(rgb: Sequence[int], alpha: float = 1.0) -> tuple[float, float, float, f
     return (r, g, b, alpha)
 
 
+def hex_color(rgb: Sequence[int]) -> str:
+    """0-255 RGB as ``"#rrggbb"`` (what points and shapes layers take for one colour)."""
+    return "#" + "".join(f"{int(v):02x}" for v in rgb)
+
+
 def single_label_colormap(color: Sequence[float]) -> DirectLabelColormap:
     """A direct colour map showing label 1 in ``color`` and nothing else."""
     return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: tuple(color)})
+
+
+def uniform_label_colormap(color: Sequence[float]) -> DirectLabelColormap:
+    """A direct colour map showing every label but 0 in ``color``."""
+    return DirectLabelColormap(color_dict={None: tuple(color), 0: (0, 0, 0, 0)})
+
+
+#: Display colours (RGBA, 0-1) of the generated mask and the prediction.
+MASK_RGBA = rgba(MASK_RGB)
+PRED_RGBA = rgba(PREDICTION_RGB)
 
 
 def error_colormap() -> DirectLabelColormap:
@@ -148,6 +178,7 @@ def truth_layer_data(truth: np.ndarray, ct: CtVolume) -> LayerDataTuple:
         ct,
         role=ROLE_TRUTH,
         name=f"{short_name(ct.series_uid)} true shapes",
+        colormap=uniform_label_colormap(rgba(TRUE_SHAPE_RGB)),
         opacity=0.7,
     )
 
@@ -173,8 +204,8 @@ def nodule_points_data(
         "size": sizes if len(nodules) else DEFAULT_POINT_SIZE_MM,
         "features": features,
         "face_color": "transparent",
-        "border_color": "yellow",
-        "border_width": 0.08,
+        "border_color": hex_color(ANNOTATION_RGB),
+        "border_width": RING_WIDTH,
         "projection_mode": "rescale_spherical",
         "affine": ct.geometry.affine_irc_to_zyx(),
         "metadata": lunaseg_meta(ROLE_NODULES, ct.geometry, ct.series_uid),

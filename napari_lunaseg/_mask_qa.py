@@ -10,7 +10,6 @@ series and its current masks through :meth:`MaskQAWidget.series_view`.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
@@ -31,25 +30,28 @@ from napari_lunaseg._layers import (
     ROLE_MASK,
     ROLE_TRUTH,
     ct_from_layer,
+    hex_color,
     layer_info,
     mask_layer_data,
     short_name,
 )
+from napari_lunaseg._mask_qa_model import TABLE_HEADERS_FIRST, TABLE_HEADERS_LAST, MaskQAModel
 from napari_lunaseg._review import ReviewPanel
+from napari_lunaseg._screen import MASK_QA, screen_for, show_task
 from napari_lunaseg._series_view import SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     ct_layers,
     fill_table,
     find_layer,
-    jump_to,
     make_table,
     refresh_labels_boxes,
     set_box_shapes,
     upsert_layer,
+    zoom_to_nodule,
 )
-from src_train.atomic import atomic_write
-from src_train.ct import CtVolume, save_volume
+from src_train.colors import ANNOTATION_RGB
+from src_train.ct import CtVolume
 from src_train.errors import LunaSegError
 from src_train.masks import (
     DEFAULT_THRESHOLD_HU,
@@ -57,7 +59,6 @@ from src_train.masks import (
     MaskState,
     SeriesTruth,
     available_methods,
-    build_masks,
 )
 
 log = logging.getLogger(__name__)
@@ -70,21 +71,7 @@ DETAIL_DELAY_MS = 150
 MIN_WIDTH_PX = 430
 #: Outline width (screen pixels) of the true shapes, so the mask shows through.
 TRUTH_CONTOUR_PX = 1
-BOX_COLOR = "yellow"
-#: Field of view when jumping to a nodule: this many times its diameter (at least the minimum).
-ZOOM_DIAMETERS = 4.0
-MIN_ZOOM_MM = 30.0
-
-
-#: Nodule table columns before the per-method Dice columns (the rest follow them).
-TABLE_HEADERS_FIRST = ("#", "diameter (mm)", "voxels")
-TABLE_HEADERS_LAST = (
-    "radius i,r,c",
-    "center i,r,c (voxel)",
-    "center x,y,z (mm)",
-    "box lo..hi (i,r,c)",
-    "notes",
-)
+BOX_COLOR = hex_color(ANNOTATION_RGB)
 
 
 class MaskQAWidget(QWidget):
@@ -93,11 +80,8 @@ class MaskQAWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.state: MaskState | None = None
-        self.ct: CtVolume | None = None
-        self.truth: SeriesTruth | None = None
+        self.model = MaskQAModel(REFERENCE_METHOD, DEFAULT_THRESHOLD_HU)
         self._layer: Image | None = None
-        self._dice: dict[str, list[float | None]] = {}
         self.last_update_ms: float | None = None
 
         self.ct_choice = ComboBox(label="CT layer", choices=self._ct_choices)
@@ -151,7 +135,23 @@ class MaskQAWidget(QWidget):
         self._choices_timer.timeout.connect(self._reset_choices)
         self.viewer.layers.events.inserted.connect(self._schedule_reset_choices)
         self.viewer.layers.events.removed.connect(self._schedule_reset_choices)
+        screen_for(self.viewer)  # the legend, the 3-D view
         self._reset_choices()
+
+    @property
+    def state(self) -> MaskState | None:
+        """The masks of the current series (None without annotated nodules)."""
+        return self.model.state
+
+    @property
+    def ct(self) -> CtVolume | None:
+        """The current series."""
+        return self.model.ct
+
+    @property
+    def truth(self) -> SeriesTruth | None:
+        """The true shapes of the current series, paired with its nodules (synthetic data)."""
+        return self.model.truth
 
     # -- layer bookkeeping -------------------------------------------------------------------
     def _ct_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
@@ -202,9 +202,7 @@ class MaskQAWidget(QWidget):
 
     def _load_series(self, layer: Image | None) -> None:
         self._layer = layer
-        self.state = None
-        self.ct = None
-        self.truth = None
+        self.model.load(None)
         self.replay.stop()
         if layer is None:
             self._set_status("Open a CT (File > Open or File > Open Sample > LunaSeg).")
@@ -215,7 +213,7 @@ class MaskQAWidget(QWidget):
         except LunaSegError as exc:
             self._set_status(str(exc))
             return
-        self.ct = ct
+        self.model.load(ct)
         info = layer_info(layer)
         nodules = list(info.get("nodules") or [])
         if not nodules:
@@ -227,25 +225,24 @@ class MaskQAWidget(QWidget):
             return
         truth_layer = find_layer(self.viewer, ROLE_TRUTH, ct.series_uid)
         true_nodules = list(info.get("true_nodules") or [])
+        truth = None
         if truth_layer is not None and true_nodules:
-            self.truth = SeriesTruth.from_labels(
+            truth = SeriesTruth.from_labels(
                 ct.series_uid, np.asarray(truth_layer.data), nodules, true_nodules
             )
             truth_layer.contour = TRUTH_CONTOUR_PX
+        self.model.method = str(self.method.value)
+        self.model.threshold_hu = float(self.threshold.value)
         try:
-            self.state = MaskState(
-                ct,
-                nodules,
-                method=self.method.value,
-                threshold_hu=float(self.threshold.value),
-                on_outside="skip",
-            )
+            self.model.load(ct, nodules, truth)
         except LunaSegError as exc:
             self._set_status(str(exc))
             show_error(str(exc))
             return
         self._attach_mask_layer()
         self.update_details()
+        if not self.review.active:  # a review moving on to this series stays a review
+            show_task(self.viewer, MASK_QA)
 
     def _attach_mask_layer(self) -> None:
         """Show the state's mask (a uint8 view, no copy) in the series' mask layer."""
@@ -270,17 +267,17 @@ class MaskQAWidget(QWidget):
         if self.state is None:
             return
         start = time.perf_counter()
-        old_boxes = [rec.box_slices for rec in self.state.records if not rec.skipped]
-        region = self.state.set_threshold(float(threshold_hu))
+        boxes, changed = self.model.set_threshold(float(threshold_hu))
         layer = self.mask_layer
         if layer is None or layer.data.base is not self.state.mask:
             self._attach_mask_layer()
-        elif region is not None:
+        elif changed:
             layer.metadata["lunaseg"]["threshold_hu"] = float(threshold_hu)
-            boxes = old_boxes + [rec.box_slices for rec in self.state.records if not rec.skipped]
             # 2-D: a refresh re-slices one plane (ms). 3-D: only the boxes are re-uploaded.
-            if self.viewer.dims.ndisplay == 2 or not refresh_labels_boxes(layer, boxes):
+            if self.viewer.dims.ndisplay == 2:
                 layer.refresh()
+            else:
+                refresh_labels_boxes(layer, boxes)
         self.last_update_ms = (time.perf_counter() - start) * 1000.0
         self._set_status(
             f"threshold {threshold_hu:.0f} HU: mask updated in {self.last_update_ms:.1f} ms"
@@ -292,7 +289,7 @@ class MaskQAWidget(QWidget):
         if self.state is None:
             return
         try:
-            self.state.set_method(method)
+            self.model.set_method(method)
         except LunaSegError as exc:
             show_error(str(exc))
             return
@@ -306,56 +303,22 @@ class MaskQAWidget(QWidget):
 
     # -- details: table, boxes, Dice ----------------------------------------------------------
     def method_dice(self) -> dict[str, list[float | None]]:
-        """Per method, each nodule's Dice against its true shape (None: no true shape).
-
-        The core's pairing and Dice (:class:`~src_train.masks.SeriesTruth`), the same numbers
-        ``lunaseg mask-report`` prints for these nodules.
-        """
-        if self.truth is None or self.state is None or self.ct is None:
-            return {}
-        scores: dict[str, list[float | None]] = {}
-        for name in available_methods():
-            if name == self.state.method:
-                records = self.state.records
-            else:
-                _, records = build_masks(
-                    self.ct, self.state.nodules, self.state.threshold_hu, name, on_outside="skip"
-                )
-            scores[name] = [self.truth.record_dice(rec) for rec in records]
-        return scores
+        """Per method, each nodule's Dice against its true shape (None: no true shape)."""
+        return self.model.update_dice()
 
     def table_rows(self) -> list[list[Any]]:
-        """The nodule table as rows of values (what the widget and the CSV show)."""
-        if self.state is None:
-            return []
-        rows = []
-        for k, rec in enumerate(self.state.records):
-            x, y, z = rec.center_xyz_mm
-            diameter = rec.nodule.diameter_mm
-            row: list[Any] = [k + 1, "" if diameter is None else f"{diameter:.1f}", rec.voxel_count]
-            for name in self._dice:
-                value = self._dice[name][k]
-                row.append("" if value is None else f"{value:.3f}")
-            row += [
-                ", ".join(map(str, rec.radius_irc)),
-                ", ".join(map(str, rec.center_irc)),
-                f"{x:.1f}, {y:.1f}, {z:.1f}",
-                f"{','.join(map(str, rec.box_lo_irc))}..{','.join(map(str, rec.box_hi_irc))}",
-                "; ".join(rec.notes),
-            ]
-            rows.append(row)
-        return rows
+        """The nodule table as rows of values (what the widget shows)."""
+        return self.model.table_rows()
 
     def table_headers(self) -> list[str]:
         """Column names of :meth:`table_rows`."""
-        dice_headers = [f"Dice {name}" for name in self._dice]
-        return [*TABLE_HEADERS_FIRST, *dice_headers, *TABLE_HEADERS_LAST]
+        return self.model.table_headers()
 
     def update_details(self) -> None:
         """Refresh the nodule table, the per-method Dice and the boxes layer."""
         if self.state is None or self.ct is None:
             return
-        self._dice = self.method_dice()
+        self.model.update_dice()
         headers = self.table_headers()
         if self.table.columnCount() != len(headers):
             self.table.setColumnCount(len(headers))
@@ -367,14 +330,10 @@ class MaskQAWidget(QWidget):
                 rects.extend(box_rectangles(rec.box_lo_irc, rec.box_hi_irc))
         name = f"{short_name(self.ct.series_uid)} boxes"
         set_box_shapes(self.viewer, self.ct, ROLE_BOXES, name, rects, BOX_COLOR)
-        voxels = int(np.count_nonzero(self.state.mask))
         latency = (
             "" if self.last_update_ms is None else f"; last update {self.last_update_ms:.1f} ms"
         )
-        self._set_status(
-            f"{len(self.state.records)} nodule(s), {voxels:,} mask voxels at "
-            f"{self.state.threshold_hu:.0f} HU ({self.state.method}){latency}"
-        )
+        self._set_status(self.model.status_line() + latency)
         row = self.table.currentRow()
         if 0 <= row < len(self.state.records):
             self.replay.load(self.ct, self.state.records[row], row + 1)
@@ -394,39 +353,35 @@ class MaskQAWidget(QWidget):
         record = self.state.records[index]
         if self.table.currentRow() != index:
             self.table.selectRow(index)
-        diameter = record.nodule.diameter_mm or 0.0
-        jump_to(
-            self.viewer, record.center_xyz_mm, zoom_mm=max(ZOOM_DIAMETERS * diameter, MIN_ZOOM_MM)
-        )
+        zoom_to_nodule(self.viewer, record.center_xyz_mm, record.nodule.diameter_mm)
         self.replay.load(self.ct, record, index + 1)
+        show_task(self.viewer, MASK_QA)
+
+    def follow_nodule(self, center_xyz_mm: Any) -> None:
+        """Highlight the row of the nodule at ``center_xyz_mm`` (world mm) without moving the
+        view, or no row when it is none of the table's (e.g. an addition in review): the
+        table follows the review as it moves on."""
+        if self.state is None or self.ct is None:
+            return
+        index = self.model.index_of(center_xyz_mm)
+        self.table.blockSignals(True)
+        if index is None:
+            self.table.clearSelection()
+            self.table.setCurrentCell(-1, -1)
+        else:
+            self.table.selectRow(index)
+            self.replay.load(self.ct, self.state.records[index], index + 1)
+        self.table.blockSignals(False)
 
     # -- export ------------------------------------------------------------------------------
     def export_mask(self, path: str | os.PathLike[str]) -> Path:
         """Write the generated mask (uint8, the CT's geometry) to ``.mhd``/``.nii.gz``/..."""
-        if self.state is None or self.ct is None:
-            raise LunaSegError("No mask to save: open a series with annotations first.")
-        dest = Path(path)
-        return save_volume(
-            self.state.mask.view(np.uint8),
-            self.ct.geometry,
-            dest,
-            compress=dest.name.lower().endswith(".gz"),
-            overwrite=True,
-        )
+        return self.model.export_mask(path)
 
     def export_table(self, path: str | os.PathLike[str]) -> Path:
-        """Write the nodule table (one row per nodule, Dice per method) as CSV, atomically."""
-        if self.state is None:
-            raise LunaSegError("No nodule table to save: open a series with annotations first.")
-        dest = Path(path)
-        with atomic_write(dest) as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["seriesuid", "method", "threshold_hu", *self.table_headers()])
-            for row in self.table_rows():
-                writer.writerow(
-                    [self.state.ct.series_uid, self.state.method, self.state.threshold_hu, *row]
-                )
-        return dest
+        """Write the nodule table as ``nodules.csv`` (``lunaseg mask``'s format, Dice per
+        method after its columns), atomically."""
+        return self.model.export_table(path)
 
     def _save_mask_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(

@@ -40,9 +40,15 @@ from qtpy.QtWidgets import (
 
 from napari_lunaseg import PLUGIN
 from napari_lunaseg._layers import (
+    ROLE_REVIEW_ADD,
+    ROLE_REVIEW_BOX,
+    ROLE_REVIEW_EDIT,
+    ROLE_REVIEWED,
+    hex_color,
     labels_layer_data,
     layer_info,
     lunaseg_meta,
+    rgba,
     short_name,
     single_label_colormap,
 )
@@ -50,17 +56,19 @@ from napari_lunaseg._review_inbox import inbox_for
 from napari_lunaseg._review_inbox import send_to_review as send_to_review  # the Inference widget's
 from napari_lunaseg._review_table import HEADER_TIPS, TABLE_HEADERS, ReviewItem, table_rows
 from napari_lunaseg._reviewer import remember_reviewer, remembered_reviewer
+from napari_lunaseg._screen import REVIEW, show_task
 from napari_lunaseg._series_view import SeriesView
 from napari_lunaseg._viewer_utils import (
     box_rectangles,
     fill_table,
     find_layer,
-    jump_to,
     make_table,
     make_wrapping_label,
     set_box_shapes,
     upsert_layer,
+    zoom_to_nodule,
 )
+from src_train.colors import CURRENT_BOX_RGB, REVIEW_EDIT_RGB, REVIEWED_RGB
 from src_train.errors import LunaSegError
 from src_train.evaluate.review_requests import REQUEST_ADD, ReviewRequest
 from src_train.luna import LunaFolder, Nodule
@@ -81,22 +89,14 @@ from src_train.reviews import (
     verdict_effects,
 )
 
-#: Layer roles of review mode (``layer.metadata["lunaseg"]["role"]``).
-ROLE_REVIEWED = "reviewed"
-ROLE_REVIEW_BOX = "review box"
-ROLE_REVIEW_EDIT = "review edit"
-ROLE_REVIEW_ADD = "review add"
 #: Colours: the reviewed ground truth (outline), the voxels being corrected, the current box.
-REVIEWED_RGBA = (0.2, 0.95, 0.35, 1.0)
-EDIT_RGBA = (1.0, 0.2, 0.85, 1.0)
-CURRENT_BOX_COLOR = "cyan"
+REVIEWED_RGBA = rgba(REVIEWED_RGB)
+EDIT_RGBA = rgba(REVIEW_EDIT_RGB)
+CURRENT_BOX_COLOR = hex_color(CURRENT_BOX_RGB)
 #: Outline width (voxels) of the reviewed ground truth.
 REVIEWED_CONTOUR_VOXELS = 1
 #: Brush of a correction, voxels.
 BRUSH_SIZE_VOXELS = 3
-#: Field of view around a nodule: this many diameters, at least the minimum (mm).
-ZOOM_DIAMETERS = 4.0
-MIN_ZOOM_MM = 30.0
 #: Diameter offered for an addition, and its range, mm.
 ADD_DIAMETER_MM = 6.0
 ADD_DIAMETER_RANGE_MM = (1.0, 60.0)
@@ -288,6 +288,8 @@ class ReviewPanel(QWidget):
                 self.viewer.bind_key(key, self._key_handler(name), overwrite=True)
             else:
                 self.viewer.bind_key(key, None)
+        if active:
+            show_task(self.viewer, REVIEW)
         if active and self.items:
             self.go_to(self.index)
         self._update_buttons()
@@ -305,11 +307,8 @@ class ReviewPanel(QWidget):
         self.index = int(np.clip(index, 0, len(self.items) - 1))
         item = self.items[self.index]
         diameter = item.nodule.diameter_mm or ADD_DIAMETER_MM
-        jump_to(
-            self.viewer,
-            item.nodule.center_xyz_mm,
-            zoom_mm=max(ZOOM_DIAMETERS * diameter, MIN_ZOOM_MM),
-        )
+        zoom_to_nodule(self.viewer, item.nodule.center_xyz_mm, diameter)
+        self.host.follow_nodule(item.nodule.center_xyz_mm)  # Mask QA's table moves on too
         record = item.reviewed.record if item.reviewed is not None else None
         rects = box_rectangles(record.box_lo_irc, record.box_hi_irc) if record is not None else []
         set_box_shapes(

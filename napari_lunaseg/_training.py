@@ -52,12 +52,10 @@ from napari_lunaseg._viewer_utils import (
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS
 from src_train.images2d.folder import looks_like_image_set
-from src_train.losses import LOSSES
 from src_train.luna import has_annotations
-from src_train.model import ARCHITECTURES
+from src_train.options import option_args, option_choices, option_help
 from src_train.records import metric_keys
 from src_train.train import BEST, TENSORBOARD_DIR, TrainConfig
-from src_train.train.second_stage import RANKER_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -150,61 +148,7 @@ class TrainingWidget(QWidget):
         self._job_done = threading.Event()
         self._cancelled = False
 
-        self.data_dir = FileEdit(label="data folder", mode="d", value=default_data_dir())
-        self.run_dir = FileEdit(
-            label="run folder", mode="d", value=str(Path.cwd() / "runs" / "napari")
-        )
-        defaults = TrainConfig()
-        self.model = ComboBox(label="model", choices=list(ARCHITECTURES), value=defaults.model)
-        self.loss = ComboBox(label="loss", choices=list(LOSSES), value=defaults.loss)
-        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=defaults.epochs)
-        self.epoch_samples = SpinBox(
-            label="samples / epoch", min=1, max=10_000_000, value=defaults.epoch_samples
-        )
-        self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults.batch_size)
-        self.workers = SpinBox(label="loader workers", min=0, max=64, value=defaults.num_workers)
-        self.negative_fraction = FloatSpinBox(
-            label="negative crops",
-            min=0.0,
-            max=0.9,
-            step=0.05,
-            value=defaults.negative_fraction,
-            tooltip="share of training crops without a nodule (body crops, hard negatives)",
-        )
-        self.ranker = ComboBox(label="ranker", choices=list(RANKER_CHOICES), value=defaults.ranker)
-        self.best_min_precision = FloatSpinBox(
-            label="best: min voxel precision",
-            min=0.0,
-            max=1.0,
-            step=0.05,
-            value=defaults.best_min_precision,
-            tooltip="a validated epoch whose voxel precision is lower is never 'best' (it marks "
-            "too much of the body), whatever its recall",
-        )
-        self.overwrite = CheckBox(text="start over if the run folder holds a run", value=False)
-        enabled = set(defaults.augment_config().enabled)
-        self.augment = {name: CheckBox(text=name, value=name in enabled) for name in AUGMENTATIONS}
-        self.device = ComboBox(label="device", choices=["auto", "cuda", "cpu"], value="auto")
-        augment_row = Container(widgets=list(self.augment.values()), layout="horizontal")
-        augment_row.label = "augment"
-        form = Container(
-            widgets=[
-                self.data_dir,
-                self.run_dir,
-                self.model,
-                self.loss,
-                self.epochs,
-                self.epoch_samples,
-                self.batch_size,
-                self.negative_fraction,
-                self.ranker,
-                self.best_min_precision,
-                augment_row,
-                self.device,
-                self.workers,
-                self.overwrite,
-            ]
-        )
+        form = self._make_form()
 
         self.start_button = QPushButton("Start")
         self.resume_button = QPushButton("Resume")
@@ -231,48 +175,113 @@ class TrainingWidget(QWidget):
         self.resume_button.clicked.connect(lambda: self.start(resume=True))
         self.cancel_button.clicked.connect(self.cancel)
 
+    def _make_form(self) -> Container:
+        """The form: one widget per ``lunaseg train`` option it offers, TrainConfig's
+        defaults, choices and help texts (as tooltips)."""
+        self.data_dir = FileEdit(label="data folder", mode="d", value=default_data_dir())
+        self.run_dir = FileEdit(
+            label="run folder", mode="d", value=str(Path.cwd() / "runs" / "napari")
+        )
+        defaults = TrainConfig()
+        self.model = ComboBox(
+            label="model", choices=option_choices(TrainConfig, "model"), value=defaults.model
+        )
+        self.loss = ComboBox(
+            label="loss", choices=option_choices(TrainConfig, "loss"), value=defaults.loss
+        )
+        self.epochs = SpinBox(label="epochs", min=1, max=10_000, value=defaults.epochs)
+        self.epoch_samples = SpinBox(
+            label="samples / epoch", min=1, max=10_000_000, value=defaults.epoch_samples
+        )
+        self.batch_size = SpinBox(label="batch size", min=1, max=1024, value=defaults.batch_size)
+        self.workers = SpinBox(label="loader workers", min=0, max=64, value=defaults.num_workers)
+        self.negative_fraction = FloatSpinBox(
+            label="negative crops",
+            min=0.0,
+            max=0.9,
+            step=0.05,
+            value=defaults.negative_fraction,
+        )
+        self.ranker = ComboBox(
+            label="ranker", choices=option_choices(TrainConfig, "ranker"), value=defaults.ranker
+        )
+        self.best_min_precision = FloatSpinBox(
+            label="best: min voxel precision",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=defaults.best_min_precision,
+        )
+        self.overwrite = CheckBox(text="start over if the run folder holds a run", value=False)
+        enabled = set(defaults.augment_config().enabled)
+        self.augment = {name: CheckBox(text=name, value=name in enabled) for name in AUGMENTATIONS}
+        self.device = ComboBox(
+            label="device", choices=["auto", "cuda", "cpu"], value=defaults.device
+        )
+        # tooltips are the CLI's --help lines (one text for both)
+        helps = option_help(TrainConfig)
+        for field, widget in (
+            ("run_dir", self.run_dir),
+            ("model", self.model),
+            ("loss", self.loss),
+            ("epochs", self.epochs),
+            ("epoch_samples", self.epoch_samples),
+            ("batch_size", self.batch_size),
+            ("negative_fraction", self.negative_fraction),
+            ("ranker", self.ranker),
+            ("best_min_precision", self.best_min_precision),
+            ("device", self.device),
+            ("num_workers", self.workers),
+            ("overwrite", self.overwrite),
+        ):
+            widget.tooltip = helps[field]
+        augment_row = Container(widgets=list(self.augment.values()), layout="horizontal")
+        augment_row.label = "augment"
+        form = Container(
+            widgets=[
+                self.data_dir,
+                self.run_dir,
+                self.model,
+                self.loss,
+                self.epochs,
+                self.epoch_samples,
+                self.batch_size,
+                self.negative_fraction,
+                self.ranker,
+                self.best_min_precision,
+                augment_row,
+                self.device,
+                self.workers,
+                self.overwrite,
+            ]
+        )
+        return form
+
     # -- command -----------------------------------------------------------------------------
     def command(self, *, resume: bool = False) -> list[str]:
         """Arguments of the child process (after the Python executable)."""
         if looks_like_image_set(str(self.data_dir.value)):  # 2-D images: lunaseg compare
             return image_set_command(self, resume=resume)
         augment = [name for name, box in self.augment.items() if box.value]
-        args = [
-            "-m",
-            "src_train.cli",
-            "train",
-            str(self.data_dir.value),
-            "--run-dir",
-            str(self.run_dir.value),
-            "--model",
-            str(self.model.value),
-            "--loss",
-            str(self.loss.value),
-            "--epochs",
-            str(int(self.epochs.value)),
-            "--epoch-samples",
-            str(int(self.epoch_samples.value)),
-            "--batch-size",
-            str(int(self.batch_size.value)),
-            "--negative-fraction",
-            str(float(self.negative_fraction.value)),
-            "--ranker",
-            str(self.ranker.value),
-            "--best-min-precision",
-            str(float(self.best_min_precision.value)),
-            "--augment",
-            ",".join(augment) if augment else "none",
-            "--device",
-            str(self.device.value),
-            "--workers",
-            str(int(self.workers.value)),
-            "--progress-json",
-        ]
-        if resume:
-            args.append("--resume")
-        elif self.overwrite.value:
-            args.append("--overwrite")
-        return args
+        values: dict[str, Any] = {
+            "run_dir": str(self.run_dir.value),
+            "model": str(self.model.value),
+            "loss": str(self.loss.value),
+            "epochs": int(self.epochs.value),
+            "epoch_samples": int(self.epoch_samples.value),
+            "batch_size": int(self.batch_size.value),
+            "negative_fraction": float(self.negative_fraction.value),
+            "ranker": str(self.ranker.value),
+            "best_min_precision": float(self.best_min_precision.value),
+            "augment": ",".join(augment) if augment else "none",
+            "device": str(self.device.value),
+            "num_workers": int(self.workers.value),
+            "resume": resume,
+            "overwrite": bool(self.overwrite.value) and not resume,
+        }
+        # the flags come from TrainConfig's option metadata, as the CLI's parser does
+        train = ["-m", "src_train.cli", "train", str(self.data_dir.value)]
+        return [*train, *option_args(TrainConfig, values), "--progress-json"]
 
     @property
     def running(self) -> bool:

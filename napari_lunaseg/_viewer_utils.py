@@ -24,13 +24,10 @@ from src_train.ct import CtVolume, xyz_to_zyx_mm
 
 #: Canvas size assumed when the viewer has no window (headless tests), pixels.
 DEFAULT_CANVAS_PX = 600
-#: Field of view around a selected nodule: this many times its diameter, at least the minimum.
-NODULE_VIEW_DIAMETERS = 4.0
-MIN_NODULE_VIEW_MM = 30.0
+#: Tissue shown on each side of a nodule the view zooms to (:func:`zoom_to_nodule`), mm.
+NODULE_CONTEXT_MM = 25.0
 #: napari's world axes, in order, as the dims sliders name them.
 WORLD_AXIS_LABELS = ("z", "y", "x")
-#: Font size of the canvas's text overlay (slice index, notices), points.
-OVERLAY_FONT_SIZE = 10
 #: Notices the overlay lists one by one before "and N more".
 OVERLAY_NOTICES = 5
 #: Characters per line of the overlay's notices (the canvas's text overlay does not wrap).
@@ -97,7 +94,7 @@ def jump_to(viewer: Any, center_xyz_mm: Sequence[float], *, zoom_mm: float | Non
         point = list(viewer.dims.point)
         point[-3:] = center
         viewer.dims.point = point
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera = camera_of(viewer)
     camera.center = tuple(center[-viewer.dims.ndisplay :])
     if zoom_mm is not None and zoom_mm > 0:
         size = getattr(getattr(viewer, "canvas", None), "size", None)
@@ -105,9 +102,22 @@ def jump_to(viewer: Any, center_xyz_mm: Sequence[float], *, zoom_mm: float | Non
         camera.zoom = size_px / zoom_mm
 
 
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
+
 def nodule_view_mm(diameter_mm: float | None) -> float:
-    """The field of view (mm) :func:`jump_to` zooms to for a nodule of this diameter (mm)."""
-    return max(NODULE_VIEW_DIAMETERS * (diameter_mm or 0.0), MIN_NODULE_VIEW_MM)
+    """The field of view (mm) around a nodule of this diameter (mm): the nodule and
+    :data:`NODULE_CONTEXT_MM` of tissue on each side."""
+    return float(diameter_mm or 0.0) + 2.0 * NODULE_CONTEXT_MM
+
+
+def zoom_to_nodule(viewer: Any, center_xyz_mm: Sequence[float], diameter_mm: float | None) -> None:
+    """Show the slice through a nodule (world ``(x, y, z)`` mm), centred, with
+    :func:`nodule_view_mm` millimetres across the canvas's shorter side. Every widget zooms
+    to a nodule this way."""
+    jump_to(viewer, center_xyz_mm, zoom_mm=nodule_view_mm(diameter_mm))
 
 
 def slice_index_text(viewer: Any, layer: Any) -> str:
@@ -156,21 +166,20 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
     the smallest spacing of any layer (1 mm for layers given in mm) and count steps from the
     lowest world z. Here its range is the CT's slice centers with the slice spacing as step
     (restored whenever napari recomputes it, e.g. when a layer is added), so a step is a slice;
-    the axes are named (z, y, x); and the canvas's text overlay gives the slice index as the
-    tables count it (exact also for a flipped or oblique scan), followed by the layer's notices
-    (``metadata["lunaseg"]["problems"]``: e.g. annotation rows the reader passed over).
+    the axes are named (z, y, x); and the canvas's text overlay (:mod:`._screen`) gives the
+    slice index as the tables count it in 2-D (exact also for a flipped or oblique scan), the
+    legend, then the layer's notices (``metadata["lunaseg"]["problems"]``: e.g. annotation
+    rows the reader passed over).
     """
+    from napari_lunaseg._screen import screen_for
+
     dims = viewer.dims
     if dims.ndim != len(WORLD_AXIS_LABELS) or layer.data.ndim != len(WORLD_AXIS_LABELS):
         return
     dims.axis_labels = WORLD_AXIS_LABELS
     slices = _slice_range(layer)
-    notices = notice_lines(layer_info(layer).get("problems", []))
-    overlay = viewer.canvas.overlays.text
-    overlay.visible = True
-    overlay.position = "top_left"
-    overlay.font_size = OVERLAY_FONT_SIZE
-    overlay.color = "yellow" if notices else "white"
+    screen = screen_for(viewer)
+    screen.notices = notice_lines(layer_info(layer).get("problems", []))
 
     def keep_slice_steps(event: Any = None) -> None:
         if layer not in viewer.layers:
@@ -179,18 +188,13 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
         if not np.allclose(tuple(dims.range[0]), slices):
             dims.set_range(0, slices)
 
-    def update_text(event: Any = None) -> None:
-        if layer not in viewer.layers:
-            dims.events.point.disconnect(update_text)
-            return
-        lines = [slice_index_text(viewer, layer)]
-        lines += notices
-        overlay.text = "\n".join(lines)
+    def caption() -> list[str]:
+        return [slice_index_text(viewer, layer)] if layer in viewer.layers else []
 
     dims.events.range.connect(keep_slice_steps)
-    dims.events.point.connect(update_text)
     keep_slice_steps()
-    update_text()
+    screen.caption = caption
+    screen.update_text()
 
 
 def make_progress_bar() -> QProgressBar:
@@ -243,13 +247,26 @@ def fill_table(table: QTableWidget, rows: Sequence[Sequence[Any]]) -> None:
 
 
 def refresh_labels_boxes(layer: Any, boxes: Sequence[tuple[slice, slice, slice]]) -> bool:
-    """Update only ``boxes`` (IRC slices) of a labels layer shown in 3-D; False if not possible.
+    """Show the current voxels of ``boxes`` (IRC slices) of a labels layer whose data changed
+    in place; True when only the boxes were re-uploaded, False when the layer was refreshed
+    whole (napari's public ``refresh``).
 
-    ``layer.refresh()`` re-colours and re-uploads the whole volume in 3-D (seconds for a
-    512x512x300 scan). This re-colours the boxes and sends each as a sub-texture, the way
-    napari's own painting does; it relies on napari internals, so any mismatch (other napari
-    version, transposed axes, contours, 2-D display) returns False and the caller refreshes.
+    In 3-D ``layer.refresh()`` re-colours and re-uploads the whole volume (seconds for a
+    512x512x300 scan); :func:`_upload_boxes` sends only the boxes, the way napari's own painting
+    does. That needs napari internals, so it is the one place that touches them and any
+    mismatch falls back to the public refresh (``tests/test_gui_mask_qa.py`` fails when a napari
+    release takes the fast path away).
     """
+    if _upload_boxes(layer, boxes):
+        return True
+    layer.refresh()
+    return False
+
+
+def _upload_boxes(layer: Any, boxes: Sequence[tuple[slice, slice, slice]]) -> bool:
+    """Re-colour ``boxes`` of a 3-D labels layer and send each as a sub-texture (napari
+    internals: ``_slice_input``, ``_slice``, ``_data_to_texture``, ``_accumulate_updated_slice``,
+    ``_partial_labels_refresh``); False when that is not possible here."""
     try:
         displayed = tuple(layer._slice_input.displayed)
         if layer.ndim != 3 or displayed != (0, 1, 2) or layer.contour or not layer.loaded:

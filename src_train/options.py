@@ -169,14 +169,12 @@ def add_options(
         kwargs: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": argparse.SUPPRESS}
         if default is dataclasses.MISSING:
             kwargs["required"] = True
-        dashed = f.name.replace("_", "-")
         shown = _shown_default(default)
         help_text = meta["help"]
+        flag = _flag(f, inner, default)
         if inner is bool:
-            flag = meta["flag"] or (f"--no-{dashed}" if default else f"--{dashed}")
             kwargs["action"] = "store_false" if default else "store_true"
         else:
-            flag = meta["flag"] or f"--{dashed}"
             choices = meta["choices"]
             allowed = None if choices is None else list(choices() if callable(choices) else choices)
             item_type = inner
@@ -201,6 +199,48 @@ def add_options(
                 kwargs["metavar"] = _METAVARS.get(item_type, f.name.upper())
         kwargs["help"] = help_text
         parser.add_argument(flag, **kwargs)
+
+
+def _flag(f: dataclasses.Field, inner: Any, default: Any) -> str:
+    """The option's name on the command line (see the module docstring)."""
+    given = f.metadata[_META]["flag"]
+    if given:
+        return str(given)
+    dashed = f.name.replace("_", "-")
+    return f"--no-{dashed}" if inner is bool and default is True else f"--{dashed}"
+
+
+def option_args(cls: type, values: dict[str, Any]) -> list[str]:
+    """The command-line tokens that set ``values`` (field name -> value) of dataclass ``cls``,
+    in the order given, as :func:`add_options` parses them: what a form that builds a command line
+    (the viewer's Training widget) passes to the CLI. A bool is its flag when it differs from
+    the default (nothing otherwise); a tuple is one comma list; None is left out. An unknown
+    name or a field that is no option raises ``KeyError``."""
+    fields = {f.name: (f, tp) for f, tp in _fields(cls)}
+    tokens: list[str] = []
+    for name, value in values.items():
+        f, tp = fields[name]
+        meta = f.metadata.get(_META)
+        if meta is None or not meta["cli"]:
+            raise KeyError(f"{cls.__name__}.{name} is no command-line option")
+        inner, _optional = _unwrap_optional(tp)
+        default = _default_of(f)
+        if value is None:
+            continue
+        if inner is bool:
+            if bool(value) != bool(default):
+                tokens.append(_flag(f, inner, default))
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+        tokens += [_flag(f, inner, default), text]
+    return tokens
+
+
+def option_choices(cls: type, name: str) -> list[Any] | None:
+    """The allowed values of option field ``name`` of ``cls`` (None: any value)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    choices = field.metadata[_META]["choices"]
+    return None if choices is None else list(choices() if callable(choices) else choices)
 
 
 def options_from_args(cls: type, args: argparse.Namespace | dict[str, Any], **given: Any) -> Any:

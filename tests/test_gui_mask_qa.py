@@ -110,8 +110,9 @@ def test_nodule_table_export_has_one_row_per_nodule(viewer, tiny_synth_dir, tmp_
 def test_threshold_in_3d_updates_only_the_boxes(viewer, monkeypatch, tiny_synth_dir: Path) -> None:
     """In 3-D the changed boxes are re-uploaded; the displayed volume equals a full refresh.
 
-    napari has no public view of a labels layer's uploaded texture, so this test (like the code
-    it checks, ``refresh_labels_boxes``) reads ``_slice`` and ``_data_to_texture``.
+    This test fails when a napari release changes the internals ``refresh_labels_boxes``'s fast
+    path uses (it then falls back to a full refresh). napari has no public view of a labels
+    layer's uploaded texture, so the test reads ``_slice`` and ``_data_to_texture``.
     """
     path = first_annotated_series(tiny_synth_dir)
     viewer.open(str(path), plugin=PLUGIN)
@@ -136,3 +137,19 @@ def test_widget_docked_before_opening_reuses_the_readers_layers(viewer, qtbot, t
     masks = [ly for ly in viewer.layers if ly.name.endswith(" mask")]
     assert len(masks) == 1 and masks[0].data.base is widget.state.mask
     assert "Dice grow" in widget.table_headers()  # the true shapes were found
+
+
+def test_without_the_fast_path_the_mask_is_refreshed_with_public_api(
+    viewer, monkeypatch, tiny_synth_dir: Path
+) -> None:
+    from napari_lunaseg import _viewer_utils
+
+    viewer.open(str(first_annotated_series(tiny_synth_dir)), plugin=PLUGIN)
+    widget = dock(viewer, "Mask QA")
+    viewer.dims.ndisplay = 3
+    mask = layer_with_role(viewer, "mask")
+    monkeypatch.setattr(_viewer_utils, "_upload_boxes", lambda layer, boxes: False)
+    full_refreshes: list[int] = []
+    monkeypatch.setattr(mask, "refresh", lambda *a, **k: full_refreshes.append(1))
+    widget.threshold.value = -400
+    assert full_refreshes == [1]

@@ -192,6 +192,11 @@ def test_undo_key_and_moving_on_to_the_next_series(make_napari_viewer, qtbot, da
     following = series[series.index(uid) + 1]
     assert widget.ct.series_uid == following and panel.index == 0
     assert {ly.metadata["lunaseg"]["series_uid"] for ly in viewer.layers} == {following}
+    # still the review's layers on screen, the Mask QA boxes and points hidden
+    assert layer_with_role(viewer, "review box").visible
+    assert layer_with_role(viewer, "reviewed").visible
+    assert not layer_with_role(viewer, "boxes").visible
+    assert not layer_with_role(viewer, "nodules").visible
     _press(qtbot, viewer, Qt.Key.Key_N, shift=True)  # back: the last nodule of the first one
     assert widget.ct.series_uid == uid and panel.index == len(panel.items) - 1
 

@@ -151,3 +151,35 @@ def test_a_crashed_job_is_reported_and_napari_lives_on(widget, qtbot, tmp_path, 
     qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
     assert "crashed" in widget.status.text()
     assert widget.start_button.isEnabled()  # ready for another try
+
+
+def test_the_command_line_parses_back_to_the_form_through_the_clis_own_parser(
+    widget, tmp_path: Path
+) -> None:
+    """The widget's flags come from TrainConfig's option metadata: the CLI's parser reads
+    every form value back, defaults included (none typed by hand in the widget)."""
+    from src_train.cli import build_parser
+    from src_train.options import options_from_args
+    from src_train.train import TrainConfig
+
+    defaults = TrainConfig()
+    assert widget.epochs.value == defaults.epochs and widget.loss.value == defaults.loss
+    assert widget.ranker.value == defaults.ranker
+    assert widget.negative_fraction.tooltip.startswith(
+        TrainConfig.__dataclass_fields__["negative_fraction"].metadata["lunaseg_option"]["help"]
+    )
+    _tiny_job(widget, tmp_path / "data", tmp_path / "run")
+    widget.loss.value = next(c for c in widget.loss.choices if c != defaults.loss)
+    widget.augment["flip"].value = not widget.augment["flip"].value
+    widget.overwrite.value = True
+    command = widget.command()
+    args = build_parser().parse_args(command[2:])
+    config = options_from_args(TrainConfig, args, data_dir=str(tmp_path / "data"))
+    assert config.run_dir == str(tmp_path / "run") and config.epochs == 50
+    assert (config.epoch_samples, config.batch_size, config.num_workers) == (8, 4, 0)
+    assert config.loss == widget.loss.value and config.device == "cpu" and config.overwrite
+    assert config.negative_fraction == pytest.approx(widget.negative_fraction.value)
+    chosen = {name for name, box in widget.augment.items() if box.value}
+    assert set(config.augment_config().enabled) == chosen
+    resumed = build_parser().parse_args(widget.command(resume=True)[2:])
+    assert resumed.resume and not getattr(resumed, "overwrite", False)

@@ -137,3 +137,26 @@ def test_tuple_help_shows_the_comma_default_and_choices() -> None:
     text = " ".join(parser.format_help().split())
     assert "names (from a, b, c) (default: a,b)" in text
     assert "three counts (default: 1,2,3)" in text
+
+
+def test_option_args_write_the_command_line_the_parser_reads_back() -> None:
+    """A form (the viewer's Training widget) builds its command line from the same metadata:
+    flags, negated bools, comma lists; what it writes parses back to the same values."""
+    from src_train.images2d.options import CompareOptions
+    from src_train.options import option_args, option_choices
+
+    tokens = option_args(
+        TrainConfig,
+        {"num_workers": 0, "tensorboard": False, "overwrite": True, "resume": False, "lr": 0.01},
+    )
+    assert tokens == ["--workers", "0", "--no-tensorboard", "--overwrite", "--lr", "0.01"]
+    args = _subparser("train").parse_args(["DATA", *tokens])
+    config = options_from_args(TrainConfig, args, data_dir="DATA")
+    assert (config.num_workers, config.tensorboard, config.overwrite) == (0, False, True)
+    compare = option_args(CompareOptions, {"models": ("unet", "segnet"), "split": (60, 20, 20)})
+    assert compare == ["--models", "unet,segnet", "--split", "60,20,20"]
+    parsed = options_from_args(CompareOptions, _subparser("compare").parse_args(["D", *compare]))
+    assert parsed.models == ("unet", "segnet") and parsed.split == (60, 20, 20)
+    assert option_choices(TrainConfig, "model") == list(ARCHITECTURES)
+    with pytest.raises(KeyError):
+        option_args(TrainConfig, {"data_dir": "x"})  # set in code only, no option

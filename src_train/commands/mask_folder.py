@@ -22,6 +22,7 @@ from src_train.luna import TRUTH_DIR, LunaFolder, check_annotated_folder
 from src_train.masks.build import NoduleMask, OutsidePolicy
 from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold
 from src_train.masks.registry import REFERENCE_METHOD, method_info
+from src_train.masks.table import NODULE_TABLE_COLUMNS
 from src_train.progress import Progress, ShouldStop, check_stop, emit
 from src_train.reviews import ReviewBook, ReviewedSeries, apply_book
 
@@ -43,26 +44,6 @@ def _is_mask_output(name: str) -> bool:
     """True for the files :func:`write_masks` writes (table, ``<uid>_mask.mhd`` + data file)."""
     stem = name.removesuffix(".zraw").removesuffix(".raw").removesuffix(".mhd")
     return name == MASK_TABLE or stem.endswith(MASK_SUFFIX.removesuffix(".mhd"))
-
-
-#: Its columns (also written when there is no nodule at all).
-_TABLE_COLUMNS = (
-    "seriesuid",
-    "coordX",
-    "coordY",
-    "coordZ",
-    "diameter_mm",
-    "method",
-    "threshold_hu",
-    "center_irc",
-    "radius_irc",
-    "box_lo_irc",
-    "box_hi_irc",
-    "voxel_count",
-    "skipped",
-    "notes",
-    "review",
-)
 
 
 def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
@@ -165,6 +146,6 @@ def write_masks(
                 on_series(ct, recs)
             if on_reviewed is not None:
                 on_reviewed(ct, reviewed)
-        write_csv_atomic(stage / MASK_TABLE, rows, list(_TABLE_COLUMNS))
+        write_csv_atomic(stage / MASK_TABLE, rows, list(NODULE_TABLE_COLUMNS))
     emit(progress, len(uids), len(uids), "masks written")
     return records

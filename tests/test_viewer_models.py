@@ -1,0 +1,159 @@
+"""The viewer's Qt-free models driven without a screen: the Inference model (operating point,
+TP/FP/unscored, error volume against the run's reviewed truth, the candidate a view is on) and
+the Mask QA model (threshold, method, Dice, ``nodules.csv``)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP
+from src_train.luna import LunaFolder, Nodule
+
+
+@pytest.fixture(scope="module")
+def series(tiny_synth_dir: Path):  # type: ignore[no-untyped-def]
+    folder = LunaFolder(tiny_synth_dir)
+    uid = next(u for u in folder.series_uids if len(folder.nodules(u)) >= 2)
+    return folder, uid
+
+
+def _result_on(ct, truth_mask: np.ndarray, fp_center_irc, probs=(0.9, 0.3)):  # type: ignore[no-untyped-def]
+    """A run that found the truth's first component (score probs[0]) and a false blob."""
+    from scipy import ndimage
+
+    from src_train.infer import InferenceResult
+    from src_train.infer.candidates import group_candidates
+
+    labels, _ = ndimage.label(truth_mask)
+    mask = labels == 1
+    z, r, c = fp_center_irc
+    mask[z - 1 : z + 2, r - 2 : r + 3, c - 2 : c + 3] = True
+    prob = np.where(mask, np.float16(probs[1]), np.float16(0.0)).astype(np.float16)
+    prob[labels == 1] = probs[0]
+    candidates = group_candidates(prob, mask, ct.geometry, ct.series_uid)
+    return InferenceResult(prob=prob, mask=mask, candidates=candidates, seconds=0.1)
+
+
+def _free_voxel(truth_mask: np.ndarray) -> tuple[int, int, int]:
+    """A voxel far (>= 6 voxels) from every truth voxel and from the volume's edge."""
+    from scipy import ndimage
+
+    far = ndimage.distance_transform_edt(~truth_mask) > 6
+    far[:3], far[-3:], far[:, :6], far[:, -6:], far[:, :, :6], far[:, :, -6:] = (False,) * 6
+    return tuple(int(v) for v in np.argwhere(far)[len(np.argwhere(far)) // 2])  # type: ignore[return-value]
+
+
+def test_inference_model_scores_the_operating_point_against_the_reviewed_truth(
+    series, tmp_path: Path
+) -> None:
+    from napari_lunaseg._inference_model import InferenceModel, series_truth
+    from src_train.infer.ground_truth import TruthDefinition
+    from src_train.reviews import REJECTED, record_verdict, reviews_dir
+
+    folder, uid = series
+    root = tmp_path / "data"
+    shutil.copytree(folder.root, root)
+    nodules = LunaFolder(root).nodules(uid)
+    ct = LunaFolder(root).load(uid)
+    definition = TruthDefinition()
+    plain = series_truth(ct, nodules, root, definition)
+    assert plain is not None and len(plain.nodules) == len([n for n in nodules if n.is_nodule])
+
+    # a rejected nodule leaves the ground truth: its voxels are no longer FN
+    rejected = nodules[-1]
+    reviews_dir(root).mkdir(parents=True, exist_ok=True)
+    record_verdict(
+        reviews_dir(root), uid, rejected.center_xyz_mm, rejected.diameter_mm, REJECTED, "Ann", ""
+    )
+    truth = series_truth(ct, nodules, root, definition)
+    assert truth is not None and len(truth.nodules) == len(plain.nodules) - 1
+    assert truth.mask.sum() < plain.mask.sum()
+
+    model = InferenceModel(score_threshold=0.5)
+    result = _result_on(ct, truth.mask, _free_voxel(plain.mask))
+    model.set_result(ct, None, result, truth)
+    assert [c.probability for c in model.candidates] == pytest.approx([0.9, 0.3], abs=1e-3)
+    assert model.outcomes == ["TP", "FP"]
+    assert model.kept.tolist() == [True, False]
+    errors = model.errors()
+    assert errors is not None
+    assert not (errors == ERROR_FP).any() and (errors == ERROR_TP).any()
+    assert ((errors == ERROR_TP) | (errors == ERROR_FN)).sum() == truth.mask.sum()
+    model.set_score_threshold(0.2)  # both kept: the false blob is FP voxels now
+    assert (model.errors() == ERROR_FP).sum() == 3 * 5 * 5
+    found, total = model.nodule_recall()
+    assert (found, total) == (1, len(truth.nodules))
+    rows = model.rows()
+    assert [r[2] for r in rows] == ["TP", "FP"]
+    assert rows[1][1] == round(model.candidates[1].center_irc[0])
+
+    # the view on the false blob's center is on candidate 2, far away on none
+    assert model.candidate_at(model.candidates[1].center_xyz_mm) == 1
+    assert model.candidate_at((1e4, 1e4, 1e4)) is None
+
+
+def test_an_excluded_finding_makes_a_candidate_unscored() -> None:
+    from src_train.infer.operating_point import candidate_outcomes
+    from src_train.records.candidate import CandidateNodule
+
+    def mark(x: float) -> CandidateNodule:
+        return CandidateNodule("s", (x, 0.0, 0.0), (0.0, 0.0, 0.0), 5.0, 10, 0.5)
+
+    nodules = [Nodule("s", (0.0, 0.0, 0.0), 8.0)]
+    excluded = [Nodule("s", (50.0, 0.0, 0.0), 6.0)]
+    marks = [mark(1.0), mark(51.0), mark(100.0)]
+    assert candidate_outcomes(marks, nodules, excluded) == ["TP", "unscored", "FP"]
+
+
+def test_mask_qa_model_regrows_scores_and_writes_the_core_table(series, tmp_path: Path) -> None:
+    from napari_lunaseg._mask_qa_model import MaskQAModel
+    from src_train.masks import SeriesTruth
+    from src_train.masks.table import NODULE_TABLE_COLUMNS
+
+    folder, uid = series
+    ct = folder.load(uid)
+    nodules = folder.nodules(uid)
+    true = folder.truth_path(uid)
+    from src_train.ct import load_ct
+
+    truth = SeriesTruth.from_labels(
+        uid, load_ct(true).hu.astype(np.uint8), nodules, list(folder.true_nodules(uid))
+    )
+    model = MaskQAModel()
+    model.load(ct, nodules, truth)
+    assert len(model.records) == len(nodules)
+    dice = model.update_dice()
+    assert set(dice) >= {"grow", "ball"} and all(len(v) == len(nodules) for v in dice.values())
+    assert max(v for v in dice["grow"] if v is not None) > 0.5  # a real overlap with a true shape
+    before = int(model.state.mask.sum())
+    boxes, changed = model.set_threshold(-300.0)
+    assert changed and boxes and int(model.state.mask.sum()) < before
+    assert model.index_of(nodules[1].center_xyz_mm) == 1
+    assert model.index_of((1e4, 0.0, 0.0)) is None
+
+    path = model.export_table(tmp_path / "nodules.csv")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(nodules)
+    header = list(rows[0])
+    assert header[: len(NODULE_TABLE_COLUMNS)] == list(NODULE_TABLE_COLUMNS)
+    assert "dice_grow" in header and rows[0]["threshold_hu"] == "-300.0"
+    assert float(rows[0]["coordX"]) == pytest.approx(nodules[0].center_xyz_mm[0], abs=1e-3)
+
+
+def test_the_models_load_without_qt_or_napari() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_lunaseg._inference_model, napari_lunaseg._mask_qa_model; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari', 'magicgui')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
