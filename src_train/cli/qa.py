@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from src_train.luna import LunaFolder
+    from src_train.reviews import ReviewBook
 
 from src_train.cli.common import add_data_dir
 
@@ -83,4 +88,13 @@ def run_qa_command(args: argparse.Namespace) -> int:
             f"{nodule.series_uid[-12:]} ({x:.1f}, {y:.1f}, {z:.1f}) mm line {nodule.row}"
         )
     print(f"written: {csv_path}, {summary}")
+    return 0
+
+
+def print_agreement(folder: LunaFolder, book: ReviewBook) -> int:
+    """``lunaseg review DATA --agreement``: print the agreement report."""
+    from src_train.reviews.agreement import agreement, report_lines
+
+    for line in report_lines(agreement(folder, book)):
+        print(line)
     return 0
