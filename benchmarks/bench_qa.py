@@ -232,6 +232,15 @@ def timing(args: argparse.Namespace, work: Path) -> None:
         f"without checkpoint: {result.seconds:.1f} s for {len(result.rows)} annotations "
         f"({1000 * result.seconds / len(result.rows):.1f} ms each, scan reading included)"
     )
+    full = write_dataset(work / "full", 1, 7, SynthConfig())
+    started = time.perf_counter()
+    ct = full.load(full.series_uids[0])
+    read_s = time.perf_counter() - started
+    result = run_qa(LunaFolder(full.root), book=None)
+    print(
+        f"one full-size scan {ct.shape_irc} (index, row, col), {len(result.rows)} nodules: "
+        f"reading it {read_s:.2f} s, QA with reading {result.seconds:.2f} s"
+    )
     if args.no_checkpoint:
         return
     detector = load_ct_detector(args.checkpoint, "cpu")

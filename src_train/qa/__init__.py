@@ -22,7 +22,9 @@ from src_train.qa.folder import (
     QaProgress,
     QaResult,
     ScoredRow,
+    SuspicionEntry,
     iter_qa,
+    read_suspicious,
     run_qa,
     write_qa,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "QaResult",
     "QaRule",
     "ScoredRow",
+    "SuspicionEntry",
     "Verdict",
     "annotation_rows",
     "duplicate_of",
@@ -53,6 +56,7 @@ __all__ = [
     "model_signals",
     "nodule_signals",
     "noisy_or",
+    "read_suspicious",
     "run_qa",
     "write_qa",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 from src_train.atomic import write_csv_atomic, write_text_atomic
 from src_train.infer import Detector, InferenceOptions, TunerCache
 from src_train.luna import LunaFolder
+from src_train.luna.table import CsvTable
 from src_train.masks.density import DEFAULT_THRESHOLD_HU
 from src_train.progress import Progress, ShouldStop, run_steps
 from src_train.qa.combine import REASONS, ModelSignals, QaRule, Verdict, judge, noisy_or
@@ -223,3 +224,45 @@ def write_qa(result: QaResult, out_dir: str | os.PathLike[str]) -> tuple[Path, P
     text = "\n".join(result.summary_lines()) + "\n"
     summary = write_text_atomic(out / SUMMARY_TXT, text, overwrite=True)
     return csv_path, summary
+
+
+@dataclass(frozen=True)
+class SuspicionEntry:
+    """One row of ``suspicious.csv`` as the viewer walks it.
+
+    Attributes:
+        series_uid: the series.
+        center_xyz_mm: the annotation's center, world ``(x, y, z)`` mm.
+        suspicion: in [0, 1].
+        reasons: the reason words.
+        rank: 0 for the most suspicious row.
+    """
+
+    series_uid: str
+    center_xyz_mm: tuple[float, float, float]
+    suspicion: float
+    reasons: tuple[str, ...]
+    rank: int
+
+
+def read_suspicious(path: str | os.PathLike[str]) -> list[SuspicionEntry]:
+    """The rows of a ``suspicious.csv`` in file order (most suspicious first).
+
+    Raises :class:`AnnotationError` naming the file and line when a column is missing or a
+    value is not a number (run ``lunaseg qa`` again to rewrite the file).
+    """
+    src = Path(path)
+    table = CsvTable(src, ("seriesuid", "coordX", "coordY", "coordZ", *QA_COLUMNS))
+    entries: list[SuspicionEntry] = []
+    for line, fields in table:
+        text = table.get(line, fields, "reasons") or ""
+        entries.append(
+            SuspicionEntry(
+                table.uid(line, fields),
+                table.center(line, fields),
+                table.number(line, fields, "suspicion"),
+                tuple(w for w in text.split(";") if w),
+                len(entries),
+            )
+        )
+    return entries
