@@ -120,6 +120,11 @@ def test_cli_writes_the_rows_as_given_sorted_with_reasons(
     summary = (tmp_path / "qa" / "summary.txt").read_text()
     assert "outside: 1 rows" in out and "outside: 1 rows" in summary
     assert "7 annotations scored" in summary
+    signals = read_csv(tmp_path / "qa" / "signals.csv")
+    assert [s["coordX"] for s in signals] == [r["coordX"] for r in rows]  # the same order
+    k = next(i for i, r in enumerate(rows) if r["reasons"] == "outside")
+    assert float(signals[k]["score_outside"]) == 1.0 and signals[k]["outside"] == "1"
+    assert all(s["outside"] == "0" for i, s in enumerate(signals) if i != k)
 
 
 def test_cli_reviewed_list_drops_rejected_and_adds_additions(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def add_qa(sub: argparse._SubParsersAction) -> None:
         "body), how much of the annotated sphere is dense, other annotations within one "
         "radius, and with --checkpoint the model's probability there. Writes "
         f"{SUSPICIOUS_CSV} (the annotation's own columns, then suspicion,reasons; most "
-        f"suspicious first) and {SUMMARY_TXT} (one line per reason) in OUT_DIR "
+        f"suspicious first), {SUMMARY_TXT} (one line per reason) and signals.csv (every "
+        f"measurement, for the curious) in OUT_DIR "
         f"(default DATA_DIR/{QA_DIR}/, replaced on each run). See docs/qa.md.",
     )
     add_data_dir(p)
@@ -57,7 +58,14 @@ def run_qa_command(args: argparse.Namespace) -> int:
     from src_train.infer import InferenceOptions
     from src_train.luna import LunaFolder
     from src_train.progress import run_steps
-    from src_train.qa import QA_DIR, annotation_rows, iter_qa, load_ct_detector, write_qa
+    from src_train.qa import (
+        QA_DIR,
+        SIGNALS_CSV,
+        annotation_rows,
+        iter_qa,
+        load_ct_detector,
+        write_qa,
+    )
     from src_train.reviews import ReviewBook
 
     folder = LunaFolder(args.data_dir)
@@ -85,9 +93,10 @@ def run_qa_command(args: argparse.Namespace) -> int:
         x, y, z = nodule.center_xyz_mm
         print(
             f"  {scored.verdict.suspicion:.3f} {';'.join(scored.verdict.reasons) or '-':24s} "
-            f"{nodule.series_uid[-12:]} ({x:.1f}, {y:.1f}, {z:.1f}) mm line {nodule.row}"
+            f"{nodule.series_uid[-12:]} ({x:.1f}, {y:.1f}, {z:.1f}) mm "
+            + ("(added by review)" if scored.row.added else f"line {nodule.row}")
         )
-    print(f"written: {csv_path}, {summary}")
+    print(f"written: {csv_path}, {summary}, {csv_path.with_name(SIGNALS_CSV)}")
     return 0
 
 

@@ -80,7 +80,9 @@ class QaRule:
 
     #: Body: score when the center is outside the body.
     body: float = 0.95
-    #: Air: fill of the annotated sphere from which it starts / is full.
+    #: Air: fill of the annotated sphere from which it starts / is full, and the HU at the
+    #: center at or below which it counts (above: tissue, the reason is ``thin``).
+    air_center_hu: float = -500.0
     air_fill: tuple[float, float] = (0.25, 0.03)
     #: Thin: fill of the annotated sphere (the center dense or not).
     thin_fill: tuple[float, float] = (0.85, 0.45)
@@ -123,7 +125,7 @@ class QaRule:
         log_ratio = math.log2(signals.diameter_ratio) if signals.diameter_ratio > 0 else -9.0
         score = {
             "body": self.body if signals.outside_body else 0.0,
-            "air": ramp(signals.fill, *self.air_fill) * (signals.center_hu <= -500.0),
+            "air": ramp(signals.fill, *self.air_fill) * (signals.center_hu <= self.air_center_hu),
             "thin": ramp(signals.fill, *self.thin_fill),
             "small": max(
                 ramp(signals.shell_fill, *self.small_shell), ramp(log_ratio, *self.small_log2)

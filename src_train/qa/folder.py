@@ -10,6 +10,7 @@ annotation's own columns, then ``suspicion,reasons``, most suspicious first) and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 QA_DIR = "qa"
 SUSPICIOUS_CSV = "suspicious.csv"
 SUMMARY_TXT = "summary.txt"
+#: Every measurement of every row, in ``suspicious.csv``'s order (for the curious).
+SIGNALS_CSV = "signals.csv"
 #: Columns QA appends to the annotation's own.
 QA_COLUMNS = ("suspicion", "reasons")
 #: Suspicion from which a row counts as suspicious in the summary.
@@ -82,6 +85,7 @@ class QaResult:
         annotations: the list QA read (columns, source, rows left out).
         seconds: wall time.
         checkpoint: the checkpoint asked, or None.
+        reason_counts: per reason, the rows naming it.
     """
 
     rows: list[ScoredRow]
@@ -201,17 +205,39 @@ def iter_qa(
 def run_qa(
     folder: LunaFolder,
     *,
+    book: ReviewBook | None = None,
+    detector: Detector | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
-    **kwargs: object,
 ) -> QaResult:
-    """:func:`iter_qa` driven to its end (``kwargs`` as there)."""
-    return run_steps(iter_qa(folder, **kwargs), progress, should_stop, "QA", "series")  # type: ignore[arg-type]
+    """:func:`iter_qa` (default rule and threshold) driven to its end."""
+    steps = iter_qa(folder, book=book, detector=detector)
+    return run_steps(steps, progress, should_stop, "QA", "series")
+
+
+def _signal_rows(result: QaResult) -> tuple[list[str], list[dict[str, object]]]:
+    """``signals.csv``: the row's identity, every signal, the model's view and each score."""
+    names = [f.name for f in dataclasses.fields(NoduleSignals)]
+    columns = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", *names]
+    columns += ["model_probability", "candidate_distance_mm", *(f"score_{r}" for r in REASONS)]
+    table: list[dict[str, object]] = []
+    for scored in result.rows:
+        values: dict[str, object] = {c: scored.row.values.get(c, "") for c in columns[:5]}
+        for name in names:
+            value = getattr(scored.signals, name)
+            values[name] = round(value, 4) if isinstance(value, float) else int(value)
+        if scored.model is not None:
+            values["model_probability"] = round(scored.model.probability, 4)
+            values["candidate_distance_mm"] = round(scored.model.candidate_distance_mm, 2)
+        for reason in REASONS:
+            values[f"score_{reason}"] = round(scored.verdict.scores.get(reason, 0.0), 3)
+        table.append(values)
+    return columns, table
 
 
 def write_qa(result: QaResult, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``suspicious.csv`` and ``summary.txt`` into ``out_dir`` (atomically, replacing
-    earlier ones); returns both paths."""
+    """Write ``suspicious.csv``, ``summary.txt`` and ``signals.csv`` into ``out_dir``
+    (atomically, replacing earlier ones); returns the first two paths."""
     out = Path(out_dir)
     columns = [*result.annotations.columns, *QA_COLUMNS]
     table = []
@@ -223,6 +249,8 @@ def write_qa(result: QaResult, out_dir: str | os.PathLike[str]) -> tuple[Path, P
     csv_path = write_csv_atomic(out / SUSPICIOUS_CSV, table, columns, overwrite=True)
     text = "\n".join(result.summary_lines()) + "\n"
     summary = write_text_atomic(out / SUMMARY_TXT, text, overwrite=True)
+    signal_columns, signal_table = _signal_rows(result)
+    write_csv_atomic(out / SIGNALS_CSV, signal_table, signal_columns, overwrite=True)
     return csv_path, summary
 
 

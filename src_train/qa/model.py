@@ -38,7 +38,7 @@ def load_ct_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detec
     return load_detector(path, device)
 
 
-def _sphere_max(prob: np.ndarray, center: Sequence[int], half: Sequence[int]) -> float:
+def _box_max(prob: np.ndarray, center: Sequence[int], half: Sequence[int]) -> float:
     lo = [max(0, c - h) for c, h in zip(center, half, strict=True)]
     hi = [min(n, c + h + 1) for c, h, n in zip(center, half, prob.shape, strict=True)]
     box = prob[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
@@ -68,7 +68,7 @@ def model_signals(
             continue
         radius = 0.5 * (nodule.diameter_mm or 0.0)
         half = [max(1, math.ceil(radius / s)) for s in spacing]
-        probability = _sphere_max(result.prob, [int(v) for v in irc], half)
+        probability = _box_max(result.prob, [int(v) for v in irc], half)
         if len(centers):
             gaps = np.linalg.norm(centers - np.asarray(nodule.center_xyz_mm), axis=1)
             distance = float(gaps.min())

@@ -28,11 +28,13 @@ class AnnotationRow:
         nodule: the annotation as a record (``row`` = its line in the file; 0 for an addition).
         values: the row's values by column, exactly as the file gives them.
         review: its latest verdict (``""``: unreviewed or no reviews).
+        added: True for a reviewer's addition (no row of the annotation file).
     """
 
     nodule: Nodule
     values: dict[str, str]
     review: str = ""
+    added: bool = False
 
 
 @dataclass
@@ -101,7 +103,7 @@ def annotation_rows(folder: LunaFolder, book: ReviewBook | None = None) -> Annot
                 rejected += int(not item.added)
                 continue
             values = _addition_values(columns, item.nodule) if item.added else raw[item.nodule.row]
-            rows.append(AnnotationRow(item.nodule, values, item.status))
+            rows.append(AnnotationRow(item.nodule, values, item.status, item.added))
     if reviewed and book is not None:
         source += f" with the verdicts of {book.csv_path}"
     return AnnotationList(columns, rows, source, total - on_disk, rejected)

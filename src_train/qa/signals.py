@@ -253,7 +253,9 @@ def nodule_signals(
     dense_crop = dense(crop, threshold_hu)
     blob = _blob(dense_crop, local, at_edge, spacing, geometry.voxel_volume_mm3)
     sub_voxel = geometry.xyz_to_irc(center_xyz_mm) - np.asarray(center, dtype=np.float64)
-    fill = _sphere(dense_crop, local, sub_voxel, spacing, 0.5 * (diameter_mm or 0.0))
+    fill, shell, offset, linearity, balance = _sphere(
+        dense_crop, local, sub_voxel, spacing, 0.5 * (diameter_mm or 0.0)
+    )
     return NoduleSignals(
         outside=False,
         center_hu=float(np.median(near)),
@@ -266,11 +268,11 @@ def nodule_signals(
         blob_offset_mm=blob[1],
         blob_diameter_mm=blob[2],
         blob_capped=blob[3],
-        fill=fill[0],
-        shell_fill=fill[1],
-        fill_offset_mm=fill[2],
-        linearity=fill[3],
-        shell_balance=fill[4],
+        fill=fill,
+        shell_fill=shell,
+        fill_offset_mm=offset,
+        linearity=linearity,
+        shell_balance=balance,
     )
 
 
