@@ -28,7 +28,7 @@ from src_train.qa import (
     read_suspicious,
     write_qa,
 )
-from src_train.reviews import ReviewBook, find_history, same_nodule_index
+from src_train.reviews import UNDONE, ReviewBook, find_history, same_nodule_index
 
 
 class SuspicionOrder:
@@ -63,11 +63,15 @@ class SuspicionOrder:
         k = start if here is None else here.rank + step
         return self.entries[k] if 0 <= k < len(self.entries) else None
 
-    def first_unreviewed(self, book: ReviewBook) -> SuspicionEntry | None:
-        """The most suspicious row whose nodule has no verdict yet (None: all have one)."""
+    def first_unreviewed(self, book: ReviewBook, reviewer: str = "") -> SuspicionEntry | None:
+        """The most suspicious row whose nodule has no verdict yet (None: all have one); with
+        ``reviewer``, no verdict of theirs (a second reviewer for agreement starts at the top)."""
         for entry in self.entries:
             history = find_history(book.histories(entry.series_uid), entry.center_xyz_mm)
             if history is None or not history.status:
+                return entry
+            mine = [r for r in history.rows if r.reviewer == reviewer.strip()]
+            if reviewer.strip() and (not mine or mine[-1].status == UNDONE):
                 return entry
         return None
 
@@ -201,11 +205,11 @@ def walk_suspicion(panel: Any, step: int) -> None:
 
 def start_suspicion_walk(panel: Any) -> None:
     """With review mode on and suspicion order chosen: go to the most suspicious nodule that
-    has no verdict yet (opening its series)."""
+    has no verdict of this reviewer yet (opening its series)."""
     order = panel.suspicion.order
     if not (panel.active and panel.suspicion.walking and order and panel.book):
         return
-    first = order.first_unreviewed(panel.book)
+    first = order.first_unreviewed(panel.book, panel.reviewer.text())
     if first is None:
         show_info("Every scored nodule has a verdict.")
     elif first.series_uid == panel.view.ct.series_uid:
