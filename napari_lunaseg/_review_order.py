@@ -129,7 +129,8 @@ class SuspicionControls(QWidget):
 
     def _show(self) -> None:
         self.walk.setEnabled(self.order is not None)
-        self.score_button.setEnabled(self.folder is not None and self.worker is None)
+        self.score_button.setEnabled(self.folder is not None)
+        self.score_button.setText("Stop scoring" if self.worker is not None else "Score…")
         if self.order is not None and self.order.path is not None:
             flagged = sum(e.suspicion >= 0.5 for e in self.order.entries)
             self.status.setText(
@@ -152,8 +153,12 @@ class SuspicionControls(QWidget):
         return None if self.order is None else self.order.step(series_uid, center_xyz_mm, step)
 
     def score(self) -> None:
-        """Run QA over the folder in a worker; write ``DATA/qa/`` and load it when done."""
-        if self.folder is None or self.worker is not None:
+        """Run QA over the folder in a worker; write ``DATA/qa/`` and load it when done. While
+        it runs the button stops it (between two series; nothing is written then)."""
+        if self.worker is not None:
+            self.worker.quit()
+            return
+        if self.folder is None:
             return
         folder = self.folder
 

@@ -102,3 +102,27 @@ def test_review_walks_in_suspicion_order(make_napari_viewer, qtbot, tiny_synth_d
     qtbot.waitUntil(lambda: widget.ct.series_uid == bad_uid, timeout=60_000)
     current = panel.items[panel.index].nodule.center_xyz_mm
     np.testing.assert_allclose(current, top.center_xyz_mm, atol=1e-3)
+
+
+def test_suspicion_order_steps_and_where_each_reviewer_starts(tmp_path: Path) -> None:
+    from napari_lunaseg._review_order import SuspicionOrder
+    from src_train.qa import SuspicionEntry
+    from src_train.reviews import ReviewBook, record_verdict
+
+    a, b, c = (0.0, 0.0, 0.0), (10.0, 0.0, 0.0), (0.0, 20.0, 0.0)
+    order = SuspicionOrder(
+        [
+            SuspicionEntry("s2", a, 0.9, ("air",), 0),
+            SuspicionEntry("s1", b, 0.7, ("thin",), 1),
+            SuspicionEntry("s2", c, 0.1, (), 2),
+        ]
+    )
+    assert order.step("s2", (0.2, 0.0, 0.0), +1).center_xyz_mm == b  # within 0.5 mm: a
+    assert order.step("s1", b, +1).series_uid == "s2" and order.step("s2", c, +1) is None
+    assert order.step("s2", a, -1) is None and order.step("s9", a, +1).rank == 0
+    folder = tmp_path / "reviews"
+    record_verdict(folder, "s2", a, 5.0, "accepted", "alice")
+    book = ReviewBook(folder)
+    assert order.first_unreviewed(book).rank == 1  # a has a verdict
+    assert order.first_unreviewed(book, "bob").rank == 0  # but none of bob's
+    assert order.first_unreviewed(book, "alice").rank == 1
