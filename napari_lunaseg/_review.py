@@ -54,7 +54,18 @@ from napari_lunaseg._layers import (
 )
 from napari_lunaseg._review_inbox import inbox_for
 from napari_lunaseg._review_inbox import send_to_review as send_to_review  # the Inference widget's
-from napari_lunaseg._review_table import HEADER_TIPS, TABLE_HEADERS, ReviewItem, table_rows
+from napari_lunaseg._review_order import (
+    SuspicionControls,
+    start_suspicion_walk,
+    walk_suspicion,
+)
+from napari_lunaseg._review_table import (
+    HEADER_TIPS,
+    TABLE_HEADERS,
+    ReviewItem,
+    suspicion_text,
+    table_rows,
+)
 from napari_lunaseg._reviewer import remember_reviewer, remembered_reviewer
 from napari_lunaseg._screen import REVIEW, show_task
 from napari_lunaseg._series_view import SeriesView
@@ -129,7 +140,7 @@ class ReviewPanel(QWidget):
         self.active = False
         self.undo_stack: list[UndoEntry] = []
         self.requests: list[ReviewRequest] = []
-        self._pending_position: str | None = None
+        self._pending_position: str | tuple[float, float, float] | None = None
         self._edit_item: ReviewItem | None = None
 
         self.reviewer = QLineEdit(remembered_reviewer())
@@ -156,6 +167,7 @@ class ReviewPanel(QWidget):
         for column, tip in HEADER_TIPS.items():
             self.table.horizontalHeaderItem(TABLE_HEADERS.index(column)).setToolTip(tip)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
+        self.suspicion = SuspicionControls(self._on_order_changed)
 
         form = QGridLayout()
         form.addWidget(QLabel("reviewer"), 0, 0)
@@ -171,6 +183,7 @@ class ReviewPanel(QWidget):
         ]
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.suspicion)
         for row in rows:
             line = QHBoxLayout()
             for button in row:
@@ -207,6 +220,7 @@ class ReviewPanel(QWidget):
         if view is None or view.luna_root is None:
             self.folder = self.book = self.reviewed = None
             self.items = []
+            self.suspicion.set_folder(None)
             self._show()
             return
         if self.folder is None or self.folder.root != view.luna_root:
@@ -219,12 +233,15 @@ class ReviewPanel(QWidget):
                 )
         elif not same and self.book is not None:
             self.book.reload()  # another window may have written since
+        self.suspicion.set_folder(self.folder)
         self.requests += self.inbox.take(view.ct.series_uid)
         self._recompute()
         if not same:
             position, self._pending_position = self._pending_position, None
             if position == "last":
                 self.index = max(len(self.items) - 1, 0)
+            elif isinstance(position, tuple):
+                self.index = self._index_of(position)
             else:
                 self.index = self._first_unreviewed()
             if self.active:
@@ -259,6 +276,8 @@ class ReviewPanel(QWidget):
             elif request.kind == REQUEST_ADD:
                 nodule = Nodule(view.ct.series_uid, request.center_xyz_mm, request.diameter_mm)
                 self.items.append(ReviewItem(nodule, request=request))
+        for item in self.items:
+            item.suspicion = self.suspicion.entry(view.ct.series_uid, item.nodule.center_xyz_mm)
         self.index = min(self.index, max(len(self.items) - 1, 0))
         self._show_reviewed_layer()
         self._show()
@@ -275,8 +294,10 @@ class ReviewPanel(QWidget):
 
     # -- review mode and navigation -----------------------------------------------------------
     def toggle(self) -> None:
-        """Start or stop review mode (binds / unbinds the keys)."""
+        """Start or stop review mode (binds / unbinds the keys); in suspicion order, start at
+        the most suspicious nodule without a verdict."""
         self.set_active(not self.active)
+        start_suspicion_walk(self)
 
     def set_active(self, active: bool) -> None:
         """Review mode on: keys bound, the view on the current nodule; off: keys unbound."""
@@ -338,15 +359,20 @@ class ReviewPanel(QWidget):
             self.viewer.layers.selection.active = self.view.ct_layer
 
     def next(self) -> None:
-        """The next nodule; after the last one, the first of the next series with nodules."""
-        if self.index + 1 < len(self.items):
+        """The next nodule; after the last one, the first of the next series with nodules.
+        In suspicion order: the next most suspicious nodule, in whichever series."""
+        if self.suspicion.walking:
+            self._walk(+1)
+        elif self.index + 1 < len(self.items):
             self.go_to(self.index + 1)
         else:
             self._open_neighbour(+1)
 
     def previous(self) -> None:
         """The previous nodule; before the first one, the last of the previous series."""
-        if self.index > 0:
+        if self.suspicion.walking:
+            self._walk(-1)
+        elif self.index > 0:
             self.go_to(self.index - 1)
         else:
             self._open_neighbour(-1)
@@ -367,7 +393,15 @@ class ReviewPanel(QWidget):
             )
             return False
         target = later[0] if step > 0 else later[-1]
-        self._pending_position = "first" if step > 0 else "last"
+        return self._open_series(target, "first" if step > 0 else "last")
+
+    def _open_series(self, target: str, position: str | tuple[float, float, float]) -> bool:
+        """Open series ``target`` of the folder at ``position`` ("first", "last" or a nodule's
+        center, world mm) in place of the current one; False (and a message) if it fails."""
+        if self.folder is None or self.view is None:
+            return False
+        uid = self.view.ct.series_uid
+        self._pending_position = position
         old = [ly for ly in self.viewer.layers if layer_info(ly).get("series_uid") == uid]
         try:
             layers = self.viewer.open(str(self.folder.series_path(target)), plugin=PLUGIN)
@@ -382,6 +416,14 @@ class ReviewPanel(QWidget):
         if ct_layer is not None:
             self.host.select_ct_layer(ct_layer)
         return True
+
+    def _walk(self, step: int) -> None:
+        walk_suspicion(self, step)
+
+    def _on_order_changed(self) -> None:
+        if self.view is not None:
+            self._recompute()
+            start_suspicion_walk(self)
 
     # -- verdicts ----------------------------------------------------------------------------
     def _can_write(self) -> bool:
@@ -416,7 +458,10 @@ class ReviewPanel(QWidget):
             self.requests.remove(done.request)
         self._recompute()
         target = self._index_of(entry.row.center_xyz_mm)
-        if advance and target + 1 < len(self.items):
+        if advance and self.suspicion.walking:
+            self.index = target
+            self._walk(+1)
+        elif advance and target + 1 < len(self.items):
             self.go_to(target + 1)
         elif not (advance and self._open_neighbour(+1)):
             self.go_to(target)  # the last nodule of the last series stays in view
@@ -680,8 +725,11 @@ class ReviewPanel(QWidget):
         size = f"{item.nodule.diameter_mm:.1f} mm" if item.nodule.diameter_mm else "no diameter"
         status = self.table_rows()[self.index][2]
         reason = f" — {item.request.reason}" if item.request is not None else ""
+        suspicion = suspicion_text(item.suspicion)
+        suspicion = f" · suspicion {suspicion}" if suspicion else ""
         self.current.setText(
             f"{where} · nodule {self.index + 1}/{len(self.items)} · {size} · {status}{reason}"
+            f"{suspicion}"
         )
 
     def _update_buttons(self) -> None:

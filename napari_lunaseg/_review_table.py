@@ -9,6 +9,7 @@ from typing import Any
 
 from src_train.evaluate.review_requests import ReviewRequest
 from src_train.luna import Nodule
+from src_train.qa import SuspicionEntry
 from src_train.reviews import ReviewedNodule, VerdictEffect
 
 #: Columns of the review table.
@@ -20,6 +21,7 @@ TABLE_HEADERS = (
     "Dice gen.",
     "Dice rev.",
     "Δ Dice",
+    "suspicion",
     "note",
 )
 #: What the Dice columns mean (header tooltips); synthetic data only.
@@ -27,6 +29,7 @@ HEADER_TIPS = {
     "Dice gen.": "Dice of the mask grown from the annotation against the true shape",
     "Dice rev.": "Dice of the reviewed mask against the true shape (0 when rejected)",
     "Δ Dice": "what the verdict did: positive = the review made the mask better",
+    "suspicion": "how wrong the annotation looks, and why (lunaseg qa; Score… in this tab)",
 }
 
 
@@ -38,6 +41,7 @@ class ReviewItem:
     reviewed: ReviewedNodule | None = None
     request: ReviewRequest | None = None
     effect: VerdictEffect | None = None
+    suspicion: SuspicionEntry | None = None
 
     @property
     def proposal(self) -> bool:
@@ -49,6 +53,14 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return ""
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def suspicion_text(entry: SuspicionEntry | None) -> str:
+    """``"0.93 (air; large)"``; ``""`` for a nodule without a score."""
+    if entry is None:
+        return ""
+    reasons = "; ".join(entry.reasons)
+    return f"{entry.suspicion:.2f}" + (f" ({reasons})" if reasons else "")
 
 
 def table_rows(items: Sequence[ReviewItem]) -> list[list[Any]]:
@@ -73,6 +85,7 @@ def table_rows(items: Sequence[ReviewItem]) -> list[list[Any]]:
                 _fmt(effect.dice_generated if effect else None),
                 _fmt(effect.dice_reviewed if effect else None),
                 _fmt(effect.change if effect else None, signed=True),
+                suspicion_text(item.suspicion),
                 review.note if review and verdict else "",
             ]
         )

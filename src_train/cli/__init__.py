@@ -20,6 +20,7 @@ from src_train import __version__
 from src_train.cli.data import add_mask, add_mask_report, add_review, add_synth
 from src_train.cli.images2d import add_compare, add_synth2d
 from src_train.cli.inference import add_eval, add_infer
+from src_train.cli.qa import add_qa
 from src_train.cli.training import add_cache, add_train
 from src_train.errors import LunaSegError
 
@@ -30,6 +31,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_mask,
     add_mask_report,
     add_review,
+    add_qa,
     add_cache,
     add_train,
     add_infer,

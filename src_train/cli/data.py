@@ -306,6 +306,12 @@ def add_review(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--all", action="store_true", help="list every unreviewed series (default: the first 20)"
     )
+    p.add_argument(
+        "--agreement",
+        action="store_true",
+        help="where several reviewers judged the same nodules: their verdicts per nodule "
+        "(disagreements first), Cohen's kappa per pair (Fleiss' for 3+), Dice of their masks",
+    )
     p.set_defaults(func=_run_review)
 
 
@@ -322,6 +328,10 @@ def _run_review(args: argparse.Namespace) -> int:
 
     folder = LunaFolder(args.data_dir)
     book = ReviewBook.for_folder(folder)
+    if args.agreement:
+        from src_train.cli.qa import print_agreement
+
+        return print_agreement(folder, book)
     nodules = folder.nodules_by_series
     progress = review_progress(book, nodules)
     print(f"{book.csv_path}: {len(book.rows)} review rows" if book.rows else "no reviews yet")

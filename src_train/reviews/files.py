@@ -25,6 +25,7 @@ import csv
 import io
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -67,6 +68,20 @@ def reviews_dir(data_root: str | os.PathLike[str]) -> Path:
 def labels_file_name(series_uid: str) -> str:
     """File name of a series' label volume: ``<seriesuid>_labels.mhd``."""
     return f"{series_uid}{LABELS_SUFFIX}"
+
+
+#: Folder of ``DATA/reviews/`` holding each reviewer's own corrections (for agreement).
+BY_REVIEWER_DIR = "by_reviewer"
+
+
+def reviewer_labels_path(folder: str | os.PathLike[str], reviewer: str, series_uid: str) -> Path:
+    """One reviewer's own label volume of a series:
+    ``reviews/by_reviewer/<name>/<seriesuid>_labels.mhd`` (characters other than letters,
+    digits, ``.``, ``_`` and ``-`` in the name become ``_``). Written beside the shared one by
+    every correction, so two reviewers' masks of one nodule can be compared; older data
+    folders have none (agreement then says which Dice it cannot compute)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", reviewer.strip()).strip(".") or "_"
+    return Path(folder) / BY_REVIEWER_DIR / name / labels_file_name(series_uid)
 
 
 @dataclass

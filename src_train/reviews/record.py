@@ -4,7 +4,8 @@ Every write takes the reviews lock (:func:`~src_train.reviews.files.reviews_lock
 current file inside it (another window may have appended), writes, and returns the file as read
 back with an :class:`UndoEntry`. Undo appends too: the nodule's previous row again, or an
 ``undone`` row when it had none; a correction's voxels are put back where nobody changed them
-since. History in ``reviews.csv`` is never rewritten.
+since. History in ``reviews.csv`` is never rewritten. A correction is also painted into the
+reviewer's own label volume (``by_reviewer/<name>/``), which only agreement reads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from src_train.reviews.files import (
     append_reviews,
     labels_file_name,
     read_reviews,
+    reviewer_labels_path,
     reviews_lock,
 )
 from src_train.reviews.labels import (
@@ -56,12 +58,14 @@ class UndoEntry:
         previous: the nodule's latest row before it (None: it was unreviewed or new).
         patch: for a correction, what changed in the label volume (else None).
         geometry: the CT's geometry (for a correction).
+        reviewer_patch: for a correction, what changed in the reviewer's own label volume.
     """
 
     row: Review
     previous: Review | None
     patch: LabelPatch | None = None
     geometry: Geometry | None = None
+    reviewer_patch: LabelPatch | None = None
 
 
 def _check(reviewer: str, center_xyz_mm: Sequence[float]) -> tuple[float, float, float]:
@@ -155,12 +159,18 @@ def record_correction(
         patch = paint_label(volume, label, mask)
         if patch is not None:
             save_labels(volume, geometry, labels_path)
+        own_path = reviewer_labels_path(folder, reviewer, series_uid)
+        own = load_labels(own_path, geometry)
+        own = np.zeros(geometry.shape_irc, dtype=LABEL_DTYPE) if own is None else own
+        own_patch = paint_label(own, label, mask)
+        if own_patch is not None:
+            save_labels(own, geometry, own_path)
         row = Review(
             series_uid, center, diameter_mm, CORRECTED, label, reviewer.strip(), utc_now(), note
         )
         read = append_reviews(path, [row])
     previous = None if history is None else history.latest
-    return UndoEntry(row, previous, patch, geometry), read
+    return UndoEntry(row, previous, patch, geometry, own_patch), read
 
 
 def undo(folder: str | os.PathLike[str], entry: UndoEntry) -> ReviewsRead:
@@ -176,6 +186,12 @@ def undo(folder: str | os.PathLike[str], entry: UndoEntry) -> ReviewsRead:
             if volume is not None:
                 revert_patch(volume, entry.patch)
                 save_labels(volume, entry.geometry, labels_path)
+        if entry.reviewer_patch is not None and entry.geometry is not None:
+            own_path = reviewer_labels_path(folder, row.reviewer, row.series_uid)
+            own = load_labels(own_path, entry.geometry)
+            if own is not None:
+                revert_patch(own, entry.reviewer_patch)
+                save_labels(own, entry.geometry, own_path)
         if entry.previous is not None:
             restored = replace(entry.previous, time_utc=utc_now(), line=0)
         else:
