@@ -42,7 +42,13 @@ from src_train.errors import (
 )
 from src_train.evaluate import SERIES_LIST_NAME, FrocResult, evaluate_froc
 from src_train.evaluate import Candidate as FrocCandidate
-from src_train.infer.detector import Detector, load_detector, run_detection, with_threshold
+from src_train.infer.detector import (
+    Detector,
+    check_ct_input,
+    load_detector,
+    run_detection,
+    with_threshold,
+)
 from src_train.infer.events import (
     EventCallback,
     InferEvent,
@@ -314,6 +320,7 @@ def plan_run(
     their records are removed, so they count as incomplete until recomputed.
     """
     checkpoint = load_checkpoint(options.checkpoint_path)
+    check_ct_input(checkpoint, options.checkpoint_path)
     scope = choose_scope(data, options, checkpoint)
     part = resolve_part(options.num_parts, options.part_id)
     out = Path(out_dir)
