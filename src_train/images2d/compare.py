@@ -36,7 +36,7 @@ from src_train.errors import ConfigError, LunaSegError, OutputExistsError
 from src_train.images2d.conclusion import RANK_METRICS
 from src_train.images2d.ct_compare import is_ct_folder
 from src_train.images2d.dataset import ImageSet, Split, SplitConfig, load_image_set, split_keys
-from src_train.images2d.metrics import score_images
+from src_train.images2d.metrics import SCORE_NAMES, score_images
 from src_train.images2d.options import RUNS_DIR, SAME_ON_RESUME, CompareOptions, RunPlan
 from src_train.images2d.predict import predict_masks
 from src_train.images2d.results import RESULT_FILE, RunRecord, aggregate
@@ -172,9 +172,12 @@ def _data_summary(data: ImageSet) -> dict[str, Any]:
 def score_run(
     plan: RunPlan, run_dir: Path, data: ImageSet, split: Split, trained: ImageTrainer
 ) -> tuple[RunRecord, np.ndarray]:
-    """Score a trained run's best checkpoint on the test images; write ``result.json`` and the
-    predictions; return the record and the predicted masks ``(n_test, row, col)``."""
+    """Score a trained run's best checkpoint on the validation images (per image: what the
+    ranking's noise is measured on) and the test images (reported); write ``result.json`` and
+    the test predictions; return the record and the predicted test masks ``(n_test, row, col)``."""
     model, _ = load_model(run_dir / BEST, device=trained.device)
+    val_index = data.indices(split.val)
+    val_scores = score_images(predict_masks(model, data.images[val_index]), data.masks[val_index])
     index = data.indices(split.test)
     pred = predict_masks(model, data.images[index])
     scores = score_images(pred, data.masks[index])
@@ -200,6 +203,8 @@ def score_run(
         },
         history=list(trained.history),
         device=str(trained.device),
+        val_keys=list(split.val),
+        val_per_image={name: getattr(val_scores, name).tolist() for name in SCORE_NAMES},
     )
     with atomic_write(run_dir / PREDICTIONS_FILE, "wb") as fh:
         np.savez_compressed(

@@ -84,7 +84,10 @@ class CompareOptions:
         "all; none",
     )
     rank_by: str = option(
-        "test_iou", help="metric that picks the winner", choices=tuple(RANK_METRICS)
+        "val_iou",
+        help="validation metric that ranks the runs and picks the winner (the test images are "
+        "reported, never used to choose)",
+        choices=tuple(RANK_METRICS),
     )
     examples: int = option(3, help="best and worst test images shown per run")
     epoch_samples: int = option(
