@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
+from src_train.cli.common import refuse_bad_reviews
+from src_train.errors import AnnotationError
 from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
 
 log = logging.getLogger("lunaseg")
@@ -148,6 +150,8 @@ def _run_mask(args: argparse.Namespace) -> int:
     from src_train.masks import NoduleScore, load_series_truth
     from src_train.reviews import STATUSES, ReviewBook, ReviewedSeries, score_reviewed
 
+    if args.use_reviews:
+        refuse_bad_reviews(args.data_dir)
     folder = LunaFolder(args.data_dir)  # logs the annotated series that are not on disk
     out = Path(args.out) if args.out else Path(args.data_dir) / "masks"
     book = ReviewBook.for_folder(folder) if args.use_reviews else None
@@ -320,8 +324,15 @@ def _run_review(args: argparse.Namespace) -> int:
         review_progress,
     )
 
+    refuse_bad_reviews(args.data_dir)
     folder = LunaFolder(args.data_dir)
     book = ReviewBook.for_folder(folder)
+    if folder.annotations_path is None and not book.rows:
+        raise AnnotationError(
+            f"{folder.root} has no annotations.csv (nor annotations_with_malignancy.csv) and "
+            f"no reviews in {book.csv_path}: there is nothing to review. Point lunaseg review "
+            "at a folder with annotations (lunaseg synth writes one)."
+        )
     nodules = folder.nodules_by_series
     progress = review_progress(book, nodules)
     print(f"{book.csv_path}: {len(book.rows)} review rows" if book.rows else "no reviews yet")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
+from src_train.cli.common import refuse_bad_reviews
 from src_train.errors import LunaSegError
 
 
@@ -68,6 +69,8 @@ def run_infer(args: argparse.Namespace) -> int:
             "to write the synthetic data set, or give a LUNA16 folder or a series."
         )
     options = options_from_args(InferRunOptions, args)
+    if options.reviewed and Path(args.data).is_dir():
+        refuse_bad_reviews(args.data)
     as_json = bool(args.progress_json)
     text = sys.stderr if as_json else sys.stdout
 
@@ -175,6 +178,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from src_train.options import options_from_args
 
     options = options_from_args(EvalOptions, args)
+    if options.reviewed:
+        refuse_bad_reviews(Path(options.annotations).parent)
 
     def progress(done: int, total: int, message: str) -> None:
         print(f"\r{message} {done}/{total}", end="" if done < total else "\n", flush=True)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from src_train.cli.common import add_data_dir
+from src_train.cli.common import add_data_dir, refuse_bad_reviews
 
 
 def add_cache(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +49,7 @@ def run_cache(args: argparse.Namespace) -> int:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1; got {workers}.")
     config = options_from_args(TrainConfig, args, data_dir=args.data_dir)
+    refuse_bad_reviews(config.data_dir)
     cache = SeriesCache(
         config.data_dir,
         config.cache_dir,
@@ -123,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
     from src_train.train import ProgressEvent, TrainConfig, Trainer, install_stop_signals
 
     config = options_from_args(TrainConfig, args, data_dir=args.data_dir)
+    refuse_bad_reviews(config.data_dir)
     callbacks = []
     if args.progress_json:
 
