@@ -271,3 +271,28 @@ def test_a_2d_image_checkpoint_is_refused_on_ct_series(
     assert len(err.splitlines()) == 1
     assert str(rgb) in err and "2-D image model" in err and "CT" in err
     assert not out.exists(), "refused before anything was written"
+
+
+def test_infer_reviewed_scores_against_the_corrected_voxels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 defect 8: --reviewed regrew masks from the reviewed nodule list, ignoring the
+    voxels a reviewer painted; the error volume must be TP/FN exactly on the painted voxels."""
+    from tiny_luna import SPECS, sphere, write_tiny_luna
+
+    from src_train.reviews import record_correction, record_verdict, reviews_dir
+
+    write_tiny_luna(tmp_path / "luna", SPECS[:1])
+    folder = LunaFolder(tmp_path / "luna")
+    ct = folder.load("1.1")
+    a, b = folder.nodules("1.1")
+    painted = sphere(ct.shape_irc, (5, 20, 22), 2) | sphere(ct.shape_irc, (5, 24, 22), 1)
+    reviews = reviews_dir(folder.root)
+    record_correction(reviews, ct.geometry, "1.1", a.center_xyz_mm, 6.0, painted, "ann")
+    record_verdict(reviews, "1.1", b.center_xyz_mm, 6.0, "rejected", "ann")
+    out = tmp_path / "out"
+    args = ["infer", str(folder.root), "--out", str(out), "--reviewed", "--device", "cpu"]
+    assert main([*args, "--checkpoint", str(checkpoint_file(tmp_path))]) == 0
+    errors = load_ct(out / "1.1_error.mhd").hu
+    truth = (errors == 1) | (errors == 2)  # TP or FN: the ground truth's voxels
+    np.testing.assert_array_equal(truth, painted)
