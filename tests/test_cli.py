@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from src_train.cli import main
+from src_train.cli import build_parser, main
 from src_train.errors import LunaSegError, SeriesNotFoundError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_error_is_one_line_without_debug(tmp_path: Path, capsys) -> None:
@@ -74,3 +77,24 @@ def test_view_with_a_display_gets_past_the_check(
     monkeypatch.setattr(sys, "platform", "linux")
     with pytest.raises(LunaSegError, match="No display"):
         check_display()
+
+
+def test_train_defaults_are_the_demo_checkpoint_s_recipe(capsys) -> None:
+    """Issue 24 item 5: the defaults were the reference recipe the README warns against."""
+    import json
+    import shlex
+
+    from src_train.options import options_from_args
+    from src_train.train import TrainConfig
+
+    demo = json.loads((REPO / "src_train" / "assets" / "demo_unet.json").read_text())
+    words = shlex.split(demo["training_command"])
+    flags = [w for w in words[words.index("--run-dir") + 2 :] if w != "--seed" and w != "7"]
+    defaults = TrainConfig()
+    parsed = build_parser().parse_args(["train", "d", *flags])
+    with_flags = options_from_args(TrainConfig, parsed, data_dir="d")
+    assert replace(with_flags, data_dir=defaults.data_dir) == defaults
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "reference chapter's recipe" in text and "--loss dice-fn" in text

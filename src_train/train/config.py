@@ -3,7 +3,8 @@
 Each field is a ``lunaseg train`` option (the command line is generated from these fields, see
 :mod:`src_train.options`), is saved in the run's ``config.json`` and in every checkpoint.
 Defaults of other modules' settings (crop sizes, model shape, loss weights) are read from those
-modules, so each default is written once.
+modules, so each default is written once; the training recipe's defaults are
+:data:`DEMO_RECIPE`, the shipped demo detector's.
 """
 
 from __future__ import annotations
@@ -34,6 +35,46 @@ ON_OFF_AUTO = ("auto", "on", "off")
 #: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
 MIN_VAL_STRIDE = 2
 
+#: The recipe the shipped demo detector was trained with (``docs/demo_checkpoint.md``,
+#: ``assets/demo_unet.json``): the defaults of ``lunaseg train`` and the Training widget, so a
+#: run without flags makes a usable detector. A user changes flags to experiment.
+DEMO_RECIPE: dict[str, Any] = {
+    "loss": "bce",
+    "small_nodule_px": 60.0,
+    "negative_fraction": 0.5,
+    "edge_fraction": 0.15,
+    "detection_threshold": 0.25,
+    "lr_schedule": "cosine",
+    "ranker": "combined",
+    "ranker_series": 16,
+    "epochs": 20,
+    "val_every": 5,
+}
+
+#: The reference chapter's recipe (the SPEC's): soft Dice + 8 x false-negative Dice, crops
+#: around nodules only, a constant rate, masks at 0.5 and no second stage. It marks much of the
+#: body (README, "Model, training and the demo checkpoint"); pass these flags to reproduce it.
+REFERENCE_RECIPE: dict[str, Any] = {
+    "loss": "dice-fn",
+    "fn_weight": LossConfig.fn_weight,
+    "small_nodule_px": 0.0,
+    "negative_fraction": 0.0,
+    "edge_fraction": 0.0,
+    "detection_threshold": DEFAULT_THRESHOLD,
+    "lr_schedule": "constant",
+    "ranker": "none",
+}
+
+
+def recipe_flags(recipe: dict[str, Any]) -> str:
+    """A recipe as ``lunaseg train`` flags (``--loss bce --epochs 20 ...``)."""
+    return " ".join(
+        f"--{name.replace('_', '-')} {value:g}"
+        if isinstance(value, float)
+        else f"--{name.replace('_', '-')} {value}"
+        for name, value in recipe.items()
+    )
+
 
 @dataclass
 class TrainConfig:
@@ -60,7 +101,7 @@ class TrainConfig:
     )
     val_stride: int = option(10, help="every N-th series is held out for validation")
     negative_fraction: float = option(
-        SampleConfig.negative_fraction,
+        DEMO_RECIPE["negative_fraction"],
         help="share of training crops not centered on a nodule (body crops, hard negatives)",
     )
     hard_fraction: float = option(
@@ -68,29 +109,33 @@ class TrainConfig:
         help="share of those negatives taken where the model fired without a nodule",
     )
     edge_fraction: float = option(
-        SampleConfig.edge_fraction,
+        DEMO_RECIPE["edge_fraction"],
         help="share of nodule crops shown as if the scan ended beside the nodule",
     )
     # -- schedule ------------------------------------------------------------------------------
-    epochs: int = option(10, help="last epoch to train")
+    epochs: int = option(DEMO_RECIPE["epochs"], help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
     batch_size: int = option(16, help="training batch size per process")
     detection_threshold: float = option(
-        DEFAULT_THRESHOLD,
+        DEMO_RECIPE["detection_threshold"],
         help="probability threshold of validation's masks and candidates and of the second "
         "stage's; stored in the checkpoints as their default for lunaseg infer and the viewer",
     )
     val_batch_size: int | None = option(
         None, help="validation slices per model pass (default: the fastest measured)"
     )
-    val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
+    val_every: int = option(
+        DEMO_RECIPE["val_every"], help="validate on epoch 1, every N-th epoch and the last"
+    )
     ranker: str = option(
-        "none",
+        DEMO_RECIPE["ranker"],
         help="second stage fitted after the last epoch on training series' candidates: "
         "features (size, shape, confidence), classifier (3-D CNN on CT patches), combined",
         choices=RANKER_CHOICES,
     )
-    ranker_series: int = option(8, help="training series the second stage learns from (0: all)")
+    ranker_series: int = option(
+        DEMO_RECIPE["ranker_series"], help="training series the second stage learns from (0: all)"
+    )
     best_min_precision: float = option(
         DEFAULT_BEST_MIN_PRECISION,
         help="an epoch whose voxel precision on the validation series is lower is never 'best'",
@@ -104,7 +149,7 @@ class TrainConfig:
     depth: int = option(ModelConfig.depth, help="resolution levels of the model")
     filters: int = option(ModelConfig.filters, help="filters at the top level (doubling per level)")
     loss: str = option(
-        LOSSES[0],
+        DEMO_RECIPE["loss"],
         help="dice-fn = soft Dice + FN-WEIGHT x false-negative Dice (the SPEC's)",
         choices=LOSSES,
     )
@@ -117,13 +162,13 @@ class TrainConfig:
         help="weight of nodule voxels in the focal loss (1 - it for the rest); none by default",
     )
     small_nodule_px: float = option(
-        LossConfig.small_nodule_px,
+        DEMO_RECIPE["small_nodule_px"],
         help="bce/focal: nodule voxels of a crop with fewer than N of them weigh N / count, so "
         "small nodules count as much as one of N voxels (0 = off)",
     )
     lr: float = option(1e-3, help="Adam learning rate")
     lr_schedule: str = option(
-        "constant",
+        DEMO_RECIPE["lr_schedule"],
         help="constant, or cosine: the rate falls from --lr to 0 along a half cosine over the "
         "epochs (set at each epoch's start)",
         choices=LR_SCHEDULES,
