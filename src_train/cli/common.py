@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Mapping
 
 from src_train import DEFAULT_DATA_DIR
 from src_train.errors import AnnotationError
@@ -40,3 +42,23 @@ def refuse_bad_reviews(data_dir: str | os.PathLike[str]) -> None:
         f"{first}{others}. Fix or delete the row and run the command again (the viewer skips "
         "such rows; a command stops so nothing is made from a review read in part)."
     )
+
+
+#: Exit status of a folder command (mask, cache, infer) some of whose series failed while the
+#: others were done (2 is a user error found before any work).
+EXIT_SERIES_FAILED = 1
+
+
+def report_failures(command: str, failures: Mapping[str, str], fix: str) -> int:
+    """Print each failed series (``uid: reason``) and a last line saying what to do, to
+    stderr; return :data:`EXIT_SERIES_FAILED`, or 0 when nothing failed. The one behaviour of
+    every folder command: do the rest, list the failures, exit non-zero."""
+    if not failures:
+        return 0
+    for uid, reason in failures.items():
+        print(f"lunaseg {command}: failed: {uid}: {reason}", file=sys.stderr)
+    print(
+        f"lunaseg {command}: {len(failures)} series failed (the others are done); {fix}",
+        file=sys.stderr,
+    )
+    return EXIT_SERIES_FAILED

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
-from src_train.cli.common import refuse_bad_reviews
+from src_train.cli.common import refuse_bad_reviews, report_failures
 from src_train.errors import AnnotationError
 from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
 
@@ -171,7 +171,7 @@ def _run_mask(args: argparse.Namespace) -> int:
             truths = folder.true_nodules(ct.series_uid)
             scores.extend(score_reviewed(reviewed, truth.labels, truths, args.method))
 
-    records = write_masks(
+    run = write_masks(
         folder,
         out,
         args.threshold_hu,
@@ -183,6 +183,7 @@ def _run_mask(args: argparse.Namespace) -> int:
         reviews=book if book is not None else False,
         on_reviewed=on_reviewed,
     )
+    records = run.records
     print(
         f"{len(written)} masks <uid>{MASK_SUFFIX} ({args.method}, {args.threshold_hu:g} HU) "
         f"and {len(records)} nodule rows ({MASK_TABLE}) written to {out}"
@@ -209,7 +210,8 @@ def _run_mask(args: argparse.Namespace) -> int:
             )
         mean = sum(s.dice for s in scores) / len(scores)
         print(f"mean Dice {mean:.3f} over {len(scores)} true nodules ({args.method})")
-    return 0
+    again = f"lunaseg mask {args.data_dir} --overwrite" + (f" --out {args.out}" if args.out else "")
+    return report_failures("mask", run.failures, f"fix them and run '{again}'")
 
 
 def _mask_progress(done: int, total: int, message: str) -> None:

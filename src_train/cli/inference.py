@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
-from src_train.cli.common import refuse_bad_reviews
+from src_train.cli.common import EXIT_SERIES_FAILED, refuse_bad_reviews, report_failures
 from src_train.errors import LunaSegError
 
 
@@ -50,10 +50,6 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
         "series per minute, ETA) to stdout; other lines go to stderr",
     )
     p.set_defaults(func=run_infer)
-
-
-#: Exit status of ``lunaseg infer`` when some series failed (2 is a user error, before work).
-EXIT_SERIES_FAILED = 1
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -136,20 +132,15 @@ def run_infer(args: argparse.Namespace) -> int:
     )
     if summary.ok:
         return 0
-    for failure in summary.failures:
-        print(f"lunaseg infer: failed: {failure.describe()}", file=sys.stderr)
     if summary.not_attempted:
         print(
             f"lunaseg infer: the disk is full; {len(summary.not_attempted)} series not "
             "attempted. Free space and run the same command again to resume.",
             file=sys.stderr,
         )
-    print(
-        f"lunaseg infer: {len(summary.failures)} series failed; fix them and run the same "
-        "command again (complete series are skipped)",
-        file=sys.stderr,
-    )
-    return EXIT_SERIES_FAILED
+    failures = {f.series_uid: f.reason for f in summary.failures}
+    fix = "fix them and run the same command again (complete series are skipped)"
+    return report_failures("infer", failures, fix) or EXIT_SERIES_FAILED
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
