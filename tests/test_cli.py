@@ -98,3 +98,51 @@ def test_train_defaults_are_the_demo_checkpoint_s_recipe(capsys) -> None:
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "reference chapter's recipe" in text and "--loss dice-fn" in text
+
+
+def test_messages_of_a_newcomer_s_first_hour(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Issue 24 item 9: a folder given as --checkpoint, the interrupted line, bootstrap progress
+    in a log file, mask-report's help and review on a folder without annotations."""
+    from src_train.cli import inference as cli_inference
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_best.pt").write_bytes(b"")
+    assert (
+        main(["infer", str(tmp_path), "--out", str(tmp_path / "o"), "--checkpoint", str(run)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "is a folder, not a checkpoint file" in err and "checkpoint_best.pt" in err
+    assert "does not exist" not in err
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_inference, "run_infer", interrupted)
+    assert main(["infer", str(tmp_path), "--out", str(tmp_path / "o")]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+
+    ann = tmp_path / "annotations.csv"
+    ann.write_text(
+        "seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+        + "".join(f"s{i},0,0,0,8\n" for i in range(3))
+    )
+    cands = tmp_path / "candidates.csv"
+    cands.write_text(
+        "seriesuid,coordX,coordY,coordZ,probability\n"
+        + "".join(f"s{i},0,0,0,0.9\ns{i},50,0,0,0.4\n" for i in range(3))
+    )
+    argv = ["eval", "--annotations", str(ann), "--candidates", str(cands), "--bootstrap", "50"]
+    assert main(argv) == 0  # stdout is captured, not a terminal: no progress records
+    assert "\r" not in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        main(["mask-report", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "loses most against grow" in text and "worst nodule next to grow" not in text
+
+    empty = tmp_path / "empty"
+    (empty / "subset0").mkdir(parents=True)
+    assert main(["review", str(empty)]) == 2
+    assert "nothing to review" in capsys.readouterr().err
+    assert not (empty / "reviews").exists()

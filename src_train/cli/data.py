@@ -245,7 +245,9 @@ def add_mask_report(sub: argparse._SubParsersAction) -> None:
         description="Score every mask method against the true nodule shapes of a synthetic "
         "data set: Dice per scan, per nodule, per size band and per kind. Prints a table and "
         "writes mask_report_summary.csv, mask_report_nodules.csv, mask_report.png and "
-        "mask_report_case.png (the best method's worst nodule next to grow).",
+        "mask_report_case.png (one nodule: where the best method loses most against grow, "
+        "else the best method's worst; the slice through its true center, one panel per "
+        "method, TP green, FN orange, FP red).",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with truth/ (lunaseg synth)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: DATA_DIR/mask-report)")

@@ -175,7 +175,9 @@ def run_eval(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, message: str) -> None:
         print(f"\r{message} {done}/{total}", end="" if done < total else "\n", flush=True)
 
-    run = evaluate_run(options, progress=progress if options.bootstrap else None)
+    # A carriage-return progress line belongs on a terminal only, never in a log file.
+    on_terminal = options.bootstrap and sys.stdout.isatty()
+    run = evaluate_run(options, progress=progress if on_terminal else None)
     for note in run.notes:
         print(note)
     print(run.result.summary())
