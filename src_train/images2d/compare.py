@@ -244,7 +244,10 @@ def run_comparison(
     saved = _prepare_out(options)
     out = Path(options.out)
     data = load_image_set(
-        data_dir, options.size, progress=lambda d, t: emit("load", done=d, total=t)
+        data_dir,
+        options.size,
+        progress=lambda d, t: emit("load", done=d, total=t),
+        resize_masks=options.resize_masks,
     )
     if saved is not None:
         split = Split.from_dict(saved["split"])

@@ -89,6 +89,11 @@ class CompareOptions:
         "reported, never used to choose)",
         choices=tuple(RANK_METRICS),
     )
+    resize_masks: bool = option(
+        False,
+        help="resize a mask whose size differs from its image's to it (default: refuse: masks "
+        "are labels; use this only when both cover the same field of view)",
+    )
     examples: int = option(3, help="best and worst test images shown per run")
     epoch_samples: int = option(
         1024, help="CT folders only: training crops per epoch (images: every image once)"
