@@ -146,3 +146,25 @@ def test_messages_of_a_newcomer_s_first_hour(tmp_path: Path, capsys, monkeypatch
     assert main(["review", str(empty)]) == 2
     assert "nothing to review" in capsys.readouterr().err
     assert not (empty / "reviews").exists()
+
+
+def test_a_long_job_says_how_long_it_will_take_after_its_first_epoch() -> None:
+    """Issue 24 item 7: compare's defaults took ~10 hours on a laptop and nothing said so."""
+    from src_train.cli.estimate import EpochClock, human_duration
+    from src_train.train.events import ProgressEvent
+
+    clock = EpochClock(lambda e: e == 1 or e % 5 == 0 or e == 20)
+    events = [
+        ProgressEvent("batch", epoch=1, epochs=20, time=100.0),
+        ProgressEvent("batch", epoch=1, epochs=20, time=105.0),
+        ProgressEvent("validation", epoch=1, epochs=20, time=110.0),
+        ProgressEvent("epoch", epoch=1, epochs=20, time=115.0),
+    ]
+    lines = [clock.estimate(e, runs_after=2) for e in events]
+    assert lines[:3] == [None, None, None]
+    # 19 epochs x 10 s training + 4 validations (5, 10, 15, 20) x 5 s, then 2 whole runs of
+    # 20 x 10 s + 5 x 5 s: 210 + 450 = 660 s
+    assert "training 10.0 s, validation 5.0 s" in lines[3]
+    assert "about 11 min more" in lines[3] and "2 more run(s)" in lines[3]
+    assert clock.estimate(ProgressEvent("epoch", epoch=2, epochs=20, time=130.0)) is None
+    assert human_duration(36_000) == "10 h 0 min" and human_duration(42) == "42 s"

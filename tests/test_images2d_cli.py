@@ -118,4 +118,5 @@ def test_compare_prints_progress_and_json_events(tmp_path: Path, capsys) -> None
     assert all("train/loss" in e["metrics"] for e in events if e["kind"] == "epoch")
     lines = captured.err.splitlines()
     assert "[1/2] unet-4_bce_s0: training" in lines and "ranking by validation IoU:" in lines
+    assert any(line.startswith("estimate: epoch 1 took") for line in lines)
     assert any(line.startswith("report: ") for line in lines)

@@ -7,6 +7,7 @@ import os
 import sys
 
 from src_train.cli.common import add_data_dir, refuse_bad_reviews, report_failures
+from src_train.cli.estimate import EpochClock
 
 
 def add_cache(sub: argparse._SubParsersAction) -> None:
@@ -141,6 +142,15 @@ def run_train(args: argparse.Namespace) -> int:
             print(event.to_json(), flush=True)
 
         callbacks.append(print_json)
+    clock = EpochClock(lambda e: e == 1 or e % config.val_every == 0 or e == config.epochs)
+
+    def print_estimate(event: ProgressEvent) -> None:
+        line = clock.estimate(event)
+        if line and int(os.environ.get("RANK", "0")) == 0:
+            extra = " (+ the second stage after the last epoch)" if config.ranker != "none" else ""
+            print(line + extra, file=sys.stderr if args.progress_json else sys.stdout, flush=True)
+
+    callbacks.append(print_estimate)
     trainer = Trainer(config, callbacks=callbacks, command_line=["lunaseg", *sys.argv[1:]])
     signals: list[int] = []
     restore = install_stop_signals(trainer, on_signal=signals.append)
