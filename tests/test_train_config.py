@@ -47,7 +47,6 @@ def test_validation_cadence() -> None:
 
 def test_a_contract_stored_before_an_option_existed_reads_it_as_its_default() -> None:
     from src_train.records.contract import CONTRACT_OPTIONS, OPTION_DEFAULTS, DataContract
-
     from src_train.train.config import REFERENCE_RECIPE
 
     # a run made with the values those options had before they existed (the reference recipe)
