@@ -205,5 +205,17 @@ def test_runs_that_do_not_beat_trivial_masks_are_called_out() -> None:
     text = "\n".join(conclude(rows, baselines={"whole image": 0.78}).lines)
     assert "No run beats the best trivial mask" in text
     assert "**No winner**" in text and "is chosen" not in text
+    assert "No loss and no model is better" in text and "best loss" not in text
     text = "\n".join(conclude(rows, baselines={"whole image": 0.3}).lines)
     assert "do not beat" not in text and "No run" not in text
+
+
+def test_runs_that_all_score_the_same_are_one_tie() -> None:
+    """Four runs that learned nothing (every score 0): a tie of all, not 'wins by 0.000'."""
+    records = [
+        _run(m, loss, 0.0, val_iou=0.0) for m in ("unet", "segnet") for loss in ("bce", "dice")
+    ]
+    result = conclude(aggregate(records), baselines={"whole image": 0.19})
+    text = "\n".join(result.lines)
+    assert result.tied == 4 and "wins" not in text and "by 0.000" not in text
+    assert "The gap is 0.0 times that" in text and "**No winner**" in text

@@ -147,7 +147,9 @@ def _noise_line(result: Conclusion, rows: list[ResultRow]) -> str:
         parts.append("seeds not measured (one seed; `--seeds 2` measures them)")
     if not math.isnan(images):
         parts.append(f"validation images SD {_f(images)} (bootstrap, {BOOTSTRAP_DRAWS} draws)")
-    ratio = result.gap / total if total > 0 else math.inf
+    # no measured spread: equal scores are a tie, any gap is beyond it
+    spread_free = math.inf if result.gap > 0 else 0.0
+    ratio = result.gap / total if total > 0 else spread_free
     verdict = "beyond the noise" if result.beyond_noise else "within the noise: a tie"
     return (
         f"Run-to-run noise of the {name} gap between the first two: SD {_f(total)} ("
@@ -385,7 +387,15 @@ def conclude(
     result.lines.append(_test_line(result))
     if baselines:
         result.lines.append(_baseline_line(ranking, metric, baselines))
-    result.lines.extend(_loss_lines(rows, metric))
+    if len(ranking) > 1 and (
+        result.tied == len(ranking) or _learned_nothing(ranking, metric, baselines or {})
+    ):
+        result.lines.append(
+            "No loss and no model is better than another here: every combination is within "
+            "the run-to-run noise of the first, or none learned the task."
+        )
+    else:
+        result.lines.extend(_loss_lines(rows, metric))
     result.lines.extend(_balance_lines(rows))
     result.lines.append(_cost_line(rows))
     result.lines.append(_convergence_line(best))
