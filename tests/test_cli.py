@@ -168,3 +168,7 @@ def test_a_long_job_says_how_long_it_will_take_after_its_first_epoch() -> None:
     assert "about 11 min more" in lines[3] and "2 more run(s)" in lines[3]
     assert clock.estimate(ProgressEvent("epoch", epoch=2, epochs=20, time=130.0)) is None
     assert human_duration(36_000) == "10 h 0 min" and human_duration(42) == "42 s"
+    quiet = EpochClock(lambda e: True)  # a trainer without validation events: one figure
+    quiet.estimate(ProgressEvent("batch", epoch=1, epochs=3, time=0.0))
+    line = quiet.estimate(ProgressEvent("epoch", epoch=1, epochs=3, time=6.0))
+    assert line is not None and "validation" not in line and "about 12 s more" in line

@@ -71,8 +71,13 @@ class EpochClock:
         )
         left += runs_after * whole_run
         runs = f" and {runs_after} more run(s) like it" if runs_after else ""
+        parts = (
+            f" (training {train_s:.1f} s, validation {val_s:.1f} s)"
+            if self.validation_started is not None
+            else ""  # a trainer that reports no validation steps: one figure
+        )
         return (
-            f"estimate: epoch {epoch} took {human_duration(train_s + val_s)} (training "
-            f"{train_s:.1f} s, validation {val_s:.1f} s); the {epochs - epoch} epoch(s) left"
-            f"{runs} need about {human_duration(left)} more on this machine"
+            f"estimate: epoch {epoch} took {human_duration(train_s + val_s)}{parts}; the "
+            f"{epochs - epoch} epoch(s) left{runs} need about {human_duration(left)} more on "
+            "this machine"
         )
