@@ -172,3 +172,16 @@ def test_a_long_job_says_how_long_it_will_take_after_its_first_epoch() -> None:
     quiet.estimate(ProgressEvent("batch", epoch=1, epochs=3, time=0.0))
     line = quiet.estimate(ProgressEvent("epoch", epoch=1, epochs=3, time=6.0))
     assert line is not None and "validation" not in line and "about 12 s more" in line
+
+
+def test_a_dice_loss_trains_with_the_default_small_nodule_weight() -> None:
+    """The demo recipe's small-nodule weight is for BCE: --loss dice alone must not be refused,
+    while an explicit weight for a Dice loss still is."""
+    from src_train.errors import ConfigError
+    from src_train.train import TrainConfig
+
+    for loss in ("dice", "dice-fn"):
+        assert TrainConfig(loss=loss).loss_config().small_nodule_px == 0.0
+        with pytest.raises(ConfigError, match="no voxel weights"):
+            TrainConfig(loss=loss, small_nodule_px=30.0).loss_config()
+    assert TrainConfig().loss_config().small_nodule_px == 60.0

@@ -19,7 +19,7 @@ from src_train.augment import AUGMENTATIONS, AugmentConfig
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.datasets import SampleConfig
 from src_train.errors import ConfigError
-from src_train.losses import LOSSES, LossConfig
+from src_train.losses import LOSSES, WEIGHTED_LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
 from src_train.model import ARCHITECTURES, ModelConfig
 from src_train.options import option
@@ -164,7 +164,8 @@ class TrainConfig:
     small_nodule_px: float = option(
         DEMO_RECIPE["small_nodule_px"],
         help="bce/focal: nodule voxels of a crop with fewer than N of them weigh N / count, so "
-        "small nodules count as much as one of N voxels (0 = off)",
+        "small nodules count as much as one of N voxels (0 = off; the Dice losses have no "
+        "voxel weights: they ignore the default and refuse another value)",
     )
     lr: float = option(1e-3, help="Adam learning rate")
     lr_schedule: str = option(
@@ -289,13 +290,17 @@ class TrainConfig:
         )
 
     def loss_config(self) -> LossConfig:
-        """The loss these options describe."""
+        """The loss these options describe. The default ``small_nodule_px`` is the demo
+        recipe's weight for BCE: a loss without voxel weights drops it (any other value still
+        reaches :class:`LossConfig`, which refuses it for such a loss)."""
+        unweighted = self.loss not in WEIGHTED_LOSSES
+        default = self.small_nodule_px == DEMO_RECIPE["small_nodule_px"]
         return LossConfig(
             name=self.loss,
             fn_weight=self.fn_weight,
             focal_gamma=self.focal_gamma,
             focal_alpha=self.focal_alpha,
-            small_nodule_px=self.small_nodule_px,
+            small_nodule_px=0.0 if unweighted and default else self.small_nodule_px,
         )
 
     def augment_config(self) -> AugmentConfig:
