@@ -115,6 +115,9 @@ def test_comparison_writes_results_and_a_report(image_dir: Path, tmp_path: Path)
     val = [float(r["val_iou"]) for r in table]
     assert val == sorted(val, reverse=True)
     assert all(len(r.val_per_image["iou"]) == len(r.val_keys) > 0 for r in result.records)
+    ties = [row["tied_with_first"] == "yes" for row in table]
+    assert ties == [result.tied > 1 and i < result.tied for i in range(len(table))]
+    assert [label for label, _ in result.ranking] == [f"{r['model']} + {r['loss']}" for r in table]
     for row in table:
         assert 0 <= float(row["test_iou"]) <= 1 and int(row["params"]) > 0
         assert float(row["seconds_per_epoch"]) > 0 and row["epochs"] == "2"

@@ -200,6 +200,13 @@ def run_compare(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     print(f"ranking by {result.metric}:", file=out)
     for rank, (label, value) in enumerate(result.ranking, start=1):
-        print(f"  {rank}. {label}: {value:.3f}", file=out)
+        tie = " (tie)" if result.tied > 1 and rank <= result.tied else ""
+        print(f"  {rank}. {label}: {value:.3f}{tie}", file=out)
+    if result.tied > 1:
+        print(
+            f"ranks 1-{result.tied} are a tie: their gaps are within the run-to-run noise "
+            "(report.md says how it was measured)",
+            file=out,
+        )
     print(f"report: {result.files['report']}", file=out)
     return 0

@@ -33,7 +33,7 @@ import numpy as np
 
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import ConfigError, LunaSegError, OutputExistsError
-from src_train.images2d.conclusion import RANK_METRICS
+from src_train.images2d.conclusion import RANK_METRICS, conclude
 from src_train.images2d.ct_compare import is_ct_folder
 from src_train.images2d.dataset import ImageSet, Split, SplitConfig, load_image_set, split_keys
 from src_train.images2d.metrics import SCORE_NAMES, score_images
@@ -100,8 +100,10 @@ class ComparisonResult:
             for CT folders).
         stopped: True when a stop request ended it early.
         files: the report files (empty when stopped).
-        metric: what ``ranking`` ranks by, as the report names it (``"test IoU"``).
+        metric: what ``ranking`` ranks by, as the report names it (``"validation IoU"``).
         ranking: ``(model + loss, value)`` best first (empty when stopped).
+        tied: how many rows from the top of ``ranking`` are within the run-to-run noise of
+            the first (1: a clear first; :mod:`.conclusion`).
     """
 
     out: Path
@@ -110,6 +112,7 @@ class ComparisonResult:
     files: dict[str, Path] = field(default_factory=dict)
     metric: str = ""
     ranking: list[tuple[str, float]] = field(default_factory=list)
+    tied: int = 1
 
 
 def _prepare_out(options: CompareOptions) -> dict[str, Any] | None:
@@ -308,9 +311,10 @@ def run_comparison(
     files = write_report(out, options, records, predictions, data, split, commands)
     emit("report", path=str(files["report"]), message=f"report: {files['report']}")
     emit("end", message="done")
-    rows = sorted(aggregate(records), key=lambda row: -row.metrics[options.rank_by])
-    ranking = [(row.label, row.metrics[options.rank_by]) for row in rows]
-    return ComparisonResult(out, records, False, files, RANK_METRICS[options.rank_by], ranking)
+    verdict = conclude(aggregate(records), options.rank_by)
+    ranking = [(row.label, row.metrics[options.rank_by]) for row in verdict.ranking]
+    name = RANK_METRICS[options.rank_by]
+    return ComparisonResult(out, records, False, files, name, ranking, verdict.tied)
 
 
 def _run_on_ct(
