@@ -185,3 +185,17 @@ def test_a_dice_loss_trains_with_the_default_small_nodule_weight() -> None:
         with pytest.raises(ConfigError, match="no voxel weights"):
             TrainConfig(loss=loss, small_nodule_px=30.0).loss_config()
     assert TrainConfig().loss_config().small_nodule_px == 60.0
+
+
+def test_view_opens_a_2d_image_set_instead_of_refusing_it(tmp_path: Path) -> None:
+    """Issue 24 item 9: 'lunaseg view' on a 2-D image folder refused although the plugin
+    reads 2-D sets; a LUNA16 folder still opens its most-annotated series."""
+    from napari_lunaseg._cli import view_target
+
+    assert (
+        main(["synth2d", str(tmp_path / "set"), "--images", "3", "--rows", "32", "--cols", "32"])
+        == 0
+    )
+    assert view_target(tmp_path / "set") == tmp_path / "set"
+    with pytest.raises(LunaSegError):
+        view_target(tmp_path / "nothing here")
