@@ -80,15 +80,25 @@ def check_display() -> None:
     )
 
 
-def run_view(args: argparse.Namespace) -> int:
-    """Open napari with the series (or the synthetic default) and the widgets docked; block."""
+def view_target(path: str | os.PathLike[str]) -> Path:
+    """What ``lunaseg view PATH`` opens: a 2-D image set (images and masks paired by name, PH2
+    layout) as it is, since the plugin's reader shows it as an image stack with its masks;
+    otherwise the series :func:`~src_train.luna.series_to_open` picks (a series, or a
+    folder's most-annotated one)."""
+    from src_train.images2d.folder import looks_like_image_set
     from src_train.luna import series_to_open
 
+    if looks_like_image_set(path):
+        return Path(path)
+    return series_to_open(path)
+
+
+def run_view(args: argparse.Namespace) -> int:
+    """Open napari with the series, image set (or the synthetic default) and the widgets
+    docked; block."""
     check_display()
-    if args.path:
-        path = series_to_open(args.path)  # the reader's rule: a series, or a folder's best one
-    else:
-        path = default_series(Path(args.data_dir), args.seed)
+    given = args.path
+    path = view_target(given) if given else default_series(Path(args.data_dir), args.seed)
     import napari
 
     from napari_lunaseg._launch import open_viewer

@@ -47,6 +47,7 @@ from src_train.errors import (
     CancelledError,
     LunaSegError,
     OutputWriteError,
+    SeriesFailedError,
     SeriesReadError,
 )
 from src_train.luna import LunaFolder, Nodule, check_annotated_folder
@@ -408,7 +409,7 @@ class SeriesCache:
 
         Missing or stale entries are built by ``workers`` processes (1: in this process);
         ``progress(done, total, uid)`` is called as each series is ready. Series that fail
-        do not stop the others: a :class:`SeriesReadError` lists them at the end (their
+        do not stop the others: a :class:`SeriesFailedError` lists them at the end (their
         entries stay invalid, so the next call retries only them). Raises
         :class:`CancelledError` when ``should_stop()`` turns true between series (entries
         being built by workers are finished first; they are atomic).
@@ -449,10 +450,11 @@ class SeriesCache:
         if failures:
             listed = "; ".join(f"{u}: {r}" for u, r in list(failures.items())[:LISTED_FAILURES])
             more = len(failures) - LISTED_FAILURES
-            raise SeriesReadError(
+            raise SeriesFailedError(
                 f"{len(failures)} of {len(order)} series could not be cached ({listed}"
                 + (f"; and {more} more" if more > 0 else "")
-                + "). The others are cached; fix these and run again (only they are rebuilt)."
+                + "). The others are cached; fix these and run again (only they are rebuilt).",
+                failures,
             )
         return [metas[uid] for uid in order]
 

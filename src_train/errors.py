@@ -16,6 +16,18 @@ class SeriesReadError(LunaSegError):
     """A CT series could not be read (missing, truncated or unsupported file)."""
 
 
+class SeriesFailedError(SeriesReadError):
+    """Some series of a folder failed while the others were done.
+
+    Attributes:
+        failures: each failed series' UID -> the reason, in one line.
+    """
+
+    def __init__(self, message: str, failures: dict[str, str]) -> None:
+        super().__init__(message)
+        self.failures = dict(failures)
+
+
 class SeriesNotFoundError(LunaSegError):
     """A series UID is not present in a data folder."""
 

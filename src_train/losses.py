@@ -21,6 +21,9 @@ from src_train.metrics import overlap_scores
 #: Loss names :func:`build_loss` accepts; the first is the SPEC's default.
 LOSSES = ("dice-fn", "dice", "bce", "focal")
 
+#: Losses with per-voxel weights (``small_nodule_px`` applies to them only).
+WEIGHTED_LOSSES = ("bce", "focal")
+
 #: Added to Dice numerator and denominator so empty label and prediction give Dice 1.
 DICE_SMOOTH = 1.0
 
@@ -55,7 +58,7 @@ class LossConfig:
                 "fn_weight, focal_gamma and small_nodule_px must not be negative; got "
                 f"{self.fn_weight}, {self.focal_gamma}, {self.small_nodule_px}."
             )
-        if self.small_nodule_px > 0 and self.name not in ("bce", "focal"):
+        if self.small_nodule_px > 0 and self.name not in WEIGHTED_LOSSES:
             raise ConfigError(
                 f"small_nodule_px weights voxels of the bce and focal losses; the {self.name} "
                 "loss has no voxel weights (use --loss bce or focal, or leave it at 0)."

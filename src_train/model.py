@@ -493,6 +493,13 @@ def load_checkpoint(
     those messages (e.g. "train a new one") with what the caller knows better.
     """
     src = Path(path)
+    if src.is_dir():
+        found = sorted(p.name for p in src.glob("*.pt"))
+        inside = f" (it holds {', '.join(found)})" if found else " (it holds no .pt file)"
+        raise CheckpointError(
+            f"{src} is a folder, not a checkpoint file{inside}; name the file, e.g. "
+            f"{src / (found[0] if found else 'checkpoint_best.pt')}."
+        )
     if not src.is_file():
         raise CheckpointError(
             f"Checkpoint {src} does not exist. " + _advice(advice, "Check the path or train one.")

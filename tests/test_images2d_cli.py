@@ -117,5 +117,6 @@ def test_compare_prints_progress_and_json_events(tmp_path: Path, capsys) -> None
     assert "checkpoint" in kinds and kinds[-1] == "compare/end"
     assert all("train/loss" in e["metrics"] for e in events if e["kind"] == "epoch")
     lines = captured.err.splitlines()
-    assert "[1/2] unet-4_bce_s0: training" in lines and "ranking by test IoU:" in lines
+    assert "[1/2] unet-4_bce_s0: training" in lines and "ranking by validation IoU:" in lines
+    assert any(line.startswith("estimate: epoch 1 took") for line in lines)
     assert any(line.startswith("report: ") for line in lines)

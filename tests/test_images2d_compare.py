@@ -79,7 +79,7 @@ def test_model_names(token: str, expected: tuple[str, str, int]) -> None:
         ({"models": ("unet:wide",)}, "must be a number"),
         ({"losses": ("bce", "hinge")}, "Unknown loss"),
         ({"losses": ("bce", "bce")}, "named twice"),
-        ({"rank_by": "val_iou"}, "rank_by"),
+        ({"rank_by": "test_iou"}, "rank_by"),
         ({"epochs": 0}, "epochs"),
         ({"split": (10, 0, 5)}, "at least 1"),
     ],
@@ -110,6 +110,14 @@ def test_comparison_writes_results_and_a_report(image_dir: Path, tmp_path: Path)
     assert {(r["model"], r["loss"]) for r in table} == {
         (m, loss) for m in ("unet", "segnet") for loss in ("bce", "dice")
     }
+    # rows in rank order, chosen on validation: val_iou never rises down the table
+    assert [r["rank"] for r in table] == ["1", "2", "3", "4"]
+    val = [float(r["val_iou"]) for r in table]
+    assert val == sorted(val, reverse=True)
+    assert all(len(r.val_per_image["iou"]) == len(r.val_keys) > 0 for r in result.records)
+    ties = [row["tied_with_first"] == "yes" for row in table]
+    assert ties == [result.tied > 1 and i < result.tied for i in range(len(table))]
+    assert [label for label, _ in result.ranking] == [f"{r['model']} + {r['loss']}" for r in table]
     for row in table:
         assert 0 <= float(row["test_iou"]) <= 1 and int(row["params"]) > 0
         assert float(row["seconds_per_epoch"]) > 0 and row["epochs"] == "2"
@@ -129,7 +137,8 @@ def test_comparison_writes_results_and_a_report(image_dir: Path, tmp_path: Path)
     report = (out / "report.md").read_text()
     links = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
     assert len(links) == 4 + 2 * 4 and all((out / link).stat().st_size > 1000 for link in links)
-    assert "## Conclusion" in report and "wins on test IoU" in report
+    assert "## Conclusion" in report and "validation IoU" in report
+    assert "wins on test" not in report and "never used to rank" in report
     assert "| rank | model | loss |" in report and "## Commands" in report and "lunaseg x" in report
     kinds = [e.kind for e in events]
     assert kinds.count("run") == 4 and kinds.count("scored") == 4 and kinds[-1] == "end"

@@ -258,3 +258,27 @@ def test_split_is_seeded_disjoint_and_order_free() -> None:
 def test_too_small_a_set_cannot_split() -> None:
     with pytest.raises(ImageSetError, match="at least 3"):
         split_keys(["a", "b"])
+
+
+def test_a_mask_of_another_size_than_its_image_is_refused_unless_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24 item 10: such a mask was resized and used with only a warning."""
+    from src_train.cli import main
+
+    _save(tmp_path / "images" / "a.png", np.full((40, 60, 3), 120, np.uint8))
+    _save(tmp_path / "masks" / "a.png", _disk(40, 60, 10).astype(np.uint8) * 255)
+    _save(tmp_path / "images" / "b.png", np.full((40, 60, 3), 120, np.uint8))
+    _save(tmp_path / "masks" / "b.png", _disk(20, 30, 5).astype(np.uint8) * 255)
+    with pytest.raises(ImageSetError) as refused:
+        load_image_set(tmp_path, size=32)
+    message = str(refused.value)
+    assert "b.png is 30 x 20 pixels" in message and "is 60 x 40" in message
+    assert str(tmp_path / "masks" / "b.png") in message
+    assert str(tmp_path / "images" / "b.png") in message and "--resize-masks" in message
+    with caplog.at_level(logging.WARNING):
+        data = load_image_set(tmp_path, size=32, resize_masks=True)
+    assert data.notes["mask size differs from image"] == ["b.png"] and "b.png" in caplog.text
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "out"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "b.png is 30 x 20 pixels" in err

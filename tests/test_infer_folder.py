@@ -252,3 +252,47 @@ def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:
     pred = load_ct(out / "1.2.826.0.1.3680043.2.1125.1.42_pred.mhd")
     assert pred.shape_irc == ct.shape_irc
     np.testing.assert_allclose(pred.geometry.origin_xyz_mm, ct.geometry.origin_xyz_mm, atol=1e-3)
+
+
+def test_a_2d_image_checkpoint_is_refused_on_ct_series(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 defect 7: a lunaseg compare (RGB) checkpoint ran on CT, its 3 colour channels
+    taken as context slices: exit 0 and hundreds of candidates."""
+    from src_train.model import build_model, save_checkpoint
+
+    rgb = tmp_path / "checkpoint_best.pt"
+    config = ModelConfig(in_channels=3, depth=2, filters=4)
+    save_checkpoint(rgb, build_model(config), config, extra={"image_size": 64})
+    out = tmp_path / "out"
+    rc = main(["infer", str(tiny_synth_dir), "--out", str(out), "--checkpoint", str(rgb)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(rgb) in err and "2-D image model" in err and "CT" in err
+    assert not out.exists(), "refused before anything was written"
+
+
+def test_infer_reviewed_scores_against_the_corrected_voxels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 defect 8: --reviewed regrew masks from the reviewed nodule list, ignoring the
+    voxels a reviewer painted; the error volume must be TP/FN exactly on the painted voxels."""
+    from tiny_luna import SPECS, sphere, write_tiny_luna
+
+    from src_train.reviews import record_correction, record_verdict, reviews_dir
+
+    write_tiny_luna(tmp_path / "luna", SPECS[:1])
+    folder = LunaFolder(tmp_path / "luna")
+    ct = folder.load("1.1")
+    a, b = folder.nodules("1.1")
+    painted = sphere(ct.shape_irc, (5, 20, 22), 2) | sphere(ct.shape_irc, (5, 24, 22), 1)
+    reviews = reviews_dir(folder.root)
+    record_correction(reviews, ct.geometry, "1.1", a.center_xyz_mm, 6.0, painted, "ann")
+    record_verdict(reviews, "1.1", b.center_xyz_mm, 6.0, "rejected", "ann")
+    out = tmp_path / "out"
+    args = ["infer", str(folder.root), "--out", str(out), "--reviewed", "--device", "cpu"]
+    assert main([*args, "--checkpoint", str(checkpoint_file(tmp_path))]) == 0
+    errors = load_ct(out / "1.1_error.mhd").hu
+    truth = (errors == 1) | (errors == 2)  # TP or FN: the ground truth's voxels
+    np.testing.assert_array_equal(truth, painted)

@@ -149,3 +149,35 @@ def test_a_record_is_trusted_only_with_its_key_and_file_sizes(tmp_path: Path) ->
     record_path(tmp_path, "1.2").write_text("{half a rec")
     assert complete_record(tmp_path, "1.2", "k1") is None
     assert index.incomplete(["1.2"]) == ["1.2"]
+
+
+def test_a_record_read_back_keeps_every_candidate_field(tmp_path: Path) -> None:
+    """Issue 21 defect 5: segmenter_probability, peak and axes came back NaN, so the
+    candidates.csv assembled from the records had segmenter_probability nan in every row."""
+    import csv
+
+    from src_train.infer.records import SeriesRecord, assemble_tables, write_record
+    from src_train.records.candidate import CandidateNodule
+
+    found = CandidateNodule(
+        series_uid="1.2",
+        center_xyz_mm=(10.0, -20.5, 30.25),
+        center_irc=(4.0, 50.5, 60.25),
+        diameter_mm=6.5,
+        voxel_count=120,
+        probability=0.91,
+        mean_probability=0.4,
+        max_probability=0.8,
+        peak_irc=(4.0, 50.0, 60.0),
+        peak_xyz_mm=(10.0, -21.0, 30.0),
+        axes_mm=(8.0, 6.0, 5.0),
+        segmenter_probability=0.8,
+    )
+    record = SeriesRecord("1.2", "k1", {}, [found], n_slices=9, seconds=1.0)
+    write_record(tmp_path, record)
+    candidates_csv, series_csv = tmp_path / "candidates.csv", tmp_path / "seriesuids.csv"
+    (back,) = assemble_tables(tmp_path, ["1.2"], "k1", candidates_csv, series_csv) or []
+    assert back == found
+    with candidates_csv.open(newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["segmenter_probability"]) == pytest.approx(0.8)

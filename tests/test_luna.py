@@ -23,7 +23,8 @@ from src_train.luna import (
 )
 from src_train.records.split import split_series
 
-REAL = Path("/work/shared/data/luna16")
+#: The real LUNA16 CSVs, in ``../shared`` beside the checkout (skipped where absent).
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "luna16"
 needs_real = pytest.mark.skipif(
     not (REAL / "annotations.csv").is_file(), reason="real LUNA16 CSVs not available here"
 )

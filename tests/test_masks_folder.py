@@ -234,3 +234,32 @@ def test_cli_mask_report_refuses_to_replace_a_report_without_overwrite(
     assert main(["mask-report", str(no_truth)]) == 2
     assert "no series with a true shape" in _one_error_line(capsys, "mask-report")
     assert not (no_truth / "mask-report").exists()
+
+
+def test_folder_commands_do_the_rest_list_the_failures_and_exit_non_zero(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24 item 8: lunaseg mask stopped the whole folder at the first unreadable series,
+    while cache and infer went on; now each does the rest, lists the failures, exits 1."""
+    from src_train.cli import main
+    from src_train.commands.mask_folder import mask_file_name
+    from src_train.luna import LunaFolder
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synth_dir, data)
+    uids = LunaFolder(data).series_uids
+    broken = uids[0]
+    for raw in (data / "subset0").glob(f"{broken}.*raw"):
+        raw.write_bytes(raw.read_bytes()[:100])  # truncated: unreadable
+    out = tmp_path / "masks"
+    for argv, command in (
+        (["mask", str(data), "--out", str(out)], "mask"),
+        (["cache", str(data), "--workers", "1"], "cache"),
+    ):
+        assert main(argv) == 1, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith(f"lunaseg {command}: failed: {broken}: ")
+        assert err[-1].startswith(f"lunaseg {command}: 1 series failed (the others are done)")
+    assert sorted(p.name for p in out.glob("*_mask.mhd")) == sorted(
+        mask_file_name(uid) for uid in uids[1:]
+    )

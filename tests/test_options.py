@@ -66,7 +66,7 @@ def test_choices_come_from_the_core_registries() -> None:
 
 def test_help_shows_each_default() -> None:
     text = " ".join(_subparser("train").format_help().split())
-    assert "(default: 1024)" in text and "(default: dice-fn)" in text
+    assert "(default: 1024)" in text and "(default: bce)" in text
 
 
 def test_nested_options_are_flat_on_the_command_line() -> None:

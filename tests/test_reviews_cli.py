@@ -17,6 +17,7 @@ from src_train.masks import build_masks, mask_nodule
 from src_train.reviews import (
     EXPORT_CSV,
     REVIEWS_CSV,
+    ReviewBook,
     labels_file_name,
     record_correction,
     record_verdict,
@@ -93,11 +94,23 @@ def test_cli_bad_review_rows_are_named_and_the_others_applied(
         handle.write("1.1,x,2,3,6,rejected,,a,t,\r\n")  # line 4
         handle.write("7.7,1,2,3,6,rejected,,a,t,\r\n")  # line 5: series not on disk
     out = tmp_path / "masks"
+    csv_path = folder / REVIEWS_CSV
+    # issue 21 "Bad input": a command stops at an unreadable row (exit 2, one line naming it)
+    for command in (["mask", str(luna.root), "--out", str(out)], ["review", str(luna.root)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert f"{csv_path}, line 3: status is 'perhaps'" in err and "1 more bad row" in err
+    assert not out.exists()
+    # the viewer's lenient reading names every skipped row and applies the others
+    book = ReviewBook.for_folder(luna)
+    for line, words in ((3, "status is 'perhaps'"), (4, "coordX is 'x'"), (5, "series 7.7")):
+        assert any(f"{csv_path}, line {line}: {words}" in p for p in book.problems)
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines[:2] + lines[4:]) + "\n")  # bad rows 3 and 4 deleted
     assert main(["mask", str(luna.root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    csv_path = folder / REVIEWS_CSV
-    for line, words in ((3, "status is 'perhaps'"), (4, "coordX is 'x'"), (5, "series 7.7")):
-        assert f"{csv_path}, line {line}: {words}" in printed
+    assert f"{csv_path}, line 3: series 7.7" in printed  # not on disk: named, not fatal
     assert "reviews applied" in printed and "1 rejected" in printed
     assert not load_ct(out / "1.3_mask.mhd").hu.any()  # the good row is applied
 

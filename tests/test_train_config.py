@@ -47,8 +47,10 @@ def test_validation_cadence() -> None:
 
 def test_a_contract_stored_before_an_option_existed_reads_it_as_its_default() -> None:
     from src_train.records.contract import CONTRACT_OPTIONS, OPTION_DEFAULTS, DataContract
+    from src_train.train.config import REFERENCE_RECIPE
 
-    today = TrainConfig(data_dir="d")
+    # a run made with the values those options had before they existed (the reference recipe)
+    today = TrainConfig(data_dir="d", **REFERENCE_RECIPE)
     options = {name: getattr(today, name) for name in CONTRACT_OPTIONS}
     older = {k: v for k, v in options.items() if k not in OPTION_DEFAULTS}
     record = DataContract(("a",), ("b",), older, {}).to_dict()

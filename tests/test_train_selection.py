@@ -76,7 +76,7 @@ def test_hard_negative_pool_merges_decays_and_round_trips() -> None:
 def test_cosine_learning_rate_falls_to_zero_over_the_epochs() -> None:
     from src_train.train import TrainConfig
 
-    constant = TrainConfig(lr=0.01, epochs=4)
+    constant = TrainConfig(lr=0.01, epochs=4, lr_schedule="constant")
     assert [constant.lr_at(e) for e in (1, 4)] == [0.01, 0.01]
     cosine = TrainConfig(lr=0.01, epochs=4, lr_schedule="cosine")
     # epoch e starts at progress (e - 1) / epochs: 1, cos 45 deg, half, cos 135 deg

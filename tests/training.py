@@ -14,12 +14,18 @@ from src_train.train import (
     Trainer,
     TrainResult,
 )
+from src_train.train.config import REFERENCE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 # A tiny model and short epochs: the whole module must stay fast on a busy 2-core machine.
+# The recipe is pinned (the reference one: no second stage, 10 epochs) so that the tests do not
+# follow the defaults, which are the demo detector's recipe.
 TINY = {
+    **REFERENCE_RECIPE,
+    "epochs": 10,
+    "ranker_series": 8,
     "filters": 4,
     "depth": 2,
     "epoch_samples": 16,

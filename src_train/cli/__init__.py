@@ -40,6 +40,15 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_compare,
 )
 
+#: What an interrupted command leaves, and how to go on (appended to "interrupted").
+RESUME_HINTS = {
+    "infer": "; complete series are kept: run the same command again to resume",
+    "cache": "; entries already built are kept: run the same command again to resume",
+    "train": "; the last complete epoch's checkpoint is kept: add --resume to go on",
+    "compare": "; finished runs are kept: add --resume to go on",
+    "mask": "; nothing was written (the output folder appears whole or not at all)",
+}
+
 #: Entry-point group through which other packages add ``lunaseg`` subcommands. The napari
 #: plugin adds ``view`` this way, so this headless package never imports napari or Qt.
 PLUGIN_COMMANDS_GROUP = "lunaseg.commands"
@@ -103,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lunaseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"lunaseg {args.command}: interrupted", file=sys.stderr)
+        again = RESUME_HINTS.get(args.command, "")
+        print(f"lunaseg {args.command}: interrupted{again}", file=sys.stderr)
         return 130
 
 

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
+from src_train.cli.common import refuse_bad_reviews, report_failures
+from src_train.errors import AnnotationError
 from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
 
 log = logging.getLogger("lunaseg")
@@ -148,6 +150,8 @@ def _run_mask(args: argparse.Namespace) -> int:
     from src_train.masks import NoduleScore, load_series_truth
     from src_train.reviews import STATUSES, ReviewBook, ReviewedSeries, score_reviewed
 
+    if args.use_reviews:
+        refuse_bad_reviews(args.data_dir)
     folder = LunaFolder(args.data_dir)  # logs the annotated series that are not on disk
     out = Path(args.out) if args.out else Path(args.data_dir) / "masks"
     book = ReviewBook.for_folder(folder) if args.use_reviews else None
@@ -167,7 +171,7 @@ def _run_mask(args: argparse.Namespace) -> int:
             truths = folder.true_nodules(ct.series_uid)
             scores.extend(score_reviewed(reviewed, truth.labels, truths, args.method))
 
-    records = write_masks(
+    run = write_masks(
         folder,
         out,
         args.threshold_hu,
@@ -179,6 +183,7 @@ def _run_mask(args: argparse.Namespace) -> int:
         reviews=book if book is not None else False,
         on_reviewed=on_reviewed,
     )
+    records = run.records
     print(
         f"{len(written)} masks <uid>{MASK_SUFFIX} ({args.method}, {args.threshold_hu:g} HU) "
         f"and {len(records)} nodule rows ({MASK_TABLE}) written to {out}"
@@ -205,7 +210,8 @@ def _run_mask(args: argparse.Namespace) -> int:
             )
         mean = sum(s.dice for s in scores) / len(scores)
         print(f"mean Dice {mean:.3f} over {len(scores)} true nodules ({args.method})")
-    return 0
+    again = f"lunaseg mask {args.data_dir} --overwrite" + (f" --out {args.out}" if args.out else "")
+    return report_failures("mask", run.failures, f"fix them and run '{again}'")
 
 
 def _mask_progress(done: int, total: int, message: str) -> None:
@@ -239,7 +245,9 @@ def add_mask_report(sub: argparse._SubParsersAction) -> None:
         description="Score every mask method against the true nodule shapes of a synthetic "
         "data set: Dice per scan, per nodule, per size band and per kind. Prints a table and "
         "writes mask_report_summary.csv, mask_report_nodules.csv, mask_report.png and "
-        "mask_report_case.png (the best method's worst nodule next to grow).",
+        "mask_report_case.png (one nodule: where the best method loses most against grow, "
+        "else the best method's worst; the slice through its true center, one panel per "
+        "method, TP green, FN orange, FP red).",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with truth/ (lunaseg synth)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: DATA_DIR/mask-report)")
@@ -326,8 +334,15 @@ def _run_review(args: argparse.Namespace) -> int:
         review_progress,
     )
 
+    refuse_bad_reviews(args.data_dir)
     folder = LunaFolder(args.data_dir)
     book = ReviewBook.for_folder(folder)
+    if folder.annotations_path is None and not book.rows:
+        raise AnnotationError(
+            f"{folder.root} has no annotations.csv (nor annotations_with_malignancy.csv) and "
+            f"no reviews in {book.csv_path}: there is nothing to review. Point lunaseg review "
+            "at a folder with annotations (lunaseg synth writes one)."
+        )
     if args.agreement:
         from src_train.cli.qa import print_agreement
 

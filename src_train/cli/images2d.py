@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from src_train.cli.estimate import EpochClock
+
 #: Exit status of a command stopped on request (128 + SIGINT, as shells report it).
 EXIT_STOPPED = 130
 
@@ -124,8 +126,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_compare)
 
 
-def _printer(out: TextIO, as_json: bool) -> Any:
-    """The comparison callback: progress lines (and JSON events) as they come."""
+def _printer(out: TextIO, as_json: bool, clock: EpochClock) -> Any:
+    """The comparison callback: progress lines (and JSON events) as they come, and the time
+    estimate after the first timed epoch."""
     from src_train.images2d.compare import CompareEvent
 
     def line(text: str) -> None:
@@ -133,6 +136,10 @@ def _printer(out: TextIO, as_json: bool) -> Any:
 
     def on_event(event: CompareEvent) -> None:
         step = f"[{event.run_index}/{event.runs}]"
+        if event.kind == "train" and event.train is not None:
+            estimate = clock.estimate(event.train, runs_after=event.runs - event.run_index)
+            if estimate:
+                line(f"{estimate} (--epochs, --size and fewer --models/--losses shorten it)")
         if as_json:
             if event.kind == "train" and event.train is not None:
                 print(event.train.to_json(), flush=True)
@@ -162,17 +169,23 @@ def run_compare(args: argparse.Namespace) -> int:
     """Run (or resume) the comparison; print progress, the ranking and the report's path."""
     from src_train.images2d.compare import run_comparison
     from src_train.images2d.options import CompareOptions
+    from src_train.luna import is_luna_folder
     from src_train.options import options_from_args
-    from src_train.train import install_stop_signals
+    from src_train.train import TrainConfig, install_stop_signals
 
     options = options_from_args(CompareOptions, args, data=args.data)
     out = sys.stderr if args.progress_json else sys.stdout
+    if is_luna_folder(options.data):  # validated as lunaseg train validates
+        every = TrainConfig().val_every
+        clock = EpochClock(lambda e: e == 1 or e % every == 0 or e == options.epochs)
+    else:  # a 2-D run validates after every epoch
+        clock = EpochClock(lambda e: True)
     stop = StopFlag()
     restore = install_stop_signals(stop)
     try:
         result = run_comparison(
             options,
-            callbacks=[_printer(out, args.progress_json)],
+            callbacks=[_printer(out, args.progress_json, clock)],
             should_stop=stop,
             command_line=["lunaseg", *sys.argv[1:]],
         )
@@ -187,6 +200,13 @@ def run_compare(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     print(f"ranking by {result.metric}:", file=out)
     for rank, (label, value) in enumerate(result.ranking, start=1):
-        print(f"  {rank}. {label}: {value:.3f}", file=out)
+        tie = " (tie)" if result.tied > 1 and rank <= result.tied else ""
+        print(f"  {rank}. {label}: {value:.3f}{tie}", file=out)
+    if result.tied > 1:
+        print(
+            f"ranks 1-{result.tied} are a tie: their gaps are within the run-to-run noise "
+            "(report.md says how it was measured)",
+            file=out,
+        )
     print(f"report: {result.files['report']}", file=out)
     return 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from src_train import DEFAULT_DATA_DIR
+from src_train.cli.common import EXIT_SERIES_FAILED, refuse_bad_reviews, report_failures
 from src_train.errors import LunaSegError
 
 
@@ -51,10 +52,6 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_infer)
 
 
-#: Exit status of ``lunaseg infer`` when some series failed (2 is a user error, before work).
-EXIT_SERIES_FAILED = 1
-
-
 def run_infer(args: argparse.Namespace) -> int:
     """Run :func:`~src_train.commands.infer_folder.infer_to_folder`; one line per series,
     failures at the end."""
@@ -68,6 +65,8 @@ def run_infer(args: argparse.Namespace) -> int:
             "to write the synthetic data set, or give a LUNA16 folder or a series."
         )
     options = options_from_args(InferRunOptions, args)
+    if options.reviewed and Path(args.data).is_dir():
+        refuse_bad_reviews(args.data)
     as_json = bool(args.progress_json)
     text = sys.stderr if as_json else sys.stdout
 
@@ -133,20 +132,15 @@ def run_infer(args: argparse.Namespace) -> int:
     )
     if summary.ok:
         return 0
-    for failure in summary.failures:
-        print(f"lunaseg infer: failed: {failure.describe()}", file=sys.stderr)
     if summary.not_attempted:
         print(
             f"lunaseg infer: the disk is full; {len(summary.not_attempted)} series not "
             "attempted. Free space and run the same command again to resume.",
             file=sys.stderr,
         )
-    print(
-        f"lunaseg infer: {len(summary.failures)} series failed; fix them and run the same "
-        "command again (complete series are skipped)",
-        file=sys.stderr,
-    )
-    return EXIT_SERIES_FAILED
+    failures = {f.series_uid: f.reason for f in summary.failures}
+    fix = "fix them and run the same command again (complete series are skipped)"
+    return report_failures("infer", failures, fix) or EXIT_SERIES_FAILED
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -175,11 +169,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from src_train.options import options_from_args
 
     options = options_from_args(EvalOptions, args)
+    if options.reviewed:
+        refuse_bad_reviews(Path(options.annotations).parent)
 
     def progress(done: int, total: int, message: str) -> None:
         print(f"\r{message} {done}/{total}", end="" if done < total else "\n", flush=True)
 
-    run = evaluate_run(options, progress=progress if options.bootstrap else None)
+    # A carriage-return progress line belongs on a terminal only, never in a log file.
+    on_terminal = options.bootstrap and sys.stdout.isatty()
+    run = evaluate_run(options, progress=progress if on_terminal else None)
     for note in run.notes:
         print(note)
     print(run.result.summary())

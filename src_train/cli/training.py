@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from src_train.cli.common import add_data_dir
+from src_train.cli.common import add_data_dir, refuse_bad_reviews, report_failures
+from src_train.cli.estimate import EpochClock
 
 
 def add_cache(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
 def run_cache(args: argparse.Namespace) -> int:
     """Build (or refresh) the training cache of a data folder."""
     from src_train.cache import SeriesCache, check_training_folder, default_workers
-    from src_train.errors import ConfigError
+    from src_train.errors import ConfigError, SeriesFailedError
     from src_train.infer.events import RateMeter, format_seconds
     from src_train.options import options_from_args
     from src_train.train import TrainConfig
@@ -49,6 +50,7 @@ def run_cache(args: argparse.Namespace) -> int:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1; got {workers}.")
     config = options_from_args(TrainConfig, args, data_dir=args.data_dir)
+    refuse_bad_reviews(config.data_dir)
     cache = SeriesCache(
         config.data_dir,
         config.cache_dir,
@@ -74,7 +76,11 @@ def run_cache(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    metas = cache.build_all(uids, progress=progress, workers=workers)
+    try:
+        metas = cache.build_all(uids, progress=progress, workers=workers)
+    except SeriesFailedError as exc:  # the others are cached
+        again = f"run 'lunaseg cache {args.data_dir}' again (only they are rebuilt)"
+        return report_failures("cache", exc.failures, f"fix them and {again}")
     total_bytes = sum(
         f.stat().st_size for m in metas for f in cache.series_dir(m.series_uid).iterdir()
     )
@@ -90,6 +96,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     """``lunaseg train``: one option per :class:`~src_train.train.TrainConfig` field."""
     from src_train.options import add_options
     from src_train.train import TrainConfig
+    from src_train.train.config import DEMO_RECIPE, REFERENCE_RECIPE, recipe_flags
 
     p = sub.add_parser(
         "train",
@@ -99,7 +106,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "TensorBoard logs. SIGINT/SIGTERM stop cleanly after the current batch (checkpoint "
         "saved; exit status 130/143, as for any interrupted command). Multi-GPU: torchrun "
         "--nproc_per_node N -m src_train.train DATA_DIR ...",
-        epilog="The run's config.json records every value used.",
+        epilog="The defaults are the recipe the shipped demo detector was trained with "
+        f"(docs/demo_checkpoint.md): {recipe_flags(DEMO_RECIPE)}. The reference chapter's "
+        f"recipe (the SPEC's) was {recipe_flags(REFERENCE_RECIPE)}: it marks much of the "
+        "body; pass those flags to reproduce it. The run's config.json records every value "
+        "used.",
     )
     add_data_dir(p)
     add_options(p, TrainConfig)
@@ -123,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
     from src_train.train import ProgressEvent, TrainConfig, Trainer, install_stop_signals
 
     config = options_from_args(TrainConfig, args, data_dir=args.data_dir)
+    refuse_bad_reviews(config.data_dir)
     callbacks = []
     if args.progress_json:
 
@@ -130,6 +142,15 @@ def run_train(args: argparse.Namespace) -> int:
             print(event.to_json(), flush=True)
 
         callbacks.append(print_json)
+    clock = EpochClock(lambda e: e == 1 or e % config.val_every == 0 or e == config.epochs)
+
+    def print_estimate(event: ProgressEvent) -> None:
+        line = clock.estimate(event)
+        if line and int(os.environ.get("RANK", "0")) == 0:
+            extra = " (+ the second stage after the last epoch)" if config.ranker != "none" else ""
+            print(line + extra, file=sys.stderr if args.progress_json else sys.stdout, flush=True)
+
+    callbacks.append(print_estimate)
     trainer = Trainer(config, callbacks=callbacks, command_line=["lunaseg", *sys.argv[1:]])
     signals: list[int] = []
     restore = install_stop_signals(trainer, on_signal=signals.append)

@@ -12,15 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from src_train.errors import ConfigError, OutputExistsError
+from src_train.errors import AnnotationError, CheckpointError, ConfigError, OutputExistsError
 from src_train.evaluate.files import Candidate, find_series_list, read_series_list, read_submission
 from src_train.evaluate.froc import BOOTSTRAP_CONFIDENCE
 from src_train.evaluate.scoring import MAX_MARKS_PER_SCAN, FrocResult, evaluate_froc
+from src_train.infer.records import RunManifest
 from src_train.luna import Nodule, find_excluded, read_annotations, read_excluded
-from src_train.model import load_checkpoint
+from src_train.model import Checkpoint, load_checkpoint
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop
 from src_train.records.contract import contract_of_checkpoint
+from src_train.records.infer_files import RUN_FILE
 from src_train.records.truth import SPLITS, select_split
 from src_train.reviews import ReviewBook, reviewed_nodules, reviews_dir
 
@@ -146,6 +148,7 @@ def evaluate_run(
         nodules, line = _reviewed(nodules, Path(options.annotations))
         notes.append(line)
     candidates = read_submission(options.candidates)
+    _check_common_series(options, nodules, candidates)
     uids = read_series_list(series_path) if series_path else None
     if options.checkpoint is not None or options.split != "all":
         uids, note = _split_series(options, uids, nodules, candidates)
@@ -198,7 +201,38 @@ def _split_series(
             "candidates knows its run's training and validation series."
         )
     ckpt = load_checkpoint(options.checkpoint)
+    _check_made_by(options, ckpt)
     if uids is None:
         uids = sorted({n.series_uid for n in nodules} | {c.series_uid for c in candidates})
     chosen = select_split(uids, contract_of_checkpoint(ckpt), options.split, options.checkpoint)
     return chosen.series, chosen.warning
+
+
+def _check_common_series(
+    options: EvalOptions, nodules: Sequence[Nodule], candidates: Sequence[Candidate]
+) -> None:
+    """Refuse annotations and candidates about different scans (the CPM would be NaN or 0)."""
+    annotated = {n.series_uid for n in nodules}
+    marked = {c.series_uid for c in candidates}
+    if annotated and marked and not annotated & marked:
+        raise AnnotationError(
+            f"{options.candidates} ({len(marked)} series) and {options.annotations} "
+            f"({len(annotated)} series) have no series in common: these candidates were made "
+            "on another data set. Pass the annotations of the folder the candidates were "
+            "made from."
+        )
+
+
+def _check_made_by(options: EvalOptions, ckpt: Checkpoint) -> None:
+    """Refuse candidates whose ``run.json`` says another checkpoint made them."""
+    run_json = Path(options.candidates).parent / RUN_FILE
+    if not run_json.is_file():
+        return
+    made_by = RunManifest.read(run_json).settings.get("checkpoint_sha1")
+    if made_by and made_by != ckpt.sha1:
+        raise CheckpointError(
+            f"{options.candidates} was made by the checkpoint with SHA-1 {made_by} ({run_json}), "
+            f"not by {options.checkpoint} (SHA-1 {ckpt.sha1}): its split would be the wrong "
+            "run's. Pass the checkpoint that made the candidates, or run lunaseg infer with "
+            f"--checkpoint {options.checkpoint} first."
+        )

@@ -42,7 +42,13 @@ from src_train.errors import (
 )
 from src_train.evaluate import Candidate as FrocCandidate
 from src_train.evaluate import FrocResult, evaluate_froc
-from src_train.infer.detector import Detector, load_detector, run_detection, with_threshold
+from src_train.infer.detector import (
+    Detector,
+    check_ct_input,
+    load_detector,
+    run_detection,
+    with_threshold,
+)
 from src_train.infer.events import (
     EventCallback,
     InferEvent,
@@ -268,7 +274,8 @@ def run_settings(
     The checkpoint's SHA-1, the inference options but those that only choose how the model
     runs (:data:`EXECUTION_FIELDS`; the threshold as it applies: the checkpoint's when none
     is asked), and the truth definition (the annotation file's SHA-1 and how masks are made
-    from it) or None. Two runs into one output folder must agree on it.
+    from it; with ``--reviewed``, the SHA-1 of ``reviews.csv``, to which every verdict and
+    correction appends a row) or None. Two runs into one output folder must agree on it.
     """
     applied = with_threshold(options.inference, checkpoint_threshold(checkpoint))
     inference = {k: v for k, v in asdict(applied).items() if k not in EXECUTION_FIELDS}
@@ -280,6 +287,8 @@ def run_settings(
             "threshold_hu": scope.definition.threshold_hu,
             "reviewed": options.reviewed,
         }
+        if isinstance(scope.truth, ReviewedFolder) and scope.truth.book.csv_path.is_file():
+            truth["reviews_sha1"] = file_sha1(scope.truth.book.csv_path)  # a new verdict
     return {"checkpoint_sha1": checkpoint.sha1, "inference": inference, "truth": truth}
 
 
@@ -312,6 +321,7 @@ def plan_run(
     their records are removed, so they count as incomplete until recomputed.
     """
     checkpoint = load_checkpoint(options.checkpoint_path)
+    check_ct_input(checkpoint, options.checkpoint_path)
     scope = choose_scope(data, options, checkpoint)
     part = resolve_part(options.num_parts, options.part_id)
     out = Path(out_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from src_train.atomic import staged_folder, write_csv_atomic
 from src_train.ct import CtVolume, save_volume
-from src_train.errors import OutputExistsError, SeriesNotFoundError
+from src_train.errors import OutputExistsError, SeriesNotFoundError, SeriesReadError
 from src_train.luna import TRUTH_DIR, LunaFolder, check_annotated_folder
 from src_train.masks.build import NoduleMask, OutsidePolicy
 from src_train.masks.density import DEFAULT_THRESHOLD_HU, check_threshold
@@ -64,6 +65,25 @@ def _refuse_data_folder(folder: LunaFolder, out: Path) -> None:
         )
 
 
+@dataclass
+class MaskRun:
+    """What :func:`write_masks` did.
+
+    Attributes:
+        records: every nodule's record, in series order.
+        failures: series that could not be read -> the reason, in one line; the other
+            series' masks were written.
+    """
+
+    records: list[NoduleMask] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+#: Errors of one series that do not stop the others (it cannot be read). A nodule outside its
+#: scan stops the run before anything is published (``--skip-outside`` is its fix).
+SERIES_ERRORS = (SeriesReadError,)
+
+
 def write_masks(
     folder: LunaFolder,
     out_dir: str | os.PathLike[str],
@@ -79,11 +99,13 @@ def write_masks(
     reviews: bool | ReviewBook = True,
     on_reviewed: Callable[[CtVolume, ReviewedSeries], None] | None = None,
     **params: Any,
-) -> list[NoduleMask]:
+) -> MaskRun:
     """Write a mask :func:`mask_file_name` (``<uid>_mask.mhd``: uint8, 1 = nodule, compressed,
     the CT's geometry) for every series on disk, or only for the UIDs in ``series``.
 
-    Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
+    A series that cannot be masked (:data:`SERIES_ERRORS`) does not stop the others: it is
+    logged, gets no mask, and is listed in :attr:`MaskRun.failures` (the folder is written with
+    the others). Series without nodules get an all-zero mask. A per-nodule table :data:`MASK_TABLE`
     (center in mm and IRC, diameter, method, radii, box, voxel count, notes, review verdict)
     is written last; rejected nodules have a row with no voxel. ``reviews``: True applies the
     folder's reviews (``DATA/reviews/``), False ignores them, a :class:`ReviewBook` is used as
@@ -118,7 +140,7 @@ def write_masks(
         uids = wanted
     _refuse_data_folder(folder, out)
     book = ReviewBook.for_folder(folder) if reviews is True else reviews if reviews else None
-    records: list[NoduleMask] = []
+    run = MaskRun()
     rows: list[dict[str, Any]] = []
     staged = staged_folder(
         out, overwrite=overwrite, owns=_is_mask_output, what="lunaseg mask's output"
@@ -127,10 +149,21 @@ def write_masks(
         for done, uid in enumerate(uids):
             check_stop(should_stop, "Writing masks")
             emit(progress, done, len(uids), f"masking {uid}")
-            ct = folder.load(uid)
-            reviewed = apply_book(
-                book, ct, folder.nodules(uid), threshold_hu, method, on_outside=on_outside, **params
-            )
+            try:
+                ct = folder.load(uid)
+                reviewed = apply_book(
+                    book,
+                    ct,
+                    folder.nodules(uid),
+                    threshold_hu,
+                    method,
+                    on_outside=on_outside,
+                    **params,
+                )
+            except SERIES_ERRORS as exc:
+                log.error("%s: no mask: %s", uid, exc)
+                run.failures[uid] = str(exc)
+                continue
             mask, recs = reviewed.mask, reviewed.records
             save_volume(
                 mask.astype(np.uint8),
@@ -139,7 +172,7 @@ def write_masks(
                 compress=True,
                 overwrite=True,
             )
-            records.extend(recs)
+            run.records.extend(recs)
             rows.extend(reviewed.table_rows())
             log.debug("%s: %d nodules, %d mask voxels", uid, len(recs), int(mask.sum()))
             if on_series is not None:
@@ -148,4 +181,4 @@ def write_masks(
                 on_reviewed(ct, reviewed)
         write_csv_atomic(stage / MASK_TABLE, rows, list(NODULE_TABLE_COLUMNS))
     emit(progress, len(uids), len(uids), "masks written")
-    return records
+    return run

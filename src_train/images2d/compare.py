@@ -33,9 +33,9 @@ import numpy as np
 
 from src_train.atomic import atomic_write, write_text_atomic
 from src_train.errors import ConfigError, LunaSegError, OutputExistsError
-from src_train.images2d.conclusion import RANK_METRICS
+from src_train.images2d.conclusion import RANK_METRICS, conclude
 from src_train.images2d.dataset import ImageSet, Split, SplitConfig, load_image_set, split_keys
-from src_train.images2d.metrics import score_images
+from src_train.images2d.metrics import SCORE_NAMES, score_images
 from src_train.images2d.options import RUNS_DIR, SAME_ON_RESUME, CompareOptions, RunPlan
 from src_train.images2d.predict import predict_masks
 from src_train.images2d.results import RESULT_FILE, RunRecord, aggregate
@@ -100,8 +100,10 @@ class ComparisonResult:
             for CT folders).
         stopped: True when a stop request ended it early.
         files: the report files (empty when stopped).
-        metric: what ``ranking`` ranks by, as the report names it (``"test IoU"``).
+        metric: what ``ranking`` ranks by, as the report names it (``"validation IoU"``).
         ranking: ``(model + loss, value)`` best first (empty when stopped).
+        tied: how many rows from the top of ``ranking`` are within the run-to-run noise of
+            the first (1: a clear first; :mod:`.conclusion`).
     """
 
     out: Path
@@ -110,6 +112,7 @@ class ComparisonResult:
     files: dict[str, Path] = field(default_factory=dict)
     metric: str = ""
     ranking: list[tuple[str, float]] = field(default_factory=list)
+    tied: int = 1
 
 
 def _prepare_out(options: CompareOptions) -> dict[str, Any] | None:
@@ -172,9 +175,12 @@ def _data_summary(data: ImageSet) -> dict[str, Any]:
 def score_run(
     plan: RunPlan, run_dir: Path, data: ImageSet, split: Split, trained: ImageTrainer
 ) -> tuple[RunRecord, np.ndarray]:
-    """Score a trained run's best checkpoint on the test images; write ``result.json`` and the
-    predictions; return the record and the predicted masks ``(n_test, row, col)``."""
+    """Score a trained run's best checkpoint on the validation images (per image: what the
+    ranking's noise is measured on) and the test images (reported); write ``result.json`` and
+    the test predictions; return the record and the predicted test masks ``(n_test, row, col)``."""
     model, _ = load_model(run_dir / BEST, device=trained.device)
+    val_index = data.indices(split.val)
+    val_scores = score_images(predict_masks(model, data.images[val_index]), data.masks[val_index])
     index = data.indices(split.test)
     pred = predict_masks(model, data.images[index])
     scores = score_images(pred, data.masks[index])
@@ -200,6 +206,8 @@ def score_run(
         },
         history=list(trained.history),
         device=str(trained.device),
+        val_keys=list(split.val),
+        val_per_image={name: getattr(val_scores, name).tolist() for name in SCORE_NAMES},
     )
     with atomic_write(run_dir / PREDICTIONS_FILE, "wb") as fh:
         np.savez_compressed(
@@ -239,7 +247,10 @@ def run_comparison(
     saved = _prepare_out(options)
     out = Path(options.out)
     data = load_image_set(
-        data_dir, options.size, progress=lambda d, t: emit("load", done=d, total=t)
+        data_dir,
+        options.size,
+        progress=lambda d, t: emit("load", done=d, total=t),
+        resize_masks=options.resize_masks,
     )
     if saved is not None:
         split = Split.from_dict(saved["split"])
@@ -300,9 +311,10 @@ def run_comparison(
     files = write_report(out, options, records, predictions, data, split, commands)
     emit("report", path=str(files["report"]), message=f"report: {files['report']}")
     emit("end", message="done")
-    rows = sorted(aggregate(records), key=lambda row: -row.metrics[options.rank_by])
-    ranking = [(row.label, row.metrics[options.rank_by]) for row in rows]
-    return ComparisonResult(out, records, False, files, RANK_METRICS[options.rank_by], ranking)
+    verdict = conclude(aggregate(records), options.rank_by)
+    ranking = [(row.label, row.metrics[options.rank_by]) for row in verdict.ranking]
+    name = RANK_METRICS[options.rank_by]
+    return ComparisonResult(out, records, False, files, name, ranking, verdict.tied)
 
 
 def _run_on_ct(

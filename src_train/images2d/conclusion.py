@@ -1,11 +1,21 @@
 """The conclusion of a model x loss comparison, generated from its numbers.
 
-:func:`conclude` ranks the rows by one test metric and says, each point from the numbers:
-which combination won and by how much; whether that gap exceeds the seed-to-seed noise (when
-two or more seeds ran) and how the two best compare image by image on the same test images;
-which loss was best for each model and which model for each loss; how each loss trades
-precision against recall (the "why": under- or over-segmentation); what the models cost; and
-whether the winner was still improving at its last epoch.
+:func:`conclude` ranks the rows by a **validation** metric (the test images choose nothing)
+and says, each point from the numbers: which combination validation chose and by how much, or
+that the first ones are tied; the chosen combination's test figures (reported, not used); which
+loss was best for each model and which model for each loss; how each loss trades precision
+against recall (the "why": under- or over-segmentation); what the models cost; and whether the
+chosen one was still improving at its last epoch.
+
+**Run-to-run noise** of the gap between two rows, as a standard deviation, combines two
+measured sources (their variances add; a source that was not measured adds nothing):
+
+- seeds: the pooled seed-to-seed SD of the metric over rows with two or more seeds, scaled to
+  a difference of two seed means (``sd x sqrt(1/n_a + 1/n_b)``);
+- validation images: a paired bootstrap over the validation images (:data:`BOOTSTRAP_DRAWS`
+  draws with replacement, fixed seed) of the mean per-image difference of the two rows.
+
+A row whose gap to the first is at most :data:`NOISE_SIGMAS` of that SD is **tied** with it.
 """
 
 from __future__ import annotations
@@ -18,15 +28,19 @@ import numpy as np
 from src_train.errors import ConfigError
 from src_train.images2d.results import ResultRow
 
-#: Metrics a comparison can be ranked by, and how the text names them.
+#: Metrics a comparison can be ranked by (validation only), and how the text names them.
 RANK_METRICS = {
-    "test_iou": "test IoU",
-    "test_iou_score": "test IoU score",
-    "test_dice": "test Dice",
+    "val_iou": "validation IoU",
+    "val_iou_score": "validation IoU score",
+    "val_dice": "validation Dice",
 }
 
-#: A gap is beyond seed noise when larger than this many standard deviations of a difference.
+#: A gap is beyond the run-to-run noise when larger than this many SDs of the difference.
 NOISE_SIGMAS = 2.0
+
+#: Bootstrap draws over the validation images, and their seed.
+BOOTSTRAP_DRAWS = 1000
+BOOTSTRAP_SEED = 0
 
 #: Precision and recall further apart than this make a loss under- or over-segment.
 BALANCE_MARGIN = 0.05
@@ -44,18 +58,24 @@ TRIVIAL_MARGIN = 0.05
 TIE_TOLERANCE = 1e-9
 
 
+def reported_test_metric(metric: str) -> str:
+    """The test column reported beside a validation ranking metric (``val_iou`` -> ``test_iou``)."""
+    return "test_" + metric.removeprefix("val_")
+
+
 @dataclass
 class Conclusion:
     """The ranking and the sentences that explain it.
 
     Attributes:
         metric: the ranking metric (a key of :data:`RANK_METRICS`).
-        ranking: rows, best first.
-        gap: winner minus runner-up (NaN with one row).
-        noise_sd: standard deviation of the difference of two rows' seed means due to seeds
-            alone (NaN when one seed ran).
+        ranking: rows, best first on validation.
+        gap: first minus second on ``metric`` (NaN with one row).
+        noise_sd: SD of that gap from run-to-run noise (module docstring; NaN when neither
+            source was measured).
         beyond_noise: whether ``gap`` exceeds :data:`NOISE_SIGMAS` x ``noise_sd`` (None when
             not measured).
+        tied: how many rows from the top are within the noise of the first (1: a clear first).
         lines: the conclusion, one markdown sentence or two per item.
     """
 
@@ -64,11 +84,12 @@ class Conclusion:
     gap: float = math.nan
     noise_sd: float = math.nan
     beyond_noise: bool | None = None
+    tied: int = 1
     lines: list[str] = field(default_factory=list)
 
     @property
     def winner(self) -> ResultRow:
-        """The best row."""
+        """The row validation ranks first."""
         return self.ranking[0]
 
 
@@ -76,54 +97,108 @@ def _f(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _pooled_seed_sd(rows: list[ResultRow], metric: str) -> tuple[float, int]:
-    """Pooled seed-to-seed SD of ``metric`` over rows with >= 2 seeds, and the fewest seeds."""
+def _pooled_seed_sd(rows: list[ResultRow], metric: str) -> float:
+    """Pooled seed-to-seed SD of ``metric`` over rows with >= 2 seeds (NaN: none)."""
     variances = [row.seed_sd(metric) ** 2 for row in rows if len(row.seeds) > 1]
-    if not variances:
-        return math.nan, 1
-    return float(math.sqrt(np.mean(variances))), min(len(row.seeds) for row in rows)
+    return float(math.sqrt(np.mean(variances))) if variances else math.nan
+
+
+def _bootstrap_sd(first: ResultRow, other: ResultRow, metric: str) -> float:
+    """SD of the mean per-validation-image difference over bootstrap draws of the images."""
+    score = metric.removeprefix("val_")
+    a, b = first.val_per_image(score), other.val_per_image(score)
+    if a is None or b is None or len(a) != len(b) or len(a) < 2:
+        return math.nan
+    if first.runs[0].val_keys != other.runs[0].val_keys:
+        return math.nan
+    diff = a - b
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = rng.integers(0, len(diff), size=(BOOTSTRAP_DRAWS, len(diff)))
+    return float(diff[draws].mean(axis=1).std(ddof=1))
+
+
+def pair_noise(
+    first: ResultRow, other: ResultRow, rows: list[ResultRow], metric: str
+) -> tuple[float, float, float]:
+    """``(total, seeds, images)``: SDs of the gap between two rows (module docstring)."""
+    pooled = _pooled_seed_sd(rows, metric)
+    seeds = pooled * math.sqrt(1 / len(first.seeds) + 1 / len(other.seeds))
+    images = _bootstrap_sd(first, other, metric)
+    measured = [v for v in (seeds, images) if not math.isnan(v)]
+    total = float(math.sqrt(sum(v * v for v in measured))) if measured else math.nan
+    return total, seeds, images
 
 
 def _noise_line(result: Conclusion, rows: list[ResultRow]) -> str:
     name = RANK_METRICS[result.metric]
-    sd, seeds = _pooled_seed_sd(rows, result.metric)
-    if math.isnan(sd):
+    best, second = result.ranking[0], result.ranking[1]
+    total, seeds, images = pair_noise(best, second, rows, result.metric)
+    if math.isnan(total):
         return (
-            "Seed-to-seed noise was not measured (one seed per combination); run with "
-            "`--seeds 2` to learn whether this gap is larger than it."
+            "Run-to-run noise was not measured (one seed and no per-image validation scores); "
+            "run with `--seeds 2` to learn whether this gap is larger than it."
         )
-    result.noise_sd = sd * math.sqrt(2 / seeds)
-    result.beyond_noise = bool(result.gap > NOISE_SIGMAS * result.noise_sd)
-    ratio = result.gap / result.noise_sd if result.noise_sd > 0 else math.inf
-    verdict = (
-        "beyond seed noise"
-        if result.beyond_noise
-        else "within seed noise, so these runs do not settle which of the two is better"
-    )
+    result.noise_sd = total
+    result.beyond_noise = bool(result.gap > NOISE_SIGMAS * total)
+    parts = []
+    if not math.isnan(seeds):
+        parts.append(f"seeds SD {_f(seeds)}")
+    else:
+        parts.append("seeds not measured (one seed; `--seeds 2` measures them)")
+    if not math.isnan(images):
+        parts.append(f"validation images SD {_f(images)} (bootstrap, {BOOTSTRAP_DRAWS} draws)")
+    # no measured spread: equal scores are a tie, any gap is beyond it
+    spread_free = math.inf if result.gap > 0 else 0.0
+    ratio = result.gap / total if total > 0 else spread_free
+    verdict = "beyond the noise" if result.beyond_noise else "within the noise: a tie"
     return (
-        f"Seed-to-seed noise: the {name} of one combination varies by SD {_f(sd)} between "
-        f"seeds (pooled over {len(rows)} combinations), so a difference of two {seeds}-seed "
-        f"means varies by SD {_f(result.noise_sd)}. The gap is {ratio:.1f} times that "
-        f"(threshold {NOISE_SIGMAS:g}): {verdict}."
+        f"Run-to-run noise of the {name} gap between the first two: SD {_f(total)} ("
+        + "; ".join(parts)
+        + f"). The gap is {ratio:.1f} times that (threshold {NOISE_SIGMAS:g}): {verdict}."
     )
 
 
-def _paired_line(best: ResultRow, second: ResultRow) -> str | None:
-    """Image-by-image comparison of the two best rows on the same test images (IoU)."""
-    if best.runs[0].test_keys != second.runs[0].test_keys:
+def _tied_count(result: Conclusion, rows: list[ResultRow]) -> int:
+    """Rows from the top whose gap to the first is within :data:`NOISE_SIGMAS` of the noise."""
+    best = result.ranking[0]
+    tied = 1
+    for row in result.ranking[1:]:
+        noise, _, _ = pair_noise(best, row, rows, result.metric)
+        gap = best.metrics[result.metric] - row.metrics[result.metric]
+        if math.isnan(noise) or gap > NOISE_SIGMAS * noise:
+            break
+        tied += 1
+    return tied
+
+
+def _paired_line(best: ResultRow, second: ResultRow, metric: str) -> str | None:
+    """Image-by-image comparison of the first two rows on the same validation images."""
+    score = metric.removeprefix("val_")
+    a, b = best.val_per_image(score), second.val_per_image(score)
+    if a is None or b is None or best.runs[0].val_keys != second.runs[0].val_keys:
         return None
-    diff = best.per_image("iou") - second.per_image("iou")
-    n = len(diff)
-    if n == 0:
+    diff = a - b
+    if len(diff) == 0:
         return None
     wins = int((diff > TIE_TOLERANCE).sum())
     losses = int((diff < -TIE_TOLERANCE).sum())
-    se = float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     return (
-        f"On the same {n} test images, {best.label} has the higher IoU on {wins} and the lower "
-        f"on {losses} (mean per-image difference {_f(float(diff.mean()))} ± {_f(se)} standard "
-        "error, which measures how much the test images alone could move the gap)."
+        f"On the same {len(diff)} validation images, {best.label} scores higher on {wins} and "
+        f"lower on {losses} (mean per-image difference {_f(float(diff.mean()))})."
     )
+
+
+def _test_line(result: Conclusion) -> str:
+    """The test figures of what validation chose (reported, never used to choose)."""
+    chosen = result.ranking[: result.tied]
+    test = reported_test_metric(result.metric)
+    name = RANK_METRICS[result.metric].replace("validation", "test")
+    figures = "; ".join(
+        f"{row.label} {name} {_f(row.metrics[test])}, test Dice {_f(row.metrics['test_dice'])}"
+        for row in chosen
+    )
+    what = "what validation chose" if result.tied == 1 else "the tied combinations"
+    return f"Test images (held out: reported for {what}, never used to rank): {figures}."
 
 
 def _best_of(rows: list[ResultRow], metric: str) -> ResultRow:
@@ -218,7 +293,8 @@ def _convergence_line(best: ResultRow) -> str:
 
 
 def _baseline_line(ranking: list[ResultRow], metric: str, baselines: dict[str, float]) -> str:
-    """Trivial masks for scale, and a warning naming the runs that do not clearly beat them."""
+    """Trivial masks on the validation images for scale, and a warning naming the runs that
+    do not clearly beat them."""
     name = RANK_METRICS[metric]
     quoted = ", ".join(f"{what} {_f(value)}" for what, value in baselines.items())
     line = f"For scale, trivial masks score {name}: {quoted}."
@@ -245,16 +321,51 @@ def _baseline_line(ranking: list[ResultRow], metric: str, baselines: dict[str, f
     return line
 
 
+def _learned_nothing(ranking: list[ResultRow], metric: str, baselines: dict[str, float]) -> bool:
+    floor = max(baselines.values()) if baselines else -math.inf
+    return all(run.metric(metric) < floor + TRIVIAL_MARGIN for row in ranking for run in row.runs)
+
+
+def _first_line(result: Conclusion, baselines: dict[str, float]) -> str:
+    """Who validation chose, a tie, or that nobody learned."""
+    ranking, metric = result.ranking, result.metric
+    name = RANK_METRICS[metric]
+    best, second, last = ranking[0], ranking[1], ranking[-1]
+    scores = f"{name} {_f(best.metrics[metric])}, last is {last.label} ({_f(last.metrics[metric])})"
+    if _learned_nothing(ranking, metric, baselines):
+        return (
+            f"**No winner**: no run beats a trivial mask on the validation images ({scores}); "
+            "the order below is noise."
+        )
+    if result.tied > 1:
+        tied = ", ".join(
+            f"{row.label} ({_f(row.metrics[metric])})" for row in ranking[: result.tied]
+        )
+        return (
+            f"**No winner on {name}: a tie** between {tied}, within {NOISE_SIGMAS:g} SD of the "
+            f"run-to-run noise of the first; last is {last.label} ({_f(last.metrics[metric])})."
+        )
+    return (
+        f"**{best.label}** is chosen on {name}: {_f(best.metrics[metric])}, ahead of "
+        f"{second.label} ({_f(second.metrics[metric])}) by {_f(result.gap)}; last is "
+        f"{last.label} ({_f(last.metrics[metric])})."
+    )
+
+
 def conclude(
-    rows: list[ResultRow], metric: str = "test_iou", baselines: dict[str, float] | None = None
+    rows: list[ResultRow], metric: str = "val_iou", baselines: dict[str, float] | None = None
 ) -> Conclusion:
-    """Rank ``rows`` by ``metric`` (a key of :data:`RANK_METRICS`) and explain the result.
+    """Rank ``rows`` by the validation ``metric`` (a key of :data:`RANK_METRICS`) and explain
+    the result (module docstring).
 
     ``baselines`` (optional) maps a trivial prediction (``"whole image"``) to its ``metric``
-    on the same test images, quoted for scale.
+    on the same validation images: a ranking of runs that do not beat them has no winner.
     """
     if metric not in RANK_METRICS:
-        raise ConfigError(f"Cannot rank by {metric!r}; choose one of {', '.join(RANK_METRICS)}.")
+        raise ConfigError(
+            f"Cannot rank by {metric!r}; choose one of {', '.join(RANK_METRICS)} (the test "
+            "images are reported, never used to choose)."
+        )
     if not rows:
         raise ConfigError("No finished runs to conclude from.")
     name = RANK_METRICS[metric]
@@ -266,18 +377,25 @@ def conclude(
     else:
         second = ranking[1]
         result.gap = best.metrics[metric] - second.metrics[metric]
-        result.lines.append(
-            f"**{best.label}** wins on {name}: {_f(best.metrics[metric])}, ahead of "
-            f"{second.label} ({_f(second.metrics[metric])}) by {_f(result.gap)}; last is "
-            f"{ranking[-1].label} ({_f(ranking[-1].metrics[metric])})."
-        )
-        result.lines.append(_noise_line(result, rows))
-        paired = _paired_line(best, second)
+        noise = _noise_line(result, rows)
+        result.tied = _tied_count(result, rows)
+        result.lines.append(_first_line(result, baselines or {}))
+        result.lines.append(noise)
+        paired = _paired_line(best, second, metric)
         if paired:
             result.lines.append(paired)
+    result.lines.append(_test_line(result))
     if baselines:
         result.lines.append(_baseline_line(ranking, metric, baselines))
-    result.lines.extend(_loss_lines(rows, metric))
+    if len(ranking) > 1 and (
+        result.tied == len(ranking) or _learned_nothing(ranking, metric, baselines or {})
+    ):
+        result.lines.append(
+            "No loss and no model is better than another here: every combination is within "
+            "the run-to-run noise of the first, or none learned the task."
+        )
+    else:
+        result.lines.extend(_loss_lines(rows, metric))
     result.lines.extend(_balance_lines(rows))
     result.lines.append(_cost_line(rows))
     result.lines.append(_convergence_line(best))

@@ -137,6 +137,7 @@ def ct_train_config(plan: RunPlan, options: CompareOptions, out: Path, **extra: 
         amp=options.amp,
         channels_last=options.channels_last,
         tensorboard=False,
+        ranker="none",  # segmenters are compared (validation Dice); no second stage to fit
         **extra,
     )
 

@@ -72,14 +72,18 @@ def load_image_set(
     folder: str | os.PathLike[str] | PairedFolder,
     size: int = DEFAULT_SIZE,
     progress: LoadProgress | None = None,
+    *,
+    resize_masks: bool = False,
 ) -> ImageSet:
     """Read, convert and resize every image/mask pair of ``folder`` to ``size x size``.
 
     ``folder`` may be a path (paired by :func:`find_pairs`) or a :class:`PairedFolder`.
     Non-binary masks are thresholded and named in a warning; greyscale/RGBA images are
     converted; every image is resized (bilinear, antialiased) and every mask resized and
-    thresholded so it stays binary. A pair whose image and mask sizes differ is resized all
-    the same and named in a warning (check that they cover the same field of view).
+    thresholded so it stays binary. A mask whose size differs from its image's is refused
+    (:class:`ImageSetError` naming both sizes and files: masks are labels, and a mask of
+    another size may not cover the same field of view) unless ``resize_masks``; then it is
+    resized with the image and named in a warning.
     """
     if size < 1:
         raise ImageSetError(f"Image size must be a positive number of pixels; got {size}.")
@@ -97,6 +101,13 @@ def load_image_set(
         if not mask.binary:
             notes.setdefault("mask not binary, thresholded", []).append(pair.mask.name)
         if mask.mask.shape != read.rgb.shape[:2]:
+            if not resize_masks:
+                (mr, mc), (ir, ic) = mask.mask.shape, read.rgb.shape[:2]
+                raise ImageSetError(
+                    f"{pair.mask} is {mc} x {mr} pixels but its image {pair.image} is "
+                    f"{ic} x {ir}: a mask is a label map and is not resized to fit. Fix the "
+                    "pair, or pass --resize-masks if they cover the same field of view."
+                )
             notes.setdefault("mask size differs from image", []).append(pair.mask.name)
         if read.rgb.shape[:2] != (size, size):
             notes.setdefault("resized", []).append(pair.image.name)

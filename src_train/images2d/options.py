@@ -84,7 +84,15 @@ class CompareOptions:
         "all; none",
     )
     rank_by: str = option(
-        "test_iou", help="metric that picks the winner", choices=tuple(RANK_METRICS)
+        "val_iou",
+        help="validation metric that ranks the runs and picks the winner (the test images are "
+        "reported, never used to choose)",
+        choices=tuple(RANK_METRICS),
+    )
+    resize_masks: bool = option(
+        False,
+        help="resize a mask whose size differs from its image's to it (default: refuse: masks "
+        "are labels; use this only when both cover the same field of view)",
     )
     examples: int = option(3, help="best and worst test images shown per run")
     epoch_samples: int = option(

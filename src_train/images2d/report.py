@@ -62,21 +62,22 @@ def _mean_sd(row: ResultRow, metric: str) -> str:
     return _f(row.metrics[metric]) + ("" if math.isnan(sd) else f" ± {_f(sd)}")
 
 
-def results_table(rows: list[ResultRow], rank_by: str) -> str:
-    """Markdown table of ``rows`` sorted by ``rank_by``, best first (seed SD after ±)."""
-    ranked = sorted(rows, key=lambda r: -r.metrics[rank_by])
+def results_table(ranking: list[ResultRow], rank_by: str, tied: int = 1) -> str:
+    """Markdown table of ``ranking`` (best first on the validation ``rank_by``; the first
+    ``tied`` rows marked "tie" when more than one), seed SD after ±."""
     head = (
-        "| rank | model | loss | test IoU | test IoU score | test Dice | precision | recall "
-        "| val IoU | parameters | s / epoch | best epoch |\n"
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| rank | model | loss | {RANK_METRICS[rank_by]} | test IoU | test IoU score "
+        "| test Dice | precision | recall | parameters | s / epoch | best epoch |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = [
-        f"| {i} | {r.model} | {r.loss} | {_mean_sd(r, 'test_iou')} "
+        f"| {i}{' (tie)' if tied > 1 and i <= tied else ''} | {r.model} | {r.loss} "
+        f"| {_mean_sd(r, rank_by)} | {_mean_sd(r, 'test_iou')} "
         f"| {_mean_sd(r, 'test_iou_score')} "
         f"| {_f(r.metrics['test_dice'])} | {_f(r.metrics['test_precision'])} "
-        f"| {_f(r.metrics['test_recall'])} | {_f(r.metrics['val_iou'])} | {r.params:,} "
+        f"| {_f(r.metrics['test_recall'])} | {r.params:,} "
         f"| {_f(r.seconds_per_epoch, 2)} | {r.best_epoch:.0f} / {r.epochs} |"
-        for i, r in enumerate(ranked, start=1)
+        for i, r in enumerate(ranking, start=1)
     ]
     return head + "\n".join(lines) + "\n"
 
@@ -175,19 +176,20 @@ def write_report(
     out = Path(out)
     figures = out / FIGURES_DIR
     rows = aggregate(records)
-    files: dict[str, Path] = {
-        "results": write_results_csv(out / RESULTS_FILE, rows),
-        "runs": write_runs_csv(out / RUNS_FILE, records),
-    }
-    test = data.indices(split.test)
-    images, truth = data.images[test], data.masks[test]
-    whole = score_images(np.ones_like(truth), truth).mean()
-    metric_key = options.rank_by.removeprefix("test_")
+    val = data.indices(split.val)
+    whole = score_images(np.ones_like(data.masks[val]), data.masks[val]).mean()
+    metric_key = options.rank_by.removeprefix("val_")
     verdict = conclude(
         rows,
         options.rank_by,
         baselines={"the whole image as lesion": whole[metric_key], "an empty mask": 0.0},
     )
+    files: dict[str, Path] = {
+        "results": write_results_csv(out / RESULTS_FILE, verdict.ranking, verdict.tied),
+        "runs": write_runs_csv(out / RUNS_FILE, records),
+    }
+    test = data.indices(split.test)
+    images, truth = data.images[test], data.masks[test]
 
     files["fig_results"] = plot_results(rows, figures / "results.png")
     files["fig_curves"] = plot_overlaid_curves(records, figures / "curves_all.png")
@@ -233,7 +235,7 @@ def write_report(
         "# Model x loss comparison",
         "",
         f"{len(rows)} combinations x {options.seeds} seed(s) on {len(data)} images, ranked by "
-        f"{name}.",
+        f"{name} (the test images are reported for each run, never used to rank).",
         "",
         "## Data",
         "",
@@ -245,7 +247,7 @@ def write_report(
         "",
         "## Results",
         "",
-        results_table(rows, options.rank_by),
+        results_table(verdict.ranking, options.rank_by, verdict.tied),
         f"± = standard deviation over seeds. Machine-readable: `{RESULTS_FILE}` (one row per "
         f"model x loss), `{RUNS_FILE}` (one row per run).",
         "",

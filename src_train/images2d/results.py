@@ -1,9 +1,10 @@
 """What one comparison run produced, and the model x loss table of them.
 
-A :class:`RunRecord` is one training run (model, loss, seed) scored on the test images with its
-best-validation checkpoint; it is saved as ``result.json`` in the run's folder. Runs of the
-same model and loss with different seeds fold into one :class:`ResultRow` of ``results.csv``
-(means over seeds, and the seed-to-seed standard deviation of the test IoU).
+A :class:`RunRecord` is one training run (model, loss, seed) scored with its best-validation
+checkpoint on the validation images (what the comparison chooses by) and on the test images
+(reported only); it is saved as ``result.json`` in the run's folder. Runs of the same model and
+loss with different seeds fold into one :class:`ResultRow` of ``results.csv`` (means over
+seeds, and the seed-to-seed standard deviation of the test IoU), written in rank order.
 """
 
 from __future__ import annotations
@@ -22,21 +23,27 @@ import numpy as np
 from src_train.atomic import write_text_atomic
 from src_train.errors import LunaSegError
 
-#: Metrics of a row, in column order (``test_*``: means over the test images, at the best
-#: validation epoch; ``val_iou``: the best validation IoU).
+#: Metrics of a row, in column order (``val_*``: means over the validation images at the best
+#: validation epoch, what the ranking uses; ``test_*``: means over the test images with that
+#: epoch's checkpoint, reported only).
 ROW_METRICS = (
+    "val_iou",
+    "val_iou_score",
+    "val_dice",
     "test_iou",
     "test_iou_score",
     "test_dice",
     "test_precision",
     "test_recall",
-    "val_iou",
 )
 
-#: Columns of ``results.csv``.
+#: Columns of ``results.csv`` (``rank``: 1 = chosen on validation; ``tied_with_first``: within
+#: the run-to-run noise of rank 1, see :mod:`src_train.images2d.conclusion`).
 RESULT_COLUMNS = (
+    "rank",
     "model",
     "loss",
+    "tied_with_first",
     *ROW_METRICS,
     "params",
     "seconds_per_epoch",
@@ -107,6 +114,10 @@ class RunRecord:
         test_per_image: per-image test scores, ``{score: [value per test image]}``.
         history: the rows of ``metrics.jsonl``.
         device: where it trained.
+        val_keys: the validation images, in order (empty in records of older versions).
+        val_per_image: per-image validation scores of the best checkpoint, as
+            ``test_per_image`` (they measure how much the validation images alone could move a
+            gap between two runs).
     """
 
     name: str
@@ -127,11 +138,13 @@ class RunRecord:
     test_per_image: dict[str, list[float]]
     history: list[dict[str, float]] = field(default_factory=list)
     device: str = ""
+    val_keys: list[str] = field(default_factory=list)
+    val_per_image: dict[str, list[float]] = field(default_factory=dict)
 
     def metric(self, name: str) -> float:
-        """A :data:`ROW_METRICS` value of this run."""
-        if name == "val_iou":
-            return float(self.val.get("iou", math.nan))
+        """A :data:`ROW_METRICS` value of this run (``val_*`` or ``test_*``)."""
+        if name.startswith("val_"):
+            return float(self.val.get(name.removeprefix("val_"), math.nan))
         return float(self.test.get(name.removeprefix("test_"), math.nan))
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
@@ -180,11 +193,20 @@ class ResultRow:
         """Per-test-image ``score`` averaged over the seeds' runs, ``(n_test,)``."""
         return np.mean([run.test_per_image[score] for run in self.runs], axis=0)
 
-    def csv_values(self) -> dict[str, Any]:
-        """The row of ``results.csv``."""
+    def val_per_image(self, score: str) -> np.ndarray | None:
+        """Per-validation-image ``score`` averaged over the seeds' runs, ``(n_val,)``; None
+        when a run's record has none (written by an older version)."""
+        if not all(score in run.val_per_image for run in self.runs):
+            return None
+        return np.mean([run.val_per_image[score] for run in self.runs], axis=0)
+
+    def csv_values(self, rank: int = 0, tied_with_first: bool = False) -> dict[str, Any]:
+        """The row of ``results.csv`` at ``rank`` (1 = first)."""
         return {
+            "rank": rank,
             "model": self.model,
             "loss": self.loss,
+            "tied_with_first": "yes" if tied_with_first else "no",
             **{name: self.metrics[name] for name in ROW_METRICS},
             "params": self.params,
             "seconds_per_epoch": self.seconds_per_epoch,
@@ -243,10 +265,15 @@ def csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_results_csv(path: str | os.PathLike[str], rows: list[ResultRow]) -> Path:
-    """``results.csv``: one line per model x loss (:data:`RESULT_COLUMNS`)."""
-    text = csv_text(RESULT_COLUMNS, [row.csv_values() for row in rows])
-    return write_text_atomic(path, text, overwrite=True)
+def write_results_csv(
+    path: str | os.PathLike[str], ranking: list[ResultRow], tied: int = 1
+) -> Path:
+    """``results.csv``: one line per model x loss (:data:`RESULT_COLUMNS`) in the order of
+    ``ranking`` (best first); the first ``tied`` rows (when more than one) are marked as tied."""
+    values = [
+        row.csv_values(rank, tied > 1 and rank <= tied) for rank, row in enumerate(ranking, start=1)
+    ]
+    return write_text_atomic(path, csv_text(RESULT_COLUMNS, values), overwrite=True)
 
 
 def write_runs_csv(path: str | os.PathLike[str], records: list[RunRecord]) -> Path:

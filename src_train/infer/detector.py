@@ -21,6 +21,7 @@ from torch import nn
 
 from src_train.classify.ranker import RANKER_KEY, Ranker
 from src_train.ct import CtVolume
+from src_train.errors import CheckpointError
 from src_train.infer.ground_truth import TruthDefinition
 from src_train.infer.runner import (
     InferenceOptions,
@@ -29,7 +30,7 @@ from src_train.infer.runner import (
     iter_inference,
 )
 from src_train.infer.tuner import TunerCache
-from src_train.model import ModelConfig, load_checkpoint, model_of_checkpoint
+from src_train.model import Checkpoint, ModelConfig, load_checkpoint, model_of_checkpoint
 from src_train.progress import Progress, ShouldStop, run_steps
 from src_train.records.contract import DataContract, contract_of_checkpoint
 from src_train.records.threshold import DEFAULT_THRESHOLD, checkpoint_threshold
@@ -89,9 +90,32 @@ def with_threshold(options: InferenceOptions, threshold: float) -> InferenceOpti
     return options
 
 
+#: Key of ``Checkpoint.extra`` that 2-D image-set checkpoints (``lunaseg compare``) carry.
+IMAGE_SIZE_KEY = "image_size"
+
+
+def check_ct_input(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint whose input is not a stack of CT slices: a 2-D image model (RGB
+    channels) or one whose channels differ from its run's ``2 x context_slices + 1``."""
+    channels = ckpt.model_config.in_channels
+    if IMAGE_SIZE_KEY in ckpt.extra:
+        raise CheckpointError(
+            f"{path} is a 2-D image model ({channels} input channels, RGB; written by lunaseg "
+            "compare on an image set): it cannot run on CT series. Pass a CT checkpoint "
+            "(lunaseg train), or run it on an image folder in the viewer."
+        )
+    context = ckpt.train_config.get("context_slices")
+    if context is not None and channels != 2 * int(context) + 1:
+        raise CheckpointError(
+            f"{path} takes {channels} input channels but its run used {context} context "
+            f"slices ({2 * int(context) + 1} channels): the file is inconsistent; retrain it."
+        )
+
+
 def load_detector(path: str | os.PathLike[str], device: str = "cpu") -> Detector:
     """Read a checkpoint as a :class:`Detector` (:class:`CheckpointError` for a bad file)."""
     ckpt = load_checkpoint(path, map_location="cpu")
+    check_ct_input(ckpt, path)
     model = model_of_checkpoint(ckpt, device)
     state: Any = ckpt.extra.get(RANKER_KEY)
     ranker = Ranker.from_state(state, str(path)) if isinstance(state, dict) else None

@@ -14,6 +14,8 @@ import numpy as np
 from src_train.ct import CtVolume
 from src_train.luna import Nodule
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
+from src_train.reviews.apply import apply_book
+from src_train.reviews.book import ReviewBook
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,32 @@ class TruthDefinition:
 
 
 def ground_truth_mask(
-    ct: CtVolume, nodules: Sequence[Nodule], definition: TruthDefinition
+    ct: CtVolume,
+    nodules: Sequence[Nodule],
+    definition: TruthDefinition,
+    book: ReviewBook | None = None,
 ) -> np.ndarray:
     """Bool ``(index, row, col)`` mask of ``nodules`` in ``ct``'s array order, built in the
-    canonical frame as the training cache builds it (nodules outside the volume skipped)."""
+    canonical frame as the training cache builds it (nodules outside the volume skipped).
+
+    With ``book``, ``nodules`` are the annotations before review and the book's verdicts are
+    applied as the cache applies them: rejected nodules dropped, added ones grown, corrected
+    ones taken voxel for voxel from the reviewers' label volume.
+    """
     canonical, turn = ct.canonical()
+    kept = [n for n in nodules if n.is_nodule]
+    if book is not None:
+        reviewed = apply_book(
+            book,
+            canonical,
+            kept,
+            definition.threshold_hu,
+            definition.mask_method,
+            on_outside="skip",
+            turn=turn,
+        )
+        return np.ascontiguousarray(turn.to_file(reviewed.mask), dtype=bool)
     mask, _records = build_masks(
-        canonical,
-        [n for n in nodules if n.is_nodule],
-        definition.threshold_hu,
-        definition.mask_method,
-        on_outside="skip",
+        canonical, kept, definition.threshold_hu, definition.mask_method, on_outside="skip"
     )
     return np.ascontiguousarray(turn.to_file(mask), dtype=bool)

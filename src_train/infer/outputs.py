@@ -24,6 +24,7 @@ from src_train.records.infer_files import (
     PROB_SUFFIX,
     series_file_name,
 )
+from src_train.reviews import ReviewedFolder
 
 #: Probability volumes are written as uint8: ``round(prob * PROB_FILE_SCALE)``.
 PROB_FILE_SCALE = 255
@@ -78,14 +79,18 @@ def write_series_volumes(
 ) -> dict[str, float] | None:
     """Write one series' volumes (replacing leftovers); with ``truth``, its error volume and
     voxel metrics against masks made ``definition``'s way (the checkpoint's; default: the
-    reference method at -700 HU)."""
+    reference method at -700 HU); a :class:`ReviewedFolder` (``--reviewed``) gives the
+    reviewed voxels, as the training cache makes them."""
     save_volume(prob_to_uint8(prob), ct.geometry, files.prob, compress=True, overwrite=True)
     save_volume(mask.view(np.uint8), ct.geometry, files.pred, compress=True, overwrite=True)
     if truth is None:
         return None
-    truth_mask = ground_truth_mask(
-        ct, truth.nodules(ct.series_uid), definition or TruthDefinition()
-    )
+    definition = definition or TruthDefinition()
+    if isinstance(truth, ReviewedFolder):  # the reviewed voxels, corrections included
+        annotated = LunaFolder.nodules(truth, ct.series_uid)
+        truth_mask = ground_truth_mask(ct, annotated, definition, truth.book)
+    else:
+        truth_mask = ground_truth_mask(ct, truth.nodules(ct.series_uid), definition)
     errors = error_volume(mask, truth_mask)
     save_volume(errors, ct.geometry, files.error, compress=True, overwrite=True)
     return voxel_metrics(mask, truth_mask)

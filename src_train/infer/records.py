@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -34,7 +35,7 @@ from src_train.atomic import make_folder, write_text_atomic
 from src_train.errors import OutputExistsError, OutputWriteError
 from src_train.infer.candidates import write_candidates_csv
 from src_train.model import file_sha1
-from src_train.records.candidate import CandidateNodule
+from src_train.records.candidate import UNKNOWN_TRIPLE, CandidateNodule
 from src_train.records.infer_files import (
     CANDIDATES_CSV,
     PRED_SUFFIX,
@@ -303,16 +304,37 @@ class SeriesRecord:
         )
 
 
+def _triple(value: Sequence[Any]) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in value)
+    return (a, b, c)
+
+
+def _triple_or_unknown(data: Mapping[str, Any], name: str) -> tuple[float, float, float]:
+    """A stored ``(a, b, c)`` field, or :data:`UNKNOWN_TRIPLE` for records written before it."""
+    value = data.get(name)
+    return UNKNOWN_TRIPLE if value is None else _triple(value)
+
+
+def _float_or_nan(data: Mapping[str, Any], name: str) -> float:
+    value = data.get(name)
+    return math.nan if value is None else float(value)
+
+
 def _candidate_from_dict(data: Mapping[str, Any]) -> CandidateNodule:
+    """The inverse of ``dataclasses.asdict`` on a :class:`CandidateNodule`: every field."""
     return CandidateNodule(
         series_uid=str(data["series_uid"]),
-        center_xyz_mm=tuple(float(v) for v in data["center_xyz_mm"]),  # type: ignore[arg-type]
-        center_irc=tuple(float(v) for v in data["center_irc"]),  # type: ignore[arg-type]
+        center_xyz_mm=_triple(data["center_xyz_mm"]),
+        center_irc=_triple(data["center_irc"]),
         diameter_mm=float(data["diameter_mm"]),
         voxel_count=int(data["voxel_count"]),
         probability=float(data["probability"]),
-        mean_probability=float(data["mean_probability"]),
-        max_probability=float(data["max_probability"]),
+        mean_probability=_float_or_nan(data, "mean_probability"),
+        max_probability=_float_or_nan(data, "max_probability"),
+        peak_irc=_triple_or_unknown(data, "peak_irc"),
+        peak_xyz_mm=_triple_or_unknown(data, "peak_xyz_mm"),
+        axes_mm=_triple_or_unknown(data, "axes_mm"),
+        segmenter_probability=_float_or_nan(data, "segmenter_probability"),
     )
 
 

@@ -3,7 +3,8 @@
 Each field is a ``lunaseg train`` option (the command line is generated from these fields, see
 :mod:`src_train.options`), is saved in the run's ``config.json`` and in every checkpoint.
 Defaults of other modules' settings (crop sizes, model shape, loss weights) are read from those
-modules, so each default is written once.
+modules, so each default is written once; the training recipe's defaults are
+:data:`DEMO_RECIPE`, the shipped demo detector's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from src_train.augment import AUGMENTATIONS, AugmentConfig
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.datasets import SampleConfig
 from src_train.errors import ConfigError
-from src_train.losses import LOSSES, LossConfig
+from src_train.losses import LOSSES, WEIGHTED_LOSSES, LossConfig
 from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, available_methods
 from src_train.model import ARCHITECTURES, ModelConfig
 from src_train.options import option
@@ -54,6 +55,46 @@ class OptionsRecord:
 #: Smallest ``val_stride``: 1 would hold out every series and leave none to train on.
 MIN_VAL_STRIDE = 2
 
+#: The recipe the shipped demo detector was trained with (``docs/demo_checkpoint.md``,
+#: ``assets/demo_unet.json``): the defaults of ``lunaseg train`` and the Training widget, so a
+#: run without flags makes a usable detector. A user changes flags to experiment.
+DEMO_RECIPE: dict[str, Any] = {
+    "loss": "bce",
+    "small_nodule_px": 60.0,
+    "negative_fraction": 0.5,
+    "edge_fraction": 0.15,
+    "detection_threshold": 0.25,
+    "lr_schedule": "cosine",
+    "ranker": "combined",
+    "ranker_series": 16,
+    "epochs": 20,
+    "val_every": 5,
+}
+
+#: The reference chapter's recipe (the SPEC's): soft Dice + 8 x false-negative Dice, crops
+#: around nodules only, a constant rate, masks at 0.5 and no second stage. It marks much of the
+#: body (README, "Model, training and the demo checkpoint"); pass these flags to reproduce it.
+REFERENCE_RECIPE: dict[str, Any] = {
+    "loss": "dice-fn",
+    "fn_weight": LossConfig.fn_weight,
+    "small_nodule_px": 0.0,
+    "negative_fraction": 0.0,
+    "edge_fraction": 0.0,
+    "detection_threshold": DEFAULT_THRESHOLD,
+    "lr_schedule": "constant",
+    "ranker": "none",
+}
+
+
+def recipe_flags(recipe: dict[str, Any]) -> str:
+    """A recipe as ``lunaseg train`` flags (``--loss bce --epochs 20 ...``)."""
+    return " ".join(
+        f"--{name.replace('_', '-')} {value:g}"
+        if isinstance(value, float)
+        else f"--{name.replace('_', '-')} {value}"
+        for name, value in recipe.items()
+    )
+
 
 @dataclass
 class TrainConfig(OptionsRecord):
@@ -80,7 +121,7 @@ class TrainConfig(OptionsRecord):
     )
     val_stride: int = option(10, help="every N-th series is held out for validation")
     negative_fraction: float = option(
-        SampleConfig.negative_fraction,
+        DEMO_RECIPE["negative_fraction"],
         help="share of training crops not centered on a nodule (body crops, hard negatives)",
     )
     hard_fraction: float = option(
@@ -88,29 +129,33 @@ class TrainConfig(OptionsRecord):
         help="share of those negatives taken where the model fired without a nodule",
     )
     edge_fraction: float = option(
-        SampleConfig.edge_fraction,
+        DEMO_RECIPE["edge_fraction"],
         help="share of nodule crops shown as if the scan ended beside the nodule",
     )
     # -- schedule ------------------------------------------------------------------------------
-    epochs: int = option(10, help="last epoch to train")
+    epochs: int = option(DEMO_RECIPE["epochs"], help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
     batch_size: int = option(16, help="training batch size per process")
     detection_threshold: float = option(
-        DEFAULT_THRESHOLD,
+        DEMO_RECIPE["detection_threshold"],
         help="probability threshold of validation's masks and candidates and of the second "
         "stage's; stored in the checkpoints as their default for lunaseg infer and the viewer",
     )
     val_batch_size: int | None = option(
         None, help="validation slices per model pass (default: the fastest measured)"
     )
-    val_every: int = option(5, help="validate on epoch 1, every N-th epoch and the last")
+    val_every: int = option(
+        DEMO_RECIPE["val_every"], help="validate on epoch 1, every N-th epoch and the last"
+    )
     ranker: str = option(
-        "none",
+        DEMO_RECIPE["ranker"],
         help="second stage fitted after the last epoch on training series' candidates: "
         "features (size, shape, confidence), classifier (3-D CNN on CT patches), combined",
         choices=RANKER_CHOICES,
     )
-    ranker_series: int = option(8, help="training series the second stage learns from (0: all)")
+    ranker_series: int = option(
+        DEMO_RECIPE["ranker_series"], help="training series the second stage learns from (0: all)"
+    )
     best_min_precision: float = option(
         DEFAULT_BEST_MIN_PRECISION,
         help="an epoch whose voxel precision on the validation series is lower is never 'best'",
@@ -124,7 +169,7 @@ class TrainConfig(OptionsRecord):
     depth: int = option(ModelConfig.depth, help="resolution levels of the model")
     filters: int = option(ModelConfig.filters, help="filters at the top level (doubling per level)")
     loss: str = option(
-        LOSSES[0],
+        DEMO_RECIPE["loss"],
         help="dice-fn = soft Dice + FN-WEIGHT x false-negative Dice (the SPEC's)",
         choices=LOSSES,
     )
@@ -137,13 +182,14 @@ class TrainConfig(OptionsRecord):
         help="weight of nodule voxels in the focal loss (1 - it for the rest); none by default",
     )
     small_nodule_px: float = option(
-        LossConfig.small_nodule_px,
+        DEMO_RECIPE["small_nodule_px"],
         help="bce/focal: nodule voxels of a crop with fewer than N of them weigh N / count, so "
-        "small nodules count as much as one of N voxels (0 = off)",
+        "small nodules count as much as one of N voxels (0 = off; the Dice losses have no "
+        "voxel weights: they ignore the default and refuse another value)",
     )
     lr: float = option(1e-3, help="Adam learning rate")
     lr_schedule: str = option(
-        "constant",
+        DEMO_RECIPE["lr_schedule"],
         help="constant, or cosine: the rate falls from --lr to 0 along a half cosine over the "
         "epochs (set at each epoch's start)",
         choices=LR_SCHEDULES,
@@ -264,13 +310,17 @@ class TrainConfig(OptionsRecord):
         )
 
     def loss_config(self) -> LossConfig:
-        """The loss these options describe."""
+        """The loss these options describe. The default ``small_nodule_px`` is the demo
+        recipe's weight for BCE: a loss without voxel weights drops it (any other value still
+        reaches :class:`LossConfig`, which refuses it for such a loss)."""
+        unweighted = self.loss not in WEIGHTED_LOSSES
+        default = self.small_nodule_px == DEMO_RECIPE["small_nodule_px"]
         return LossConfig(
             name=self.loss,
             fn_weight=self.fn_weight,
             focal_gamma=self.focal_gamma,
             focal_alpha=self.focal_alpha,
-            small_nodule_px=self.small_nodule_px,
+            small_nodule_px=0.0 if unweighted and default else self.small_nodule_px,
         )
 
     def augment_config(self) -> AugmentConfig:
