@@ -44,7 +44,7 @@ class SynthConfig:
     #: Standard deviation of the CT noise, HU.
     noise_hu_range: tuple[float, float] = (12.0, 25.0)
     solid_hu_range: tuple[float, float] = (-30.0, 70.0)
-    ground_glass_hu_range: tuple[float, float] = (-600.0, -400.0)
+    ground_glass_hu_range: tuple[float, float] = (-650.0, -450.0)
     vessel_hu_range: tuple[float, float] = (20.0, 70.0)
     #: Fraction of solid / part-solid nodules with a vessel running into them.
     juxtavascular_fraction: float = 0.4
