@@ -103,6 +103,18 @@ def _plane(geometry: Geometry, anat: Anatomy) -> _Plane:
     )
 
 
+def _ribs(p: _Plane, anat: Anatomy, s: float, z_mm: float, out: np.ndarray) -> None:
+    """Draw the ribs cut by the slice at ``z_mm`` (thorax scale ``s``) into ``out``: arcs in a
+    band outside the lungs, sloping down toward the front; bright cortex round the marrow."""
+    inner = s + 0.02
+    band = np.flatnonzero(p.rib_zone & (p.rho >= inner) & (p.rho < inner + anat.rib_band))
+    phase = 2 * np.pi * (z_mm + RIB_SLOPE * p.from_spine.ravel()[band]) / RIB_PERIOD_MM
+    rib = band[np.cos(phase + anat.rib_phase) > np.cos(np.pi * RIB_FILL)]
+    half = anat.rib_band / 2
+    depth = np.abs(p.rho.ravel()[rib] - inner - half) / half
+    out.ravel()[rib] = np.where(depth > 0.6, RIB_CORTEX_HU, RIB_HU)
+
+
 def _disc(x: np.ndarray, y: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
     return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
 
@@ -262,13 +274,7 @@ def draw_body(
         s = thorax_scale(u)
         out = hu[k]
         out[...] = p.template
-        band = p.rib_zone & (p.rho >= s + 0.02) & (p.rho < s + 0.02 + anat.rib_band)
-        pattern = np.cos(
-            2 * np.pi * (z_mm + RIB_SLOPE * p.from_spine) / RIB_PERIOD_MM + anat.rib_phase
-        )
-        rib = band & (pattern > np.cos(np.pi * RIB_FILL))
-        depth = np.abs(p.rho - s - 0.02 - anat.rib_band / 2) / (anat.rib_band / 2)
-        out[rib] = np.where(depth[rib] > 0.6, RIB_CORTEX_HU, RIB_HU)
+        _ribs(p, anat, s, z_mm, out)
         inside = p.rho < s
         out[inside] = MUSCLE_HU
         blocked = _spine(p, anat, z_mm, out)

@@ -29,7 +29,7 @@ class SynthConfig:
     inplane_px_range: tuple[int, int] = (448, 512)
     #: In-plane sizes are multiples of this (a U-Net of depth 3 needs multiples of 8).
     inplane_px_multiple: int = 16
-    slices_range: tuple[int, int] = (110, 190)
+    slices_range: tuple[int, int] = (100, 420)
     #: Length of chest covered, mm; the slice count is this over the slice spacing, clipped.
     chest_length_mm_range: tuple[float, float] = (220.0, 320.0)
     spacing_inplane_mm_range: tuple[float, float] = (0.6, 0.9)
