@@ -126,7 +126,7 @@ def test_calcified_and_juxtavascular_nodules() -> None:
             inside = scan.ct.hu[shape].astype(float)
             seen.add(n.kind)
             if n.kind == "calcified":
-                assert inside.mean() > 150
+                assert np.percentile(inside, 90) > 200  # a dense core (edges blend with lung)
             elif n.kind == "juxtavascular":
                 rim = ndimage.binary_dilation(shape, iterations=2) & ~shape
                 assert (scan.ct.hu[rim] > -500).sum() >= 2  # a vessel leaves it

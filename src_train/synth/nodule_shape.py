@@ -16,7 +16,7 @@ from src_train.synth.config import SynthConfig
 from src_train.synth.primitives import box_offsets, index_box, random_unit, uniform
 
 #: Density of a calcified nodule, HU.
-CALCIFIED_HU_RANGE = (250.0, 900.0)
+CALCIFIED_HU_RANGE = (300.0, 1000.0)
 
 
 @dataclass

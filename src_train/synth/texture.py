@@ -18,6 +18,8 @@ SMOOTH_PSF_MM = 0.6
 #: A sharp kernel adds this much of (image - its blur at :data:`SHARP_BLUR_MM`).
 SHARP_GAIN = 0.6
 SHARP_BLUR_MM = 1.0
+#: Volumes up to this many voxels get their texture by filtering white noise directly.
+DIRECT_MAX_VOXELS = 4_000_000
 #: Interpolation weights below this are dropped.
 _NEGLIGIBLE = 1e-4
 
@@ -37,9 +39,12 @@ def _interpolation_matrix(n: int, step_mm: float, corr_mm: float) -> tuple[np.nd
 
 class SmoothField:
     """A Gaussian random field of unit variance and correlation length ``corr_mm``, read a slab
-    of slices at a time (``field.slab(k0, k1)`` is ``(index, row, col)``); made from a coarse
-    grid by three matrix products, two of them one large product per slab (small products,
-    one per slice, would spend their time starting BLAS threads)."""
+    of slices at a time (``field.slab(k0, k1)`` is ``(index, row, col)``).
+
+    A small volume (up to :data:`DIRECT_MAX_VOXELS`) is white noise filtered once. A large one
+    is made from a coarse grid by three matrix products per slab, two of them one large product
+    each (small products, one per slice, would spend their time starting BLAS threads).
+    """
 
     def __init__(
         self,
@@ -48,6 +53,14 @@ class SmoothField:
         spacing_irc_mm: tuple[float, float, float],
         corr_mm: float,
     ) -> None:
+        self._whole: np.ndarray | None = None
+        if int(np.prod(shape_irc)) <= DIRECT_MAX_VOXELS:
+            white = rng.standard_normal(shape_irc, dtype=np.float32)
+            sigma = [corr_mm / s for s in spacing_irc_mm]
+            whole = ndimage.gaussian_filter(white, sigma, truncate=2.5)
+            whole /= np.float32(max(float(whole.std()), 1e-6))
+            self._whole = whole
+            return
         self._wz, m_z = _interpolation_matrix(shape_irc[0], spacing_irc_mm[0], corr_mm)
         self._wy, m_y = _interpolation_matrix(shape_irc[1], spacing_irc_mm[1], corr_mm)
         self._wx, m_x = _interpolation_matrix(shape_irc[2], spacing_irc_mm[2], corr_mm)
@@ -55,6 +68,8 @@ class SmoothField:
 
     def slab(self, k0: int, k1: int) -> np.ndarray:
         """Slices ``k0 .. k1 - 1`` of the field, ``(index, row, col)`` float32."""
+        if self._whole is not None:
+            return self._whole[k0:k1]
         m_y, m_x = self._wy.shape[1], self._wx.shape[1]
         n = k1 - k0
         planes = (self._wz[k0:k1] @ self._coarse).reshape(n, m_y, m_x)
