@@ -11,7 +11,7 @@ with ``lunaseg train`` on it, and runs ``lunaseg infer`` with the best checkpoin
 folder of every family and of the mixed default. The test folders are made with their own
 seeds, so no scan of them was seen in training nor in the validation that selected the best
 checkpoint: they are the test split. ``--checkpoint`` adds existing checkpoints (the shipped
-demo, say) as rows without training.
+demo, say) as rows without training; given alone, nothing is trained.
 
 Each row: test family, nodule recall with every candidate, candidates per scan, CPM with its
 95 % bootstrap interval, sensitivity at 4 FP per scan, and recall (every candidate) per
@@ -113,7 +113,8 @@ def main() -> None:
     short = args.short
     train_scans = args.train_scans or (8 if short else 60)
     test_scans = args.test_scans or (2 if short else 8)
-    sets = dict(s.split("=", 1) for s in (args.train or ["all=mixed", "thick=thick"]))
+    default_sets = [] if args.checkpoint else ["all=mixed", "thick=thick"]
+    sets = dict(s.split("=", 1) for s in (args.train or default_sets))
     models: dict[str, Path] = {p.stem: p for p in args.checkpoint}
     for name, family in sets.items():
         data = _synth(args.out / "data" / f"train-{name}", family, train_scans, TRAIN_SEED, short)
