@@ -127,11 +127,8 @@ def _coverage_u(
     u0, u1 = rng.uniform(lo0, hi0), rng.uniform(lo1, hi1)
     per_slice = (u1 - u0) / max(n_full - 1, 1)
     span = per_slice * (n_z - 1)
-    if coverage == "starts-inside":
-        return u1 - span, per_slice
-    if coverage == "ends-inside":
-        return u0, per_slice
-    return u0, per_slice
+    # a scan that starts inside the lungs keeps its top; one that ends inside keeps its base
+    return (u1 - span if coverage == "starts-inside" else u0), per_slice
 
 
 def draw_anatomy(
