@@ -3,111 +3,119 @@
 Usage::
 
     python benchmarks/bench_synth.py [--size 512] [--slices 150] [--repeats 2]
+        [--against DIR] [--protocols]
 
-Measured in one run, on one 512 x 512 x 150 scan (index, row, col):
+Measured in one run:
 
-* generating it (``generate_scan``: body, vessels, nodules, noise);
-* writing it in LUNA16 form (int16 ``.mhd``/``.raw`` plus the compressed uint8 truth) and
-  reading it back with ``load_ct`` -- the I/O any consumer pays anyway;
-* the baseline for the nodule step: drawing one nodule by evaluating its shape over the whole
-  volume (the naive way) against its local box (what ``synth`` does).
+* seconds per scan of ``generate_scan`` for a full-size scan (``--size`` x ``--size`` px,
+  ``--slices`` slices, 4 nodules) and for the tiny scans the tests use
+  (:meth:`SynthConfig.tiny`), each in a fresh interpreter;
+* with ``--against DIR``: the same figures for the generator in another source tree (a checkout
+  of an older version, e.g. ``git archive main src_train | tar -x -C DIR``), in the same run,
+  so that both are timed on the same machine under the same load;
+* with ``--protocols``: seconds per full-size scan of each protocol family;
+* writing one scan in LUNA16 form and reading it back (the I/O any consumer pays anyway).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from src_train.ct import load_ct, save_volume
-from src_train.synth import SynthConfig, SynthScan, generate_scan
-from src_train.synth.nodule_shape import draw_nodule, make_spec, nodule_radius_ratio
-from src_train.synth.primitives import box_offsets
+from src_train.synth import SynthConfig, generate_scan
+from src_train.synth.protocols import FAMILY_NAMES
+
+#: Run in a fresh interpreter with a source tree first on the path: prints the median seconds.
+_TIMER = """
+import json, statistics, sys, time
+from src_train.synth import SynthConfig, generate_scan
+args = json.loads(sys.argv[1])
+config = SynthConfig.tiny() if args["tiny"] else SynthConfig(**args["fields"])
+times = []
+for seed in range(args["repeats"]):
+    start = time.perf_counter()
+    scan = generate_scan("bench", seed, config)
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": statistics.median(times), "shape": list(scan.ct.hu.shape)}))
+"""
 
 
-def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Median wall time in seconds over ``repeats`` runs, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+def _time_in(tree: Path, tiny: bool, fields: dict[str, object], repeats: int) -> dict[str, object]:
+    """Median seconds per scan of the generator in source tree ``tree`` (a fresh process)."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    payload = json.dumps({"tiny": tiny, "fields": fields, "repeats": repeats})
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMER, payload],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="in-plane pixels (default 512)")
     parser.add_argument("--slices", type=int, default=150, help="slices (default 150)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per figure (median)")
-    parser.add_argument(
-        "--no-baseline",
-        action="store_true",
-        help="skip the whole-volume baseline (it needs ~2 GB of memory and ~15 s)",
-    )
+    parser.add_argument("--repeats", type=int, default=2, help="scans per figure (median)")
+    parser.add_argument("--against", type=Path, help="another source tree to time the same way")
+    parser.add_argument("--protocols", action="store_true", help="time every protocol family")
     args = parser.parse_args()
+
+    here = Path(__file__).resolve().parents[1]
+    full: dict[str, object] = {
+        "inplane_px_range": [args.size, args.size],
+        "inplane_px_multiple": 1,
+        "slices_range": [args.slices, args.slices],
+        "nodules_per_scan_range": [4, 4],
+    }
+    trees = [("this tree", here)] + ([("--against", args.against)] if args.against else [])
+    print(f"seconds per scan (median of {args.repeats}; CPU: {os.cpu_count()} cores)")
+    for name, tree in trees:
+        big = _time_in(tree, False, full, args.repeats)
+        tiny = _time_in(tree, True, {}, max(args.repeats, 4))
+        print(
+            f"  {name:10s} full {big['shape']}: {big['seconds']:6.2f} s   "
+            f"tiny {tiny['shape']}: {tiny['seconds']:6.3f} s   ({tree})"
+        )
+    if args.protocols:
+        for family in FAMILY_NAMES:
+            fields = dict(full, protocol=family)
+            fields.pop("slices_range")
+            result = _time_in(here, False, fields, args.repeats)
+            print(f"  protocol {family:10s} {result['shape']}: {result['seconds']:6.2f} s")
 
     config = SynthConfig(
         inplane_px_range=(args.size, args.size),
         inplane_px_multiple=1,
         slices_range=(args.slices, args.slices),
-        nodules_per_scan_range=(4, 4),
     )
-    seconds, scan = _timed(lambda: generate_scan("bench", 0, config), args.repeats)
-    assert isinstance(scan, SynthScan)
-    shape = scan.ct.shape_irc
-    megavoxels = np.prod(shape) / 1e6
-    print(f"scan {shape} (index, row, col) = {megavoxels:.1f} Mvoxel, {len(scan.nodules)} nodules")
-    print(
-        f"  generate_scan                 {seconds:7.2f} s   ({megavoxels / seconds:.0f} Mvoxel/s)"
-    )
-
+    scan = generate_scan("bench", 0, config)
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         ct_path, truth_path = Path(tmp) / "scan.mhd", Path(tmp) / "truth.mhd"
-
-        def write() -> None:
-            save_volume(scan.ct.hu, scan.ct.geometry, ct_path, overwrite=True)
-            save_volume(scan.truth, scan.ct.geometry, truth_path, compress=True, overwrite=True)
-
-        write_s, _ = _timed(write, args.repeats)
-        read_s, _ = _timed(lambda: load_ct(ct_path), args.repeats)
-        size_mb = (ct_path.with_suffix(".raw").stat().st_size) / 1e6
-        print(f"  write ct .raw + truth .zraw   {write_s:7.2f} s   ({size_mb:.0f} MB of CT)")
-        print(f"  read ct back (load_ct)        {read_s:7.2f} s")
-
-    if args.no_baseline:
-        return
-    # Baseline: one nodule's shape evaluated over the whole volume vs inside its box.
-    spacing = np.asarray(scan.ct.geometry.spacing_irc_mm)
-    rng = np.random.default_rng(1)
-    spec = make_spec(rng, config, "solid", 12.0, spacing)
-    spec.center_mm = (np.asarray(shape) - 1) / 2 * spacing
-    whole = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
-
-    def naive() -> int:
-        dz, dy, dx = box_offsets(whole, spacing, spec.center_mm)
-        r, radius = nodule_radius_ratio(spec, dz, dy, dx)
-        return int(np.count_nonzero(r <= radius))
-
-    # The volumes the local version draws into are allocated outside the timed call.
-    hu = np.zeros(shape, np.float32)
-    truth = np.zeros(shape, np.uint8)
-    lung = np.ones(shape, bool)
-
-    def local() -> int:
-        _, count = draw_nodule(hu, truth, lung, spec, 1, spacing, float(spacing[1]))
-        return count
-
-    naive_s, naive_count = _timed(naive, 1)
-    local_s, _ = _timed(local, 1)
-    print(f"  one 12 mm nodule, whole volume {naive_s:7.3f} s   (shape only, {naive_count} voxels)")
-    print(f"  one 12 mm nodule, local box    {local_s:7.3f} s   (shape, texture, blend, truth)")
-    print(f"  local-box speed-up             {naive_s / local_s:7.0f} x")
+        start = time.perf_counter()
+        save_volume(scan.ct.hu, scan.ct.geometry, ct_path, overwrite=True)
+        save_volume(scan.truth, scan.ct.geometry, truth_path, compress=True, overwrite=True)
+        write_s = time.perf_counter() - start
+        start = time.perf_counter()
+        load_ct(ct_path)
+        read_s = time.perf_counter() - start
+        size_mb = ct_path.with_suffix(".raw").stat().st_size / 1e6
+    voxels = float(np.prod(scan.ct.hu.shape)) / 1e6
+    print(f"  write ct .raw + truth .zraw {write_s:6.2f} s ({size_mb:.0f} MB, {voxels:.0f} Mvox)")
+    print(f"  read ct back (load_ct)      {read_s:6.2f} s")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ switched on alone; with all off the batch is returned unchanged (as a copy). Ran
 are drawn (:meth:`BatchAugment.random_matrices`, :meth:`BatchAugment.random_jitter`) apart
 from applying them (:func:`apply_jitter`), so either can be tested or replayed alone.
 
+For CT, scanner transforms (:data:`SCANNER_AUGMENTATIONS`: HU calibration, kernel, pixel
+size; drawn by :meth:`BatchAugment.random_scanner`, applied by :func:`apply_scanner`) run
+after the geometric ones and before the noise, only when named.
+
 Coordinates follow ``affine_grid``: normalised ``(x, y)`` = ``(col, row)`` in ``[-1, 1]``.
 """
 
@@ -33,6 +37,11 @@ AUGMENTATIONS = ("flip", "offset", "scale", "rotate", "noise")
 
 #: Transforms for RGB images only.
 COLOR_AUGMENTATIONS = ("jitter",)
+
+#: Scanner-robustness transforms for CT only, off unless named (not part of ``"all"``):
+#: ``intensity`` (HU calibration offset and scale), ``kernel`` (a smoother or sharper
+#: reconstruction kernel) and ``resolution`` (larger pixels: down- then up-sampled).
+SCANNER_AUGMENTATIONS = ("intensity", "kernel", "resolution")
 
 #: Value range of each modality's model input; noise and jitter results are clamped to it.
 #: ``"ct"``: HU as the model sees them; ``"rgb"``: 8-bit channels divided by 255.
@@ -73,6 +82,13 @@ class AugmentConfig:
         jitter_saturation: saturation factor (blend with the luma grey) from ``[1 - s, 1 + s]``.
         jitter_cast: per-channel gain drawn from ``[1 - g, 1 + g]`` (a tinted light).
         padding_mode: ``grid_sample`` padding for the image outside the field of view.
+        intensity: CT only: ``hu * scale + offset`` with scale from ``[1 - s, 1 + s]``
+            (``intensity_scale``) and offset from ``[-o, o]`` HU (``intensity_offset_hu``).
+        kernel: CT only: each sample either blurred in-plane (Gaussian, sigma up to
+            ``kernel_blur_px``) or sharpened (``x + g (x - blur(x))``, g up to
+            ``kernel_sharpen_gain``), half the samples each.
+        resolution: CT only: each sample averaged over blocks of ``f`` x ``f`` pixels and
+            interpolated back, ``f`` from ``[1, resolution_factor]``.
     """
 
     flip: bool = False
@@ -92,6 +108,14 @@ class AugmentConfig:
     jitter_saturation: float = 0.2
     jitter_cast: float = 0.05
     padding_mode: str = "border"
+    intensity: bool = False
+    kernel: bool = False
+    resolution: bool = False
+    intensity_scale: float = 0.05
+    intensity_offset_hu: float = 40.0
+    kernel_blur_px: float = 1.2
+    kernel_sharpen_gain: float = 0.8
+    resolution_factor: float = 2.0
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITY_RANGES:
@@ -102,6 +126,17 @@ class AugmentConfig:
             raise ConfigError(
                 f"Colour jitter needs RGB images; this augmentation is for {self.modality!r}. "
                 "Drop 'jitter' from the augmentations."
+            )
+        scanner = [n for n in SCANNER_AUGMENTATIONS if getattr(self, n)]
+        if scanner and self.modality != "ct":
+            raise ConfigError(
+                f"{', '.join(scanner)} augmentation needs CT inputs; this one is for "
+                f"{self.modality!r}. Drop it from the augmentations."
+            )
+        if not (0 <= self.intensity_scale < 1 and self.resolution_factor >= 1):
+            raise ConfigError(
+                f"intensity_scale must be in [0, 1) and resolution_factor >= 1; got "
+                f"{self.intensity_scale} and {self.resolution_factor}."
             )
         factors = ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_cast")
         for name in factors:
@@ -129,7 +164,8 @@ class AugmentConfig:
     @property
     def enabled(self) -> tuple[str, ...]:
         """Names of the transforms switched on."""
-        return tuple(name for name in AUGMENTATIONS + COLOR_AUGMENTATIONS if getattr(self, name))
+        every = AUGMENTATIONS + COLOR_AUGMENTATIONS + SCANNER_AUGMENTATIONS
+        return tuple(name for name in every if getattr(self, name))
 
     @classmethod
     def from_names(
@@ -137,16 +173,18 @@ class AugmentConfig:
     ) -> AugmentConfig:
         """Config from ``"flip,offset,scale,rotate,noise[,jitter]"``, ``"all"`` or
         ``"none"``/``""``. ``"all"`` is every transform that suits ``modality`` (jitter for
-        RGB only).
+        RGB only); the scanner transforms (:data:`SCANNER_AUGMENTATIONS`, CT only) run only
+        when named, and can follow ``"all"`` (``"all,kernel"``).
 
         ``strengths`` override the magnitudes (``noise_hu=10``...).
         """
         if isinstance(names, str):
             names = [n for n in names.replace(" ", "").split(",") if n]
-        known = AUGMENTATIONS + (COLOR_AUGMENTATIONS if modality == "rgb" else ())
+        basic = AUGMENTATIONS + (COLOR_AUGMENTATIONS if modality == "rgb" else ())
+        known = basic + (SCANNER_AUGMENTATIONS if modality == "ct" else ())
         chosen = set(names)
-        if chosen == {"all"}:
-            chosen = set(known)
+        if "all" in chosen:
+            chosen = (chosen - {"all"}) | set(basic)
         chosen.discard("none")
         unknown = sorted(chosen - set(known))
         if unknown:
@@ -198,6 +236,67 @@ def apply_jitter(
     x = (x - mean_grey) * contrast + mean_grey
     grey = grey * contrast + mean_grey * (1 - contrast)  # the luma of x after the contrast step
     x = grey + (x - grey) * params.saturation[:, None, None, None]
+    return x.clamp(value_range[0], value_range[1])
+
+
+@dataclass(frozen=True)
+class ScannerParams:
+    """Scanner transforms per sample, as :meth:`BatchAugment.random_scanner` draws them.
+
+    Attributes:
+        scale: ``(N,)`` HU multiplier (1: none).
+        offset_hu: ``(N,)`` HU added after scaling (0: none).
+        kernel: ``(N,)`` in ``[-1, 1]``: negative blurs with sigma ``-kernel * blur_px``,
+            positive sharpens with gain ``kernel * sharpen_gain`` (0: none).
+        block: ``(N,)`` block size ``f >= 1`` in pixels of the resolution loss (1: none).
+    """
+
+    scale: torch.Tensor
+    offset_hu: torch.Tensor
+    kernel: torch.Tensor
+    block: torch.Tensor
+
+
+def _gaussian_blur(image: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
+    """In-plane Gaussian blur of ``(N, C, H, W)`` with one sigma (pixels) per sample."""
+    n, c, h, w = image.shape
+    radius = max(int(torch.ceil(3 * sigma_px.max()).item()), 1)
+    taps = torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32)
+    safe = sigma_px.clamp(min=1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (taps[None, :] / safe) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (N, K); sigma ~0 gives a delta
+    kernel = kernel.repeat_interleave(c, dim=0)  # one per (sample, channel)
+    x = image.float().reshape(1, n * c, h, w)
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel[:, None, None, :], groups=n * c)
+    x = F.conv2d(x, kernel[:, None, :, None], groups=n * c)
+    return x.reshape(n, c, h, w)
+
+
+def apply_scanner(
+    image: torch.Tensor,
+    params: ScannerParams,
+    blur_px: float,
+    sharpen_gain: float,
+    value_range: tuple[float, float],
+) -> torch.Tensor:
+    """A CT batch ``(N, C, H, W)`` (HU) as another scanner might have made it (float32):
+    resolution loss, then the kernel (blur or sharpen), then the HU calibration; clamped to
+    ``value_range``. Parameters at their neutral values return the image unchanged."""
+    x = image.float()
+    for i in torch.nonzero(params.block > 1).flatten().tolist():
+        size = x.shape[-2:]
+        f = float(params.block[i])
+        small = F.interpolate(x[i : i + 1], scale_factor=1 / f, mode="area")
+        x[i : i + 1] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    k = params.kernel
+    if bool((k != 0).any()):
+        # blur: x - (x - blurred) = blurred; sharpen: x + gain (x - blurred at 1 px)
+        sigma = torch.where(k < 0, -k * blur_px, torch.ones_like(k))
+        gain = torch.where(k < 0, -torch.ones_like(k), k * sharpen_gain)
+        gain = torch.where(k == 0, torch.zeros_like(k), gain)
+        x = x + gain[:, None, None, None] * (x - _gaussian_blur(x, sigma))
+    x = x * params.scale[:, None, None, None] + params.offset_hu[:, None, None, None]
     return x.clamp(value_range[0], value_range[1])
 
 
@@ -267,6 +366,23 @@ class BatchAugment(nn.Module):
             cast=factors(cfg.jitter_cast, 3 * n).view(n, 3),
         )
 
+    def random_scanner(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> ScannerParams:
+        """Per-sample scanner transforms; those switched off are drawn at their neutral value."""
+        cfg = self.config
+        ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
+        scale, offset, kernel, block = ones, zeros, zeros, ones
+        if cfg.intensity:
+            s, o = cfg.intensity_scale, cfg.intensity_offset_hu
+            scale = self._uniform(n, 1 - s, 1 + s, device, generator)
+            offset = self._uniform(n, -o, o, device, generator)
+        if cfg.kernel:
+            kernel = self._uniform(n, -1.0, 1.0, device, generator)
+        if cfg.resolution:
+            block = self._uniform(n, 1.0, cfg.resolution_factor, device, generator)
+        return ScannerParams(scale=scale, offset_hu=offset, kernel=kernel, block=block)
+
     def forward(
         self,
         image: torch.Tensor,
@@ -301,6 +417,11 @@ class BatchAugment(nn.Module):
         if cfg.jitter:
             params = self.random_jitter(image.shape[0], image.device, generator)
             out_image = apply_jitter(out_image, params, cfg.value_range).to(image.dtype)
+        if cfg.intensity or cfg.kernel or cfg.resolution:
+            scanner = self.random_scanner(image.shape[0], image.device, generator)
+            out_image = apply_scanner(
+                out_image, scanner, cfg.kernel_blur_px, cfg.kernel_sharpen_gain, cfg.value_range
+            ).to(image.dtype)
         if cfg.noise:
             noise = torch.randn(
                 image.shape, generator=generator, device=image.device, dtype=torch.float32

@@ -176,7 +176,10 @@ def test_review_by_keys_and_buttons_survives_closing_napari(
 
 
 def test_undo_key_and_moving_on_to_the_next_series(make_napari_viewer, qtbot, data) -> None:
-    root, uid = data
+    root, _ = data
+    # start on a series that has another annotated series after it
+    series = [u for u in LunaFolder(root).series_uids if LunaFolder(root).nodules(u)]
+    uid = series[0]
     viewer = make_napari_viewer(show=True)
     widget, panel = _open_review(viewer, qtbot, root, uid)
     panel.reviewer.setText(REVIEWER)
@@ -186,7 +189,6 @@ def test_undo_key_and_moving_on_to_the_next_series(make_napari_viewer, qtbot, da
     assert [r.status for r in _rows(root)] == ["accepted", "undone"]
     assert panel.index == 0 and panel.table_rows()[0][2] == "—"
 
-    series = [u for u in LunaFolder(root).series_uids if LunaFolder(root).nodules(u)]
     for _ in range(len(panel.items)):
         _press(qtbot, viewer, Qt.Key.Key_N)
     following = series[series.index(uid) + 1]

@@ -10,6 +10,7 @@ from src_train import DEFAULT_DATA_DIR
 from src_train.cli.common import refuse_bad_reviews, report_failures
 from src_train.errors import AnnotationError
 from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
+from src_train.synth.protocols import FAMILY_NAMES, MIXED
 
 log = logging.getLogger("lunaseg")
 
@@ -53,6 +54,12 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compress", action="store_true", help="store the CT as compressed .zraw (smaller)"
     )
+    p.add_argument(
+        "--protocol",
+        metavar="FAMILY",
+        help=f"scanner protocol family: {', '.join(FAMILY_NAMES)} (default: {MIXED}, a family "
+        "drawn per scan; with --tiny: the tiny ranges)",
+    )
     p.set_defaults(func=_run_synth)
 
 
@@ -70,6 +77,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         config = replace(config, slices_range=(args.slices, args.slices))
     if args.compress:
         config = replace(config, compress_ct=True)
+    if args.protocol is not None:
+        config = replace(config, protocol=args.protocol)
     if not args.overwrite and same_dataset(args.out_dir, args.scans, args.seed, config):
         print(
             f"{args.out_dir} already holds this synthetic data set ({args.scans} scans, seed "

@@ -60,4 +60,12 @@ class TrueNodule:
 
 
 #: Kinds of synthetic nodules (``TrueNodule.kind``).
-TRUE_NODULE_KINDS = ("solid", "juxtapleural", "edge", "ground-glass", "part-solid")
+TRUE_NODULE_KINDS = (
+    "solid",
+    "juxtapleural",
+    "edge",
+    "ground-glass",
+    "part-solid",
+    "calcified",
+    "juxtavascular",
+)

@@ -1,17 +1,21 @@
 """Synthetic chest CT in LUNA16 layout, with the true nodule shapes beside the scans.
 
 The project's embedded default data: every command runs on it out of the box and a real LUNA16
-folder is a drop-in replacement. A scan holds air, a body with subcutaneous fat and muscle, ribs,
-sternum and spine, a mediastinum with the heart, liver domes at the base, the trachea at the top,
-two lungs near -850 HU, branching vessels (bright tubes that sometimes touch a nodule), CT noise
-and the scanner's circular field of view padded with -2000 or -3024 HU, as LUNA16 scans are.
+folder is a drop-in replacement. A scan holds a chest a radiologist recognises (see
+``docs/generalisation.md``): two lungs shaped by the thorax and the mediastinum (the left one
+smaller, with the heart's notch), the heart, aorta and pulmonary trunk, the trachea and
+branching bronchi, a vessel tree from each hilum tapering toward the periphery, fissures, ribs,
+vertebrae, diaphragm domes, parenchyma texture; then a scanner protocol (slice and pixel
+spacing, smooth or sharp kernel with its noise, HU calibration offset, field-of-view padding,
+partial coverage) drawn from a named family (:mod:`.protocols`).
 
 Nodules are lobulated (a sphere whose radius is modulated by a few low-order angular harmonics,
 then stretched and rotated). Their target diameters are drawn from the 1,186 LUNA16 reference
-diameters (``assets/luna16_diameters.json``). Kinds: ``solid``, ``juxtapleural`` (touching the
-chest wall; the true shape stops at the pleura), ``edge`` (cut by the first or last slice),
-``ground-glass`` (-600..-400 HU: the -700 HU threshold sees most, not all, of it) and
-``part-solid`` (ground glass around a solid core).
+diameters (``assets/luna16_diameters.json``). Kinds: ``solid``, ``juxtapleural`` (a broad base
+on the chest wall; the true shape stops at the pleura), ``edge`` (cut by the first or last
+slice), ``ground-glass`` (-650..-450 HU: the -700 HU threshold sees most, not all, of it),
+``part-solid`` (ground glass around a solid core), ``calcified`` (300-1000 HU) and
+``juxtavascular`` (a vessel runs past it).
 
 What is written for each nodule (``annotations.csv`` and ``truth/true_nodules.csv``):
 
@@ -26,10 +30,14 @@ only the final records are converted.
 
 Modules, in the order a scan is made:
 
-* :mod:`.config` -- :class:`SynthConfig` (the ranges), each scan's UID and seed;
+* :mod:`.config` -- :class:`SynthConfig` (the ranges), each scan's UID, seed and protocol;
+* :mod:`.protocols` -- the scanner protocol families;
 * :mod:`.primitives` -- random draws and the local box a shape is drawn in;
-* :mod:`.anatomy` -- the geometry and the body: tissues, ribs, heart, lungs;
+* :mod:`.anatomy` -- the geometry and where the organs are;
+* :mod:`.body` -- the body drawn slice by slice: tissues, ribs, spine, heart, lungs, fissures;
+* :mod:`.texture` -- smooth random fields and the reconstruction kernel with its noise;
 * :mod:`.vessels` -- vessel trees and the tubes that touch nodules;
+* :mod:`.airways` -- trachea and bronchi;
 * :mod:`.nodule_shape` -- a lobulated nodule and how it is drawn with its true shape;
 * :mod:`.nodule_placement` -- target diameters and where each kind of nodule goes;
 * :mod:`.candidates` -- class-1 and look-alike class-0 candidates;

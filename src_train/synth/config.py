@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src_train.errors import ConfigError
+from src_train.synth.protocols import MIXED, ScanProtocol, check_family, draw_protocol
 
 #: Root of LUNA16's (LIDC-IDRI's) series UIDs; synthetic UIDs append 30 digits.
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
@@ -28,7 +29,7 @@ class SynthConfig:
     inplane_px_range: tuple[int, int] = (448, 512)
     #: In-plane sizes are multiples of this (a U-Net of depth 3 needs multiples of 8).
     inplane_px_multiple: int = 16
-    slices_range: tuple[int, int] = (110, 190)
+    slices_range: tuple[int, int] = (100, 420)
     #: Length of chest covered, mm; the slice count is this over the slice spacing, clipped.
     chest_length_mm_range: tuple[float, float] = (220.0, 320.0)
     spacing_inplane_mm_range: tuple[float, float] = (0.6, 0.9)
@@ -43,18 +44,23 @@ class SynthConfig:
     #: Standard deviation of the CT noise, HU.
     noise_hu_range: tuple[float, float] = (12.0, 25.0)
     solid_hu_range: tuple[float, float] = (-30.0, 70.0)
-    ground_glass_hu_range: tuple[float, float] = (-600.0, -400.0)
+    ground_glass_hu_range: tuple[float, float] = (-650.0, -450.0)
     vessel_hu_range: tuple[float, float] = (20.0, 70.0)
     #: Fraction of solid / part-solid nodules with a vessel running into them.
     juxtavascular_fraction: float = 0.4
-    #: Branching levels of each vessel tree (0 = trunks only).
-    vessel_generations: int = 6
-    vessel_trunks_per_lung: int = 10
+    #: Branching levels of each vessel tree at most (0 = trunks only); branches also stop
+    #: when they get thinner than about a third of a pixel.
+    vessel_generations: int = 9
+    vessel_trunks_per_lung: int = 8
     outside_fov_hu_choices: tuple[int, ...] = (-2000, -3024)
     #: Flip the world direction of the array's x, y, z axes (direction entries -1).
     flip_xyz: tuple[bool, bool, bool] = (False, False, False)
     #: Store the CT as compressed ``.zraw`` (the truth volumes are always compressed).
     compress_ct: bool = False
+    #: Protocol family each scan's spacing, kernel, noise, HU offset, padding and coverage are
+    #: drawn from (:data:`~src_train.synth.protocols.FAMILY_NAMES`); None: this config's own
+    #: spacing, noise and padding ranges with a smooth kernel, no offset and full coverage.
+    protocol: str | None = MIXED
 
     def __post_init__(self) -> None:
         for name in (
@@ -91,6 +97,8 @@ class SynthConfig:
             )
         if not 0 < self.body_fov_fraction_range[1] <= 0.98:
             raise ConfigError("SynthConfig.body_fov_fraction_range must lie within (0, 0.98].")
+        if self.protocol is not None:
+            check_family(self.protocol)
         if not self.outside_fov_hu_choices or self.inplane_px_multiple < 1:
             raise ConfigError("SynthConfig: give outside_fov_hu_choices and a px multiple >= 1.")
 
@@ -110,7 +118,8 @@ class SynthConfig:
             "diameter_mm_range": (6.0, 20.0),
             "false_candidates_per_scan_range": (5, 10),
             "vessel_generations": 4,
-            "vessel_trunks_per_lung": 6,
+            "vessel_trunks_per_lung": 4,
+            "protocol": None,
         }
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
@@ -127,3 +136,20 @@ def scan_seed(seed: int, index: int) -> int:
     """The random seed of scan ``index`` of the data set made with ``seed`` (what
     :func:`~src_train.synth.write_dataset` passes to :func:`~src_train.synth.generate_scan`)."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1)[0])
+
+
+def scan_protocol(rng: np.random.Generator, cfg: SynthConfig) -> ScanProtocol:
+    """One scan's protocol: drawn from the family ``cfg.protocol``, or (None) from ``cfg``'s own
+    spacing, noise and padding ranges with a smooth kernel, no HU offset and full coverage."""
+    if cfg.protocol is not None:
+        return draw_protocol(rng, cfg.protocol)
+    return ScanProtocol(
+        family="custom",
+        slice_spacing_mm=round(float(rng.uniform(*cfg.slice_spacing_mm_range)), 4),
+        inplane_spacing_mm=round(float(rng.uniform(*cfg.spacing_inplane_mm_range)), 6),
+        kernel="smooth",
+        noise_hu=float(rng.uniform(*cfg.noise_hu_range)),
+        hu_offset=0.0,
+        pad_hu=int(rng.choice(cfg.outside_fov_hu_choices)),
+        coverage="full",
+    )

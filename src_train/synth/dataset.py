@@ -145,7 +145,8 @@ def write_dataset(
 
     Layout: ``subset0/<uid>.mhd`` (+ ``.raw``, int16 HU), ``annotations.csv``,
     ``candidates.csv``, ``truth/<uid>.mhd`` (+ ``.zraw``, uint8 labels, same geometry),
-    ``truth/true_nodules.csv`` and ``lunaseg-synth.json`` (seed and config). The CSV files are
+    ``truth/true_nodules.csv`` and ``lunaseg-synth.json`` (seed, config and each scan's drawn
+    protocol under ``protocols``). The CSV files are
     written last, atomically. Deterministic for ``seed``.
 
     Args:
@@ -181,6 +182,7 @@ def write_dataset(
     annotation_rows: list[list[object]] = []
     candidate_rows: list[list[object]] = []
     truth_rows: list[list[object]] = []
+    protocols: dict[str, dict[str, Any]] = {}
     kind_offset = 0
     started = time.perf_counter()
     for index in range(n_scans):
@@ -189,6 +191,8 @@ def write_dataset(
         uid = synthetic_series_uid(seed, index)
         scan = generate_scan(uid, scan_seed(seed, index), cfg, kind_offset=kind_offset)
         kind_offset += len(scan.nodules)
+        if scan.protocol is not None:
+            protocols[uid] = asdict(scan.protocol)
         geometry = scan.ct.geometry
         save_volume(
             scan.ct.hu,
@@ -251,7 +255,10 @@ def write_dataset(
         overwrite=True,
     )
     marker.update(
-        complete=True, seconds=round(time.perf_counter() - started, 2), nodules=len(annotation_rows)
+        complete=True,
+        seconds=round(time.perf_counter() - started, 2),
+        nodules=len(annotation_rows),
+        protocols=protocols,
     )
     write_text_atomic(out / MARKER_FILE, json.dumps(marker, indent=2), overwrite=True)
     return LunaFolder(out)

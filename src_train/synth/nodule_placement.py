@@ -107,7 +107,8 @@ def draw_nodule_center(
         target = np.array([rows[same_side].mean(), cols[same_side].mean()])
         inward = target - np.array([row, col])
         inward = inward * spacing[1:] / (np.linalg.norm(inward * spacing[1:]) or 1.0)
-        yx = np.array([row, col]) * spacing[1:] + inward * rng.uniform(0.3, 0.7) * extent_mm
+        # close to the wall: the pleura cuts a broad base off the nodule
+        yx = np.array([row, col]) * spacing[1:] + inward * rng.uniform(0.15, 0.55) * extent_mm
         return np.array([k * spacing[0], yx[0], yx[1]])
     pixel = int(rng.choice(pixels))
     row, col = divmod(pixel, lung.shape[2])
@@ -154,7 +155,7 @@ def place_nodules(
             if not lung[index]:
                 continue
             fraction = lung_fraction(lung, center, spec.extent_mm, spacing)
-            wanted = (0.5, 0.92) if kind == "juxtapleural" else (0.97, 1.0)
+            wanted = (0.4, 0.9) if kind == "juxtapleural" else (0.97, 1.0)
             if wanted[0] <= fraction <= wanted[1]:
                 spec.center_mm = center
                 placed.append(spec)

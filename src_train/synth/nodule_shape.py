@@ -15,6 +15,9 @@ import numpy as np
 from src_train.synth.config import SynthConfig
 from src_train.synth.primitives import box_offsets, index_box, random_unit, uniform
 
+#: Density of a calcified nodule, HU.
+CALCIFIED_HU_RANGE = (300.0, 1000.0)
+
 
 @dataclass
 class NoduleSpec:
@@ -107,8 +110,11 @@ def make_spec(
         for order in rng.choice([2, 3, 4, 5], size=int(rng.integers(2, 4)), replace=False)
     ]
     ground_glass = kind in ("ground-glass", "part-solid")
-    base = uniform(rng, cfg.ground_glass_hu_range if ground_glass else cfg.solid_hu_range)
-    amplitude = 80.0 if ground_glass else 12.0  # ground glass is patchy
+    if kind == "calcified":
+        base, amplitude = uniform(rng, CALCIFIED_HU_RANGE), 60.0
+    else:
+        base = uniform(rng, cfg.ground_glass_hu_range if ground_glass else cfg.solid_hu_range)
+        amplitude = 80.0 if ground_glass else 12.0  # ground glass is patchy
     texture = [
         (
             random_unit(rng) * 2 * np.pi / rng.uniform(2.0, 6.0),

@@ -23,8 +23,9 @@ def random_unit(rng: np.random.Generator) -> np.ndarray:
 
 def bend(rng: np.random.Generator, direction: np.ndarray, angle: float) -> np.ndarray:
     """``direction`` turned by ``angle`` radians about a random perpendicular axis."""
-    perp = np.cross(direction, random_unit(rng))
-    perp /= np.linalg.norm(perp) or 1.0
+    other = rng.normal(size=3)
+    perp = other - (other @ direction) * direction
+    perp /= np.sqrt(perp @ perp) or 1.0
     out = np.cos(angle) * direction + np.sin(angle) * perp
     return out / np.linalg.norm(out)
 

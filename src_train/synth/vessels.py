@@ -29,9 +29,14 @@ class Vessel:
 
 
 def draw_vessel(
-    hu: np.ndarray, lung: np.ndarray, vessel: Vessel, spacing: np.ndarray, edge_mm: float
+    hu: np.ndarray,
+    lung: np.ndarray | None,
+    vessel: Vessel,
+    spacing: np.ndarray,
+    edge_mm: float,
 ) -> None:
-    """Blend a tapered tube into ``hu`` inside the lungs, with a partial-volume edge."""
+    """Blend a tapered tube into ``hu`` inside the ``lung`` mask (everywhere if None), with a
+    partial-volume edge."""
     pad = max(vessel.radius_start_mm, vessel.radius_end_mm) + edge_mm
     box = index_box(
         np.minimum(vessel.start_mm, vessel.end_mm) - pad,
@@ -48,9 +53,28 @@ def draw_vessel(
     dist2 = (dz - t * axis[0]) ** 2 + (dy - t * axis[1]) ** 2 + (dx - t * axis[2]) ** 2
     radius = vessel.radius_start_mm + (vessel.radius_end_mm - vessel.radius_start_mm) * t
     weight = np.clip((radius - np.sqrt(dist2)) / edge_mm + 0.5, 0.0, 1.0)
-    weight *= lung[box]
+    if lung is not None:
+        weight *= lung[box]
     region = hu[box]
     region += weight * (np.float32(vessel.hu) - region)
+
+
+#: Radius of a child branch over its parent's end radius (Murray's law gives 2 ** (-1/3)).
+CHILD_RADIUS_RATIO = (0.72, 0.86)
+#: Length of a child branch over its parent's.
+CHILD_LENGTH_RATIO = (0.75, 0.92)
+#: At most this many segments per scan (a bound on the work).
+MAX_SEGMENTS = 6000
+
+#: Lobar trunk directions from each hilum ``(z, y, x-outward)`` (up, forward, down, back).
+_TRUNK_DIRECTIONS = (
+    (1.0, -0.2, 0.5),
+    (0.5, -0.8, 0.6),
+    (-0.3, -0.6, 0.7),
+    (-1.0, 0.3, 0.5),
+    (-0.6, 0.8, 0.5),
+    (0.2, 0.6, 0.8),
+)
 
 
 def vessel_trees(
@@ -59,71 +83,71 @@ def vessel_trees(
     geometry: Geometry,
     anat: Anatomy,
     lung: np.ndarray,
-    tries: int = 4,
+    tries: int = 3,
 ) -> list[Vessel]:
-    """Branching trees from each hilum, in array mm; a branch must end inside a lung."""
-    n_z = geometry.shape_irc[0]
+    """Branching trees from each hilum, tapering toward the periphery (array mm); a branch must
+    end inside a lung. Arteries start at the hilum, veins a little lower."""
     spacing = np.asarray(geometry.spacing_irc_mm)
     shape = np.asarray(geometry.shape_irc)
     center = (shape - 1) / 2 * spacing
-    min_radius = max(0.45, 0.3 * float(spacing[1]))
+    min_radius = max(0.4, 0.3 * float(spacing[1]))
 
     def ends_in_lung(point_mm: np.ndarray) -> bool:
         index = np.round(point_mm / spacing).astype(int)
         return bool(np.all((index >= 0) & (index < shape)) and lung[tuple(index)])
 
-    vessels: list[Vessel] = []
+    stack = []
     for side in (-1.0, 1.0):
-        hilum = center + np.array(
-            [
-                rng.uniform(-0.05, 0.1) * n_z * spacing[0],
-                anat.body_cy - 0.05 * anat.thorax_by,
-                side * 0.27 * anat.thorax_bx,
-            ]
-        )
-        stack = []
-        for _ in range(cfg.vessel_trunks_per_lung):
-            direction = np.array(
-                [rng.uniform(-1, 1), rng.uniform(-0.5, 0.6), side * rng.uniform(0.4, 1.0)]
-            )
-            direction /= np.linalg.norm(direction)
-            radius = rng.uniform(2.5, 4.0) * anat.size_scale
-            length = rng.uniform(0.2, 0.3) * anat.thorax_bx
-            start = hilum + np.array([rng.uniform(-0.25, 0.25) * n_z * spacing[0], 0.0, 0.0])
-            stack.append((start, direction, radius, length, 0))
-        while stack:
-            start, direction, radius, length, generation = stack.pop()
-            end_radius = radius * rng.uniform(0.85, 0.95)
-            end = start + direction * length
-            vessels.append(
-                Vessel(start, end, radius, end_radius, uniform(rng, cfg.vessel_hu_range))
-            )
-            child_radius = end_radius * rng.uniform(0.72, 0.85)
-            if generation >= cfg.vessel_generations or child_radius < min_radius:
+        for trunk in range(cfg.vessel_trunks_per_lung):
+            du = -0.06 if trunk % 2 else 0.0  # veins drain lower than the arteries enter
+            start = anat.hilum_mm(side, center, du)
+            z, y, x = _TRUNK_DIRECTIONS[trunk % len(_TRUNK_DIRECTIONS)]
+            direction = bend(rng, np.array([z, y, side * x]) / np.linalg.norm([z, y, x]), 0.25)
+            radius = rng.uniform(3.5, 5.0) * anat.size_scale
+            length = rng.uniform(0.24, 0.3) * anat.thorax_bx
+            stack.append((start, direction, radius, length, 0, side))
+    vessels: list[Vessel] = []
+    while stack and len(vessels) < MAX_SEGMENTS:
+        start, direction, radius, length, generation, side = stack.pop()
+        end_radius = radius * rng.uniform(0.88, 0.96)
+        end = start + direction * length
+        vessels.append(Vessel(start, end, radius, end_radius, uniform(rng, cfg.vessel_hu_range)))
+        if generation >= cfg.vessel_generations:
+            continue
+        for _ in range(3 if rng.random() < 0.3 else 2):
+            child_radius = end_radius * uniform(rng, CHILD_RADIUS_RATIO)
+            if child_radius < min_radius:
                 continue
-            for _ in range(2):
-                child_length = length * rng.uniform(0.7, 0.95)
-                for _ in range(tries):
-                    child = bend(rng, direction, rng.uniform(0.3, 0.8))
-                    if ends_in_lung(end + child * child_length):
-                        stack.append((end, child, child_radius, child_length, generation + 1))
-                        break
+            child_length = max(length * uniform(rng, CHILD_LENGTH_RATIO), 4 * child_radius)
+            for _ in range(tries):
+                child = bend(rng, direction, rng.uniform(0.3, 0.75))
+                if ends_in_lung(end + child * child_length):
+                    stack.append((end, child, child_radius, child_length, generation + 1, side))
+                    break
     return vessels
 
 
 def juxtavascular_vessels(
-    rng: np.random.Generator, cfg: SynthConfig, anat: Anatomy, specs: list[NoduleSpec]
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    anat: Anatomy,
+    specs: list[NoduleSpec],
+    min_radius_mm: float,
 ) -> list[Vessel]:
-    """Tubes that run into solid and part-solid nodules (a fraction
-    ``cfg.juxtavascular_fraction`` of them), past their center, in array mm."""
+    """Tubes that touch every ``juxtavascular`` nodule and run into a fraction
+    ``cfg.juxtavascular_fraction`` of solid and part-solid ones (array mm); at least
+    ``min_radius_mm`` thick, so that the scan shows them."""
     vessels: list[Vessel] = []
     for spec in specs:
-        if spec.kind in ("solid", "part-solid") and rng.random() < cfg.juxtavascular_fraction:
+        touching = spec.kind == "juxtavascular"
+        if touching or (
+            spec.kind in ("solid", "part-solid") and rng.random() < cfg.juxtavascular_fraction
+        ):
             direction = random_unit(rng)
             side = bend(rng, direction, np.pi / 2) * spec.radius_mm * rng.uniform(0.6, 1.0)
-            length = rng.uniform(15, 35) * anat.size_scale
+            length = max(rng.uniform(15, 35) * anat.size_scale, 2 * spec.extent_mm + 8.0)
             middle = spec.center_mm + side
-            radius = rng.uniform(0.8, 1.8) * anat.size_scale
+            radius = max(rng.uniform(0.8, 1.8) * anat.size_scale, min_radius_mm)
             vessels.append(
                 Vessel(
                     middle - direction * length / 2,

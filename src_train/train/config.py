@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from src_train import DEFAULT_DATA_DIR
-from src_train.augment import AUGMENTATIONS, AugmentConfig
+from src_train.augment import AUGMENTATIONS, SCANNER_AUGMENTATIONS, AugmentConfig
 from src_train.context import DEFAULT_CONTEXT_SLICES
 from src_train.datasets import SampleConfig
 from src_train.errors import ConfigError
@@ -196,7 +196,8 @@ class TrainConfig(OptionsRecord):
     )
     augment: str = option(
         ",".join(AUGMENTATIONS),
-        help=f"comma list of {','.join(AUGMENTATIONS)}; 'all' or 'none'",
+        help=f"comma list of {','.join(AUGMENTATIONS)}; 'all' or 'none'; scanner robustness "
+        f"(CT, off unless named): {','.join(SCANNER_AUGMENTATIONS)}",
         metavar="LIST",
     )
     seed: int = option(0, help="random seed")
