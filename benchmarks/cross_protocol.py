@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from src_train.evaluate import evaluate_froc, read_series_list, read_submission
-from src_train.infer.truth import scoring_truth
 from src_train.luna import LunaFolder
+from src_train.records.truth import scoring_truth
 from src_train.synth.protocols import FAMILY_NAMES
 
 #: Seeds of the test folders (one per family, far from any training seed).
