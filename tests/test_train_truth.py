@@ -206,3 +206,33 @@ def test_each_checkpoint_carries_the_ranker_of_its_own_segmenter_or_says_none(
         assert RANKER_KEY not in extra, f"{name} holds epoch 2's network, not epoch 1's"
         assert "carries no ranker" in extra[SECOND_STAGE_KEY]["note"]
     assert f"{FINAL} carries no ranker" in (run / LOG_FILE).read_text()
+
+
+class _NeverBest(Trainer):
+    """No epoch reaches the precision floor: ``best_metrics`` stays empty."""
+
+    def best_key_of(self, val: dict[str, float]) -> tuple[float, ...] | None:
+        return None
+
+
+def test_second_stage_line_scores_the_segmenter_when_no_epoch_was_best(
+    tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a one-epoch segmenter finds no training nodule to fit on: fit a fixed ranker instead
+    ranker = Ranker(
+        "features",
+        logistic=LogisticModel(
+            mean=[0.0] * len(FEATURE_NAMES),
+            std=[1.0] * len(FEATURE_NAMES),
+            weights=[0.1] * len(FEATURE_NAMES),
+        ),
+    )
+    monkeypatch.setattr("src_train.train.second_stage.fit_ranker", lambda *a, **k: ranker)
+    run = tmp_path / "run"
+    cfg = config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, ranker="features")
+    result = _NeverBest(cfg).fit()
+    assert result.best_epoch is None and not result.best_metrics
+    lines = [ln for ln in (run / LOG_FILE).read_text().splitlines() if "second stage (" in ln]
+    assert lines, "the second stage was not fitted on the tiny folder"
+    assert "segmenter alone: CPM nan" not in lines[0]
+    assert "segmenter alone: CPM 0." in lines[0] or "segmenter alone: CPM 1." in lines[0]

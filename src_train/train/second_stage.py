@@ -109,11 +109,14 @@ class SecondStage:
         ranker: the fitted ranker.
         metrics: validation metrics of the segmenter's validation candidates re-ranked by it.
         examples: what it was fitted on (for the log line).
+        segmenter_metrics: the same validation candidates in the segmenter's own order (empty:
+            not scored).
     """
 
     ranker: Ranker
     metrics: dict[str, float]
     examples: RankerExamples
+    segmenter_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def fit_second_stage(
@@ -175,17 +178,27 @@ def fit_second_stage(
         )
         for o in outcomes
     ]
-    return SecondStage(ranker, score_validation(ranked, truth, val_uids), examples)
+    return SecondStage(
+        ranker,
+        score_validation(ranked, truth, val_uids),
+        examples,
+        segmenter_metrics=score_validation(outcomes, truth, val_uids),
+    )
 
 
-def second_stage_line(kind: str, fitted: SecondStage, segmenter_cpm: float) -> str:
+def second_stage_line(kind: str, fitted: SecondStage) -> str:
     """The log line of a fitted second stage: its examples and validation metrics beside the
-    segmenter's CPM."""
+    CPM of the same validation candidates in the segmenter's order."""
     m = fitted.metrics
+    alone = fitted.segmenter_metrics.get("cpm")
     return (
         f"second stage ({kind}, {fitted.examples.summary()}): validation nodule recall "
         f"{m['nodule_recall']:.3f}, {m['fp_per_scan']:.1f} FP/scan, CPM {m['cpm']:.3f} "
-        f"(segmenter alone: CPM {segmenter_cpm:.3f})"
+        + (
+            "(segmenter alone: not scored)"
+            if alone is None
+            else f"(segmenter alone: CPM {alone:.3f})"
+        )
     )
 
 

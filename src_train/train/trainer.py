@@ -539,8 +539,7 @@ class Trainer(TrainingLoop):
         saying why not) in the run's best and latest checkpoints."""
         assert self.second is not None
         if fitted is not None:
-            segmenter_cpm = self.best_metrics.get("cpm", math.nan)
-            log.info("%s", second_stage_line(self.config.ranker, fitted, segmenter_cpm))
+            log.info("%s", second_stage_line(self.config.ranker, fitted))
             if self.history:
                 row = next(
                     (r for r in self.history if r["epoch"] == self.best_epoch), self.history[-1]
