@@ -60,7 +60,12 @@ def test_the_checkpoint_s_split_and_ground_truth_are_used(
         tiny_synth_dir, tmp_path / "val", run_options(checkpoint=str(ckpt), split="val")
     )
     assert [uid for uid, _ in held_out.plan.series] == uids[:1]
-    assert not any("warning" in note for note in held_out.plan.notes)
+    # the split note and the small-set warning lunaseg eval prints
+    notes = held_out.plan.notes
+    assert any(n.startswith("note: --split val scores the selection set") for n in notes)
+    small = [n for n in notes if n.startswith("warning: the selection set (validation)")]
+    assert len(small) == 1 and "holds only 1 series" in small[0]
+    assert not any("in the training set" in note for note in notes)
     assert any("ball masks at -650 HU (the checkpoint's)" in note for note in held_out.plan.notes)
     assert held_out.froc is not None and held_out.froc.series_uids == uids[:1]
 

@@ -250,12 +250,14 @@ def choose_scope(
         pairs = pairs[: max(options.limit, 0)]
         if not pairs:
             raise SeriesNotFoundError(f"--limit {options.limit}: no series to process in {data}.")
-    if checkpoint is not None:  # the warning counts the series that will run
-        ran = select_split([uid for uid, _ in pairs], contract, "all", options.checkpoint_path)
-        if ran.warning and options.split != "val":
-            notes.insert(0, ran.warning)
-    if truth is not None and checkpoint is not None:
-        scoring = scoring_truth(truth)
+    scoring = scoring_truth(truth) if truth is not None and checkpoint is not None else None
+    if checkpoint is not None:  # the split's note and warnings count the series that will run
+        ran = select_split(
+            [uid for uid, _ in pairs], contract, options.split, options.checkpoint_path, scoring
+        )
+        if ran.warning:
+            notes[:0] = ran.warning.splitlines()
+    if scoring is not None:
         path = scoring.annotations_path
         excluded = scoring.excluded_path.name if scoring.excluded_path else "none"
         reviewed = " (reviewed nodules)" if options.reviewed else ""
