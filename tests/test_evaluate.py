@@ -294,6 +294,29 @@ def test_a_bootstrap_over_fewer_than_five_scans_is_not_printed_as_an_interval() 
     assert "no interval from 4 scan(s) (fewer than 5)" in text
 
 
+def test_the_froc_plot_draws_no_error_bars_from_fewer_than_five_scans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.axes import Axes
+
+    drawn: list[int] = []
+    plain_errorbar = Axes.errorbar
+
+    def errorbar(self: Axes, *args: object, **kwargs: object) -> object:
+        drawn.append(1)
+        return plain_errorbar(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Axes, "errorbar", errorbar)
+    for n_scans, bars in ((4, 0), (5, 1)):
+        nodules = [nod(f"s{s}", (0.0, 0.0, 0.0)) for s in range(n_scans)]
+        cands = [cand("s0", (1.0, 0.0, 0.0), 0.9), cand("s1", (0.0, 300.0, 0.0), 0.8)]
+        res = evaluate_froc(nodules, cands, bootstrap=50, seed=1)
+        assert res.bootstrap is not None and res.bootstrap.n_used
+        drawn.clear()
+        plot_froc(res, tmp_path / f"froc{n_scans}.png")
+        assert len(drawn) == bars, f"{n_scans} scans"
+
+
 def test_summary_separates_official_figures_from_lunaseg_additions() -> None:
     res = evaluate_froc([nod("a", (0.0, 0.0, 0.0))], [cand("a", (0.0, 0.0, 0.0), 0.8)])
     official, additions = res.summary().split("LunaSeg additions")

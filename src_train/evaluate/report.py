@@ -43,7 +43,8 @@ def plot_froc(
     """Draw the interpolated FROC curve (log FP axis, CPM points marked) to a PNG, atomically.
 
     The line is the curve the CPM reads (linear interpolation on the official grid); with a
-    bootstrap, error bars show each rate's interval.
+    bootstrap over enough scans (:attr:`FrocResult.shown_bootstrap`), error bars show each
+    rate's interval.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -57,8 +58,8 @@ def plot_froc(
     curve = FrocCurve(result.thresholds, result.fps_per_scan, result.sensitivity)
     ax.plot(grid, sensitivity_at(curve, grid), color="tab:blue", label="FROC")
     label = f"CPM = {result.cpm:.3f}"
-    boot = result.bootstrap
-    if boot is not None and boot.n_used:
+    boot = result.shown_bootstrap
+    if boot is not None:
         err = np.stack(
             [
                 result.sensitivity_at_rates - boot.sensitivity_lower,

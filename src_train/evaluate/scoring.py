@@ -123,6 +123,15 @@ class FrocResult:
         return len(self.series_uids)
 
     @property
+    def shown_bootstrap(self) -> FrocBootstrap | None:
+        """The bootstrap when it may be shown as an interval (from at least
+        :data:`MIN_BOOTSTRAP_SCANS` scans, with samples), else None."""
+        boot = self.bootstrap
+        if boot is None or not boot.n_used or self.n_scans < MIN_BOOTSTRAP_SCANS:
+            return None
+        return boot
+
+    @property
     def n_detected(self) -> int:
         """Nodules hit by at least one submitted candidate (before the per-scan cap)."""
         return int(np.count_nonzero(self.nodule_found))
