@@ -20,6 +20,8 @@ from src_train.images2d.compare import (
     load_predictions,
     run_comparison,
 )
+from src_train.images2d.ct_compare import CtRunRecord
+from src_train.images2d.ct_report import write_ct_report
 from src_train.images2d.dataset import load_image_set
 from src_train.images2d.options import CompareOptions, ModelSpec
 from src_train.images2d.plots import plot_examples
@@ -286,3 +288,45 @@ def test_a_ct_folder_is_compared_with_the_ct_pipeline(tiny_synth_dir: Path, tmp_
     # a second call resumes nothing and rewrites the report from the saved records
     again = run_comparison(CompareOptions(**{**options.to_dict(), "resume": True}))
     assert [r.val for r in again.records] == [r.val for r in result.records]
+
+
+def _ct_record(name: str, dice: float, test_series: int) -> CtRunRecord:
+    val = {"dice": dice, "iou": dice / (2 - dice), "precision": 0.5, "recall": 0.5, "cpm": 0.4}
+    return CtRunRecord(
+        name=name,
+        model="unet",
+        arch="unet",
+        filters=8,
+        depth=2,
+        loss=name.split("_")[1],
+        seed=0,
+        params=1000,
+        epochs=2,
+        last_epoch=2,
+        val=val,
+        best_epoch=2,
+        best_val=val,
+        seconds_per_epoch=1.0,
+        train_series=7,
+        val_series=2,
+        history=[{"epoch": 1.0, "train/loss": 0.9}, {"epoch": 2.0, "train/loss": 0.5}],
+        test_series=test_series,
+    )
+
+
+@pytest.mark.parametrize("test_series", [3, 0])
+def test_the_ct_report_counts_the_test_series_and_scores_checkpoints_there(
+    tmp_path: Path, test_series: int
+) -> None:
+    out = tmp_path / "ct"
+    options = _options(tmp_path / "data", out)
+    records = [_ct_record("unet_bce_s0", 0.4, test_series), _ct_record("unet_dice_s0", 0.5, 0)]
+    report = write_ct_report(out, options, records)["report"].read_text()
+    infer = [line for line in report.splitlines() if line.startswith("lunaseg infer")]
+    assert len(infer) == 2
+    assert "7 training series, 2 validation series (the ranking" in report
+    if test_series:
+        assert "3 test series (no choice looks at them" in report
+        assert all(line.endswith("--split test") for line in infer)
+    else:
+        assert "no test series" in report and not any("--split" in line for line in infer)

@@ -66,7 +66,9 @@ class CtRunRecord:
         best_epoch, best_val: the epoch of ``checkpoint_best.pt`` and its validation metrics.
         seconds_per_epoch: median wall time of the epochs trained in the last process, s
             (the first includes preparing the cache).
-        train_series, val_series: how many series trained and validated.
+        train_series, val_series, test_series: how many series trained, validated (the
+            ranking's) and were kept for testing (not used by the comparison; 0 in records
+            from before the test split).
         history: the run's ``metrics.jsonl`` rows.
         device: where it trained.
     """
@@ -89,6 +91,7 @@ class CtRunRecord:
     val_series: int
     history: list[dict[str, float]] = field(default_factory=list)
     device: str = ""
+    test_series: int = 0
 
     @property
     def label(self) -> str:
@@ -177,6 +180,7 @@ def ct_record(
         seconds_per_epoch=float(np.median(epoch_seconds)) if epoch_seconds else math.nan,
         train_series=len(saved.get("train_series") or []),
         val_series=len(saved.get("val_series") or []),
+        test_series=len(saved.get("test_series") or []),
         history=list(trainer.history),
         device=str(trainer.device),
     )

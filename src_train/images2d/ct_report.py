@@ -212,9 +212,10 @@ def write_ct_report(
         "fig_curves": plot_ct_curves(records, out / FIGURES_DIR / "curves_all.png"),
     }
     first = records[0]
+    split = " --split test" if first.test_series else ""
     infer = [
         f"lunaseg infer {options.data} --checkpoint {out}/runs/{r.name}/checkpoint_best.pt "
-        f"--out {out}/infer/{r.name}"
+        f"--out {out}/infer/{r.name}{split}"
         for r in records
     ]
     text = [
@@ -225,8 +226,7 @@ def write_ct_report(
         "",
         "## Data and budget (the same for every run)",
         "",
-        f"- {first.train_series} training series, {first.val_series} validation series (every "
-        "`val_stride`-th series is held out, as in `lunaseg train`).",
+        f"- {_split_line(first)}",
         f"- Every run: {options.epochs} epochs of {options.epoch_samples} nodule crops, batch "
         f"{options.batch_size}, Adam (lr {options.lr:g}), augmentation "
         f"`{ct_augment(options.augment)}` (colour jitter is for RGB), depth "
@@ -250,7 +250,8 @@ def write_ct_report(
         "",
         "Voxel Dice says how well nodule voxels are marked, not how many nodules are found. For "
         "nodule recall, false positives per scan and the LUNA16 CPM, run each checkpoint over "
-        "the series and score its candidates:",
+        + ("the test series" if first.test_series else "the series")
+        + " and score its candidates:",
         "",
         "```",
         *infer,
@@ -262,6 +263,21 @@ def write_ct_report(
     text += command_section(commands)
     files["report"] = write_text_atomic(out / REPORT_FILE, "\n".join(text), overwrite=True)
     return files
+
+
+def _split_line(record: CtRunRecord) -> str:
+    """The series each run trained on, ranked on and left for testing (as ``lunaseg train``
+    splits them)."""
+    line = (
+        f"{record.train_series} training series, {record.val_series} validation series (the "
+        "ranking and each run's best epoch are chosen on them)"
+    )
+    if record.test_series:
+        return (
+            f"{line}, {record.test_series} test series (no choice looks at them: score the "
+            "checkpoints there with `--split test`, below)."
+        )
+    return f"{line}; no test series (a folder of fewer than 3 series, or an older record)."
 
 
 def _run_values(record: CtRunRecord) -> dict[str, Any]:
