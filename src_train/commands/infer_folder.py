@@ -122,8 +122,8 @@ class InferRunOptions:
     reviewed: bool = option(False, help="compare with the reviewed nodules (DATA/reviews/)")
     split: str = option(
         "all",
-        help="series of the checkpoint's run to process: val (held out), train, or all (warns "
-        "when training series are included)",
+        help="series of the checkpoint's run to process: test (no choice looked at them), val "
+        "(the selection set), train, or all (warns when training series are included)",
         choices=SPLITS,
     )
     overwrite: bool = option(
