@@ -13,9 +13,9 @@ import numpy as np
 
 from src_train.ct import CtVolume
 from src_train.luna import Nodule
-from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD, build_masks
-from src_train.reviews.apply import apply_book
+from src_train.masks import DEFAULT_THRESHOLD_HU, REFERENCE_METHOD
 from src_train.reviews.book import ReviewBook
+from src_train.reviews.truth import reviewed_truth
 
 
 @dataclass(frozen=True)
@@ -50,22 +50,8 @@ def ground_truth_mask(
 
     With ``book``, ``nodules`` are the annotations before review and the book's verdicts are
     applied as the cache applies them: rejected nodules dropped, added ones grown, corrected
-    ones taken voxel for voxel from the reviewers' label volume.
+    ones taken voxel for voxel from the reviewers' label volume. One home for both:
+    :func:`~src_train.reviews.truth.reviewed_truth` (what the viewer's error layer uses).
     """
-    canonical, turn = ct.canonical()
-    kept = [n for n in nodules if n.is_nodule]
-    if book is not None:
-        reviewed = apply_book(
-            book,
-            canonical,
-            kept,
-            definition.threshold_hu,
-            definition.mask_method,
-            on_outside="skip",
-            turn=turn,
-        )
-        return np.ascontiguousarray(turn.to_file(reviewed.mask), dtype=bool)
-    mask, _records = build_masks(
-        canonical, kept, definition.threshold_hu, definition.mask_method, on_outside="skip"
-    )
-    return np.ascontiguousarray(turn.to_file(mask), dtype=bool)
+    truth = reviewed_truth(book, ct, nodules, definition.threshold_hu, definition.mask_method)
+    return truth.mask
