@@ -33,6 +33,7 @@ from src_train.infer.tuner import TunerCache
 from src_train.model import Checkpoint, ModelConfig, load_checkpoint, model_of_checkpoint
 from src_train.progress import Progress, ShouldStop, run_steps
 from src_train.records.contract import DataContract, contract_of_checkpoint
+from src_train.records.spacing import spacing_warning
 from src_train.records.threshold import DEFAULT_THRESHOLD, checkpoint_threshold
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,21 @@ class Detector:
     ranker: Ranker | None = None
     epoch: int = 0
     threshold: float = DEFAULT_THRESHOLD
+
+    def spacing_warning(self, ct: CtVolume) -> str | None:
+        """A warning line when ``ct``'s spacing is far outside what the run trained on
+        (:func:`~src_train.records.spacing.spacing_warning`); None when within it or when the
+        checkpoint records no training spacing."""
+        if self.contract is None or not self.contract.train_spacing_mm:
+            return None
+        context = self.contract.options.get("context_slices")
+        return spacing_warning(
+            self.contract.train_spacing_mm,
+            ct.canonical()[0].geometry.spacing_irc_mm,
+            ct.series_uid,
+            self.path.name,
+            int(context) if context is not None else None,
+        )
 
     def split_of(self, series_uid: str) -> str | None:
         """``"train"``, ``"val"`` or None (unknown to the run, or no run information)."""
@@ -142,6 +158,9 @@ def iter_detection(
 ) -> Generator[InferenceProgress, None, InferenceResult]:
     """:func:`iter_inference` with ``detector``'s model, then its ranker over the candidates."""
     options = detector.options_for(options)
+    warning = detector.spacing_warning(ct)
+    if warning:
+        log.warning("%s", warning)
     result = yield from iter_inference(ct, detector.model, options, tuners=tuners)
     if detector.ranker is not None and result.candidates:
         yield InferenceProgress(

@@ -119,6 +119,9 @@ class DataContract:
         options: the values of :data:`CONTRACT_OPTIONS`.
         data: :func:`folder_fingerprint` of the data folder.
         version: :data:`CONTRACT_VERSION` at writing time.
+        train_spacing_mm: the training series' spacing ranges
+            (:func:`~src_train.records.spacing.training_spacing`); empty when not recorded
+            (a run from before it was kept). Derived from the series, so not compared on resume.
     """
 
     train_series: tuple[str, ...]
@@ -127,6 +130,7 @@ class DataContract:
     data: dict[str, Any] = field(default_factory=dict)
     version: int = CONTRACT_VERSION
     test_series: tuple[str, ...] = ()
+    train_spacing_mm: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -186,6 +190,7 @@ class DataContract:
             "test_series": list(self.test_series),
             "options": dict(self.options),
             "data": dict(self.data),
+            "train_spacing_mm": {k: list(v) for k, v in self.train_spacing_mm.items()},
         }
 
     @classmethod
@@ -200,6 +205,10 @@ class DataContract:
                 options={**OPTION_DEFAULTS, **data["options"]},
                 data=dict(data["data"]),
                 version=version,
+                train_spacing_mm={
+                    str(k): [float(v) for v in bounds]
+                    for k, bounds in (data.get("train_spacing_mm") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(

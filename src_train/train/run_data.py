@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from src_train.cache import check_training_folder
+from src_train.cache import SeriesCache, check_training_folder
+from src_train.ct import Geometry
 from src_train.errors import ConfigError
 from src_train.infer.candidates import CandidateConfig
 from src_train.infer.runner import InferenceOptions
@@ -24,6 +25,7 @@ from src_train.records.contract import (
     folder_fingerprint,
     resolve_contract,
 )
+from src_train.records.spacing import training_spacing
 from src_train.records.split import split_series
 from src_train.records.truth import (
     ScoringTruth,
@@ -82,6 +84,18 @@ def prepare_contract(
             # continue with the run's options (identical unless --contract stored)
             cfg = dataclasses.replace(cfg, **stored.options)
     return folder, contract, cfg
+
+
+def with_training_spacing(contract: DataContract, cache: SeriesCache) -> DataContract:
+    """``contract`` with the spacing ranges of its training series (from their cache entries,
+    canonical frame), so that inference can warn about a scan the model cannot serve
+    (:mod:`src_train.records.spacing`); a contract that records them already is kept."""
+    if contract.train_spacing_mm:
+        return contract
+    spacings = [
+        Geometry.from_dict(cache.meta(uid).geometry).spacing_irc_mm for uid in contract.train_series
+    ]
+    return dataclasses.replace(contract, train_spacing_mm=training_spacing(spacings))
 
 
 def run_truth(folder: LunaFolder, contract: DataContract | None = None) -> ScoringTruth:
