@@ -47,9 +47,14 @@ from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
 from src_train.ct import CtVolume
 from src_train.devices import cpu_has_native_bf16, resolve_device
 from src_train.errors import ConfigError
-from src_train.infer.backends import ENGINE_CHOICES, candidate_engines, execution_options
+from src_train.infer.backends import (
+    ENGINE_CHOICES,
+    Engines,
+    candidate_engines,
+    execution_options,
+)
 from src_train.infer.candidates import CandidateConfig, candidates_in_frame, group_candidates
-from src_train.infer.tuner import CPU_BATCH_SIZES, CUDA_BATCH_SIZES, TunerCache
+from src_train.infer.tuner import CPU_BATCH_SIZES, CUDA_BATCH_SIZES, Tuner, TunerCache
 from src_train.model import unwrap_model
 from src_train.options import option
 from src_train.progress import Progress, ShouldStop, run_steps
@@ -238,6 +243,90 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _inplane_box(hu: np.ndarray, crop_to_body: bool, multiple: int) -> tuple[int, int, int, int]:
+    """``(row0, row1, col0, col1)`` the model runs on: the body's box (sides a multiple of
+    ``multiple``) or the whole slice."""
+    if crop_to_body:
+        return body_box(hu, multiple, BODY_MARGIN_PX)
+    return 0, hu.shape[1], 0, hu.shape[2]
+
+
+def _tuning_space(
+    opts: InferenceOptions, dev: torch.device
+) -> tuple[list[int], list[bool | str], list[int]]:
+    """Threads, memory formats and batch sizes the tuner may choose among (the one asked for
+    where the options fix it)."""
+    original_threads = torch.get_num_threads()
+    if opts.num_threads is not None:
+        threads = [opts.num_threads]
+    elif dev.type == "cpu" and original_threads > 1:
+        threads = [original_threads, 1]
+    else:
+        threads = [original_threads]
+    formats: list[bool | str] = (
+        [opts.channels_last] if opts.channels_last is not None else [True, False]
+    )
+    if opts.batch_size is not None:
+        sizes = [opts.batch_size]
+    else:
+        sizes = list(CUDA_BATCH_SIZES if dev.type == "cuda" else CPU_BATCH_SIZES)
+    return threads, formats, sizes
+
+
+def _prepare_tuner(
+    opts: InferenceOptions,
+    dev: torch.device,
+    prec: str,
+    runner: nn.Module,
+    box: tuple[int, int, int, int],
+    tuners: TunerCache | None,
+) -> tuple[Tuner, Engines, tuple[Any, ...]]:
+    """The tuner of this kind of series (shared through ``tuners``), the CPU runtimes it may
+    choose (backends.py) and its key (for the log)."""
+    context, multiple, _depth = _model_facts(runner)
+    threads, formats, sizes = _tuning_space(opts, dev)
+    r0, r1, c0, c1 = box
+    # Slices of similar area (within a factor of 2) share a choice: series differ by a few rows.
+    area_class = round(math.log2((r1 - r0) * (c1 - c0)))
+    key = (str(dev), prec, area_class, context, type(runner).__name__, *threads, *formats, *sizes)
+    cache = tuners if tuners is not None else TunerCache()
+    # Fast CPU path (backends.py): exported graphs the tuner measures against eager PyTorch.
+    offered = candidate_engines(opts.engine, dev, prec, runner, opts.channels_last is not None)
+    engines = cache.engines.prepare(offered, runner, multiple)
+    formats = execution_options(formats, engines.names, opts.engine)
+    key = (*key, opts.engine, *engines.names)
+    return cache.get(key, threads, formats, sizes), engines, key
+
+
+def _settings_chosen(
+    tuner: Tuner,
+    dev: torch.device,
+    prec: str,
+    box: tuple[int, int, int, int],
+    measured: bool,
+    key: tuple[Any, ...],
+) -> InferenceSettings:
+    """How the run executed (the tuner's choice; logged when this run finished measuring)."""
+    final_threads, final_format, final_size = tuner.propose()
+    if measured and tuner.done:
+        log.info(
+            "tuned %s: %s (seconds/slice %s)",
+            key[:5],
+            tuner.best,
+            {k: round(v, 4) for k, v in tuner.timings().items()},
+        )
+    return InferenceSettings(
+        device=str(dev),
+        precision=prec,
+        threads=final_threads,
+        channels_last=final_format is True,
+        engine=final_format if isinstance(final_format, str) else "torch",
+        batch_size=int(final_size),
+        crop_irc=box,
+        tuned=measured,
+    )
+
+
 def iter_inference(
     ct: CtVolume,
     model: nn.Module,
@@ -267,39 +356,14 @@ def iter_inference(
     # The model sees the canonical frame (views, no copy); results land in the file's order.
     canonical, turn = ct.canonical()
     hu = canonical.hu
-    n_z, n_rows, n_cols = hu.shape
-    if opts.crop_to_body:
-        r0, r1, c0, c1 = body_box(hu, multiple, BODY_MARGIN_PX)
-    else:
-        r0, r1, c0, c1 = 0, n_rows, 0, n_cols
-    rows, cols = slice(r0, r1), slice(c0, c1)
+    n_z = hu.shape[0]
+    box = _inplane_box(hu, opts.crop_to_body, multiple)
+    rows, cols = slice(box[0], box[1]), slice(box[2], box[3])
 
     runner = copy.deepcopy(unwrap_model(model)).to(dev).eval()
     fold_batch_norms(runner)
     original_threads = torch.get_num_threads()
-    if opts.num_threads is not None:
-        threads = [opts.num_threads]
-    elif dev.type == "cpu" and original_threads > 1:
-        threads = [original_threads, 1]
-    else:
-        threads = [original_threads]
-    formats: list[bool | str] = (
-        [opts.channels_last] if opts.channels_last is not None else [True, False]
-    )
-    if opts.batch_size is not None:
-        sizes = [opts.batch_size]
-    else:
-        sizes = list(CUDA_BATCH_SIZES if dev.type == "cuda" else CPU_BATCH_SIZES)
-    # Slices of similar area (within a factor of 2) share a choice: series differ by a few rows.
-    area_class = round(math.log2((r1 - r0) * (c1 - c0)))
-    key = (str(dev), prec, area_class, context, type(runner).__name__, *threads, *formats, *sizes)
-    cache = tuners if tuners is not None else TunerCache()
-    # Fast CPU path (backends.py): exported graphs the tuner measures against eager PyTorch.
-    offered = candidate_engines(opts.engine, dev, prec, runner, opts.channels_last is not None)
-    engines = cache.engines.prepare(offered, runner, multiple)
-    formats = execution_options(formats, engines.names, opts.engine)
-    key = (*key, opts.engine, *engines.names)
-    tuner = cache.get(key, threads, formats, sizes)
+    tuner, engines, key = _prepare_tuner(opts, dev, prec, runner, box, tuners)
     measuring = not tuner.done
     autocast_dtype = _AUTOCAST_DTYPES.get(prec)
 
@@ -318,10 +382,7 @@ def iter_inference(
             if n_threads != torch.get_num_threads():
                 torch.set_num_threads(n_threads)
             if fmt != current_format and not isinstance(fmt, str):
-                runner = runner.to(  # type: ignore[call-overload]
-                    memory_format=torch.channels_last if fmt else torch.contiguous_format
-                )
-                current_format = fmt
+                runner, current_format = _in_format(runner, fmt), fmt
             n = min(size, n_z - done)
             batch = torch.from_numpy(
                 context_stack(hu, np.arange(done, done + n), context, rows, cols)
@@ -333,17 +394,7 @@ def iter_inference(
                 else:
                     probs = _forward(runner, batch, dev, fmt, autocast_dtype)
             except torch.cuda.OutOfMemoryError as exc:
-                if size == 1:
-                    raise ConfigError(
-                        f"Out of memory on {dev} even with one slice per batch ({ct.series_uid}); "
-                        "run on the CPU (--device cpu)."
-                    ) from exc
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                log.warning(
-                    "out of memory at batch %d on %s; retrying with %d", size, dev, size // 2
-                )
-                tuner.cap(size // 2)
+                _halve_on_oom(exc, tuner, size, dev, ct.series_uid)
                 continue
             seconds = time.perf_counter() - t0
             model_seconds += seconds
@@ -355,36 +406,14 @@ def iter_inference(
     finally:
         torch.set_num_threads(original_threads)
 
-    final_threads, final_format, final_size = tuner.propose()
-    if measuring and tuner.done:
-        log.info(
-            "tuned %s: %s (seconds/slice %s)",
-            key[:5],
-            tuner.best,
-            {k: round(v, 4) for k, v in tuner.timings().items()},
-        )
-    settings = InferenceSettings(
-        device=str(dev),
-        precision=prec,
-        threads=final_threads,
-        channels_last=final_format is True,
-        engine=final_format if isinstance(final_format, str) else "torch",
-        batch_size=int(final_size),
-        crop_irc=(r0, r1, c0, c1),
-        tuned=measuring,
-    )
+    settings = _settings_chosen(tuner, dev, prec, box, measuring, key)
     found = group_candidates(prob, mask, canonical.geometry, ct.series_uid, opts.candidates, hu=hu)
     found = candidates_in_frame(found, ct.geometry)
     total = time.perf_counter() - start
+    rate = n_z / model_seconds if model_seconds else math.nan
     log.info(
         "%s: %d slices in %.1f s (model %.1f s, %.1f slices/s; %s), %d candidates",
-        ct.series_uid,
-        n_z,
-        total,
-        model_seconds,
-        n_z / model_seconds if model_seconds else math.nan,
-        settings.describe(),
-        len(found),
+        *(ct.series_uid, n_z, total, model_seconds, rate, settings.describe(), len(found)),
     )
     return InferenceResult(
         prob=prob_file,
@@ -395,6 +424,28 @@ def iter_inference(
         settings=settings,
         model_seconds=model_seconds,
     )
+
+
+def _in_format(runner: nn.Module, channels_last: bool) -> nn.Module:
+    """``runner`` with its weights in the channels-last or the contiguous memory format."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return runner.to(memory_format=fmt)  # type: ignore[call-overload,no-any-return]
+
+
+def _halve_on_oom(
+    exc: torch.cuda.OutOfMemoryError, tuner: Tuner, size: int, dev: torch.device, uid: str
+) -> None:
+    """After running out of memory at ``size`` slices per batch: cap the tuner at half, or
+    :class:`ConfigError` when one slice did not fit."""
+    if size == 1:
+        raise ConfigError(
+            f"Out of memory on {dev} even with one slice per batch ({uid}); "
+            "run on the CPU (--device cpu)."
+        ) from exc
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    log.warning("out of memory at batch %d on %s; retrying with %d", size, dev, size // 2)
+    tuner.cap(size // 2)
 
 
 def run_inference(
