@@ -326,6 +326,71 @@ def _check_options(
         raise ConfigError(f"confidence must lie strictly between 0 and 1, got {confidence}.")
 
 
+def _scans_to_score(
+    nodules: Sequence[Nodule], candidates: Sequence[Candidate], series_uids: Sequence[str] | None
+) -> list[str]:
+    """The scans scored, sorted (``series_uids``, else those named by nodules or candidates);
+    warns about candidates on other scans, refuses a candidate without a finite probability."""
+    if series_uids is None:
+        uids = sorted({n.series_uid for n in nodules} | {c.series_uid for c in candidates})
+    else:
+        uids = sorted(set(series_uids))
+    uid_set = set(uids)
+    stray = sum(1 for c in candidates if c.series_uid not in uid_set)
+    if stray:
+        log.warning("%d candidates belong to scans outside the series list; ignored", stray)
+    for c in candidates:
+        if not math.isfinite(c.probability):
+            raise AnnotationError(
+                f"Candidate of series {c.series_uid} (line {c.row}) has probability "
+                f"{c.probability}; give every candidate a finite probability."
+            )
+    return uids
+
+
+@dataclass
+class _ScanScore:
+    """One scan scored: per nodule its best counted hit (NaN: missed) and whether any
+    candidate hits it; the probabilities of its false positives; the counts."""
+
+    best: np.ndarray
+    found: np.ndarray
+    fp_probs: np.ndarray
+    n_candidates: int
+    n_marks: int
+    n_ignored: int
+    n_duplicates: int
+
+
+def _score_scan(
+    nodules: Sequence[Nodule],
+    cands: Sequence[Candidate],
+    excluded: Sequence[Nodule],
+    max_marks_per_scan: int | None,
+) -> _ScanScore:
+    """Score one scan's candidates against its nodules and excluded findings (LUNA16 rules:
+    the per-scan cap, then hits on nodules, hits only on excluded findings ignored)."""
+    probs = np.asarray([c.probability for c in cands], dtype=np.float64)
+    centers = np.asarray([c.center_xyz_mm for c in cands], dtype=np.float64).reshape(-1, 3)
+    hits_all = nodule_hits(centers, nodules)
+    keep = counted_marks(probs, max_marks_per_scan)
+    probs, centers, hit_nod = probs[keep], centers[keep], hits_all[keep]
+    hit_exc = nodule_hits(centers, excluded)
+    on_nodule = hit_nod.any(axis=1)
+    on_excluded = ~on_nodule & hit_exc.any(axis=1)
+    false_pos = ~on_nodule & ~on_excluded
+    best = np.where(hit_nod, probs[:, None], -np.inf).max(axis=0, initial=-np.inf)
+    return _ScanScore(
+        best=np.where(np.isfinite(best), best, np.nan),
+        found=np.asarray(hits_all.any(axis=0)),
+        fp_probs=probs[false_pos],
+        n_candidates=len(cands),
+        n_marks=len(probs),
+        n_ignored=int(on_excluded.sum()),
+        n_duplicates=int(np.maximum(hit_nod.sum(axis=0) - 1, 0).sum()),
+    )
+
+
 def evaluate_froc(
     nodules: Sequence[Nodule],
     candidates: Sequence[Candidate],
@@ -359,58 +424,29 @@ def evaluate_froc(
         should_stop: polled between bootstrap samples; True raises :class:`CancelledError`.
     """
     _check_options(max_marks_per_scan, fp_rates, bootstrap, confidence)
-    if series_uids is None:
-        uids = sorted({n.series_uid for n in nodules} | {c.series_uid for c in candidates})
-    else:
-        uids = sorted(set(series_uids))
+    uids = _scans_to_score(nodules, candidates, series_uids)
     uid_set = set(uids)
-    stray = sum(1 for c in candidates if c.series_uid not in uid_set)
-    if stray:
-        log.warning("%d candidates belong to scans outside the series list; ignored", stray)
-    for c in candidates:
-        if not math.isfinite(c.probability):
-            raise AnnotationError(
-                f"Candidate of series {c.series_uid} (line {c.row}) has probability "
-                f"{c.probability}; give every candidate a finite probability."
-            )
     by_scan_nod = _group(nodules, uid_set)
     by_scan_exc = _group(excluded, uid_set)
     by_scan_cand = _group(candidates, uid_set)
-
-    scored: list[Nodule] = []
-    best_prob: list[np.ndarray] = []
-    found: list[np.ndarray] = []
-    fp_probs: list[np.ndarray] = []
-    fp_scan: list[np.ndarray] = []
-    n_candidates = n_marks = n_ignored = n_duplicates = 0
-    for scan, uid in enumerate(uids):
-        scan_nodules = by_scan_nod.get(uid, [])
-        cands = by_scan_cand.get(uid, [])
-        probs = np.asarray([c.probability for c in cands], dtype=np.float64)
-        centers = np.asarray([c.center_xyz_mm for c in cands], dtype=np.float64).reshape(-1, 3)
-        hits_all = nodule_hits(centers, scan_nodules)
-        found.append(np.asarray(hits_all.any(axis=0)))
-        keep = counted_marks(probs, max_marks_per_scan)
-        probs, centers, hit_nod = probs[keep], centers[keep], hits_all[keep]
-        hit_exc = nodule_hits(centers, by_scan_exc.get(uid, []))
-        on_nodule = hit_nod.any(axis=1)
-        on_excluded = ~on_nodule & hit_exc.any(axis=1)
-        false_pos = ~on_nodule & ~on_excluded
-        n_candidates += len(cands)
-        n_marks += len(probs)
-        n_ignored += int(on_excluded.sum())
-        n_duplicates += int(np.maximum(hit_nod.sum(axis=0) - 1, 0).sum())
-        fp_probs.append(probs[false_pos])
-        fp_scan.append(np.full(int(false_pos.sum()), scan))
-        best = np.where(hit_nod, probs[:, None], -np.inf).max(axis=0, initial=-np.inf)
-        best_prob.append(np.where(np.isfinite(best), best, np.nan))
-        scored.extend(scan_nodules)
-
+    scans = [
+        _score_scan(
+            by_scan_nod.get(uid, []),
+            by_scan_cand.get(uid, []),
+            by_scan_exc.get(uid, []),
+            max_marks_per_scan,
+        )
+        for uid in uids
+    ]
+    scored = [n for uid in uids for n in by_scan_nod.get(uid, [])]
+    best_prob = [scan.best for scan in scans]
+    n_candidates = sum(scan.n_candidates for scan in scans)
+    n_marks = sum(scan.n_marks for scan in scans)
     nodule_probability = np.concatenate(best_prob) if best_prob else np.zeros(0)
     nodule_scan = np.repeat(np.arange(len(uids)), [len(b) for b in best_prob])
+    fps = np.concatenate([scan.fp_probs for scan in scans]) if scans else np.zeros(0)
+    fps_scan = np.repeat(np.arange(len(uids)), [len(scan.fp_probs) for scan in scans])
     detected = ~np.isnan(nodule_probability)
-    fps = np.concatenate(fp_probs) if fp_probs else np.zeros(0)
-    fps_scan = np.concatenate(fp_scan) if fp_scan else np.zeros(0, dtype=int)
     curve = froc_curve(nodule_probability[detected], fps, n_nodules=len(scored), n_scans=len(uids))
     points = reading_points(fp_rates)
     boot = None
@@ -436,7 +472,7 @@ def evaluate_froc(
         n_candidates=n_candidates,
         n_marks=n_marks,
         n_capped=n_candidates - n_marks,
-        n_ignored=n_ignored,
+        n_ignored=sum(scan.n_ignored for scan in scans),
         n_false_positives=len(fps),
         nodule_probability=nodule_probability,
         nodules=scored,
@@ -445,9 +481,11 @@ def evaluate_froc(
         sensitivity=curve.sensitivity,
         fp_rates=tuple(float(r) for r in fp_rates),
         sensitivity_at_rates=sensitivity_at(curve, points),
-        nodule_found=np.concatenate(found) if found else np.zeros(0, dtype=bool),
+        nodule_found=(
+            np.concatenate([scan.found for scan in scans]) if scans else np.zeros(0, dtype=bool)
+        ),
         fp_reading_points=points,
-        n_duplicate_hits=n_duplicates,
+        n_duplicate_hits=sum(scan.n_duplicates for scan in scans),
         max_marks_per_scan=max_marks_per_scan,
         bootstrap=boot,
     )
