@@ -21,7 +21,6 @@ The steps of a run, in order: :func:`choose_scope` (which series, scored against
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
 import time
@@ -32,6 +31,12 @@ from typing import Any
 
 import torch
 
+from src_train.commands.infer_progress import (
+    event_sender,
+    is_disk_full,
+    part_name,
+    record_failure,
+)
 from src_train.ct import SERIES_SUFFIXES, is_series_path, load_ct, series_uid_of
 from src_train.errors import (
     CancelledError,
@@ -51,7 +56,6 @@ from src_train.infer.detector import (
 )
 from src_train.infer.events import (
     EventCallback,
-    InferEvent,
     InferPlan,
     InferRunSummary,
     RateMeter,
@@ -59,7 +63,7 @@ from src_train.infer.events import (
     SeriesReport,
 )
 from src_train.infer.ground_truth import TruthDefinition
-from src_train.infer.outputs import discard_volumes, write_series_volumes
+from src_train.infer.outputs import write_series_volumes
 from src_train.infer.parts import device_for_part, resolve_part
 from src_train.infer.records import (
     RecordIndex,
@@ -71,7 +75,6 @@ from src_train.infer.records import (
     read_failures,
     record_path,
     remove_tables,
-    write_failure,
     write_record,  # re-exported: lunaseg eval's series list, written by .records
 )
 from src_train.infer.runner import InferenceOptions
@@ -369,31 +372,6 @@ def plan_run(
 _RUN_ERRORS = (CancelledError, ConfigError, CheckpointError)
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` or an exception it came from says the disk is full."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:  # a chain may loop back
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return any(
-        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(e)
-        for e in chain
-    )
-
-
-def _failure_reason(exc: BaseException) -> str:
-    """One line: the error's type and message (a LunaSegError's message names file and fix)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _discard_series(plan: InferPlan, uid: str) -> None:
-    """Remove what a failed series left (its record first): nothing of it is trusted."""
-    record_path(plan.out_dir, uid).unlink(missing_ok=True)
-    discard_volumes(plan.outputs(uid))
-
-
 def _run_series(
     uid: str,
     path: Path,
@@ -430,7 +408,7 @@ def _run_series(
         write_seconds=time.perf_counter() - t_written,
         execution=asdict(result.settings) if result.settings is not None else {},
         voxel_metrics=metrics,
-        part=f"{plan.part.part_id + 1}/{plan.part.num_parts}",
+        part=part_name(plan),
     )
     write_record(plan.out_dir, record)
     return SeriesReport(
@@ -443,6 +421,22 @@ def _run_series(
         outputs=files,
         voxel_metrics=metrics,
     )
+
+
+def _assemble_if_complete(
+    plan: InferPlan, scope: RunScope, index: RecordIndex
+) -> tuple[list[CandidateNodule] | None, list[str]]:
+    """When every series of the run is complete, write ``candidates.csv`` and the series
+    list; the candidates (None: not complete) and the series still incomplete."""
+    incomplete = index.incomplete(scope.uids)
+    found = None
+    if not incomplete:
+        found = assemble_tables(
+            plan.out_dir, scope.uids, plan.settings_key, plan.candidates_csv, plan.series_list
+        )
+        if found is None:  # a record vanished between the two looks (another --overwrite)
+            incomplete = index.incomplete(scope.uids)
+    return found, incomplete
 
 
 def infer_to_folder(
@@ -477,34 +471,10 @@ def infer_to_folder(
     opts = options or InferRunOptions()
     started = time.perf_counter()
     plan, scope = plan_run(data, out_dir, opts)
-    part_name = f"{plan.part.part_id + 1}/{plan.part.num_parts}"
     index = RecordIndex(plan.out_dir, plan.settings_key)
     meter = RateMeter(total=plan.mine, done=len(plan.skipped))
 
-    def event(
-        kind: str, uid: str = "", seconds: float = 0.0, n: int = 0, message: str = ""
-    ) -> None:
-        if on_event is None:
-            return
-        run_done = len(scope.uids) - len(index.incomplete(scope.uids))
-        on_event(
-            InferEvent(
-                kind=kind,
-                series_uid=uid,
-                part=part_name,
-                done=meter.done,
-                total=meter.total,
-                skipped=len(plan.skipped),
-                failed=meter.failed,
-                run_done=run_done,
-                run_total=len(scope.uids),
-                series_per_minute=meter.series_per_minute,
-                eta_s=meter.eta_s,
-                seconds=seconds,
-                n_candidates=n,
-                message=message,
-            )
-        )
+    event = event_sender(on_event, plan, scope.uids, index, meter)
 
     detector: Detector | None = None
     inference = opts.inference
@@ -529,14 +499,11 @@ def infer_to_folder(
         except _RUN_ERRORS:
             raise
         except Exception as exc:  # one bad series must not stop the others
-            reason = _failure_reason(exc)
-            log.error("series %s failed: %s", uid, reason, exc_info=log.isEnabledFor(logging.DEBUG))
-            _discard_series(plan, uid)
-            write_failure(plan.out_dir, uid, reason, part_name)
+            reason = record_failure(plan, uid, exc)
             failures.append(SeriesFailure(uid, reason))
             meter.series_failed()
             event("failed", uid, message=reason)
-            if _is_disk_full(exc):
+            if is_disk_full(exc):
                 not_attempted = [u for u, _ in plan.todo[i + 1 :]]
                 log.error(
                     "the disk is full: %d series of this part left untried", len(not_attempted)
@@ -549,14 +516,7 @@ def infer_to_folder(
             on_series(report)
         event("series", uid, report.seconds, report.n_candidates, report.describe())
 
-    incomplete = index.incomplete(scope.uids)
-    found = None
-    if not incomplete:
-        found = assemble_tables(
-            plan.out_dir, scope.uids, plan.settings_key, plan.candidates_csv, plan.series_list
-        )
-        if found is None:  # a record vanished between the two looks (another --overwrite)
-            incomplete = index.incomplete(scope.uids)
+    found, incomplete = _assemble_if_complete(plan, scope, index)
     froc = _score_run(scope.truth, scope.uids, found) if found is not None and scope.truth else None
     summary = InferRunSummary(
         plan=plan,
