@@ -158,6 +158,46 @@ def _definitions() -> list[str]:
     ]
 
 
+def _run_sections(
+    records: list[RunRecord],
+    images: np.ndarray,
+    truth: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    figures: Path,
+    options: CompareOptions,
+    files: dict[str, Path],
+) -> list[str]:
+    """Each run's curves and examples drawn (added to ``files``) and its report section:
+    test figures, best validation epoch, size and cost."""
+    per_run: list[str] = []
+    for record in records:
+        curves = plot_run_curves(record, figures / f"curves_{record.name}.png")
+        examples = plot_examples(
+            record,
+            images,
+            truth,
+            predictions[record.name],
+            figures / f"examples_{record.name}.png",
+            options.examples,
+        )
+        files[f"fig_curves_{record.name}"] = curves
+        files[f"fig_examples_{record.name}"] = examples
+        per_run += [
+            f"### {record.model} + {record.loss}, seed {record.seed}",
+            "",
+            f"Test IoU {_f(record.test['iou'])}, IoU score {_f(record.test['iou_score'])}; best "
+            f"validation IoU {_f(record.val.get('iou', math.nan))} at epoch {record.best_epoch}; "
+            f"{record.params:,} parameters; {_f(record.seconds_per_epoch, 2)} s per epoch. "
+            f"Run folder: `runs/{record.name}/`.",
+            "",
+            f"![curves]({FIGURES_DIR}/{curves.name})",
+            "",
+            f"![examples]({FIGURES_DIR}/{examples.name})",
+            "",
+        ]
+    return per_run
+
+
 def write_report(
     out: str | Path,
     options: CompareOptions,
@@ -203,32 +243,7 @@ def write_report(
         figures / "hardest.png",
         HARDEST_COUNT,
     )
-    per_run: list[str] = []
-    for record in records:
-        curves = plot_run_curves(record, figures / f"curves_{record.name}.png")
-        examples = plot_examples(
-            record,
-            images,
-            truth,
-            predictions[record.name],
-            figures / f"examples_{record.name}.png",
-            options.examples,
-        )
-        files[f"fig_curves_{record.name}"] = curves
-        files[f"fig_examples_{record.name}"] = examples
-        per_run += [
-            f"### {record.model} + {record.loss}, seed {record.seed}",
-            "",
-            f"Test IoU {_f(record.test['iou'])}, IoU score {_f(record.test['iou_score'])}; best "
-            f"validation IoU {_f(record.val.get('iou', math.nan))} at epoch {record.best_epoch}; "
-            f"{record.params:,} parameters; {_f(record.seconds_per_epoch, 2)} s per epoch. "
-            f"Run folder: `runs/{record.name}/`.",
-            "",
-            f"![curves]({FIGURES_DIR}/{curves.name})",
-            "",
-            f"![examples]({FIGURES_DIR}/{examples.name})",
-            "",
-        ]
+    per_run = _run_sections(records, images, truth, predictions, figures, options, files)
 
     name = RANK_METRICS[options.rank_by]
     text: list[str] = [
