@@ -202,6 +202,42 @@ def _reaches_beyond(
     return bool(np.intersect1d(core[core > 0], outside[outside > 0]).size)
 
 
+def _boundary_threshold(
+    nodule_hu: float,
+    lung_ref: float,
+    threshold_hu: float,
+    boundary_fraction: float,
+    notes: list[str],
+) -> float:
+    """Step 1 of :func:`method_region`: the HU above which a voxel is dense (a faint nodule
+    below ``threshold_hu`` lowers it, noted in ``notes``)."""
+    level = lung_ref + boundary_fraction * (nodule_hu - lung_ref)
+    threshold = float(threshold_hu)
+    if nodule_hu > threshold:
+        return max(threshold, level)
+    faint_level = lung_ref + (boundary_fraction or 0.5) * (nodule_hu - lung_ref)
+    if lung_ref < faint_level < threshold:
+        notes.append(
+            f"faint (ground-glass) nodule: median {nodule_hu:.0f} HU, threshold lowered "
+            f"from {threshold:.0f} to {faint_level:.0f} HU"
+        )
+        return faint_level
+    return threshold
+
+
+def _large_structures(
+    crop: np.ndarray,
+    is_dense: np.ndarray,
+    air_hu: float,
+    wall_mm: float,
+    spacing: tuple[float, float, float],
+) -> np.ndarray:
+    """Step 2 of :func:`method_region`: dense voxels of structures thicker than ``wall_mm``
+    (dense voxels and outside-body air opened with a ball of that radius, mm)."""
+    solid_or_air = is_dense | ~dense(crop, air_hu)
+    return _dilate_mm(_erode_mm(solid_or_air, wall_mm, spacing), wall_mm, spacing) & is_dense
+
+
 def method_region(
     hu: np.ndarray,
     geometry: Geometry,
@@ -257,25 +293,13 @@ def method_region(
     nodule_hu, lung_ref = _local_levels(
         crop, dist, radius_mm, threshold_hu, lung_hu, air_hu, min(spacing), nodule_percentile
     )
-    level = lung_ref + boundary_fraction * (nodule_hu - lung_ref)
-    threshold = float(threshold_hu)
-    if nodule_hu > threshold:
-        threshold = max(threshold, level)
-    else:
-        faint_level = lung_ref + (boundary_fraction or 0.5) * (nodule_hu - lung_ref)
-        if lung_ref < faint_level < threshold:
-            notes.append(
-                f"faint (ground-glass) nodule: median {nodule_hu:.0f} HU, threshold lowered "
-                f"from {threshold:.0f} to {faint_level:.0f} HU"
-            )
-            threshold = faint_level
+    threshold = _boundary_threshold(nodule_hu, lung_ref, threshold_hu, boundary_fraction, notes)
     is_dense = dense(crop, threshold)
 
     near = dist <= ball_mm
     big = np.zeros(crop.shape, dtype=bool)
     if _reaches_beyond(is_dense, dist, radius_mm, ball_mm):
-        solid_or_air = is_dense | ~dense(crop, air_hu)
-        big = _dilate_mm(_erode_mm(solid_or_air, wall_mm, spacing), wall_mm, spacing) & is_dense
+        big = _large_structures(crop, is_dense, air_hu, wall_mm, spacing)
         if big[tuple(center_local)]:
             notes.append(
                 "center inside a structure thicker than the diameter suggests: "
