@@ -27,7 +27,7 @@ from src_train.luna import (
 )
 from src_train.progress import Progress, ShouldStop
 from src_train.synth.config import SynthConfig, scan_seed, synthetic_series_uid
-from src_train.synth.scan import generate_scan
+from src_train.synth.scan import SynthScan, generate_scan
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,84 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
             child.unlink()
 
 
+def _save_scan(out: Path, uid: str, scan: SynthScan, compress_ct: bool) -> None:
+    """Write a scan's CT (``subset0/``) and its label volume (``truth/``), same geometry."""
+    geometry = scan.ct.geometry
+    save_volume(
+        scan.ct.hu,
+        geometry,
+        out / "subset0" / f"{uid}.mhd",
+        compress=compress_ct,
+        overwrite=True,
+    )
+    save_volume(scan.truth, geometry, out / TRUTH_DIR / f"{uid}.mhd", compress=True, overwrite=True)
+
+
+def _add_rows(
+    uid: str,
+    scan: SynthScan,
+    annotation_rows: list[list[object]],
+    truth_rows: list[list[object]],
+    candidate_rows: list[list[object]],
+) -> None:
+    """Append a scan's nodules and candidates to the rows of the data set's CSV files."""
+    for nodule in scan.nodules:
+        x, y, z = nodule.center_xyz_mm
+        annotation_rows.append([uid, _mm(x), _mm(y), _mm(z), _mm(nodule.diameter_mm)])
+        truth_rows.append(
+            [
+                uid,
+                nodule.label,
+                _mm(x),
+                _mm(y),
+                _mm(z),
+                _mm(nodule.diameter_mm),
+                nodule.kind,
+                f"{nodule.volume_mm3:.3f}",
+            ]
+        )
+    for cand in scan.candidates:
+        x, y, z = cand.center_xyz_mm
+        candidate_rows.append([uid, _mm(x), _mm(y), _mm(z), int(cand.is_nodule)])
+
+
+def _write_tables(
+    out: Path,
+    annotation_rows: list[list[object]],
+    candidate_rows: list[list[object]],
+    truth_rows: list[list[object]],
+) -> None:
+    """Write ``truth/true_nodules.csv``, ``candidates.csv`` and ``annotations.csv``
+    (atomically, once every scan is written)."""
+    write_text_atomic(
+        out / TRUTH_DIR / TRUTH_TABLE,
+        _csv_text(
+            [
+                "seriesuid",
+                "label",
+                "coordX",
+                "coordY",
+                "coordZ",
+                "diameter_mm",
+                "kind",
+                "volume_mm3",
+            ],
+            truth_rows,
+        ),
+        overwrite=True,
+    )
+    write_text_atomic(
+        out / CANDIDATES_FILE,
+        _csv_text(["seriesuid", "coordX", "coordY", "coordZ", "class"], candidate_rows),
+        overwrite=True,
+    )
+    write_text_atomic(
+        out / ANNOTATIONS_FILE,
+        _csv_text(["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"], annotation_rows),
+        overwrite=True,
+    )
+
+
 def write_dataset(
     out_dir: str | os.PathLike[str],
     n_scans: int = DEFAULT_SCANS,
@@ -193,67 +271,14 @@ def write_dataset(
         kind_offset += len(scan.nodules)
         if scan.protocol is not None:
             protocols[uid] = asdict(scan.protocol)
-        geometry = scan.ct.geometry
-        save_volume(
-            scan.ct.hu,
-            geometry,
-            out / "subset0" / f"{uid}.mhd",
-            compress=cfg.compress_ct,
-            overwrite=True,
-        )
-        save_volume(
-            scan.truth, geometry, out / TRUTH_DIR / f"{uid}.mhd", compress=True, overwrite=True
-        )
-        for nodule in scan.nodules:
-            x, y, z = nodule.center_xyz_mm
-            annotation_rows.append([uid, _mm(x), _mm(y), _mm(z), _mm(nodule.diameter_mm)])
-            truth_rows.append(
-                [
-                    uid,
-                    nodule.label,
-                    _mm(x),
-                    _mm(y),
-                    _mm(z),
-                    _mm(nodule.diameter_mm),
-                    nodule.kind,
-                    f"{nodule.volume_mm3:.3f}",
-                ]
-            )
-        for cand in scan.candidates:
-            x, y, z = cand.center_xyz_mm
-            candidate_rows.append([uid, _mm(x), _mm(y), _mm(z), int(cand.is_nodule)])
+        _save_scan(out, uid, scan, cfg.compress_ct)
+        _add_rows(uid, scan, annotation_rows, truth_rows, candidate_rows)
         message = f"scan {index + 1}/{n_scans}: {uid} ({len(scan.nodules)} nodules)"
         log.info(message)
         if progress is not None:
             progress(index + 1, n_scans, message)
 
-    write_text_atomic(
-        out / TRUTH_DIR / TRUTH_TABLE,
-        _csv_text(
-            [
-                "seriesuid",
-                "label",
-                "coordX",
-                "coordY",
-                "coordZ",
-                "diameter_mm",
-                "kind",
-                "volume_mm3",
-            ],
-            truth_rows,
-        ),
-        overwrite=True,
-    )
-    write_text_atomic(
-        out / CANDIDATES_FILE,
-        _csv_text(["seriesuid", "coordX", "coordY", "coordZ", "class"], candidate_rows),
-        overwrite=True,
-    )
-    write_text_atomic(
-        out / ANNOTATIONS_FILE,
-        _csv_text(["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"], annotation_rows),
-        overwrite=True,
-    )
+    _write_tables(out, annotation_rows, candidate_rows, truth_rows)
     marker.update(
         complete=True,
         seconds=round(time.perf_counter() - started, 2),
