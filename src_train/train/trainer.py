@@ -50,18 +50,13 @@ from src_train.records.contract import (
     CONTRACT_KEY,
     DataContract,
 )
+from src_train.train import run_data
 from src_train.train.config import TrainConfig
 from src_train.train.events import Callback, TrainResult
 from src_train.train.loop import TrainingLoop, per_second
 from src_train.train.passes import SeriesPasses
 from src_train.train.pictures import batch_pictures, log_pictures
-from src_train.train.run_data import (
-    config_record,
-    pass_options,
-    prepare_contract,
-    run_truth,
-    with_training_spacing,
-)
+from src_train.train.run_data import config_record, pass_options, prepare_contract, run_truth
 from src_train.train.run_folder import LATEST
 from src_train.train.runtime import (
     DistInfo,
@@ -265,7 +260,7 @@ class Trainer(TrainingLoop):
             self.cache, self.train_uids, cfg.epoch_samples, cfg.sample_config(), cfg.seed
         )
         assert self.contract is not None
-        self.contract = with_training_spacing(self.contract, self.cache)
+        self.contract = run_data.with_training_spacing(self.contract, self.cache)
         self.truth = run_truth(folder, self.contract)
         self.val_options = pass_options(cfg, self.device, self.channels_last)
         self.passes = SeriesPasses(
