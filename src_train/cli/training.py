@@ -105,7 +105,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "folder; the run folder gets config.json, train.log, metrics.jsonl, checkpoints and "
         "TensorBoard logs. SIGINT/SIGTERM stop cleanly after the current batch (checkpoint "
         "saved; exit status 130/143, as for any interrupted command). Multi-GPU: torchrun "
-        "--nproc_per_node N -m src_train.train DATA_DIR ...",
+        "--nproc_per_node N -m src_train.cli train DATA_DIR ...",
         epilog="The defaults are the recipe the shipped demo detector was trained with "
         f"(docs/demo_checkpoint.md): {recipe_flags(DEMO_RECIPE)}. The reference chapter's "
         f"recipe (the SPEC's) was {recipe_flags(REFERENCE_RECIPE)}: it marks much of the "
