@@ -63,3 +63,23 @@ def write_folder(root: Path, direction: tuple[float, ...]) -> CtVolume:
         lines.append(f"1.2.3,{x:.5f},{y:.5f},{z:.5f},{d:.2f},r{k}-{what}")
     (root / "annotations.csv").write_text("\n".join(lines) + "\n")
     return ct
+
+
+#: A calcified nodule (600 HU, 8 mm) in the right lung, away from B.
+CALCIFIED = (18, 60, 70)
+#: A rib in the front chest wall: rows 12-16, columns 20-76, slices 9-13 (10 mm wide).
+RIB = (slice(9, 14), slice(12, 17), slice(20, 77))
+
+
+def bony_chest() -> CtVolume:
+    """:func:`chest` plus a calcified nodule in lung and a rib (300 HU marrow in a 750 HU
+    cortex) in the chest wall."""
+    ct = chest(IDENTITY)
+    hu = ct.hu.copy()
+    zz, yy, xx = np.indices(SHAPE)
+    k, r, c = CALCIFIED
+    ball = ((zz - k) * 2.0) ** 2 + (yy - r) ** 2 + (xx - c) ** 2 <= (NODULE_D_MM / 2) ** 2
+    hu[ball] = 600
+    hu[RIB] = 750
+    hu[10:13, 13:16, 21:76] = 300
+    return CtVolume(hu=hu, geometry=ct.geometry, series_uid=ct.series_uid)

@@ -20,7 +20,9 @@ large      the grown mask is far smaller than the annotated diameter
 vessel     tissue leaves the annotated sphere on opposite sides: a tube passing through
 capped     growth ran into the QA box (a leak into the chest wall or the mediastinum)
 leak       growth went much further along one axis than along another
-bone       the center is as bright as bone
+bone       the center is as bright as bone, and that bright structure is bone-sized (far longer
+           than the annotated diameter, or leaving the box): a rib, a vertebra, the
+           chest-wall cortex; a compact calcified nodule in lung is not suspicious
 duplicate  another annotation lies within one radius and fits the image better
 model      a checkpoint gives the spot a low probability and no candidate sits there
 ========== ==========================================================================
@@ -102,8 +104,12 @@ class QaRule:
     #: Leak: longest over shortest growth radius.
     leak_ratio: tuple[float, float] = (3.0, 6.0)
     leak_weight: float = 0.5
-    #: Bone: HU at the center.
-    bone_hu: tuple[float, float] = (300.0, 700.0)
+    #: Bone: HU at the center (rib marrow is about 300 HU, a vertebra's 220 HU) ...
+    bone_hu: tuple[float, float] = (150.0, 250.0)
+    #: ... times how far the bright structure at the center reaches, over the annotated
+    #: diameter (a calcified nodule: 1.0-1.2; a rib or a spine: 3+), or 1 when it leaves
+    #: the box.
+    bone_extent_ratio: tuple[float, float] = (1.6, 2.4)
     #: Duplicate: score of the worse of two annotations within one radius.
     duplicate: float = 0.9
     #: Model: highest probability in the sphere, and how much having no candidate adds.
@@ -111,6 +117,14 @@ class QaRule:
     model_weight: float = 0.7
     #: A reason is named when its score reaches this.
     named_from: float = 0.5
+
+    def bone_sized(self, signals: NoduleSignals, radius_mm: float) -> float:
+        """How bone-like the bright structure at the center is, in [0, 1]: 1 when it leaves
+        the QA box, else a ramp on its extent over the annotated diameter (0 without one)."""
+        if signals.bright_capped:
+            return 1.0
+        ratio = signals.bright_extent_mm / (2 * radius_mm) if radius_mm > 0 else math.nan
+        return ramp(ratio, *self.bone_extent_ratio)
 
     def scores(
         self,
@@ -136,7 +150,7 @@ class QaRule:
             * ramp(signals.shell_balance, *self.vessel_balance)
             * ramp(signals.fill, *self.vessel_fill),
             "leak": self.leak_weight * ramp(signals.elongation, *self.leak_ratio),
-            "bone": ramp(signals.center_hu, *self.bone_hu),
+            "bone": ramp(signals.center_hu, *self.bone_hu) * self.bone_sized(signals, radius_mm),
             "duplicate": self.duplicate if duplicate else 0.0,
         }
         if score["air"] >= score["thin"]:

@@ -11,7 +11,11 @@ folder of a thousand nodules is scored in seconds once its scans are read. Array
 * **HU** -- the median HU at the center (3x3x3 voxels) and whether the center lies outside the
   body (a straight in-plane line from it reaches the volume's border without meeting tissue);
 * **blob** -- the dense blob the growth starts from: the connected dense voxels at, or nearest
-  to, the center; the distance to it, its centroid's offset from the center, its diameter.
+  to, the center; the distance to it, its centroid's offset from the center, its diameter;
+* **bright** -- the connected bone-bright voxels (> :data:`BRIGHT_HU`) at the center: how far
+  they reach and whether they run into the box. A calcified nodule is a compact bright blob
+  about the annotated size in lung; a rib, a vertebra or the cortex of the chest wall is a
+  bright structure far longer than any nodule, which leaves the box.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ MIN_HALF_BOX_MM = 20.0
 HALF_BOX_RADII = 1.5
 #: Tissue: above this HU a voxel is body, for the outside-the-body test.
 BODY_HU = -500.0
+#: Bone-bright: above this HU a voxel is bone or calcium (above muscle, blood and organs at
+#: 40-60 HU; below marrow-filled vertebrae at about 220 HU).
+BRIGHT_HU = 150.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,11 @@ class NoduleSignals:
             a nodule, and on the chest wall (a plane).
         shell_balance: how one-sided the dense voxels of the shell are (0: a vessel passing
             through; 1: a vessel from one side, the chest wall, or an empty shell).
+        bright_extent_mm: the longest side of the bounding box of the bright (>
+            :data:`BRIGHT_HU`) voxels connected to the center, mm (0 when the center is not
+            bright): about the diameter for a calcified nodule, far more for bone.
+        bright_capped: those bright voxels reach the QA box on a side that is not the
+            volume's edge (a rib or a spine passing through, never a nodule in lung).
     """
 
     outside: bool
@@ -85,6 +97,8 @@ class NoduleSignals:
     fill_offset_mm: float = math.nan
     linearity: float = math.nan
     shell_balance: float = math.nan
+    bright_extent_mm: float = math.nan
+    bright_capped: bool = False
 
 
 def _sphere_diameter(count: int, voxel_mm3: float) -> float:
@@ -219,13 +233,42 @@ def _blob(
         label = int(labels[tuple(points[nearest])])
     where = np.argwhere(labels == label)
     offset = float(np.linalg.norm((where.mean(axis=0) - center) * spacing))
-    capped = False
+    capped = _touches_box(where, dense_crop.shape, at_volume_edge)
+    return distance, offset, _sphere_diameter(len(where), voxel_mm3), capped
+
+
+def _touches_box(
+    where: np.ndarray, shape: Sequence[int], at_volume_edge: Sequence[tuple[bool, bool]]
+) -> bool:
+    """True when voxels ``where`` (``(n, 3)``) reach a side of a crop of ``shape`` that is
+    not the volume's edge."""
     for axis in range(3):
         low_edge, high_edge = at_volume_edge[axis]
-        touches_low = where[:, axis].min() == 0 and not low_edge
-        touches_high = where[:, axis].max() == dense_crop.shape[axis] - 1 and not high_edge
-        capped = capped or bool(touches_low or touches_high)
-    return distance, offset, _sphere_diameter(len(where), voxel_mm3), capped
+        if where[:, axis].min() == 0 and not low_edge:
+            return True
+        if where[:, axis].max() == shape[axis] - 1 and not high_edge:
+            return True
+    return False
+
+
+def _bright(
+    crop: np.ndarray,
+    local: Sequence[int],
+    at_volume_edge: Sequence[tuple[bool, bool]],
+    spacing: np.ndarray,
+) -> tuple[float, bool]:
+    """The bright (> :data:`BRIGHT_HU`) structure at the center: (extent mm, reaches box).
+    Its label is the most common one among the 3x3x3 voxels at the center (0, False when
+    none of them is bright)."""
+    labels, _ = ndimage.label(crop > BRIGHT_HU)
+    near = labels[box_slices(*box_around(local, (1, 1, 1), crop.shape))]
+    found = np.bincount(near.ravel())
+    found[0] = 0
+    if not found.any():
+        return 0.0, False
+    where = np.argwhere(labels == int(np.argmax(found)))
+    span = (where.max(axis=0) - where.min(axis=0) + 1) * spacing
+    return float(span.max()), _touches_box(where, crop.shape, at_volume_edge)
 
 
 def nodule_signals(
@@ -256,6 +299,7 @@ def nodule_signals(
     fill, shell, offset, linearity, balance = _sphere(
         dense_crop, local, sub_voxel, spacing, 0.5 * (diameter_mm or 0.0)
     )
+    bright_extent, bright_capped = _bright(crop, local, at_edge, spacing)
     return NoduleSignals(
         outside=False,
         center_hu=float(np.median(near)),
@@ -273,6 +317,8 @@ def nodule_signals(
         fill_offset_mm=offset,
         linearity=linearity,
         shell_balance=balance,
+        bright_extent_mm=bright_extent,
+        bright_capped=bright_capped,
     )
 
 
