@@ -151,9 +151,104 @@ def test_the_models_load_without_qt_or_napari() -> None:
     import sys
 
     code = (
-        "import sys, napari_lunaseg._inference_model, napari_lunaseg._mask_qa_model; "
+        "import sys, napari_lunaseg._inference_model, napari_lunaseg._mask_qa_model, "
+        "napari_lunaseg._review_model; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari', 'magicgui')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _review_model_on(series, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A Review model on a copy of the tiny folder's series (masks as Mask QA grows them)."""
+    from napari_lunaseg._mask_qa_model import MaskQAModel
+    from napari_lunaseg._review_model import ReviewModel
+    from napari_lunaseg._series_view import SeriesView
+
+    folder, uid = series
+    root = tmp_path / "data"
+    shutil.copytree(folder.root, root)
+    copy = LunaFolder(root)
+    ct, nodules = copy.load(uid), copy.nodules(uid)
+    qa = MaskQAModel()
+    qa.load(ct, nodules)
+    view = SeriesView(
+        ct=ct,
+        ct_layer=None,  # type: ignore[arg-type]
+        annotations=list(nodules),
+        generated=list(qa.records),
+        method=qa.method,
+        threshold_hu=qa.threshold_hu,
+        luna_root=root,
+    )
+    model = ReviewModel()
+    assert model.set_series(view) == (False, [])
+    model.recompute()
+    return model, view, root
+
+
+def test_review_model_records_verdicts_undo_and_corrections(series, tmp_path: Path) -> None:
+    from napari_lunaseg._review_model import ReviewError
+    from src_train.reviews import ACCEPTED, REJECTED, REVIEWS_CSV, read_reviews, reviews_dir
+
+    model, view, root = _review_model_on(series, tmp_path)
+    n = len(view.annotations)
+    assert model.place() == 0 and len(model.items) == n
+    assert f"nodule 1/{n}" in model.current_line()
+    with pytest.raises(ReviewError, match="reviewer"):
+        model.accept("  ")
+
+    model.accept("Ann", "looks right")
+    model.clamp(1)
+    model.reject("Ann")
+    rows = read_reviews(reviews_dir(root) / REVIEWS_CSV).rows
+    assert [r.status for r in rows] == [ACCEPTED, REJECTED]
+    assert [r[2] for r in model.table_rows()[:2]] == [ACCEPTED, REJECTED]
+    rejected = view.generated[1]
+    assert rejected.local_mask.any()
+    assert not model.reviewed.mask[rejected.box_slices][rejected.local_mask].any()  # gone
+    assert model.first_unreviewed() == (2 if n > 2 else 0)
+
+    model.undo()
+    assert model.table_rows()[1][2] == "—" and model.first_unreviewed() == 1
+    assert model.reviewed.mask[rejected.box_slices][rejected.local_mask].all()  # back
+
+    # A correction: the nodule becomes exactly the painted cube.
+    first = model.items[0]
+    z, r, c = np.rint(view.ct.geometry.xyz_to_irc(first.nodule.center_xyz_mm)).astype(int)
+    start = model.correction_voxels(first)
+    assert start[view.generated[0].box_slices].any()
+    painted = np.zeros_like(start)
+    painted[z - 1 : z + 2, r - 1 : r + 2, c - 1 : c + 2] = 1
+    model.save_correction(first, painted, "Ann")
+    box = view.generated[0].box_slices
+    assert np.array_equal(model.reviewed.mask[box], painted[box] != 0)
+
+
+def test_review_model_takes_requests_additions_and_finds_the_next_series(
+    series, tmp_path: Path
+) -> None:
+    from src_train.evaluate.review_requests import REQUEST_ADD, ReviewRequest
+    from src_train.reviews import ADDED
+
+    model, view, root = _review_model_on(series, tmp_path)
+    uid, n = view.ct.series_uid, len(view.annotations)
+    corner = tuple(float(v) for v in view.ct.geometry.irc_to_xyz((3, 10, 10)))
+    model.take_requests([ReviewRequest(REQUEST_ADD, uid, corner, 5.0, "a false positive")])
+    model.recompute()
+    assert len(model.items) == n + 1 and model.items[-1].proposal
+    model.clamp(n)
+    assert "a false positive" in model.current_line()
+    assert model.reject("Ann") is None  # a proposal is dismissed, nothing written
+    assert len(model.items) == n and not model.requests
+
+    other = tuple(float(v) for v in view.ct.geometry.irc_to_xyz((4, 12, 12)))
+    model.add(other, 7.0, "Ann")
+    added = model.item_at(other)
+    assert added is not None and added.reviewed is not None and added.reviewed.status == ADDED
+    assert added.nodule.diameter_mm == pytest.approx(7.0)
+
+    uids = LunaFolder(root).series_uids
+    later = [u for u in uids if u > uid and LunaFolder(root).nodules(u)]
+    assert model.neighbour(+1) == (later[0] if later else None)
