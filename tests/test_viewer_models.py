@@ -339,3 +339,14 @@ def test_inference_result_line_names_the_checkpoints_sets_as_the_core_does() -> 
     assert "selection set" in lines["val"] and "best epoch" in lines["val"]
     model.ct = SimpleNamespace(series_uid="never seen")  # type: ignore[assignment]
     assert model.split_line() == ""
+
+
+def test_the_sample_scan_shows_every_nodule_kind_of_the_generator() -> None:
+    from napari_lunaseg._sample_data import synthetic_bundle
+    from src_train.luna import TRUE_NODULE_KINDS
+
+    bundle = synthetic_bundle()
+    assert [n.kind for n in bundle.true_nodules] == list(TRUE_NODULE_KINDS)
+    assert len(bundle.nodules) == len(TRUE_NODULE_KINDS)  # each one annotated
+    labels = {int(v) for v in np.unique(bundle.truth)} - {0}
+    assert labels == {n.label for n in bundle.true_nodules}  # each one drawn in the scan
