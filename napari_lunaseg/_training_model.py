@@ -62,7 +62,7 @@ STOPPED_EXIT_CODES = {128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGINT: "SIG
 #: What the status line says while the trainer prepares, validates or fits the ranker.
 PHASES = {
     "cache": "preparing the cache",
-    "validation": "validating epoch {epoch} (whole series)",
+    "validation": "validating epoch {epoch} on the whole series of the " + SELECTION_SET,
     "ranker": "fitting the candidate ranker",
 }
 

@@ -303,6 +303,11 @@ def test_training_job_follows_events_and_hands_over_only_a_validated_best(tmp_pa
     assert shown[1].table_changed
     assert f"{SPLIT_LABELS['val']}: CPM 0.2500" in (shown[1].status or "")
     assert all(SPLIT_LABELS["val"] in EPOCH_HEADER_TIPS[h] for h in EPOCH_HEADERS[2:6])
+    validating = job.handle_event({"kind": "validation", "epoch": 1, "batch": 2, "batches": 3})
+    assert (
+        validating.status
+        == f"validating epoch 1 on the whole series of the {SPLIT_LABELS['val']}: 2/3"
+    )
     rows = job.table_rows()
     assert len(rows) == 1 and len(rows[0]) == len(EPOCH_HEADERS)
     assert rows[0][:4] == ["1", "0.7500", "0.2500", "0.5000"] and rows[0][-1] == "12.5000"
