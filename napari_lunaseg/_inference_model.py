@@ -37,7 +37,7 @@ from src_train.infer.operating_point import (
 from src_train.luna import LunaFolder, Nodule
 from src_train.metrics import error_volume, voxel_metrics
 from src_train.records.candidate import CandidateNodule
-from src_train.records.truth import scoring_truth
+from src_train.records.truth import SPLIT_LABELS, scoring_truth
 from src_train.reviews import ReviewBook
 from src_train.reviews.truth import reviewed_truth
 
@@ -95,6 +95,14 @@ def series_truth(
     return SeriesTruth(
         truth.mask, truth.nodules, list(excluded or []), f"{definition.describe()}, {reviews}"
     )
+
+
+#: What a result on a series of each of the checkpoint's sets is worth.
+SPLIT_ROLES = {
+    "train": "the model was trained on it, so its recall and precision are inflated",
+    "val": "the run chose its best epoch on it, so its figures flatter the model",
+    "test": "nothing was chosen on it: an honest figure",
+}
 
 
 class InferenceModel:
@@ -210,9 +218,15 @@ class InferenceModel:
         return k if gap[k] <= NEAR_CANDIDATE_MM else None
 
     def split_line(self) -> str:
-        """What the series was to the checkpoint's run (empty when unknown)."""
+        """What the series was to the checkpoint's run, named as the core names its sets
+        (``SPLIT_LABELS``: the validation series are its *selection set*); empty when the
+        run never saw the series or is unknown."""
         if self.detector is None or self.ct is None:
             return ""
+        split = self.detector.split_of(self.ct.series_uid)
+        if split not in SPLIT_ROLES:
+            return ""
+        return f"this series is in the checkpoint's {SPLIT_LABELS[split]}: {SPLIT_ROLES[split]}"
         split = self.detector.split_of(self.ct.series_uid)
         if split == "train":
             return (

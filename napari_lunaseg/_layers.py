@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_lunaseg._names import short_name as short_name  # the layers' names
 from src_train.colors import (
     ANNOTATION_RGB,
     ERROR_COLORS_RGB,
@@ -57,11 +58,6 @@ RING_WIDTH = 0.04
 DEFAULT_POINT_SIZE_MM = 6.0
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
-
-
-def short_name(series_uid: str, max_chars: int = 16) -> str:
-    """A readable layer name for a (long, LUNA16-style) series UID: its last digits."""
-    return series_uid if len(series_uid) <= max_chars else "…" + series_uid[-(max_chars - 8) :]
 
 
 def rgba(rgb: Sequence[int], alpha: float = 1.0) -> tuple[float, float, float, float]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from napari_lunaseg._layers import LayerDataTuple
 from napari_lunaseg._scan import ScanBundle, bundle_layers
+from src_train.luna import TRUE_NODULE_KINDS
 from src_train.synth import SynthConfig, generate_scan, synthetic_series_uid
 
 #: Seed of the sample scan offered in File > Open Sample.
 SAMPLE_SEED = 7
-#: Five nodules, one of each kind (solid, juxtapleural, edge, ground-glass, part-solid).
-SAMPLE_NODULES = 5
+#: One nodule of each kind the generator makes (the core's list), in its order.
+SAMPLE_NODULES = len(TRUE_NODULE_KINDS)
 
 
 def synthetic_bundle(seed: int = SAMPLE_SEED, config: SynthConfig | None = None) -> ScanBundle:
-    """Generate one synthetic chest CT with its annotations and true nodule shapes."""
+    """Generate one synthetic chest CT with its annotations and true nodule shapes (by default
+    :data:`SAMPLE_NODULES`: one of each kind)."""
     cfg = config or SynthConfig(nodules_per_scan_range=(SAMPLE_NODULES, SAMPLE_NODULES))
     scan = generate_scan(synthetic_series_uid(seed, 0), seed, cfg, kind_offset=0)
     return ScanBundle(

@@ -24,13 +24,10 @@ nothing is ever half-written; the run can be resumed later from the CLI or here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,14 @@ from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from napari_lunaseg._images2d import image_set_command
 from napari_lunaseg._session import session_for
+from napari_lunaseg._training_model import (
+    EPOCH_HEADER_TIPS,
+    EPOCH_HEADERS,
+    Shown,
+    TrainingJob,
+    check_inputs,
+    train_command,
+)
 from napari_lunaseg._viewer_utils import (
     fill_table,
     make_progress_bar,
@@ -52,40 +57,15 @@ from napari_lunaseg._viewer_utils import (
 from src_train import DEFAULT_DATA_DIR
 from src_train.augment import AUGMENTATIONS
 from src_train.images2d.folder import looks_like_image_set
-from src_train.luna import has_annotations
-from src_train.options import option_args, option_choices, option_help
-from src_train.records import metric_keys
-from src_train.train import BEST, TENSORBOARD_DIR, TrainConfig
+from src_train.options import option_choices, option_help
+from src_train.train import TENSORBOARD_DIR, TrainConfig
 
 log = logging.getLogger(__name__)
 
 #: How long closing the viewer waits for a cancelled job to save and exit, ms.
 STOP_WAIT_MS = 30_000
-#: Lines of the child's stderr kept for error messages.
-STDERR_TAIL_LINES = 20
-EPOCH_HEADERS = (
-    "epoch",
-    "loss",
-    "val CPM",
-    "val nodule recall",
-    "val FP/scan",
-    "val voxel precision",
-    "samples/s",
-)
-#: Metrics of the epoch table after its first two columns (``metrics.jsonl`` names).
-_VAL_COLUMNS = tuple(
-    metric_keys.val_key(name)
-    for name in (
-        metric_keys.CPM,
-        metric_keys.NODULE_RECALL,
-        metric_keys.FP_PER_SCAN,
-        metric_keys.VOXEL_PRECISION,
-    )
-)
 #: How often the job's watcher wakes up while the job runs, s.
 WATCH_INTERVAL_S = 0.5
-#: Exit status of a job stopped by a signal, after saving its checkpoint: 128 + the signal.
-STOPPED_EXIT_CODES = {128 + signal.SIGTERM: "SIGTERM", 128 + signal.SIGINT: "SIGINT"}
 
 
 def lunaseg_training_is_running(done: threading.Event) -> Iterator[None]:
@@ -138,15 +118,10 @@ class TrainingWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.process: QProcess | None = None
-        self.events: list[dict[str, Any]] = []
-        self.epochs_seen: list[dict[str, Any]] = []
-        self.best_checkpoint: Path | None = None
-        self.exit_code: int | None = None
-        self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self._buffer = b""
+        #: The job's state (events, epochs, the checkpoint handed over), no Qt.
+        self.job = TrainingJob()
         self._task: TrainingTask | None = None
         self._job_done = threading.Event()
-        self._cancelled = False
 
         form = self._make_form()
 
@@ -159,6 +134,8 @@ class TrainingWidget(QWidget):
         self.tensorboard = make_wrapping_label()
         self.tensorboard.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = make_table(EPOCH_HEADERS)
+        for column, tip in EPOCH_HEADER_TIPS.items():
+            self.table.horizontalHeaderItem(EPOCH_HEADERS.index(column)).setToolTip(tip)
 
         buttons = QHBoxLayout()
         for button in (self.start_button, self.resume_button, self.cancel_button):
@@ -257,13 +234,32 @@ class TrainingWidget(QWidget):
         )
         return form
 
+    # -- the job's state, as tests and the 2-D job read it -------------------------------------
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The progress events of the current job."""
+        return self.job.events
+
+    @property
+    def epochs_seen(self) -> list[dict[str, Any]]:
+        """Its finished epochs."""
+        return self.job.epochs_seen
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        """The validated best checkpoint it wrote (None: none yet)."""
+        return self.job.best_checkpoint
+
+    @property
+    def exit_code(self) -> int | None:
+        """Its exit status (None while it runs)."""
+        return self.job.exit_code
+
     # -- command -----------------------------------------------------------------------------
-    def command(self, *, resume: bool = False) -> list[str]:
-        """Arguments of the child process (after the Python executable)."""
-        if looks_like_image_set(str(self.data_dir.value)):  # 2-D images: lunaseg compare
-            return image_set_command(self, resume=resume)
+    def form_values(self) -> dict[str, Any]:
+        """The form as :class:`TrainConfig` field values."""
         augment = [name for name, box in self.augment.items() if box.value]
-        values: dict[str, Any] = {
+        return {
             "run_dir": str(self.run_dir.value),
             "model": str(self.model.value),
             "loss": str(self.loss.value),
@@ -276,32 +272,19 @@ class TrainingWidget(QWidget):
             "augment": ",".join(augment) if augment else "none",
             "device": str(self.device.value),
             "num_workers": int(self.workers.value),
-            "resume": resume,
-            "overwrite": bool(self.overwrite.value) and not resume,
+            "overwrite": bool(self.overwrite.value),
         }
-        # the flags come from TrainConfig's option metadata, as the CLI's parser does
-        train = ["-m", "src_train.cli", "train", str(self.data_dir.value)]
-        return [*train, *option_args(TrainConfig, values), "--progress-json"]
+
+    def command(self, *, resume: bool = False) -> list[str]:
+        """Arguments of the child process (after the Python executable)."""
+        if looks_like_image_set(str(self.data_dir.value)):  # 2-D images: lunaseg compare
+            return image_set_command(self, resume=resume)
+        return train_command(str(self.data_dir.value), self.form_values(), resume=resume)
 
     @property
     def running(self) -> bool:
         """True while the child process runs."""
         return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
-
-    def _check_inputs(self, resume: bool) -> str | None:
-        data = Path(str(self.data_dir.value)) if str(self.data_dir.value) else None
-        if data is None or not data.is_dir():
-            return f"Data folder {data} does not exist: choose a LUNA16-layout folder."
-        if not looks_like_image_set(data) and not has_annotations(data):
-            return (
-                f"{data} has no annotations.csv: training needs a LUNA16-layout folder with "
-                "annotations (run 'lunaseg synth' for a synthetic one)."
-            )
-        if not str(self.run_dir.value):
-            return "Choose a run folder for checkpoints and TensorBoard logs."
-        if resume and not Path(str(self.run_dir.value)).is_dir():
-            return f"Nothing to resume: run folder {self.run_dir.value} does not exist."
-        return None
 
     # -- start / cancel ----------------------------------------------------------------------
     def start(self, *, resume: bool = False) -> QProcess | None:
@@ -309,18 +292,12 @@ class TrainingWidget(QWidget):
         if self.running:
             show_info("Training is already running; cancel it first.")
             return None
-        problem = self._check_inputs(resume)
+        problem = check_inputs(str(self.data_dir.value), str(self.run_dir.value), resume=resume)
         if problem:
             self.status.setText(problem)
             show_error(problem)
             return None
-        self.events.clear()
-        self.epochs_seen.clear()
-        self.best_checkpoint = None
-        self._stderr.clear()
-        self._buffer = b""
-        self._cancelled = False
-        self.exit_code = None
+        self.job.reset()
         fill_table(self.table, [])
         # No Qt parent: a QProcess deleted with its parent would SIGKILL the child. If this
         # widget goes away (dock closed, viewer closed), _stop_orphan stops it cleanly instead.
@@ -348,7 +325,7 @@ class TrainingWidget(QWidget):
     def cancel(self) -> None:
         """Ask the child to stop between batches and save a checkpoint (SIGTERM)."""
         if self.running and self.process is not None:
-            self._cancelled = True
+            self.job.cancelled = True
             self.status.setText("cancelling: the job saves a checkpoint and stops…")
             self.process.terminate()
 
@@ -381,78 +358,28 @@ class TrainingWidget(QWidget):
     def _read_stdout(self) -> None:
         if self.process is None:
             return
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace").strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                log.debug("train: %s", line)
-                continue
-            if isinstance(event, dict):
-                self.handle_event(event)
+        for shown in self.job.read_stdout(bytes(self.process.readAllStandardOutput())):
+            self._show(shown)
 
     def _read_stderr(self) -> None:
-        if self.process is None:
-            return
-        text = bytes(self.process.readAllStandardError()).decode(errors="replace")
-        for line in text.splitlines():
-            if line.strip():
-                self._stderr.append(line)
+        if self.process is not None:
+            self.job.read_stderr(
+                bytes(self.process.readAllStandardError()).decode(errors="replace")
+            )
 
     def handle_event(self, event: dict[str, Any]) -> None:
         """Show one progress event of the child (``ProgressEvent.to_json`` of the trainer)."""
-        self.events.append(event)
-        kind = str(event.get("kind", ""))
-        epoch, epochs = int(event.get("epoch") or 0), int(event.get("epochs") or 0)
-        batch, batches = int(event.get("batch") or 0), int(event.get("batches") or 0)
-        if kind == "batch" and epochs and batches:
-            total = epochs * batches
+        self._show(self.job.handle_event(event))
+
+    def _show(self, shown: Shown) -> None:
+        if shown.progress is not None:
+            done, total = shown.progress
             self.progress.setRange(0, total)
-            self.progress.setValue(min((epoch - 1) * batches + batch, total))
-            loss = (event.get("metrics") or {}).get("loss")
-            if loss is not None:
-                self.status.setText(
-                    f"epoch {epoch}/{epochs}, batch {batch}/{batches}: loss {loss:.4f}"
-                )
-        elif kind in ("cache", "validation", "ranker") and batches:
-            what = {
-                "cache": "preparing the cache",
-                "validation": f"validating epoch {epoch} (whole series)",
-                "ranker": "fitting the candidate ranker",
-            }[kind]
-            self.status.setText(f"{what}: {batch}/{batches}")
-        elif kind == "checkpoint" and event.get("path"):
-            path = Path(str(event["path"]))
-            if path.name == BEST:
-                self.best_checkpoint = path
-        elif kind == "epoch":
-            self.epochs_seen.append(event)
-            fill_table(self.table, [self._epoch_row(e) for e in self.epochs_seen])
-            self.status.setText(self._epoch_text(event))
-
-    @staticmethod
-    def _fmt(value: Any) -> str:
-        return "" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
-
-    def _epoch_row(self, event: dict[str, Any]) -> list[str]:
-        metrics = event.get("metrics") or {}
-        return [
-            str(event.get("epoch", "")),
-            self._fmt(metrics.get(metric_keys.train_key(metric_keys.LOSS))),
-            *(self._fmt(metrics.get(name)) for name in _VAL_COLUMNS),
-            self._fmt(event.get("samples_per_s")),
-        ]
-
-    def _epoch_text(self, event: dict[str, Any]) -> str:
-        row = self._epoch_row(event)
-        text = f"epoch {row[0]}/{event.get('epochs', '?')}: loss {row[1]}"
-        if row[2]:
-            text += f", val CPM {row[2]}, nodule recall {row[3]}, {row[4]} FP/scan"
-        return text
+            self.progress.setValue(done)
+        if shown.table_changed:
+            fill_table(self.table, self.job.table_rows())
+        if shown.status is not None:
+            self.status.setText(shown.status)
 
     # -- end of the job ----------------------------------------------------------------------
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
@@ -468,41 +395,15 @@ class TrainingWidget(QWidget):
         if self._task is not None:
             self._task.stop_job = None
             self._task = None
-        self.exit_code = int(exit_code)
         crashed = exit_status == QProcess.ExitStatus.CrashExit
+        outcome = self.job.finish(int(exit_code), crashed)
         self._set_running(False)
-        finished = not crashed and exit_code == 0
-        # stopped between batches by a signal (Cancel's SIGTERM), its checkpoint saved
-        stopped = not crashed and exit_code in STOPPED_EXIT_CODES
-        self._show_progress_end(finished)
-        checkpoint = self._find_best_checkpoint()
-        if checkpoint is not None:
-            self.best_checkpoint = checkpoint
-            session_for(self.viewer).set_checkpoint(checkpoint)
-        if finished or stopped or self._cancelled:
-            if finished:
-                verb = "finished"
-            elif self._cancelled:
-                verb = "cancelled"
-            else:
-                verb = f"stopped by {STOPPED_EXIT_CODES.get(exit_code, 'a signal')}"
-            if checkpoint is not None:
-                self.status.setText(
-                    f"Training {verb}. Best validated checkpoint: {checkpoint} (now the "
-                    "inference widget's choice)."
-                )
-            else:
-                self.status.setText(
-                    f"Training {verb} without a validated best checkpoint (none yet, or no "
-                    "validated epoch marked few enough voxels): the inference widget keeps its "
-                    "checkpoint. Resume to train on."
-                )
-        else:
-            tail = "\n".join(list(self._stderr)[-3:])
-            reason = "crashed" if crashed else f"exited with code {exit_code}"
-            message = f"Training {reason}. {tail}".strip()
-            self.status.setText(message)
-            show_error(message)
+        self._show_progress_end(outcome.kind == "finished")
+        if outcome.checkpoint is not None:
+            session_for(self.viewer).set_checkpoint(outcome.checkpoint)
+        self.status.setText(outcome.message)
+        if outcome.failed:
+            show_error(outcome.message)
 
     def _show_progress_end(self, finished: bool) -> None:
         """Full when every epoch ran; otherwise the bar keeps what was done (a cancelled run
@@ -513,18 +414,3 @@ class TrainingWidget(QWidget):
         elif self.progress.maximum() == 0:  # still busy-indicating: nothing was trained
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
-
-    def _find_best_checkpoint(self) -> Path | None:
-        """The run's validated best checkpoint when this job wrote one, else None.
-
-        Only ``checkpoint_best.pt`` is ever published: it holds a validated epoch that passed
-        the run's detection criterion. ``checkpoint_latest.pt`` (written on cancel, possibly
-        mid-epoch and unvalidated) never replaces the inference widget's checkpoint, nor does
-        a best checkpoint an older run left in the folder.
-        """
-        for event in reversed(self.events):
-            if event.get("kind") == "checkpoint" and event.get("path"):
-                path = Path(str(event["path"]))
-                if path.name == BEST and path.is_file():
-                    return path
-        return None

@@ -11,6 +11,7 @@ from conftest import layer_with_role as _role
 
 from src_train.colors import ERROR_FN, ERROR_FP, ERROR_TP, FN_RGB, FP_RGB, TP_RGB
 from src_train.commands.infer_folder import DEMO_CHECKPOINT
+from src_train.records.truth import SPLIT_LABELS
 
 pytestmark = pytest.mark.gui
 
@@ -188,7 +189,7 @@ def test_score_threshold_drives_points_and_errors_and_training_series_are_flagge
     widget.score_threshold.value = 0.0
     widget.run_button.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
-    assert "TRAINING set" in widget.status.text()
+    assert f"checkpoint's {SPLIT_LABELS['train']}: the model was trained" in widget.status.text()
     scores = [c.probability for c in widget.result.candidates]
     assert scores == sorted(scores, reverse=True) and len(scores) >= 2
     assert widget.table.rowCount() == len(scores)

@@ -9,7 +9,7 @@ import pytest
 from conftest import PLUGIN, dock, first_annotated_series, layer_with_role
 
 from src_train.ct import CtVolume, load_ct
-from src_train.luna import LunaFolder
+from src_train.luna import TRUE_NODULE_KINDS, LunaFolder
 from src_train.masks import available_methods, build_masks, mask_report
 
 pytestmark = pytest.mark.gui
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture
 def sample_qa(viewer):  # type: ignore[no-untyped-def]
-    """The synthetic sample (five nodules, one of each kind) with Mask QA docked."""
+    """The synthetic sample (one nodule of each kind) with Mask QA docked."""
     viewer.open_sample(PLUGIN, "synthetic_chest_ct")
     widget = dock(viewer, "Mask QA")
     assert widget.state is not None
@@ -30,9 +30,9 @@ def _ct_of(widget) -> CtVolume:  # type: ignore[no-untyped-def]
 
 def test_table_lists_every_nodule_with_its_dice(sample_qa) -> None:
     widget = sample_qa
-    assert widget.table.rowCount() == len(widget.state.nodules) == 5
+    assert widget.table.rowCount() == len(widget.state.nodules) == len(TRUE_NODULE_KINDS)
     dice_col = widget.table_headers().index("Dice grow")
-    values = [float(widget.table.item(r, dice_col).text()) for r in range(5)]
+    values = [float(widget.table.item(r, dice_col).text()) for r in range(len(TRUE_NODULE_KINDS))]
     assert all(0.0 <= v <= 1.0 for v in values) and max(values) > 0.5
 
 
