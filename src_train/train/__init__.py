@@ -8,7 +8,8 @@
 * :mod:`.events` -- :class:`ProgressEvent` and :class:`TrainResult`;
 * :mod:`.runtime` -- distributed processes, device, mixed precision, stop signals.
 
-``python -m src_train.cli train`` (or ``torchrun ... -m src_train.cli train``) runs ``lunaseg train``.
+``python -m src_train.cli train`` (or ``torchrun ... -m src_train.cli train``) runs
+``lunaseg train``.
 """
 
 from src_train.train.config import AMP_MODES, DEFAULT_DATA_DIR, ON_OFF_AUTO, TrainConfig
