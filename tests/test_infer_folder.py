@@ -182,10 +182,10 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the shipped demo checkpoint was trained on the previous generator's cartoon chest; "
-    "on the new anatomy (issue 22) it marks 77, 82 and 12 candidates on these scans, recall "
-    "0.727, CPM 0.247: it must be retrained on the new generator (then this passes again and "
-    "strict xfail says so)",
+    reason="the demo retrained on the anatomical generator (issue 22) finds every nodule of "
+    "these scans (recall 1.0, 11/11) and ranks them well (CPM 0.792), but marks 29, 37 and 71 "
+    "candidates: the short list (< 40 per scan) does not hold on the new anatomy's vessels; "
+    "strict xfail says so when it holds again",
 )
 def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     """The demo detector (segmenter + ranker) on a CPU finds the nodules of small synthetic
