@@ -14,6 +14,7 @@ from src_train.context import context_stack
 from src_train.ct import CtVolume, Geometry
 from src_train.infer import InferenceOptions
 from src_train.model import ModelConfig, build_model, save_checkpoint
+from src_train.records.contract import CONTRACT_KEY, DataContract
 
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -70,6 +71,18 @@ def reference_prob(model: nn.Module, ct: CtVolume) -> np.ndarray:
 def checkpoint_file(tmp_path: Path, name: str = "random.pt") -> Path:
     path = tmp_path / name
     save_checkpoint(path, random_model(), ModelConfig())
+    return path
+
+
+def contract_checkpoint(path: Path, contract: DataContract, options: dict[str, object]) -> Path:
+    """A random-weight checkpoint carrying a run's data ``contract`` and training ``options``."""
+    save_checkpoint(
+        path,
+        random_model(),
+        ModelConfig(),
+        train_config=options,
+        extra={CONTRACT_KEY: contract.to_dict()},
+    )
     return path
 
 

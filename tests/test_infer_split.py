@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from models import checkpoint_file, random_model, run_options
+from models import checkpoint_file, contract_checkpoint, random_model, run_options
 
 from src_train.cli import main
 from src_train.commands.infer_folder import infer_to_folder
 from src_train.errors import ConfigError
 from src_train.luna import LunaFolder
 from src_train.model import ModelConfig, save_checkpoint
-from src_train.records.contract import CONTRACT_KEY, DataContract
+from src_train.records.contract import DataContract
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -21,14 +21,7 @@ def _run_checkpoint(path: Path, train: list[str], val: list[str], mask_method: s
     """A checkpoint carrying a run's contract: these series, masks made with ``mask_method``."""
     options = {"mask_method": mask_method, "threshold_hu": -650.0}
     contract = DataContract(tuple(train), tuple(val), options, {})
-    save_checkpoint(
-        path,
-        random_model(),
-        ModelConfig(),
-        train_config=options,
-        extra={CONTRACT_KEY: contract.to_dict()},
-    )
-    return path
+    return contract_checkpoint(path, contract, options)
 
 
 def test_split_val_on_a_checkpoint_without_run_information_is_a_clear_error(

@@ -7,14 +7,14 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from models import chest, random_model
+from models import chest, contract_checkpoint
 from training import config_for
 
 from src_train.ct import CtVolume, Geometry
 from src_train.infer import InferenceOptions
 from src_train.infer.detector import load_detector, run_detection
-from src_train.model import ModelConfig, load_checkpoint, save_checkpoint
-from src_train.records.contract import CONTRACT_KEY, DataContract, contract_of_checkpoint
+from src_train.model import load_checkpoint
+from src_train.records.contract import DataContract, contract_of_checkpoint
 from src_train.records.spacing import spacing_warning, training_spacing
 from src_train.train import LATEST, Trainer
 
@@ -46,14 +46,7 @@ def _thick(ct: CtVolume, slice_mm: float) -> CtVolume:
 def _checkpoint(path: Path, spacing: dict[str, list[float]]) -> Path:
     options = {"mask_method": "ball", "threshold_hu": -650.0, "context_slices": 3}
     contract = DataContract(("a",), ("b",), options, {}, train_spacing_mm=spacing)
-    save_checkpoint(
-        path,
-        random_model(),
-        ModelConfig(),
-        train_config=options,
-        extra={CONTRACT_KEY: contract.to_dict()},
-    )
-    return path
+    return contract_checkpoint(path, contract, options)
 
 
 def test_inference_on_a_ten_mm_scan_warns_and_an_old_checkpoint_does_not(
