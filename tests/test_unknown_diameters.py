@@ -78,3 +78,14 @@ def test_a_file_without_a_diameter_column_is_refused_for_scoring(
     assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no diameter_mm column" in err[0] and "annotations.csv" in err[0]
+
+
+def test_infer_reviewed_scores_a_nodule_of_unknown_size_as_10_mm(tmp_path: Path) -> None:
+    """``infer --reviewed`` scores the reviewed nodules by the same rule (it dropped them)."""
+    from src_train.commands.infer_folder import _score_run
+    from src_train.reviews import ReviewedFolder
+
+    root = _folder(tmp_path, f"{HEADER},diameter_mm\n{UID},0,0,0,\n")
+    near = CandidateNodule(UID, (4.9, 0.0, 0.0), (0.0, 0.0, 0.0), 3.0, 10, 0.9)
+    froc = _score_run(ReviewedFolder(root), [UID], [near])
+    assert froc.n_nodules == 1 and froc.recall == 1.0

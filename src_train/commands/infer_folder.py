@@ -303,11 +303,11 @@ def run_settings(
 def _score_run(
     truth: LunaFolder, uids: Sequence[str], found: Sequence[CandidateNodule]
 ) -> FrocResult:
-    """Nodule recall, FROC and CPM of a run's candidates, as ``lunaseg eval`` scores them."""
+    """Nodule recall, FROC and CPM of a run's candidates, as ``lunaseg eval`` scores them
+    (with ``--reviewed`` ``truth`` is a :class:`ReviewedFolder`: its nodules are the reviewed
+    ones, unknown diameters scored at LUNA16's 10 mm like every other nodule)."""
     scoring = scoring_truth(truth)
     nodules = scoring.nodules_of(uids)
-    if isinstance(truth, ReviewedFolder):  # --reviewed: the reviewed nodules are the included set
-        nodules = [n for uid in uids for n in truth.nodules(uid) if n.is_nodule and n.diameter_mm]
     marks = [FrocCandidate(c.series_uid, c.center_xyz_mm, c.probability) for c in found]
     wanted = set(uids)
     excluded = [f for f in scoring.excluded if f.series_uid in wanted]
