@@ -504,6 +504,9 @@ class InferenceWidget(QWidget):
             f"done in {self.model.result.seconds:.1f} s: {n_kept} of "  # type: ignore[union-attr]
             f"{len(self.model.candidates)} candidate(s) at score >= {cut:g}"
         )
+        left_out = self.model.result.left_out  # type: ignore[union-attr]
+        if left_out:
+            line += f" ({left_out} less probable left out: --max-candidates)"
         split = self.model.split_line()
         self.status.setText(f"{line}; {split}" if split else line)
 

@@ -180,16 +180,10 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
     assert not (stopped / "seriesuids.csv").exists() and not (stopped / "candidates.csv").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the demo retrained on the anatomical generator (issue 22) finds every nodule of "
-    "these scans (recall 1.0, 11/11) and ranks them well (CPM 0.792), but marks 29, 37 and 71 "
-    "candidates: the short list (< 40 per scan) does not hold on the new anatomy's vessels; "
-    "strict xfail says so when it holds again",
-)
 def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     """The demo detector (segmenter + ranker) on a CPU finds the nodules of small synthetic
-    scans it never saw, with a short candidate list whose top entries are nodules."""
+    scans it never saw, in a short candidate list (the 30 most probable after the ranker)
+    whose top entries are nodules. What the segmenter found beyond the list is counted."""
     from src_train.commands.infer_folder import DEMO_CHECKPOINT
     from src_train.evaluate import Candidate
     from src_train.infer import load_detector, run_detection
@@ -210,7 +204,7 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     for seed in (11, 12, 13):
         scan = generate_scan(f"fresh.{seed}", seed, small)
         result = run_detection(scan.ct, detector, InferenceOptions(device="cpu"))
-        assert len(result.candidates) < 40  # a short list (the old segmenter alone: ~100)
+        assert len(result.candidates) <= 30 and len(result.candidates) + result.left_out >= 10
         uids.append(scan.ct.series_uid)
         nodules += [Nodule(n.series_uid, n.center_xyz_mm, n.diameter_mm) for n in scan.nodules]
         marks += [
@@ -218,8 +212,8 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
         ]
     froc = evaluate_froc(nodules, marks, series_uids=uids)
     assert froc.n_nodules >= 9
-    assert froc.recall >= 0.7, froc.summary()
-    assert froc.cpm >= 0.5, froc.summary()  # ranked: nodules come before the false positives
+    assert froc.recall >= 0.8, froc.summary()  # measured: 1.0 (11/11)
+    assert froc.cpm >= 0.6, froc.summary()  # ranked: nodules before the false positives
 
 
 def test_cli_infer_on_a_dicom_folder(tmp_path: Path) -> None:

@@ -409,6 +409,7 @@ def _run_series(
         execution=asdict(result.settings) if result.settings is not None else {},
         voxel_metrics=metrics,
         part=part_name(plan),
+        left_out=result.left_out,
     )
     write_record(plan.out_dir, record)
     return SeriesReport(
@@ -420,6 +421,7 @@ def _run_series(
         n_candidates=len(result.candidates),
         outputs=files,
         voxel_metrics=metrics,
+        left_out=result.left_out,
     )
 
 

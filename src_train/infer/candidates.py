@@ -44,6 +44,11 @@ DEFAULT_MIN_DIAMETER_MM = 2.0
 #: (LUNA16's largest is 32 mm) but merged tissue, e.g. a blob of mediastinum.
 DEFAULT_MAX_DIAMETER_MM = 40.0
 
+#: A detector keeps at most this many candidates per series, the most probable after its
+#: ranker (the LUNA16 FROC reads at most 8 false positives per scan on average; a reviewer
+#: reads a short list). 0 keeps every candidate.
+DEFAULT_MAX_CANDIDATES = 30
+
 #: Connectivity of candidate components: 26 (faces, edges, corners) or 6 (faces only).
 DEFAULT_CONNECTIVITY = 26
 
@@ -113,6 +118,10 @@ class CandidateConfig:
             in the mediastinum or the body wall would otherwise merge into huge components.
         max_diameter_mm: components whose equivalent diameter is larger are not nodules (the
             largest LUNA16 nodule is 32 mm) and are dropped; None keeps them.
+        max_candidates: a detector (:func:`~src_train.infer.detector.iter_detection`) keeps
+            this many candidates per series, the most probable after its ranker; 0 keeps all.
+            Grouping itself (:func:`find_candidates`) keeps every component: a ranker and the
+            second stage's training need them all.
     """
 
     min_voxels: int = option(1, help="drop candidates with fewer voxels", cli=False)
@@ -141,12 +150,20 @@ class CandidateConfig:
         DEFAULT_MAX_DIAMETER_MM,
         help="drop candidates of a larger equivalent diameter (mm): not nodules",
     )
+    max_candidates: int = option(
+        DEFAULT_MAX_CANDIDATES,
+        help="keep the N most probable candidates of a series, after ranking (0: all)",
+    )
 
     def __post_init__(self) -> None:
         if self.connectivity not in (6, 26):
             raise ConfigError(f"connectivity must be 6 or 26, got {self.connectivity}.")
         if self.min_voxels < 1:
             raise ConfigError(f"min_voxels must be >= 1, got {self.min_voxels}.")
+        if self.max_candidates < 0:
+            raise ConfigError(
+                f"max_candidates must be >= 0 (0 keeps every candidate), got {self.max_candidates}."
+            )
         if self.score not in CANDIDATE_SCORES:
             raise ConfigError(
                 f"Unknown candidate score {self.score!r}; choose {' or '.join(CANDIDATE_SCORES)}."
@@ -258,6 +275,16 @@ def group_candidates(
         )
         for i, xyz, pxyz in zip(idx, center_xyz, peak_xyz, strict=True)
     ]
+
+
+def most_probable(
+    candidates: Sequence[CandidateNodule], limit: int
+) -> tuple[list[CandidateNodule], int]:
+    """The ``limit`` most probable of ``candidates`` (all when ``limit`` is 0) in their order,
+    and how many were left out. ``candidates`` must be most probable first, as
+    :func:`find_candidates` and a ranker return them."""
+    kept = list(candidates) if limit <= 0 else list(candidates[:limit])
+    return kept, len(candidates) - len(kept)
 
 
 @dataclass

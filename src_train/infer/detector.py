@@ -22,6 +22,7 @@ from torch import nn
 from src_train.classify.ranker import RANKER_KEY, Ranker
 from src_train.ct import CtVolume
 from src_train.errors import CheckpointError
+from src_train.infer.candidates import most_probable
 from src_train.infer.ground_truth import TruthDefinition
 from src_train.infer.runner import (
     InferenceOptions,
@@ -156,7 +157,8 @@ def iter_detection(
     *,
     tuners: TunerCache | None = None,
 ) -> Generator[InferenceProgress, None, InferenceResult]:
-    """:func:`iter_inference` with ``detector``'s model, then its ranker over the candidates."""
+    """:func:`iter_inference` with ``detector``'s model, then its ranker over the candidates,
+    of which it keeps the ``options.candidates.max_candidates`` most probable."""
     options = detector.options_for(options)
     warning = detector.spacing_warning(ct)
     if warning:
@@ -167,6 +169,16 @@ def iter_detection(
             ct.shape_irc[0], ct.shape_irc[0], f"{ct.series_uid}: ranking candidates"
         )
         result.candidates = detector.ranker.rank(result.candidates, ct)
+    limit = options.candidates.max_candidates
+    result.candidates, result.left_out = most_probable(result.candidates, limit)
+    if result.left_out:
+        log.info(
+            "%s: %d less probable candidate(s) left out: the detector keeps the %d most "
+            "probable (--max-candidates)",
+            ct.series_uid,
+            result.left_out,
+            limit,
+        )
     return result
 
 

@@ -217,6 +217,7 @@ class SeriesReport:
         outputs: the files written for it (``outputs.error`` only when ``voxel_metrics`` is set).
         voxel_metrics: :func:`~src_train.metrics.voxel_metrics` of the mask against the masks
             generated from the annotations; None without truth.
+        left_out: less probable candidates left out by the detector's ``max_candidates``.
     """
 
     series_uid: str
@@ -227,6 +228,7 @@ class SeriesReport:
     n_candidates: int
     outputs: SeriesOutputs
     voxel_metrics: dict[str, float] | None = None
+    left_out: int = 0
 
     def describe(self) -> str:
         """One line for logs and the CLI."""
@@ -236,6 +238,8 @@ class SeriesReport:
             f"({self.slices_per_second:.1f} slices/s, {how}), "
             f"{self.n_candidates} candidates"
         )
+        if self.left_out:
+            line += f" (the most probable; {self.left_out} less probable left out)"
         if self.voxel_metrics is not None:
             m = self.voxel_metrics
             line += (

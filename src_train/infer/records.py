@@ -257,6 +257,7 @@ class SeriesRecord:
         voxel_metrics: voxel metrics against the generated masks; None without truth.
         part: ``"I/N"`` of the process that wrote it.
         finished: when (ISO 8601, UTC).
+        left_out: less probable candidates the detector left out (``max_candidates``).
     """
 
     series_uid: str
@@ -274,6 +275,7 @@ class SeriesRecord:
     finished: str = field(
         default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     )
+    left_out: int = 0
 
     def to_json(self) -> str:
         """The record file's text."""
@@ -301,6 +303,7 @@ class SeriesRecord:
             voxel_metrics=data.get("voxel_metrics"),
             part=str(data.get("part", "")),
             finished=str(data.get("finished", "")),
+            left_out=int(data.get("left_out", 0)),
         )
 
 

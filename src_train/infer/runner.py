@@ -187,6 +187,8 @@ class InferenceResult:
         threshold: the probability threshold of ``mask``.
         settings: how the model was run.
         model_seconds: wall time of the model passes alone.
+        left_out: candidates beyond the detector's ``max_candidates`` (least probable), not in
+            ``candidates``; their voxels stay in ``mask``.
     """
 
     prob: np.ndarray
@@ -196,6 +198,7 @@ class InferenceResult:
     threshold: float = DEFAULT_THRESHOLD
     settings: InferenceSettings | None = None
     model_seconds: float = 0.0
+    left_out: int = 0
 
     @property
     def slices_per_second(self) -> float:

@@ -8,6 +8,7 @@ volume is in the CT's geometry, ``(index, row, col)``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -55,9 +56,15 @@ def model_signals(
     """One :class:`ModelSignals` per nodule of ``ct`` (None for a center outside the scan).
 
     The probability is the highest inside the box of the annotated radius (at least one voxel)
-    around the center; the distance is to the nearest candidate's center, world mm.
+    around the center; the distance is to the nearest candidate's center, world mm, among
+    every candidate (the detector's ``max_candidates`` is lifted).
     """
-    result = run_detection(ct, detector, options, tuners=tuners)
+    options = options or InferenceOptions()
+    # Every candidate: a nodule the detector ranks low still counts as seen.
+    every = dataclasses.replace(options.candidates, max_candidates=0)
+    result = run_detection(
+        ct, detector, dataclasses.replace(options, candidates=every), tuners=tuners
+    )
     spacing = np.asarray(ct.geometry.spacing_irc_mm)
     centers = np.array([c.center_xyz_mm for c in result.candidates], dtype=np.float64)
     out: list[ModelSignals | None] = []
