@@ -30,7 +30,8 @@ from torch.utils.data import Dataset
 
 from src_train.anatomy import body_box
 from src_train.cache import SeriesCache
-from src_train.context import DEFAULT_CONTEXT_SLICES, HU_CLAMP, context_stack
+from src_train.context import DEFAULT_CONTEXT_SLICES, HU_CLAMP, context_stack, step_slices_of
+from src_train.ct import Geometry
 from src_train.errors import ConfigError
 
 #: Sample kinds (:attr:`SampleSpec.kind`).
@@ -59,6 +60,8 @@ class SampleConfig:
             (0 to ``context_slices - 1`` slices beyond it, on a random side; the context then
             repeats the last slice, as at a real first or last slice): nodules cut by the
             first or last slice are rare, yet must be found.
+        context_mm: neighbours every this many mm, resampled between slices (see
+            :mod:`src_train.context`); None takes the next slices themselves.
     """
 
     crop_size: int = 64
@@ -67,6 +70,7 @@ class SampleConfig:
     negative_fraction: float = 0.0
     hard_fraction: float = 0.5
     edge_fraction: float = 0.0
+    context_mm: float | None = None
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.window_size < self.crop_size:
@@ -260,7 +264,12 @@ class TrainingDataset(Dataset):
         lo = 0 if spec.first is None else spec.first
         hi = hu.shape[0] if spec.last is None else spec.last + 1
         image = context_stack(
-            hu[lo:hi], np.array([spec.index - lo]), self.sample.context_slices, rows, cols
+            hu[lo:hi],
+            np.array([spec.index - lo]),
+            self.sample.context_slices,
+            rows,
+            cols,
+            self._step_slices(spec.series),
         )
         label = np.asarray(mask[spec.index, rows, cols], dtype=bool)[None]
         image = _pad_to(image[0], size, HU_CLAMP[0])
@@ -269,3 +278,10 @@ class TrainingDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.crop(self.spec(index))
+
+    def _step_slices(self, series: int) -> float | None:
+        """Slices between context samples of ``series`` (None: every slice)."""
+        if self.sample.context_mm is None:
+            return None
+        geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
+        return step_slices_of(self.sample.context_mm, geometry.spacing_irc_mm[0])

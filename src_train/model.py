@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import sys
 import time
@@ -69,6 +70,11 @@ class ModelConfig:
         up: U-Net upsampling, one of :data:`UPSAMPLING` (SegNet max-unpools whatever this
             says). Checkpoints written before this option existed lack the key and load as
             ``"transpose"``, the only upsampling there was.
+        context_mm: a CT model's neighbours are taken every this many millimetres along the
+            slice axis, resampled between slices (:mod:`src_train.context`), so its input
+            spans the same distance at any slice thickness; None (checkpoints written before
+            this option, and the default) takes the next slices themselves. It is what the
+            model's input expects, so it travels with the weights.
     """
 
     arch: str = "unet"
@@ -78,6 +84,7 @@ class ModelConfig:
     batch_norm: bool = True
     input_norm: bool = True
     up: str = "transpose"
+    context_mm: float | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -93,6 +100,12 @@ class ModelConfig:
             raise ConfigError(
                 f"Upsampling {self.up!r} is a U-Net option; SegNet upsamples by max-unpooling. "
                 "Leave up at 'transpose' (its default) for SegNet."
+            )
+        if self.context_mm is not None and not (
+            math.isfinite(self.context_mm) and self.context_mm > 0
+        ):
+            raise ConfigError(
+                f"context_mm must be a positive distance in mm; got {self.context_mm!r}."
             )
         for name in ("in_channels", "depth", "filters"):
             value = getattr(self, name)

@@ -79,6 +79,7 @@ class Detector:
             ct.series_uid,
             self.path.name,
             int(context) if context is not None else None,
+            self.model_config.context_mm,
         )
 
     def split_of(self, series_uid: str) -> str | None:
@@ -89,9 +90,12 @@ class Detector:
         """One line: the model, its epoch and how candidates are ranked."""
         c = self.model_config
         rank = self.ranker.describe() if self.ranker else "ranked by the segmenter's score"
+        context = (
+            f"context every {c.context_mm:g} mm" if c.context_mm is not None else "voxel context"
+        )
         return (
-            f"{self.path.name}: {c.arch} depth {c.depth}, {c.filters} filters, epoch "
-            f"{self.epoch}; detection threshold {self.threshold:g}; {rank}"
+            f"{self.path.name}: {c.arch} depth {c.depth}, {c.filters} filters, {context}, "
+            f"epoch {self.epoch}; detection threshold {self.threshold:g}; {rank}"
         )
 
     def options_for(self, options: InferenceOptions | None) -> InferenceOptions:

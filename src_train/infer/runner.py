@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from src_train.anatomy import body_box
-from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack
+from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack, step_slices_of
 from src_train.ct import CtVolume
 from src_train.devices import cpu_has_native_bf16, resolve_device
 from src_train.errors import ConfigError
@@ -233,6 +233,12 @@ def _model_facts(model: nn.Module) -> tuple[int, int, int]:
     return context, max(multiple, 1), depth
 
 
+def _context_mm(model: nn.Module) -> float | None:
+    """The model's context spacing in mm (:attr:`ModelConfig.context_mm`); None: every slice."""
+    value = getattr(getattr(unwrap_model(model), "config", None), "context_mm", None)
+    return None if value is None else float(value)
+
+
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         if device.type == "cpu" and precision == "fp16":
@@ -360,6 +366,7 @@ def iter_inference(
     canonical, turn = ct.canonical()
     hu = canonical.hu
     n_z = hu.shape[0]
+    step = step_slices_of(_context_mm(model), canonical.geometry.spacing_irc_mm[0])
     box = _inplane_box(hu, opts.crop_to_body, multiple)
     rows, cols = slice(box[0], box[1]), slice(box[2], box[3])
 
@@ -388,7 +395,7 @@ def iter_inference(
                 runner, current_format = _in_format(runner, fmt), fmt
             n = min(size, n_z - done)
             batch = torch.from_numpy(
-                context_stack(hu, np.arange(done, done + n), context, rows, cols)
+                context_stack(hu, np.arange(done, done + n), context, rows, cols, step)
             )
             t0 = time.perf_counter()
             try:

@@ -61,6 +61,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "crop_size",
     "window_size",
     "context_slices",
+    "context_mm",
     "negative_fraction",
     "hard_fraction",
     "edge_fraction",
@@ -73,7 +74,11 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
 
 #: Options added to the contract later, with the value every run stored before them had: a
 #: stored contract without one still resumes when today's value is that one.
-OPTION_DEFAULTS: dict[str, Any] = {"small_nodule_px": 0.0, THRESHOLD_KEY: PRE_OPTION_THRESHOLD}
+OPTION_DEFAULTS: dict[str, Any] = {
+    "small_nodule_px": 0.0,
+    THRESHOLD_KEY: PRE_OPTION_THRESHOLD,
+    "context_mm": None,
+}
 
 #: How ``--resume`` treats the stored contract (:func:`resolve_contract`).
 CONTRACT_POLICIES = ("check", "stored", "current")

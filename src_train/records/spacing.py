@@ -1,9 +1,11 @@
 """The voxel spacings a run trained on, and the warning for a scan outside them.
 
-A CT checkpoint's input is ``2 x context_slices + 1`` neighbouring slices taken at fixed voxel
-offsets, and its filters learned nodule and vessel sizes in voxels: on a scan whose slices or
-pixels are much farther apart (or closer) than anything it trained on, the same input spans
-another distance and its output is not what its validation measured. The run records the range
+A CT checkpoint's input is ``2 x context_slices + 1`` neighbouring slices, taken at fixed voxel
+offsets or every ``context_mm`` millimetres (resampled), and its filters learned nodule and
+vessel sizes in voxels: on a scan whose slices or pixels are much farther apart (or closer) than
+anything it trained on, the same input spans another distance (voxel context) or is
+interpolated across gaps it never saw (mm context), and its output is not what its validation
+measured. The run records the range
 of its training series' spacings in its data contract (:func:`training_spacing`, in the
 canonical frame: slice spacing along the index axis, pixel spacing in-plane, mm);
 :func:`spacing_warning` gives the line to show for a scan outside that range by more than
@@ -43,6 +45,7 @@ def spacing_warning(
     series_uid: str,
     checkpoint: str,
     context_slices: int | None = None,
+    context_mm: float | None = None,
 ) -> str | None:
     """The warning line for a scan of canonical spacing ``spacing_irc_mm`` (mm) run with a
     checkpoint trained on the ranges ``trained`` (:func:`training_spacing`); None when the
@@ -52,12 +55,17 @@ def spacing_warning(
     odd = []
     if "slice" in trained and _outside(slice_mm, trained["slice"]):
         low, high = trained["slice"]
-        reach = (
-            f"; its {context_slices} context slice(s) either side reach "
-            f"{context_slices * slice_mm:.3g} mm here"
-            if context_slices
-            else ""
-        )
+        reach = ""
+        if context_slices and context_mm is not None:
+            reach = (
+                f"; it expects its context every {context_mm:.3g} mm ({context_slices} either "
+                f"side), here interpolated between slices {slice_mm:.3g} mm apart"
+            )
+        elif context_slices:
+            reach = (
+                f"; its {context_slices} context slice(s) either side reach "
+                f"{context_slices * slice_mm:.3g} mm here"
+            )
         odd.append(f"slices {slice_mm:.3g} mm apart (trained on {low:.3g}-{high:.3g} mm{reach})")
     if "pixel" in trained and _outside(pixel_mm, trained["pixel"]):
         low, high = trained["pixel"]

@@ -119,6 +119,12 @@ class TrainConfig(OptionsRecord):
     context_slices: int = option(
         DEFAULT_CONTEXT_SLICES, help="neighbouring slices each side (channels 2N+1)"
     )
+    context_mm: float | None = option(
+        None,
+        help="take the context every MM millimetres along the slice axis, resampled between "
+        "slices, so the model serves any slice thickness (default: the next slices)",
+        metavar="MM",
+    )
     val_stride: int = option(10, help="every N-th series is held out for validation")
     negative_fraction: float = option(
         DEMO_RECIPE["negative_fraction"],
@@ -308,6 +314,7 @@ class TrainConfig(OptionsRecord):
             in_channels=2 * self.context_slices + 1,
             depth=self.depth,
             filters=self.filters,
+            context_mm=self.context_mm,
         )
 
     def loss_config(self) -> LossConfig:
@@ -337,4 +344,5 @@ class TrainConfig(OptionsRecord):
             self.negative_fraction,
             self.hard_fraction,
             self.edge_fraction,
+            self.context_mm,
         )
