@@ -13,9 +13,10 @@ seeds, so no scan of them was seen in training nor in the validation that select
 checkpoint: they are the test split. ``--checkpoint`` adds existing checkpoints (the shipped
 demo, say) as rows without training; given alone, nothing is trained.
 
-Each row: test family, nodule recall with every candidate, candidates per scan, CPM with its
-95 % bootstrap interval, sensitivity at 4 FP per scan, and recall (every candidate) per
-nodule kind and per slice-thickness band. The table also goes to ``OUT_DIR/cross_protocol.md``.
+Each row: test family, nodule recall with every candidate, candidates per scan (the detector's
+list, at most ``--max-candidates``), the segmenter's components per scan before that cut, CPM
+with its 95 % bootstrap interval, sensitivity at 4 FP per scan, and recall (every candidate)
+per nodule kind and per slice-thickness band. The table also goes to ``OUT_DIR/cross_protocol.md``.
 
 ``--short`` is a smoke configuration (tiny scans, 2 epochs of 128 crops): it shows that the
 pipeline runs, not what the detector can do.
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from src_train.evaluate import evaluate_froc, read_series_list, read_submission
+from src_train.infer.records import read_record
 from src_train.luna import LunaFolder
 from src_train.records.truth import scoring_truth
 from src_train.synth.protocols import FAMILY_NAMES
@@ -84,9 +86,12 @@ def _score(data: Path, infer_out: Path) -> dict[str, str]:
     def recall(groups: dict[str, list[bool]]) -> str:
         return ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(groups.items()))
 
+    records = [read_record(infer_out, uid) for uid in uids]
+    found = [len(r.candidates) + r.left_out for r in records if r is not None]
     return {
         "recall": f"{froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules})",
         "candidates/scan": f"{froc.candidates_per_scan:.1f}",
+        "segmenter components/scan": f"{np.mean(found):.1f}" if found else "?",
         "CPM (95% CI)": f"{froc.cpm:.3f}{interval}",
         "sens. @4 FP": f"{at4:.3f}",
         "recall by kind": recall(by_kind),

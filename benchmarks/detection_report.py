@@ -5,7 +5,9 @@ Reads the run's ``candidates.csv`` and ``seriesuids.csv`` and the folder's ``ann
 the official LUNA16 rules (:func:`src_train.evaluate.evaluate_froc`, bootstrap over scans for
 the CPM interval) and prints, in Markdown:
 
-* nodule recall with every candidate, candidates per scan, FP per scan at 90 % and 95 %
+* nodule recall with every candidate, candidates per scan (and, from the run's series records,
+  the segmenter's components per scan before the detector's ``--max-candidates`` cut), FP per
+  scan at 90 % and 95 %
   sensitivity, the sensitivities at 1/8..8 FP per scan, CPM with its 95 % interval;
 * the operating point at ``--fp-per-scan`` (default 4): the score threshold that keeps at most
   that many false positives per scan, and recall there per nodule kind and per size band.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +35,7 @@ from src_train.evaluate import (
     read_series_list,
     read_submission,
 )
+from src_train.infer.records import read_record
 from src_train.luna import LunaFolder
 from src_train.records.truth import scoring_truth
 
@@ -53,7 +57,7 @@ def _key(uid: str, center: tuple[float, float, float]) -> tuple[str, tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="the synthetic folder (annotations, truth/nodules.csv)")
-    parser.add_argument("candidates", help="candidates.csv of a lunaseg infer run")
+    parser.add_argument("candidates", type=Path, help="candidates.csv of a lunaseg infer run")
     parser.add_argument("--fp-per-scan", type=float, default=4.0)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -80,6 +84,10 @@ def main() -> None:
     found_all = f"{froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules})"
     print(f"| nodule recall (every candidate) | {found_all} |")
     print(f"| candidates per scan | {froc.candidates_per_scan:.1f} |")
+    records = [read_record(args.candidates.parent, uid) for uid in uids]
+    found = [len(r.candidates) + r.left_out for r in records if r is not None]
+    if found and any(r is not None and r.left_out for r in records):
+        print(f"| segmenter components per scan (before --max-candidates) | {np.mean(found):.1f} |")
     for target in (0.9, 0.95):
         fps = froc.fps_per_scan_at(target)
         print(
