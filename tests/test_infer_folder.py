@@ -133,7 +133,8 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
     assert events == [plan, *summary.series]  # the plan first, then one report per series
     assert [uid for uid, _ in plan.series] == [r.series_uid for r in summary.series] == uids
     assert [uid for uid, _ in plan.todo] == uids and plan.skipped == [] and summary.complete
-    assert plan.checkpoint == DEMO_CHECKPOINT and plan.model_config == ModelConfig()
+    assert plan.checkpoint == DEMO_CHECKPOINT
+    assert plan.model_config == replace(ModelConfig(), context_mm=2.0)  # the demo recipe's
     assert plan.annotations_path == folder.annotations_path
     for uid, report in zip(uids, summary.series, strict=True):
         ct = load_ct(folder.series_path(uid))
@@ -183,7 +184,8 @@ def test_infer_to_folder_writes_every_output_and_scores_what_it_wrote(
 def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     """The demo detector (segmenter + ranker) on a CPU finds the nodules of small synthetic
     scans it never saw, in a short candidate list (the 30 most probable after the ranker)
-    whose top entries are nodules. What the segmenter found beyond the list is counted."""
+    whose top entries are nodules; the segmenter itself marks fewer than 40 spots per scan
+    (measured with the demo of issue 22: 23, 26 and 26; recall 10/11, CPM 0.740)."""
     from src_train.commands.infer_folder import DEMO_CHECKPOINT
     from src_train.evaluate import Candidate
     from src_train.infer import load_detector, run_detection
@@ -191,7 +193,8 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     from src_train.synth import SynthConfig, generate_scan
 
     detector = load_detector(DEMO_CHECKPOINT, device="cpu")
-    assert detector.model_config == ModelConfig() and detector.ranker is not None
+    assert detector.model_config == replace(ModelConfig(), context_mm=2.0)
+    assert detector.ranker is not None
     small = replace(
         SynthConfig(),
         inplane_px_range=(256, 256),
@@ -204,7 +207,8 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
     for seed in (11, 12, 13):
         scan = generate_scan(f"fresh.{seed}", seed, small)
         result = run_detection(scan.ct, detector, InferenceOptions(device="cpu"))
-        assert len(result.candidates) <= 30 and len(result.candidates) + result.left_out >= 10
+        assert len(result.candidates) <= 30  # the detector's list
+        assert len(result.candidates) + result.left_out < 40  # the segmenter's, before the cut
         uids.append(scan.ct.series_uid)
         nodules += [Nodule(n.series_uid, n.center_xyz_mm, n.diameter_mm) for n in scan.nodules]
         marks += [
@@ -212,7 +216,7 @@ def test_shipped_demo_checkpoint_finds_the_nodules_of_fresh_scans() -> None:
         ]
     froc = evaluate_froc(nodules, marks, series_uids=uids)
     assert froc.n_nodules >= 9
-    assert froc.recall >= 0.8, froc.summary()  # measured: 1.0 (11/11)
+    assert froc.recall >= 0.8, froc.summary()
     assert froc.cpm >= 0.6, froc.summary()  # ranked: nodules before the false positives
 
 

@@ -77,7 +77,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
 OPTION_DEFAULTS: dict[str, Any] = {
     "small_nodule_px": 0.0,
     THRESHOLD_KEY: PRE_OPTION_THRESHOLD,
-    "context_mm": None,
+    "context_mm": 0.0,
 }
 
 #: How ``--resume`` treats the stored contract (:func:`resolve_contract`).

@@ -67,8 +67,9 @@ DEMO_RECIPE: dict[str, Any] = {
     "lr_schedule": "cosine",
     "ranker": "combined",
     "ranker_series": 16,
-    "epochs": 20,
-    "val_every": 5,
+    "epochs": 100,
+    "val_every": 10,
+    "context_mm": 2.0,
 }
 
 #: The reference chapter's recipe (the SPEC's): soft Dice + 8 x false-negative Dice, crops
@@ -83,6 +84,7 @@ REFERENCE_RECIPE: dict[str, Any] = {
     "detection_threshold": DEFAULT_THRESHOLD,
     "lr_schedule": "constant",
     "ranker": "none",
+    "context_mm": 0.0,
 }
 
 
@@ -119,10 +121,10 @@ class TrainConfig(OptionsRecord):
     context_slices: int = option(
         DEFAULT_CONTEXT_SLICES, help="neighbouring slices each side (channels 2N+1)"
     )
-    context_mm: float | None = option(
-        None,
-        help="take the context every MM millimetres along the slice axis, resampled between "
-        "slices, so the model serves any slice thickness (default: the next slices)",
+    context_mm: float = option(
+        DEMO_RECIPE["context_mm"],
+        help="context slices every MM millimetres along the slice axis, resampled between "
+        "slices, so the model serves any slice thickness; 0: the next slices (voxel offsets)",
         metavar="MM",
     )
     val_stride: int = option(10, help="every N-th series is held out for validation")
@@ -258,6 +260,10 @@ class TrainConfig(OptionsRecord):
             raise ConfigError(
                 f"detection_threshold must lie in (0, 1); got {self.detection_threshold}."
             )
+        if not (math.isfinite(self.context_mm) and self.context_mm >= 0.0):
+            raise ConfigError(
+                f"context_mm must be a distance in mm (0: the next slices); got {self.context_mm}."
+            )
         if self.val_stride < MIN_VAL_STRIDE:
             raise ConfigError(
                 f"val_stride must be at least {MIN_VAL_STRIDE} (every n-th series validates, the "
@@ -314,7 +320,7 @@ class TrainConfig(OptionsRecord):
             in_channels=2 * self.context_slices + 1,
             depth=self.depth,
             filters=self.filters,
-            context_mm=self.context_mm,
+            context_mm=self.context_mm or None,
         )
 
     def loss_config(self) -> LossConfig:
@@ -344,5 +350,5 @@ class TrainConfig(OptionsRecord):
             self.negative_fraction,
             self.hard_fraction,
             self.edge_fraction,
-            self.context_mm,
+            self.context_mm or None,
         )
