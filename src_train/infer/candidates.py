@@ -120,7 +120,7 @@ class CandidateConfig:
             largest LUNA16 nodule is 32 mm) and are dropped; None keeps them.
         max_candidates: a detector (:func:`~src_train.infer.detector.iter_detection`) keeps
             this many candidates per series, the most probable after its ranker; 0 keeps all.
-            Grouping itself (:func:`find_candidates`) keeps every component: a ranker and the
+            Grouping itself (:func:`group_candidates`) keeps every component: a ranker and the
             second stage's training need them all.
     """
 
@@ -282,7 +282,7 @@ def most_probable(
 ) -> tuple[list[CandidateNodule], int]:
     """The ``limit`` most probable of ``candidates`` (all when ``limit`` is 0) in their order,
     and how many were left out. ``candidates`` must be most probable first, as
-    :func:`find_candidates` and a ranker return them."""
+    :func:`group_candidates` and a ranker return them."""
     kept = list(candidates) if limit <= 0 else list(candidates[:limit])
     return kept, len(candidates) - len(kept)
 
