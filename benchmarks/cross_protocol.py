@@ -87,7 +87,7 @@ def _score(data: Path, infer_out: Path) -> dict[str, str]:
         return ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(groups.items()))
 
     records = [read_record(infer_out, uid) for uid in uids]
-    found = [len(r.candidates) + r.left_out for r in records if r is not None]
+    found = [r.components for r in records if r is not None]
     return {
         "recall": f"{froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules})",
         "candidates/scan": f"{froc.candidates_per_scan:.1f}",

@@ -85,7 +85,7 @@ def main() -> None:
     print(f"| nodule recall (every candidate) | {found_all} |")
     print(f"| candidates per scan | {froc.candidates_per_scan:.1f} |")
     records = [read_record(args.candidates.parent, uid) for uid in uids]
-    found = [len(r.candidates) + r.left_out for r in records if r is not None]
+    found = [r.components for r in records if r is not None]
     if found and any(r is not None and r.left_out for r in records):
         print(f"| segmenter components per scan (before --max-candidates) | {np.mean(found):.1f} |")
     for target in (0.9, 0.95):

@@ -156,6 +156,7 @@ class TrainingDataset(Dataset):
         self.sample = sample or SampleConfig()
         self.epoch_samples = int(epoch_samples)
         self.seed = int(seed)
+        self._steps: dict[int, float | None] = {}
         self.nodules: list[tuple[int, tuple[int, int, int]]] = [
             (k, center)
             for k, uid in enumerate(self.uids)
@@ -280,8 +281,11 @@ class TrainingDataset(Dataset):
         return self.crop(self.spec(index))
 
     def _step_slices(self, series: int) -> float | None:
-        """Slices between context samples of ``series`` (None: every slice)."""
+        """Slices between context samples of ``series`` (None: every slice); worked out once
+        per series, not per crop."""
         if self.sample.context_mm is None:
             return None
-        geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
-        return step_slices_of(self.sample.context_mm, geometry.spacing_irc_mm[0])
+        if series not in self._steps:
+            geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
+            self._steps[series] = step_slices_of(self.sample.context_mm, geometry.spacing_irc_mm[0])
+        return self._steps[series]

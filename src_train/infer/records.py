@@ -277,6 +277,12 @@ class SeriesRecord:
     )
     left_out: int = 0
 
+    @property
+    def components(self) -> int:
+        """What the segmenter found in the series: the detector's list and what its
+        ``max_candidates`` cut left out."""
+        return len(self.candidates) + self.left_out
+
     def to_json(self) -> str:
         """The record file's text."""
         data = dataclasses.asdict(self)

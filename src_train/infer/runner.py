@@ -224,19 +224,15 @@ def fold_batch_norms(model: nn.Module) -> int:
     return folded
 
 
-def _model_facts(model: nn.Module) -> tuple[int, int, int]:
-    """``(context slices, in-plane size multiple, depth)`` of a LunaSeg model (defaults else)."""
+def _model_facts(model: nn.Module) -> tuple[int, int, float | None]:
+    """``(context slices, in-plane size multiple, context spacing in mm or None for every
+    slice)`` of a LunaSeg model (defaults else)."""
     config = getattr(unwrap_model(model), "config", None)
     context = int(getattr(config, "context_slices", DEFAULT_CONTEXT_SLICES))
     depth = int(getattr(config, "depth", 3))
     multiple = int(getattr(config, "size_multiple", 2 ** max(depth - 1, 0)))
-    return context, max(multiple, 1), depth
-
-
-def _context_mm(model: nn.Module) -> float | None:
-    """The model's context spacing in mm (:attr:`ModelConfig.context_mm`); None: every slice."""
-    value = getattr(getattr(unwrap_model(model), "config", None), "context_mm", None)
-    return None if value is None else float(value)
+    context_mm = getattr(config, "context_mm", None)
+    return context, max(multiple, 1), None if context_mm is None else float(context_mm)
 
 
 def _resolve_precision(precision: str, device: torch.device) -> str:
@@ -292,7 +288,7 @@ def _prepare_tuner(
 ) -> tuple[Tuner, Engines, tuple[Any, ...]]:
     """The tuner of this kind of series (shared through ``tuners``), the CPU runtimes it may
     choose (backends.py) and its key (for the log)."""
-    context, multiple, _depth = _model_facts(runner)
+    context, multiple, _context_mm = _model_facts(runner)
     threads, formats, sizes = _tuning_space(opts, dev)
     r0, r1, c0, c1 = box
     # Slices of similar area (within a factor of 2) share a choice: series differ by a few rows.
@@ -361,12 +357,12 @@ def iter_inference(
     start = time.perf_counter()
     dev = resolve_device(opts.device)
     prec = _resolve_precision(opts.precision, dev)
-    context, multiple, _depth = _model_facts(model)
+    context, multiple, context_mm = _model_facts(model)
     # The model sees the canonical frame (views, no copy); results land in the file's order.
     canonical, turn = ct.canonical()
     hu = canonical.hu
     n_z = hu.shape[0]
-    step = step_slices_of(_context_mm(model), canonical.geometry.spacing_irc_mm[0])
+    step = step_slices_of(context_mm, canonical.geometry.spacing_irc_mm[0])
     box = _inplane_box(hu, opts.crop_to_body, multiple)
     rows, cols = slice(box[0], box[1]), slice(box[2], box[3])
 

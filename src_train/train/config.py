@@ -313,6 +313,11 @@ class TrainConfig(OptionsRecord):
             return self.lr
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
+    @property
+    def context_spacing_mm(self) -> float | None:
+        """:attr:`context_mm` as the model and the crops take it (None: the next slices)."""
+        return self.context_mm or None
+
     def model_config(self) -> ModelConfig:
         """The model these options describe."""
         return ModelConfig(
@@ -320,7 +325,7 @@ class TrainConfig(OptionsRecord):
             in_channels=2 * self.context_slices + 1,
             depth=self.depth,
             filters=self.filters,
-            context_mm=self.context_mm or None,
+            context_mm=self.context_spacing_mm,
         )
 
     def loss_config(self) -> LossConfig:
@@ -350,5 +355,5 @@ class TrainConfig(OptionsRecord):
             self.negative_fraction,
             self.hard_fraction,
             self.edge_fraction,
-            self.context_mm or None,
+            self.context_spacing_mm,
         )
