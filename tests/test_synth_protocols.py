@@ -10,7 +10,13 @@ import pytest
 
 from src_train.cli import main as cli_main
 from src_train.errors import ConfigError
-from src_train.synth import MARKER_FILE, SynthConfig, generate_scan
+from src_train.synth import (
+    MARKER_FILE,
+    SynthConfig,
+    generate_scan,
+    same_dataset,
+    synthetic_series_uid,
+)
 from src_train.synth.anatomy import draw_anatomy, draw_geometry
 from src_train.synth.protocols import (
     FAMILIES,
@@ -77,6 +83,23 @@ def test_cli_writes_a_family_and_records_each_scan_protocol(tmp_path: Path) -> N
     assert len(marker["protocols"]) == 2
     for drawn in marker["protocols"].values():
         assert drawn["family"] == "thick" and 2.0 <= drawn["slice_spacing_mm"] <= 3.0
+
+
+def test_families_made_with_one_seed_never_share_a_series_uid(tmp_path: Path) -> None:
+    folders = {}
+    for family in ("thick", "low-dose", MIXED):
+        out = tmp_path / family
+        args = ["synth", str(out), "--tiny", "--scans", "2", "--seed", "5", "--protocol", family]
+        assert cli_main(args) == 0
+        folders[family] = sorted(p.stem for p in (out / "subset0").glob("*.mhd"))
+        assert len(folders[family]) == 2
+        # the same command again recognises the folder as the data set it asks for
+        assert same_dataset(out, 2, 5, SynthConfig.tiny(protocol=family))
+    assert not set(folders["thick"]) & set(folders["low-dose"])
+    assert not set(folders["thick"]) & set(folders[MIXED])
+    # the mixed default keeps the UIDs it always had (older folders and notes stay valid)
+    assert folders[MIXED] == sorted(synthetic_series_uid(5, i) for i in range(2))
+    assert synthetic_series_uid(5, 0, "thick") in folders["thick"]
 
 
 def _protocol(coverage: str) -> ScanProtocol:

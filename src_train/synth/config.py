@@ -1,8 +1,10 @@
 """What a synthetic data set is drawn from: the ranges of :class:`SynthConfig`, and the UID and
-seed of each scan (both follow from the data set's seed and the scan's index alone)."""
+seed of each scan (both follow from the data set's seed and the scan's index; a one-family data
+set's UIDs also from its family)."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,9 +127,16 @@ class SynthConfig:
         return cls(**base)  # type: ignore[arg-type]
 
 
-def synthetic_series_uid(seed: int, index: int) -> str:
-    """A LUNA16-looking series UID for scan ``index`` of the data set made with ``seed``."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index), 0x5EED])
+def synthetic_series_uid(seed: int, index: int, family: str | None = MIXED) -> str:
+    """A LUNA16-looking series UID for scan ``index`` of the data set made with ``seed``.
+
+    A data set of one named protocol ``family`` gets UIDs of its own, so that folders of
+    different families made with the same seed never share a series UID (and can be merged);
+    the mixed default keeps the UIDs it always had."""
+    words = [int(seed) & 0xFFFFFFFF, int(index), 0x5EED]
+    if family not in (None, MIXED):
+        words.append(zlib.crc32(str(family).encode("utf-8")))
+    rng = np.random.default_rng(words)
     digits = rng.integers(0, 10, size=29)
     return UID_PREFIX + str(int(rng.integers(1, 10))) + "".join(map(str, digits))
 

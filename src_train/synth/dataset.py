@@ -86,10 +86,11 @@ def same_dataset(
     marker = _read_marker(out)
     if marker is None or not marker.get("complete"):
         return False
-    wanted = _marker_identity(n_scans, seed, config or SynthConfig())
+    config = config or SynthConfig()
+    wanted = _marker_identity(n_scans, seed, config)
     if any(marker.get(key) != value for key, value in wanted.items()):
         return False
-    uids = [synthetic_series_uid(seed, index) for index in range(n_scans)]
+    uids = [synthetic_series_uid(seed, index, config.protocol) for index in range(n_scans)]
     files = [out / ANNOTATIONS_FILE, out / CANDIDATES_FILE, out / TRUTH_DIR / TRUTH_TABLE]
     files += [out / "subset0" / f"{uid}.mhd" for uid in uids]
     files += [out / TRUTH_DIR / f"{uid}.mhd" for uid in uids]
@@ -266,7 +267,7 @@ def write_dataset(
     for index in range(n_scans):
         if should_stop is not None and should_stop():
             raise CancelledError(f"Synthetic data set in {out} stopped after {index} scan(s).")
-        uid = synthetic_series_uid(seed, index)
+        uid = synthetic_series_uid(seed, index, cfg.protocol)
         scan = generate_scan(uid, scan_seed(seed, index), cfg, kind_offset=kind_offset)
         kind_offset += len(scan.nodules)
         if scan.protocol is not None:
