@@ -84,6 +84,8 @@ class Screen:
         self.caption: Callable[[], list[str]] | None = None
         #: Lines after the legend (the CT layer's notices).
         self.notices: list[str] = []
+        #: The CT layer whose slices the slider counts, and the handler that keeps them.
+        self.followed: tuple[Any, Callable[..., None]] | None = None
         self._window: dict[int, tuple[Any, str]] = {}
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
@@ -115,7 +117,17 @@ class Screen:
         if self.task is not None and role in TASK_OWNED and role not in TASK_ROLES[self.task]:
             layer.visible = False
         layer.events.visible.connect(self.update_text)
+        if role == ROLE_CT:
+            self.follow_new_ct(layer)
         self.update_text()
+
+    def follow_new_ct(self, layer: Any) -> None:
+        """Count the slider in ``layer``'s slices and caption the slice shown (a CT just added)."""
+        from napari_lunaseg._viewer_utils import follow_ct_slices
+
+        viewer = self.viewer
+        if viewer is not None:
+            follow_ct_slices(viewer, layer)
 
     def legend(self) -> list[str]:
         """One entry per kind of visible LunaSeg layer, top layer first."""

@@ -169,21 +169,29 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
     the axes are named (z, y, x); and the canvas's text overlay (:mod:`._screen`) gives the
     slice index as the tables count it in 2-D (exact also for a flipped or oblique scan), the
     legend, then the layer's notices (``metadata["lunaseg"]["problems"]``: e.g. annotation
-    rows the reader passed over).
+    rows the reader passed over). A viewer follows one CT, the last one given; following the
+    same layer again changes nothing. Every CT layer the LunaSeg reader opens into a viewer is
+    followed this way, also through File > Open (:meth:`._screen.Screen.follow_new_ct`).
     """
     from napari_lunaseg._screen import screen_for
 
     dims = viewer.dims
     if dims.ndim != len(WORLD_AXIS_LABELS) or layer.data.ndim != len(WORLD_AXIS_LABELS):
         return
+    screen = screen_for(viewer)
+    if screen.followed is not None:
+        if screen.followed[0] is layer:
+            return  # already followed (the reader's viewer follows each CT it adds)
+        dims.events.range.disconnect(screen.followed[1])  # the newest CT sets the slices
     dims.axis_labels = WORLD_AXIS_LABELS
     slices = _slice_range(layer)
-    screen = screen_for(viewer)
     screen.notices = notice_lines(layer_info(layer).get("problems", []))
 
     def keep_slice_steps(event: Any = None) -> None:
         if layer not in viewer.layers:
             dims.events.range.disconnect(keep_slice_steps)
+            if screen.followed is not None and screen.followed[0] is layer:
+                screen.followed = None
             return
         if not np.allclose(tuple(dims.range[0]), slices):
             dims.set_range(0, slices)
@@ -191,6 +199,7 @@ def follow_ct_slices(viewer: Any, layer: Any) -> None:
     def caption() -> list[str]:
         return [slice_index_text(viewer, layer)] if layer in viewer.layers else []
 
+    screen.followed = (layer, keep_slice_steps)
     dims.events.range.connect(keep_slice_steps)
     keep_slice_steps()
     screen.caption = caption

@@ -268,3 +268,29 @@ def test_3d_view_drops_the_slice_caption_and_shows_the_whole_volume_unsaturated(
     viewer.dims.ndisplay = 2
     assert tuple(ct.contrast_limits) == LUNG_WINDOW_HU
     assert viewer.canvas.overlays.text.text.startswith("slice ")
+
+
+def test_a_scan_opened_through_file_open_counts_its_slices_like_lunaseg_view(
+    viewer, tiny_synth_dir: Path
+) -> None:
+    from napari_lunaseg._layers import layer_info
+    from napari_lunaseg._screen import screen_for
+
+    path = first_annotated_series(tiny_synth_dir)
+    viewer.open(str(path), plugin=PLUGIN)  # what File > Open does: no follow_ct_slices call
+    ct = layer_with_role(viewer, "ct")
+    n_slices = ct.data.shape[0]
+    z = sorted(float(ct.data_to_world((i, 0.0, 0.0))[0]) for i in (0, n_slices - 1))
+    step = (z[1] - z[0]) / (n_slices - 1)
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
+    assert np.allclose(tuple(viewer.dims.range[0]), (z[0], z[1], step))
+    assert viewer.dims.nsteps[0] == n_slices  # one slider step per slice
+    viewer.dims.set_current_step(0, 2)
+    text = viewer.canvas.overlays.text.text
+    index = int(np.round(ct.world_to_data(viewer.dims.point[-3:])[0]))
+    assert text.startswith(f"slice {index} of 0-{n_slices - 1} ")
+    # opening the same series again follows the new CT layer, once
+    viewer.open(str(path), plugin=PLUGIN)
+    cts = [ly for ly in viewer.layers if layer_info(ly).get("role") == "ct"]
+    assert len(cts) == 2 and screen_for(viewer).followed[0] is cts[-1]
+    assert viewer.dims.nsteps[0] == n_slices
