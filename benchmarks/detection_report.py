@@ -10,7 +10,11 @@ the CPM interval) and prints, in Markdown:
   scan at 90 % and 95 %
   sensitivity, the sensitivities at 1/8..8 FP per scan, CPM with its 95 % interval;
 * the operating point at ``--fp-per-scan`` (default 4): the score threshold that keeps at most
-  that many false positives per scan, and recall there per nodule kind and per size band.
+  that many false positives per scan, and recall there per nodule kind, per size band and, for
+  a folder ``lunaseg synth`` wrote, per protocol family and slice-thickness band (the scans'
+  drawn protocols in its ``lunaseg-synth.json``);
+* the nodules missed at that operating point: series, kind, diameter, family and slice
+  spacing, and the detector's best score on the nodule (none: no candidate on it).
 
 Example::
 
@@ -21,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -38,16 +43,32 @@ from src_train.evaluate import (
 from src_train.infer.records import read_record
 from src_train.luna import LunaFolder
 from src_train.records.truth import scoring_truth
+from src_train.synth import MARKER_FILE
 
 #: Size bands (mm, lower bound inclusive) of the per-size table.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
+#: Slice-spacing bands (mm, lower bound inclusive) of the per-thickness table.
+SLICE_BANDS_MM = ((0.0, 1.25), (1.25, 2.0), (2.0, math.inf))
+#: Missed nodules listed at the most.
+MISSED_LISTED = 30
 
 
-def _band(diameter: float) -> str:
-    for lo, hi in SIZE_BANDS_MM:
-        if lo <= diameter < hi:
+def _band(value: float, bands: tuple[tuple[float, float], ...] = SIZE_BANDS_MM) -> str:
+    for lo, hi in bands:
+        if lo <= value < hi:
             return f"{lo:g}-{hi:g} mm" if math.isfinite(hi) else f">= {lo:g} mm"
     return "?"
+
+
+def _protocols(folder: LunaFolder) -> dict[str, dict]:
+    """Each scan's drawn protocol (family, slice spacing, ...) as ``lunaseg synth`` recorded it;
+    empty for a folder it did not write or one from before protocol families."""
+    try:
+        marker = json.loads((folder.root / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    protocols = marker.get("protocols") if isinstance(marker, dict) else None
+    return protocols if isinstance(protocols, dict) else {}
 
 
 def _key(uid: str, center: tuple[float, float, float]) -> tuple[str, tuple[float, ...]]:
@@ -108,26 +129,67 @@ def main() -> None:
         for uid in uids
         for n in folder.true_nodules(uid)
     }
-    by_kind: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    by_size: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    for nodule, hit, anywhere in zip(froc.nodules, found, froc.nodule_found, strict=True):
+    protocols = _protocols(folder)
+    groups: dict[str, dict[str, list[tuple[bool, bool]]]] = {
+        name: defaultdict(list) for name in ("nodule kind", "size band", "family", "slice mm")
+    }
+    missed = []
+    for i, (nodule, hit, anywhere) in enumerate(
+        zip(froc.nodules, found, froc.nodule_found, strict=True)
+    ):
         pair = (bool(hit), bool(anywhere))
-        by_kind[kinds.get(_key(nodule.series_uid, nodule.center_xyz_mm), "?")].append(pair)
-        by_size[_band(float(nodule.diameter_mm or 0.0))].append(pair)
+        kind = kinds.get(_key(nodule.series_uid, nodule.center_xyz_mm), "?")
+        protocol = protocols.get(nodule.series_uid, {})
+        groups["nodule kind"][kind].append(pair)
+        groups["size band"][_band(float(nodule.diameter_mm or 0.0))].append(pair)
+        if protocol:
+            groups["family"][str(protocol.get("family", "?"))].append(pair)
+            spacing = float(protocol.get("slice_spacing_mm", math.nan))
+            groups["slice mm"][_band(spacing, SLICE_BANDS_MM)].append(pair)
+        if not hit:
+            missed.append((i, nodule, kind, protocol))
     print(
         f"\nAt <= {args.fp_per_scan:g} FP/scan (score > {cut:.4f}: "
         f"{n_fp / froc.n_scans:.2f} FP/scan): "
         f"recall {found.mean():.3f} ({int(found.sum())}/{len(found)})\n"
     )
     head = f"recall at <= {args.fp_per_scan:g} FP/scan | recall, every candidate |"
-    print(f"| nodule kind | {head}\n|---|---|---|")
-    for kind in sorted(by_kind):
-        print(f"| {kind} | {_recall(by_kind[kind])} |")
-    print(f"\n| size band | {head}\n|---|---|---|")
-    for lo, _hi in SIZE_BANDS_MM:
-        name = _band(lo)
-        if by_size.get(name):
-            print(f"| {name} | {_recall(by_size[name])} |")
+    order = {
+        "size band": [_band(lo) for lo, _hi in SIZE_BANDS_MM],
+        "slice mm": [_band(lo, SLICE_BANDS_MM) for lo, _hi in SLICE_BANDS_MM],
+    }
+    for title, by_group in groups.items():
+        if not by_group:
+            continue
+        print(f"| {title} | {head}\n|---|---|---|")
+        for name in order.get(title, sorted(by_group)):
+            if by_group.get(name):
+                print(f"| {name} | {_recall(by_group[name])} |")
+        print()
+    _print_missed(missed, froc.nodule_probability, args.fp_per_scan)
+
+
+def _print_missed(missed: list, probability: np.ndarray, fp_per_scan: float) -> None:  # type: ignore[type-arg]
+    """The nodules missed at the operating point, best-scored first."""
+    if not missed:
+        return
+    print(f"Missed at <= {fp_per_scan:g} FP/scan ({len(missed)}):\n")
+    print("| series | kind | diameter mm | family | slice mm | best score on it |")
+    print("|---|---|---|---|---|---|")
+    missed.sort(key=lambda m: -np.nan_to_num(probability[m[0]], nan=-1.0))
+    for i, nodule, kind, protocol in missed[:MISSED_LISTED]:
+        score = probability[i]
+        spacing = protocol.get("slice_spacing_mm")
+        print(
+            f"| ...{nodule.series_uid[-8:]} | {kind} | {float(nodule.diameter_mm or 0):.1f} | "
+            f"{protocol.get('family', '?')} | "
+            + (f"{float(spacing):.2f}" if spacing is not None else "?")
+            + " | "
+            + ("none" if np.isnan(score) else f"{score:.3f}")
+            + " |"
+        )
+    if len(missed) > MISSED_LISTED:
+        print(f"\n... and {len(missed) - MISSED_LISTED} more")
 
 
 def _recall(pairs: list[tuple[bool, bool]]) -> str:

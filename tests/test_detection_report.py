@@ -1,0 +1,92 @@
+"""benchmarks/detection_report.py: the tables it groups nodules into and the missed list, on a
+hand-made submission for the tiny synthetic folder (what each row must say is known)."""
+
+from __future__ import annotations
+
+import csv
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from src_train.luna import LunaFolder
+
+REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "detection_report.py"
+
+
+def _report(data: Path, candidates: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    argv = sys.argv
+    sys.argv = [str(REPORT), str(data), str(candidates), "--bootstrap", "0"]
+    try:
+        runpy.run_path(str(REPORT), run_name="__main__")
+    finally:
+        sys.argv = argv
+    return capsys.readouterr().out
+
+
+def test_report_groups_by_family_and_slice_and_lists_each_missed_nodule(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = LunaFolder(tiny_synth_dir)
+    nodules = [n for uid in folder.series_uids for n in folder.true_nodules(uid)]
+    assert len(nodules) >= 4
+    # every nodule marked except two: one with a low score below four false positives per scan
+    # (so missed at 4 FP/scan but found with every candidate), one not marked at all
+    low, unmarked = nodules[0], nodules[1]
+    rows = []
+    for n in nodules:
+        if n is unmarked:
+            continue
+        rows.append([n.series_uid, *n.center_xyz_mm, 0.05 if n is low else 0.9])
+    for uid in folder.series_uids:  # 5 false positives per scan, far outside the body
+        rows += [[uid, 9000.0 + k, 9000.0, 9000.0, 0.5] for k in range(5)]
+    out = tmp_path / "infer"
+    out.mkdir()
+    with (out / "candidates.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["seriesuid", "coordX", "coordY", "coordZ", "probability"])
+        writer.writerows(rows)
+    (out / "seriesuids.csv").write_text("\n".join(folder.series_uids) + "\n")
+
+    text = _report(tiny_synth_dir, out / "candidates.csv", capsys)
+
+    n = len(nodules)
+    assert f"| nodule recall (every candidate) | {(n - 1) / n:.3f} ({n - 1}/{n}) |" in text
+    assert f"recall {(n - 2) / n:.3f} ({n - 2}/{n})" in text  # the operating point at 4 FP
+    assert "| nodule kind |" in text and "| size band |" in text
+    # the tiny scans are drawn from the generator's own ranges ("custom"), 2-2.5 mm slices
+    assert f"| custom | {(n - 2) / n:.3f} ({n - 2}/{n}) | {(n - 1) / n:.3f} ({n - 1}/{n}) |" in text
+    assert f"| >= 2 mm | {(n - 2) / n:.3f} ({n - 2}/{n}) |" in text
+    missed = text.split("Missed at <= 4 FP/scan (2):")[1]
+    lines = [line for line in missed.splitlines() if line.startswith("| ...")]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"| ...{low.series_uid[-8:]} | {low.kind} |")
+    assert lines[0].endswith("| 0.050 |")  # the best-scored miss first
+    assert lines[1].startswith(f"| ...{unmarked.series_uid[-8:]} | {unmarked.kind} |")
+    assert lines[1].endswith("| none |")
+
+
+def test_report_of_a_family_folder_has_family_and_slice_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.synth import SynthConfig, write_dataset
+
+    data = tmp_path / "thick"
+    write_dataset(data, n_scans=2, seed=3, config=SynthConfig.tiny(protocol="thick"))
+    folder = LunaFolder(data)
+    out = tmp_path / "infer"
+    out.mkdir()
+    with (out / "candidates.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["seriesuid", "coordX", "coordY", "coordZ", "probability"])
+        for uid in folder.series_uids:
+            writer.writerows([uid, *n.center_xyz_mm, 0.9] for n in folder.true_nodules(uid))
+    (out / "seriesuids.csv").write_text("\n".join(folder.series_uids) + "\n")
+    n = sum(len(folder.true_nodules(uid)) for uid in folder.series_uids)
+
+    text = _report(data, out / "candidates.csv", capsys)
+
+    assert f"| thick | 1.000 ({n}/{n}) | 1.000 ({n}/{n}) |" in text
+    assert f"| >= 2 mm | 1.000 ({n}/{n}) | 1.000 ({n}/{n}) |" in text  # thick: 2-3 mm slices
+    assert "Missed" not in text
