@@ -7,12 +7,11 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from napari import current_viewer
 from napari.utils.notifications import show_error, show_warning
 
 from napari_lunaseg._layers import LayerDataTuple
 from napari_lunaseg._scan import bundle_from_path, bundle_layers
-from napari_lunaseg._screen import screen_for
+from napari_lunaseg._screen import watch_opening_viewer
 from src_train.ct import SERIES_SUFFIXES
 from src_train.errors import LunaSegError
 from src_train.luna import CsvProblem, series_to_open
@@ -101,14 +100,5 @@ def read_series(path: str | list[str]) -> list[LayerDataTuple] | list[tuple[None
     if bundle.problems:
         _headline, text = problems_text(bundle.problems)
         show_warning(text)
-    _watch_opening_viewer()
+    watch_opening_viewer()  # the slice slider and caption of lunaseg view, also via File > Open
     return bundle_layers(bundle)
-
-
-def _watch_opening_viewer() -> None:
-    """Give the viewer being opened into (napari's current one; none outside a viewer) its
-    LunaSeg screen, so that the CT layer napari is about to add gets the slice slider and
-    caption of ``lunaseg view`` also through File > Open or drag and drop."""
-    viewer = current_viewer()
-    if viewer is not None:
-        screen_for(viewer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from napari_lunaseg._layers import LayerDataTuple
 from napari_lunaseg._scan import ScanBundle, bundle_layers
+from napari_lunaseg._screen import watch_opening_viewer
 from src_train.luna import TRUE_NODULE_KINDS
 from src_train.synth import SynthConfig, generate_scan, synthetic_series_uid
 
@@ -30,4 +31,5 @@ def synthetic_bundle(seed: int = SAMPLE_SEED, config: SynthConfig | None = None)
 
 def make_synthetic_ct() -> list[LayerDataTuple]:
     """File > Open Sample: synthetic CT, true shapes, generated mask and nodule points."""
+    watch_opening_viewer()
     return bundle_layers(synthetic_bundle(SAMPLE_SEED))

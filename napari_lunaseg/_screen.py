@@ -207,6 +207,18 @@ def screen_for(viewer: Any) -> Screen:
     return screen
 
 
+def watch_opening_viewer() -> None:
+    """Give the viewer layers are being opened into (napari's current one; none outside a
+    viewer) its screen, so that the CT layer napari is about to add gets the slice slider and
+    caption of ``lunaseg view`` (:meth:`Screen.follow_new_ct`) whichever way it is opened: the
+    reader (File > Open, drag and drop) and the sample (File > Open Sample) call it."""
+    from napari import current_viewer
+
+    viewer = current_viewer()
+    if viewer is not None:
+        screen_for(viewer)
+
+
 def show_task(viewer: Any, task: str) -> None:
     """Show ``task``'s layers in ``viewer`` and hide the other tasks' (see :class:`Screen`)."""
     screen_for(viewer).show_task(task)

@@ -294,3 +294,11 @@ def test_a_scan_opened_through_file_open_counts_its_slices_like_lunaseg_view(
     cts = [ly for ly in viewer.layers if layer_info(ly).get("role") == "ct"]
     assert len(cts) == 2 and screen_for(viewer).followed[0] is cts[-1]
     assert viewer.dims.nsteps[0] == n_slices
+
+
+def test_the_sample_from_file_open_sample_counts_its_slices_too(viewer) -> None:
+    viewer.open_sample(PLUGIN, "synthetic_chest_ct")
+    ct = layer_with_role(viewer, "ct")
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
+    assert viewer.dims.nsteps[0] == ct.data.shape[0]
+    assert viewer.canvas.overlays.text.text.startswith("slice ")
