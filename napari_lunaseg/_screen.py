@@ -182,7 +182,7 @@ class Screen:
 #: Font size of the canvas's text overlay, points.
 OVERLAY_FONT_SIZE = 10
 #: Characters per legend line.
-LEGEND_LINE_CHARS = 64
+LEGEND_LINE_CHARS = 48
 
 
 def wrap_entries(entries: Iterable[str]) -> list[str]:
