@@ -1,5 +1,6 @@
 """Helpers the benchmark scripts share: what CPU and load a figure was measured on, the
-reference forward passes every speed-up is compared with, and a timed command.
+reference forward passes every speed-up is compared with, a timed command, and how the
+detection reports group a synthetic folder's nodules (kind, protocol, slice-thickness band).
 
 The scripts run as ``python benchmarks/NAME.py`` (this folder is on ``sys.path`` then) and
 import these as ``from _common import ...``.
@@ -8,6 +9,8 @@ import these as ``from _common import ...``.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import subprocess
 import time
@@ -17,6 +20,8 @@ import numpy as np
 import torch
 
 from src_train.context import context_stack
+from src_train.luna import LunaFolder
+from src_train.synth import MARKER_FILE
 
 #: Batch of the reference forward passes (fp32, NCHW, whole slices).
 REFERENCE_BATCH = 8
@@ -97,3 +102,43 @@ def run_timed(cmd: list[str]) -> float:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
     return time.perf_counter() - t0
+
+
+#: Slice-spacing bands (mm, lower bound inclusive) of the per-thickness recall.
+SLICE_BANDS_MM = ((0.0, 1.25), (1.25, 2.0), (2.0, math.inf))
+
+
+def band_label(value: float, bands: Sequence[tuple[float, float]]) -> str:
+    """``"1.25-2 mm"`` (or ``">= 2 mm"`` for the open last band): the band ``value`` is in."""
+    for lo, hi in bands:
+        if lo <= value < hi:
+            return f"{lo:g}-{hi:g} mm" if math.isfinite(hi) else f">= {lo:g} mm"
+    return "?"
+
+
+#: A nodule's identity: series UID and center (mm, rounded).
+NoduleKey = tuple[str, tuple[float, ...]]
+
+
+def nodule_key(uid: str, center_xyz_mm: Sequence[float]) -> NoduleKey:
+    """A nodule's identity across the annotation and truth tables (center rounded to 0.01 mm)."""
+    return uid, tuple(round(float(v), 2) for v in center_xyz_mm)
+
+
+def nodule_kinds(folder: LunaFolder, uids: Sequence[str]) -> dict[NoduleKey, str]:
+    """Each true nodule's kind (``truth/nodules.csv``) under :func:`nodule_key`."""
+    return {
+        nodule_key(uid, n.center_xyz_mm): n.kind for uid in uids for n in folder.true_nodules(uid)
+    }
+
+
+def scan_protocols(folder: LunaFolder) -> dict[str, dict]:
+    """Each scan's drawn protocol (family, slice spacing, ...) as ``lunaseg synth`` recorded it
+    in its marker file, without reading a volume; empty for a folder it did not write or one
+    from before protocol families."""
+    try:
+        marker = json.loads((folder.root / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    protocols = marker.get("protocols") if isinstance(marker, dict) else None
+    return protocols if isinstance(protocols, dict) else {}

@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from _common import SLICE_BANDS_MM, band_label, nodule_key, nodule_kinds, scan_protocols
 
 from src_train.evaluate import evaluate_froc, read_series_list, read_submission
 from src_train.infer.records import read_record
@@ -41,8 +42,6 @@ from src_train.synth.protocols import FAMILY_NAMES
 #: Seeds of the test folders (one per family, far from any training seed).
 TEST_SEED = 90_000
 TRAIN_SEED = 70_000
-#: Slice-thickness bands of the per-band recall, mm.
-THICKNESS_BANDS_MM = ((0.0, 1.25), (1.25, 2.0), (2.0, 99.0))
 
 
 def _run(command: list[str]) -> None:
@@ -64,20 +63,17 @@ def _score(data: Path, infer_out: Path) -> dict[str, str]:
     uids = read_series_list(infer_out / "seriesuids.csv")
     marks = read_submission(infer_out / "candidates.csv")
     froc = evaluate_froc(truth.nodules_of(uids), marks, series_uids=uids, bootstrap=500, seed=0)
-    kinds = {
-        (n.series_uid, tuple(round(v, 2) for v in n.center_xyz_mm)): n.kind
-        for uid in uids
-        for n in folder.true_nodules(uid)
-    }
-    thickness = {uid: folder.load(uid).geometry.spacing_xyz_mm[2] for uid in uids}
+    kinds = nodule_kinds(folder, uids)
+    protocols = scan_protocols(folder)  # the slice spacing each scan was drawn with
     by_kind: dict[str, list[bool]] = defaultdict(list)
     by_band: dict[str, list[bool]] = defaultdict(list)
     for nodule, found in zip(froc.nodules, froc.nodule_found, strict=True):
-        key = (nodule.series_uid, tuple(round(v, 2) for v in nodule.center_xyz_mm))
-        by_kind[kinds.get(key, "?")].append(bool(found))
-        for lo, hi in THICKNESS_BANDS_MM:
-            if lo <= thickness[nodule.series_uid] < hi:
-                by_band[f"{lo:g}-{hi:g}"].append(bool(found))
+        by_kind[kinds.get(nodule_key(nodule.series_uid, nodule.center_xyz_mm), "?")].append(
+            bool(found)
+        )
+        spacing = protocols.get(nodule.series_uid, {}).get("slice_spacing_mm")
+        if spacing is not None:
+            by_band[band_label(float(spacing), SLICE_BANDS_MM)].append(bool(found))
     boot = froc.bootstrap
     interval = f" ({boot.cpm_lower:.2f}-{boot.cpm_upper:.2f})" if boot else ""
     rates = list(froc.fp_rates)

@@ -25,12 +25,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from _common import SLICE_BANDS_MM, band_label, nodule_key, nodule_kinds, scan_protocols
 
 from src_train.evaluate import (
     counted_marks,
@@ -43,36 +43,11 @@ from src_train.evaluate import (
 from src_train.infer.records import read_record
 from src_train.luna import LunaFolder
 from src_train.records.truth import scoring_truth
-from src_train.synth import MARKER_FILE
 
 #: Size bands (mm, lower bound inclusive) of the per-size table.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
-#: Slice-spacing bands (mm, lower bound inclusive) of the per-thickness table.
-SLICE_BANDS_MM = ((0.0, 1.25), (1.25, 2.0), (2.0, math.inf))
 #: Missed nodules listed at the most.
 MISSED_LISTED = 30
-
-
-def _band(value: float, bands: tuple[tuple[float, float], ...] = SIZE_BANDS_MM) -> str:
-    for lo, hi in bands:
-        if lo <= value < hi:
-            return f"{lo:g}-{hi:g} mm" if math.isfinite(hi) else f">= {lo:g} mm"
-    return "?"
-
-
-def _protocols(folder: LunaFolder) -> dict[str, dict]:
-    """Each scan's drawn protocol (family, slice spacing, ...) as ``lunaseg synth`` recorded it;
-    empty for a folder it did not write or one from before protocol families."""
-    try:
-        marker = json.loads((folder.root / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    protocols = marker.get("protocols") if isinstance(marker, dict) else None
-    return protocols if isinstance(protocols, dict) else {}
-
-
-def _key(uid: str, center: tuple[float, float, float]) -> tuple[str, tuple[float, ...]]:
-    return uid, tuple(round(v, 2) for v in center)
 
 
 def main() -> None:
@@ -124,12 +99,8 @@ def main() -> None:
     cut = fp_probs[allowed] if allowed < len(fp_probs) else -math.inf
     n_fp = int((fp_probs > cut).sum())
     found = np.nan_to_num(froc.nodule_probability, nan=-math.inf) > cut
-    kinds = {
-        _key(n.series_uid, n.center_xyz_mm): n.kind
-        for uid in uids
-        for n in folder.true_nodules(uid)
-    }
-    protocols = _protocols(folder)
+    kinds = nodule_kinds(folder, uids)
+    protocols = scan_protocols(folder)
     groups: dict[str, dict[str, list[tuple[bool, bool]]]] = {
         name: defaultdict(list) for name in ("nodule kind", "size band", "family", "slice mm")
     }
@@ -138,14 +109,15 @@ def main() -> None:
         zip(froc.nodules, found, froc.nodule_found, strict=True)
     ):
         pair = (bool(hit), bool(anywhere))
-        kind = kinds.get(_key(nodule.series_uid, nodule.center_xyz_mm), "?")
+        kind = kinds.get(nodule_key(nodule.series_uid, nodule.center_xyz_mm), "?")
         protocol = protocols.get(nodule.series_uid, {})
         groups["nodule kind"][kind].append(pair)
-        groups["size band"][_band(float(nodule.diameter_mm or 0.0))].append(pair)
+        size = band_label(float(nodule.diameter_mm or 0.0), SIZE_BANDS_MM)
+        groups["size band"][size].append(pair)
         if protocol:
             groups["family"][str(protocol.get("family", "?"))].append(pair)
             spacing = float(protocol.get("slice_spacing_mm", math.nan))
-            groups["slice mm"][_band(spacing, SLICE_BANDS_MM)].append(pair)
+            groups["slice mm"][band_label(spacing, SLICE_BANDS_MM)].append(pair)
         if not hit:
             missed.append((i, nodule, kind, protocol))
     print(
@@ -155,8 +127,8 @@ def main() -> None:
     )
     head = f"recall at <= {args.fp_per_scan:g} FP/scan | recall, every candidate |"
     order = {
-        "size band": [_band(lo) for lo, _hi in SIZE_BANDS_MM],
-        "slice mm": [_band(lo, SLICE_BANDS_MM) for lo, _hi in SLICE_BANDS_MM],
+        "size band": [band_label(lo, SIZE_BANDS_MM) for lo, _hi in SIZE_BANDS_MM],
+        "slice mm": [band_label(lo, SLICE_BANDS_MM) for lo, _hi in SLICE_BANDS_MM],
     }
     for title, by_group in groups.items():
         if not by_group:

@@ -15,6 +15,12 @@ from src_train.luna import LunaFolder
 REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "detection_report.py"
 
 
+@pytest.fixture(autouse=True)
+def benchmarks_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``python benchmarks/detection_report.py`` runs it: its folder first on sys.path."""
+    monkeypatch.syspath_prepend(str(REPORT.parent))
+
+
 def _report(data: Path, candidates: Path, capsys: pytest.CaptureFixture[str]) -> str:
     argv = sys.argv
     sys.argv = [str(REPORT), str(data), str(candidates), "--bootstrap", "0"]
