@@ -8,6 +8,7 @@ is imported only when the command runs, so ``lunaseg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from src_train import DEFAULT_DATA_DIR
 from src_train.errors import LunaSegError
 from src_train.synth import DEFAULT_SEED
+
+log = logging.getLogger(__name__)
 
 #: Environment variables through which Qt finds a display (or is told to need none).
 DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
@@ -60,7 +63,9 @@ def default_series(data_dir: Path, seed: int) -> Path:
     from src_train.synth import DEFAULT_SCANS, write_dataset
 
     if not has_annotations(data_dir):
-        print(f"writing a synthetic data set ({DEFAULT_SCANS} scans, seed {seed}) to {data_dir}")
+        log.info(
+            "writing a synthetic data set (%d scans, seed %d) to %s", DEFAULT_SCANS, seed, data_dir
+        )
         write_dataset(data_dir, DEFAULT_SCANS, seed)  # logs a line per scan
     return series_to_open(data_dir)
 
