@@ -8,7 +8,9 @@ Three kinds of crops (:class:`SampleSpec`), mixed per :class:`SampleConfig`:
 
 * ``nodule``: a crop at a random offset inside a window centered on a true nodule, so positives
   are not drowned by background (the SPEC's sampling); some are shown as if the scan ended
-  beside the nodule (``edge_fraction``), as nodules cut by the first or last slice are;
+  beside the nodule (``edge_fraction``), as nodules cut by the first or last slice are; some
+  are taken on another slice of the nodule (``off_center_fraction``: any slice its mask covers
+  through its centre), not only the centre slice the SPEC samples;
 * ``body``: a crop centered on a random voxel of the body (lungs included) of a random training
   series, on a random slice: the background the model meets on whole series;
 * ``hard``: a crop near one of the places where the model fired without a nodule during earlier
@@ -62,6 +64,10 @@ class SampleConfig:
             first or last slice are rare, yet must be found.
         context_mm: neighbours every this many mm, resampled between slices (see
             :mod:`src_train.context`); None takes the next slices themselves.
+        off_center_fraction: share of nodule crops taken on a slice drawn uniformly from
+            those the nodule's mask covers at its centre row and column (its centre slice
+            included), rather than on the centre slice: a nodule is met on all its slices at
+            inference, small ones on their rims too.
     """
 
     crop_size: int = 64
@@ -71,6 +77,7 @@ class SampleConfig:
     hard_fraction: float = 0.5
     edge_fraction: float = 0.0
     context_mm: float | None = None
+    off_center_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.window_size < self.crop_size:
@@ -78,7 +85,7 @@ class SampleConfig:
                 f"Need 1 <= crop size <= window size; got crop {self.crop_size}, window "
                 f"{self.window_size}."
             )
-        for name in ("negative_fraction", "hard_fraction", "edge_fraction"):
+        for name in ("negative_fraction", "hard_fraction", "edge_fraction", "off_center_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1]; got {value}.")
@@ -132,6 +139,20 @@ def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
     return np.pad(array, widths, constant_values=value)
 
 
+def nodule_slice_extent(mask: np.ndarray, center_irc: tuple[int, int, int]) -> tuple[int, int]:
+    """First and last slice of the run of mask voxels through the nodule's centre along the
+    slice axis (``(z, z)`` when the centre voxel is not in the mask, e.g. an empty mask)."""
+    z, r, c = center_irc
+    column = np.asarray(mask[:, r, c], dtype=bool)
+    if not column[z]:
+        return z, z
+    gaps_before = np.flatnonzero(~column[:z])
+    gaps_after = np.flatnonzero(~column[z + 1 :])
+    first = int(gaps_before[-1]) + 1 if gaps_before.size else 0
+    last = z + int(gaps_after[0]) if gaps_after.size else column.size - 1
+    return first, last
+
+
 class TrainingDataset(Dataset):
     """Training crops from the cache: around nodules, and negatives (see the module docstring).
 
@@ -175,6 +196,15 @@ class TrainingDataset(Dataset):
             if self.sample.negative_fraction > 0
             else []
         )
+        # Slices each nodule's mask covers through its centre, for off-centre crops.
+        self._extents: list[tuple[int, int]] = (
+            [
+                nodule_slice_extent(cache.arrays(self.uids[k])[1], center)
+                for k, center in self.nodules
+            ]
+            if self.sample.off_center_fraction > 0
+            else []
+        )
         self._hard: list[HardNegative] = []
         self.set_epoch(1)
 
@@ -206,8 +236,12 @@ class TrainingDataset(Dataset):
             if self._hard and rng.random() < s.hard_fraction:
                 return self._hard_spec(rng, offset_r - span // 2, offset_c - span // 2)
             return self._body_spec(rng)
-        series, (z, r, c) = self.nodules[int(self._order[index % len(self.nodules)])]
+        which = int(self._order[index % len(self.nodules)])
+        series, (z, r, c) = self.nodules[which]
         shape = self.cache.meta(self.uids[series]).shape_irc
+        if s.off_center_fraction > 0 and rng.random() < s.off_center_fraction:
+            low, high = self._extents[which]
+            z = int(rng.integers(low, high + 1))
         first = last = None
         if s.edge_fraction > 0 and rng.random() < s.edge_fraction:
             beyond = int(rng.integers(max(s.context_slices, 1)))

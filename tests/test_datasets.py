@@ -18,6 +18,7 @@ from src_train.datasets import (
     NODULE,
     SampleConfig,
     TrainingDataset,
+    nodule_slice_extent,
 )
 from src_train.errors import ConfigError
 
@@ -199,3 +200,37 @@ def test_edge_crops_show_the_nodule_as_if_the_scan_ended_beside_it(luna: Path) -
             assert torch.equal(image[first_kept:], reference[first_kept:])
             assert all(torch.equal(image[k], reference[first_kept]) for k in range(first_kept))
     assert cuts == {(side, k) for side in ("after", "before") for k in range(3)}
+
+
+def test_nodule_slice_extent_is_the_mask_run_through_the_centre() -> None:
+    mask = np.zeros((10, 5, 5), dtype=bool)
+    mask[2:7, 2, 2] = True
+    mask[8, 2, 2] = True  # another run, not through the centre
+    assert nodule_slice_extent(mask, (4, 2, 2)) == (2, 6)
+    assert nodule_slice_extent(mask, (8, 2, 2)) == (8, 8)
+    assert nodule_slice_extent(mask, (1, 2, 2)) == (1, 1)  # centre outside the mask
+    mask[:, 1, 1] = True
+    assert nodule_slice_extent(mask, (0, 1, 1)) == (0, 9)  # runs to both ends
+
+
+def test_off_center_crops_visit_every_slice_of_the_nodule(luna: Path) -> None:
+    cache = SeriesCache(luna)
+    uid = "1.2"
+    (z, r, c) = cache.meta(uid).nodule_centers_irc[0]
+    mask = cache.arrays(uid)[1]
+    covered = {int(k) for k in np.flatnonzero(mask[:, r, c])}
+    assert len(covered) > 1 and z in covered
+    centred = TrainingDataset(cache, [uid], epoch_samples=60)
+    spread = TrainingDataset(
+        cache, [uid], epoch_samples=60, sample=SampleConfig(off_center_fraction=1.0)
+    )
+    assert {centred.spec(i).index for i in range(60)} == {z}
+    assert {spread.spec(i).index for i in range(60)} == covered
+    for i in range(0, 60, 7):
+        spec = spread.spec(i)
+        image, label = spread[i]
+        np.testing.assert_array_equal(
+            label[0].numpy(),
+            mask[spec.index, spec.row0 : spec.row0 + 64, spec.col0 : spec.col0 + 64],
+        )
+        assert label.any(), "every slice shown holds part of the nodule"

@@ -65,6 +65,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "negative_fraction",
     "hard_fraction",
     "edge_fraction",
+    "off_center_fraction",
     "epoch_samples",
     "batch_size",
     "augment",
@@ -78,6 +79,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "small_nodule_px": 0.0,
     THRESHOLD_KEY: PRE_OPTION_THRESHOLD,
     "context_mm": 0.0,
+    "off_center_fraction": 0.0,
 }
 
 #: How ``--resume`` treats the stored contract (:func:`resolve_contract`).

@@ -140,6 +140,11 @@ class TrainConfig(OptionsRecord):
         DEMO_RECIPE["edge_fraction"],
         help="share of nodule crops shown as if the scan ended beside the nodule",
     )
+    off_center_fraction: float = option(
+        SampleConfig.off_center_fraction,
+        help="share of nodule crops taken on any slice the nodule's mask covers through its "
+        "centre, not its centre slice (0: the centre slice only, the SPEC's sampling)",
+    )
     # -- schedule ------------------------------------------------------------------------------
     epochs: int = option(DEMO_RECIPE["epochs"], help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
@@ -356,4 +361,5 @@ class TrainConfig(OptionsRecord):
             self.hard_fraction,
             self.edge_fraction,
             self.context_spacing_mm,
+            self.off_center_fraction,
         )
