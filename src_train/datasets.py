@@ -139,11 +139,11 @@ def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
     return np.pad(array, widths, constant_values=value)
 
 
-def nodule_slice_extent(mask: np.ndarray, center_irc: tuple[int, int, int]) -> tuple[int, int]:
-    """First and last slice of the run of mask voxels through the nodule's centre along the
-    slice axis (``(z, z)`` when the centre voxel is not in the mask, e.g. an empty mask)."""
-    z, r, c = center_irc
-    column = np.asarray(mask[:, r, c], dtype=bool)
+def nodule_slice_extent(column: np.ndarray, z: int) -> tuple[int, int]:
+    """First and last slice of the run of mask voxels through slice ``z`` of a mask column
+    (the mask along the slice axis at a nodule's centre row and column); ``(z, z)`` when slice
+    ``z`` is not in the mask, e.g. an empty mask."""
+    column = np.asarray(column, dtype=bool)
     if not column[z]:
         return z, z
     gaps_before = np.flatnonzero(~column[:z])
@@ -199,8 +199,8 @@ class TrainingDataset(Dataset):
         # Slices each nodule's mask covers through its centre, for off-centre crops.
         self._extents: list[tuple[int, int]] = (
             [
-                nodule_slice_extent(cache.arrays(self.uids[k])[1], center)
-                for k, center in self.nodules
+                nodule_slice_extent(cache.arrays(self.uids[k])[1][:, r, c], z)
+                for k, (z, r, c) in self.nodules
             ]
             if self.sample.off_center_fraction > 0
             else []

@@ -206,11 +206,11 @@ def test_nodule_slice_extent_is_the_mask_run_through_the_centre() -> None:
     mask = np.zeros((10, 5, 5), dtype=bool)
     mask[2:7, 2, 2] = True
     mask[8, 2, 2] = True  # another run, not through the centre
-    assert nodule_slice_extent(mask, (4, 2, 2)) == (2, 6)
-    assert nodule_slice_extent(mask, (8, 2, 2)) == (8, 8)
-    assert nodule_slice_extent(mask, (1, 2, 2)) == (1, 1)  # centre outside the mask
+    assert nodule_slice_extent(mask[:, 2, 2], 4) == (2, 6)
+    assert nodule_slice_extent(mask[:, 2, 2], 8) == (8, 8)
+    assert nodule_slice_extent(mask[:, 2, 2], 1) == (1, 1)  # centre outside the mask
     mask[:, 1, 1] = True
-    assert nodule_slice_extent(mask, (0, 1, 1)) == (0, 9)  # runs to both ends
+    assert nodule_slice_extent(mask[:, 1, 1], 0) == (0, 9)  # runs to both ends
 
 
 def test_off_center_crops_visit_every_slice_of_the_nodule(luna: Path) -> None:
@@ -229,6 +229,10 @@ def test_off_center_crops_visit_every_slice_of_the_nodule(luna: Path) -> None:
     for i in range(0, 60, 7):
         spec = spread.spec(i)
         image, label = spread[i]
+        hu = cache.arrays(uid)[0][
+            spec.index, spec.row0 : spec.row0 + 64, spec.col0 : spec.col0 + 64
+        ]
+        np.testing.assert_array_equal(image[3].numpy(), np.clip(hu, -1000, 1000))  # that slice
         np.testing.assert_array_equal(
             label[0].numpy(),
             mask[spec.index, spec.row0 : spec.row0 + 64, spec.col0 : spec.col0 + 64],
