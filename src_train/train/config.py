@@ -66,7 +66,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "detection_threshold": 0.25,
     "lr_schedule": "cosine",
     "ranker": "combined",
-    "ranker_series": 16,
+    "ranker_series": 0,
     "epochs": 100,
     "val_every": 10,
     "context_mm": 2.0,
