@@ -89,6 +89,9 @@ class AugmentConfig:
             ``kernel_sharpen_gain``), half the samples each.
         resolution: CT only: each sample averaged over blocks of ``f`` x ``f`` pixels and
             interpolated back, ``f`` from ``[1, resolution_factor]``.
+        scanner_fraction: share of the samples the scanner transforms (intensity, kernel,
+            resolution) touch; the others keep their scan's own calibration, kernel and pixel
+            size. 1: every sample.
     """
 
     flip: bool = False
@@ -116,6 +119,7 @@ class AugmentConfig:
     kernel_blur_px: float = 1.2
     kernel_sharpen_gain: float = 0.8
     resolution_factor: float = 2.0
+    scanner_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITY_RANGES:
@@ -138,6 +142,8 @@ class AugmentConfig:
                 f"intensity_scale must be in [0, 1) and resolution_factor >= 1; got "
                 f"{self.intensity_scale} and {self.resolution_factor}."
             )
+        if not 0 <= self.scanner_fraction <= 1:
+            raise ConfigError(f"scanner_fraction must be in [0, 1]; got {self.scanner_fraction}.")
         factors = ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_cast")
         for name in factors:
             if not 0 <= getattr(self, name) < 1:
@@ -369,7 +375,8 @@ class BatchAugment(nn.Module):
     def random_scanner(
         self, n: int, device: torch.device, generator: torch.Generator | None = None
     ) -> ScannerParams:
-        """Per-sample scanner transforms; those switched off are drawn at their neutral value."""
+        """Per-sample scanner transforms; those switched off, and the samples outside
+        ``scanner_fraction``, get the neutral value."""
         cfg = self.config
         ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
         scale, offset, kernel, block = ones, zeros, zeros, ones
@@ -381,6 +388,10 @@ class BatchAugment(nn.Module):
             kernel = self._uniform(n, -1.0, 1.0, device, generator)
         if cfg.resolution:
             block = self._uniform(n, 1.0, cfg.resolution_factor, device, generator)
+        if cfg.scanner_fraction < 1:
+            kept = self._uniform(n, 0.0, 1.0, device, generator) < cfg.scanner_fraction
+            scale, offset = torch.where(kept, scale, ones), torch.where(kept, offset, zeros)
+            kernel, block = torch.where(kept, kernel, zeros), torch.where(kept, block, ones)
         return ScannerParams(scale=scale, offset_hu=offset, kernel=kernel, block=block)
 
     def forward(

@@ -86,3 +86,27 @@ def test_batch_augment_draws_per_sample_and_keeps_the_mask() -> None:
     assert torch.equal(out_mask, mask)  # no geometric transform: the mask is untouched
     assert not torch.equal(out[0], out[1]) and out.dtype == image.dtype
     assert float(out.min()) >= RANGE[0] and float(out.max()) <= RANGE[1]
+
+
+def test_scanner_fraction_leaves_the_other_samples_as_scanned() -> None:
+    n = 400
+    config = AugmentConfig(intensity=True, kernel=True, resolution=True, scanner_fraction=0.25)
+    params = BatchAugment(config).random_scanner(
+        n, torch.device("cpu"), torch.Generator().manual_seed(3)
+    )
+    touched = (
+        (params.scale != 1) | (params.offset_hu != 0) | (params.kernel != 0) | (params.block != 1)
+    )
+    # each sample is either neutral in every transform or drawn in every one
+    assert torch.equal(touched, params.scale != 1) and torch.equal(touched, params.block != 1)
+    assert 0.18 < touched.float().mean() < 0.32  # 100 expected of 400 (binomial sd 8.7)
+    image = torch.randn(n, 3, 16, 16) * 300
+    out = apply_scanner(image, params, 1.2, 0.8, RANGE)
+    assert torch.equal(out[~touched], image[~touched].clamp(*RANGE))
+    assert not torch.isclose(out[touched], image[touched]).all()
+    everyone = BatchAugment(AugmentConfig(intensity=True)).random_scanner(
+        n, torch.device("cpu"), torch.Generator().manual_seed(3)
+    )
+    assert bool((everyone.scale != 1).all())  # the default (1) touches every sample
+    with pytest.raises(ConfigError, match="scanner_fraction"):
+        AugmentConfig(kernel=True, scanner_fraction=1.5)

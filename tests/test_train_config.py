@@ -25,6 +25,8 @@ from src_train.train import TrainConfig, Trainer
         {"detection_threshold": 0.0},
         {"detection_threshold": 1.0},
         {"small_nodule_px": -5.0},
+        {"scanner_fraction": 0.5},  # no scanner augmentation named: nothing to share out
+        {"augment": "flip,kernel", "scanner_fraction": -0.1},
         {"resume": True, "overwrite": True},
     ],
 )
@@ -38,6 +40,13 @@ def test_config_round_trips() -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError):
         TrainConfig.from_dict({"epochs": 1, "bogus": 2})
+
+
+def test_scanner_fraction_reaches_the_augmentation() -> None:
+    cfg = TrainConfig(augment="flip,intensity,kernel", scanner_fraction=0.3)
+    augment = cfg.augment_config()
+    assert augment.scanner_fraction == 0.3 and augment.kernel and augment.intensity
+    assert TrainConfig().augment_config().scanner_fraction == 1.0
 
 
 def test_validation_cadence() -> None:

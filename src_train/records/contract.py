@@ -69,6 +69,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "epoch_samples",
     "batch_size",
     "augment",
+    "scanner_fraction",
     "best_min_precision",
     "detection_threshold",
 )
@@ -80,6 +81,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     THRESHOLD_KEY: PRE_OPTION_THRESHOLD,
     "context_mm": 0.0,
     "off_center_fraction": 0.0,
+    "scanner_fraction": 1.0,
 }
 
 #: How ``--resume`` treats the stored contract (:func:`resolve_contract`).

@@ -213,6 +213,11 @@ class TrainConfig(OptionsRecord):
         f"(CT, off unless named): {','.join(SCANNER_AUGMENTATIONS)}",
         metavar="LIST",
     )
+    scanner_fraction: float = option(
+        AugmentConfig.scanner_fraction,
+        help="share of training crops the scanner augmentations (intensity, kernel, "
+        "resolution) touch; the others keep their scan's own look (1: every crop)",
+    )
     seed: int = option(0, help="random seed")
     # -- device --------------------------------------------------------------------------------
     device: str = option("auto", help="auto (CUDA when present), cpu or cuda[:N]")
@@ -309,8 +314,15 @@ class TrainConfig(OptionsRecord):
         # Validate the parts other modules own now, not after the cache is built.
         self.model_config()
         self.loss_config()
-        self.augment_config()
+        augment = self.augment_config()
         self.sample_config()
+        scanner = set(SCANNER_AUGMENTATIONS) & set(augment.enabled)
+        if self.scanner_fraction < 1 and not scanner:
+            raise ConfigError(
+                f"scanner_fraction {self.scanner_fraction} needs a scanner augmentation to "
+                f"share out: add {', '.join(SCANNER_AUGMENTATIONS)} (one or more) to --augment, "
+                "or leave scanner_fraction at 1."
+            )
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (1-based) under :attr:`lr_schedule`."""
@@ -349,7 +361,7 @@ class TrainConfig(OptionsRecord):
 
     def augment_config(self) -> AugmentConfig:
         """The augmentation these options describe."""
-        return AugmentConfig.from_names(self.augment)
+        return AugmentConfig.from_names(self.augment, scanner_fraction=self.scanner_fraction)
 
     def sample_config(self) -> SampleConfig:
         """Crop shapes."""
