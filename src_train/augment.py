@@ -144,6 +144,12 @@ class AugmentConfig:
             )
         if not 0 <= self.scanner_fraction <= 1:
             raise ConfigError(f"scanner_fraction must be in [0, 1]; got {self.scanner_fraction}.")
+        if self.scanner_fraction < 1 and not scanner:
+            raise ConfigError(
+                f"scanner_fraction {self.scanner_fraction} needs a scanner augmentation to "
+                f"share out: add {', '.join(SCANNER_AUGMENTATIONS)} (one or more) to the "
+                "augmentations (--augment), or leave scanner_fraction at 1."
+            )
         factors = ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_cast")
         for name in factors:
             if not 0 <= getattr(self, name) < 1:

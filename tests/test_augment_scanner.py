@@ -110,3 +110,5 @@ def test_scanner_fraction_leaves_the_other_samples_as_scanned() -> None:
     assert bool((everyone.scale != 1).all())  # the default (1) touches every sample
     with pytest.raises(ConfigError, match="scanner_fraction"):
         AugmentConfig(kernel=True, scanner_fraction=1.5)
+    with pytest.raises(ConfigError, match="needs a scanner augmentation"):
+        AugmentConfig(flip=True, scanner_fraction=0.5)

@@ -314,15 +314,8 @@ class TrainConfig(OptionsRecord):
         # Validate the parts other modules own now, not after the cache is built.
         self.model_config()
         self.loss_config()
-        augment = self.augment_config()
+        self.augment_config()
         self.sample_config()
-        scanner = set(SCANNER_AUGMENTATIONS) & set(augment.enabled)
-        if self.scanner_fraction < 1 and not scanner:
-            raise ConfigError(
-                f"scanner_fraction {self.scanner_fraction} needs a scanner augmentation to "
-                f"share out: add {', '.join(SCANNER_AUGMENTATIONS)} (one or more) to --augment, "
-                "or leave scanner_fraction at 1."
-            )
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (1-based) under :attr:`lr_schedule`."""
