@@ -14,13 +14,16 @@ import math
 import os
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from src_train.context import context_stack
+from src_train.evaluate import Candidate, counted_marks, nodule_hits
 from src_train.luna import LunaFolder
+from src_train.records.truth import ScoringTruth
 from src_train.synth import MARKER_FILE
 
 #: Batch of the reference forward passes (fp32, NCHW, whole slices).
@@ -142,3 +145,25 @@ def scan_protocols(folder: LunaFolder) -> dict[str, dict]:
         return {}
     protocols = marker.get("protocols") if isinstance(marker, dict) else None
     return protocols if isinstance(protocols, dict) else {}
+
+
+def false_positive_probabilities(
+    marks: Sequence[Candidate], truth: ScoringTruth, uids: Sequence[str]
+) -> np.ndarray:
+    """Probabilities of the marks LUNA16 counts as false positives (per-scan cap, excluded
+    findings ignored), all scans together."""
+    by_scan: dict[str, list[Candidate]] = defaultdict(list)
+    for mark in marks:
+        by_scan[mark.series_uid].append(mark)
+    out: list[float] = []
+    for uid in uids:
+        scan = by_scan.get(uid, [])
+        probs = np.asarray([m.probability for m in scan], dtype=np.float64)
+        keep = counted_marks(probs)
+        centers = np.asarray([m.center_xyz_mm for m in scan], dtype=np.float64).reshape(-1, 3)
+        centers, probs = centers[keep], probs[keep]
+        on_nodule = nodule_hits(centers, truth.nodules.get(uid, [])).any(axis=1)
+        excluded = [f for f in truth.excluded if f.series_uid == uid]
+        on_excluded = nodule_hits(centers, excluded).any(axis=1)
+        out.extend(probs[~on_nodule & ~on_excluded].tolist())
+    return np.asarray(out, dtype=np.float64)

@@ -30,13 +30,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from _common import SLICE_BANDS_MM, band_label, nodule_key, nodule_kinds, scan_protocols
+from _common import (
+    SLICE_BANDS_MM,
+    band_label,
+    false_positive_probabilities,
+    nodule_key,
+    nodule_kinds,
+    scan_protocols,
+)
 
 from src_train.evaluate import (
-    counted_marks,
     evaluate_froc,
     find_series_list,
-    nodule_hits,
     read_series_list,
     read_submission,
 )
@@ -94,7 +99,7 @@ def main() -> None:
     print(f"| CPM | **{froc.cpm:.3f}**{interval} |")
 
     # Operating point: the threshold above which at most fp_per_scan false positives per scan.
-    fp_probs = np.sort(_false_positive_probabilities(marks, truth, uids))[::-1]
+    fp_probs = np.sort(false_positive_probabilities(marks, truth, uids))[::-1]
     allowed = math.floor(args.fp_per_scan * froc.n_scans)
     cut = fp_probs[allowed] if allowed < len(fp_probs) else -math.inf
     n_fp = int((fp_probs > cut).sum())
@@ -171,26 +176,6 @@ def _recall(pairs: list[tuple[bool, bool]]) -> str:
         hits = sum(p[k] for p in pairs)
         cells.append(f"{hits / len(pairs):.3f} ({hits}/{len(pairs)})")
     return " | ".join(cells)
-
-
-def _false_positive_probabilities(marks, truth, uids) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Probabilities of the marks LUNA16 counts as false positives (per-scan cap, excluded
-    findings ignored), all scans together."""
-    by_scan = defaultdict(list)
-    for mark in marks:
-        by_scan[mark.series_uid].append(mark)
-    out = []
-    for uid in uids:
-        scan = by_scan.get(uid, [])
-        probs = np.asarray([m.probability for m in scan], dtype=np.float64)
-        keep = counted_marks(probs)
-        centers = np.asarray([m.center_xyz_mm for m in scan], dtype=np.float64).reshape(-1, 3)
-        centers, probs = centers[keep], probs[keep]
-        on_nodule = nodule_hits(centers, truth.nodules.get(uid, [])).any(axis=1)
-        excluded = [f for f in truth.excluded if f.series_uid == uid]
-        on_excluded = nodule_hits(centers, excluded).any(axis=1)
-        out.extend(probs[~on_nodule & ~on_excluded].tolist())
-    return np.asarray(out, dtype=np.float64)
 
 
 if __name__ == "__main__":
