@@ -45,7 +45,7 @@ from src_train.anatomy import lung_field
 from src_train.classify.features import fit_logistic
 from src_train.classify.network import NoduleClassifier, classifier_logits
 from src_train.classify.patches import extract_patches
-from src_train.errors import ConfigError
+from src_train.errors import ConfigError, LunaSegError
 from src_train.evaluate import (
     Candidate,
     evaluate_froc,
@@ -428,4 +428,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LunaSegError as error:  # a bad folder or file: its message, not a traceback
+        raise SystemExit(f"error: {error}") from None

@@ -39,6 +39,7 @@ from _common import (
     scan_protocols,
 )
 
+from src_train.errors import LunaSegError
 from src_train.evaluate import (
     evaluate_froc,
     find_series_list,
@@ -179,4 +180,7 @@ def _recall(pairs: list[tuple[bool, bool]]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LunaSegError as error:  # a bad folder or file: its message, not a traceback
+        raise SystemExit(f"error: {error}") from None

@@ -104,3 +104,14 @@ def test_merging_skips_points_near_a_mark_and_keeps_each_scans_most_probable(
         (50.0, 0.2),
     ]
     assert per_scan == 1.0
+
+
+def test_a_run_folder_without_candidates_is_one_error_line(
+    blobs: ModuleType, tiny_synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpy
+
+    script = BENCHMARKS / "blob_candidates.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(tiny_synth_dir), str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"error: .*candidates\.csv does not exist"):
+        runpy.run_path(str(script), run_name="__main__")

@@ -96,3 +96,13 @@ def test_report_of_a_family_folder_has_family_and_slice_tables(
     assert f"| thick | 1.000 ({n}/{n}) | 1.000 ({n}/{n}) |" in text
     assert f"| >= 2 mm | 1.000 ({n}/{n}) | 1.000 ({n}/{n}) |" in text  # thick: 2-3 mm slices
     assert "Missed" not in text
+
+
+def test_a_missing_folder_or_candidates_file_is_one_error_line(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit, match=r"error: Data folder .*nowhere does not exist"):
+        _report(missing, tmp_path / "candidates.csv", capsys)
+    with pytest.raises(SystemExit, match=r"error: .*candidates\.csv does not exist"):
+        _report(tiny_synth_dir, missing / "candidates.csv", capsys)
