@@ -19,9 +19,9 @@ candidate of a ``lunaseg infer`` run into that run's list (each scan keeping its
 * a logistic model over the logit, the log response and the ball diameter of the best scale,
   fitted on four fifths of the scans and applied to the rest (five folds of whole scans).
 
-It prints the CPU, the filter's seconds per scan, the source's own nodule recall, each nodule
-the run misses at <= 4 FP/scan with whether a blob point reaches it and its logit there, and
-the merged lists' FROC figures beside the run's own (LUNA16 rules)::
+It prints the CPU, the seconds per scan of reading and filtering it, the source's own nodule
+recall, each nodule the run misses at <= 4 FP/scan with whether a blob point reaches it and its
+logit there, and the merged lists' FROC figures beside the run's own (LUNA16 rules)::
 
     lunaseg infer DATA --out OUT [--checkpoint PT]
     python benchmarks/blob_candidates.py DATA OUT [--checkpoint PT]
@@ -45,15 +45,18 @@ from src_train.anatomy import lung_field
 from src_train.classify.features import fit_logistic
 from src_train.classify.network import NoduleClassifier, classifier_logits
 from src_train.classify.patches import extract_patches
+from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.errors import ConfigError, LunaSegError
 from src_train.evaluate import (
     Candidate,
+    FrocResult,
     evaluate_froc,
     find_series_list,
     nodule_hits,
     read_series_list,
     read_submission,
 )
+from src_train.infer.candidates import bounding_box
 from src_train.infer.detector import load_detector
 from src_train.luna import LunaFolder
 from src_train.records.truth import ScoringTruth, scoring_truth
@@ -181,13 +184,11 @@ def find_blobs(
     cfg = config or BlobConfig()
     if field is None:
         field = lung_field(hu, spacing_irc_mm, cfg.lung_margin_mm)
-    empty = BlobPoints(np.zeros((0, 3)), np.zeros(0), np.zeros(0))
-    hits = [np.flatnonzero(field.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3)]
-    if any(len(h) < 2 for h in hits):
-        return empty
-    lo = np.array([h[0] for h in hits])
-    hi = np.array([h[-1] + 1 for h in hits])
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = bounding_box(field)
+    if box is None or any(s.stop - s.start < 2 for s in box):  # zoom needs two samples an axis
+        return BlobPoints(np.zeros((0, 3)), np.zeros(0), np.zeros(0))
+    lo = np.array([s.start for s in box])
+    hi = np.array([s.stop for s in box])
     zoom = np.asarray(spacing_irc_mm, dtype=np.float64) / cfg.grid_mm
     volume = np.clip(np.asarray(hu[box], dtype=np.float32), *_HU_RANGE)
     iso = ndimage.zoom(volume, zoom, order=1)
@@ -224,7 +225,8 @@ OPERATING_FP_PER_SCAN = 4.0
 
 @dataclass
 class ScanPoints:
-    """One scan's blob points in world ``(x, y, z)`` mm with the classifier's logit."""
+    """One scan's blob points in world ``(x, y, z)`` mm with the classifier's logit, and the
+    seconds reading the scan and finding them took."""
 
     xyz: np.ndarray
     logit: np.ndarray
@@ -313,18 +315,26 @@ def merged_marks(
     return out, added / max(len(points), 1)
 
 
-def _row(
-    name: str, truth: ScoringTruth, marks: list[Candidate], uids: list[str], bootstrap: int
-) -> str:
-    """A table row: recall, candidates per scan, sensitivity at 1/8 and 4 FP/scan, CPM."""
-    froc = evaluate_froc(
+def _froc(
+    truth: ScoringTruth, marks: list[Candidate], uids: list[str], bootstrap: int = 0
+) -> FrocResult:
+    """LUNA16's FROC of ``marks`` on scans ``uids`` (their excluded findings ignored)."""
+    wanted = set(uids)
+    return evaluate_froc(
         truth.nodules_of(uids),
         marks,
-        excluded=[f for f in truth.excluded if f.series_uid in set(uids)],
+        excluded=[f for f in truth.excluded if f.series_uid in wanted],
         series_uids=uids,
         bootstrap=bootstrap,
         seed=0,
     )
+
+
+def _row(
+    name: str, truth: ScoringTruth, marks: list[Candidate], uids: list[str], bootstrap: int
+) -> str:
+    """A table row: recall, candidates per scan, sensitivity at 1/8 and 4 FP/scan, CPM."""
+    froc = _froc(truth, marks, uids, bootstrap)
     boot = froc.bootstrap
     interval = f" ({boot.cpm_lower:.3f}-{boot.cpm_upper:.3f})" if boot else ""
     sens = froc.sensitivity_at_rates
@@ -346,8 +356,6 @@ def main() -> None:
     parser.add_argument("--max-points", type=int, default=200)
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
-    from src_train.commands.infer_folder import DEMO_CHECKPOINT
-
     detector = load_detector(args.checkpoint or DEMO_CHECKPOINT)
     if detector.ranker is None or detector.ranker.classifier is None:
         raise SystemExit(f"{detector.path} has no patch classifier to score blob points with.")
@@ -370,15 +378,16 @@ def main() -> None:
     seconds = np.array([p.seconds for p in points.values()])
     print(f"CPU: {cpu_kind()}, torch threads {torch.get_num_threads()}")
     print(
-        f"dot filter ({config.grid_mm:g} mm grid, scales {config.sigmas_mm} mm): "
-        f"{seconds.mean():.1f} s per scan (median {np.median(seconds):.1f}), "
+        f"reading a scan and its dot filter ({config.grid_mm:g} mm grid, scales "
+        f"{config.sigmas_mm} mm): {seconds.mean():.1f} s per scan "
+        f"(median {np.median(seconds):.1f}), "
         f"{np.mean([len(p.logit) for p in points.values()]):.0f} points per scan\n"
     )
     nodules = truth.nodules_of(uids)
     reached = [nodule_hits(points[n.series_uid].xyz, [n])[:, 0] for n in nodules]
     print(f"nodules a blob point reaches: {sum(r.any() for r in reached)}/{len(nodules)}")
 
-    froc = evaluate_froc(nodules, marks, series_uids=uids)
+    froc = _froc(truth, marks, uids)
     fp = np.sort(false_positive_probabilities(marks, truth, uids))[::-1]
     allowed = math.floor(OPERATING_FP_PER_SCAN * len(uids))
     cut = fp[allowed] if allowed < len(fp) else -math.inf

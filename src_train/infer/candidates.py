@@ -170,7 +170,7 @@ class CandidateConfig:
             )
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """Smallest box (IRC slices) holding every set voxel of ``mask``; None when it is empty."""
     box = []
     for axis in range(mask.ndim):
@@ -211,7 +211,7 @@ def group_candidates(
         raise GeometryError(
             f"Mask {mask.shape} does not match series {series_uid!r} {geometry.shape_irc}."
         )
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return []
     sub_mask = np.array(mask[box], dtype=bool)  # a copy: the caller's mask stays as is
