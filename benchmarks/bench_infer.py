@@ -8,7 +8,8 @@ Three measurements in one run, on the same scan and checkpoint:
    (measured threads / memory format / batch size, bf16 autocast, folded batch norms, body box),
    model time and total time including candidate grouping;
 3. the whole command ``lunaseg infer SERIES --out DIR --checkpoint CKPT`` in a fresh process
-   (start-up, reading, inference, writing included), with that process's peak RSS.
+   (start-up, reading, inference, writing included), with that process's peak RSS;
+4. the project settings with ``--mirror`` (each slice also segmented mirrored left-right).
 
 The ratio the issue asks for is baseline forward seconds / whole-command seconds. The machine's
 load average is printed too: on a shared CPU every figure moves with the neighbours' work.
@@ -100,6 +101,10 @@ def main() -> None:
         s = res.settings
         print(f"load {load_text()}")
 
+        # 4. the same with test-time mirroring.
+        mirrored = run_inference(ct, model, device="cpu", mirror=True)
+        print(f"load {load_text()}")
+
         # 1. baseline forward passes.
         n_base = args.baseline_slices or ct.shape_irc[0]
         baseline = model.eval().to(memory_format=torch.contiguous_format)
@@ -121,6 +126,10 @@ def main() -> None:
         f"{'project settings: run_inference total':<46} {res.seconds:8.1f} {n / res.seconds:9.1f}"
     )
     print(f"{'whole command: lunaseg infer':<46} {cmd_s:8.1f} {n / cmd_s:9.1f}")
+    print(
+        f"{'project settings --mirror: model passes':<46} {mirrored.model_seconds:8.1f} "
+        f"{n / mirrored.model_seconds:9.1f}"
+    )
     print()
     print(f"project settings: {s.describe() if s else '?'}; {len(res.candidates)} candidates")
     print(f"speed-up, baseline forward / whole command: {base_s / cmd_s:.1f}x")

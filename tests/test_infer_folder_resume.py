@@ -367,3 +367,21 @@ def test_torchrun_parts_must_agree_with_the_options(monkeypatch: pytest.MonkeyPa
     assert resolve_part(None, None).part_id == 2
     with pytest.raises(ConfigError, match="contradict torchrun"):
         resolve_part(2, 0)
+
+
+def test_mirror_is_recorded_only_when_asked_for(
+    tiny_synth_dir: Path, ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder written before --mirror existed has no such setting and still resumes; asking
+    for mirroring on it is a difference named in one line."""
+    out = tmp_path / "out"
+    infer_to_folder(tiny_synth_dir, out, pinned(checkpoint=str(ckpt), limit=1))
+    recorded = json.loads((out / RUN_FILE).read_text())
+    assert "mirror" not in recorded["settings"]["inference"]
+    args = ["infer", str(tiny_synth_dir), "--out", str(out), "--limit", "1", "--device", "cpu"]
+    assert main([*args, "--checkpoint", str(ckpt)]) == 0
+    assert "0 series computed, 1 skipped" in capsys.readouterr().out
+    assert main([*args, "--checkpoint", str(ckpt), "--mirror"]) == 2
+    assert "inference.mirror: recorded (none), now true" in capsys.readouterr().err
+    assert main([*args, "--checkpoint", str(ckpt), "--mirror", "--overwrite"]) == 0
+    assert json.loads((out / RUN_FILE).read_text())["settings"]["inference"]["mirror"] is True

@@ -49,6 +49,31 @@ def test_batch_size_and_crop_do_not_change_the_result() -> None:
         assert res.settings.batch_size == batch
 
 
+class LeftToRight(nn.Module):
+    """Logits = the centre slice's left-to-right HU difference / 100: mirroring the slice negates
+    them, so a mirrored average is sigmoid(g) / 2 + sigmoid(-g) / 2 = 0.5 at every pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = torch.tensor([[[[-1.0, 0.0, 1.0]]]]) / 100.0
+        return nn.functional.conv2d(x[:, 3:4], kernel, padding=(0, 1))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_mirror_averages_the_pass_over_mirrored_slices(batch: int) -> None:
+    """--mirror: each probability is the mean of the plain pass and of the pass over the slice
+    mirrored left-right, mirrored back (the known answer 0.5 for LeftToRight), cropped or not."""
+    ct = chest((6, 40, 56))
+    for crop in (False, True):
+        options = {"device": "cpu", "precision": "fp32", "batch_size": batch, "crop_to_body": crop}
+        plain = run_inference(ct, LeftToRight(), **options)
+        res = run_inference(ct, LeftToRight(), mirror=True, **options)
+        r0, r1, c0, c1 = res.settings.crop_irc
+        box = res.prob[:, r0:r1, c0:c1]
+        assert np.abs(plain.prob[:, r0:r1, c0:c1] - 0.5).max() > 0.49  # the body's edges
+        np.testing.assert_array_equal(box, np.float16(0.5))
+        np.testing.assert_array_equal(res.mask, res.prob >= np.float16(0.5))
+
+
 def test_bf16_is_close_to_fp32() -> None:
     model = random_model(5)
     ct = chest((5, 48, 48))

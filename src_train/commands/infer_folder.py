@@ -99,6 +99,10 @@ DEMO_CHECKPOINT: Path = Path(__file__).resolve().parent.parent / "assets" / "dem
 #: (beyond float rounding): parts of one run may differ in them (CPU here, GPU there).
 EXECUTION_FIELDS = ("device", "batch_size", "channels_last", "num_threads", "engine")
 
+#: Output-shaping options added after the first ``run.json`` format, with their default: one at
+#: its default is left out of the recorded settings, so a folder written before it still resumes.
+LATER_FIELDS = {"mirror": False}
+
 
 @dataclass(frozen=True)
 class InferRunOptions:
@@ -283,7 +287,11 @@ def run_settings(
     correction appends a row) or None. Two runs into one output folder must agree on it.
     """
     applied = with_threshold(options.inference, checkpoint_threshold(checkpoint))
-    inference = {k: v for k, v in asdict(applied).items() if k not in EXECUTION_FIELDS}
+    inference = {
+        k: v
+        for k, v in asdict(applied).items()
+        if k not in EXECUTION_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+    }
     truth = None
     if scope.truth is not None and scope.truth.annotations_path is not None:
         truth = {

@@ -86,6 +86,9 @@ class InferenceOptions:
         num_threads: CPU threads for the model; None = the fastest of the current setting and
             one (measured). The process's setting is restored afterwards.
         crop_to_body: run the model only on the in-plane box around the body.
+        mirror: also run the model on every slice mirrored left-right and average the two
+            probabilities (test-time mirroring, as nnU-Net does by default): twice the model
+            time; measured in docs/generalisation.md (seventh round).
         candidates: post-processing of the mask into candidates.
     """
 
@@ -113,6 +116,11 @@ class InferenceOptions:
         help="fp32 CPU forward passes: auto = PyTorch or the installed runtime, the faster by "
         "measurement; torch; openvino",
         choices=ENGINE_CHOICES,
+    )
+    mirror: bool = option(
+        False,
+        help="also segment each slice mirrored left-right and average the probabilities "
+        "(twice the model time)",
     )
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
 
@@ -395,10 +403,9 @@ def iter_inference(
             )
             t0 = time.perf_counter()
             try:
-                if isinstance(fmt, str):  # a CPU runtime (backends.py)
-                    probs = engines.run(fmt, batch, n_threads)
-                else:
-                    probs = _forward(runner, batch, dev, fmt, autocast_dtype)
+                probs = _segment(
+                    batch, fmt, engines, runner, dev, n_threads, autocast_dtype, opts.mirror
+                )
             except torch.cuda.OutOfMemoryError as exc:
                 _halve_on_oom(exc, tuner, size, dev, ct.series_uid)
                 continue
@@ -478,6 +485,32 @@ def run_inference(
         f"Inference on {ct.series_uid}",
         "slices",
     )
+
+
+def _segment(
+    batch: torch.Tensor,
+    fmt: bool | str,
+    engines: Engines,
+    runner: nn.Module,
+    device: torch.device,
+    threads: int,
+    autocast_dtype: torch.dtype | None,
+    mirror: bool,
+) -> np.ndarray:
+    """Probabilities float16 ``(N, H, W)`` of one batch ``(N, C, H, W)``: from the CPU runtime
+    ``fmt`` names (backends.py), else from ``runner`` in the memory format ``fmt`` says; with
+    ``mirror``, the mean of that and the pass over the batch mirrored left-right (mirrored back)."""
+
+    def once(x: torch.Tensor) -> np.ndarray:
+        if isinstance(fmt, str):
+            return np.asarray(engines.run(fmt, x, threads))
+        return _forward(runner, x, device, fmt, autocast_dtype)
+
+    if not mirror:
+        return once(batch)
+    plain = once(batch).astype(np.float32)
+    back = once(batch.flip(-1))[..., ::-1].astype(np.float32)
+    return ((plain + back) * 0.5).astype(np.float16)
 
 
 def _forward(
