@@ -167,3 +167,15 @@ def false_positive_probabilities(
         on_excluded = nodule_hits(centers, excluded).any(axis=1)
         out.extend(probs[~on_nodule & ~on_excluded].tolist())
     return np.asarray(out, dtype=np.float64)
+
+
+def operating_cut(
+    marks: Sequence[Candidate], truth: ScoringTruth, uids: Sequence[str], fp_per_scan: float
+) -> tuple[float, int]:
+    """The score above which at most ``fp_per_scan`` false positives per scan remain, all scans
+    together (-inf when there are fewer false positives than that), and how many remain above
+    it (LUNA16's counting, :func:`false_positive_probabilities`)."""
+    fp = np.sort(false_positive_probabilities(marks, truth, uids))[::-1]
+    allowed = math.floor(fp_per_scan * len(uids))
+    cut = float(fp[allowed]) if allowed < len(fp) else -math.inf
+    return cut, int((fp > cut).sum())

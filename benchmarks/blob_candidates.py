@@ -38,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_kind, false_positive_probabilities
+from _common import cpu_kind, operating_cut
 from scipy import ndimage
 
 from src_train.anatomy import lung_field
 from src_train.classify.features import fit_logistic
 from src_train.classify.network import NoduleClassifier, classifier_logits
 from src_train.classify.patches import extract_patches
+from src_train.classify.training import stacking_folds
 from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.errors import ConfigError, LunaSegError
 from src_train.evaluate import (
@@ -257,9 +258,11 @@ def out_of_fold_logits(
     points: dict[str, ScanPoints], truth: ScoringTruth, folds: int = 5
 ) -> dict[str, np.ndarray]:
     """Per scan, a logistic model's logit for its points, the model fitted on the other folds'
-    scans (whole scans dealt round-robin into ``folds``) with LUNA16's hit test as the label."""
+    scans (whole scans dealt round-robin into ``folds``, as the combined second stage's
+    :func:`~src_train.classify.training.stacking_folds` deals them) with LUNA16's hit test as
+    the label."""
     uids = sorted(points)
-    fold_of = {uid: k % folds for k, uid in enumerate(uids)}
+    fold_of = dict(zip(uids, stacking_folds(uids, folds).tolist(), strict=True))
     features = {uid: point_features(points[uid]) for uid in uids}
     labels = {
         uid: nodule_hits(points[uid].xyz, truth.nodules.get(uid, [])).any(axis=1) for uid in uids
@@ -388,9 +391,7 @@ def main() -> None:
     print(f"nodules a blob point reaches: {sum(r.any() for r in reached)}/{len(nodules)}")
 
     froc = _froc(truth, marks, uids)
-    fp = np.sort(false_positive_probabilities(marks, truth, uids))[::-1]
-    allowed = math.floor(OPERATING_FP_PER_SCAN * len(uids))
-    cut = fp[allowed] if allowed < len(fp) else -math.inf
+    cut, _ = operating_cut(marks, truth, uids, OPERATING_FP_PER_SCAN)
     best = np.nan_to_num(froc.nodule_probability, nan=-math.inf)
     print(f"\nMissed by the run at <= {OPERATING_FP_PER_SCAN:g} FP/scan (score > {cut:.4f}):\n")
     print("| series | diameter mm | run's best score | blob point on it | its logit |")

@@ -33,9 +33,9 @@ import numpy as np
 from _common import (
     SLICE_BANDS_MM,
     band_label,
-    false_positive_probabilities,
     nodule_key,
     nodule_kinds,
+    operating_cut,
     scan_protocols,
 )
 
@@ -100,10 +100,7 @@ def main() -> None:
     print(f"| CPM | **{froc.cpm:.3f}**{interval} |")
 
     # Operating point: the threshold above which at most fp_per_scan false positives per scan.
-    fp_probs = np.sort(false_positive_probabilities(marks, truth, uids))[::-1]
-    allowed = math.floor(args.fp_per_scan * froc.n_scans)
-    cut = fp_probs[allowed] if allowed < len(fp_probs) else -math.inf
-    n_fp = int((fp_probs > cut).sum())
+    cut, n_fp = operating_cut(marks, truth, uids, args.fp_per_scan)
     found = np.nan_to_num(froc.nodule_probability, nan=-math.inf) > cut
     kinds = nodule_kinds(folder, uids)
     protocols = scan_protocols(folder)

@@ -503,7 +503,7 @@ def _segment(
 
     def once(x: torch.Tensor) -> np.ndarray:
         if isinstance(fmt, str):
-            return np.asarray(engines.run(fmt, x, threads))
+            return engines.run(fmt, x, threads)
         return _forward(runner, x, device, fmt, autocast_dtype)
 
     if not mirror:
