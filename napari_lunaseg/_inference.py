@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
@@ -121,7 +121,8 @@ def inference_job(
 
 
 class InferenceWidget(QWidget):
-    """Pick a CT layer, checkpoint, device and threshold; Run; see layers, metrics, candidates."""
+    """Pick a CT layer, checkpoint, device, thresholds and test-time mirroring; Run; see layers,
+    metrics, candidates."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -133,6 +134,8 @@ class InferenceWidget(QWidget):
         self.model = InferenceModel(DEFAULT_SCORE_THRESHOLD)
         self._ct: CtVolume | None = None
         self._cancelled = False
+        #: Whether the CT result shown was run mirrored (the result line says so).
+        self._mirrored = False
         #: Measured thread/format/batch choices, shared by this widget's runs.
         self.tuners = TunerCache()
         # Set when the Qt widget is destroyed (e.g. the viewer closed): late results are dropped.
@@ -161,6 +164,12 @@ class InferenceWidget(QWidget):
             value=DEFAULT_SCORE_THRESHOLD,
             tooltip="candidates at or above this score are shown; the error layer follows",
         )
+        self.mirror = CheckBox(
+            text="mirror left-right",
+            value=False,
+            tooltip="also segment every slice mirrored left-right and average the two "
+            "probabilities (test-time mirroring): twice the model time; CT series only",
+        )
         self.run_button = PushButton(text="Run")
         form = Container(
             widgets=[
@@ -169,6 +178,7 @@ class InferenceWidget(QWidget):
                 self.device,
                 self.threshold,
                 self.score_threshold,
+                self.mirror,
             ]
         )
         self.progress = make_progress_bar()
@@ -274,7 +284,9 @@ class InferenceWidget(QWidget):
             )
         try:
             self._ct = ct_from_layer(layer)
-            options = InferenceOptions(device=device, threshold=threshold)
+            options = InferenceOptions(
+                device=device, threshold=threshold, mirror=bool(self.mirror.value)
+            )
         except LunaSegError as exc:
             self._fail(str(exc))
             return None
@@ -291,8 +303,10 @@ class InferenceWidget(QWidget):
             _ignore_errors=True,
             _start_thread=False,
         )
-        text = f"running {checkpoint.name} on {self._ct.series_uid}…"
-        return self.start_job(worker, text, self._on_returned)
+        mirror = options.mirror
+        text = f"running {checkpoint.name} on {self._ct.series_uid}"
+        text += ", mirrored left-right…" if mirror else "…"
+        return self.start_job(worker, text, lambda outcome: self._on_returned(outcome, mirror))
 
     def start_job(self, worker: Any, text: str, on_returned: Callable[[Any], None]) -> Any:
         """Start ``worker`` (a napari worker yielding :class:`InferenceProgress`) as this
@@ -373,12 +387,13 @@ class InferenceWidget(QWidget):
         self.status.setText(status)
         self.metrics_label.setText(scores)
 
-    def _on_returned(self, outcome: JobOutcome) -> None:
+    def _on_returned(self, outcome: JobOutcome, mirrored: bool = False) -> None:
         if self._gone.is_set() or self._ct is None:
             return
         ct = self._ct
         detector, result, truth = outcome
         self.result = result
+        self._mirrored = mirrored
         self.model.set_result(ct, detector, result, truth)
         self._show_volumes(ct, result)
         self.table.setColumnHidden(TRUTH_COLUMN, truth is None)
@@ -500,8 +515,9 @@ class InferenceWidget(QWidget):
             text += f" (truth: {self.model.truth.source})"
         self.metrics_label.setText(text)
         n_kept = int(np.count_nonzero(self.model.kept))
+        mirrored = " (mirrored left-right)" if self._mirrored else ""
         line = (
-            f"done in {self.model.result.seconds:.1f} s: {n_kept} of "  # type: ignore[union-attr]
+            f"done in {self.model.result.seconds:.1f} s{mirrored}: {n_kept} of "  # type: ignore[union-attr]
             f"{len(self.model.candidates)} candidate(s) at score >= {cut:g}"
         )
         left_out = self.model.result.left_out  # type: ignore[union-attr]

@@ -129,6 +129,32 @@ def test_foreign_checkpoint_is_reported(viewer, widget, qtbot, tmp_path, tiny_sy
     assert _role(viewer, "probability") is None
 
 
+def test_mirror_box_reaches_the_core_and_the_result_line(
+    viewer, widget, qtbot, monkeypatch, tiny_synth_dir: Path, untrained_checkpoint: Path
+) -> None:
+    import napari_lunaseg._inference as inference
+
+    asked: list[bool] = []
+    real_job = inference.inference_job
+
+    def recording_job(ct, checkpoint, options, *args):
+        asked.append(options.mirror)
+        return (yield from real_job(ct, checkpoint, options, *args))
+
+    monkeypatch.setattr(inference, "inference_job", recording_job)
+    _open_first(viewer, tiny_synth_dir)
+    widget.checkpoint.value = str(untrained_checkpoint)
+    widget.device.value = "cpu"
+    assert widget.mirror.value is False  # off by default: it doubles the model time
+    for mirror in (True, False):
+        widget.mirror.value = mirror
+        widget.run_button.native.click()
+        qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
+        assert widget.result is not None
+        assert ("(mirrored left-right)" in widget.status.text()) is mirror
+    assert asked == [True, False]
+
+
 def test_the_probability_threshold_follows_the_chosen_checkpoint(widget, tmp_path) -> None:
     from src_train.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
     from src_train.records.threshold import checkpoint_threshold
