@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from src_train.context import context_stack
-from src_train.evaluate import Candidate, counted_marks, nodule_hits
+from src_train.evaluate import Candidate, counted_marks
+from src_train.infer.operating_point import FALSE_POSITIVE, candidate_outcomes
 from src_train.luna import LunaFolder
 from src_train.records.truth import ScoringTruth
 from src_train.synth import MARKER_FILE
@@ -160,12 +161,12 @@ def false_positive_probabilities(
         scan = by_scan.get(uid, [])
         probs = np.asarray([m.probability for m in scan], dtype=np.float64)
         keep = counted_marks(probs)
-        centers = np.asarray([m.center_xyz_mm for m in scan], dtype=np.float64).reshape(-1, 3)
-        centers, probs = centers[keep], probs[keep]
-        on_nodule = nodule_hits(centers, truth.nodules.get(uid, [])).any(axis=1)
+        counted = [mark for mark, kept in zip(scan, keep, strict=True) if kept]
         excluded = [f for f in truth.excluded if f.series_uid == uid]
-        on_excluded = nodule_hits(centers, excluded).any(axis=1)
-        out.extend(probs[~on_nodule & ~on_excluded].tolist())
+        outcomes = candidate_outcomes(counted, truth.nodules.get(uid, []), excluded)
+        out.extend(
+            m.probability for m, o in zip(counted, outcomes, strict=True) if o == FALSE_POSITIVE
+        )
     return np.asarray(out, dtype=np.float64)
 
 

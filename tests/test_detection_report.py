@@ -106,3 +106,29 @@ def test_a_missing_folder_or_candidates_file_is_one_error_line(
         _report(missing, tmp_path / "candidates.csv", capsys)
     with pytest.raises(SystemExit, match=r"error: .*candidates\.csv does not exist"):
         _report(tiny_synth_dir, missing / "candidates.csv", capsys)
+
+
+def test_false_positives_follow_luna16s_counting_with_excluded_findings() -> None:
+    from _common import false_positive_probabilities, operating_cut
+
+    from src_train.evaluate import MAX_MARKS_PER_SCAN, Candidate
+    from src_train.luna import Nodule
+    from src_train.records.truth import ScoringTruth
+
+    nodule = Nodule("a", (0.0, 0.0, 0.0), 10.0)
+    ignored = Nodule("a", (50.0, 0.0, 0.0), 10.0, is_nodule=False)
+    truth = ScoringTruth(nodules={"a": [nodule]}, excluded=[ignored])
+    marks = [
+        Candidate("a", (1.0, 0.0, 0.0), 0.9),  # on the nodule (within its radius)
+        Candidate("a", (52.0, 0.0, 0.0), 0.8),  # on the excluded finding: not counted
+        Candidate("a", (100.0, 0.0, 0.0), 0.7),  # false positives
+        Candidate("a", (0.0, 100.0, 0.0), 0.6),
+        Candidate("b", (0.0, 0.0, 0.0), 0.5),  # scan b has no nodule
+    ]
+    fp = false_positive_probabilities(marks, truth, ["a", "b"])
+    assert sorted(fp.tolist()) == [0.5, 0.6, 0.7]
+    # at 1 FP per scan (2 scans): the two most probable false positives stay above the cut
+    assert operating_cut(marks, truth, ["a", "b"], 1.0) == (0.5, 2)
+    # beyond the per-scan cap only the most probable marks count
+    many = [Candidate("b", (float(k), 500.0, 0.0), 1.0 - k / 1000) for k in range(200)]
+    assert len(false_positive_probabilities(many, truth, ["b"])) == MAX_MARKS_PER_SCAN

@@ -9,6 +9,7 @@ here so the numbers it shows are the core's. Centers are world ``(x, y, z)`` mm;
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +27,13 @@ FALSE_POSITIVE = "FP"
 UNSCORED = "unscored"
 
 
+class Located(Protocol):
+    """A mark with a world center: a detector's candidate or a submission's row."""
+
+    @property
+    def center_xyz_mm(self) -> tuple[float, float, float]: ...
+
+
 def kept_by_score(candidates: Sequence[CandidateNodule], score_threshold: float) -> np.ndarray:
     """Bool per candidate: its score (``probability``) is at or above ``score_threshold``."""
     scores = np.asarray([c.probability for c in candidates], dtype=np.float64)
@@ -33,12 +41,13 @@ def kept_by_score(candidates: Sequence[CandidateNodule], score_threshold: float)
 
 
 def candidate_outcomes(
-    candidates: Sequence[CandidateNodule],
+    candidates: Sequence[Located],
     nodules: Sequence[Nodule],
     excluded: Sequence[Nodule] = (),
 ) -> list[str]:
-    """Per candidate, :data:`TRUE_POSITIVE` (hits a nodule), :data:`UNSCORED` (hits only an
-    excluded finding) or :data:`FALSE_POSITIVE`, by LUNA16's hit rule (one scan); an unknown
+    """Per candidate (a detector's or a submission's mark), :data:`TRUE_POSITIVE` (hits a
+    nodule), :data:`UNSCORED` (hits only an excluded finding) or :data:`FALSE_POSITIVE`, by
+    LUNA16's hit rule (one scan); an unknown
     diameter is :data:`~src_train.luna.UNKNOWN_DIAMETER_MM` (:func:`nodule_hits`)."""
     centers = np.asarray([c.center_xyz_mm for c in candidates], dtype=np.float64).reshape(-1, 3)
     on_nodule = np.any(nodule_hits(centers, nodules), axis=1)
