@@ -9,7 +9,10 @@ official LUNA16 rules (``annotations.csv`` + ``annotations_excluded.csv`` when p
 * ``features``, ``classifier``, ``combined``: :mod:`src_train.classify` rankers.
 
 Candidates are cached per series in ``--work`` (keyed by the checkpoint's SHA-1), so a rerun
-only refits. Example::
+only refits. ``--extra-points DIR`` adds, for the classifier only, the annotated nodule centers
+and candidate points (``candidates.csv``) of DIR's series that are not in the training folder
+(the first ``--extra-scans`` of them): more distinct nodules without running the segmenter on
+them. Example::
 
     OMP_NUM_THREADS=1 python benchmarks/ranking_options.py --checkpoint RUN/checkpoint_best.pt \\
         --train-data /tmp/q/train7 --mine 8 --eval-data /tmp/q/tune555 --work /tmp/q/rank
@@ -91,6 +94,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.5, help="mask probability")
     parser.add_argument(
+        "--extra-points",
+        help="a folder whose series outside --train-data add their nodule centers and "
+        "candidate points to the classifier's examples",
+    )
+    parser.add_argument(
+        "--extra-scans", type=int, default=0, help="of --extra-points' series (0: all)"
+    )
+    parser.add_argument(
         "--min-diameter", type=float, default=CandidateConfig.min_diameter_mm, help="mm"
     )
     args = parser.parse_args()
@@ -135,6 +146,17 @@ def main() -> None:
         examples.extend(
             point_examples(train_folder.load(uid), truth_train.nodules.get(uid, []), points)
         )
+    if args.extra_points:
+        extra = LunaFolder(args.extra_points)
+        extra_uids = [u for u in extra.series_uids if u not in set(train_folder.series_uids)]
+        extra_uids = extra_uids[: args.extra_scans] if args.extra_scans else extra_uids
+        truth_extra = scoring_truth(extra)
+        for uid in extra_uids:
+            points = extra.candidates(uid) if extra.candidates_path else []
+            examples.extend(
+                point_examples(extra.load(uid), truth_extra.nodules.get(uid, []), points)
+            )
+        print(f"extra points from {len(extra_uids)} series of {args.extra_points}")
     print(f"examples: {examples.summary()}")
 
     eval_folder = LunaFolder(args.eval_data)
