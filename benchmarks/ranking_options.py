@@ -38,7 +38,7 @@ from src_train.infer.detector import load_detector
 from src_train.luna import LunaFolder
 from src_train.model import file_sha1
 from src_train.records.candidate import CandidateNodule
-from src_train.records.truth import scoring_truth
+from src_train.records.truth import ScoringTruth, scoring_truth
 
 OPTIONS = ("segmenter-mean", "segmenter-max", *RANKERS[1:])
 
@@ -70,6 +70,15 @@ def collect(
             f"in {time.perf_counter() - started:.0f} s",
             flush=True,
         )
+    return out
+
+
+def folder_points(folder: LunaFolder, uids: list[str], truth: ScoringTruth) -> RankerExamples:
+    """The classifier's point examples (nodule centers, candidate points) of ``uids``."""
+    out = RankerExamples()
+    for uid in uids:
+        points = folder.candidates(uid) if folder.candidates_path else []
+        out.extend(point_examples(folder.load(uid), truth.nodules.get(uid, []), points))
     return out
 
 
@@ -141,21 +150,14 @@ def main() -> None:
     all_train = (
         list(detector.contract.train_series) if detector.contract else train_folder.series_uids
     )
-    for uid in all_train:  # every training series' nodule centers and candidate points
-        points = train_folder.candidates(uid) if train_folder.candidates_path else []
-        examples.extend(
-            point_examples(train_folder.load(uid), truth_train.nodules.get(uid, []), points)
-        )
+    # every training series' nodule centers and candidate points
+    examples.extend(folder_points(train_folder, all_train, truth_train))
     if args.extra_points:
         extra = LunaFolder(args.extra_points)
-        extra_uids = [u for u in extra.series_uids if u not in set(train_folder.series_uids)]
+        known = set(train_folder.series_uids)
+        extra_uids = [u for u in extra.series_uids if u not in known]
         extra_uids = extra_uids[: args.extra_scans] if args.extra_scans else extra_uids
-        truth_extra = scoring_truth(extra)
-        for uid in extra_uids:
-            points = extra.candidates(uid) if extra.candidates_path else []
-            examples.extend(
-                point_examples(extra.load(uid), truth_extra.nodules.get(uid, []), points)
-            )
+        examples.extend(folder_points(extra, extra_uids, scoring_truth(extra)))
         print(f"extra points from {len(extra_uids)} series of {args.extra_points}")
     print(f"examples: {examples.summary()}")
 

@@ -47,8 +47,8 @@ def candidate_outcomes(
 ) -> list[str]:
     """Per candidate (a detector's or a submission's mark), :data:`TRUE_POSITIVE` (hits a
     nodule), :data:`UNSCORED` (hits only an excluded finding) or :data:`FALSE_POSITIVE`, by
-    LUNA16's hit rule (one scan); an unknown
-    diameter is :data:`~src_train.luna.UNKNOWN_DIAMETER_MM` (:func:`nodule_hits`)."""
+    LUNA16's hit rule (one scan); an unknown diameter is
+    :data:`~src_train.luna.UNKNOWN_DIAMETER_MM` (:func:`nodule_hits`)."""
     centers = np.asarray([c.center_xyz_mm for c in candidates], dtype=np.float64).reshape(-1, 3)
     on_nodule = np.any(nodule_hits(centers, nodules), axis=1)
     on_excluded = np.any(nodule_hits(centers, excluded), axis=1)
