@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from training import config_for
+from training import config_for, fixed_ranker
 
-from src_train.classify import Ranker, RankerExamples
-from src_train.classify.features import FEATURE_NAMES, LogisticModel
+from src_train.classify import RankerExamples
 from src_train.classify.ranker import RANKER_KEY
 from src_train.ct import CtVolume
 from src_train.errors import ConfigError, LunaSegError
@@ -168,18 +167,6 @@ def test_a_run_from_before_the_test_split_resumes_on_its_two_way_split(
         select_split(LunaFolder(tiny_synth_dir).series_uids, contract, "test", run / FINAL)
 
 
-def _fixed_ranker() -> Ranker:
-    """A features ranker with set weights: the second stage without fitting one."""
-    return Ranker(
-        "features",
-        logistic=LogisticModel(
-            mean=[0.0] * len(FEATURE_NAMES),
-            std=[1.0] * len(FEATURE_NAMES),
-            weights=[0.1] * len(FEATURE_NAMES),
-        ),
-    )
-
-
 class _FirstEpochBest(Trainer):
     """Epoch 1 is "best" whatever its metrics (so best and final hold different networks)."""
 
@@ -190,7 +177,7 @@ class _FirstEpochBest(Trainer):
 def test_each_checkpoint_carries_the_ranker_of_its_own_segmenter_or_says_none(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ranker = _fixed_ranker()
+    ranker = fixed_ranker()
     fitted_for: list[int] = []
 
     def fake_fit(*args: object, **kwargs: object) -> SecondStage:
@@ -224,7 +211,7 @@ def test_second_stage_line_scores_the_segmenter_when_no_epoch_was_best(
     tiny_synth_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a one-epoch segmenter finds no training nodule to fit on: fit a fixed ranker instead
-    ranker = _fixed_ranker()
+    ranker = fixed_ranker()
     monkeypatch.setattr("src_train.train.second_stage.fit_ranker", lambda *a, **k: ranker)
     run = tmp_path / "run"
     cfg = config_for(tiny_synth_dir, cache_dir, run, epochs=1, epoch_samples=8, ranker="features")

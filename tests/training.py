@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from src_train.classify import Ranker
+from src_train.classify.features import FEATURE_NAMES, LogisticModel
 from src_train.model import load_checkpoint
 from src_train.train import (
     ProgressEvent,
@@ -46,6 +48,18 @@ def config_for(data: Path, cache: Path, run: Path, **overrides: object) -> Train
     options.update(data_dir=str(data), cache_dir=str(cache), run_dir=str(run))
     options.update(overrides)
     return TrainConfig(**options)  # type: ignore[arg-type]
+
+
+def fixed_ranker() -> Ranker:
+    """A features ranker with set weights: the second stage without fitting one."""
+    return Ranker(
+        "features",
+        logistic=LogisticModel(
+            mean=[0.0] * len(FEATURE_NAMES),
+            std=[1.0] * len(FEATURE_NAMES),
+            weights=[0.1] * len(FEATURE_NAMES),
+        ),
+    )
 
 
 def weights_of(path: Path) -> dict[str, torch.Tensor]:

@@ -131,6 +131,9 @@ class DataContract:
         train_spacing_mm: the training series' spacing ranges
             (:func:`~src_train.records.spacing.training_spacing`); empty when not recorded
             (a run from before it was kept). Derived from the series, so not compared on resume.
+        point_series: series of another folder (``--ranker-points``) whose annotated nodule
+            centres and candidate points the second stage's classifier learns from (the
+            segmenter never sees them); none of them is a series of the data folder.
     """
 
     train_series: tuple[str, ...]
@@ -140,6 +143,7 @@ class DataContract:
     version: int = CONTRACT_VERSION
     test_series: tuple[str, ...] = ()
     train_spacing_mm: dict[str, list[float]] = field(default_factory=dict)
+    point_series: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -200,6 +204,7 @@ class DataContract:
             "options": dict(self.options),
             "data": dict(self.data),
             "train_spacing_mm": {k: list(v) for k, v in self.train_spacing_mm.items()},
+            "point_series": list(self.point_series),
         }
 
     @classmethod
@@ -218,6 +223,7 @@ class DataContract:
                     str(k): [float(v) for v in bounds]
                     for k, bounds in (data.get("train_spacing_mm") or {}).items()
                 },
+                point_series=tuple(str(u) for u in data.get("point_series") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
@@ -239,6 +245,12 @@ class DataContract:
                 flag = "--" + name.replace("_", "-")
                 lines.append(f"{flag}: the run used {old!r}, now {new!r}")
         lines.extend(_split_differences(self, now))
+        if set(self.point_series) != set(now.point_series):
+            lines.append(
+                f"--ranker-points: the run's second stage learns from the points of "
+                f"{len(self.point_series)} series of another folder, now of "
+                f"{len(now.point_series)} (another set of series)"
+            )
         old_data, new_data = self.data, now.data
         if (old_data.get("series"), old_data.get("series_sha1")) != (
             new_data.get("series"),

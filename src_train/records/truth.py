@@ -105,7 +105,8 @@ class SplitSelection:
     Attributes:
         series: the series kept, in the order given.
         split: ``"all"``, ``"val"`` or ``"train"``.
-        training_series: kept series that were in the checkpoint's training set.
+        training_series: kept series that were in the checkpoint's training set (or lent their
+            points to its second stage, ``--ranker-points``).
         warning: a line to show (training series included), or None.
     """
 
@@ -180,14 +181,22 @@ def select_split(
         )
     if split == "all":
         trained = [u for u in uids if contract.split_of(u) == "train"]
-        warning = None
+        pointed = set(contract.point_series)
+        lent = [u for u in uids if u in pointed]
+        lines = []
         if trained:
-            warning = (
+            lines.append(
                 f"warning: {len(trained)} of the {len(uids)} series were in the training set of "
                 f"{name}; recall and CPM on them are inflated (use --split test for series no "
                 "choice looked at)"
             )
-        return SplitSelection(list(uids), split, trained, warning)
+        if lent:
+            lines.append(
+                f"warning: {len(lent)} of the {len(uids)} series lent their annotated points to "
+                f"the second stage of {name} (lunaseg train --ranker-points): its classifier "
+                "learned their nodules, so CPM on them is inflated (score series no run saw)"
+            )
+        return SplitSelection(list(uids), split, trained + lent, "\n".join(lines) or None)
     kept = [u for u in uids if contract.split_of(u) == split]
     if not kept:
         raise ConfigError(

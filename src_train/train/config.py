@@ -169,6 +169,14 @@ class TrainConfig(OptionsRecord):
     ranker_series: int = option(
         DEMO_RECIPE["ranker_series"], help="training series the second stage learns from (0: all)"
     )
+    ranker_points: str | None = option(
+        None,
+        help="another LUNA16-layout folder: the annotated nodule centres and candidates.csv "
+        "points of its series (those not in DATA_DIR) join the second stage's patch "
+        "classifier's examples (classifier, combined; no segmenter runs on them, the segmenter "
+        "never sees them)",
+        metavar="DIR",
+    )
     best_min_precision: float = option(
         DEFAULT_BEST_MIN_PRECISION,
         help="an epoch whose voxel precision on the validation series is lower is never 'best'",
@@ -301,6 +309,11 @@ class TrainConfig(OptionsRecord):
             )
         if self.ranker_series < 0:
             raise ConfigError(f"ranker_series must not be negative; got {self.ranker_series}.")
+        if self.ranker_points is not None and self.ranker not in ("classifier", "combined"):
+            raise ConfigError(
+                f"ranker_points feeds the second stage's patch classifier; --ranker {self.ranker} "
+                "has none. Use --ranker classifier or combined, or drop --ranker-points."
+            )
         if self.contract not in CONTRACT_POLICIES:
             raise ConfigError(
                 f"contract must be one of {', '.join(CONTRACT_POLICIES)}; got {self.contract!r}."

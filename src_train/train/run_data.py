@@ -68,6 +68,7 @@ def prepare_contract(
     reviews = review_state(ReviewBook.for_folder(folder), uids)
     fingerprint = folder_fingerprint(folder, uids, reviews)
     current = DataContract.build(cfg.to_dict(), split_series(uids, cfg.val_stride), fingerprint)
+    current = dataclasses.replace(current, point_series=point_series(cfg, folder))
     contract = current
     if resume_from is not None:
         stored = contract_of_checkpoint(resume_from)
@@ -84,6 +85,38 @@ def prepare_contract(
             # continue with the run's options (identical unless --contract stored)
             cfg = dataclasses.replace(cfg, **stored.options)
     return folder, contract, cfg
+
+
+def point_series(cfg: TrainConfig, folder: LunaFolder) -> tuple[str, ...]:
+    """The series of ``--ranker-points`` whose points the second stage's classifier learns
+    from: all of that folder's series except those of the run's data ``folder`` (which holds
+    the validation and test series), sorted; empty without ``--ranker-points``.
+
+    Raises :class:`ConfigError` when the folder is the data folder, has no annotation file or
+    adds no series."""
+    if cfg.ranker_points is None:
+        return ()
+    points = LunaFolder(cfg.ranker_points)
+    if points.root.resolve() == folder.root.resolve():
+        raise ConfigError(
+            f"--ranker-points {cfg.ranker_points} is the data folder itself; its training series "
+            "already teach the second stage. Name another folder (e.g. 'lunaseg synth DIR "
+            "--seed N' with a seed of its own), or drop --ranker-points."
+        )
+    if points.annotations_path is None:
+        raise ConfigError(
+            f"--ranker-points {cfg.ranker_points} has no annotations.csv: its series have no "
+            "nodule centres to learn from. Name a LUNA16-layout folder with annotations."
+        )
+    known = set(folder.series_uids)
+    uids = tuple(sorted(u for u in points.series_uids if u not in known))
+    if not uids:
+        raise ConfigError(
+            f"--ranker-points {cfg.ranker_points} holds no series outside {folder.root} (series "
+            "of the data folder are left out: its validation and test series must stay unseen). "
+            "Name a folder with other series, or drop --ranker-points."
+        )
+    return uids
 
 
 def with_training_spacing(contract: DataContract, cache: SeriesCache) -> DataContract:

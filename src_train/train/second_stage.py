@@ -39,7 +39,8 @@ from src_train.infer.runner import InferenceOptions, InferenceProgress, iter_inf
 from src_train.infer.tuner import TunerCache
 from src_train.luna import LunaFolder
 from src_train.model import load_checkpoint
-from src_train.records.truth import ScoringTruth
+from src_train.records.truth import ScoringTruth, scoring_truth
+from src_train.reviews import ReviewedFolder
 from src_train.train.passes import SeriesPasses
 from src_train.train.run_folder import BEST, LATEST, RunFolder
 from src_train.train.validation import SeriesValidation, cached_volume, score_validation
@@ -73,10 +74,14 @@ def iter_mine(
     tuners: TunerCache,
     with_patches: bool,
     pointed: Sequence[str] = (),
+    points_folder: LunaFolder | None = None,
+    point_uids: Sequence[str] = (),
 ) -> Generator[InferenceProgress, None, RankerExamples]:
     """Run ``model`` over the cached training series ``mined`` and collect their candidates;
     with ``with_patches`` also the annotated centers and candidate points of the ``pointed``
-    series (no model runs there). Yields inference progress (slices over ``mined``)."""
+    series and of the ``point_uids`` series of ``points_folder`` (``--ranker-points``,
+    read from disk, reviewed nodules; no model runs on either). Yields progress: slices over
+    ``mined``, then series of ``points_folder``."""
     examples = RankerExamples()
     total = sum(cache.meta(uid).shape_irc[0] for uid in mined)
     done = 0
@@ -98,6 +103,25 @@ def iter_mine(
             points = folder.candidates(uid) if folder.candidates_path is not None else []
             ct = cached_volume(cache, uid)
             examples.extend(point_examples(ct, truth.nodules.get(uid, []), points))
+        if points_folder is not None and point_uids:
+            examples.extend((yield from iter_folder_points(points_folder, point_uids)))
+    return examples
+
+
+def iter_folder_points(
+    folder: LunaFolder, uids: Sequence[str]
+) -> Generator[InferenceProgress, None, RankerExamples]:
+    """The classifier's point examples (reviewed nodule centres, ``candidates.csv`` points) of
+    the series ``uids`` of a folder outside the run (``--ranker-points``); yields one step
+    per series read."""
+    reviewed = ReviewedFolder(folder.root)
+    truth = scoring_truth(reviewed)
+    examples = RankerExamples()
+    for k, uid in enumerate(uids):
+        yield InferenceProgress(k, len(uids), f"ranker points: {uid}")
+        points = reviewed.candidates(uid) if reviewed.candidates_path is not None else []
+        examples.extend(point_examples(reviewed.load(uid), truth.nodules.get(uid, []), points))
+    yield InferenceProgress(len(uids), len(uids), f"ranker points: {len(uids)} series read")
     return examples
 
 
@@ -131,9 +155,14 @@ def fit_second_stage(
     ranker_series: int,
     seed: int,
     outcomes: Sequence[SeriesValidation] | None = None,
+    points_folder: LunaFolder | None = None,
+    point_uids: Sequence[str] = (),
 ) -> SecondStage | None:
     """Fit a ``kind`` ranker on the candidates ``model`` finds on training series (see the
     module docstring) and score ``model``'s validation candidates re-ranked by it.
+
+    ``points_folder``, ``point_uids``: a folder outside the run and its series whose points join the
+    classifier's examples (``--ranker-points``, :func:`iter_folder_points`).
 
     ``outcomes``: ``model``'s validation outcomes when known (else validated here). Returns
     None when no ranker can be fitted (logged: candidates keep the segmenter's order); raises
@@ -151,6 +180,8 @@ def fit_second_stage(
             passes.tuners,
             with_patches=kind != "features",
             pointed=dist.share(train_uids),
+            points_folder=points_folder,
+            point_uids=dist.share(point_uids),
         ),
         "ranker",
     )

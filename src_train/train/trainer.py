@@ -45,6 +45,7 @@ from src_train.datasets import TrainingDataset
 from src_train.errors import AnnotationError, CancelledError
 from src_train.infer.tuner import TunerCache
 from src_train.losses import SegmentationMetrics
+from src_train.luna import LunaFolder
 from src_train.model import Checkpoint
 from src_train.records.contract import (
     CONTRACT_KEY,
@@ -205,6 +206,13 @@ class Trainer(TrainingLoop):
             len(self.train_set.nodules),
             100 * cfg.negative_fraction,
         )
+        if self.contract is not None and self.contract.point_series:
+            log.info(
+                "second stage: its classifier also learns the points of %d series of %s "
+                "(--ranker-points; the segmenter never sees them)",
+                len(self.contract.point_series),
+                cfg.ranker_points,
+            )
         self._ready = True
 
     def _open_run_dir(self) -> None:
@@ -511,6 +519,9 @@ class Trainer(TrainingLoop):
             return True
         # checkpoint_best.pt's epoch (the last one when none qualified: write_fallback_best)
         fitted_for = self.best_epoch or int(self.history[-1]["epoch"]) if self.history else 0
+        # the contract's --ranker-points series (read from the folder named now)
+        points = LunaFolder(cfg.ranker_points) if cfg.ranker_points else None
+        point_uids = self.contract.point_series if points is not None and self.contract else ()
         try:
             fitted = fit_second_stage(
                 self.passes,
@@ -523,6 +534,8 @@ class Trainer(TrainingLoop):
                 ranker_series=cfg.ranker_series,
                 seed=cfg.seed,
                 outcomes=self._best_val,
+                points_folder=points,
+                point_uids=point_uids,
             )
         except CancelledError as exc:
             log.warning("second stage not fitted: %s", exc)
