@@ -182,6 +182,7 @@ class TrainingWidget(QWidget):
         self.ranker = ComboBox(
             label="ranker", choices=option_choices(TrainConfig, "ranker"), value=defaults.ranker
         )
+        self.ranker_points = FileEdit(label="ranker points", mode="d", value=None, nullable=True)
         self.best_min_precision = FloatSpinBox(
             label="best: min voxel precision",
             min=0.0,
@@ -206,6 +207,7 @@ class TrainingWidget(QWidget):
             ("batch_size", self.batch_size),
             ("negative_fraction", self.negative_fraction),
             ("ranker", self.ranker),
+            ("ranker_points", self.ranker_points),
             ("best_min_precision", self.best_min_precision),
             ("device", self.device),
             ("num_workers", self.workers),
@@ -225,6 +227,7 @@ class TrainingWidget(QWidget):
                 self.batch_size,
                 self.negative_fraction,
                 self.ranker,
+                self.ranker_points,
                 self.best_min_precision,
                 augment_row,
                 self.device,
@@ -268,6 +271,9 @@ class TrainingWidget(QWidget):
             "batch_size": int(self.batch_size.value),
             "negative_fraction": float(self.negative_fraction.value),
             "ranker": str(self.ranker.value),
+            "ranker_points": None
+            if self.ranker_points.value is None
+            else str(self.ranker_points.value),
             "best_min_precision": float(self.best_min_precision.value),
             "augment": ",".join(augment) if augment else "none",
             "device": str(self.device.value),

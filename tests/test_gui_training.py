@@ -169,6 +169,9 @@ def test_the_command_line_parses_back_to_the_form_through_the_clis_own_parser(
         TrainConfig.__dataclass_fields__["negative_fraction"].metadata["lunaseg_option"]["help"]
     )
     _tiny_job(widget, tmp_path / "data", tmp_path / "run")
+    unset = build_parser().parse_args(widget.command()[2:])
+    assert options_from_args(TrainConfig, unset, data_dir="d").ranker_points is None
+    widget.ranker_points.value = str(tmp_path / "more")
     widget.loss.value = next(c for c in widget.loss.choices if c != defaults.loss)
     widget.augment["flip"].value = not widget.augment["flip"].value
     widget.overwrite.value = True
@@ -179,6 +182,7 @@ def test_the_command_line_parses_back_to_the_form_through_the_clis_own_parser(
     assert (config.epoch_samples, config.batch_size, config.num_workers) == (8, 4, 0)
     assert config.loss == widget.loss.value and config.device == "cpu" and config.overwrite
     assert config.negative_fraction == pytest.approx(widget.negative_fraction.value)
+    assert config.ranker_points == str(tmp_path / "more")
     chosen = {name for name, box in widget.augment.items() if box.value}
     assert set(config.augment_config().enabled) == chosen
     resumed = build_parser().parse_args(widget.command(resume=True)[2:])
