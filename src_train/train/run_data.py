@@ -96,6 +96,11 @@ def point_series(cfg: TrainConfig, folder: LunaFolder) -> tuple[str, ...]:
     adds no series."""
     if cfg.ranker_points is None:
         return ()
+    if not Path(cfg.ranker_points).is_dir():
+        raise ConfigError(
+            f"--ranker-points {cfg.ranker_points} does not exist. Name a LUNA16-layout folder "
+            "(e.g. made by 'lunaseg synth DIR --seed N'), or drop --ranker-points."
+        )
     points = LunaFolder(cfg.ranker_points)
     if points.root.resolve() == folder.root.resolve():
         raise ConfigError(
