@@ -71,7 +71,7 @@ def test_a_points_folder_that_cannot_serve_is_refused_before_training(
 
     with pytest.raises(ConfigError, match="--ranker features has none"):
         config(tmp_path, ranker="features")
-    with pytest.raises(ConfigError, match="--ranker-points .*nope does not exist"):
+    with pytest.raises(ConfigError, match=r"--ranker-points .*nope does not exist"):
         point_series(config(tmp_path / "nope"), LunaFolder(tiny_synth_dir))
     with pytest.raises(ConfigError, match="is the data folder itself"):
         point_series(config(tiny_synth_dir), LunaFolder(tiny_synth_dir))
