@@ -1,4 +1,5 @@
-"""The issue's goals table for one ``lunaseg infer`` run on a synthetic folder.
+"""The issue's goals table for one ``lunaseg infer`` run on a synthetic folder (or several
+runs pooled as one set).
 
 Reads the run's ``candidates.csv`` and ``seriesuids.csv`` and the folder's ``annotations.csv``
 (+ ``annotations_excluded.csv``) and ``truth/nodules.csv`` (each nodule's kind), scores them with
@@ -20,6 +21,10 @@ Example::
 
     lunaseg infer /tmp/q/eval8128 --out /tmp/q/out --checkpoint demo.pt
     python benchmarks/detection_report.py /tmp/q/eval8128 /tmp/q/out/candidates.csv
+
+Further ``DATA CANDIDATES`` pairs are pooled with the first: one FROC over all their series
+(the bootstrap resamples scans of every folder), one operating point, the tables summed (e.g.
+one folder per protocol family).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from _common import (
     SLICE_BANDS_MM,
+    NoduleKey,
     band_label,
     nodule_key,
     nodule_kinds,
@@ -41,14 +48,15 @@ from _common import (
 
 from src_train.errors import LunaSegError
 from src_train.evaluate import (
+    Candidate,
     evaluate_froc,
     find_series_list,
     read_series_list,
     read_submission,
 )
-from src_train.infer.records import read_record
+from src_train.infer.records import SeriesRecord, read_record
 from src_train.luna import LunaFolder
-from src_train.records.truth import scoring_truth
+from src_train.records.truth import ScoringTruth, scoring_truth
 
 #: Size bands (mm, lower bound inclusive) of the per-size table.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
@@ -56,24 +64,64 @@ SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
 MISSED_LISTED = 30
 
 
+@dataclass
+class Pooled:
+    """One or more ``lunaseg infer`` runs scored as one set (series UIDs must not repeat)."""
+
+    truth: ScoringTruth = field(default_factory=ScoringTruth)
+    uids: list[str] = field(default_factory=list)
+    marks: list[Candidate] = field(default_factory=list)
+    kinds: dict[NoduleKey, str] = field(default_factory=dict)
+    protocols: dict[str, dict] = field(default_factory=dict)  # type: ignore[type-arg]
+    records: list[SeriesRecord | None] = field(default_factory=list)
+
+    def add(self, data: str, candidates: Path) -> None:
+        """The run whose ``candidates.csv`` is ``candidates``, on the folder ``data``."""
+        folder = LunaFolder(data)
+        truth = scoring_truth(folder)
+        series_path = find_series_list(candidates)
+        uids = read_series_list(series_path) if series_path else folder.series_uids
+        repeated = sorted(set(uids) & set(self.uids))
+        if repeated:
+            raise LunaSegError(
+                f"{candidates}: {len(repeated)} series were scored by an earlier run already "
+                f"(e.g. {repeated[0]}); pool runs on different series."
+            )
+        wanted = set(uids)
+        self.uids.extend(uids)
+        self.truth.nodules.update({u: truth.nodules[u] for u in uids if u in truth.nodules})
+        self.truth.excluded.extend(f for f in truth.excluded if f.series_uid in wanted)
+        self.marks.extend(m for m in read_submission(candidates) if m.series_uid in wanted)
+        self.kinds.update(nodule_kinds(folder, uids))
+        self.protocols.update(scan_protocols(folder))
+        self.records.extend(read_record(candidates.parent, uid) for uid in uids)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="the synthetic folder (annotations, truth/nodules.csv)")
     parser.add_argument("candidates", type=Path, help="candidates.csv of a lunaseg infer run")
+    parser.add_argument(
+        "more",
+        nargs="*",
+        metavar="DATA CANDIDATES",
+        help="further folder and candidates.csv pairs, pooled with the first as one set",
+    )
     parser.add_argument("--fp-per-scan", type=float, default=4.0)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    folder = LunaFolder(args.data)
-    truth = scoring_truth(folder)
-    series_path = find_series_list(args.candidates)
-    uids = read_series_list(series_path) if series_path else folder.series_uids
-    wanted = set(uids)
-    marks = read_submission(args.candidates)
+    if len(args.more) % 2:
+        parser.error("further runs come in pairs: DATA CANDIDATES")
+    pooled = Pooled()
+    pooled.add(args.data, args.candidates)
+    for data, candidates in zip(args.more[::2], args.more[1::2], strict=True):
+        pooled.add(data, Path(candidates))
+    truth, uids, marks = pooled.truth, pooled.uids, pooled.marks
     froc = evaluate_froc(
         truth.nodules_of(uids),
         marks,
-        excluded=[f for f in truth.excluded if f.series_uid in wanted],
+        excluded=truth.excluded,
         series_uids=uids,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -86,7 +134,7 @@ def main() -> None:
     found_all = f"{froc.recall:.3f} ({froc.n_detected}/{froc.n_nodules})"
     print(f"| nodule recall (every candidate) | {found_all} |")
     print(f"| candidates per scan | {froc.candidates_per_scan:.1f} |")
-    records = [read_record(args.candidates.parent, uid) for uid in uids]
+    records = pooled.records
     found = [r.components for r in records if r is not None]
     if found and any(r is not None and r.left_out for r in records):
         print(f"| segmenter components per scan (before --max-candidates) | {np.mean(found):.1f} |")
@@ -102,8 +150,7 @@ def main() -> None:
     # Operating point: the threshold above which at most fp_per_scan false positives per scan.
     cut, n_fp = operating_cut(marks, truth, uids, args.fp_per_scan)
     found = np.nan_to_num(froc.nodule_probability, nan=-math.inf) > cut
-    kinds = nodule_kinds(folder, uids)
-    protocols = scan_protocols(folder)
+    kinds, protocols = pooled.kinds, pooled.protocols
     groups: dict[str, dict[str, list[tuple[bool, bool]]]] = {
         name: defaultdict(list) for name in ("nodule kind", "size band", "family", "slice mm")
     }

@@ -21,9 +21,9 @@ def benchmarks_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPORT.parent))
 
 
-def _report(data: Path, candidates: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def _report(data: Path, candidates: Path, capsys: pytest.CaptureFixture[str], *more: Path) -> str:
     argv = sys.argv
-    sys.argv = [str(REPORT), str(data), str(candidates), "--bootstrap", "0"]
+    sys.argv = [str(REPORT), str(data), str(candidates), *map(str, more), "--bootstrap", "0"]
     try:
         runpy.run_path(str(REPORT), run_name="__main__")
     finally:
@@ -31,31 +31,44 @@ def _report(data: Path, candidates: Path, capsys: pytest.CaptureFixture[str]) ->
     return capsys.readouterr().out
 
 
-def test_report_groups_by_family_and_slice_and_lists_each_missed_nodule(
-    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder = LunaFolder(tiny_synth_dir)
-    nodules = [n for uid in folder.series_uids for n in folder.true_nodules(uid)]
-    assert len(nodules) >= 4
-    # every nodule marked except two: one with a low score below four false positives per scan
-    # (so missed at 4 FP/scan but found with every candidate), one not marked at all
-    low, unmarked = nodules[0], nodules[1]
-    rows = []
-    for n in nodules:
-        if n is unmarked:
-            continue
-        rows.append([n.series_uid, *n.center_xyz_mm, 0.05 if n is low else 0.9])
-    for uid in folder.series_uids:  # 5 false positives per scan, far outside the body
-        rows += [[uid, 9000.0 + k, 9000.0, 9000.0, 0.5] for k in range(5)]
-    out = tmp_path / "infer"
+def _write_run(out: Path, rows: list[list[object]], uids: list[str]) -> Path:
+    """A ``lunaseg infer`` output folder holding ``rows`` as candidates of the series ``uids``."""
     out.mkdir()
     with (out / "candidates.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["seriesuid", "coordX", "coordY", "coordZ", "probability"])
         writer.writerows(rows)
-    (out / "seriesuids.csv").write_text("\n".join(folder.series_uids) + "\n")
+    (out / "seriesuids.csv").write_text("\n".join(uids) + "\n")
+    return out / "candidates.csv"
 
-    text = _report(tiny_synth_dir, out / "candidates.csv", capsys)
+
+def _hand_made_rows(folder: LunaFolder) -> tuple[list[list[object]], list]:  # type: ignore[type-arg]
+    """Every true nodule marked at 0.9 but one at 0.05 and one unmarked, and 5 false positives
+    per scan far outside the body; returns the rows and the nodules."""
+    nodules = [n for uid in folder.series_uids for n in folder.true_nodules(uid)]
+    assert len(nodules) >= 4
+    low, unmarked = nodules[0], nodules[1]
+    rows: list[list[object]] = [
+        [n.series_uid, *n.center_xyz_mm, 0.05 if n is low else 0.9]
+        for n in nodules
+        if n is not unmarked
+    ]
+    for uid in folder.series_uids:
+        rows += [[uid, 9000.0 + k, 9000.0, 9000.0, 0.5] for k in range(5)]
+    return rows, nodules
+
+
+def test_report_groups_by_family_and_slice_and_lists_each_missed_nodule(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = LunaFolder(tiny_synth_dir)
+    # every nodule marked except two: one with a low score below four false positives per scan
+    # (so missed at 4 FP/scan but found with every candidate), one not marked at all
+    rows, nodules = _hand_made_rows(folder)
+    low, unmarked = nodules[0], nodules[1]
+    candidates = _write_run(tmp_path / "infer", rows, folder.series_uids)
+
+    text = _report(tiny_synth_dir, candidates, capsys)
 
     n = len(nodules)
     assert f"| nodule recall (every candidate) | {(n - 1) / n:.3f} ({n - 1}/{n}) |" in text
@@ -81,21 +94,37 @@ def test_report_of_a_family_folder_has_family_and_slice_tables(
     data = tmp_path / "thick"
     write_dataset(data, n_scans=2, seed=3, config=SynthConfig.tiny(protocol="thick"))
     folder = LunaFolder(data)
-    out = tmp_path / "infer"
-    out.mkdir()
-    with (out / "candidates.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["seriesuid", "coordX", "coordY", "coordZ", "probability"])
-        for uid in folder.series_uids:
-            writer.writerows([uid, *n.center_xyz_mm, 0.9] for n in folder.true_nodules(uid))
-    (out / "seriesuids.csv").write_text("\n".join(folder.series_uids) + "\n")
-    n = sum(len(folder.true_nodules(uid)) for uid in folder.series_uids)
+    rows = [
+        [uid, *n.center_xyz_mm, 0.9] for uid in folder.series_uids for n in folder.true_nodules(uid)
+    ]
+    candidates = _write_run(tmp_path / "infer", rows, folder.series_uids)
+    n = len(rows)
 
-    text = _report(data, out / "candidates.csv", capsys)
+    text = _report(data, candidates, capsys)
 
     assert f"| thick | 1.000 ({n}/{n}) | 1.000 ({n}/{n}) |" in text
     assert f"| >= 2 mm | 1.000 ({n}/{n}) | 1.000 ({n}/{n}) |" in text  # thick: 2-3 mm slices
     assert "Missed" not in text
+
+
+def test_runs_pooled_report_what_one_run_over_their_series_reports(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = LunaFolder(tiny_synth_dir)
+    uids = folder.series_uids
+    rows, _nodules = _hand_made_rows(folder)
+    whole = _write_run(tmp_path / "all", rows, uids)
+    halves = [
+        _write_run(tmp_path / name, [r for r in rows if r[0] in part], part)
+        for name, part in (("a", uids[:2]), ("b", uids[2:]))
+    ]
+
+    one = _report(tiny_synth_dir, whole, capsys)
+    pooled = _report(tiny_synth_dir, halves[0], capsys, tiny_synth_dir, halves[1])
+
+    assert pooled == one and f"{len(uids)} scans" in one
+    with pytest.raises(SystemExit, match="were scored by an earlier run already"):
+        _report(tiny_synth_dir, whole, capsys, tiny_synth_dir, halves[1])
 
 
 def test_a_missing_folder_or_candidates_file_is_one_error_line(
