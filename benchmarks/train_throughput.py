@@ -178,7 +178,7 @@ def main() -> None:
             )
         cache = SeriesCache(data, cache_dir)
         _timed("cache", cache.build_all)
-        train_uids, _ = split_series(cache.series_uids, train_cfg.val_stride)
+        train_uids = split_series(cache.series_uids, train_cfg.val_stride).train
         dataset = TrainingDataset(
             cache, train_uids, args.epoch_samples, train_cfg.sample_config(), seed=0
         )
