@@ -518,3 +518,21 @@ def test_the_detection_threshold_shapes_validation_and_travels_with_the_checkpoi
         marked[threshold] = row["val/voxel_tp"] + row["val/voxel_fp"]
         assert load_detector(run / FINAL).threshold == threshold
     assert marked[0.2] >= marked[0.5]
+
+
+@pytest.mark.parametrize(
+    ("native_bf16", "amx", "expected"),
+    [(True, True, torch.bfloat16), (True, False, None), (False, False, None)],
+)
+def test_auto_precision_on_a_cpu_is_bf16_only_where_amx_makes_it_faster(
+    monkeypatch: pytest.MonkeyPatch, native_bf16: bool, amx: bool, expected: torch.dtype | None
+) -> None:
+    """A Xeon with AVX-512 bf16 but no AMX trained slower in bf16 than in fp32 (131 against 155
+    samples/s, benchmarks/train_throughput.py): auto keeps fp32 (and NCHW) there."""
+    from src_train.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    cpu = torch.device("cpu")
+    assert runtime.step_settings("auto", "auto", cpu) == (expected, expected is not None)
+    assert runtime.step_settings("bf16", "auto", cpu) == (torch.bfloat16, True)  # asked for
