@@ -5,8 +5,8 @@ One run prints, side by side, in training samples (64x64 crops, 7 context slices
     (a) baseline: a plain fp32 NCHW training step (forward, loss, backward, Adam) on a batch
         already in memory: no augmentation, no data loader;
     (b) the same step with the settings ``lunaseg train`` picks on this device (``--amp auto
-        --channels-last auto``: bf16 autocast + channels_last on CPUs with native bf16), and
-        that step with the batch augmentation on the device added;
+        --channels-last auto``: bf16 autocast + channels_last on CPUs with native bf16 and
+        AMX, else fp32 NCHW), and that step with the batch augmentation on the device added;
     (c) data loading alone: the training dataset and loader over a cache (memory-mapped crops,
         context slices, HU clamp, collation), with the trainer's worker count;
     (d) ``lunaseg train`` end to end: the Trainer (loading, augmentation and step together),
@@ -17,6 +17,9 @@ The issue's goal is (d) >= (a). The data are synthetic scans written to a tempor
 Example (about 40 s on one core; figures of the 2-core dev CPU in docs/training_results.md)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_throughput.py --threads 1
+
+On a CPU with AMX, ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` imitates one without it (see
+``benchmarks/infer_precision.py``), and ``auto`` then picks fp32 NCHW for (b) and (d).
 """
 
 from __future__ import annotations

@@ -529,10 +529,11 @@ def test_auto_precision_on_a_cpu_is_bf16_only_where_amx_makes_it_faster(
 ) -> None:
     """A Xeon with AVX-512 bf16 but no AMX trained slower in bf16 than in fp32 (131 against 155
     samples/s, benchmarks/train_throughput.py): auto keeps fp32 (and NCHW) there."""
+    from src_train import devices
     from src_train.train import runtime
 
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: amx)
     cpu = torch.device("cpu")
     assert runtime.step_settings("auto", "auto", cpu) == (expected, expected is not None)
     assert runtime.step_settings("bf16", "auto", cpu) == (torch.bfloat16, True)  # asked for

@@ -11,16 +11,17 @@ written back in the file's array order, through views, without copies. The viewe
 generator in a worker thread (Cancel = stop iterating); the CLI and Python callers use
 :func:`run_inference`, which drives it with ``progress``/``should_stop``.
 
-Speed, on the CPU: batch norms are folded into the convolutions; bfloat16 autocast is used only
-on CPUs with native bf16; CPU threads (all or one), memory format (channels-last or not) and
-batch size are chosen by measurement on the first batches of the series (the fastest per slice
-wins, not the biggest) by a :class:`~src_train.infer.tuner.Tuner` the caller may keep across
-series; on fp32 CPUs the model exported to an installed CPU runtime is one more option it
-measures (:mod:`~src_train.infer.backends`). In-plane, the model only runs on the box around the
-body (:func:`~src_train.anatomy.body_box`) widened by more than the network's receptive field, so
-voxels inside the box get the values a whole-slice pass would give; voxels outside it (air far
-from anything) get probability 0. On CUDA: float16 (or bfloat16) autocast, channels-last,
-larger batches, and an out-of-memory error halves the batch and retries.
+Speed, on the CPU: batch norms are folded into the convolutions; bfloat16 autocast is used only on
+CPUs with native bf16 and AMX (:func:`~src_train.devices.cpu_bf16_pays`); CPU threads (all or one),
+memory format (channels-last or not) and batch size are chosen by measurement on the first batches
+of the series (the fastest per slice wins, not the biggest) by a
+:class:`~src_train.infer.tuner.Tuner` the caller may keep across series; on fp32 CPUs the model
+exported to an installed CPU runtime is one more option it measures
+(:mod:`~src_train.infer.backends`). In-plane, the model only runs on the box around the body
+(:func:`~src_train.anatomy.body_box`) widened by more than the network's receptive field, so voxels
+inside the box get the values a whole-slice pass would give; voxels outside it (air far from
+anything) get probability 0. On CUDA: float16 (or bfloat16) autocast, channels-last, larger
+batches, and an out-of-memory error halves the batch and retries.
 
 Memory: besides the CT itself, the probability volume (float16, 2 bytes/voxel), the mask
 (1 byte/voxel) and, while grouping candidates, a uint16 label array over the mask's bounding
@@ -45,7 +46,7 @@ from torch import nn
 from src_train.anatomy import body_box
 from src_train.context import DEFAULT_CONTEXT_SLICES, context_stack, step_slices_of
 from src_train.ct import CtVolume
-from src_train.devices import cpu_has_native_bf16, resolve_device
+from src_train.devices import cpu_bf16_pays, resolve_device
 from src_train.errors import ConfigError
 from src_train.infer.backends import (
     ENGINE_CHOICES,
@@ -80,7 +81,7 @@ class InferenceOptions:
         threshold: probability at or above which a voxel is in the mask; None = the
             checkpoint's detection threshold where a detector runs
             (:func:`~src_train.infer.detector.iter_detection`), else :data:`DEFAULT_THRESHOLD`.
-        precision: ``"auto"`` (bf16 on a CPU that supports it natively, fp16/bf16 on CUDA),
+        precision: ``"auto"`` (bf16 on a CPU with native bf16 and AMX, fp16/bf16 on CUDA),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
         channels_last: memory format; None = the fastest measured.
         num_threads: CPU threads for the model; None = the fastest of the current setting and
@@ -101,7 +102,8 @@ class InferenceOptions:
     )
     precision: str = option(
         "auto",
-        help="autocast dtype: auto = bf16 on CPUs with native bf16, fp16/bf16 on CUDA",
+        help="autocast dtype: auto = bf16 on CPUs with native bf16 and AMX (else fp32), "
+        "fp16/bf16 on CUDA",
         choices=PRECISIONS,
     )
     channels_last: bool | None = option(None, help="memory format", cli=False)
@@ -250,7 +252,7 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "bf16" if cpu_bf16_pays() else "fp32"
 
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -236,7 +236,7 @@ class TrainConfig(OptionsRecord):
     )
     amp: str = option(
         "auto",
-        help="mixed precision (auto: bf16/fp16 on GPUs; bf16 on CPUs with native bf16)",
+        help="mixed precision (auto: bf16/fp16 on GPUs; bf16 on CPUs with native bf16 and AMX)",
         choices=AMP_MODES,
     )
     channels_last: str = option(

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 import torch.distributed as dist
 
-from src_train.devices import cpu_has_amx, cpu_has_native_bf16, resolve_device
+from src_train.devices import cpu_bf16_pays, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``mode`` on ``device`` (None = full precision).
 
     ``auto``: bf16 on GPUs that support it, else fp16 on GPUs; on CPUs bf16 where the CPU has
-    native bf16 instructions and AMX (training a 64x64 batch of 16 measured ~1.5x faster than
-    fp32 on a Xeon with AMX, but 0.84x on one with AVX-512 bf16 and no AMX,
-    ``benchmarks/train_throughput.py``), else full precision.
+    native bf16 instructions and AMX (:func:`~src_train.devices.cpu_bf16_pays`: training a
+    64x64 batch of 16 measured ~2x faster than fp32 on a Xeon with AMX, but 0.84x on one with
+    AVX-512 bf16 and no AMX, ``benchmarks/train_throughput.py``), else full precision.
     """
     if mode == "off":
         return None
@@ -110,7 +110,7 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() and cpu_has_amx() else None
+    return torch.bfloat16 if cpu_bf16_pays() else None
 
 
 def step_settings(
