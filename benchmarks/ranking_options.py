@@ -8,6 +8,11 @@ official LUNA16 rules (``annotations.csv`` + ``annotations_excluded.csv`` when p
 * ``segmenter-mean`` / ``segmenter-max``: the mean / highest voxel probability (no 2nd stage);
 * ``features``, ``classifier``, ``combined``: :mod:`src_train.classify` rankers.
 
+The training side is labelled as ``lunaseg train`` labels it: by the reviewed nodules
+(:func:`~src_train.train.run_data.run_truth`; the raw annotations where nothing is reviewed),
+with the same point examples (:func:`~src_train.train.second_stage.iter_folder_points`). The
+evaluation side is scored against the evaluation folders' annotation files.
+
 Candidates are cached per series in ``--work`` (keyed by the checkpoint's SHA-1), so a rerun
 only refits. ``--extra-points DIR`` adds, for the classifier only, the annotated nodule centers
 and candidate points (``candidates.csv``) of DIR's series that are not in the training folder
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import pickle
 import time
 from pathlib import Path
@@ -31,14 +37,17 @@ import torch
 
 from src_train.classify import RANKERS, ClassifierConfig, Ranker, RankerExamples, fit_ranker
 from src_train.classify.patches import extract_patches
-from src_train.classify.training import candidate_examples, label_candidates, point_examples
+from src_train.classify.training import candidate_examples, label_candidates
 from src_train.evaluate import Candidate, evaluate_froc
 from src_train.infer import CandidateConfig, InferenceOptions, TunerCache, run_inference
 from src_train.infer.detector import load_detector
 from src_train.luna import LunaFolder
 from src_train.model import file_sha1
+from src_train.progress import run_steps
 from src_train.records.candidate import CandidateNodule
 from src_train.records.truth import ScoringTruth, scoring_truth
+from src_train.train.run_data import run_truth
+from src_train.train.second_stage import iter_folder_points
 
 OPTIONS = ("segmenter-mean", "segmenter-max", *RANKERS[1:])
 
@@ -73,13 +82,35 @@ def collect(
     return out
 
 
-def folder_points(folder: LunaFolder, uids: list[str], truth: ScoringTruth) -> RankerExamples:
-    """The classifier's point examples (nodule centers, candidate points) of ``uids``."""
-    out = RankerExamples()
-    for uid in uids:
-        points = folder.candidates(uid) if folder.candidates_path else []
-        out.extend(point_examples(folder.load(uid), truth.nodules.get(uid, []), points))
-    return out
+def collect_eval(
+    folders: list[str],
+    detector,  # type: ignore[no-untyped-def]
+    work: Path,
+    options: InferenceOptions,
+) -> tuple[dict[str, tuple[list[CandidateNodule], np.ndarray]], ScoringTruth]:
+    """Candidates and patches of every series of ``folders`` (pooled; a series UID may occur
+    once) and the truth they are scored against (each folder's annotation files)."""
+    scored: dict[str, tuple[list[CandidateNodule], np.ndarray]] = {}
+    truth = ScoringTruth()
+    for data in folders:
+        folder = LunaFolder(data)
+        uids = folder.series_uids
+        repeated = sorted(set(uids) & set(scored))
+        if repeated:
+            raise SystemExit(f"{data}: series {repeated[0]} is in an earlier --eval-data folder")
+        print(f"scoring on {data}: {len(uids)} series")
+        label = "eval-" + hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:8]
+        scored.update(collect(folder, uids, detector, work, label, options))
+        part = scoring_truth(folder)
+        truth.nodules.update({u: part.nodules[u] for u in uids if u in part.nodules})
+        truth.excluded.extend(part.excluded)
+    return scored, truth
+
+
+def folder_points(folder: LunaFolder, uids: list[str]) -> RankerExamples:
+    """The classifier's point examples of ``uids`` (reviewed nodule centres, candidate points),
+    built as ``lunaseg train`` builds them (:func:`iter_folder_points`)."""
+    return run_steps(iter_folder_points(folder, uids), None, None, "reading points")
 
 
 def score(option: str, ranker: Ranker | None, cands: list[CandidateNodule], patches: np.ndarray):
@@ -96,7 +127,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--train-data", required=True, help="the run's data folder")
     parser.add_argument("--mine", type=int, default=0, help="training series to mine (0: all)")
-    parser.add_argument("--eval-data", required=True, help="held-out folder to score on")
+    parser.add_argument(
+        "--eval-data",
+        required=True,
+        nargs="+",
+        help="held-out folder(s) to score on; several are pooled as one set",
+    )
     parser.add_argument("--work", required=True, help="folder for cached candidates")
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--classifier-epochs", type=int, default=ClassifierConfig.epochs)
@@ -137,7 +173,7 @@ def main() -> None:
         train_uids = train_uids[: args.mine]
     print(f"checkpoint {args.checkpoint}: mining {len(train_uids)} training series")
     mined = collect(train_folder, train_uids, detector, work, "train", options)
-    truth_train = scoring_truth(train_folder)
+    truth_train = run_truth(train_folder)  # reviewed, as training labels its candidates
     examples = RankerExamples()
     for uid, (cands, patches) in mined.items():
         excluded = [f for f in truth_train.excluded if f.series_uid == uid]
@@ -151,21 +187,18 @@ def main() -> None:
         list(detector.contract.train_series) if detector.contract else train_folder.series_uids
     )
     # every training series' nodule centers and candidate points
-    examples.extend(folder_points(train_folder, all_train, truth_train))
+    examples.extend(folder_points(train_folder, all_train))
     if args.extra_points:
         extra = LunaFolder(args.extra_points)
         known = set(train_folder.series_uids)
         extra_uids = [u for u in extra.series_uids if u not in known]
         extra_uids = extra_uids[: args.extra_scans] if args.extra_scans else extra_uids
-        examples.extend(folder_points(extra, extra_uids, scoring_truth(extra)))
+        examples.extend(folder_points(extra, extra_uids))
         print(f"extra points from {len(extra_uids)} series of {args.extra_points}")
     print(f"examples: {examples.summary()}")
 
-    eval_folder = LunaFolder(args.eval_data)
-    eval_uids = eval_folder.series_uids
-    print(f"scoring on {args.eval_data}: {len(eval_uids)} series")
-    scored = collect(eval_folder, eval_uids, detector, work, "eval", options)
-    truth = scoring_truth(eval_folder)
+    scored, truth = collect_eval(args.eval_data, detector, work, options)
+    eval_uids = list(scored)
     config = dataclasses.replace(ClassifierConfig(), epochs=args.classifier_epochs, seed=args.seed)
     print(
         "| option | recall | candidates/scan | FP/scan @90% | FP/scan @95% | "
