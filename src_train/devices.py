@@ -69,7 +69,7 @@ def cpu_bf16_pays() -> bool:
     Measured with the default U-Net: on a Xeon with AMX, training steps ran ~2x and whole-series
     inference 1.8x faster in bf16 than in fp32; on a Xeon with AVX-512 bf16 but no AMX, training
     ran 0.84x (131 against 155 samples/s, ``benchmarks/train_throughput.py``) and, with AMX
-    turned off by ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``, inference 0.76x
+    turned off by ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``, inference 0.75x
     (``benchmarks/infer_precision.py``). ``auto`` precision in training and inference follows it.
     """
     return cpu_has_native_bf16() and cpu_has_amx()
