@@ -20,7 +20,6 @@ one without AMX. Example (about 5 minutes on 2 cores)::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -31,11 +30,16 @@ from _common import cpu_kind, load_text
 
 from src_train.commands.infer_folder import DEMO_CHECKPOINT
 from src_train.ct import CtVolume
-from src_train.devices import cpu_bf16_pays, cpu_has_amx, cpu_has_native_bf16
+from src_train.devices import cpu_bf16_pays, cpu_has_amx, cpu_has_native_bf16, onednn_isa_cap
 from src_train.infer import InferenceOptions, TunerCache, run_inference
 from src_train.infer.detector import load_detector
 from src_train.luna import LunaFolder
 from src_train.synth import write_dataset
+
+
+def slices(cts: list[CtVolume]) -> int:
+    """Slices of all scans."""
+    return sum(ct.hu.shape[0] for ct in cts)
 
 
 def one_round(cts: list[CtVolume], model: torch.nn.Module, precision: str) -> tuple[float, int]:
@@ -51,7 +55,7 @@ def time_rounds(
     cts: list[CtVolume], model: torch.nn.Module, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Seconds of every round per precision, and the candidates each precision found."""
-    print(f"{len(cts)} scans, {sum(ct.hu.shape[0] for ct in cts)} slices; {rounds} rounds")
+    print(f"{len(cts)} scans, {slices(cts)} slices; {rounds} rounds")
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     found: dict[str, int] = {}
     for r in range(rounds):
@@ -72,8 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     if not cpu_has_native_bf16():
         parser.exit(0, "this CPU has no native bf16: LunaSeg runs fp32 here, nothing to compare\n")
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "unset"
-    print(f"CPU: {cpu_kind()}; ONEDNN_MAX_CPU_ISA {cap}")
+    print(f"CPU: {cpu_kind()}; oneDNN ISA cap {onednn_isa_cap() or 'unset'}")
     print(
         f"native bf16 {cpu_has_native_bf16()}, AMX usable {cpu_has_amx()}: --precision auto "
         f"runs {'bf16' if cpu_bf16_pays() else 'fp32'} here; torch {torch.__version__}, "
@@ -88,7 +91,7 @@ def main() -> None:
         folder = LunaFolder(data)
         cts = [folder.load(uid) for uid in folder.series_uids[: args.scans]]
         seconds, found = time_rounds(cts, detector.model, args.rounds)
-    slices = sum(ct.hu.shape[0] for ct in cts)
+    n_slices = slices(cts)
     base = statistics.median(seconds["fp32"])
     print(
         f"\n{'precision':<22}{'median s':>10}{'min s':>8}{'slices/s':>10}{'x fp32':>8}{'cands':>7}"
@@ -97,7 +100,7 @@ def main() -> None:
         med = statistics.median(values)
         label = precision + (" (baseline)" if precision == "fp32" else " autocast")
         print(
-            f"{label:<22}{med:>10.1f}{min(values):>8.1f}{slices / med:>10.1f}"
+            f"{label:<22}{med:>10.1f}{min(values):>8.1f}{n_slices / med:>10.1f}"
             f"{base / med:>7.2f}x{found[precision]:>7}"
         )
     print(f"load after: {load_text()}")

@@ -101,9 +101,7 @@ def collect_eval(
         print(f"scoring on {data}: {len(uids)} series")
         label = "eval-" + hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:8]
         scored.update(collect(folder, uids, detector, work, label, options))
-        part = scoring_truth(folder)
-        truth.nodules.update({u: part.nodules[u] for u in uids if u in part.nodules})
-        truth.excluded.extend(part.excluded)
+        truth.pool(scoring_truth(folder), uids)
     return scored, truth
 
 

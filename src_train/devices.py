@@ -44,6 +44,13 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def onednn_isa_cap() -> str:
+    """oneDNN's instruction-set cap: ``ONEDNN_MAX_CPU_ISA``, else ``DNNL_MAX_CPU_ISA``; "" unset."""
+    return (
+        os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    ).strip()
+
+
 def cpu_has_amx() -> bool:
     """True when the CPU has AMX tiles and oneDNN may use them (False where torch cannot tell).
 
@@ -51,8 +58,8 @@ def cpu_has_amx() -> bool:
     AMX (``AVX512_CORE_BF16``, say) keeps oneDNN off the tiles: that counts as no AMX. It is also
     how a CPU without AMX is imitated on one with it (``benchmarks/infer_precision.py``).
     """
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
-    if cap.strip() and cap.strip().upper() != "ALL" and "AMX" not in cap.upper():
+    cap = onednn_isa_cap().upper()
+    if cap and cap != "ALL" and "AMX" not in cap:
         return False
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if probe is None:

@@ -74,6 +74,13 @@ class ScoringTruth:
         """The nodules of these series, series by series."""
         return [n for uid in uids for n in self.nodules.get(uid, [])]
 
+    def pool(self, other: ScoringTruth, uids: Sequence[str]) -> None:
+        """Add ``other``'s nodules and excluded findings of the series ``uids`` to this truth
+        (several folders scored as one set)."""
+        wanted = set(uids)
+        self.nodules.update({u: other.nodules[u] for u in uids if u in other.nodules})
+        self.excluded.extend(f for f in other.excluded if f.series_uid in wanted)
+
 
 def scoring_truth(folder: LunaFolder) -> ScoringTruth:
     """The nodules of ``folder``'s series (``folder.nodules(uid)``: reviewed ones for a
