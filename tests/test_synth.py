@@ -347,6 +347,28 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert LunaFolder(out).load(LunaFolder(out).series_uids[0]).shape_irc == (16, 64, 64)
 
 
+def test_cli_synth_nodules_per_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from src_train.cli import main
+
+    base = ["synth", "--scans", "2", "--tiny", "--slices", "40", "--seed", "3"]
+    assert main([*base[:1], str(tmp_path / "dense"), *base[1:], "--nodules", "6"]) == 0
+    dense = LunaFolder(tmp_path / "dense")
+    counts = [len(dense.true_nodules(uid)) for uid in dense.series_uids]
+    assert counts == [6, 6]  # room for all six in a tiny chest, each kind in turn
+    kinds = Counter(n.kind for uid in dense.series_uids for n in dense.true_nodules(uid))
+    assert len(kinds) == len(TRUE_NODULE_KINDS) and max(kinds.values()) <= 2
+    marker = json.loads((tmp_path / "dense" / MARKER_FILE).read_text())
+    assert marker["config"]["nodules_per_scan_range"] == [6, 6]
+    assert main([*base[:1], str(tmp_path / "dense"), *base[1:], "--nodules", "6-6"]) == 0
+    assert "already holds this synthetic data set" in capsys.readouterr().out
+    for bad in ("8-6", "x", "3-4-5", "-2", "256"):
+        with pytest.raises(SystemExit) as stop:
+            main([*base[:1], str(tmp_path / "bad"), *base[1:], "--nodules", bad])
+        assert stop.value.code == 2
+        assert "--nodules" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_true_nodules_table_has_its_own_name_and_older_folders_still_read(
     tmp_path: Path, tiny_synth_dir: Path
 ) -> None:

@@ -10,6 +10,7 @@ from src_train import DEFAULT_DATA_DIR
 from src_train.cli.common import refuse_bad_reviews, report_failures
 from src_train.errors import AnnotationError
 from src_train.synth import DEFAULT_SCANS, DEFAULT_SEED
+from src_train.synth.config import MAX_TRUTH_LABEL
 from src_train.synth.protocols import FAMILY_NAMES, MIXED
 
 log = logging.getLogger("lunaseg")
@@ -60,7 +61,31 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         help=f"scanner protocol family: {', '.join(FAMILY_NAMES)} (default: {MIXED}, a family "
         "drawn per scan; with --tiny: the tiny ranges)",
     )
+    p.add_argument(
+        "--nodules",
+        type=_nodule_range,
+        metavar="N|LOW-HIGH",
+        help="nodules per scan, or a range to draw from (default: 1-4, as LUNA16's scans; "
+        "with --tiny 2-4); denser scans give a training run more distinct nodules. Like "
+        "--size and --slices it draws other scans under the same series UIDs: give a set of "
+        "other options a seed of its own before merging folders",
+    )
     p.set_defaults(func=_run_synth)
+
+
+def _nodule_range(text: str) -> tuple[int, int]:
+    """``"6"`` -> (6, 6), ``"6-10"`` -> (6, 10); anything else is an argparse error."""
+    parts = text.split("-")
+    try:
+        low, high = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (-1, -1)
+    except ValueError:
+        low, high = -1, -1
+    if not 0 <= low <= high <= MAX_TRUTH_LABEL:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a count (e.g. 8) or a range LOW-HIGH (e.g. 6-10) of whole numbers "
+            f"from 0 to {MAX_TRUTH_LABEL}, LOW not above HIGH"
+        )
+    return low, high
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -79,6 +104,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         config = replace(config, compress_ct=True)
     if args.protocol is not None:
         config = replace(config, protocol=args.protocol)
+    if args.nodules is not None:
+        config = replace(config, nodules_per_scan_range=args.nodules)
     if not args.overwrite and same_dataset(args.out_dir, args.scans, args.seed, config):
         print(
             f"{args.out_dir} already holds this synthetic data set ({args.scans} scans, seed "
