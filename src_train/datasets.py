@@ -24,7 +24,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ SAMPLE_KINDS = (NODULE, BODY, HARD)
 BODY_CENTER_MIN_HU = -900
 #: Tries to find such a voxel before a body crop keeps the last draw.
 BODY_CENTER_TRIES = 8
+#: Thickest reconstruction a slab crop imitates, mm (LUNA16's slices reach 2.5 mm).
+SLAB_MAX_MM = 3.0
+#: Extra word of the random stream that draws slab crops.
+SLAB_STREAM = 0x51AB
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,11 @@ class SampleConfig:
             those the nodule's mask covers at its centre row and column (its centre slice
             included), rather than on the centre slice: a nodule is met on all its slices at
             inference, small ones on their rims too.
+        slab_fraction: share of crops (nodule and negative alike) from scans with slices
+            thinner than :data:`SLAB_MAX_MM` shown as a thicker reconstruction of the same
+            scan: each context sample is the mean of the scan over a slab whose thickness is
+            drawn between the scan's slice spacing and :data:`SLAB_MAX_MM` (resampled context
+            only): a thick-slice scan's partial volume, met on every training scan's nodules.
     """
 
     crop_size: int = 64
@@ -78,6 +87,7 @@ class SampleConfig:
     edge_fraction: float = 0.0
     context_mm: float | None = None
     off_center_fraction: float = 0.0
+    slab_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.window_size < self.crop_size:
@@ -85,7 +95,13 @@ class SampleConfig:
                 f"Need 1 <= crop size <= window size; got crop {self.crop_size}, window "
                 f"{self.window_size}."
             )
-        for name in ("negative_fraction", "hard_fraction", "edge_fraction", "off_center_fraction"):
+        for name in (
+            "negative_fraction",
+            "hard_fraction",
+            "edge_fraction",
+            "off_center_fraction",
+            "slab_fraction",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1]; got {value}.")
@@ -93,6 +109,11 @@ class SampleConfig:
             raise ConfigError(
                 "negative_fraction must be below 1: some crops must show a nodule; got "
                 f"{self.negative_fraction}."
+            )
+        if self.slab_fraction > 0 and self.context_mm is None:
+            raise ConfigError(
+                "slab_fraction needs a context in mm (context_mm): thicker slabs are resampled "
+                "along z, which the voxel context does not do."
             )
 
 
@@ -108,6 +129,8 @@ class SampleSpec:
             padded).
         first, last: slices the context is limited to, as if the scan began / ended there
             (None: the scan's own ends).
+        slab: extra thickness, in slices, each context sample is averaged over (0: the
+            scan's own slices; see ``SampleConfig.slab_fraction``).
     """
 
     kind: str
@@ -117,10 +140,30 @@ class SampleSpec:
     col0: int
     first: int | None = None
     last: int | None = None
+    slab: float = 0.0
 
 
 #: A hard-negative spot: ``(series, index, row0, col0)`` of a crop where the model fired.
 HardNegative = tuple[int, int, int, int]
+
+
+def _slab_stack(
+    hu: np.ndarray,
+    center: int,
+    context: int,
+    rows: slice,
+    cols: slice,
+    step_slices: float | None,
+    slab: float,
+) -> np.ndarray:
+    """The model input of one crop: :func:`context_stack` at ``center``, or with ``slab`` > 0
+    the mean of it over centres spread evenly across ``slab`` slices (at most half a slice
+    apart), as a reconstruction that many slices thicker would show the scan."""
+    if slab <= 0:
+        return context_stack(hu, np.array([center]), context, rows, cols, step_slices)
+    shifts = np.linspace(-slab / 2, slab / 2, int(np.ceil(2 * slab)) + 1)
+    stacks = context_stack(hu, center + shifts, context, rows, cols, step_slices)
+    return stacks.mean(axis=0, keepdims=True)
 
 
 def _crop_start(center: int, size: int, sample: SampleConfig, offset: int) -> int:
@@ -228,6 +271,19 @@ class TrainingDataset(Dataset):
 
     def spec(self, index: int) -> SampleSpec:
         """Where item ``index`` of the current epoch comes from (deterministic)."""
+        spec = self._place(index)
+        if self.sample.slab_fraction <= 0:
+            return spec
+        # a generator of its own: the crops' places do not move with the slab option
+        rng = np.random.default_rng((self.seed, self.epoch, int(index), SLAB_STREAM))
+        spacing = self._slice_spacing_mm(spec.series)
+        if rng.random() >= self.sample.slab_fraction or spacing >= SLAB_MAX_MM:
+            return spec
+        thickness = rng.uniform(spacing, SLAB_MAX_MM)
+        return replace(spec, slab=float((thickness - spacing) / spacing))
+
+    def _place(self, index: int) -> SampleSpec:
+        """The crop's series, slice and corner for item ``index`` (deterministic)."""
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
         s = self.sample
         span = s.window_size - s.crop_size + 1
@@ -298,13 +354,9 @@ class TrainingDataset(Dataset):
         # a scan cut at first/last: the context repeats its end slice, as at a real scan end
         lo = 0 if spec.first is None else spec.first
         hi = hu.shape[0] if spec.last is None else spec.last + 1
-        image = context_stack(
-            hu[lo:hi],
-            np.array([spec.index - lo]),
-            self.sample.context_slices,
-            rows,
-            cols,
-            self._step_slices(spec.series),
+        step = self._step_slices(spec.series)
+        image = _slab_stack(
+            hu[lo:hi], spec.index - lo, self.sample.context_slices, rows, cols, step, spec.slab
         )
         label = np.asarray(mask[spec.index, rows, cols], dtype=bool)[None]
         image = _pad_to(image[0], size, HU_CLAMP[0])
@@ -314,12 +366,17 @@ class TrainingDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.crop(self.spec(index))
 
+    def _slice_spacing_mm(self, series: int) -> float:
+        geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
+        return float(geometry.spacing_irc_mm[0])
+
     def _step_slices(self, series: int) -> float | None:
         """Slices between context samples of ``series`` (None: every slice); worked out once
         per series, not per crop."""
         if self.sample.context_mm is None:
             return None
         if series not in self._steps:
-            geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
-            self._steps[series] = step_slices_of(self.sample.context_mm, geometry.spacing_irc_mm[0])
+            self._steps[series] = step_slices_of(
+                self.sample.context_mm, self._slice_spacing_mm(series)
+            )
         return self._steps[series]

@@ -238,3 +238,48 @@ def test_off_center_crops_visit_every_slice_of_the_nodule(luna: Path) -> None:
             mask[spec.index, spec.row0 : spec.row0 + 64, spec.col0 : spec.col0 + 64],
         )
         assert label.any(), "every slice shown holds part of the nodule"
+
+
+def test_a_slab_averages_the_scan_over_its_thickness_by_hand() -> None:
+    from src_train.datasets import _slab_stack
+
+    hu = np.full((9, 4, 4), -1000, dtype=np.int16)
+    hu[4] = 0  # one bright slice
+    rows = cols = slice(None)
+    thin = _slab_stack(hu, 4, 1, rows, cols, 1.0, 0.0)[0, :, 0, 0]
+    np.testing.assert_array_equal(thin, [-1000, 0, -1000])
+    # 2 slices thicker: centres at -1, -0.5, 0, 0.5, 1 slice; linear interpolation sees the
+    # bright slice with weights 0, 0.5, 1, 0.5, 0 in the centre channel (40 % of it) and
+    # 0, 0, 0, 0.5, 1 in the channel one slice away (30 %)
+    thick = _slab_stack(hu, 4, 1, rows, cols, 1.0, 2.0)[0, :, 0, 0]
+    np.testing.assert_allclose(thick, [-700, -600, -700])
+    # a ramp along z is unchanged by a symmetric slab
+    ramp = (np.arange(9, dtype=np.int16)[:, None, None] * 50 - 600).repeat(4, 1).repeat(4, 2)
+    np.testing.assert_allclose(
+        _slab_stack(ramp, 4, 2, rows, cols, 1.5, 1.3), _slab_stack(ramp, 4, 2, rows, cols, 1.5, 0)
+    )
+
+
+def test_slab_crops_keep_their_places_and_thin_scans_only(luna: Path) -> None:
+    cache = SeriesCache(luna)
+    uids = ["1.1", "1.2", "1.3"]
+    plain = SampleConfig(context_mm=2.0, negative_fraction=0.3)
+    base = TrainingDataset(cache, uids, epoch_samples=40, sample=plain)
+    slabs = TrainingDataset(cache, uids, epoch_samples=40, sample=replace(plain, slab_fraction=1.0))
+    for i in range(40):
+        a, b = base.spec(i), slabs.spec(i)
+        assert replace(b, slab=0.0) == a  # the same crop, only thicker
+        # 2 mm slices shown 2-3 mm thick: 0-0.5 slices more
+        assert 0.0 < b.slab <= 0.5
+        image_a, label_a = base[i]
+        image_b, label_b = slabs[i]
+        assert torch.equal(label_a, label_b)
+        if a.kind == NODULE and b.slab > 0.2:
+            assert not torch.equal(image_a, image_b)  # the nodule's ends blur along z
+    half = TrainingDataset(cache, uids, epoch_samples=200, sample=replace(plain, slab_fraction=0.5))
+    share = np.mean([half.spec(i).slab > 0 for i in range(200)])
+    assert 0.35 < share < 0.65
+    with pytest.raises(ConfigError, match="context in mm"):
+        SampleConfig(slab_fraction=0.5)
+    with pytest.raises(ConfigError, match="slab_fraction must lie in"):
+        SampleConfig(context_mm=2.0, slab_fraction=1.5)

@@ -66,6 +66,7 @@ CONTRACT_OPTIONS: tuple[str, ...] = (
     "hard_fraction",
     "edge_fraction",
     "off_center_fraction",
+    "slab_fraction",
     "epoch_samples",
     "batch_size",
     "augment",
@@ -81,6 +82,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     THRESHOLD_KEY: PRE_OPTION_THRESHOLD,
     "context_mm": 0.0,
     "off_center_fraction": 0.0,
+    "slab_fraction": 0.0,
     "scanner_fraction": 1.0,
 }
 

@@ -145,6 +145,12 @@ class TrainConfig(OptionsRecord):
         help="share of nodule crops taken on any slice the nodule's mask covers through its "
         "centre, not its centre slice (0: the centre slice only, the SPEC's sampling)",
     )
+    slab_fraction: float = option(
+        SampleConfig.slab_fraction,
+        help="share of crops from scans with slices under 3 mm shown as a thicker "
+        "reconstruction (each context sample averaged over a slab drawn between the scan's "
+        "slice spacing and 3 mm); needs --context-mm (0: off)",
+    )
     # -- schedule ------------------------------------------------------------------------------
     epochs: int = option(DEMO_RECIPE["epochs"], help="last epoch to train")
     epoch_samples: int = option(1024, help="training crops per epoch (all processes together)")
@@ -380,4 +386,5 @@ class TrainConfig(OptionsRecord):
             self.edge_fraction,
             self.context_spacing_mm,
             self.off_center_fraction,
+            self.slab_fraction,
         )
