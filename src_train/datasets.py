@@ -112,8 +112,8 @@ class SampleConfig:
             )
         if self.slab_fraction > 0 and self.context_mm is None:
             raise ConfigError(
-                "slab_fraction needs a context in mm (context_mm): thicker slabs are resampled "
-                "along z, which the voxel context does not do."
+                "slab_fraction (--slab-fraction) needs a context in mm (--context-mm above "
+                "0): thicker slabs are resampled along z, which the voxel context does not do."
             )
 
 
