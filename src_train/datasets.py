@@ -220,7 +220,7 @@ class TrainingDataset(Dataset):
         self.sample = sample or SampleConfig()
         self.epoch_samples = int(epoch_samples)
         self.seed = int(seed)
-        self._steps: dict[int, float | None] = {}
+        self._spacings_mm: dict[int, float] = {}
         self.nodules: list[tuple[int, tuple[int, int, int]]] = [
             (k, center)
             for k, uid in enumerate(self.uids)
@@ -367,16 +367,14 @@ class TrainingDataset(Dataset):
         return self.crop(self.spec(index))
 
     def _slice_spacing_mm(self, series: int) -> float:
-        geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
-        return float(geometry.spacing_irc_mm[0])
+        """Slice spacing of ``series``, read from its geometry once per series, not per crop."""
+        if series not in self._spacings_mm:
+            geometry = Geometry.from_dict(self.cache.meta(self.uids[series]).geometry)
+            self._spacings_mm[series] = float(geometry.spacing_irc_mm[0])
+        return self._spacings_mm[series]
 
     def _step_slices(self, series: int) -> float | None:
-        """Slices between context samples of ``series`` (None: every slice); worked out once
-        per series, not per crop."""
+        """Slices between context samples of ``series`` (None: every slice)."""
         if self.sample.context_mm is None:
             return None
-        if series not in self._steps:
-            self._steps[series] = step_slices_of(
-                self.sample.context_mm, self._slice_spacing_mm(series)
-            )
-        return self._steps[series]
+        return step_slices_of(self.sample.context_mm, self._slice_spacing_mm(series))

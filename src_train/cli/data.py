@@ -75,9 +75,9 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
 
 def _nodule_range(text: str) -> tuple[int, int]:
     """``"6"`` -> (6, 6), ``"6-10"`` -> (6, 10); anything else is an argparse error."""
-    parts = text.split("-")
+    low_text, dash, high_text = text.partition("-")
     try:
-        low, high = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (-1, -1)
+        low, high = int(low_text), int(high_text if dash else low_text)
     except ValueError:
         low, high = -1, -1
     if not 0 <= low <= high <= MAX_TRUTH_LABEL:
