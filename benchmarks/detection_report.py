@@ -14,8 +14,13 @@ the CPM interval) and prints, in Markdown:
   that many false positives per scan, and recall there per nodule kind, per size band and, for
   a folder ``lunaseg synth`` wrote, per protocol family and slice-thickness band (the scans'
   drawn protocols in its ``lunaseg-synth.json``);
-* the nodules missed at that operating point: series, kind, diameter, family and slice
-  spacing, and the detector's best score on the nodule (none: no candidate on it).
+  With the true shapes (``truth/<uid>.mhd``) also per *dense surround*: the share of the
+  voxels within 2 mm of the nodule's true shape above -500 HU in the scan
+  (:func:`src_train.masks.dense_surround`: 0 for a nodule with lung all round, about a third
+  for a juxtapleural one, most for one inside a vessel bundle; read on each nodule's box, about
+  0.2 s per scan);
+* the nodules missed at that operating point: series, kind, diameter, family, slice spacing,
+  dense surround, and the detector's best score on the nodule (none: no candidate on it).
 
 Example::
 
@@ -56,10 +61,13 @@ from src_train.evaluate import (
 )
 from src_train.infer.records import SeriesRecord, read_record
 from src_train.luna import LunaFolder
+from src_train.masks import load_series_truth
 from src_train.records.truth import ScoringTruth, scoring_truth
 
 #: Size bands (mm, lower bound inclusive) of the per-size table.
 SIZE_BANDS_MM = ((0.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, math.inf))
+#: Dense-surround bands (share, lower bound inclusive) of the per-surround table.
+SURROUND_BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, math.inf))
 #: Missed nodules listed at the most.
 MISSED_LISTED = 30
 
@@ -73,6 +81,7 @@ class Pooled:
     marks: list[Candidate] = field(default_factory=list)
     kinds: dict[NoduleKey, str] = field(default_factory=dict)
     protocols: dict[str, dict] = field(default_factory=dict)  # type: ignore[type-arg]
+    surround: dict[NoduleKey, float] = field(default_factory=dict)
     records: list[SeriesRecord | None] = field(default_factory=list)
 
     def add(self, data: str, candidates: Path) -> None:
@@ -93,7 +102,32 @@ class Pooled:
         self.marks.extend(m for m in read_submission(candidates) if m.series_uid in wanted)
         self.kinds.update(nodule_kinds(folder, uids))
         self.protocols.update(scan_protocols(folder))
+        self.surround.update(_dense_surrounds(folder, uids))
         self.records.extend(read_record(candidates.parent, uid) for uid in uids)
+
+
+def _dense_surrounds(folder: LunaFolder, uids: list[str]) -> dict[NoduleKey, float]:
+    """Each true nodule's dense surround (:func:`dense_surround`) in the series ``uids`` that
+    have a truth volume (none: an empty mapping)."""
+    out: dict[NoduleKey, float] = {}
+    for uid in uids:
+        if folder.truth_path(uid) is None or not folder.true_nodules(uid):
+            continue
+        ct = folder.load(uid)
+        series = load_series_truth(folder, ct)
+        if series is None:
+            continue
+        for nodule in folder.true_nodules(uid):
+            out[nodule_key(uid, nodule.center_xyz_mm)] = series.dense_surround(ct, nodule)
+    return out
+
+
+def _surround_label(share: float) -> str:
+    """``"0.1-0.25"`` (``">= 0.5"`` for the last band) for a dense-surround share."""
+    for lo, hi in SURROUND_BANDS:
+        if lo <= share < hi:
+            return f"{lo:g}-{hi:g}" if math.isfinite(hi) else f">= {lo:g}"
+    return "?"
 
 
 def main() -> None:
@@ -151,7 +185,8 @@ def main() -> None:
     found = np.nan_to_num(froc.nodule_probability, nan=-math.inf) > cut
     kinds, protocols = pooled.kinds, pooled.protocols
     groups: dict[str, dict[str, list[tuple[bool, bool]]]] = {
-        name: defaultdict(list) for name in ("nodule kind", "size band", "family", "slice mm")
+        name: defaultdict(list)
+        for name in ("nodule kind", "size band", "family", "slice mm", "dense surround")
     }
     missed = []
     for i, (nodule, hit, anywhere) in enumerate(
@@ -167,8 +202,11 @@ def main() -> None:
             groups["family"][str(protocol.get("family", "?"))].append(pair)
             spacing = float(protocol.get("slice_spacing_mm", math.nan))
             groups["slice mm"][band_label(spacing, SLICE_BANDS_MM)].append(pair)
+        share = pooled.surround.get(nodule_key(nodule.series_uid, nodule.center_xyz_mm))
+        if share is not None:
+            groups["dense surround"][_surround_label(share)].append(pair)
         if not hit:
-            missed.append((i, nodule, kind, protocol))
+            missed.append((i, nodule, kind, protocol, share))
     print(
         f"\nAt <= {args.fp_per_scan:g} FP/scan (score > {cut:.4f}: "
         f"{n_fp / froc.n_scans:.2f} FP/scan): "
@@ -178,6 +216,7 @@ def main() -> None:
     order = {
         "size band": [band_label(lo, SIZE_BANDS_MM) for lo, _hi in SIZE_BANDS_MM],
         "slice mm": [band_label(lo, SLICE_BANDS_MM) for lo, _hi in SLICE_BANDS_MM],
+        "dense surround": [*(_surround_label(lo) for lo, _hi in SURROUND_BANDS), "?"],
     }
     for title, by_group in groups.items():
         if not by_group:
@@ -195,16 +234,18 @@ def _print_missed(missed: list, probability: np.ndarray, fp_per_scan: float) -> 
     if not missed:
         return
     print(f"Missed at <= {fp_per_scan:g} FP/scan ({len(missed)}):\n")
-    print("| series | kind | diameter mm | family | slice mm | best score on it |")
-    print("|---|---|---|---|---|---|")
+    print("| series | kind | diameter mm | family | slice mm | dense surround | best score on it |")
+    print("|---|---|---|---|---|---|---|")
     missed.sort(key=lambda m: -np.nan_to_num(probability[m[0]], nan=-1.0))
-    for i, nodule, kind, protocol in missed[:MISSED_LISTED]:
+    for i, nodule, kind, protocol, share in missed[:MISSED_LISTED]:
         score = probability[i]
         spacing = protocol.get("slice_spacing_mm")
         print(
             f"| ...{nodule.series_uid[-8:]} | {kind} | {float(nodule.diameter_mm or 0):.1f} | "
             f"{protocol.get('family', '?')} | "
             + (f"{float(spacing):.2f}" if spacing is not None else "?")
+            + " | "
+            + ("?" if share is None or math.isnan(share) else f"{share:.2f}")
             + " | "
             + ("none" if np.isnan(score) else f"{score:.3f}")
             + " |"

@@ -86,6 +86,38 @@ def test_report_groups_by_family_and_slice_and_lists_each_missed_nodule(
     assert lines[1].endswith("| none |")
 
 
+def test_report_groups_by_dense_surround_of_the_true_shapes(
+    tiny_synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src_train.masks import load_series_truth
+
+    folder = LunaFolder(tiny_synth_dir)
+    rows, nodules = _hand_made_rows(folder)
+    unmarked = nodules[1]
+    candidates = _write_run(tmp_path / "infer", rows, folder.series_uids)
+    ct = folder.load(unmarked.series_uid)
+    series = load_series_truth(folder, ct)
+    assert series is not None
+    share = series.dense_surround(ct, unmarked)
+    assert 0.0 <= share <= 1.0
+
+    text = _report(tiny_synth_dir, candidates, capsys)
+
+    table = text.split("| dense surround |")[1].split("\n\n")[0]
+    counts = [int(line.rsplit("/", 1)[1].split(")")[0]) for line in table.splitlines()[2:]]
+    assert sum(counts) == len(nodules)  # every nodule in one band
+    band = next(
+        f"| {lo:g}-{hi:g} |" if hi < 1 else f"| >= {lo:g} |"
+        for lo, hi in ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 2.0))
+        if lo <= share < hi
+    )
+    assert band in table
+    missed = [
+        line for line in text.splitlines() if line.startswith(f"| ...{unmarked.series_uid[-8:]}")
+    ]
+    assert any(line.endswith(f"| {share:.2f} | none |") for line in missed)
+
+
 def test_report_of_a_family_folder_has_family_and_slice_tables(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,7 +51,13 @@ from src_train.masks.report import (
     score_series,
     size_band,
 )
-from src_train.masks.truth import MATCH_MIN_DISTANCE_MM, SeriesTruth, load_series_truth, match_true
+from src_train.masks.truth import (
+    MATCH_MIN_DISTANCE_MM,
+    SeriesTruth,
+    dense_surround,
+    load_series_truth,
+    match_true,
+)
 
 __all__ = [
     "AXIS_NAMES",
@@ -82,6 +88,7 @@ __all__ = [
     "build_masks",
     "check_threshold",
     "dense",
+    "dense_surround",
     "grow_radius",
     "load_series_truth",
     "mask_nodule",

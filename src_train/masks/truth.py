@@ -6,10 +6,14 @@ annotation, the annotation is paired with a true nodule by :func:`match_true` (t
 annotation within the true diameter, world mm) and the nodule's mask is compared with that
 label in the union of their boxes (:meth:`SeriesTruth.nodule_dice`). The mask report, ``lunaseg
 mask`` and the viewer's Mask QA table all score through this module, so they agree.
+
+:func:`dense_surround` says how hidden a true shape is: the dense share of the tissue within
+2 mm of it (a detection report groups nodules by it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +29,12 @@ from src_train.metrics import dice
 
 #: An annotation matches a true nodule within the true diameter, but at least this far (mm).
 MATCH_MIN_DISTANCE_MM = 1.0
+
+#: :func:`dense_surround` reads the voxels this close to a true shape (mm)...
+SURROUND_SHELL_MM = 2.0
+#: ...and counts those above this HU as dense: vessel, airway wall, chest wall, mediastinum
+#: (lung parenchyma lies near -850 HU, ground glass from -650 HU up).
+SURROUND_DENSE_HU = -500.0
 
 
 def match_true(
@@ -45,6 +55,41 @@ def match_true(
         near = dist[k] <= max(truth.diameter_mm, MATCH_MIN_DISTANCE_MM)
         pairs.append((truth, annotations[k] if near else None))
     return pairs
+
+
+def dense_surround(
+    hu: np.ndarray,
+    inside: np.ndarray,
+    spacing_irc_mm: Sequence[float],
+    *,
+    shell_mm: float = SURROUND_SHELL_MM,
+    dense_hu: float = SURROUND_DENSE_HU,
+) -> float:
+    """Share of the voxels around a shape that are dense: how far the tissue beside a nodule
+    hides it (0: lung all round; a juxtapleural nodule about a third; one inside a vessel
+    bundle most of it).
+
+    Args:
+        hu: HU ``(index, row, col)`` of a box holding the shape and ``shell_mm`` around it
+            (as far as the volume reaches: voxels outside it are simply not counted).
+        inside: bool, same shape: the shape's voxels.
+        spacing_irc_mm: voxel size along index, row, col (distances are physical).
+        shell_mm: the voxels whose distance from the shape is above 0 and at most this count.
+        dense_hu: a voxel above this is dense.
+
+    Returns:
+        The dense share of those voxels; NaN when there are none (an empty shape, or one
+        filling its box).
+    """
+    inside = np.asarray(inside, dtype=bool)
+    if hu.shape != inside.shape:
+        raise ValueError(f"hu {hu.shape} and inside {inside.shape} differ in shape.")
+    if not inside.any():
+        return math.nan
+    distance = ndimage.distance_transform_edt(~inside, sampling=tuple(spacing_irc_mm))
+    shell = (distance > 0) & (distance <= shell_mm)
+    n = int(np.count_nonzero(shell))
+    return float(np.count_nonzero(hu[shell] > dense_hu)) / n if n else math.nan
 
 
 @dataclass
@@ -109,6 +154,25 @@ class SeriesTruth:
         true_local = self.labels[region] == k
         pred_local = paste_into(region, record.box_lo_irc, record.box_hi_irc, record.local_mask)
         return dice(pred_local, true_local), int(np.count_nonzero(true_local))
+
+    def dense_surround(self, ct: CtVolume, truth: TrueNodule) -> float:
+        """:func:`dense_surround` of ``truth``'s shape in ``ct`` (its series), read on the
+        label's box widened by the shell; NaN for a label without voxels."""
+        k = truth.label
+        box = self.label_boxes[k - 1] if 0 < k <= len(self.label_boxes) else None
+        if box is None:
+            return math.nan
+        spacing = ct.geometry.spacing_irc_mm
+        wide = tuple(
+            slice(max(s.start - pad, 0), min(s.stop + pad, n))
+            for s, pad, n in zip(
+                box,
+                (math.ceil(SURROUND_SHELL_MM / d) for d in spacing),
+                self.labels.shape,
+                strict=True,
+            )
+        )
+        return dense_surround(ct.hu[wide], self.labels[wide] == k, spacing)
 
     def record_dice(self, record: NoduleMask) -> float | None:
         """Dice of one annotation's record against its paired true nodule; None when the
