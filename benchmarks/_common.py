@@ -112,11 +112,12 @@ def run_timed(cmd: list[str]) -> float:
 SLICE_BANDS_MM = ((0.0, 1.25), (1.25, 2.0), (2.0, math.inf))
 
 
-def band_label(value: float, bands: Sequence[tuple[float, float]]) -> str:
-    """``"1.25-2 mm"`` (or ``">= 2 mm"`` for the open last band): the band ``value`` is in."""
+def band_label(value: float, bands: Sequence[tuple[float, float]], unit: str = " mm") -> str:
+    """``"1.25-2 mm"`` (or ``">= 2 mm"`` for the open last band): the band ``value`` is in
+    (``unit`` follows the bounds; ``""`` for a share)."""
     for lo, hi in bands:
         if lo <= value < hi:
-            return f"{lo:g}-{hi:g} mm" if math.isfinite(hi) else f">= {lo:g} mm"
+            return f"{lo:g}-{hi:g}{unit}" if math.isfinite(hi) else f">= {lo:g}{unit}"
     return "?"
 
 

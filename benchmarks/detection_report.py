@@ -112,22 +112,14 @@ def _dense_surrounds(folder: LunaFolder, uids: list[str]) -> dict[NoduleKey, flo
     out: dict[NoduleKey, float] = {}
     for uid in uids:
         if folder.truth_path(uid) is None or not folder.true_nodules(uid):
-            continue
+            continue  # nothing to measure: the scan is not read
         ct = folder.load(uid)
         series = load_series_truth(folder, ct)
         if series is None:
             continue
-        for nodule in folder.true_nodules(uid):
+        for nodule, _annotation in series.pairs:
             out[nodule_key(uid, nodule.center_xyz_mm)] = series.dense_surround(ct, nodule)
     return out
-
-
-def _surround_label(share: float) -> str:
-    """``"0.1-0.25"`` (``">= 0.5"`` for the last band) for a dense-surround share."""
-    for lo, hi in SURROUND_BANDS:
-        if lo <= share < hi:
-            return f"{lo:g}-{hi:g}" if math.isfinite(hi) else f">= {lo:g}"
-    return "?"
 
 
 def main() -> None:
@@ -204,7 +196,7 @@ def main() -> None:
             groups["slice mm"][band_label(spacing, SLICE_BANDS_MM)].append(pair)
         share = pooled.surround.get(nodule_key(nodule.series_uid, nodule.center_xyz_mm))
         if share is not None:
-            groups["dense surround"][_surround_label(share)].append(pair)
+            groups["dense surround"][band_label(share, SURROUND_BANDS, "")].append(pair)
         if not hit:
             missed.append((i, nodule, kind, protocol, share))
     print(
@@ -216,7 +208,8 @@ def main() -> None:
     order = {
         "size band": [band_label(lo, SIZE_BANDS_MM) for lo, _hi in SIZE_BANDS_MM],
         "slice mm": [band_label(lo, SLICE_BANDS_MM) for lo, _hi in SLICE_BANDS_MM],
-        "dense surround": [*(_surround_label(lo) for lo, _hi in SURROUND_BANDS), "?"],
+        "dense surround": [band_label(lo, SURROUND_BANDS, "") for lo, _hi in SURROUND_BANDS]
+        + ["?"],
     }
     for title, by_group in groups.items():
         if not by_group:
